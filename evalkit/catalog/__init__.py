@@ -1,0 +1,157 @@
+"""The edit-model catalogue: every model evalkit knows, loaded from data files.
+
+Bundled entries live in ``evalkit/catalog/*.toml`` (one file per provider). A user adds a model, or
+overrides a bundled one by id, by dropping a ``*.toml`` file with ``[[model]]`` tables into
+``<workspace>/catalog/`` (or a directory named in ``$EVALKIT_CATALOG_PATH``, ``:``-separated) —
+no code. Later files win; each entry remembers the file it came from (``ModelSpec.origin``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from evalkit.catalog.spec import (
+    OPERATIONS,
+    Fact,
+    InputsRule,
+    Limits,
+    MaskRule,
+    ModelSpec,
+    ParamSpec,
+    PriceRule,
+    SeedRule,
+    SizeRule,
+    normalise_operation,
+    parse_model,
+)
+from evalkit.errors import CatalogError, UnknownModelError
+
+__all__ = [
+    "Catalog",
+    "ModelSpec",
+    "OPERATIONS",
+    "Fact",
+    "InputsRule",
+    "Limits",
+    "MaskRule",
+    "ParamSpec",
+    "PriceRule",
+    "SeedRule",
+    "SizeRule",
+    "load_catalog",
+    "normalise_operation",
+]
+
+BUNDLED_DIR = Path(__file__).parent
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"catalogue file {path} is not valid TOML: {exc}", hint="fix the syntax") from None
+    except OSError as exc:
+        raise CatalogError(f"catalogue file {path} cannot be read: {exc.strerror}") from None
+
+
+def _entries(path: Path) -> list[ModelSpec]:
+    data = _read_toml(path)
+    models = data.get("model")
+    if not isinstance(models, list):
+        raise CatalogError(f"catalogue file {path} has no [[model]] tables", hint="see evalkit/catalog/spec.py for the format")
+    problems, specs = [], []
+    for raw in models:
+        try:
+            specs.append(parse_model(raw, str(path)))
+        except CatalogError as exc:
+            problems.append(str(exc.message))
+    if problems:
+        raise CatalogError("\n".join(problems), hint="fix the catalogue file (see evalkit/catalog/spec.py)")
+    return specs
+
+
+class Catalog:
+    """An ordered, id-indexed set of :class:`ModelSpec`."""
+
+    def __init__(self, models: Iterable[ModelSpec]):
+        self._models: dict[str, ModelSpec] = {}
+        for m in models:
+            self._models[m.id] = m  # later entries override earlier ones
+        self._aliases = {a: m.id for m in self._models.values() for a in m.aliases}
+
+    @classmethod
+    def load(cls, workspace: str | os.PathLike | None = None, extra_dirs: Iterable[str | os.PathLike] = ()) -> Catalog:
+        files = sorted(BUNDLED_DIR.glob("*.toml"))
+        dirs: list[Path] = []
+        env = os.environ.get("EVALKIT_CATALOG_PATH", "")
+        dirs += [Path(d) for d in env.split(os.pathsep) if d]
+        if workspace is not None:
+            dirs.append(Path(workspace) / "catalog")
+        dirs += [Path(d) for d in extra_dirs]
+        for d in dirs:
+            if d.is_file() and d.suffix == ".toml":
+                files.append(d)
+            elif d.is_dir():
+                files += sorted(d.glob("*.toml"))
+        specs: list[ModelSpec] = []
+        for f in files:
+            specs += _entries(f)
+        return cls(specs)
+
+    def get(self, model_id: str) -> ModelSpec:
+        mid = self._aliases.get(model_id, model_id)
+        try:
+            return self._models[mid]
+        except KeyError:
+            raise UnknownModelError(model_id, list(self._models)) from None
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._models or model_id in self._aliases
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def ids(self) -> list[str]:
+        return list(self._models)
+
+    def select(self, spec: str | Iterable[str] | None) -> list[ModelSpec]:
+        """Models named by ``"all"``, ``"provider:wavespeed"``, ``"id,id"`` or a list of ids."""
+        if spec is None or spec == "all":
+            return list(self)
+        names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+        out: list[ModelSpec] = []
+        for name in names:
+            if not name:
+                continue
+            if name.startswith("provider:"):
+                out += [m for m in self if m.provider == name.split(":", 1)[1]]
+            else:
+                out.append(self.get(name))
+        seen, unique = set(), []
+        for m in out:
+            if m.id not in seen:
+                seen.add(m.id)
+                unique.append(m)
+        return unique
+
+    def for_operation(self, operation: str) -> list[ModelSpec]:
+        op = normalise_operation(operation)
+        return [m for m in self if op in m.operations]
+
+    def fingerprint(self) -> str:
+        """A hash of every entry's facts (changes when a price or parameter changes)."""
+        blob = json.dumps([m.summary() | {"origin": ""} for m in self], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_catalog(workspace: str | os.PathLike | None = None) -> Catalog:
+    return Catalog.load(workspace)

@@ -1,0 +1,12 @@
+"""Shared fixtures. Each area keeps its fixtures in tests/plugins/<area>.py (registered below)."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+pytest_plugins = [
+    "tests.plugins.common",
+    "tests.plugins.sim_wavespeed",
+    "tests.plugins.sim_others",
+]
