@@ -62,6 +62,13 @@ class Budget:
             self.reserved_usd += amount_usd
             return Reservation(amount_usd, label)
 
+    def hold(self, amount_usd: float, label: str = "") -> Reservation:
+        """Reserve without checking the cap: for a call an earlier process already submitted (it is owed
+        whatever the cap says, and must still count against it)."""
+        with self._lock:
+            self.reserved_usd += amount_usd
+            return Reservation(amount_usd, label)
+
     def settle(self, reservation: Reservation, actual_usd: float | None) -> None:
         """Replace a reservation by what was actually billed (None or 0: nothing billed)."""
         with self._lock:

@@ -1,0 +1,42 @@
+"""evalkit — which hosted image-editing model should be the default for each price tier, and why.
+
+The public surface::
+
+    import evalkit
+    evalkit.Catalog.load()                       # every model: endpoint, parameters, prices, limits
+    evalkit.generate_image_edit(img, "…", model="qwen-edit-plus")   # one edit, any model
+    evalkit.run(suite="core", models="all", budget_usd=5)           # a run (await evalkit.arun(...) in Jupyter)
+    ws = evalkit.Workspace("evalkit-workspace"); ws.runs(); ws.calls(run_id); ws.scores(run_id)
+
+Everything else is importable from its module (evalkit.scoring, evalkit.analysis, evalkit.viz, …).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from evalkit.catalog import Catalog, ModelSpec
+from evalkit.edit import ImageEditResult, agenerate_image_edit, generate_image_edit
+from evalkit.errors import Category, EvalkitError
+from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions, ImageEditProvider
+from evalkit.runner import RunResult, arun, run
+from evalkit.store import Workspace
+
+__all__ = [
+    "Catalog",
+    "Category",
+    "EditOutcome",
+    "EditRequest",
+    "EvalkitError",
+    "ImageEditOptions",
+    "ImageEditProvider",
+    "ImageEditResult",
+    "ModelSpec",
+    "RunResult",
+    "Workspace",
+    "__version__",
+    "agenerate_image_edit",
+    "arun",
+    "generate_image_edit",
+    "run",
+]

@@ -1,0 +1,268 @@
+"""The `evalkit` command line: thin wrappers over the library (every command calls a public function).
+
+Errors from evalkit are printed as one line plus a hint, with exit status 2; Ctrl-C exits with 130
+after the run has stopped cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evalkit.errors import EvalkitError
+
+app = typer.Typer(
+    name="evalkit",
+    help="Pick a default hosted image-editing model per price tier: run the same edits across every model, "
+    "log latency and cost, score, and report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+def _width() -> int:
+    import shutil
+
+    return max(100, shutil.get_terminal_size((160, 40)).columns)
+
+
+out = Console(width=_width())
+err = Console(stderr=True, width=_width())
+
+WorkspaceOpt = Annotated[
+    Optional[Path],
+    typer.Option("--workspace", "-w", help="workspace directory (default: $EVALKIT_WORKSPACE or ./evalkit-workspace)"),
+]
+
+
+def _fail(exc: EvalkitError) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True, soft_wrap=True)
+    if exc.hint:
+        err.print(f"  [dim]→ {exc.hint}[/]", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _table(df, title: str | None = None, money: tuple[str, ...] = ()) -> Table:
+    t = Table(title=title, show_lines=False, header_style="bold")
+    for col in df.columns:
+        t.add_column(str(col), justify="right" if df[col].dtype.kind in "if" else "left")
+    for _, row in df.iterrows():
+        cells = []
+        for col in df.columns:
+            v = row[col]
+            if v is None or (isinstance(v, float) and v != v):
+                cells.append("—")
+            elif col in money and isinstance(v, (int, float)):
+                cells.append(f"${v:,.4f}")
+            elif isinstance(v, float):
+                cells.append(f"{v:,.1f}")
+            else:
+                cells.append(str(v))
+        t.add_row(*cells)
+    return t
+
+
+# ---- catalogue and suites ------------------------------------------------------------------------
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (every fact, with sources)")] = False,
+    provider: Annotated[Optional[str], typer.Option(help="only this provider")] = None,
+    operation: Annotated[Optional[str], typer.Option(help="only models supporting this operation")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """List the catalogue: id, provider, endpoint, price rule and a 1024×1024 price, limits, operations."""
+    from evalkit.catalog import Catalog
+
+    try:
+        cat = Catalog.load(workspace)
+        specs = [m for m in cat if (provider is None or m.provider == provider) and (operation is None or m.supports(operation))]
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps([m.summary() for m in specs], indent=2, default=str))
+        return
+    t = Table(title=f"{len(specs)} models", header_style="bold")
+    for col in ("id", "provider", "endpoint", "price (1024²)", "price rule", "inputs", "size", "operations"):
+        t.add_column(col, overflow="fold")
+    for m in specs:
+        p = m.price_for_1024()
+        size = {"wh": f"{m.size.min_px}–{m.size.max_px} px/side", "aspect_ratio": "aspect ratio"
+                + (f" + {'/'.join(m.size.resolutions)}" if m.size.resolutions else ""),
+                "enum": "/".join(m.size.values), "none": "follows input"}[m.size.kind]
+        low = " [yellow]*[/]" if any(f.confidence == "low" for f in m.facts.values()) else ""
+        t.add_row(m.id + low, m.provider, m.endpoint, "unknown" if p is None else f"${p:.3f}", m.price.describe(),
+                  f"{m.inputs.param} ≤{m.inputs.max_images}" + (" +mask" if m.mask else ""), size, ", ".join(m.operations))
+    out.print(t)
+    out.print("[yellow]*[/] has low-confidence facts (price, limits…): `evalkit models --json` shows each fact's source")
+
+
+@app.command()
+def suites(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the edit-case suites evalkit can find (bundled, and $EVALKIT_SUITES_PATH)."""
+    from evalkit.suites import list_suites
+
+    try:
+        infos = list_suites()
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps([vars(i) if not hasattr(i, "_asdict") else i._asdict() for i in infos], indent=2, default=str))
+        return
+    t = Table(header_style="bold")
+    for col in ("name", "cases", "operations", "languages", "path"):
+        t.add_column(col, overflow="fold")
+    for i in infos:
+        t.add_row(i.name, str(i.n_cases), ", ".join(i.operations), ", ".join(i.languages), str(i.path))
+    out.print(t)
+
+
+# ---- runs ----------------------------------------------------------------------------------------
+
+@app.command("run")
+def run_cmd(
+    suite: Annotated[Optional[str], typer.Option("--suite", "-s", help="suite name or path")] = None,
+    models: Annotated[str, typer.Option("--models", "-m", help="'all', 'provider:NAME' or comma-separated ids")] = "all",
+    repeats: Annotated[int, typer.Option(min=1, help="samples per (case, model); a distinct seed each")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="calls in flight at once, across providers")] = 16,
+    budget: Annotated[Optional[float], typer.Option(min=0, help="hard cap in USD for this run")] = None,
+    workspace: WorkspaceOpt = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="name the run (re-using a name resumes it)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue RUN_ID: poll accepted jobs, run the rest")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not reuse identical completed requests")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and its cost estimate; spend nothing")] = False,
+    provider_limit: Annotated[Optional[str], typer.Option(help="per-provider limits, e.g. wavespeed=100/500 (concurrent/images per min)")] = None,
+    resubmit_unknown: Annotated[bool, typer.Option(help="re-send calls whose submit outcome is unknown (may pay twice)")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="on resume, retry calls that failed with a transient error")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
+    resume_id: Annotated[Optional[str], typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
+) -> None:
+    """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
+    from evalkit.runner import parse_provider_limits, run
+
+    if resume_id:
+        run_id, resume = resume_id, True
+    try:
+        result = run(
+            suite, models, repeats=repeats, concurrency=concurrency, budget_usd=budget, workspace=workspace,
+            run_id=run_id, resume=resume, no_cache=no_cache, dry_run=dry_run,
+            provider_limits=parse_provider_limits(provider_limit), progress=not as_json,
+            resubmit_unknown=resubmit_unknown, retry_failed=retry_failed,
+        )
+    except EvalkitError as exc:
+        _fail(exc)
+    if dry_run:
+        if as_json:
+            typer.echo(json.dumps({"dry_run": True, "planned": result.planned, "not_applicable": result.not_applicable,
+                                   "estimate": result.estimate.to_dict(orient="records")}, default=float))
+        else:
+            out.print(_table(result.estimate, "Plan (nothing was spent)", money=("list_price_usd", "max_usd")))
+            out.print(f"{result.planned} calls; {result.not_applicable} (case, model) pairs not applicable.")
+        return
+    if as_json:
+        typer.echo(json.dumps({k: result.to_dict()[k] for k in (
+            "run_id", "planned", "completed", "failed", "skipped", "not_applicable", "unknown", "cached",
+            "cost_usd", "wall_s", "stop_reason", "simulated")}))
+    else:
+        _print_run_summary(result)
+    if result.stop_reason == "interrupted":
+        raise typer.Exit(130)
+
+
+def _print_run_summary(r) -> None:
+    sim = " [yellow](SIMULATED: local server outputs, not model outputs)[/]" if r.simulated else ""
+    out.print(f"[bold]run {r.run_id}[/]{sim}")
+    out.print(f"  {r.completed} completed ({r.cached} from cache), {r.failed} failed, {r.unknown} unknown, "
+              f"{r.skipped} not run, {r.not_applicable} not applicable — ${r.cost_usd:.4f} in {r.wall_s:.1f} s")
+    if r.failures_by_category:
+        out.print("  failures: " + ", ".join(f"{k} {v}" for k, v in r.failures_by_category.items()))
+    if r.stop_reason:
+        out.print(f"  [yellow]stopped: {r.stop_reason}[/] — re-run with `evalkit run --resume {r.run_id}` to continue")
+    out.print(f"  workspace: {r.workspace}")
+
+
+@app.command()
+def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the runs in a workspace."""
+    from evalkit.store import Workspace
+
+    try:
+        df = Workspace(workspace).runs()
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(df.to_json(orient="records"))
+    elif df.empty:
+        out.print("no runs yet — `evalkit run --suite smoke --dry-run` shows a plan")
+    else:
+        out.print(_table(df, money=("budget_usd", "cost_usd")))
+
+
+@app.command()
+def export(
+    run_id: str,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv | parquet | jsonl")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="file to write (default: <run>-calls.<ext>)")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Export a run's calls (one row per call) as CSV, Parquet or JSON Lines."""
+    from evalkit.export import export_calls
+
+    try:
+        path = export_calls(run_id, fmt, output, workspace=workspace)
+    except EvalkitError as exc:
+        _fail(exc)
+    out.print(f"wrote {path}")
+
+
+# ---- local servers and demo ----------------------------------------------------------------------
+
+@app.command()
+def sim(
+    host: Annotated[str, typer.Option(help="loopback address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0 = any free port)")] = 8765,
+    provider: Annotated[str, typer.Option(help="wavespeed | stability | huggingface | judge")] = "wavespeed",
+    time_scale: Annotated[float, typer.Option(help="multiply simulated model latencies")] = 1.0,
+    fixed_latency_ms: Annotated[Optional[float], typer.Option(help="one latency for every model")] = None,
+) -> None:
+    """Serve a local provider-compatible server (SIMULATED outputs) for offline runs and tests."""
+    import importlib
+
+    mod = importlib.import_module(f"evalkit.sim.{provider}")
+    kw = {"time_scale": time_scale}
+    if fixed_latency_ms is not None:
+        kw["fixed_latency_ms"] = fixed_latency_ms
+    out.print(f"serving a SIMULATED {provider} API on http://{host}:{port} (Ctrl-C to stop)")
+    mod.serve(host, port, **kw)
+
+
+@app.command()
+def demo(
+    workspace: WorkspaceOpt = None,
+    suite: Annotated[str, typer.Option(help="suite to run")] = "core",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="report folder (default reports/<run>)")] = None,
+) -> None:
+    """Offline end-to-end demo: local simulated servers, every catalogue model, scores and the HTML report."""
+    from evalkit.demo import run_demo
+
+    try:
+        run_demo(workspace=workspace, suite=suite, out_dir=out_dir, console=out)
+    except EvalkitError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Plan a run: cases × models × repeats, with not-applicable pairs recorded and a cost estimate.
+
+Planning is pure (no network): each pair is resolved through its provider's ``prepare()``, which
+checks the case against the model's catalogue entry and prices it. A pair that cannot run (the model
+lacks the operation, the case has too many images, a needed parameter is missing…) becomes a
+``not_applicable`` call with the reason, so the report can say why a cell is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from evalkit.catalog import ModelSpec
+from evalkit.errors import EvalkitError
+from evalkit.providers.base import EditRequest, ImageEditOptions, ImageEditProvider, PreparedRequest
+
+#: seed of repeat r is BASE_SEED + r: the same for every model, so repeats are comparable across models.
+BASE_SEED = 1000
+
+
+@dataclass
+class PlannedCall:
+    call_id: str
+    run_id: str
+    case_id: str
+    model: ModelSpec
+    repeat: int
+    operation: str
+    category: str | None
+    seed: int | None
+    request: EditRequest | None = field(default=None, repr=False)
+    prepared: PreparedRequest | None = field(default=None, repr=False)
+    status: str = "planned"  # planned | not_applicable
+    reason: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.model.id
+
+    def row(self) -> dict[str, Any]:
+        """The call's row as first written to the workspace."""
+        p = self.prepared
+        req_w = req_h = None
+        if p is not None and p.expected_size:
+            req_w, req_h = p.expected_size
+        return {
+            "call_id": self.call_id,
+            "run_id": self.run_id,
+            "case_id": self.case_id,
+            "model_id": self.model.id,
+            "provider": self.model.provider,
+            "operation": self.operation,
+            "category": self.category,
+            "repeat": self.repeat,
+            "seed": self.seed,
+            "fingerprint": p.fingerprint if p else None,
+            "status": self.status,
+            "reason": self.reason,
+            "price_usd": p.price_usd if p else None,
+            "reserved_usd": p.reserve_usd if p else None,
+            "requested_width": req_w,
+            "requested_height": req_h,
+            "params": p.public_params() if p else None,
+            "notes": list(p.notes) if p else [],
+        }
+
+
+def call_id_for(run_id: str, case_id: str, model_id: str, repeat: int) -> str:
+    return f"{run_id}/{case_id}/{model_id}/{repeat}"
+
+
+def plan_calls(
+    run_id: str,
+    cases: Sequence[Any],
+    models: Sequence[ModelSpec],
+    providers: Mapping[str, ImageEditProvider],
+    *,
+    repeats: int = 1,
+    base_seed: int = BASE_SEED,
+    inputs: Mapping[str, tuple] | None = None,
+) -> list[PlannedCall]:
+    """Every (case, model, repeat), ordered case-major so a budget cut leaves whole cases compared.
+
+    ``inputs`` maps case id → (images, mask) already decoded (decoded here otherwise).
+    """
+    if repeats < 1:
+        raise EvalkitError(f"repeats must be ≥ 1, got {repeats}")
+    planned: list[PlannedCall] = []
+    decoded = dict(inputs or {})
+    for repeat in range(repeats):
+        for case in cases:
+            if case.id not in decoded:
+                decoded[case.id] = case.load_inputs()
+            images, mask = decoded[case.id]
+            for model in models:
+                seed = base_seed + repeat if model.seed is not None else None
+                pc = PlannedCall(
+                    call_id=call_id_for(run_id, case.id, model.id, repeat),
+                    run_id=run_id,
+                    case_id=case.id,
+                    model=model,
+                    repeat=repeat,
+                    operation=case.operation,
+                    category=case.category,
+                    seed=seed,
+                )
+                if case.operation not in model.operations:
+                    pc.status, pc.reason = "not_applicable", f"{model.id} does not support {case.operation}"
+                    planned.append(pc)
+                    continue
+                tw, th = case.target_size if case.target_size else (None, None)
+                options = ImageEditOptions(width=tw, height=th, seed=seed, extra=dict(case.params or {}))
+                pc.request = EditRequest(
+                    model=model,
+                    images=tuple(images),
+                    prompt=case.prompt,
+                    operation=case.operation,
+                    options=options,
+                    mask=mask,
+                    sample_index=repeat,
+                )
+                provider = providers[model.provider]
+                try:
+                    pc.prepared = provider.prepare(pc.request)
+                except EvalkitError as exc:
+                    pc.status, pc.reason, pc.request = "not_applicable", exc.message, None
+                planned.append(pc)
+    return planned
+
+
+def estimate(planned: Sequence[PlannedCall]) -> pd.DataFrame:
+    """Per model: calls to make, not-applicable pairs, list-price total and the most it can cost."""
+    rows: dict[str, dict[str, Any]] = {}
+    for pc in planned:
+        r = rows.setdefault(
+            pc.model.id,
+            {"model_id": pc.model.id, "provider": pc.model.provider, "calls": 0, "not_applicable": 0,
+             "list_price_usd": 0.0, "max_usd": 0.0, "unknown_price_calls": 0},
+        )
+        if pc.status == "not_applicable":
+            r["not_applicable"] += 1
+            continue
+        r["calls"] += 1
+        p = pc.prepared
+        if p.price_usd is None:
+            r["unknown_price_calls"] += 1
+        else:
+            r["list_price_usd"] += p.price_usd
+        r["max_usd"] += p.reserve_usd
+    df = pd.DataFrame(list(rows.values()), columns=[
+        "model_id", "provider", "calls", "not_applicable", "list_price_usd", "max_usd", "unknown_price_calls"])
+    if not df.empty:
+        total = {"model_id": "TOTAL", "provider": "", **{c: df[c].sum() for c in df.columns[2:]}}
+        df = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
+        df["list_price_usd"] = df["list_price_usd"].round(4)
+        df["max_usd"] = df["max_usd"].round(4)
+    return df
