@@ -9,4 +9,6 @@ pytest_plugins = [
     "tests.plugins.common",
     "tests.plugins.sim_wavespeed",
     "tests.plugins.sim_others",
+    "tests.plugins.sim_judge",
+    "tests.plugins.synthetic",
 ]

@@ -1,0 +1,1 @@
+"""Placeholder; filled by the area that owns it."""
