@@ -165,8 +165,11 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
             f"{name} is not an image evalkit can read (unrecognised or corrupt header)",
             hint="pass a PNG, JPEG or WebP file",
         ) from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name} declares an enormous size (decompression bomb)", hint="use a smaller image") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            f"{name} declares an enormous size ({exc}); refused before decoding, as a decompression-bomb guard",
+            hint="downscale the image or raise EVALKIT_MAX_PIXELS",
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name} cannot be opened ({exc})", hint="re-export the image") from None
     w, h = img.size

@@ -1,0 +1,186 @@
+"""The workspace store: schema, call state machine, blobs, readers, failure modes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from evalkit.budget import Budget
+from evalkit.errors import BudgetExceededError, InvalidInputError, WorkspaceError
+from evalkit.store import SCHEMA_VERSION, Workspace
+
+from tests.plugins.common import make_png
+
+
+def _run(ws: Workspace, run_id: str = "r1") -> None:
+    ws.create_run(run_id, suite_name="s", suite_path=None, suite_fingerprint="f", catalog_fingerprint="c",
+                  models=["m1", "m2"], repeats=1, budget_usd=1.0, config={"k": 1})
+    ws.insert_calls([
+        {"call_id": f"{run_id}/c1/m1/0", "run_id": run_id, "case_id": "c1", "model_id": "m1", "provider": "p",
+         "operation": "general_edit", "repeat": 0, "price_usd": 0.02, "reserved_usd": 0.02, "fingerprint": "fp1"},
+        {"call_id": f"{run_id}/c1/m2/0", "run_id": run_id, "case_id": "c1", "model_id": "m2", "provider": "p",
+         "operation": "general_edit", "repeat": 0, "status": "not_applicable", "reason": "no"},
+    ])
+
+
+def test_call_lifecycle_and_readers(tmp_path):
+    ws = Workspace(tmp_path)
+    assert ws.schema_version == SCHEMA_VERSION
+    _run(ws)
+    cid = "r1/c1/m1/0"
+    ws.mark_submitting(cid, reserved_usd=0.02)
+    assert ws.get_call(cid)["status"] == "submitting"
+    ws.mark_submitted(cid, "abc123")
+    row = ws.get_call(cid)
+    assert row["status"] == "submitted" and row["prediction_id"] == "abc123"
+    ref = ws.put_blob(make_png(10, 10), "png")
+    ws.finish_call(cid, {"status": "completed", "cost_usd": 0.02, "cost_source": "list_price", "output_sha256": ref.sha256,
+                         "output_ext": "png", "width": 10, "height": 10, "total_ms": 123.0, "metadata": {"a": 1}})
+    df = ws.calls("r1")
+    assert list(df["status"]) == ["completed", "not_applicable"]
+    assert df.loc[0, "output_path"].endswith(".png") and os.path.exists(df.loc[0, "output_path"])
+    assert ws.output_image(cid) == make_png(10, 10)
+    assert ws.find_completed("fp1")["call_id"] == cid
+    assert ws.find_completed("fp1", exclude_call=cid) is None
+    runs = ws.runs()
+    assert runs.loc[0, "completed"] == 1 and runs.loc[0, "planned"] == 1 and runs.loc[0, "cost_usd"] == pytest.approx(0.02)
+
+
+def test_insert_is_idempotent_for_resume(tmp_path):
+    ws = Workspace(tmp_path)
+    _run(ws)
+    ws.mark_submitting("r1/c1/m1/0", reserved_usd=0.02)
+    n = ws.insert_calls([{"call_id": "r1/c1/m1/0", "run_id": "r1", "case_id": "c1", "model_id": "m1", "provider": "p",
+                          "operation": "general_edit", "repeat": 0}])
+    assert n == 0 and ws.get_call("r1/c1/m1/0")["status"] == "submitting"
+
+
+def test_duplicate_run_and_unknown_run(tmp_path):
+    ws = Workspace(tmp_path)
+    _run(ws)
+    with pytest.raises(InvalidInputError, match="already exists"):
+        _run(ws)
+    with pytest.raises(InvalidInputError, match="no run 'nope'.*") as ei:
+        ws.get_run("nope")
+    assert "r1" in str(ei.value)
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", "x" * 200, "run id", "..", "é"])
+def test_unsafe_run_ids_refused(tmp_path, bad):
+    ws = Workspace(tmp_path)
+    with pytest.raises(InvalidInputError, match="safe id"):
+        ws.create_run(bad, suite_name=None, suite_path=None, suite_fingerprint=None, catalog_fingerprint=None,
+                      models=[], repeats=1, budget_usd=None, config={})
+
+
+def test_newer_schema_is_refused_and_left_alone(tmp_path):
+    Workspace(tmp_path).close()
+    con = sqlite3.connect(tmp_path / "evalkit.sqlite")
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    before = (tmp_path / "evalkit.sqlite").read_bytes()
+    with pytest.raises(WorkspaceError, match="newer evalkit"):
+        Workspace(tmp_path)
+    assert (tmp_path / "evalkit.sqlite").read_bytes() == before
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_workspace_reported(tmp_path):
+    ws = Workspace(tmp_path)
+    _run(ws)
+    ws.close()
+    os.chmod(tmp_path / "evalkit.sqlite", stat.S_IRUSR)
+    os.chmod(tmp_path, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        with pytest.raises(WorkspaceError, match="read-only|cannot"):
+            Workspace(tmp_path).mark_status("r1/c1/m1/0", "failed")
+    finally:
+        os.chmod(tmp_path, stat.S_IRWXU)
+        os.chmod(tmp_path / "evalkit.sqlite", stat.S_IRUSR | stat.S_IWUSR)
+
+
+@pytest.mark.parametrize("sqlite_message, expected", [
+    ("database or disk is full", "disk is full.*nothing already written was lost"),
+    ("attempt to write a readonly database", "read-only.*nothing already written was lost"),
+])
+def test_disk_full_and_read_only_are_translated(tmp_path, sqlite_message, expected):
+    """(The chmod test above cannot run as root; this one injects the errors SQLite raises.)"""
+    ws = Workspace(tmp_path)
+    _run(ws)
+
+    class Full:
+        def execute(self, *a, **k):
+            raise sqlite3.OperationalError(sqlite_message)
+
+        def close(self):
+            pass
+
+    real = ws._conn
+    ws._conn = Full()  # type: ignore[assignment]
+    with pytest.raises(WorkspaceError, match=expected):
+        ws.mark_submitted("r1/c1/m1/0", "x")
+    ws._conn = real
+    assert ws.get_call("r1/c1/m1/0")["status"] == "planned"
+
+
+def _writer(path: str, n: int, worker: int) -> None:
+    ws = Workspace(path)
+    for i in range(n):
+        ws.record_usage(model_id=f"m{worker}", operation="general_edit", cost_usd=0.01, cost_source="list_price",
+                        source="generate_image_edit", user_id=f"u{i}")
+        ws.put_blob(make_png(8, 8, seed=i), "png")
+
+
+def test_two_processes_share_a_workspace(tmp_path):
+    Workspace(tmp_path).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), 60, w)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    ws = Workspace(tmp_path)
+    usage = ws.usage()
+    assert len(usage) == 120 and sorted(usage["model_id"].unique()) == ["m0", "m1"]
+    assert ws._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_run_lock_excludes_a_second_runner(tmp_path):
+    ws = Workspace(tmp_path)
+    with ws.run_lock("r1"):
+        with pytest.raises(WorkspaceError, match="another process"):
+            with Workspace(tmp_path).run_lock("r1"):
+                pass
+    with ws.run_lock("r1"):  # released
+        pass
+
+
+def test_ratings_validation(tmp_path):
+    ws = Workspace(tmp_path)
+    _run(ws)
+    with pytest.raises(InvalidInputError, match="left, right, tie or both_bad"):
+        ws.add_rating(run_id="r1", case_id="c1", rater="a", call_left="r1/c1/m1/0", call_right="r1/c1/m2/0", choice="maybe")
+    with pytest.raises(InvalidInputError, match="1–5"):
+        ws.add_rating(run_id="r1", case_id="c1", rater="a", kind="single", call_id="r1/c1/m1/0", quality=7)
+    ws.add_rating(run_id="r1", case_id="c1", rater="a", call_left="r1/c1/m1/0", call_right="r1/c1/m2/0", choice="tie")
+    r = ws.ratings("r1")
+    assert r.loc[0, "model_left"] == "m1" and r.loc[0, "model_right"] == "m2"
+
+
+def test_budget_never_crosses_cap():
+    b = Budget(0.10)
+    held = [b.reserve(0.03) for _ in range(3)]
+    with pytest.raises(BudgetExceededError):
+        b.reserve(0.03)
+    b.settle(held[0], 0.0)  # failed call: nothing billed
+    held.append(b.reserve(0.03))
+    for r in held[1:]:
+        b.settle(r, 0.03)
+    assert b.spent_usd == pytest.approx(0.09) and b.reserved_usd == pytest.approx(0.0)
+    assert not b.can_reserve(0.02)
