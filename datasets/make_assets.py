@@ -1,0 +1,192 @@
+"""Regenerate the images and masks of the bundled suites (``datasets/core`` and ``datasets/smoke``).
+
+Run with the project's virtualenv from the repository root::
+
+    /work/venv/bin/python datasets/make_assets.py
+
+Why a script: every pixel in the bundled suites must have a known, free licence and anyone must be
+able to see (and redo) how it was made. Photos come from the sample data that scikit-image ships
+inside its package (read from the installed files, nothing is downloaded; licences copied verbatim
+into ``core/LICENSES.md``); everything else (signs, the character sheet, masks) is drawn here with
+PIL/numpy and dedicated to the public domain (CC0) by the evalkit authors.
+
+The output is deterministic for a given Pillow / scikit-image / libjpeg: no randomness, PIL's own
+bundled default font (no system fonts), fixed JPEG quality. No CJK font ships with Pillow or this
+machine, so the second sign is English too (the Chinese text_change case asks for Chinese text on it).
+The ``suite.toml`` files are written by hand and are not touched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from skimage import data as skdata
+
+HERE = Path(__file__).resolve().parent
+CORE = HERE / "core"
+SMOKE = HERE / "smoke"
+
+#: longest side of bundled photos (keeps the suites small and the uploads cheap)
+CORE_MAX_SIDE_PX = 512
+SMOKE_MAX_SIDE_PX = 256
+JPEG_QUALITY = 88
+
+# Mask shapes in the ORIGINAL scikit-image pixel coordinates; they are scaled with the photo.
+# (kind, points): "ellipse"/"rect" take a box (left, top, right, bottom); "polygon" takes (x, y, x, y, ...).
+ASTRONAUT_PATCH = [("ellipse", (128, 343, 212, 427))]  # the round mission patch on the suit
+COFFEE_CUP_INSIDE = [("ellipse", (203, 95, 373, 195))]  # the espresso inside the cup
+COFFEE_SPOON = [
+    ("ellipse", (322, 238, 410, 330)),  # spoon bowl
+    ("polygon", (368, 252, 392, 256, 428, 72, 404, 60)),  # spoon handle, leaning on the cup
+]
+ROCKET_LEFT_TOWER = [("rect", (0, 0, 98, 427))]  # the lattice tower on the far left
+
+
+def photo(name: str) -> Image.Image:
+    """A scikit-image sample photo as a PIL image (RGB, or L for grayscale ones)."""
+    arr = getattr(skdata, name)()
+    return Image.fromarray(arr)
+
+
+def fit(img: Image.Image, max_side_px: int) -> Image.Image:
+    """Downscale so the longest side is ``max_side_px`` (never upscales)."""
+    scale = max_side_px / max(img.size)
+    if scale >= 1:
+        return img.copy()
+    size = (round(img.width * scale), round(img.height * scale))
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def mask_for(original_size: tuple[int, int], size: tuple[int, int], shapes: list[tuple[str, tuple]]) -> Image.Image:
+    """A white-on-black mask (white = region to edit) at ``size``, from shapes drawn on the original."""
+    sx, sy = size[0] / original_size[0], size[1] / original_size[1]
+    mask = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(mask)
+    for kind, coords in shapes:
+        scaled = [round(v * (sx if i % 2 == 0 else sy)) for i, v in enumerate(coords)]
+        {"ellipse": draw.ellipse, "rect": draw.rectangle, "polygon": draw.polygon}[kind](scaled, fill=255)
+    return mask
+
+
+def font(size_px: int) -> ImageFont.FreeTypeFont:
+    """Pillow's bundled default font at a given size (no dependency on system fonts)."""
+    return ImageFont.load_default(size=size_px)
+
+
+def centred_text(draw: ImageDraw.ImageDraw, centre: tuple[int, int], text: str, size_px: int, fill) -> None:
+    draw.text(centre, text, font=font(size_px), fill=fill, anchor="mm")
+
+
+def brick_wall(size: tuple[int, int], tint: tuple[int, int, int]) -> Image.Image:
+    """scikit-image's CC0 brick texture, cropped and tinted, as a storefront wall."""
+    bricks = np.rot90(skdata.brick())  # the sample is stored rotated by 90°: courses run horizontally again
+    gray = np.asarray(bricks, dtype=np.float32)[: size[1], : size[0]] / 255.0
+    rgb = np.stack([gray * c for c in tint], axis=-1)
+    return Image.fromarray(np.clip(rgb * 1.6, 0, 255).astype(np.uint8), "RGB")
+
+
+def sign_grand_opening() -> Image.Image:
+    """A wooden shop sign on a brick wall: the English text_change case."""
+    img = brick_wall((512, 384), (170, 95, 75))
+    draw = ImageDraw.Draw(img)
+    draw.rounded_rectangle((56, 92, 456, 292), radius=18, fill=(101, 66, 38), outline=(214, 174, 84), width=8)
+    centred_text(draw, (256, 162), "GRAND OPENING", 44, (248, 236, 210))
+    centred_text(draw, (256, 224), "SATURDAY 10 AM", 30, (214, 174, 84))
+    return img
+
+
+def sign_fresh_coffee() -> Image.Image:
+    """A café chalkboard sign on a brick wall: the Chinese text_change case rewrites its text."""
+    img = brick_wall((512, 384), (150, 110, 95))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((76, 60, 436, 324), fill=(32, 48, 40), outline=(150, 110, 70), width=12)
+    centred_text(draw, (256, 140), "FRESH COFFEE", 46, (245, 245, 240))
+    centred_text(draw, (256, 210), "ESPRESSO  LATTE  TEA", 24, (240, 220, 150))
+    centred_text(draw, (256, 262), "OPEN DAILY 7-19", 22, (200, 220, 210))
+    return img
+
+
+def robot(draw: ImageDraw.ImageDraw, cx: int, top: int, side: bool = False) -> None:
+    """The mascot "Bolt": teal head, orange body, red antenna ball; front or side view."""
+    teal, orange, dark, red, white = (43, 179, 163), (242, 140, 40), (40, 44, 52), (220, 50, 47), (255, 255, 255)
+    hw = 34 if side else 48  # half width of the head
+    draw.line((cx, top, cx, top + 22), fill=dark, width=4)
+    draw.ellipse((cx - 9, top - 9, cx + 9, top + 9), fill=red)
+    draw.rounded_rectangle((cx - hw, top + 22, cx + hw, top + 100), radius=16, fill=teal, outline=dark, width=3)
+    eyes = [cx + 14] if side else [cx - 20, cx + 20]
+    for ex in eyes:
+        draw.ellipse((ex - 12, top + 46, ex + 12, top + 70), fill=white, outline=dark, width=2)
+        draw.ellipse((ex - 4 + (6 if side else 0), top + 53, ex + 4 + (6 if side else 0), top + 63), fill=dark)
+    bw = 30 if side else 44
+    draw.rounded_rectangle((cx - bw, top + 108, cx + bw, top + 200), radius=12, fill=orange, outline=dark, width=3)
+    if not side:
+        draw.ellipse((cx - 10, top + 140, cx + 10, top + 160), fill=teal, outline=dark, width=2)  # chest light
+    if side:
+        draw.line((cx, top + 120, cx + 26, top + 176), fill=dark, width=8)
+    else:
+        draw.line((cx - bw, top + 120, cx - bw - 26, top + 176), fill=dark, width=8)
+        draw.line((cx + bw, top + 120, cx + bw + 26, top + 176), fill=dark, width=8)
+    legs = [cx] if side else [cx - 20, cx + 20]
+    for lx in legs:
+        draw.rectangle((lx - 7, top + 200, lx + 7, top + 236), fill=dark)
+        draw.rounded_rectangle((lx - 16, top + 232, lx + 16 + (10 if side else 0), top + 246), radius=5, fill=dark)
+
+
+def character_sheet() -> Image.Image:
+    """A simple character sheet (front + side + palette) for character_reference and multi_image cases."""
+    img = Image.new("RGB", (512, 384), (250, 248, 242))
+    draw = ImageDraw.Draw(img)
+    centred_text(draw, (256, 26), "BOLT - character sheet", 26, (40, 44, 52))
+    robot(draw, 150, 70)
+    robot(draw, 360, 70, side=True)
+    centred_text(draw, (150, 336), "front", 18, (90, 90, 90))
+    centred_text(draw, (360, 336), "side", 18, (90, 90, 90))
+    for i, colour in enumerate([(43, 179, 163), (242, 140, 40), (220, 50, 47), (40, 44, 52)]):
+        draw.rectangle((168 + i * 46, 352, 204 + i * 46, 374), fill=colour, outline=(40, 44, 52))
+    return img
+
+
+def save(img: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jpg":
+        img.save(path, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    else:
+        img.save(path, format="PNG", optimize=True)
+    print(f"{path.relative_to(HERE)}  {img.width}x{img.height}  {path.stat().st_size / 1024:.0f} KiB")
+
+
+def make_core() -> None:
+    originals = {name: photo(name) for name in ("astronaut", "chelsea", "coffee", "rocket", "camera")}
+    fitted = {name: fit(img, CORE_MAX_SIDE_PX) for name, img in originals.items()}
+    for name, img in fitted.items():
+        save(img, CORE / "images" / f"{name}.jpg")
+    save(sign_grand_opening(), CORE / "images" / "sign-grand-opening.png")
+    save(sign_fresh_coffee(), CORE / "images" / "sign-fresh-coffee.png")
+    save(character_sheet(), CORE / "images" / "character-sheet-bolt.png")
+    masks = {
+        "astronaut-patch": ("astronaut", ASTRONAUT_PATCH),
+        "coffee-cup-inside": ("coffee", COFFEE_CUP_INSIDE),
+        "coffee-spoon": ("coffee", COFFEE_SPOON),
+        "rocket-left-tower": ("rocket", ROCKET_LEFT_TOWER),
+    }
+    for mask_name, (photo_name, shapes) in masks.items():
+        mask = mask_for(originals[photo_name].size, fitted[photo_name].size, shapes)
+        save(mask, CORE / "masks" / f"{mask_name}.png")
+
+
+def make_smoke() -> None:
+    chelsea = fit(photo("chelsea"), SMOKE_MAX_SIDE_PX)
+    coffee_original = photo("coffee")
+    coffee = fit(coffee_original, SMOKE_MAX_SIDE_PX)
+    rocket = fit(photo("rocket"), SMOKE_MAX_SIDE_PX)
+    save(chelsea, SMOKE / "images" / "chelsea.jpg")
+    save(coffee, SMOKE / "images" / "coffee.jpg")
+    save(rocket, SMOKE / "images" / "rocket.jpg")
+    save(mask_for(coffee_original.size, coffee.size, COFFEE_CUP_INSIDE), SMOKE / "masks" / "coffee-cup-inside.png")
+
+
+if __name__ == "__main__":
+    make_core()
+    make_smoke()
