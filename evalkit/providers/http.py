@@ -95,8 +95,8 @@ def category_for_status(status: int) -> Category:
         return Category.AUTH
     if status == 429:
         return Category.RATE_LIMIT
-    if status in (408, 504):
-        return Category.TIMEOUT if status == 408 else Category.SERVER
+    if status == 408:
+        return Category.TIMEOUT
     if status >= 500:
         return Category.SERVER
     return Category.BAD_REQUEST

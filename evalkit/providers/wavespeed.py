@@ -268,7 +268,8 @@ class WaveSpeedEditProvider:
     * ``sync_read_timeout_s`` — read timeout of a sync-mode POST (the server gives up at ~90 s).
     * ``sleep`` — the coroutine used to wait (tests record the waits instead of sleeping).
 
-    Latency fields (ms): ``submit`` = the accepted POST's round trip; ``queue`` = time in ``created``
+    Latency fields (ms): ``submit`` = the accepted POST's round trip (in sync mode it includes the
+    processing, which the blocking POST hides); ``queue`` = time in ``created``
     as estimated by polling (see ``_Call.queue_ms``; None in sync mode); ``inference`` = the server's
     ``timings.inference`` (or ``executionTime``); ``download``; ``total`` = wall time of the call.
     """
@@ -344,7 +345,7 @@ class WaveSpeedEditProvider:
             refs = await self._image_refs(call, prepared, key)
             body = materialise(prepared.params, prepared.images, prepared.mask, lambda img: refs[img.sha256])
             call.sync = bool(body.get("enable_sync_mode"))
-            data = await self._submit(call, request, body, key)
+            data = await self._submit(call, body, key)
             call.accepted_at = time.monotonic()
             call.prediction_id = data["id"]
             call.observe(str(data.get("status") or "created"), call.accepted_at)
@@ -514,7 +515,7 @@ class WaveSpeedEditProvider:
         return str(ticket["download_url"])
 
     # ---- submit -----------------------------------------------------------------------------
-    async def _submit(self, call: _Call, request: EditRequest, body: dict[str, Any], key: Secret) -> dict[str, Any]:
+    async def _submit(self, call: _Call, body: dict[str, Any], key: Secret) -> dict[str, Any]:
         """POST the task; returns its ``data`` (with a usable ``id``) once accepted, else raises _Failed."""
         url = f"{self.base_url}/api/v3/{call.prepared.endpoint}"
         sync = bool(body.get("enable_sync_mode"))
