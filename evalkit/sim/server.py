@@ -55,7 +55,8 @@ def start_in_thread(app, host: str = "127.0.0.1", port: int = 0, startup_timeout
     """Start ``app`` with uvicorn on ``host:port`` (0 = a free port) in a daemon thread; returns when it listens."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("local servers bind loopback only")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     real_port = sock.getsockname()[1]
