@@ -166,7 +166,7 @@ def run_cmd(
         return
     if as_json:
         typer.echo(json.dumps({k: result.to_dict()[k] for k in (
-            "run_id", "planned", "completed", "failed", "skipped", "not_applicable", "unknown", "cached",
+            "run_id", "planned", "completed", "failed", "skipped", "not_applicable", "unknown", "pending", "cached",
             "cost_usd", "wall_s", "stop_reason", "simulated")}))
     else:
         _print_run_summary(result)
@@ -178,11 +178,13 @@ def _print_run_summary(r) -> None:
     sim = " [yellow](SIMULATED: local server outputs, not model outputs)[/]" if r.simulated else ""
     out.print(f"[bold]run {r.run_id}[/]{sim}")
     out.print(f"  {r.completed} completed ({r.cached} from cache), {r.failed} failed, {r.unknown} unknown, "
-              f"{r.skipped} not run, {r.not_applicable} not applicable — ${r.cost_usd:.4f} in {r.wall_s:.1f} s")
+              f"{r.pending} still running, {r.skipped} not run, {r.not_applicable} not applicable — "
+              f"${r.cost_usd:.4f} in {r.wall_s:.1f} s")
     if r.failures_by_category:
         out.print("  failures: " + ", ".join(f"{k} {v}" for k, v in r.failures_by_category.items()))
-    if r.stop_reason:
-        out.print(f"  [yellow]stopped: {r.stop_reason}[/] — re-run with `evalkit run --resume {r.run_id}` to continue")
+    if r.stop_reason or r.pending or r.skipped:
+        why = f"stopped: {r.stop_reason}" if r.stop_reason else "unfinished"
+        out.print(f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it (accepted jobs are polled, never re-sent)")
     out.print(f"  workspace: {r.workspace}")
 
 

@@ -98,6 +98,8 @@ class RunResult:
     skipped: int = 0
     not_applicable: int = 0
     unknown: int = 0
+    #: accepted jobs still running when the run stopped waiting: `--resume` polls them (never re-submits)
+    pending: int = 0
     cached: int = 0
     cost_usd: float = 0.0
     wall_s: float = 0.0
@@ -322,7 +324,8 @@ def summarise(ws: Workspace, run_id: str, *, wall_s: float | None = None, stop_r
     res.completed = counts.get("completed", 0)
     res.failed = counts.get("failed", 0)
     res.unknown = counts.get("unknown", 0)
-    res.skipped = int(sum(counts.get(s, 0) for s in ("planned", "submitting", "submitted")))
+    res.pending = int(((df["status"] == "submitted") & df["prediction_id"].notna()).sum())
+    res.skipped = int(sum(counts.get(s, 0) for s in ("planned", "submitting", "submitted"))) - res.pending
     res.cached = int((df["cost_source"] == "cache").sum())
     res.cost_usd = float(df["cost_usd"].fillna(0).sum())
     res.wall_s = float(wall_s if wall_s is not None else (run.get("wall_s") or 0.0))
@@ -560,12 +563,17 @@ class _Execution:
 
     def _store(self, pc: PlannedCall, outcome: EditOutcome, reservation: Reservation) -> None:
         unknown = (not outcome.ok) and outcome.error is not None and outcome.error.category == Category.UNKNOWN_OUTCOME
-        if unknown:
-            billed = reservation.amount_usd  # may have been billed: keep it counted against the budget
+        if unknown or _still_running(outcome):
+            billed = reservation.amount_usd  # may be billed yet: keep it counted against the budget
         else:
             billed = outcome.cost_usd or 0.0
         self.budget.settle(reservation, billed)
         self.simulated = self.simulated or outcome.simulated
+        if _still_running(outcome):
+            # accepted, but we stopped waiting (overall poll timeout): stays `submitted`, so a resume polls it again
+            self.counts["pending"] = self.counts.get("pending", 0) + 1
+            self._tick()
+            return
         try:
             fields = self._fields(pc, outcome, unknown)
             self.ws.finish_call(pc.call_id, fields)
@@ -625,6 +633,12 @@ class _Execution:
     def _workspace_failed(self, exc: WorkspaceError) -> None:
         self.stop_message = str(exc)
         self.controller.request_stop("workspace_error")
+
+
+def _still_running(outcome: EditOutcome) -> bool:
+    """A job the provider accepted and we gave up waiting for: it may still complete (and be billed)."""
+    return (not outcome.ok and outcome.prediction_id is not None and outcome.error is not None
+            and outcome.error.category == Category.TIMEOUT)
 
 
 def _retryable(category: str | None) -> bool:
