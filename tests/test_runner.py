@@ -17,6 +17,7 @@ import pytest
 
 from evalkit.credentials import Secret
 from evalkit.errors import InvalidInputError
+from evalkit.providers.wavespeed import PollSchedule
 from evalkit.resources import datasets_dir
 from evalkit.runner import ProviderLimits, StopController, arun, parse_provider_limits
 from evalkit.store import Workspace
@@ -24,8 +25,11 @@ from evalkit.store import Workspace
 WS_MODELS = "provider:wavespeed"
 
 
+FAST_POLL = PollSchedule(initial_delay_s=0.01, factor=1.5, quick_polls=3, min_interval_s=0.02, max_interval_s=0.1)
+
+
 def _opts(sim) -> dict:
-    return {"wavespeed": {"base_url": sim.base_url, "api_key": Secret(sim.api_key)}}
+    return {"wavespeed": {"base_url": sim.base_url, "api_key": Secret(sim.api_key), "poll": FAST_POLL}}
 
 
 async def _run(sim, ws_path, **kw):
@@ -217,7 +221,8 @@ def test_provider_limit_parsing():
 
 def _cli_env(sim) -> dict:
     env = dict(os.environ)
-    env.update(WAVESPEED_BASE_URL=sim.base_url, WAVESPEED_API_KEY=sim.api_key, TQDM_DISABLE="1")
+    env.update(WAVESPEED_BASE_URL=sim.base_url, WAVESPEED_API_KEY=sim.api_key, TQDM_DISABLE="1",
+               EVALKIT_POLL_INITIAL_S="0.02", EVALKIT_POLL_MIN_INTERVAL_S="0.05", EVALKIT_POLL_MAX_INTERVAL_S="0.1")
     return env
 
 
@@ -249,12 +254,19 @@ def test_kill_9_mid_flight_then_resume_pays_once_and_loses_nothing(wavespeed_sim
     sim = wavespeed_sim_factory(fixed_latency_ms=400, max_concurrent=1000)
     env = _cli_env(sim)
     ws = str(tmp_path / "ws")
-    args = ["run", "--suite", "core", "--models", WS_MODELS, "--workspace", ws, "--run-id", "crashy",
+    args = ["run", "--suite", "smoke", "--repeats", "4", "--models", WS_MODELS, "--workspace", ws, "--run-id", "crashy",
             "--concurrency", "6", "--no-cache", "--json"]
     proc = subprocess.Popen([sys.executable, "-m", "evalkit", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while len(sim.sim.ledger) < 8 and time.monotonic() < deadline:  # some done, some in flight
-        time.sleep(0.02)
+
+    def recorded() -> int:
+        try:
+            return len(Workspace(ws, create=False).call_rows("crashy", ["completed"]))
+        except Exception:  # the run has not created its workspace yet
+            return 0
+
+    while recorded() < 4 and time.monotonic() < deadline:  # some done, more in flight
+        time.sleep(0.05)
     proc.kill()
     proc.wait(10)
     accepted_before = len(sim.sim.submits)
@@ -273,7 +285,8 @@ def test_kill_9_mid_flight_then_resume_pays_once_and_loses_nothing(wavespeed_sim
     statuses = Counter(r["status"] for r in rows)
     # every accepted job ended completed; at most the calls caught mid-send are unknown (never re-sent)
     assert statuses["completed"] + statuses["unknown"] == sum(1 for r in rows if r["status"] != "not_applicable")
-    assert statuses["completed"] == len(sim.sim.submits)
+    # each accepted job is a completed call, except at most one per call caught mid-send (left unknown)
+    assert statuses["completed"] <= len(sim.sim.submits) <= statuses["completed"] + statuses["unknown"]
 
 
 @pytest.mark.crash

@@ -136,6 +136,26 @@ class PollSchedule:
         if self.timeout_s <= 0:
             raise InvalidInputError("poll schedule: timeout_s must be > 0")
 
+    @classmethod
+    def from_env(cls) -> PollSchedule:
+        """Defaults, overridable by ``EVALKIT_POLL_INITIAL_S``, ``EVALKIT_POLL_MIN_INTERVAL_S``,
+        ``EVALKIT_POLL_MAX_INTERVAL_S`` and ``EVALKIT_POLL_TIMEOUT_S`` (e.g. for a fast local server)."""
+        env = {
+            "initial_delay_s": "EVALKIT_POLL_INITIAL_S",
+            "min_interval_s": "EVALKIT_POLL_MIN_INTERVAL_S",
+            "max_interval_s": "EVALKIT_POLL_MAX_INTERVAL_S",
+            "timeout_s": "EVALKIT_POLL_TIMEOUT_S",
+        }
+        kw = {}
+        for field_name, var in env.items():
+            raw = os.environ.get(var)
+            if raw:
+                try:
+                    kw[field_name] = float(raw)
+                except ValueError:
+                    raise InvalidInputError(f"{var}={raw!r} is not a number of seconds") from None
+        return cls(**kw)
+
     def delay_s(self, n: int) -> float:
         """Seconds to wait before poll number ``n`` (0-based)."""
         d = self.initial_delay_s * self.factor ** min(n, 64)
@@ -303,7 +323,7 @@ class WaveSpeedEditProvider:
         self._own_client = client is None
         self._client = client
         self.retry = retry or RetryPolicy()
-        self.poll = poll or PollSchedule()
+        self.poll = poll or PollSchedule.from_env()
         self.sync_mode = bool(sync_mode)
         self.base64_output = bool(base64_output)
         self.upload_threshold_bytes = upload_threshold_bytes
