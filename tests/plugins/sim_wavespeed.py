@@ -1,1 +1,55 @@
-"""Placeholder; filled by the area that owns it."""
+"""Fixtures for the local WaveSpeed simulator (evalkit/sim/wavespeed.py). Stable: other areas use them.
+
+``wavespeed_sim``
+    Function scope. A started simulator whose models all finish in ≤ ~50 ms (``time_scale`` =
+    :data:`FAST_TIME_SCALE`), yielding a :class:`~evalkit.sim.wavespeed.SimHandle`:
+    ``handle.base_url`` (``http://127.0.0.1:<port>``, give it to a client as the API root),
+    ``handle.api_key`` (the key it accepts), ``handle.sim`` (``add_fault``, ``ledger``, ``billed_usd``,
+    ``submits``, ``stats()``, ``reset()``). Stopped afterwards.
+
+``wavespeed_sim_factory``
+    Function scope. ``wavespeed_sim_factory(**config_kw) -> SimHandle`` starts another simulator with
+    :class:`~evalkit.sim.wavespeed.SimConfig` values (``max_concurrent=2``, ``fixed_latency_ms=300``,
+    ``sync_timeout_s=0.2``, ``api_key=...``, ``catalog=...``). Latencies are fast unless ``time_scale`` or
+    ``fixed_latency_ms`` is given. Every simulator it started is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from evalkit.sim.wavespeed import SimHandle, start_wavespeed_sim
+
+#: the slowest catalogue model (120 s) finishes in ~48 ms at this scale.
+FAST_TIME_SCALE = 0.0004
+
+
+@pytest.fixture
+def wavespeed_sim(catalog) -> Iterator[SimHandle]:
+    handle = start_wavespeed_sim(catalog, time_scale=FAST_TIME_SCALE)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def wavespeed_sim_factory(catalog) -> Iterator[Callable[..., SimHandle]]:
+    handles: list[SimHandle] = []
+
+    def start(**config_kw: Any) -> SimHandle:
+        cat = config_kw.pop("catalog", catalog)
+        if "time_scale" not in config_kw and "fixed_latency_ms" not in config_kw:
+            config_kw["time_scale"] = FAST_TIME_SCALE
+        handle = start_wavespeed_sim(cat, **config_kw)
+        handles.append(handle)
+        return handle
+
+    try:
+        yield start
+    finally:
+        for handle in handles:
+            handle.stop()
