@@ -389,7 +389,11 @@ class _Execution:
             return
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=total, initial=initial, desc=f"run {self.run_id}", unit="call", dynamic_ncols=True)
+        import sys
+
+        quiet = not getattr(sys.stderr, "isatty", lambda: False)()  # a log file: update every few seconds, not per call
+        self._bar = tqdm(total=total, initial=initial, desc=f"run {self.run_id}", unit="call", dynamic_ncols=True,
+                         mininterval=5.0 if quiet else 0.2)
         self._refresh_progress()
 
     def _refresh_progress(self) -> None:

@@ -102,7 +102,7 @@ class StabilityEditProvider:
         base_url: str | None = None,
         timeout_s: float = 180.0,
         connect_timeout_s: float = 10.0,
-        poll_interval_s: float = RESULT_POLL_INTERVAL_S,
+        poll_interval_s: float | None = None,
         max_wait_s: float = 900.0,
         retry: RetryPolicy | None = None,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
@@ -112,7 +112,9 @@ class StabilityEditProvider:
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self.poll_interval_s = poll_interval_s
+        # Stability asks for ≥ 10 s between polls; EVALKIT_STABILITY_POLL_S overrides it (e.g. for a local server)
+        self.poll_interval_s = poll_interval_s if poll_interval_s is not None else float(
+            os.environ.get("EVALKIT_STABILITY_POLL_S") or RESULT_POLL_INTERVAL_S)
         self.max_wait_s = max_wait_s
         self.retry = retry or RetryPolicy()
         self.max_output_bytes = max_output_bytes
