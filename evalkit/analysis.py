@@ -77,6 +77,20 @@ DEFAULT_QUALITY = QualitySpec("ssim", "auto")
 QualityLike = QualitySpec | tuple | str
 
 
+#: the judge's overall VIEScore, when a run has it: what the field reports for instruction edits
+JUDGE_QUALITY = QualitySpec("viescore_o", "judge")
+
+
+def default_quality(ws: Workspace, run_id: str) -> QualitySpec:
+    """The quality a run's tables and tier choices use unless told otherwise: the judge's VIEScore O
+    when any call has one, else the automatic SSIM — which measures preservation only (the null edit
+    scores 1.0), so reports built on it say so."""
+    scores = ws.scores(run_id)
+    judged = scores[(scores.metric == JUDGE_QUALITY.metric) & (scores.source == JUDGE_QUALITY.source)
+                    & (scores.status == "scored")]
+    return JUDGE_QUALITY if not judged.empty else DEFAULT_QUALITY
+
+
 def as_quality(quality: QualityLike) -> QualitySpec:
     """Accept ``QualitySpec``, ``(metric, source)``, ``(metric, source, version)`` or ``"metric:source"``."""
     if isinstance(quality, QualitySpec):

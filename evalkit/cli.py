@@ -48,6 +48,7 @@ def _fail(exc: EvalkitError) -> None:
 
 
 def _table(df, title: str | None = None, money: tuple[str, ...] = ()) -> Table:
+    """A rich table of a DataFrame; ``money`` columns print as dollars."""
     t = Table(title=title, show_lines=False, header_style="bold")
     for col in df.columns:
         t.add_column(str(col), justify="right" if df[col].dtype.kind in "if" else "left")
@@ -60,7 +61,7 @@ def _table(df, title: str | None = None, money: tuple[str, ...] = ()) -> Table:
             elif col in money and isinstance(v, (int, float)):
                 cells.append(f"${v:,.4f}")
             elif isinstance(v, float):
-                cells.append(f"{v:,.1f}")
+                cells.append(f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) >= 1 else f"{v:.3f}")
             else:
                 cells.append(str(v))
         t.add_row(*cells)
@@ -219,6 +220,63 @@ def export(
         path = export_calls(run_id, fmt, output, workspace=workspace)
     except EvalkitError as exc:
         _fail(exc)
+    out.print(f"wrote {path}")
+
+
+# ---- scoring and deciding ------------------------------------------------------------------------
+
+@app.command()
+def score(
+    run_id: str,
+    auto: Annotated[bool, typer.Option("--auto/--no-auto", help="automatic image metrics (offline)")] = True,
+    judge: Annotated[bool, typer.Option("--judge", help="VIEScore by the VLM judge (EVALKIT_JUDGE_* env vars)")] = False,
+    pairwise: Annotated[bool, typer.Option("--pairwise", help="pairwise judge votes → Bradley–Terry rankings")] = False,
+    budget: Annotated[Optional[float], typer.Option(min=0, help="cap in USD for judge requests")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="judge requests in flight")] = 4,
+    pairs_per_case: Annotated[Optional[int], typer.Option(min=1, help="pairwise: pairs judged per case (default all)")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Score a run's outputs: automatic metrics, a pinned VLM judge, pairwise votes."""
+    from evalkit.scoring import score_run
+
+    try:
+        summary = score_run(workspace, run_id, auto=auto, judge=judge, pairwise=pairwise, budget_usd=budget,
+                            concurrency=concurrency, pairs_per_case=pairs_per_case)
+    except EvalkitError as exc:
+        _fail(exc)
+    out.print(str(summary))
+    if pairwise:
+        from evalkit.store import Workspace
+
+        table = Workspace(workspace, create=False).rankings(run_id)
+        if not table.empty:
+            out.print(_table(table[["model", "elo", "elo_ci_low", "elo_ci_high", "rank", "n_comparisons"]],
+                             "Bradley–Terry (judge votes)"))
+
+
+@app.command()
+def tiers(
+    run_id: str,
+    tiers_file: Annotated[Optional[Path], typer.Option("--tiers", help="tier definitions (TOML); default: workspace tiers.toml, else bundled")] = None,
+    quality: Annotated[Optional[str], typer.Option(help="quality metric as METRIC:SOURCE, e.g. viescore_o:judge or ssim:auto")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="where to write tier_defaults.json")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Choose a default model per price tier and operation; write tier_defaults.json."""
+    from evalkit.store import Workspace
+    from evalkit.analysis import default_quality
+    from evalkit.tiers import choose_defaults, write_tier_defaults
+
+    try:
+        ws = Workspace(workspace, create=False)
+        decision = choose_defaults(ws, run_id, tiers_file, quality=quality or default_quality(ws, run_id))
+        path = write_tier_defaults(decision, output or Path("reports") / run_id / "tier_defaults.json")
+    except EvalkitError as exc:
+        _fail(exc)
+    frame = decision.to_frame()
+    frame["rationale"] = frame["rationale"].map(lambda r: r if not isinstance(r, str) or len(r) <= 90 else r[:89] + "…")
+    out.print(_table(frame, money=("cost_usd",), title=f"Tier defaults for run {run_id} — quality = {decision.quality.metric} ({decision.quality.source})"
+                     + (" — SIMULATED run" if decision.simulated else "")))
     out.print(f"wrote {path}")
 
 

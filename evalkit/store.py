@@ -669,6 +669,12 @@ class Workspace:
             "call_id", "model_id", "case_id", "operation", "category", "metric", "value", "source", "version",
             "status", "reason", "detail"])
 
+    def rankings(self, run_id: str, *, source: str | None = None) -> pd.DataFrame:
+        """Bradley–Terry strengths (with bootstrap 95% intervals) from the run's pairwise votes."""
+        from evalkit.scoring import rankings  # scoring builds on the store; imported only when asked
+
+        return rankings(self, run_id, source=source)
+
     # ---- ratings ----------------------------------------------------------------------------
     def add_rating(self, *, run_id: str, case_id: str, rater: str, source: str = "human", kind: str = "pair",
                    call_left: str | None = None, call_right: str | None = None, choice: str | None = None,
