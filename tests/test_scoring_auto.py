@@ -264,6 +264,6 @@ def test_preservation_is_descriptive_for_character_reference(source):
 def test_tiny_images_do_not_crash():
     tiny_src = textured(8, 6, seed=1)
     m = values(auto_metrics(png(tiny_src), png(tiny_src), operation="general_edit"))
-    assert m["decodes"] == 1.0 and m["ssim"] is None and m["l1"] == 0.0
+    assert m["decodes"] == 1.0 and m["ssim"] is None and m["l1"] == 0.0 and m["no_change"] == 1.0
     m = values(auto_metrics(png(tiny_src), png(textured(16, 12, seed=2)), operation="zoom_out"))
     assert m["decodes"] == 1.0

@@ -89,7 +89,8 @@ def bradley_terry(
     The alternative, Davidson's tie parameter, changes strengths little when ties are rare and
     needs an extra parameter per dataset; half-wins keep the numbers comparable with the arenas.
     **both_bad** votes say nothing about which model is better, so they are left out of the fit and
-    only counted (column ``both_bad``); a model seen only in both_bad votes has no strength (NaN).
+    only counted (column ``both_bad``; FastChat counts ``tie (bothbad)`` as a tie instead); a model
+    seen only in both_bad votes has no strength (NaN).
 
     The fit is the maximum of the log-likelihood minus ``L2_PRIOR``/2·Σθ² (a N(0, 10²) prior per
     log-strength, negligible next to tens of votes), which keeps a model with only wins or only
