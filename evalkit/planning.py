@@ -36,6 +36,8 @@ class PlannedCall:
     prepared: PreparedRequest | None = field(default=None, repr=False)
     status: str = "planned"  # planned | not_applicable
     reason: str | None = None
+    #: what earlier attempts of this call already cost (a retried paid failure)
+    prior_cost_usd: float = 0.0
 
     @property
     def model_id(self) -> str:

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,18 @@ from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidI
 from evalkit.planning import BASE_SEED, PlannedCall, estimate, plan_calls
 from evalkit.providers import create_provider
 from evalkit.providers.base import EditOutcome, ImageEditProvider
+from evalkit.providers.retry import RetryPolicy
 from evalkit.store import Workspace, check_id
 
 #: WaveSpeed account levels: (max concurrent tasks, images per minute) — reference §1.7 (high confidence).
 WAVESPEED_LEVELS = {"bronze": (3, 10), "silver": (100, 500), "gold": (2000, 3000), "ultra": (5000, 5000)}
+
+#: errors of an accepted job worth polling again within the run (a TIMEOUT already waited the whole poll
+#: schedule, so it is left `submitted` for `--resume` instead)
+_TRANSIENT = (Category.RATE_LIMIT, Category.SERVER, Category.NETWORK)
+
+#: how the runner waits out rate limits and transient polling trouble on top of the provider's own retries
+DEFAULT_PATIENCE = RetryPolicy(max_attempts=8, base_s=1.0, factor=2.0, max_backoff_s=60.0)
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,7 @@ async def arun(
     resubmit_unknown: bool = False,
     retry_failed: bool = False,
     controller: StopController | None = None,
+    patience: RetryPolicy | None = None,
 ) -> RunResult:
     """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``."""
     from evalkit import __version__
@@ -261,7 +270,7 @@ async def arun(
                 ws=ws, run_id=run_id, planned=planned, providers=providers, budget_usd=budget_usd,
                 concurrency=concurrency, limits=provider_limits or {}, no_cache=no_cache, progress=progress,
                 grace_period_s=grace_period_s, resubmit_unknown=resubmit_unknown, retry_failed=retry_failed,
-                controller=controller,
+                controller=controller, patience=patience or DEFAULT_PATIENCE,
             )
             try:
                 await execution.execute()
@@ -362,7 +371,7 @@ class _Execution:
     def __init__(self, *, ws: Workspace, run_id: str, planned: Sequence[PlannedCall], providers: Mapping[str, ImageEditProvider],
                  budget_usd: float | None, concurrency: int, limits: Mapping[str, ProviderLimits], no_cache: bool,
                  progress: bool | Callable[[dict[str, Any]], None], grace_period_s: float, resubmit_unknown: bool,
-                 retry_failed: bool, controller: StopController):
+                 retry_failed: bool, controller: StopController, patience: RetryPolicy = DEFAULT_PATIENCE):
         if concurrency < 1:
             raise InvalidInputError(f"concurrency must be ≥ 1, got {concurrency}")
         self.ws, self.run_id, self.providers = ws, run_id, providers
@@ -374,6 +383,7 @@ class _Execution:
         self.no_cache, self.grace_period_s = no_cache, grace_period_s
         self.resubmit_unknown, self.retry_failed = resubmit_unknown, retry_failed
         self.controller = controller
+        self.patience = patience
         self.budget = Budget(budget_usd)
         self.simulated = False
         self.stop_message: str | None = None
@@ -429,6 +439,7 @@ class _Execution:
                     self.budget.record_spent(row["reserved_usd"] or 0.0)  # it may have been billed
                 if status == "failed" and self.retry_failed and _retryable(row["error_category"]):
                     self.ws.reset_call(call_id)
+                    pc.prior_cost_usd = row["cost_usd"] or 0.0  # a paid failure stays paid: the retry adds to it
                     queues[pc.model.provider].append(pc)
                     continue
                 if status == "unknown" and self.resubmit_unknown:
@@ -512,20 +523,52 @@ class _Execution:
                     self.budget.settle(reservation, 0.0)
                     self._workspace_failed(exc)
                     return
-                request = pc.request
-                if request.spool_dir is None:
-                    from dataclasses import replace
-
-                    request = replace(request, spool_dir=self.spool)
-
-                async def on_submitted(prediction_id: str, _pc: PlannedCall = pc) -> None:
-                    self.ws.mark_submitted(_pc.call_id, prediction_id)
-
-                try:
-                    outcome = await provider.edit(request, on_submitted=on_submitted)
-                except EvalkitError as exc:  # a provider bug or an unexpected local error: record, don't crash the run
-                    outcome = EditOutcome.failure(pc.model.id, exc.category, str(exc))
+                request = replace(pc.request, spool_dir=self.spool) if pc.request.spool_dir is None else pc.request
+                outcome = await self._with_patience(provider, pc, request, submit=True)
+                if _refused(outcome) and self.controller.stop_submitting.is_set():
+                    # never accepted, and the run is stopping: it simply stays planned
+                    self.budget.settle(reservation, 0.0)
+                    self.ws.reset_call(pc.call_id)
+                    queue.appendleft(pc)
+                    return
                 self._store(pc, outcome, reservation)
+
+    async def _with_patience(self, provider: ImageEditProvider, pc: PlannedCall, request: Any, *, submit: bool,
+                             prediction_id: str | None = None) -> EditOutcome:
+        """One call, slowed down — never failed — by rate limits and transient polling trouble.
+
+        A submit refused with ``rate_limit`` (provably not accepted) waits and goes again; an accepted
+        job whose polls or download failed transiently is polled again via ``resume()``. Both back off
+        per :attr:`patience` (the provider has already retried each request a few times). When the
+        patience runs out the outcome is recorded as it is: a rate-limit failure, or a resumable job
+        left ``submitted`` for ``--resume``.
+        """
+        async def on_submitted(pid: str, _pc: PlannedCall = pc) -> None:
+            self.ws.mark_submitted(_pc.call_id, pid)
+
+        attempt = 0
+        if submit:
+            outcome = await _guarded(pc, provider.edit(request, on_submitted=on_submitted))
+        else:
+            outcome = await _guarded(pc, provider.resume(request, prediction_id))
+        while attempt + 1 < self.patience.max_attempts and not self.controller.abandon.is_set():
+            err = outcome.error
+            refused = _refused(outcome)
+            collectable = _still_running(outcome) and err is not None and err.category in _TRANSIENT
+            if not (refused or collectable):
+                break
+            attempt += 1
+            if refused:
+                if self.controller.stop_submitting.is_set():
+                    break  # stopping: a call that was never accepted just stays planned
+                self.ws.reset_call(pc.call_id)  # provably not accepted: a crash while waiting loses nothing
+            await asyncio.sleep(self.patience.backoff_s(attempt))
+            if refused:
+                self.ws.mark_submitting(pc.call_id, reserved_usd=pc.prepared.reserve_usd, fingerprint=pc.prepared.fingerprint)
+                outcome = await _guarded(pc, provider.edit(request, on_submitted=on_submitted))
+            else:
+                outcome = await _guarded(pc, provider.resume(request, outcome.prediction_id))
+        return outcome
 
     async def _resume_call(self, pc: PlannedCall, row: dict[str, Any]) -> None:
         provider = self.providers[pc.model.provider]
@@ -534,14 +577,11 @@ class _Execution:
             self._tick()
             return
         reservation = self.budget.hold(row["reserved_usd"] or pc.prepared.reserve_usd, pc.call_id)
-        from dataclasses import replace
-
         request = replace(pc.request, spool_dir=self.spool)
         async with self.global_sem:
-            try:
-                outcome = await provider.resume(request, row["prediction_id"])
-            except EvalkitError as exc:
-                outcome = EditOutcome.failure(pc.model.id, exc.category, str(exc), prediction_id=row["prediction_id"])
+            outcome = await self._with_patience(provider, pc, request, submit=False, prediction_id=row["prediction_id"])
+        if outcome.prediction_id is None:
+            outcome.prediction_id = row["prediction_id"]
         self._store(pc, outcome, reservation)
 
     # ---- bookkeeping ------------------------------------------------------------------------
@@ -567,14 +607,17 @@ class _Execution:
 
     def _store(self, pc: PlannedCall, outcome: EditOutcome, reservation: Reservation) -> None:
         unknown = (not outcome.ok) and outcome.error is not None and outcome.error.category == Category.UNKNOWN_OUTCOME
-        if unknown or _still_running(outcome):
-            billed = reservation.amount_usd  # may be billed yet: keep it counted against the budget
+        resumable = _still_running(outcome) and getattr(self.providers[pc.model.provider], "resumable", False)
+        if unknown or resumable or outcome.cost_usd is None:
+            # may be billed (yet), or billed at a price nobody told us: count the most it can cost
+            billed = reservation.amount_usd
         else:
-            billed = outcome.cost_usd or 0.0
+            billed = outcome.cost_usd
         self.budget.settle(reservation, billed)
         self.simulated = self.simulated or outcome.simulated
-        if _still_running(outcome):
-            # accepted, but we stopped waiting (overall poll timeout): stays `submitted`, so a resume polls it again
+        if resumable:
+            # accepted and still collectable (we stopped waiting, polls failed, or the download failed):
+            # the row stays `submitted` with its prediction id, so `--resume` finishes it without paying again
             self.counts["pending"] = self.counts.get("pending", 0) + 1
             self._tick()
             return
@@ -599,7 +642,8 @@ class _Execution:
             "prediction_id": o.prediction_id,
             "submit_ms": lat.submit_ms, "queue_ms": lat.queue_ms, "inference_ms": lat.inference_ms,
             "download_ms": lat.download_ms, "total_ms": lat.total_ms,
-            "cost_usd": None if unknown else (o.cost_usd if o.cost_usd is not None else (None if o.cost_source == "unknown" else 0.0)),
+            "cost_usd": _add_cost(pc.prior_cost_usd, None if unknown else (
+                o.cost_usd if o.cost_usd is not None else (None if o.cost_source == "unknown" else 0.0))),
             "cost_source": "unknown" if unknown else o.cost_source,
             "nsfw": int(o.nsfw), "content_filtered": int(o.content_filtered),
             "input_resized": int(o.input_resized or (pc.prepared.input_resized if pc.prepared else False)),
@@ -640,13 +684,34 @@ class _Execution:
 
 
 def _still_running(outcome: EditOutcome) -> bool:
-    """A job the provider accepted and we gave up waiting for: it may still complete (and be billed)."""
-    return (not outcome.ok and outcome.prediction_id is not None and outcome.error is not None
-            and outcome.error.category == Category.TIMEOUT)
+    """A job the provider accepted whose result can still be collected without paying again."""
+    return not outcome.ok and outcome.prediction_id is not None and outcome.resumable
+
+
+def _refused(outcome: EditOutcome) -> bool:
+    """A submit the provider provably did not accept because of its rate limit."""
+    return (not outcome.ok and outcome.prediction_id is None and outcome.error is not None
+            and outcome.error.category == Category.RATE_LIMIT)
+
+
+async def _guarded(pc: PlannedCall, call: Any) -> EditOutcome:
+    """A provider call whose unexpected EvalkitError becomes a recorded failure, not a crashed run."""
+    try:
+        return await call
+    except EvalkitError as exc:
+        return EditOutcome.failure(pc.model.id, exc.category, str(exc))
+
+
+def _add_cost(prior: float, cost: float | None) -> float | None:
+    """A call's total cost over its attempts (None stays None only when nothing was paid before)."""
+    if cost is None:
+        return prior or None
+    return prior + cost
 
 
 def _retryable(category: str | None) -> bool:
     return category in ("rate_limit", "server", "network", "timeout")
+
 
 
 def _ext(fmt: str | None) -> str:

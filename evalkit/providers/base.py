@@ -167,6 +167,10 @@ class EditOutcome:
     content_filtered: bool = False
     input_resized: bool = False
     simulated: bool = False
+    #: the provider accepted the job and its result can still be collected with ``resume(prediction_id)``
+    #: without paying again (we stopped waiting, polls kept failing, or a completed output failed to
+    #: download for a transient reason): the call stays ``submitted`` and ``--resume`` finishes it.
+    resumable: bool = False
     #: selected response fields (status, timings, has_nsfw_contents, seed, finish reason, notes…)
     metadata: dict[str, Any] = field(default_factory=dict)
 

@@ -280,7 +280,7 @@ class StabilityEditProvider:
                 return self._failure(
                     prepared, Category.TIMEOUT,
                     f"job {generation_id} still running after {self.max_wait_s:g}s; it may still finish (and be charged)",
-                    retryable=True, cost_usd=None, prediction_id=generation_id,
+                    retryable=True, cost_usd=None, prediction_id=generation_id, resumable=True,
                     hint="resume it later: results are kept for 24 h",
                 )
             await asyncio.sleep(wait)
@@ -294,7 +294,8 @@ class StabilityEditProvider:
                 transient += 1
                 if transient >= self.retry.max_attempts:
                     return self._failure(prepared, Category.NETWORK, f"polling job {generation_id} failed {transient} times "
-                                         f"({type(exc).__name__})", retryable=True, cost_usd=None, prediction_id=generation_id)
+                                         f"({type(exc).__name__})", retryable=True, cost_usd=None, prediction_id=generation_id,
+                                         resumable=True)
                 continue
             if reply.status == 202:
                 continue

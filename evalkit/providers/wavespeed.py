@@ -631,7 +631,7 @@ class WaveSpeedEditProvider:
                 call, Category.TIMEOUT,
                 f"no result for WaveSpeed prediction {call.prediction_id} within {self.poll.timeout_s:g} s; the task may still finish",
                 hint=f"collect it later with resume(request, {call.prediction_id!r}) (`evalkit run --resume`); it was not re-submitted",
-                retryable=True, cost_usd=None, cost_source="unknown",
+                retryable=True, cost_usd=None, cost_source="unknown", resumable=True,
             ) from None
 
     async def _poll(self, call: _Call, key: Secret) -> dict[str, Any]:
@@ -650,7 +650,8 @@ class WaveSpeedEditProvider:
                 if err.category == Category.AUTH:
                     hint = err.hint
                 raise self._fail(call, err.category, err.message, hint=hint, status_code=err.status_code,
-                                 retryable=err.retryable, cost_usd=None, cost_source="unknown") from None
+                                 retryable=err.retryable, cost_usd=None, cost_source="unknown",
+                                 resumable=err.category != Category.BAD_REQUEST) from None
             status = str(data.get("status") or "").lower()
             call.observe(status, time.monotonic())
             if status == "completed" or status in FAILED_STATUSES:
@@ -723,7 +724,9 @@ class WaveSpeedEditProvider:
             image = await self._fetch_output(call, request, first.strip())
         except ProviderError as err:
             call.latency.download_ms = (time.monotonic() - t) * 1000
-            raise self._fail_from(call, err, metadata=meta, **paid) from None
+            # the task completed (and was billed); a transient download failure can be collected again by resume()
+            transient = err.retryable or err.category in (Category.SERVER, Category.NETWORK, Category.TIMEOUT, Category.RATE_LIMIT)
+            raise self._fail_from(call, err, metadata=meta, resumable=transient, **paid) from None
         call.latency.download_ms = (time.monotonic() - t) * 1000
         call.simulated = call.simulated or image.simulated
         if len(outputs) > 1:
