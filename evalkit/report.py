@@ -1,0 +1,619 @@
+"""The model-choice report: ``model_choice_report.ipynb`` executed by papermill, exported to one HTML file.
+
+:func:`build_report` runs the bundled notebook in a fresh kernel (``kernel_name`` explicit, a per-cell
+timeout, the kernel started in the output folder) and writes, in ``reports/<run_id>/`` by default::
+
+    model_choice_report.html   the report: no code, images inlined as data URIs, no CDN scripts
+    model_choice_report.ipynb  the executed notebook (for auditing; its parameters hold no secrets)
+    tier_defaults.json         evalkit.tiers.write_tier_defaults — what a product's model selector reads
+    models.csv  by_operation.csv  by_category.csv  failures.csv  recommendations.csv
+
+Secrets: the notebook's parameters are only the workspace path, the run id, the quality spec and the
+tiers path. Papermill saves parameters into the output notebook (the ``injected-parameters`` cell and
+``metadata.papermill.parameters``), so keys are never parameters: the kernel inherits the caller's
+environment, where providers and the judge read them.
+
+Offline HTML: nbconvert's ``lab`` template loads require.js, MathJax and mermaid from cdnjs. The report
+uses a template derived from it (``_TEMPLATE``) that drops those scripts and widget loaders — the
+report has no widgets, math or diagrams, and without MathJax a "$0.04 … $0.05" in a table stays text.
+Plots are PNG, grids JPEG thumbnails, all inlined; ``external_references`` finds anything that would
+still load from the network.
+
+The section functions below (``prepare_report``, ``overview_html``, ``recommendations_html``, …) are
+what the notebook calls; keeping them here means tests reach every piece of logic without a kernel.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from evalkit.analysis import (
+    SIMULATED_NOTE, QualityLike, QualitySpec, as_quality, failure_table, format_ms, format_usd, model_table,
+    resolve_quality, run_is_simulated, scored_values,
+)
+from evalkit.credentials import redact
+from evalkit.errors import EvalkitError, InvalidInputError
+from evalkit.store import Workspace, check_id
+
+REPORT_NOTEBOOK = "model_choice_report.ipynb"
+JUDGE_QUALITY = QualitySpec("viescore_o", "judge")
+AUTO_QUALITY = QualitySpec("ssim", "auto")
+#: thumbnails in the report's grids: this size up to GRID_CELL_BUDGET cells, smaller beyond (HTML size)
+REPORT_THUMB_PX = 112
+GRID_CELL_BUDGET = 600
+MIN_CASES_FOR_EVIDENCE = 5
+
+_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{% block data_png scoped %}<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"
+ alt="{{ output.metadata.get('image/png', {}).get('alt', 'figure') | escape_html }}"></div>{% endblock data_png %}
+{% block data_jpg scoped %}<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+<img src="data:image/jpeg;base64,{{ output.data['image/jpeg'] | escape_html }}"
+ alt="{{ output.metadata.get('image/jpeg', {}).get('alt', 'figure') | escape_html }}"></div>{% endblock data_jpg %}
+"""
+
+#: what the field knows about VLM judges (evaluation-anchors.md §0 and §3), shown when quality is a judge score
+JUDGE_CAVEATS = (
+    "Judge scores are only comparable within this toolkit's own runs: the same model on the same benchmark "
+    "scores 7.66–7.81 across four papers, so never put these numbers next to published ones.",
+    "Judges drift: GEdit-Bench's maintainers saw GPT-4.1 scores move between April and June 2025 and vary by "
+    "about ±0.1 between two runs on the same day — treat quality gaps of a few tenths as ties unless the "
+    "paired test says otherwise.",
+    "VLM judges agree with people only moderately on edits (VIEScore: Spearman ≈ 0.4 with humans, where humans "
+    "agree with each other at ≈ 0.45); pairwise votes rank models more reliably than pointwise scores.",
+    "Judges refuse or fail silently on some images (e.g. photos of people); such replies are stored as "
+    "unscored, never guessed, so a model's quality rests on its scored cases only (see the unscored counts).",
+)
+AUTO_CAVEAT = (
+    "No judge scores in this run, so quality is {metric} ({source}): a pixel metric against the source image. "
+    "It measures how much of the source was preserved, not whether the instruction was followed — an "
+    "unchanged output scores best. Score the run with the VLM judge before choosing models on quality."
+)
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    html: Path
+    notebook: Path
+    tier_defaults: Path
+    tables: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, computed once from the workspace."""
+
+    ws: Workspace
+    run_id: str
+    run: dict[str, Any]
+    quality: QualitySpec
+    quality_reason: str
+    simulated: bool
+    models: pd.DataFrame
+    by_operation: pd.DataFrame
+    by_category: pd.DataFrame
+    failures: pd.DataFrame
+    decision: Any  # evalkit.tiers.TierDecision
+
+
+# -- quality ------------------------------------------------------------------------------------------
+
+
+def parse_quality(text: str | None) -> QualitySpec | None:
+    """``"metric[:source][@version]"`` → QualitySpec; empty → None (choose automatically).
+
+    The version comes after ``@`` because judge versions contain ``|`` and may contain ``:``."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    head, at, version = text.partition("@")
+    metric, _, source = head.partition(":")
+    if not metric.strip() or (at and not version.strip()):
+        raise InvalidInputError(f"bad quality spec {text!r}", hint="write METRIC[:SOURCE][@VERSION], e.g. viescore_o:judge")
+    spec = as_quality((metric.strip(), source.strip() or "auto", version.strip() or None))
+    return spec
+
+
+def quality_string(quality: QualityLike | None) -> str:
+    """The inverse of :func:`parse_quality` (what build_report passes to the notebook)."""
+    if quality is None:
+        return ""
+    spec = parse_quality(quality) if isinstance(quality, str) else as_quality(quality)
+    return f"{spec.metric}:{spec.source}" + (f"@{spec.version}" if spec.version else "")
+
+
+def choose_quality(ws: Workspace, run_id: str, quality: QualityLike | None = None) -> tuple[QualitySpec, str]:
+    """The quality a report ranks by, and a sentence saying why.
+
+    Named explicitly: it must have scored values in the run (else InvalidInputError listing what is
+    scored). Otherwise the judge's overall VIEScore when the run has it, else SSIM (auto) with a
+    warning that it measures preservation, else SSIM with nothing scored (the report then says so)."""
+    scores = ws.scores(run_id)
+    if quality is not None:
+        spec = parse_quality(quality) if isinstance(quality, str) else as_quality(quality)
+        spec = resolve_quality(scores, spec)
+        if scored_values(scores, spec).empty:
+            have = sorted({f"{m}:{s}" for m, s in zip(scores["metric"], scores["source"], strict=True)})
+            raise InvalidInputError(
+                f"run {run_id!r} has no scored values for quality {spec.label}"
+                + (f" version {spec.version}" if spec.version else ""),
+                hint=f"scored in this run: {', '.join(have[:15])}" if have else "score the run first (evalkit.scoring.score_run)",
+            )
+        return spec, f"Quality is {spec.label}, as requested."
+    for candidate in (JUDGE_QUALITY, AUTO_QUALITY):
+        spec = resolve_quality(scores, candidate)
+        if not scored_values(scores, spec).empty:
+            if spec.source == "judge":
+                why = (f"Quality is the VLM judge's overall VIEScore ({spec.metric}, 0–10; judge {spec.version}), "
+                       "the measure GEdit-Bench and model cards use for instruction-based edits.")
+            else:
+                why = AUTO_CAVEAT.format(metric=spec.metric, source=spec.source)
+            return spec, why
+    return AUTO_QUALITY, "The run has no scores yet: quality columns are empty and no tier default can be chosen."
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+
+def prepare_report(workspace: Workspace | str | os.PathLike, run_id: str, *, quality: QualityLike | None = None,
+                   tiers: str | os.PathLike | None = None) -> ReportData:
+    """Compute every table the report shows (the notebook's first cell after its parameters)."""
+    from evalkit.tiers import choose_defaults
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, create=False)
+    check_id(run_id, "run id")
+    run = ws.get_run(run_id)
+    spec, why = choose_quality(ws, run_id, quality)
+    decision = choose_defaults(ws, run_id, tiers or None, quality=spec)
+    return ReportData(
+        ws=ws, run_id=run_id, run=run, quality=spec, quality_reason=why, simulated=run_is_simulated(ws, run_id),
+        models=model_table(ws, run_id, quality=spec), by_operation=model_table(ws, run_id, quality=spec, by="operation"),
+        by_category=model_table(ws, run_id, quality=spec, by="category"), failures=failure_table(ws, run_id),
+        decision=decision,
+    )
+
+
+def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
+    """What was run, as label → text: suite, cases, models, repeats, calls, cost, wall time, dates, scorers."""
+    run = ws.get_run(run_id)
+    calls = ws.calls(run_id)
+    scores = ws.scores(run_id)
+    status = calls["status"].value_counts()
+    attempted = int(status.reindex(["completed", "failed", "unknown"]).fillna(0).sum())
+    cached = int((calls["cost_source"] == "cache").sum())
+    started = calls["submitting_at"].dropna()
+    finished = calls["completed_at"].dropna()
+    judge_versions = sorted(set(scores.loc[scores["source"] == "judge", "version"]))
+    auto_versions = sorted(set(scores.loc[scores["source"] == "auto", "version"]))
+    wall = run.get("wall_s")
+    out = {
+        "run": f"{run_id} (status {run['status']})",
+        "suite": f"{run.get('suite_name') or '—'}",
+        "cases": str(calls["case_id"].nunique()),
+        "models": f"{len(run['models'])}: {', '.join(run['models'])}",
+        "repeats": str(run["repeats"]),
+        "calls": (f"{attempted} attempted — {int(status.get('completed', 0))} completed ({cached} from the cache), "
+                  f"{int(status.get('failed', 0))} failed, {int(status.get('unknown', 0))} unknown outcome; "
+                  f"{int(status.get('not_applicable', 0))} not applicable"),
+        "cost": f"${math.fsum(calls['cost_usd'].dropna().astype(float)):.4f} billed",
+        "wall time": "—" if wall is None else format_ms(float(wall) * 1000),
+        "dates (UTC)": f"created {run['created_at'][:19]}"
+                       + (f"; calls {started.min()[:19]} → {finished.max()[:19]}" if len(started) and len(finished) else ""),
+        "judge": ", ".join(judge_versions) if judge_versions else "none (not judged)",
+        "automatic metrics": ", ".join(auto_versions) if auto_versions else "none",
+        "evalkit": run.get("evalkit_version") or "—",
+    }
+    return out
+
+
+# -- HTML sections --------------------------------------------------------------------------------------
+
+_esc = html.escape
+_CSS = """<style>
+.ek-banner{background:#b00000;color:#fff;padding:10px 14px;font:700 18px system-ui,sans-serif;margin:6px 0}
+.ek-tbl{border-collapse:collapse;font:13px/1.4 system-ui,sans-serif;margin:4px 0 14px}
+.jp-RenderedHTMLCommon .ek-tbl th,.jp-RenderedHTMLCommon .ek-tbl td,.ek-tbl th,.ek-tbl td{border-bottom:1px solid #ddd;
+ padding:3px 8px;text-align:left;vertical-align:top}
+.jp-RenderedHTMLCommon .evalkit-grid td,.jp-RenderedHTMLCommon .evalkit-grid th{text-align:center}
+.ek-ok{color:#176b2c;font-weight:600}.ek-warn{color:#8a5a00;font-weight:600}.ek-bad{color:#a00000;font-weight:600}
+.ek-note{color:#555;font:12px system-ui,sans-serif}
+</style>"""
+
+
+def header_html(data: ReportData) -> str:
+    title = f"Which image-editing model for each price tier — run {_esc(data.run_id)}"
+    out = [_CSS, f"<h1>{title}</h1>"]
+    if data.simulated:
+        out.append(f'<div class="ek-banner">{_esc(SIMULATED_NOTE)}. Every image, latency and cost below comes '
+                   "from local simulated servers: the recommendations say nothing about the real models.</div>")
+    out.append(f'<p class="ek-note">{_esc(data.quality_reason)}</p>')
+    return "".join(out)
+
+
+def overview_html(data: ReportData) -> str:
+    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in run_overview(data.ws, data.run_id).items())
+    return f'{_CSS}<table class="ek-tbl">{rows}</table>'
+
+
+def _q(v: Any) -> str:
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
+
+
+def recommendations_html(data: ReportData) -> str:
+    """Per tier: the default model for each operation, its numbers and the rationale."""
+    d = data.decision
+    out = [_CSS]
+    if data.simulated:
+        out.append(f'<div class="ek-banner">{_esc(SIMULATED_NOTE)} — not a basis for a decision.</div>')
+    out.append(f'<p class="ek-note">Ranked by {_esc(d.quality.label)}; a cheaper model replaces the best one when '
+               f"a one-sided Wilcoxon signed-rank test over shared cases (α = {d.alpha:g}) does not show it is worse.</p>")
+    for name, tier in d.tiers.items():
+        c = tier.constraints()
+        limits = [f"≤ {format_usd(c['max_cost_usd'])} per edit" if c["max_cost_usd"] is not None else "",
+                  f"p95 ≤ {format_ms(c['max_latency_p95_ms'])}" if c["max_latency_p95_ms"] is not None else "",
+                  f"success ≥ {c['min_success_rate']:.0%}", f"≥ {c['min_calls']} completed calls",
+                  f"providers {', '.join(c['allowed_providers'])}" if c["allowed_providers"] else "",
+                  f"vendors {', '.join(c['allowed_vendors'])}" if c["allowed_vendors"] else ""]
+        out.append(f"<h3>Tier {_esc(name)}</h3><p class='ek-note'>{_esc(tier.description)} "
+                   f"Constraints: {_esc('; '.join(x for x in limits if x))}.</p>")
+        out.append('<table class="ek-tbl"><tr><th>operation</th><th>default model</th><th>price</th><th>p95</th>'
+                   "<th>quality (95% CI)</th><th>cases</th><th>why</th></tr>")
+        for op, dec in d.operations[name].items():
+            if dec.status == "ok":
+                who = f'<span class="ek-ok">{_esc(dec.default)}</span>'
+            elif dec.status == "insufficient_evidence":
+                who = (f'<span class="ek-warn">none yet — too little evidence</span>'
+                       + (f"<br>provisional: {_esc(dec.provisional)}" if dec.provisional else ""))
+            else:
+                who = '<span class="ek-bad">no eligible model</span>'
+            lo, hi = dec.quality_ci
+            ci = f" ({_q(lo)}–{_q(hi)})" if lo is not None and hi is not None else ""
+            named = dec.default or dec.provisional
+            price = format_usd(dec.cost_usd) if named else "—"
+            p95 = format_ms(dec.latency_p95_ms) if named and dec.latency_p95_ms is not None else "—"
+            out.append(f"<tr><td>{_esc(op)}</td><td>{who}</td><td style='white-space:nowrap'>{_esc(price)}</td>"
+                       f"<td style='white-space:nowrap'>{_esc(p95)}</td><td>{_q(dec.quality)}{ci}</td>"
+                       f"<td>{'—' if dec.n is None else dec.n}</td><td>{_esc(dec.rationale)}</td></tr>")
+        out.append("</table>")
+    return "".join(out)
+
+
+def caveats(data: ReportData) -> list[str]:
+    """What a reader must know before acting on the report."""
+    from evalkit.catalog import Catalog
+    from evalkit.errors import CatalogError
+
+    notes: list[str] = []
+    if data.simulated:
+        notes.append(f"{SIMULATED_NOTE}: outputs, latencies and costs come from local servers that imitate the "
+                     "providers' APIs. They exercise the pipeline; they do not measure the models.")
+    if data.run.get("status") != "completed":
+        notes.append(f"The run ended with status {data.run.get('status')!r}: some calls were not made, so some "
+                     "models have fewer cases than others.")
+    if data.quality.source == "judge":
+        notes.extend(JUDGE_CAVEATS)
+    elif data.quality.source == "auto":
+        notes.append(AUTO_CAVEAT.format(metric=data.quality.metric, source=data.quality.source))
+    unscored = int(data.models["unscored"].sum()) if len(data.models) else 0
+    if unscored:
+        notes.append(f"{unscored} completed call(s) have no {data.quality.label} score (unscored or refused); "
+                     "they count for latency, cost and success but not for quality.")
+    try:
+        catalog = Catalog.load(data.ws.path)
+    except CatalogError:
+        catalog = None
+    uncertain, unknown = [], []
+    for model in data.run["models"]:
+        if catalog is None or model not in catalog:
+            unknown.append(model)
+            continue
+        for name, fact in sorted(catalog.get(model).facts.items()):
+            if fact.confidence == "low" or (name == "price" and fact.confidence != "high"):
+                uncertain.append(f"{model} {name} ({fact.confidence}; source: {fact.source}"
+                                 + (f"; {fact.note}" if fact.note else "") + ")")
+    if uncertain:
+        notes.append("Catalogue facts below high confidence (prices are list prices from these sources; "
+                     "check them with the provider before deciding): " + "; ".join(uncertain) + ".")
+    if unknown:
+        notes.append(f"Not in the catalogue, so their prices and limits are unverified: {', '.join(unknown)}.")
+    thin = []
+    for op, g in data.by_operation.groupby("operation"):
+        n_cases = int(g["quality_n"].max()) if len(g) else 0
+        statuses = {dec.status for ops in data.decision.operations.values() for o, dec in ops.items() if o == op}
+        if n_cases < MIN_CASES_FOR_EVIDENCE or "insufficient_evidence" in statuses:
+            thin.append(f"{op} ({n_cases} scored case(s))")
+    if thin:
+        notes.append("Too little evidence to trust a choice for: " + ", ".join(thin) + ". Add cases or repeats.")
+    return notes
+
+
+def caveats_html(data: ReportData) -> str:
+    return _CSS + "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in caveats(data)) + "</ul>"
+
+
+_COLUMNS = ["model_id", "provider", "calls", "completed", "failed", "success_rate", "mean_cost_usd", "total_cost_usd",
+            "p50_total_ms", "p95_total_ms", "quality", "quality_ci_low", "quality_ci_high", "quality_n", "unscored",
+            "value_per_usd", "value_note"]
+
+
+def styled(df: pd.DataFrame, *, group: str | None = None) -> Any:
+    """A compact, formatted Styler of a model table: the report's columns (``group`` first when given),
+    without the rows of models that made no attempt in a group (they cannot do that operation), and
+    missing values shown plainly rather than in a colour scale's "bad" colour."""
+    from evalkit.analysis import style_table
+
+    cols = ([group] if group else []) + [c for c in _COLUMNS if c in df.columns and c != group]
+    view = (df[df["calls"] > 0] if "calls" in df.columns else df)[cols].copy()
+    view.attrs = dict(df.attrs)
+    missing = [c for c in view.columns if view[c].isna().any()]
+    styler = style_table(view).hide(axis="index").set_properties(subset=["model_id"], **{"white-space": "nowrap"})
+    if missing:
+        styler = styler.map(lambda v: "background-color: transparent; color: #777" if pd.isna(v) else "",
+                            subset=missing)
+    return styler
+
+
+def figure_image(fig: Any, *, fmt: str = "png", dpi: int | None = None, alt: str | None = None) -> Any:
+    """A matplotlib Figure as an IPython Image (PNG for plots, JPEG for photo grids): inlined in the
+    notebook and the HTML whatever the kernel's matplotlib backend is; ``alt`` defaults to its title."""
+    from IPython.display import Image
+
+    if alt is None:
+        titles = [fig.get_suptitle()] + [ax.get_title() for ax in fig.axes]
+        alt = " — ".join(t.replace("\n", " ") for t in titles if t) or "figure"
+
+    buf = io.BytesIO()
+    kw: dict[str, Any] = {"format": fmt, "dpi": dpi or fig.dpi, "bbox_inches": "tight"}
+    if fmt in ("jpg", "jpeg"):
+        kw["pil_kwargs"] = {"quality": 80, "optimize": True}
+    fig.savefig(buf, **kw)
+    return Image(data=buf.getvalue(), format="jpeg" if fmt in ("jpg", "jpeg") else fmt, metadata={"alt": alt})
+
+
+def grid_thumb_px(n_cells: int, base_px: int = REPORT_THUMB_PX) -> int:
+    """Smaller thumbnails when a grid has more than GRID_CELL_BUDGET cells, so the HTML stays small."""
+    if n_cells <= GRID_CELL_BUDGET:
+        return base_px
+    return max(48, int(base_px * math.sqrt(GRID_CELL_BUDGET / n_cells)))
+
+
+def split_ids(text: str | Sequence[str] | None) -> list[str] | None:
+    """A notebook parameter ``"a, b"`` (or a list) → ``["a", "b"]``; empty → None (no filter)."""
+    if text is None:
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = [str(i).strip() for i in items if str(i).strip()]
+    return out or None
+
+
+def select_cases(ws: Workspace, run_id: str, *, categories: str | Sequence[str] | None = None,
+                 cases: str | Sequence[str] | None = None) -> pd.DataFrame:
+    """The run's cases (category "(none)" when missing), filtered; unknown names raise with the known ones."""
+    frame = ws.cases(run_id)
+    if frame.empty:
+        return pd.DataFrame(columns=["case_id", "operation", "category", "prompt"])
+    frame = frame.assign(category=frame["category"].fillna("(none)"))
+    for column, wanted, what in (("case_id", split_ids(cases), "case"), ("category", split_ids(categories), "category")):
+        if wanted:
+            missing = sorted(set(wanted) - set(frame[column]))
+            if missing:
+                raise InvalidInputError(f"unknown {what}(s) {missing} in run {run_id!r}",
+                                        hint=f"known: {', '.join(sorted(set(frame[column]))[:30])}")
+            frame = frame[frame[column].isin(wanted)]
+    return frame
+
+
+def strip_cases(ws: Workspace, run_id: str, **filters: Any) -> list[str]:
+    """The first case of each category (after ``select_cases`` filters): one strip per category."""
+    frame = select_cases(ws, run_id, **filters)
+    return list(frame.groupby("category", sort=True).head(1).sort_values("category")["case_id"])
+
+
+def category_grids(ws: Workspace, run_id: str, *, quality: QualityLike = AUTO_QUALITY,
+                   categories: str | Sequence[str] | None = None, cases: str | Sequence[str] | None = None,
+                   thumb_px: int | None = None) -> list[tuple[str, str]]:
+    """One HTML comparison grid (JPEG thumbnails as data URIs) per case category: (category, html)."""
+    from evalkit.viz import comparison_grid_html
+
+    frame = select_cases(ws, run_id, categories=categories, cases=cases)
+    n_models = len(ws.get_run(run_id)["models"])
+    px = thumb_px or grid_thumb_px(len(frame) * (n_models + 1))
+    out = []
+    for category, group in frame.groupby("category", sort=True):
+        grid = comparison_grid_html(ws, run_id, cases=list(group["case_id"]), quality=quality, thumb_px=px)
+        out.append((str(category), f'<div style="overflow-x:auto">{grid}</div>'))
+    return out
+
+
+def groups(table: pd.DataFrame, by: str, *, min_models: int = 2) -> list[tuple[str, pd.DataFrame]]:
+    """A grouped model table split per group (attrs kept), for one Pareto plot per operation; groups
+    with fewer than ``min_models`` models with a quality are left out (nothing to trade off)."""
+    out = []
+    for key, g in table.groupby(by, sort=True):
+        if int(g["quality"].notna().sum()) >= min_models:
+            g = g.reset_index(drop=True)
+            g.attrs = dict(table.attrs)
+            out.append((str(key), g))
+    return out
+
+
+def failures_html(data: ReportData) -> str:
+    """Failures per model and error category, or a sentence when there were none."""
+    if data.failures.empty:
+        return "<p>No call failed.</p>"
+    view = data.failures.assign(share_of_calls=data.failures["share_of_calls"].map(lambda v: f"{v:.0%}"))
+    return view.to_html(index=False, classes="ek-tbl", border=0, escape=True)
+
+
+# -- files ----------------------------------------------------------------------------------------------
+
+
+def write_tables(data: ReportData, out_dir: str | os.PathLike) -> list[Path]:
+    """The report's tables as CSV (numbers unformatted, one row per model / model × group)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = {"models.csv": data.models, "by_operation.csv": data.by_operation, "by_category.csv": data.by_category,
+              "failures.csv": data.failures, "recommendations.csv": data.decision.to_frame()}
+    paths = []
+    for name, df in frames.items():
+        df.to_csv(out / name, index=False)
+        paths.append(out / name)
+    return paths
+
+
+_EXTERNAL = re.compile(
+    r"""<(?:script|img|iframe|link|source|video|audio|embed)\b[^>]*?\b(?:src|href)\s*=\s*["']?((?:https?:)?//[^"'\s>]+)"""
+    r"""|url\(\s*["']?((?:https?:)?//[^)"'\s]+)|@import\s+["']((?:https?:)?//[^"']+)""", re.I)
+
+
+def external_references(page: str) -> list[str]:
+    """URLs a browser would fetch to show ``page`` (scripts, images, stylesheets, CSS url()/@import)."""
+    return [next(g for g in m.groups() if g) for m in _EXTERNAL.finditer(page)]
+
+
+def export_html(notebook: str | os.PathLike, html_path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Executed notebook → one offline HTML page without code, prompts, parameters or stderr."""
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    drop = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
+    nb.cells = [c for c in nb.cells if not drop & set(c.get("metadata", {}).get("tags", []))]
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    for key in ("papermill", "widgets"):
+        nb.metadata.pop(key, None)
+    if title:
+        nb.metadata["title"] = title
+    exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"evalkit_report.html.j2": _TEMPLATE})],
+                            template_file="evalkit_report.html.j2", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True, embed_images=True)
+    body, _ = exporter.from_notebook_node(nb)
+    path = Path(html_path)
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+@contextmanager
+def _kernel_imports_this_evalkit() -> Iterator[None]:
+    """The kernel inherits our environment: put this evalkit first on its PYTHONPATH, so a source
+    checkout (not installed) works and the kernel never imports a different installed copy."""
+    root = str(Path(__file__).resolve().parent.parent)
+    before = os.environ.get("PYTHONPATH")
+    parts = [p for p in (before or "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, *[p for p in parts if p != root]])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def execute_notebook(name: str, output: Path, parameters: Mapping[str, Any], *, cwd: Path, cell_timeout_s: float,
+                     kernel_name: str = "python3", start_timeout_s: float = 120) -> Path:
+    """Run a bundled notebook with papermill; failures become EvalkitError naming the cell.
+
+    ``parameters`` must hold no secrets (papermill writes them into the output notebook)."""
+    import papermill as pm
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    from evalkit.resources import notebooks_dir
+
+    source = notebooks_dir() / name
+    if not source.is_file():
+        raise EvalkitError(f"bundled notebook {source} is missing", hint="reinstall evalkit")
+    where = f"the partial notebook is {output}"
+    try:
+        with _kernel_imports_this_evalkit():
+            pm.execute_notebook(str(source), str(output), parameters=dict(parameters), kernel_name=kernel_name,
+                                progress_bar=False, execution_timeout=cell_timeout_s, start_timeout=start_timeout_s,
+                                cwd=str(cwd))
+    except PapermillExecutionError as exc:
+        first = next((line for line in (exc.source or "").splitlines() if line.strip()), "")
+        number, total = _template_position(source, exc.cell_index)
+        raise EvalkitError(
+            f"{name}: cell {number} of {total} (In [{exc.exec_count}]) `{redact(first)[:120]}` "
+            f"raised {exc.ename}: {redact(str(exc.evalue))[:600]}",
+            hint=f"{where}; fix the cause above and build again",
+        ) from None
+    except CellTimeoutError:
+        raise EvalkitError(f"{name}: a cell ran longer than {cell_timeout_s:g} s",
+                           hint=f"{where}; raise cell_timeout_s for large runs") from None
+    except DeadKernelError:
+        raise EvalkitError(f"{name}: the kernel died (often out of memory)",
+                           hint=f"{where}; free memory or report a smaller run") from None
+    except NoSuchKernel:
+        raise EvalkitError(f"no Jupyter kernel named {kernel_name!r}",
+                           hint="pass kernel_name='python3' or run `python -m ipykernel install --sys-prefix`") from None
+    return output
+
+
+def _template_position(source: Path, executed_index: int) -> tuple[int, int]:
+    """(1-based cell number in the bundled notebook, its cell count): papermill's index counts the
+    injected-parameters cell it inserted after the parameters cell."""
+    import nbformat
+
+    cells = nbformat.read(str(source), as_version=4).cells
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    index = executed_index - 1 if tagged and executed_index > tagged[0] else executed_index
+    return index + 1, len(cells)
+
+
+def build_report(ws: Workspace | str | os.PathLike, run_id: str, *, out_dir: str | os.PathLike | None = None,
+                 quality: QualityLike | None = None, tiers: str | os.PathLike | None = None,
+                 cell_timeout_s: float = 600, kernel_name: str = "python3") -> ReportResult:
+    """Execute ``model_choice_report.ipynb`` for ``run_id`` and write the report folder (module docstring).
+
+    ``quality``: None chooses (judge VIEScore when scored, else SSIM — the report says which and why);
+    ``tiers``: a tiers TOML file (None: the workspace's, else the bundled one)."""
+    workspace = ws if isinstance(ws, Workspace) else Workspace(ws, create=False)
+    check_id(run_id, "run id")
+    workspace.get_run(run_id)  # a clear error before a kernel starts
+    if tiers is not None and not Path(tiers).is_file():
+        raise InvalidInputError(f"tiers file {tiers} does not exist", hint="pass an existing tiers TOML file")
+    out = Path(out_dir) if out_dir is not None else Path.cwd() / "reports" / run_id
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    notebook = out / REPORT_NOTEBOOK
+    params = {"workspace": str(workspace.path.resolve()), "run_id": run_id, "quality": quality_string(quality),
+              "tiers": str(Path(tiers).resolve()) if tiers is not None else ""}
+    execute_notebook(REPORT_NOTEBOOK, notebook, params, cwd=out, cell_timeout_s=cell_timeout_s, kernel_name=kernel_name)
+    html_path = export_html(notebook, out / "model_choice_report.html",
+                            title=f"Model choice report — run {run_id}")
+    data = prepare_report(workspace, run_id, quality=quality, tiers=tiers)
+    from evalkit.tiers import write_tier_defaults
+
+    tier_path = write_tier_defaults(data.decision, out / "tier_defaults.json")
+    return ReportResult(out_dir=out, html=html_path, notebook=notebook, tier_defaults=tier_path,
+                        tables=write_tables(data, out))
+
+
+__all__ = [
+    "ReportResult", "ReportData", "build_report", "prepare_report", "choose_quality", "parse_quality",
+    "quality_string", "run_overview", "header_html", "overview_html", "recommendations_html", "caveats",
+    "caveats_html", "styled", "figure_image", "category_grids", "select_cases", "strip_cases", "split_ids",
+    "groups", "failures_html", "grid_thumb_px", "write_tables", "export_html",
+    "external_references", "execute_notebook",
+]
