@@ -13,9 +13,12 @@ unchanged outputs (the null edit) and a few truncated files (decodes = 0).
 Timed: reading the files and ``auto_metrics`` for every pair (decode included), per-pair exactly
 as a caller with paths would do it. OpenCV is limited to one thread per process so "workers" is
 the number of cores used. A second mode decodes each case's source once (``prepare_source``) and
-scores that case's outputs against it, as a scorer that groups by case can. The last column is the
-machine's 1-minute load average after each row: on a shared machine, other processes take cores
-and every number drops.
+scores that case's outputs against it, as a scorer that groups by case can.
+
+"ms/image" is wall time per image (what a user waits); "cpu ms/image" is the CPU time the workers
+spent per image, which other processes on the machine do not inflate much (they take cores, not
+CPU seconds), so on a busy machine ``workers × 1000 / cpu ms`` is what idle cores would give. The
+last column is the 1-minute load average after each row: above the core count, wall numbers drop.
 """
 
 from __future__ import annotations
@@ -176,23 +179,28 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)  # one core per worker: "workers" = cores used
 
 
-def score_pair(row: dict) -> tuple[str, float]:
+def score_pair(row: dict) -> tuple[float, float]:
+    """(decoded 1/0, CPU seconds this process spent) for one pair."""
+    cpu0 = time.process_time()
     metrics = auto_metrics(Path(row["source"]), Path(row["output"]), operation=row["operation"],
                            mask=Path(row["mask"]) if row["mask"] else None, requested_size=(1024, 1024))  # fmt: skip
-    return row["kind"], metrics[0].value or 0.0
+    return metrics[0].value or 0.0, time.process_time() - cpu0
 
 
-def score_case(rows: list[dict]) -> list[tuple[str, float]]:
+def score_case(rows: list[dict]) -> list[tuple[float, float]]:
+    cpu0 = time.process_time()
     src = prepare_source(Path(rows[0]["source"]))
     out = []
     for row in rows:
         metrics = auto_metrics(src, Path(row["output"]), operation=row["operation"],
                                mask=Path(row["mask"]) if row["mask"] else None, requested_size=(1024, 1024))  # fmt: skip
-        out.append((row["kind"], metrics[0].value or 0.0))
+        out.append((metrics[0].value or 0.0, time.process_time() - cpu0))
+        cpu0 = time.process_time()
     return out
 
 
-def run(rows: list[dict], workers: int, grouped: bool) -> tuple[float, int]:
+def run(rows: list[dict], workers: int, grouped: bool) -> tuple[float, int, float]:
+    """(wall seconds, outputs that decoded, CPU seconds summed over workers)."""
     units: list = rows
     fn = score_pair
     if grouped:
@@ -213,7 +221,7 @@ def run(rows: list[dict], workers: int, grouped: bool) -> tuple[float, int]:
             results = pool.map(fn, units, chunksize=1 if grouped else 4)
             wall = time.perf_counter() - t0
     flat = [r for part in results for r in part] if grouped else results
-    return wall, int(sum(ok for _, ok in flat))
+    return wall, int(sum(ok for ok, _ in flat)), float(sum(cpu for _, cpu in flat))
 
 
 def main() -> None:
@@ -229,16 +237,17 @@ def main() -> None:
     print(f"auto_metrics {AUTO_METRICS_VERSION}: {args.n} pairs of {args.size}×{args.size} px, "
           f"{os.cpu_count()} CPUs, mix: {', '.join(sorted(set(OPERATION_MIX)))}")  # fmt: skip
     header = (f"{'images':>7} {'workers':>7} {'source decode':>14} {'wall s':>8} {'images/s':>9} {'ms/image':>9} "
-              f"{'decoded':>8} {'load avg':>9}")  # fmt: skip
+              f"{'cpu ms/image':>13} {'decoded':>8} {'load avg':>9}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for grouped in (False, True):
         for w in worker_counts:
-            wall, decoded = run(rows, w, grouped)
+            wall, decoded, cpu = run(rows, w, grouped)
             mode = "once per case" if grouped else "per pair"
             load = os.getloadavg()[0]  # 1-minute load: other processes on the machine slow every row down
             print(f"{len(rows):>7} {w:>7} {mode:>14} {wall:>8.2f} {len(rows) / wall:>9.1f} "
-                  f"{1000 * wall / len(rows):>9.1f} {decoded:>8} {load:>9.1f}", flush=True)  # fmt: skip
+                  f"{1000 * wall / len(rows):>9.1f} {1000 * cpu / len(rows):>13.1f} {decoded:>8} {load:>9.1f}",
+                  flush=True)  # fmt: skip
     if args.clear_cache:
         shutil.rmtree(Path(rows[0]["source"]).parent, ignore_errors=True)
 
