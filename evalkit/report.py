@@ -515,7 +515,8 @@ def export_html(notebook: str | os.PathLike, html_path: str | os.PathLike, *, ti
 @contextmanager
 def _kernel_imports_this_evalkit() -> Iterator[None]:
     """The kernel inherits our environment: put this evalkit first on its PYTHONPATH, so a source
-    checkout (not installed) works and the kernel never imports a different installed copy."""
+    checkout (not installed) works and the kernel never imports a different installed copy.
+    (It changes ``os.environ`` for the duration: build one report at a time per process.)"""
     root = str(Path(__file__).resolve().parent.parent)
     before = os.environ.get("PYTHONPATH")
     parts = [p for p in (before or "").split(os.pathsep) if p]
