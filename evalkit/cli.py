@@ -280,6 +280,48 @@ def tiers(
     out.print(f"wrote {path}")
 
 
+@app.command()
+def report(
+    run_id: str,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder to write (default reports/<run-id>/)")] = None,
+    quality: Annotated[Optional[str], typer.Option(help="quality metric as METRIC:SOURCE (default: judge VIEScore if scored, else ssim:auto)")] = None,
+    tiers_file: Annotated[Optional[Path], typer.Option("--tiers", help="tier definitions (TOML)")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Execute the report notebook with papermill → self-contained HTML, tier_defaults.json, tables as CSV."""
+    from evalkit.report import build_report
+
+    try:
+        result = build_report(workspace, run_id, out_dir=out_dir, quality=quality, tiers=tiers_file)
+    except EvalkitError as exc:
+        _fail(exc)
+    out.print(f"report: {result.html}")
+    out.print(f"  also: {result.tier_defaults.name}, {', '.join(p.name for p in result.tables)}, {result.notebook.name} in {result.out_dir}")
+
+
+@app.command()
+def compare(
+    base_run: Annotated[str, typer.Argument(help="the earlier run (or 'latest-before': the previous run of the same suite)")],
+    new_run: str,
+    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="e.g. latency_p95=+20%,cost=+10%,success=-5%,quality=-0.3")] = None,
+    quality: Annotated[Optional[str], typer.Option(help="quality metric as METRIC:SOURCE")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Per-model changes between two runs; exits 1 when a --fail-on threshold is crossed (for cron/CI alerts)."""
+    from evalkit.compare import compare_runs
+
+    try:
+        comparison = compare_runs(workspace, base_run, new_run, quality=quality, fail_on=fail_on)
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(comparison.to_dict(), default=str))
+    else:
+        typer.echo(comparison.render())
+    raise typer.Exit(comparison.exit_code())
+
+
 # ---- local servers and demo ----------------------------------------------------------------------
 
 @app.command()
