@@ -659,6 +659,22 @@ def test_cli_refuses_bad_input_with_one_line_and_exit_2(ws_sim, ws, tmp_path):
     assert_intact(before, ws)
 
 
+def test_cli_run_against_a_garbage_server_records_every_call_and_does_not_crash(ws_sim, tmp_path):
+    server = garbage_server(200, HTML, "text/html")
+    try:
+        env = {**cli_env(ws_sim), "WAVESPEED_BASE_URL": server.base_url}
+        proc = cli(["run", "--suite", "smoke", "--models", "qwen-edit,seededit-v3", "--workspace", str(tmp_path / "ws"),
+                    "--json"], env, tmp_path)
+    finally:
+        server.stop()
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["unknown"] == summary["planned"] == 2 and summary["completed"] == 0 and summary["cost_usd"] == 0
+    with Workspace(tmp_path / "ws", create=False) as store:
+        rows = [r for r in store.call_rows(summary["run_id"]) if r["status"] != "not_applicable"]
+    assert all("not JSON" in r["error_message"] for r in rows)
+
+
 @pytest.mark.xfail(strict=True, reason="BUG cli._fail: the error message and hint are printed as rich markup without "
                    "escaping: '[x]' in a path vanishes, and '[/X]' in a hint crashes the CLI with a MarkupError traceback")
 @pytest.mark.parametrize("args,words", [
