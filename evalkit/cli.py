@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from evalkit.errors import EvalkitError
@@ -41,9 +42,10 @@ WorkspaceOpt = Annotated[
 
 
 def _fail(exc: EvalkitError) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True, soft_wrap=True)
+    # the texts may contain brackets (paths, ids): escape them so rich prints them verbatim
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, markup=True, soft_wrap=True)
     if exc.hint:
-        err.print(f"  [dim]→ {exc.hint}[/]", highlight=False, soft_wrap=True)
+        err.print(f"  [dim]→ {escape(exc.hint)}[/]", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -64,7 +66,7 @@ def _table(df, title: str | None = None, money: tuple[str, ...] = ()) -> Table:
                 cells.append(f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) >= 1 else f"{v:.3f}")
             else:
                 cells.append(str(v))
-        t.add_row(*cells)
+        t.add_row(*(escape(c) for c in cells))
     return t
 
 
@@ -173,6 +175,8 @@ def run_cmd(
         _print_run_summary(result)
     if result.stop_reason == "interrupted":
         raise typer.Exit(130)
+    if result.completed == 0 and (result.failed or result.unknown):
+        raise typer.Exit(1)  # nothing worked (wrong base URL? expired key?): let cron and CI notice
 
 
 def _print_run_summary(r) -> None:

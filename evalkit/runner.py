@@ -188,6 +188,12 @@ async def arun(
     from evalkit.suites import load_suite
 
     t0 = time.monotonic()
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise InvalidInputError(f"concurrency must be a whole number ≥ 1, got {concurrency!r}")
+    if budget_usd is not None and (not isinstance(budget_usd, (int, float)) or budget_usd != budget_usd or budget_usd < 0):
+        raise InvalidInputError(f"budget must be a number of USD ≥ 0, got {budget_usd!r}")
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise InvalidInputError(f"repeats must be a whole number ≥ 1, got {repeats!r}")
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     controller = controller or StopController()
     existing = None
@@ -233,12 +239,17 @@ async def arun(
         planned = plan_calls(run_id, the_suite.cases, specs, providers, repeats=repeats, base_seed=base_seed)
         result = RunResult(run_id=run_id, workspace=str(ws.path), dry_run=dry_run)
         result.estimate = estimate(planned)
-        if dry_run:
+        if dry_run:  # no keys needed to see a plan
             result.planned = sum(pc.status == "planned" for pc in planned)
             result.not_applicable = sum(pc.status == "not_applicable" for pc in planned)
             result.wall_s = time.monotonic() - t0
             return result
 
+        # a missing key stops the run before anything is written or spent (not one auth failure per call)
+        for name in sorted({pc.model.provider for pc in planned if pc.status == "planned"}):
+            check = getattr(providers[name], "ensure_credentials", None)
+            if check is not None:
+                check()
         config = {
             "suite": the_suite.name,
             "concurrency": concurrency,
@@ -434,9 +445,10 @@ class _Execution:
             row = rows.get(call_id)
             status = row["status"] if row else "planned"
             if status in ("completed", "failed", "unknown"):
-                self.budget.record_spent(row["cost_usd"] or 0.0)
-                if status == "unknown" and row["cost_usd"] is None:
-                    self.budget.record_spent(row["reserved_usd"] or 0.0)  # it may have been billed
+                # a cost nobody reported (unknown outcome, or a provider that does not say) counts at the
+                # most it could have been, as it did when the call ran
+                cost = row["cost_usd"]
+                self.budget.record_spent(cost if cost is not None else (row["reserved_usd"] or 0.0))
                 if status == "failed" and self.retry_failed and _retryable(row["error_category"]):
                     self.ws.reset_call(call_id)
                     pc.prior_cost_usd = row["cost_usd"] or 0.0  # a paid failure stays paid: the retry adds to it

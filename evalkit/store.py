@@ -194,7 +194,7 @@ def utcnow() -> str:
 
 def check_id(value: str, what: str) -> str:
     """Ids end up in file names and URLs: allow only a safe slug."""
-    if not isinstance(value, str) or not _SAFE_ID.match(value) or ".." in value:
+    if not isinstance(value, str) or not _SAFE_ID.fullmatch(value) or ".." in value:
         raise InvalidInputError(
             f"{what} {value!r} is not a safe id", hint="use letters, digits, '.', '_' and '-' (max 128, no '..')"
         )
@@ -258,6 +258,8 @@ class Workspace:
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            if create:
+                self._clean_stale_temp_files()
         except sqlite3.Error as exc:
             raise _translate_sqlite_error(exc, self.db_path) from None
 
@@ -357,9 +359,9 @@ class Workspace:
         final = self.blob_path(sha, ext)
         if final.exists():
             return BlobRef(sha, ext, final)
+        tmp = self._tmp_dir / f"{uuid.uuid4().hex}.part"
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -367,7 +369,7 @@ class Workspace:
             os.replace(tmp, final)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink()  # type: ignore[possibly-undefined]
+                tmp.unlink()
             raise _translate_sqlite_error(exc, self.path) from None
         return BlobRef(sha, ext, final)
 
@@ -402,6 +404,24 @@ class Workspace:
     @property
     def spool_dir(self) -> Path:
         return self.path / "spool"
+
+    @property
+    def _tmp_dir(self) -> Path:
+        """Where blobs are written before being renamed into place (same filesystem as blobs/)."""
+        d = self.spool_dir / ".tmp"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _clean_stale_temp_files(self, older_than_s: float = 3600.0) -> None:
+        """Half-written blobs left by a killed process (a live writer finishes in seconds)."""
+        d = self.spool_dir / ".tmp"
+        if not d.is_dir():
+            return
+        cutoff = time.time() - older_than_s
+        for p in d.glob("*.part"):
+            with contextlib.suppress(OSError):
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
 
     # ---- runs -------------------------------------------------------------------------------
     def create_run(

@@ -111,9 +111,10 @@ STEADY = {
     "slow_response": {"delay_s": 0.15},
 }
 #: faults a retry absorbs: every call still completes, and the bill is exactly what was recorded
-ABSORBED = ("rate_limit", "submit_5xx", "rate_limit_poll", "poll_5xx", "garbage_poll", "download_5xx", "slow_response")
-#: faults after which the submit's fate is unknown to the client (the server created the task for the last two)
-UNKNOWN_SUBMITS = ("wrong_shape_submit", "submit_accepted_5xx", "submit_timeout")
+ABSORBED = ("rate_limit", "rate_limit_poll", "poll_5xx", "garbage_poll", "download_5xx", "slow_response")
+#: faults after which the submit's fate is unknown to the client (the server created the task for the last two;
+#: a 503 on submit proves nothing either, so it is not re-sent by default — see providers/wavespeed.py)
+UNKNOWN_SUBMITS = ("wrong_shape_submit", "submit_5xx", "submit_accepted_5xx", "submit_timeout")
 NEVER_FINISH_TIMEOUT_S = 0.8
 
 
@@ -153,16 +154,17 @@ async def test_each_fault_at_a_steady_rate_loses_nothing_and_pays_once(name, wav
         assert res.completed == res.planned and not failed and not unknown
         assert rec.billed_usd == pytest.approx(rec.recorded_usd, abs=1e-9) and not rec.orphans
         assert len(sim.submits) == res.completed  # one accepted job per call
-        if kind in ("rate_limit", "submit_5xx"):  # each refused submit was sent again, nothing else was
+        if kind == "rate_limit":  # each refused submit was sent again, nothing else was
             assert stats["submit"] == len(sim.submits) + hits
         if kind == "download_5xx":
             assert stats["download"] == res.completed + hits
     elif kind in UNKNOWN_SUBMITS:
         assert not failed and res.unknown == len(unknown) == hits
         assert all(r["cost_usd"] is None and r["prediction_id"] is None for r in unknown)
-        if kind == "wrong_shape_submit":  # the server created nothing: nothing may be orphaned or billed extra
+        if kind in ("wrong_shape_submit", "submit_5xx"):  # the server created nothing: no orphan, nothing billed extra
             assert not rec.orphans and rec.billed_usd == pytest.approx(rec.recorded_usd, abs=1e-9)
-            assert all("without a prediction id" in r["error_message"] for r in unknown)
+            said = "without a prediction id" if kind == "wrong_shape_submit" else "HTTP 503"
+            assert all(said in r["error_message"] for r in unknown)
         else:  # created and billed, but the client never learnt the id: counted, bounded, never re-sent
             assert len(rec.orphans) == hits and rec.orphan_billed_usd > 0
             assert rec.billed_usd == pytest.approx(rec.recorded_usd + rec.orphan_billed_usd, abs=1e-9)
@@ -216,8 +218,9 @@ async def test_a_submit_refused_every_time_fails_categorised_and_creates_nothing
     The provider re-sends each refusal a few times; the runner waits out rate limits on top (its patience)."""
     handle = wavespeed_sim_factory()
     handle.sim.add_fault(kind, model="qwen-edit", retry_after_s=0.01)  # every submit of qwen-edit is refused
+    # a 503 proves a refusal only when the user says so for their gateway (resend_submit_on_503)
     res = await run_wavespeed(handle, tmp_path, models="qwen-edit,seededit-v3", repeats=2,
-                              wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST})
+                              wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST, "resend_submit_on_503": kind == "submit_5xx"})
     rows = rows_of(tmp_path, res.run_id)
     q = [r for r in rows if r["model_id"] == "qwen-edit" and r["status"] != "not_applicable"]
     assert q and all(r["status"] == "failed" and r["error_category"] == category for r in q)
@@ -264,9 +267,6 @@ async def test_budget_caps_calls_whose_cost_is_unknown(huggingface_sim, tmp_path
     assert res.stop_reason == "budget" and res.completed == generated == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG runner._Execution.execute: on resume, completed calls whose cost is unknown "
-                   "(cost_usd None, e.g. Hugging Face) are counted at $0 against the budget, so each resume under the "
-                   "same cap runs another cap's worth of calls")
 async def test_budget_caps_unknown_cost_calls_across_resumes(huggingface_sim, tmp_path, catalog):
     reserve = catalog.get("hf-flux-kontext-dev").reserve_usd({})
     budget = 2.5 * reserve
@@ -318,9 +318,10 @@ def check_mixed_wavespeed(rec, hits: dict[str, int]) -> None:
     """The precise relations between fault hits and recorded outcomes (WaveSpeed calls of ``rec``)."""
     rows = [r for r in rec.rows if r["provider"] == "wavespeed"]
     by_status = Counter(r["status"] for r in rows)
-    # unknown outcomes: exactly the submits whose answer was unusable; the server created a task for two kinds
-    assert by_status["unknown"] == hits.get("wrong_shape_submit", 0) + hits.get("submit_accepted_5xx", 0) \
-        + hits.get("submit_timeout", 0)
+    # unknown outcomes: exactly the submits whose answer was unusable or proved nothing (a 503 is not re-sent);
+    # the server created a task for two kinds
+    assert by_status["unknown"] == hits.get("wrong_shape_submit", 0) + hits.get("submit_5xx", 0) \
+        + hits.get("submit_accepted_5xx", 0) + hits.get("submit_timeout", 0)
     assert len(rec.orphans) == hits.get("submit_accepted_5xx", 0) + hits.get("submit_timeout", 0)
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
@@ -354,7 +355,10 @@ async def test_all_faults_mixed_over_the_core_suite(mode, wavespeed_sim_factory,
     res = await run_wavespeed(handle, tmp_path, suite="core", repeats=1, timeout_s=MIXED_TIMEOUT_S, wavespeed_kw=extra)
     counts_add_up(res)
     assert res.completed > res.planned / 2
-    if res.pending:  # accepted jobs not finished within the timeout: a resume polls them (never re-submits)
+    never_finish = handle.sim.stats()["fault_hits"].get("never_finish", 0)
+    for _ in range(3):  # accepted jobs not finished within the timeout: a resume polls them (never re-submits);
+        if res.pending <= never_finish:  # on a loaded machine a healthy job can need more than one resume
+            break
         submits = len(handle.sim.submits)
         res = await arun(None, workspace=tmp_path, run_id=res.run_id, resume=True, progress=False, patience=FAST_PATIENCE,
                          provider_options={"wavespeed": wavespeed_options(handle, timeout_s=MIXED_TIMEOUT_S, **extra)})
@@ -470,9 +474,6 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
 
 # ---- bugs this suite found and that are still open (xfail strict: they flip to a failure when fixed) ---
 
-@pytest.mark.xfail(strict=True, reason="BUG providers/stability.py _poll: a relight job whose result polls keep answering "
-                   "429/5xx ends in _http_failure(polling=True) without resumable=True, so it is recorded `failed` "
-                   "(cost None) and --retry-failed POSTs it again")
 async def test_stability_job_whose_polls_fail_is_not_posted_again(stability_sim, tmp_path):
     retry = RetryPolicy(max_attempts=5, base_s=0.01, max_backoff_s=0.05, max_retry_after_s=0.05)
     stability_sim.inject("server_error", endpoint="results", count=retry.max_attempts)

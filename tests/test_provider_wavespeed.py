@@ -457,9 +457,17 @@ async def test_submit_429_with_retry_after_then_success(h, catalog, img):
     assert h.sleeps[0] == 7.0  # Retry-After honoured before the re-send
 
 
-async def test_submit_503_is_retried(h, catalog, img):
-    h.api.submit_script = [httpx.Response(503, text="service unavailable"), httpx.Response(503)]
+async def test_submit_503_is_not_resent_by_default(h, catalog, img):
+    """503 does not prove the task was not created: an unknown outcome, like the official SDK."""
+    h.api.submit_script = [httpx.Response(503, text="service unavailable")]
     outcome = await h.provider().edit(request_for(catalog, "qwen-edit", img))
+    assert outcome.error.category == Category.UNKNOWN_OUTCOME and h.api.count("submit") == 1
+    assert outcome.cost_usd is None
+
+
+async def test_submit_503_is_retried_when_opted_in(h, catalog, img):
+    h.api.submit_script = [httpx.Response(503, text="service unavailable"), httpx.Response(503)]
+    outcome = await h.provider(resend_submit_on_503=True).edit(request_for(catalog, "qwen-edit", img))
     assert outcome.ok and h.api.count("submit") == 3
     assert h.sleeps[:2] == [0.5, 1.0]  # policy backoff without jitter
 

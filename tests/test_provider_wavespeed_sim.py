@@ -137,11 +137,14 @@ async def test_rate_limit_forever_is_rate_limit_and_nothing_created(wavespeed_si
     assert sim.submits == [] and sim.stats()["submit"] == FAST_RETRY.max_attempts
 
 
-async def test_submit_503_is_retried(wavespeed_sim, provider_for, catalog, image):
+async def test_submit_503_is_unknown_by_default_and_retried_when_opted_in(wavespeed_sim, provider_for, catalog, image):
     sim = wavespeed_sim.sim
-    sim.add_fault("submit_5xx", count=1)  # 503: not created
+    sim.add_fault("submit_5xx", count=1)  # 503 (this sim created nothing, but a client cannot know that)
     outcome = await provider_for(wavespeed_sim).edit(request_for(catalog, "qwen-edit", image))
-    assert outcome.ok and sim.stats()["submit"] == 2 and len(sim.submits) == 1
+    assert outcome.error.category == Category.UNKNOWN_OUTCOME and sim.stats()["submit"] == 1
+    sim.add_fault("submit_5xx", count=1)
+    outcome = await provider_for(wavespeed_sim, resend_submit_on_503=True).edit(request_for(catalog, "qwen-edit", image))
+    assert outcome.ok and sim.stats()["submit"] == 3 and len(sim.submits) == 1
 
 
 async def test_submit_500_is_not_resent(wavespeed_sim, provider_for, catalog, image):

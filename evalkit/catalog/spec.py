@@ -141,8 +141,8 @@ class ParamSpec:
     def check(self, value: Any, model_id: str) -> Any:
         where = f"{model_id}: parameter {self.name!r}"
         if self.type in ("number", "integer"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InvalidInputError(f"{where} must be a number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidInputError(f"{where} must be a finite number, got {value!r}")
             if self.type == "integer":
                 if isinstance(value, float) and not value.is_integer():
                     raise InvalidInputError(f"{where} must be an integer, got {value!r}")
@@ -202,6 +202,8 @@ class Limits:
     min_input_side: int | None = None
     min_input_pixels: int | None = None
     max_request_bytes: int | None = None
+    #: longest prompt the model accepts (characters); evalkit's default cap applies when unset
+    max_prompt_chars: int | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,9 @@ class ModelSpec:
         """
         rule = self.size
         notes: list[str] = []
+        for name, v in (("width", width), ("height", height)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise InvalidInputError(f"{name} must be a positive whole number of pixels, got {v!r}")
         if rule.kind == "none" or width is None or height is None:
             if rule.kind == "aspect_ratio" and rule.resolutions and rule.default_resolution:
                 return {rule.resolution_param: rule.default_resolution}, notes

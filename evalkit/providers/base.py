@@ -37,6 +37,9 @@ from evalkit.images import InputImage, fit_within, resized, sha256_bytes
 #: evalkit's own cap on input images for providers whose limits are undocumented: longer sides are
 #: downscaled (and the call is flagged ``input_resized``). Not an API fact; see README "Input images".
 DEFAULT_MAX_INPUT_SIDE = int(os.environ.get("EVALKIT_MAX_INPUT_SIDE", 4096))
+#: evalkit's cap on prompt length where a model's catalogue entry sets none: a runaway prompt (a pasted
+#: document, a template bug) is refused before it is paid for. Not an API fact.
+DEFAULT_MAX_PROMPT_CHARS = int(os.environ.get("EVALKIT_MAX_PROMPT_CHARS", 4000))
 
 SubmitHook = Callable[[str], Awaitable[None]]
 
@@ -72,11 +75,38 @@ class ImageEditOptions:
             raise InvalidInputError(f"options must be a dict or ImageEditOptions, got {type(value).__name__}")
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
         kw = {k: v for k, v in value.items() if k in known}
-        extra = dict(value.get("extra") or {})
+        raw_extra = value.get("extra") or {}
+        if not isinstance(raw_extra, Mapping):
+            raise InvalidInputError(f"option extra must be a dict of model parameters, got {raw_extra!r}")
+        extra = dict(raw_extra)
         extra.update({k: v for k, v in value.items() if k not in known and k != "extra"})
         if "num_inference_steps" in extra and "steps" not in kw:
             kw["steps"] = extra.pop("num_inference_steps")
         return cls(**kw, extra=extra)
+
+    def __post_init__(self) -> None:
+        """Refuse wrongly typed options with a message naming the field (not a TypeError later)."""
+        import math
+
+        def bad(name: str, want: str) -> InvalidInputError:
+            return InvalidInputError(f"option {name} must be {want}, got {getattr(self, name)!r}")
+
+        for name in ("width", "height", "steps"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise bad(name, "a positive whole number")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise bad("seed", "a whole number")
+        gs = self.guidance_scale
+        if gs is not None and (isinstance(gs, bool) or not isinstance(gs, (int, float)) or not math.isfinite(gs)):
+            raise bad("guidance_scale", "a finite number")
+        for name in ("negative_prompt", "output_format"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise bad(name, "a string")
+        if self.mask is not None and not isinstance(self.mask, (bytes, bytearray, memoryview)):
+            raise bad("mask", "image bytes")
+        if not isinstance(self.extra, Mapping):
+            raise bad("extra", "a dict of model parameters")
 
     def explicit_size(self) -> bool:
         return self.width is not None and self.height is not None
@@ -236,6 +266,12 @@ def validate_request(request: EditRequest) -> str:
     prompt = (request.prompt or "").strip()
     if m.prompt == "required" and not prompt:
         raise InvalidInputError(f"{m.id} needs a prompt (the instruction); it was empty", hint="pass prompt='…'")
+    limit = m.limits.max_prompt_chars or DEFAULT_MAX_PROMPT_CHARS
+    if len(prompt) > limit:
+        raise InvalidInputError(
+            f"the prompt is {len(prompt):,} characters; {m.id} is limited to {limit:,}",
+            hint="shorten it (or raise EVALKIT_MAX_PROMPT_CHARS / the model's limits.max_prompt_chars)",
+        )
     if m.mask is not None and m.mask.required and request.mask is None:
         raise InvalidInputError(f"{m.id} needs a mask image (white = region to edit)", hint="pass options.mask")
     if request.mask is not None and m.mask is None and op not in ("inpaint", "erase"):

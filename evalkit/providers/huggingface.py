@@ -172,6 +172,10 @@ class HuggingFaceEditProvider:
         for client in clients.values():
             await client.close()
 
+    def ensure_credentials(self) -> None:
+        """Raise MissingKeyError now (before a run spends anything) when the token is not set."""
+        self._api_token()
+
     # ---- internals ---------------------------------------------------------------------------
     def _api_token(self) -> Secret:
         if self._token is None:

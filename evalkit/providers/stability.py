@@ -208,6 +208,10 @@ class StabilityEditProvider:
             await self._client.aclose()
             self._client = None
 
+    def ensure_credentials(self) -> None:
+        """Raise MissingKeyError now (before a run spends anything) when the key is not set."""
+        self._api_key()
+
     # ---- internals ---------------------------------------------------------------------------
     def _api_key(self) -> Secret:
         if self._key is None:
@@ -389,8 +393,10 @@ class StabilityEditProvider:
             category = Category.BAD_REQUEST
         if polling and prediction_id:
             what = f"job {prediction_id}: {what}"
+        # an accepted job whose result polls keep failing (429/5xx) can still be collected: never re-POST it
+        resumable = bool(polling and prediction_id and (status == 429 or status >= 500))
         return self._failure(prepared, category, what, status_code=status, code=name or None, retryable=retryable,
-                             cost_usd=cost, prediction_id=prediction_id, hint=hint,
+                             cost_usd=cost, prediction_id=prediction_id, hint=hint, resumable=resumable,
                              simulated=reply.headers.get(SIMULATED_HEADER, "").strip() == "1")
 
     def _unknown(self, prepared: PreparedRequest, message: str) -> EditOutcome:

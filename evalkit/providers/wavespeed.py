@@ -9,14 +9,15 @@ body and ``Authorization: Bearer <key>`` answers ``{"code":200,"data":{"id":…,
 Money rules (the reason this module is longer than the protocol):
 
 * A submit is re-sent **only** when the reply proves the task was not created: HTTP **429** (rate
-  limited — the request was refused before any work), HTTP **503** (service unavailable — the gateway
-  refused it; this is also what the SDK's retry set and WaveSpeed's "5xxx: retry with backoff" advice
-  assume), and a transport error raised **before the request was sent** (``ConnectError``,
-  ``ConnectTimeout``, ``PoolTimeout`` — no byte reached the server).
+  limited — the request was refused before any work) and a transport error raised **before the request
+  was sent** (``ConnectError``, ``ConnectTimeout``, ``PoolTimeout`` — no byte reached the server).
 * Everything else after sending is an **unknown outcome** and is never re-sent: a read timeout, a
   dropped connection (``RemoteProtocolError``/``ReadError``/``WriteError`` — the body may have
-  arrived whole), HTTP 500/502/504 (a gateway error can come back while the task was created — the
-  docs say sync-mode 504s still complete server-side), a 200 without ``data.id``. A 5xx whose
+  arrived whole), HTTP 500/502/503/504 (a gateway error can come back while the task was created — the
+  docs say sync-mode 504s still complete server-side), a 200 without ``data.id``. HTTP 503 usually
+  means "refused before any work", but nothing in WaveSpeed's documentation guarantees it and the
+  official SDK never re-sends a submit, so evalkit does not either by default;
+  ``resend_submit_on_503=True`` opts in when you know your gateway's 503s are refusals. A 5xx whose
   envelope says ``status: failed`` is reported as ``server``; a 5xx that carries a ``data.id`` proves
   the task exists, so it is treated as accepted and polled.
 * As soon as a submit is accepted, ``on_submitted(prediction_id)`` is awaited — before any poll — so
@@ -312,6 +313,7 @@ class WaveSpeedEditProvider:
         sync_read_timeout_s: float = 150.0,
         submit_read_timeout_s: float = 60.0,
         sleep: Sleep = asyncio.sleep,
+        resend_submit_on_503: bool = False,
     ):
         base = base_url or os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
         if urlsplit(base).scheme not in ("http", "https"):
@@ -326,6 +328,7 @@ class WaveSpeedEditProvider:
         self.poll = poll or PollSchedule.from_env()
         self.sync_mode = bool(sync_mode)
         self.base64_output = bool(base64_output)
+        self.resend_submit_on_503 = bool(resend_submit_on_503)
         self.upload_threshold_bytes = upload_threshold_bytes
         self.max_download_bytes = int(max_download_bytes)
         self._submit_timeout = httpx.Timeout(
@@ -406,6 +409,10 @@ class WaveSpeedEditProvider:
         if self._client is None:
             self._client = new_client(user_agent="evalkit (wavespeed provider)")
         return self._client
+
+    def ensure_credentials(self) -> None:
+        """Raise MissingKeyError now (before a run spends anything) when the key is not set."""
+        self._key()
 
     def _key(self) -> Secret:
         if self._api_key is None:
@@ -575,7 +582,7 @@ class WaveSpeedEditProvider:
             if code == 200 and has_id is False and data is not None and pid is not None:
                 raise self._fail(call, Category.UNKNOWN_OUTCOME, f"WaveSpeed submit returned an unusable prediction id {str(pid)[:40]!r}; not re-sent",
                                  cost_usd=None, cost_source="unknown")
-            if code in (429, 503):
+            if code == 429 or (code == 503 and self.resend_submit_on_503):
                 err = error_for_response(resp, service=SERVICE, what="submit", secrets=[key], key_env=KEY_ENV, retryable=True)
                 await self._retry_submit_or_fail(call, err, attempt)
                 continue
