@@ -261,15 +261,25 @@ def model_table(ws: Workspace, run_id: str, *, quality: QualityLike = DEFAULT_QU
     return df
 
 
+#: what a missing value looks like in a colour-scaled column: no colour (a gradient's "bad" colour is black)
+NEUTRAL_CELL_CSS = "background-color: transparent; color: #777"
+
+
 def style_table(df: pd.DataFrame) -> Any:
     """A pandas Styler for notebooks: money, ms and rates formatted; bars on quality, gradients on cost
-    and p95 latency; the simulated warning as the caption. (HTML output; needs jinja2.)"""
+    and p95 latency; the simulated warning as the caption. Missing values show "—" without colour.
+    (HTML output; needs jinja2.)"""
     fmt = {
         "success_rate": "{:.0%}", "mean_cost_usd": "${:.4f}", "total_cost_usd": "${:.2f}",
         "p50_total_ms": "{:,.0f}", "p95_total_ms": "{:,.0f}", "p50_inference_ms": "{:,.0f}",
         "p95_inference_ms": "{:,.0f}", "quality": "{:.3f}", "quality_ci_low": "{:.3f}", "quality_ci_high": "{:.3f}",
         "value_per_usd": "{:,.1f}",
     }
+    from matplotlib import colormaps
+
+    def scale(name: str) -> Any:  # missing values get white, not the colour map's default "bad" black
+        return colormaps[name].with_extremes(bad="white")
+
     styler = df.style.format({k: v for k, v in fmt.items() if k in df.columns}, na_rep="—")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
@@ -277,9 +287,12 @@ def style_table(df: pd.DataFrame) -> Any:
             styler = styler.bar(subset=["quality"], color="#8fbf8f")
         for col in ("mean_cost_usd", "p95_total_ms"):
             if col in df and df[col].notna().sum() > 1:
-                styler = styler.background_gradient(subset=[col], cmap="RdYlGn_r")
+                styler = styler.background_gradient(subset=[col], cmap=scale("RdYlGn_r"))
         if "success_rate" in df and df["success_rate"].notna().sum() > 1:
-            styler = styler.background_gradient(subset=["success_rate"], cmap="RdYlGn", vmin=0, vmax=1)
+            styler = styler.background_gradient(subset=["success_rate"], cmap=scale("RdYlGn"), vmin=0, vmax=1)
+    scaled = [c for c in ("mean_cost_usd", "p95_total_ms", "success_rate") if c in df and df[c].isna().any()]
+    if scaled:  # applied after the gradients, so it wins over their colour for NaN
+        styler = styler.map(lambda v: NEUTRAL_CELL_CSS if pd.isna(v) else "", subset=scaled)
     q = df.attrs.get("quality") or {}
     caption = f"quality = {q.get('metric')} ({q.get('source')}, {q.get('version')})" if q else ""
     if df.attrs.get("simulated"):

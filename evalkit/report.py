@@ -233,6 +233,10 @@ _CSS = """<style>
 .jp-RenderedHTMLCommon .evalkit-grid td,.jp-RenderedHTMLCommon .evalkit-grid th{text-align:center}
 .ek-ok{color:#176b2c;font-weight:600}.ek-warn{color:#8a5a00;font-weight:600}.ek-bad{color:#a00000;font-weight:600}
 .ek-note{color:#555;font:12px system-ui,sans-serif}
+.ek-rec{table-layout:fixed;width:100%}.ek-rec td:last-child{font-size:12px;color:#333}
+.ek-glance th,.ek-glance td{padding:4px 14px}
+.ek-facts td{font-size:12px}
+details{margin:6px 0 14px}details summary{cursor:pointer;font:600 13px system-ui,sans-serif;color:#333}
 </style>"""
 
 
@@ -251,18 +255,47 @@ def overview_html(data: ReportData) -> str:
     return f'{_CSS}<table class="ek-tbl">{rows}</table>'
 
 
+#: the same column widths in every tier's table, so tiers read side by side down the page
+_REC_COLS = ("<colgroup><col style='width:11.5em'><col style='width:16em'><col style='width:6.5em'>"
+             "<col style='width:5em'><col style='width:10em'><col style='width:4em'><col></colgroup>")
+
+
 def _q(v: Any) -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
 
 
+def _glance_cell(dec: Any) -> str:
+    if dec is None:
+        return '<td class="ek-note">not run</td>'
+    if dec.status == "ok":
+        return f'<td><span class="ek-ok">{_esc(dec.default)}</span></td>'
+    if dec.status == "insufficient_evidence":
+        maybe = f"<br><span class='ek-note'>provisional: {_esc(dec.provisional)}</span>" if dec.provisional else ""
+        return f'<td><span class="ek-warn">too little evidence</span>{maybe}</td>'
+    return '<td><span class="ek-bad">no eligible model</span></td>'
+
+
+def glance_html(data: ReportData) -> str:
+    """The decision on one screen: operations × tiers, each cell the default model (or why there is none)."""
+    d = data.decision
+    tiers = list(d.tiers)
+    operations = sorted({op for name in tiers for op in d.operations[name]})
+    head = "".join(f"<th>tier {_esc(t)}</th>" for t in tiers)
+    rows = "".join(f"<tr><th>{_esc(op)}</th>" + "".join(_glance_cell(d.operations[t].get(op)) for t in tiers) + "</tr>"
+                   for op in operations)
+    return f'<table class="ek-tbl ek-glance"><tr><th>operation</th>{head}</tr>{rows}</table>'
+
+
 def recommendations_html(data: ReportData) -> str:
-    """Per tier: the default model for each operation, its numbers and the rationale."""
+    """At a glance (operations × tiers), then per tier: the default model for each operation, its
+    numbers and the rationale."""
     d = data.decision
     out = [_CSS]
     if data.simulated:
         out.append(f'<div class="ek-banner">{_esc(SIMULATED_NOTE)} — not a basis for a decision.</div>')
     out.append(f'<p class="ek-note">Ranked by {_esc(d.quality.label)}; a cheaper model replaces the best one when '
                f"a one-sided Wilcoxon signed-rank test over shared cases (α = {d.alpha:g}) does not show it is worse.</p>")
+    out.append("<h3>At a glance</h3>" + glance_html(data))
     for name, tier in d.tiers.items():
         c = tier.constraints()
         limits = [f"≤ {format_usd(c['max_cost_usd'])} per edit" if c["max_cost_usd"] is not None else "",
@@ -272,33 +305,31 @@ def recommendations_html(data: ReportData) -> str:
                   f"vendors {', '.join(c['allowed_vendors'])}" if c["allowed_vendors"] else ""]
         out.append(f"<h3>Tier {_esc(name)}</h3><p class='ek-note'>{_esc(tier.description)} "
                    f"Constraints: {_esc('; '.join(x for x in limits if x))}.</p>")
-        out.append('<table class="ek-tbl"><tr><th>operation</th><th>default model</th><th>price</th><th>p95</th>'
-                   "<th>quality (95% CI)</th><th>cases</th><th>why</th></tr>")
+        out.append('<table class="ek-tbl ek-rec">' + _REC_COLS + "<tr><th>operation</th><th>default model</th>"
+                   "<th>price</th><th>p95</th><th>quality (95% CI)</th><th>cases</th><th>why</th></tr>")
         for op, dec in d.operations[name].items():
             if dec.status == "ok":
                 who = f'<span class="ek-ok">{_esc(dec.default)}</span>'
             elif dec.status == "insufficient_evidence":
-                who = (f'<span class="ek-warn">none yet — too little evidence</span>'
+                who = (f'<span class="ek-warn">none yet: too little evidence</span>'
                        + (f"<br>provisional: {_esc(dec.provisional)}" if dec.provisional else ""))
             else:
                 who = '<span class="ek-bad">no eligible model</span>'
             lo, hi = dec.quality_ci
             ci = f" ({_q(lo)}–{_q(hi)})" if lo is not None and hi is not None else ""
             named = dec.default or dec.provisional
-            price = format_usd(dec.cost_usd) if named else "—"
+            price = ("price unknown" if dec.cost_usd is None else format_usd(dec.cost_usd)) if named else "—"
             p95 = format_ms(dec.latency_p95_ms) if named and dec.latency_p95_ms is not None else "—"
-            out.append(f"<tr><td>{_esc(op)}</td><td>{who}</td><td style='white-space:nowrap'>{_esc(price)}</td>"
-                       f"<td style='white-space:nowrap'>{_esc(p95)}</td><td>{_q(dec.quality)}{ci}</td>"
+            out.append(f"<tr><td>{_esc(op)}</td><td>{who}</td><td>{_esc(price)}</td>"
+                       f"<td style='white-space:nowrap'>{_esc(p95)}</td><td style='white-space:nowrap'>{_q(dec.quality)}{ci}</td>"
                        f"<td>{'—' if dec.n is None else dec.n}</td><td>{_esc(dec.rationale)}</td></tr>")
         out.append("</table>")
     return "".join(out)
 
 
 def caveats(data: ReportData) -> list[str]:
-    """What a reader must know before acting on the report."""
-    from evalkit.catalog import Catalog
-    from evalkit.errors import CatalogError
-
+    """What a reader must know before acting on the report (the doubtful catalogue facts themselves
+    are in :func:`catalogue_facts`; the list only counts them)."""
     notes: list[str] = []
     if data.simulated:
         notes.append(f"{SIMULATED_NOTE}: outputs, latencies and costs come from local servers that imitate the "
@@ -314,22 +345,12 @@ def caveats(data: ReportData) -> list[str]:
     if unscored:
         notes.append(f"{unscored} completed call(s) have no {data.quality.label} score (unscored or refused); "
                      "they count for latency, cost and success but not for quality.")
-    try:
-        catalog = Catalog.load(data.ws.path)
-    except CatalogError:
-        catalog = None
-    uncertain, unknown = [], []
-    for model in data.run["models"]:
-        if catalog is None or model not in catalog:
-            unknown.append(model)
-            continue
-        for name, fact in sorted(catalog.get(model).facts.items()):
-            if fact.confidence == "low" or (name == "price" and fact.confidence != "high"):
-                uncertain.append(f"{model} {name} ({fact.confidence}; source: {fact.source}"
-                                 + (f"; {fact.note}" if fact.note else "") + ")")
-    if uncertain:
-        notes.append("Catalogue facts below high confidence (prices are list prices from these sources; "
-                     "check them with the provider before deciding): " + "; ".join(uncertain) + ".")
+    facts, unknown = catalogue_facts(data)
+    if len(facts):
+        n_price = int((facts["fact"] == "price").sum())
+        notes.append(f"{len(facts)} catalogue fact(s) about the models in this run are below high confidence, "
+                     f"{n_price} of them prices: prices are list prices from the sources in the table below — "
+                     "check them with the provider before deciding.")
     if unknown:
         notes.append(f"Not in the catalogue, so their prices and limits are unverified: {', '.join(unknown)}.")
     thin = []
@@ -343,29 +364,122 @@ def caveats(data: ReportData) -> list[str]:
     return notes
 
 
+def catalogue_facts(data: ReportData) -> tuple[pd.DataFrame, list[str]]:
+    """The catalogue facts a reader should doubt, for the models in the run: every low-confidence fact
+    and every price below high confidence — columns model, fact, confidence, source, note; prices
+    first, then low before medium. Also returns the run's models missing from the catalogue."""
+    from evalkit.catalog import Catalog
+    from evalkit.errors import CatalogError
+
+    try:
+        catalog = Catalog.load(data.ws.path)
+    except CatalogError:
+        catalog = None
+    rows, unknown = [], []
+    for model in data.run["models"]:
+        if catalog is None or model not in catalog:
+            unknown.append(model)
+            continue
+        for name, fact in sorted(catalog.get(model).facts.items()):
+            if fact.confidence == "low" or (name == "price" and fact.confidence != "high"):
+                rows.append({"model": model, "fact": name, "confidence": fact.confidence, "source": fact.source,
+                             "note": fact.note or ""})
+    frame = pd.DataFrame(rows, columns=["model", "fact", "confidence", "source", "note"])
+    if len(frame):
+        frame = (frame.assign(_price=frame["fact"] != "price", _low=frame["confidence"] != "low")
+                 .sort_values(["_price", "_low", "model", "fact"], kind="stable")
+                 .drop(columns=["_price", "_low"]).reset_index(drop=True))
+    return frame, unknown
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _facts_table(frame: pd.DataFrame) -> str:
+    """A compact table of catalogue facts; long sources and notes are clipped (the full text is the
+    cell's tooltip)."""
+    out = ['<table class="ek-tbl ek-facts"><tr><th>model</th><th>fact</th><th>confidence</th>'
+           "<th>source</th><th>note</th></tr>"]
+    for r in frame.itertuples(index=False):
+        out.append(f"<tr><td style='white-space:nowrap'>{_esc(r.model)}</td><td>{_esc(r.fact)}</td>"
+                   f"<td>{_esc(r.confidence)}</td><td title='{_esc(r.source)}'>{_esc(_clip(r.source, 90))}</td>"
+                   f"<td title='{_esc(r.note)}'>{_esc(_clip(r.note, 110))}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
 def caveats_html(data: ReportData) -> str:
-    return _CSS + "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in caveats(data)) + "</ul>"
+    """The caveats as a list, then the doubtful catalogue facts: prices in a table, the rest in a
+    collapsed <details> (works in static HTML without scripts)."""
+    out = [_CSS, "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in caveats(data)) + "</ul>"]
+    facts, _ = catalogue_facts(data)
+    prices, others = facts[facts["fact"] == "price"], facts[facts["fact"] != "price"]
+    if len(prices):
+        out.append(f"<h4>Prices below high confidence ({len(prices)})</h4>{_facts_table(prices)}")
+    if len(others):
+        out.append(f"<details><summary>Other low-confidence catalogue facts ({len(others)}: "
+                   f"{_esc(', '.join(sorted(set(others['fact']))))})</summary>{_facts_table(others)}</details>")
+    return "".join(out)
 
 
-_COLUMNS = ["model_id", "provider", "calls", "completed", "failed", "success_rate", "mean_cost_usd", "total_cost_usd",
-            "p50_total_ms", "p95_total_ms", "quality", "quality_ci_low", "quality_ci_high", "quality_n", "unscored",
-            "value_per_usd", "value_note"]
+#: the model table's columns in the report, with their headers; everything else (calls, failures,
+#: total cost, inference latency, value notes …) is in the CSV files written beside the report
+_COLUMNS = {"model_id": "model", "provider": "provider", "success_rate": "success", "mean_cost_usd": "price / edit",
+            "p50_total_ms": "p50 latency", "p95_total_ms": "p95 latency", "quality": "quality",
+            "quality_ci": "95% CI", "quality_n": "cases scored", "value_per_usd": "quality per $"}
+_VALUE_NOTES = {"undefined: free model (cost $0)": "— (free)", "undefined: price unknown": "— (price unknown)"}
+
+
+def _ci_text(lo: Any, hi: Any) -> str:
+    return "" if pd.isna(lo) or pd.isna(hi) else f"{lo:.2f}–{hi:.2f}"
+
+
+def _value_text(v: Any) -> str:
+    return f"{v:,.1f}" if isinstance(v, (int, float)) and not pd.isna(v) else str(v)
 
 
 def styled(df: pd.DataFrame, *, group: str | None = None) -> Any:
-    """A compact, formatted Styler of a model table: the report's columns (``group`` first when given),
-    without the rows of models that made no attempt in a group (they cannot do that operation), and
-    missing values shown plainly rather than in a colour scale's "bad" colour."""
+    """A compact, formatted Styler of a model table for the page: the columns a reader needs (model,
+    provider, success, price, p50/p95 latency, quality with its 95% CI, cases, quality per dollar) with
+    readable headers; ``group`` first, shown once per group, when given. Rows of models that made no
+    attempt (in a group: they cannot do that operation) are left out. Missing values show "—" without
+    colour; an undefined quality per $ says why (free, price unknown)."""
     from evalkit.analysis import style_table
 
-    cols = ([group] if group else []) + [c for c in _COLUMNS if c in df.columns and c != group]
-    view = (df[df["calls"] > 0] if "calls" in df.columns else df)[cols].copy()
+    rows = df[df["calls"] > 0] if "calls" in df.columns else df
+    view = rows.assign(quality_ci=[_ci_text(lo, hi) for lo, hi in zip(rows["quality_ci_low"], rows["quality_ci_high"],
+                                                                         strict=True)],
+                       value_per_usd=[v if not pd.isna(v) else _VALUE_NOTES.get(note, "—")
+                                      for v, note in zip(rows["value_per_usd"], rows["value_note"], strict=True)])
+    cols = ([group] if group else []) + [c for c in _COLUMNS if c in view.columns and c != group]
+    view = view[cols].reset_index(drop=True)
+    view["value_per_usd"] = view["value_per_usd"].astype(object)
+    firsts = pd.Series(True, index=view.index)
+    if group:
+        firsts = view[group].ne(view[group].shift())
+        view[group] = view[group].where(firsts, "")  # each group's name once, on its first row
     view.attrs = dict(df.attrs)
-    missing = [c for c in view.columns if view[c].isna().any()]
-    styler = style_table(view).hide(axis="index").set_properties(subset=["model_id"], **{"white-space": "nowrap"})
+    styler = style_table(view)
+    styler = styler.format(lambda v: "—" if pd.isna(v) else format_ms(v), subset=["p50_total_ms", "p95_total_ms"])
+    styler = styler.format(_value_text, subset=["value_per_usd"])
+    text_cols = [c for c in ([group] if group else []) + ["model_id", "provider"]]
+    styler = (styler.hide(axis="index")
+              .relabel_index([_COLUMNS.get(c, c) for c in cols], axis="columns")
+              .set_properties(subset=text_cols, **{"text-align": "left", "white-space": "nowrap"})
+              .set_properties(subset=["quality_ci", "quality_n"], **{"color": "#555"})
+              .set_properties(subset=["quality_ci", "value_per_usd"], **{"white-space": "nowrap"})
+              .set_table_styles([{"selector": "th", "props": "text-align: center; white-space: nowrap;"},
+                                 {"selector": "caption", "props": "caption-side: top; text-align: left; color: #555;"}],
+                                overwrite=False))
+    missing = [c for c in view.columns if c != group and view[c].isna().any()]
     if missing:
-        styler = styler.map(lambda v: "background-color: transparent; color: #777" if pd.isna(v) else "",
-                            subset=missing)
+        styler = styler.map(lambda v: "color: #777" if pd.isna(v) else "", subset=missing)
+    if group:
+        starts = firsts.to_numpy()
+        styler = styler.apply(lambda r: ["border-top: 2px solid #888" if starts[r.name] and r.name else ""] * len(r),
+                              axis=1)
     return styler
 
 
@@ -428,24 +542,34 @@ def strip_cases(ws: Workspace, run_id: str, **filters: Any) -> list[str]:
 def category_grids(ws: Workspace, run_id: str, *, quality: QualityLike = AUTO_QUALITY,
                    categories: str | Sequence[str] | None = None, cases: str | Sequence[str] | None = None,
                    thumb_px: int | None = None) -> list[tuple[str, str]]:
-    """One HTML comparison grid (JPEG thumbnails as data URIs) per case category: (category, html)."""
+    """One HTML comparison grid (JPEG thumbnails as data URIs) per case category: (category, html).
+
+    Each grid has columns only for the models that ran on at least one of its cases, best mean score
+    first (the source before them); a line above it counts and names the models not applicable there. Thumbnails shrink when
+    the grids together have more than GRID_CELL_BUDGET cells."""
     from evalkit.viz import comparison_grid_html
 
     frame = select_cases(ws, run_id, categories=categories, cases=cases)
-    n_models = len(ws.get_run(run_id)["models"])
-    px = thumb_px or grid_thumb_px(len(frame) * (n_models + 1))
+    calls = ws.calls(run_id)
+    ran = calls[calls["status"] != "not_applicable"]
+    n_cells = sum(len(g) * (1 + ran.loc[ran["case_id"].isin(g["case_id"]), "model_id"].nunique())
+                  for _, g in frame.groupby("category", sort=True))
+    px = thumb_px or grid_thumb_px(n_cells)
     out = []
     for category, group in frame.groupby("category", sort=True):
-        grid = comparison_grid_html(ws, run_id, cases=list(group["case_id"]), quality=quality, thumb_px=px)
+        grid = comparison_grid_html(ws, run_id, cases=list(group["case_id"]), quality=quality, thumb_px=px,
+                                    applicable_only=True, order_by_score=True)
         out.append((str(category), f'<div style="overflow-x:auto">{grid}</div>'))
     return out
 
 
 def groups(table: pd.DataFrame, by: str, *, min_models: int = 2) -> list[tuple[str, pd.DataFrame]]:
-    """A grouped model table split per group (attrs kept), for one Pareto plot per operation; groups
-    with fewer than ``min_models`` models with a quality are left out (nothing to trade off)."""
+    """A grouped model table split per group (attrs kept), for one Pareto plot per operation: only the
+    models that made an attempt in the group; groups with fewer than ``min_models`` of them with a
+    quality are left out (nothing to trade off)."""
     out = []
     for key, g in table.groupby(by, sort=True):
+        g = g[g["calls"] > 0] if "calls" in g.columns else g  # the others cannot do it: not "not plotted"
         if int(g["quality"].notna().sum()) >= min_models:
             g = g.reset_index(drop=True)
             g.attrs = dict(table.attrs)
@@ -530,6 +654,27 @@ def _kernel_imports_this_evalkit() -> Iterator[None]:
             os.environ["PYTHONPATH"] = before
 
 
+def _kernel_transport_config() -> Any:
+    """Kernel-manager settings for papermill's client: CurveZMQ keys provisioned by the manager.
+
+    ipykernel ≥ 7 warns on stderr ("Kernel is running over TCP without encryption …") when its
+    sockets are plain TCP. jupyter_client ≥ 8.10 can hand the kernel Curve keys itself
+    (``KernelManager.transport_encryption = "auto"``: only for kernelspecs declaring
+    ``supported_encryption = ["curve"]``, as ipykernel's does), which encrypts the local traffic and
+    so ends the warning for the right reason. Older jupyter_client (no such setting) or a libzmq
+    without Curve keep the default: the warning then stays, and the report is unaffected."""
+    from traitlets.config import Config
+
+    try:
+        import zmq
+        from jupyter_client.manager import KernelManager
+    except ImportError:  # pragma: no cover - papermill depends on both
+        return Config()
+    if not KernelManager.class_traits().get("transport_encryption") or not zmq.has("curve"):
+        return Config()
+    return Config({"KernelManager": {"transport_encryption": "auto"}})
+
+
 def execute_notebook(name: str, output: Path, parameters: Mapping[str, Any], *, cwd: Path, cell_timeout_s: float,
                      kernel_name: str = "python3", start_timeout_s: float = 120) -> Path:
     """Run a bundled notebook with papermill; failures become EvalkitError naming the cell.
@@ -550,7 +695,7 @@ def execute_notebook(name: str, output: Path, parameters: Mapping[str, Any], *, 
         with _kernel_imports_this_evalkit():
             pm.execute_notebook(str(source), str(output), parameters=dict(parameters), kernel_name=kernel_name,
                                 progress_bar=False, execution_timeout=cell_timeout_s, start_timeout=start_timeout_s,
-                                cwd=str(cwd))
+                                cwd=str(cwd), config=_kernel_transport_config())
     except PapermillExecutionError as exc:
         first = next((line for line in (exc.source or "").splitlines() if line.strip()), "")
         number, total = _template_position(source, exc.cell_index)
@@ -613,8 +758,8 @@ def build_report(ws: Workspace | str | os.PathLike, run_id: str, *, out_dir: str
 
 __all__ = [
     "ReportResult", "ReportData", "build_report", "prepare_report", "choose_quality", "parse_quality",
-    "quality_string", "run_overview", "header_html", "overview_html", "recommendations_html", "caveats",
-    "caveats_html", "styled", "figure_image", "category_grids", "select_cases", "strip_cases", "split_ids",
+    "quality_string", "run_overview", "header_html", "overview_html", "glance_html", "recommendations_html", "caveats",
+    "caveats_html", "catalogue_facts", "styled", "figure_image", "category_grids", "select_cases", "strip_cases", "split_ids",
     "groups", "failures_html", "grid_thumb_px", "write_tables", "export_html",
     "external_references", "execute_notebook",
 ]

@@ -300,6 +300,17 @@ def _q(v: float | None) -> str:
     return "—" if v is None or pd.isna(v) else f"{v:.3g}"
 
 
+def _ci_phrase(row: pd.Series) -> str:
+    """", 95% CI lo–hi" — or nothing when the interval is missing (fewer than two scored cases)."""
+    lo, hi = row["quality_ci_low"], row["quality_ci_high"]
+    return "" if pd.isna(lo) or pd.isna(hi) else f", 95% CI {_q(lo)}–{_q(hi)}"
+
+
+def _price(v: float | None) -> str:
+    """A price for a rationale: "price unknown" rather than format_usd's terse "price ?"."""
+    return "price unknown" if v is None or pd.isna(v) else format_usd(v)
+
+
 def _decide(operation: str, cands: list[_Candidate], tier: Tier, per_case: pd.DataFrame, spec: QualitySpec,
             alpha: float) -> OperationDecision:
     sign = 1.0 if spec.higher_is_better else -1.0
@@ -318,10 +329,10 @@ def _decide(operation: str, cands: list[_Candidate], tier: Tier, per_case: pd.Da
                         else "no shared scored case to compare")
             rationale = (f"{chosen.model} chosen over the top-scoring {best.model} ({spec.metric} {_q(chosen.quality)} vs "
                          f"{_q(best.quality)}): {best.model} is not significantly better ({evidence}) and costs "
-                         f"{format_usd(best.cost)} vs {format_usd(chosen.cost)} per edit. {head}.")
+                         f"{_price(best.cost)} vs {_price(chosen.cost)} per edit. {head}.")
             rationale_for[best.model] = (f"highest {spec.metric} {_q(best.quality)}, but not significantly better than "
-                                         f"{chosen.model} ({evidence}) at {format_usd(best.cost)} vs "
-                                         f"{format_usd(chosen.cost)} per edit")
+                                         f"{chosen.model} ({evidence}) at {_price(best.cost)} vs "
+                                         f"{_price(chosen.cost)} per edit")
         else:
             chosen = best
             cheaper = [c for c in ready if c.cost < best.cost]
@@ -331,8 +342,8 @@ def _decide(operation: str, cands: list[_Candidate], tier: Tier, per_case: pd.Da
                 why = f"is significantly better than every cheaper eligible model (Wilcoxon one-sided p < {alpha:g})"
             else:
                 why = "no eligible model is cheaper"
-            rationale = (f"{best.model} has the highest {spec.metric} ({_q(best.quality)}, 95% CI "
-                         f"{_q(best.row['quality_ci_low'])}–{_q(best.row['quality_ci_high'])}, n={int(best.row['quality_n'])}) "
+            rationale = (f"{best.model} has the highest {spec.metric} ({_q(best.quality)}{_ci_phrase(best.row)}, "
+                         f"n={int(best.row['quality_n'])}) "
                          f"and {why}. {head}.")
         for c in ready:
             if c is chosen or c.model in rationale_for:
@@ -343,7 +354,7 @@ def _decide(operation: str, cands: list[_Candidate], tier: Tier, per_case: pd.Da
                                           f"{_q(best.quality)}, p={vs_best.p_value:.2g}, n={vs_best.n_pairs})")
             elif c.cost >= chosen.cost:
                 rationale_for[c.model] = (f"eligible; {spec.metric} {_q(c.quality)} not significantly below the best, but "
-                                          f"costs {format_usd(c.cost)} vs {format_usd(chosen.cost)}")
+                                          f"costs {_price(c.cost)} vs {_price(chosen.cost)}")
             else:
                 rationale_for[c.model] = f"eligible; {spec.metric} {_q(c.quality)}"
         return _decision(operation, "ok", chosen, None, rationale, cands, rationale_for, sign)

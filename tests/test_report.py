@@ -14,15 +14,17 @@ import pytest
 
 from evalkit.analysis import QualitySpec
 from evalkit.errors import EvalkitError, InvalidInputError
+from evalkit.analysis import model_table, style_table
 from evalkit.report import (
-    JUDGE_CAVEATS, build_report, caveats, category_grids, choose_quality, export_html, external_references,
-    grid_thumb_px, header_html, parse_quality, prepare_report, quality_string, recommendations_html, select_cases,
-    split_ids, strip_cases,
+    JUDGE_CAVEATS, _kernel_transport_config, build_report, caveats, caveats_html, category_grids, choose_quality,
+    export_html, external_references, glance_html, grid_thumb_px, groups, header_html, parse_quality, prepare_report,
+    quality_string, recommendations_html, select_cases, split_ids, strip_cases, styled,
 )
 from evalkit.runner import run
 from evalkit.scoring import score_run
 from evalkit.sim.stack import start_local_stack
 from evalkit.store import Workspace
+from tests.plugins.synthetic import ERASE_MODELS as S_ERASE_MODELS
 from tests.plugins.synthetic import build_grid_workspace
 
 MODELS = "qwen-edit,gpt-image-1-edit,image-zoom-out,stability-inpaint,hf-qwen-image-edit,identity"
@@ -95,6 +97,70 @@ def test_report_sections_on_known_numbers(synthetic_workspace):
     assert any("7 completed call(s) have no viescore_o (judge) score" in n for n in notes)
     assert any("Not in the catalogue" in n and "alpha" in n for n in notes)
     assert any("Too little evidence" in n and "erase (0 scored case(s))" in n for n in notes)
+    # at a glance: one row per operation, one column per tier, before the per-tier tables
+    glance = glance_html(data)
+    assert re.findall(r"<tr><th>([^<]*)</th>", glance) == ["operation", "erase", "general_edit"]
+    assert re.findall(r"<th>tier ([^<]*)</th>", glance) == ["free", "standard", "premium"]
+    assert rec.index("At a glance") < rec.index("Tier free")
+
+
+def test_model_table_view_keeps_the_columns_a_reader_needs_and_missing_values_neutral(synthetic_workspace):
+    data = prepare_report(synthetic_workspace.ws, synthetic_workspace.run_id)
+    html = styled(data.models).to_html()
+    headers = re.findall(r'<th [^>]*class="col_heading[^"]*"[^>]*>([^<]*)</th>', html)
+    assert headers == ["model", "provider", "success", "price / edit", "p50 latency", "p95 latency", "quality",
+                       "95% CI", "cases scored", "quality per $"]
+    for gone in ("total_cost_usd", "unscored", "value_note", "p95_inference_ms"):
+        assert gone not in html
+    assert "— (price unknown)" in html and "— (free)" in html  # why quality per $ is undefined
+    assert "background-color: #000000" not in html  # a missing price is not painted in the gradient's "bad" black
+    # the same in the raw style_table (used by other notebooks): mystery's price cell is neutral
+    raw = style_table(model_table(synthetic_workspace.ws, synthetic_workspace.run_id)).to_html()
+    assert "background-color: #000000" not in raw and "background-color: transparent" in raw
+    grouped = styled(data.by_operation, group="operation").to_html()
+    assert grouped.count(">general_edit<") == 1 and grouped.count(">erase<") == 1  # each group named once
+    assert "border-top: 2px solid #888" in grouped
+
+
+def test_pareto_groups_hold_only_models_that_attempted(synthetic_workspace):
+    data = prepare_report(synthetic_workspace.ws, synthetic_workspace.run_id)
+    parts = groups(data.by_operation, "operation")
+    assert [name for name, _ in parts] == ["general_edit"]  # erase has no judge scores: nothing to trade off
+    assert all((t["calls"] > 0).all() for _, t in parts)
+    ssim = prepare_report(synthetic_workspace.ws, synthetic_workspace.run_id, quality="ssim:auto")
+    erase = dict(groups(ssim.by_operation, "operation"))["erase"]
+    assert sorted(erase["model_id"]) == sorted(S_ERASE_MODELS)  # not the 4 that cannot erase, as "not plotted"
+    assert erase.attrs["quality"]["metric"] == "ssim"
+
+
+def test_caveats_put_doubtful_prices_in_a_table_and_the_rest_in_details(synthetic_workspace):
+    ws, rid = synthetic_workspace.ws, synthetic_workspace.run_id
+    ws.create_run("cat", suite_name="s", suite_path=None, suite_fingerprint=None, catalog_fingerprint=None,
+                  models=["hf-qwen-image-edit", "qwen-edit", "alpha"], repeats=1, budget_usd=None, config={})
+    data = prepare_report(ws, rid)
+    data.run = ws.get_run("cat")
+    page = caveats_html(data)
+    assert re.search(r"<tr><td[^>]*>hf-qwen-image-edit</td><td>price</td><td>low</td>", page)
+    assert page.index("Prices below high confidence") < page.index("<details>") < page.index("</details>")
+    prices = page[:page.index("<details>")]
+    assert ">qwen-edit</td><td>price</td><td>medium</td>" in prices
+    assert prices.index(">hf-qwen-image-edit<") < prices.index(">qwen-edit<")  # low before medium
+    assert "<td>price</td>" not in page[page.index("<details>"):]
+    notes = caveats(data)
+    assert any("catalogue fact(s) about the models in this run are below high confidence" in n for n in notes)
+    assert any("Not in the catalogue" in n and "alpha" in n for n in notes)
+    assert not any(len(n) > 600 for n in notes)  # no giant paragraph
+
+
+def test_report_asks_for_encrypted_kernel_transport_when_available():
+    import zmq
+    from jupyter_client.manager import KernelManager
+
+    config = _kernel_transport_config()
+    if "transport_encryption" in KernelManager.class_traits() and zmq.has("curve"):
+        assert config.KernelManager.transport_encryption == "auto"
+    else:
+        assert "KernelManager" not in config
 
 
 def test_case_filters_and_grid_sizes(synthetic_workspace):
@@ -105,6 +171,12 @@ def test_case_filters_and_grid_sizes(synthetic_workspace):
     grids = category_grids(ws, rid, categories="color,object", thumb_px=64)
     assert [name for name, _ in grids] == ["color", "object"]
     assert grids[0][1].count("data:image/jpeg;base64,") == 4 * (1 + 6) - 2  # delta failed on g3, g4
+    assert grids[0][1].count('class="cell failed"') == 2
+    # erase: only the two models that can erase get columns; the others are named once
+    header = re.findall(r"<th>([^<]*)</th>", grids[1][1])
+    assert header[0] == "source" and sorted(header[1:]) == ["alpha", "base"]
+    assert "not applicable (4): beta, gamma, delta, mystery" in grids[1][1] and 'class="cell na"' not in grids[1][1]
+    assert grids[1][1].count("data:image/jpeg;base64,") == 3 * (1 + 2)
     with pytest.raises(InvalidInputError, match=r"unknown category\(s\) \['colour'\]"):
         category_grids(ws, rid, categories="colour")
     assert grid_thumb_px(100) == 112 and grid_thumb_px(2400) == 56 and grid_thumb_px(10**6) == 48
@@ -189,8 +261,21 @@ def test_report_html_recommends_first_then_shows_embedded_evidence(smoke_run):
     assert not re.search(r"<img[^>]+src=[\"'](?!data:)", page)  # every image inlined
     assert page.count("data:image/png;base64,") >= 3  # Pareto fronts (overall + operations) and latency
     assert page.count("data:image/jpeg;base64,") >= 9 + 3  # every output and source thumbnail
-    assert "hf-qwen-image-edit price (low" in page  # a low-confidence catalogue price, from the catalogue's facts
+    # a low-confidence catalogue price, from the catalogue's facts, in the caveats' price table
+    assert re.search(r"<tr><td[^>]*>hf-qwen-image-edit</td><td>price</td><td>low</td>", page)
+    assert page.index("Caveats") < page.index("Prices below high confidence") < page.index("<details>")
     assert "Judges drift" in page
+    # readable captions and rationales: no "nan" prompt, no "price ?", no empty interval
+    assert "(no prompt: zoom_out)" in page and "<br>nan</div>" not in page
+    assert "price ?" not in page and "price unknown" in page  # hf-qwen-image-edit has no list price
+    assert "—–—" not in page and "95% CI —" not in page  # one case per operation: no interval, no CI phrase
+    # per-category grids: only the models that ran (zoom_out: the zoom model and the identity baseline)
+    zoom = page[page.index("<h4>zoom_out</h4>"):]
+    zoom = zoom[:zoom.index("</table>")]
+    assert sorted(re.findall(r"<th>([^<]*)</th>", zoom)[1:]) == ["identity", "image-zoom-out"]
+    assert "not applicable (4)" in zoom
+    # the main model table: the reader's columns, no horizontal sprawl
+    assert "price / edit" in page and "quality per $" in page and "total_cost_usd" not in page
 
 
 @pytest.mark.notebook
@@ -275,3 +360,5 @@ def test_no_key_reaches_any_file_or_output(tmp_path, monkeypatch, capfd):
     printed = capfd.readouterr()
     for key in keys:
         assert key not in printed.out and key not in printed.err
+    if "KernelManager" in _kernel_transport_config():  # the kernel's sockets were encrypted: no TCP warning
+        assert "without encryption" not in printed.err
