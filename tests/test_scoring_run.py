@@ -100,6 +100,29 @@ def test_rankings_from_human_votes(small_run):
     assert table.loc[table["rank"] == 3, "ci_high"].iloc[0] < table.loc[table["rank"] == 1, "ci_high"].iloc[0]
 
 
+def test_agreement_between_raters_and_with_the_judge(small_run, judge_sim):
+    from evalkit.scoring import agreement
+
+    ws, run_id = small_run
+    assert agreement(ws, run_id) == {"human_raters": None, "judge_vs_human": None}  # no votes yet
+    overrides = {"base_url": judge_sim.base_url, "api_key": Secret(judge_sim.api_key), "model": judge_sim.sim.model}
+    score_run(ws, run_id, auto=False, pairwise=True, judge_overrides=overrides, progress=False)
+    judge = rankings(ws, run_id, source="judge").set_index("model")["strength"]
+    calls = ws.calls(run_id)
+    edits = calls[(calls.operation == "general_edit") & (calls.status == "completed")]
+    by_model = dict(zip(edits.model_id, edits.call_id, strict=True))
+    case = edits.case_id.iloc[0]
+    order = sorted(by_model, key=lambda m: -judge.get(m, float("-inf")))  # humans who agree with the judge
+    for rater in ("ana", "ben"):
+        for i, better in enumerate(order):
+            for worse in order[i + 1:]:
+                ws.add_rating(run_id=run_id, case_id=case, rater=rater, call_left=by_model[worse],
+                              call_right=by_model[better], choice="right")
+    result = agreement(ws, run_id)
+    assert result["human_raters"]["percent_agreement"] == 1.0 and result["human_raters"]["n_raters"] == 2
+    assert result["judge_vs_human"]["spearman_rho"] == pytest.approx(1.0)
+
+
 def test_score_cli(small_run):
     ws, run_id = small_run
     env = dict(os.environ, TQDM_DISABLE="1")

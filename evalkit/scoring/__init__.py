@@ -190,6 +190,28 @@ def rankings(ws: Workspace, run_id: str, *, source: str | None = None, n_bootstr
     return bradley_terry(votes, n_bootstrap=n_bootstrap, seed=seed)
 
 
+def agreement(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """How far the run's raters agree: among human raters (percent agreement, Fleiss/Cohen kappa on
+    items rated by several people) and between the judge and the humans (Spearman and Kendall rank
+    correlation of their Bradley–Terry strengths over the models both ranked). Parts without enough
+    data are None."""
+    from evalkit.scoring.arena import inter_rater_agreement, rank_agreement
+
+    votes = votes_from_ratings(ws.ratings(run_id))
+    human = votes[votes["source"] == "human"]
+    out: dict[str, Any] = {"human_raters": None, "judge_vs_human": None}
+    if not human.empty:
+        out["human_raters"] = inter_rater_agreement(human)
+    if not human.empty and (votes["source"] == "judge").any():
+        h = rankings(ws, run_id, source="human")
+        j = rankings(ws, run_id, source="judge")
+        h_s = {m: s for m, s in zip(h["model"], h["strength"], strict=True) if s == s}
+        j_s = {m: s for m, s in zip(j["model"], j["strength"], strict=True) if s == s}
+        if len(set(h_s) & set(j_s)) >= 2:
+            out["judge_vs_human"] = rank_agreement(j_s, h_s)
+    return out
+
+
 def _bar(total: int, desc: str, progress: bool) -> Any:
     if not progress or os.environ.get("TQDM_DISABLE"):
         return None
@@ -198,5 +220,5 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="call")
 
 
-__all__ = ["ScoreSummary", "ascore_run", "auto_score_run", "rankings", "score_run", "votes_from_ratings",
+__all__ = ["ScoreSummary", "agreement", "ascore_run", "auto_score_run", "rankings", "score_run", "votes_from_ratings",
            "ajudge_score_run"]
