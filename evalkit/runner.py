@@ -40,6 +40,7 @@ from aiolimiter import AsyncLimiter
 
 from evalkit.budget import Budget, Reservation
 from evalkit.catalog import Catalog, ModelSpec
+from evalkit.credentials import redact
 from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
 from evalkit.planning import BASE_SEED, PlannedCall, estimate, plan_calls
 from evalkit.providers import create_provider
@@ -336,23 +337,23 @@ def summarise(ws: Workspace, run_id: str, *, wall_s: float | None = None, stop_r
               estimate_df: pd.DataFrame | None = None) -> RunResult:
     """Counts and cost of a run as recorded in the workspace."""
     run = ws.get_run(run_id)
-    df = ws.calls(run_id)
-    counts = df["status"].value_counts().to_dict()
+    agg = ws.call_counts(run_id)  # aggregated in SQL: a 10,000-call run is not loaded to count it
+    counts = agg["by_status"]
     res = RunResult(run_id=run_id, workspace=str(ws.path))
     res.not_applicable = counts.get("not_applicable", 0)
-    res.planned = int(len(df) - res.not_applicable)
+    res.planned = int(sum(counts.values()) - res.not_applicable)
     res.completed = counts.get("completed", 0)
     res.failed = counts.get("failed", 0)
     res.unknown = counts.get("unknown", 0)
-    res.pending = int(((df["status"] == "submitted") & df["prediction_id"].notna()).sum())
+    res.pending = agg["pending"]
     res.skipped = int(sum(counts.get(s, 0) for s in ("planned", "submitting", "submitted"))) - res.pending
-    res.cached = int((df["cost_source"] == "cache").sum())
-    res.cost_usd = float(df["cost_usd"].fillna(0).sum())
+    res.cached = agg["cached"]
+    res.cost_usd = agg["cost_usd"]
     res.wall_s = float(wall_s if wall_s is not None else (run.get("wall_s") or 0.0))
     res.stop_reason = stop_reason
     res.simulated = bool(run.get("simulated"))
     res.estimate = estimate_df
-    res.failures_by_category = df.loc[df["status"] == "failed", "error_category"].value_counts().to_dict()
+    res.failures_by_category = agg["failures_by_category"]
     return res
 
 
@@ -471,6 +472,7 @@ class _Execution:
                     done_before += 1
             else:
                 queues[pc.model.provider].append(pc)
+        del rows  # the queues hold what is left to do; don't keep a row per call for the whole run
         total = len(self.by_id)
         self._open_progress(total, done_before)
 
@@ -543,7 +545,7 @@ class _Execution:
                     self.ws.reset_call(pc.call_id)
                     queue.appendleft(pc)
                     return
-                self._store(pc, outcome, reservation)
+                await self._store(pc, outcome, reservation)
 
     async def _with_patience(self, provider: ImageEditProvider, pc: PlannedCall, request: Any, *, submit: bool,
                              prediction_id: str | None = None) -> EditOutcome:
@@ -594,7 +596,7 @@ class _Execution:
             outcome = await self._with_patience(provider, pc, request, submit=False, prediction_id=row["prediction_id"])
         if outcome.prediction_id is None:
             outcome.prediction_id = row["prediction_id"]
-        self._store(pc, outcome, reservation)
+        await self._store(pc, outcome, reservation)
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def _serve_from_cache(self, pc: PlannedCall) -> bool:
@@ -617,8 +619,13 @@ class _Execution:
         self._tick()
         return True
 
-    def _store(self, pc: PlannedCall, outcome: EditOutcome, reservation: Reservation) -> None:
+    async def _store(self, pc: PlannedCall, outcome: EditOutcome, reservation: Reservation) -> None:
         unknown = (not outcome.ok) and outcome.error is not None and outcome.error.category == Category.UNKNOWN_OUTCOME
+        if unknown and outcome.prediction_id is None:
+            recorded = self.ws.get_call(pc.call_id).get("prediction_id")
+            if recorded:  # the job was accepted before things went wrong: collect it later, never re-send
+                outcome.prediction_id, outcome.resumable = recorded, True
+                unknown = False
         resumable = _still_running(outcome) and getattr(self.providers[pc.model.provider], "resumable", False)
         if unknown or resumable or outcome.cost_usd is None:
             # may be billed (yet), or billed at a price nobody told us: count the most it can cost
@@ -634,7 +641,9 @@ class _Execution:
             self._tick()
             return
         try:
-            fields = self._fields(pc, outcome, unknown)
+            # the output's fsync + rename into the blob store runs in a thread, not on the event loop; if the
+            # run is cancelled meanwhile, the row stays `submitted` and a resume collects the output again
+            fields = await asyncio.to_thread(self._fields, pc, outcome, unknown)
             self.ws.finish_call(pc.call_id, fields)
             if outcome.ok or (outcome.cost_usd or 0) > 0:
                 self.ws.record_usage(model_id=pc.model.id, operation=pc.operation, cost_usd=fields["cost_usd"],
@@ -707,11 +716,21 @@ def _refused(outcome: EditOutcome) -> bool:
 
 
 async def _guarded(pc: PlannedCall, call: Any) -> EditOutcome:
-    """A provider call whose unexpected EvalkitError becomes a recorded failure, not a crashed run."""
+    """A provider call whose unexpected error becomes a recorded outcome, not a crashed run.
+
+    A provider reports failures as outcomes; an exception escaping it is a bug or a library surprise,
+    raised at a moment we cannot know — possibly after the submit was sent. So it is an *unknown
+    outcome* (never re-sent automatically); if the job's id was recorded, the call stays resumable."""
     try:
         return await call
     except EvalkitError as exc:
         return EditOutcome.failure(pc.model.id, exc.category, str(exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        return EditOutcome.failure(pc.model.id, Category.UNKNOWN_OUTCOME,
+                                   f"unexpected {type(exc).__name__} from the {pc.model.provider} provider: "
+                                   f"{redact(str(exc))[:300]}; not sent again")
 
 
 def _add_cost(prior: float, cost: float | None) -> float | None:

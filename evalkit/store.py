@@ -636,6 +636,27 @@ class Workspace:
             raise InvalidInputError(f"call {call_id!r} has no output (status {row['status']})")
         return self.blob_path(row["output_sha256"], row["output_ext"]).read_bytes()
 
+    def call_counts(self, run_id: str) -> dict[str, Any]:
+        """A run's call counts and money, aggregated in SQL (cheap for runs of any size)."""
+        rows = self._query(
+            "SELECT status, (prediction_id IS NOT NULL) AS has_id, cost_source = 'cache' AS cached, error_category, "
+            "COUNT(*) AS n, COALESCE(SUM(cost_usd), 0) AS cost FROM calls WHERE run_id = ? "
+            "GROUP BY status, has_id, cached, error_category",
+            (run_id,),
+        )
+        out: dict[str, Any] = {"by_status": {}, "pending": 0, "cached": 0, "cost_usd": 0.0, "failures_by_category": {}}
+        for r in rows:
+            out["by_status"][r["status"]] = out["by_status"].get(r["status"], 0) + r["n"]
+            if r["status"] == "submitted" and r["has_id"]:
+                out["pending"] += r["n"]
+            if r["cached"]:
+                out["cached"] += r["n"]
+            if r["status"] == "failed":
+                key = r["error_category"] or "unknown"
+                out["failures_by_category"][key] = out["failures_by_category"].get(key, 0) + r["n"]
+            out["cost_usd"] += float(r["cost"])
+        return out
+
     def spent_usd(self, run_id: str) -> float:
         row = self._query("SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE run_id = ?", (run_id,))
         return float(row[0][0])

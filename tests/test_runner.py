@@ -307,3 +307,28 @@ def test_ctrl_c_stops_submitting_and_keeps_results(wavespeed_sim_factory, tmp_pa
     statuses = Counter(r["status"] for r in rows)
     assert statuses["completed"] == len(sim.sim.submits)  # in-flight calls finished in the grace period
     assert statuses["planned"] > 0 and b"--resume ctrlc" in out
+
+
+async def test_an_unexpected_provider_exception_never_pays_twice(wavespeed_sim, tmp_path, monkeypatch):
+    """A library surprise after the job was accepted leaves the call resumable; before it, unknown."""
+    from evalkit.providers.wavespeed import WaveSpeedEditProvider
+
+    real_outcome = WaveSpeedEditProvider._outcome
+
+    async def boom(self, *a, **k):
+        raise RuntimeError("a library surprise")
+
+    monkeypatch.setattr(WaveSpeedEditProvider, "_outcome", boom)  # after submit + polling
+    res = await _run(wavespeed_sim, tmp_path, models="qwen-edit", run_id="surprise")
+    assert res.pending == 1 and res.failed == 0 and len(wavespeed_sim.sim.submits) == 1
+    monkeypatch.setattr(WaveSpeedEditProvider, "_outcome", real_outcome)
+    done = await _run(wavespeed_sim, tmp_path, models="qwen-edit", run_id="surprise")
+    assert done.completed == 1 and len(wavespeed_sim.sim.submits) == 1  # collected, not re-submitted
+
+    async def boom_submit(self, *a, **k):
+        raise RuntimeError("before anything")
+
+    monkeypatch.setattr(WaveSpeedEditProvider, "_submit", boom_submit)
+    res = await _run(wavespeed_sim, tmp_path, models="qwen-edit", run_id="surprise-2", no_cache=True)
+    rows = Workspace(tmp_path).call_rows("surprise-2", ["unknown"])
+    assert res.unknown == 1 and "RuntimeError" in rows[0]["error_message"]

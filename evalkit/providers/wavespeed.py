@@ -130,9 +130,13 @@ class PollSchedule:
     min_interval_s: float = 2.0
     max_interval_s: float = 5.0
     timeout_s: float = 900.0
+    #: wait before the *first* poll, when set (e.g. a model's typical latency): fewer wasted polls on a
+    #: slow model without a coarse interval afterwards. Not capped by ``max_interval_s``.
+    first_delay_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.initial_delay_s < 0 or self.min_interval_s < 0 or self.max_interval_s < 0 or self.factor < 1:
+        if (self.initial_delay_s < 0 or self.min_interval_s < 0 or self.max_interval_s < 0 or self.factor < 1
+                or (self.first_delay_s is not None and self.first_delay_s < 0)):
             raise InvalidInputError("poll schedule: delays must be ≥ 0 and factor ≥ 1")
         if self.timeout_s <= 0:
             raise InvalidInputError("poll schedule: timeout_s must be > 0")
@@ -146,6 +150,7 @@ class PollSchedule:
             "min_interval_s": "EVALKIT_POLL_MIN_INTERVAL_S",
             "max_interval_s": "EVALKIT_POLL_MAX_INTERVAL_S",
             "timeout_s": "EVALKIT_POLL_TIMEOUT_S",
+            "first_delay_s": "EVALKIT_POLL_FIRST_DELAY_S",
         }
         kw = {}
         for field_name, var in env.items():
@@ -159,6 +164,8 @@ class PollSchedule:
 
     def delay_s(self, n: int) -> float:
         """Seconds to wait before poll number ``n`` (0-based)."""
+        if n == 0 and self.first_delay_s is not None:
+            return self.first_delay_s
         d = self.initial_delay_s * self.factor ** min(n, 64)
         if n >= self.quick_polls:
             d = max(d, self.min_interval_s)
