@@ -1,0 +1,350 @@
+"""Judging a whole run: :func:`judge_run` over a workspace's completed calls, and its :class:`JudgeSummary`.
+
+The per-request work (cache, budget, retries, parsing) is :class:`evalkit.scoring.judge.Judge`'s; this
+module chooses what to judge, bounds concurrency, and writes the results and the usage ledger.
+
+What is stored
+    viescore: ``ws.put_scores`` rows with source "judge", version :meth:`JudgeConfig.version`, metrics
+    ``viescore_sc``, ``viescore_pq``, ``viescore_o``, ``vie_editing_success``, ``vie_over_editing``,
+    ``vie_naturalness``, ``vie_artifacts``; unscored parts are rows with value None, status "unscored"
+    and the reason; ``detail`` holds the cache key, the judge's reasoning and the answering snapshot.
+    pairwise: ``ws.add_rating(kind="pair", source="judge", rater="judge:<model>")`` with ``detail``
+    holding the version, which side was shown first, the raw verdict and the reasoning. Every request
+    sent is a ``usage`` row (source "judge"). The judge's cache records are described in
+    :mod:`evalkit.scoring.judge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from evalkit.budget import Budget
+from evalkit.errors import ImageError, InvalidInputError, WorkspaceError
+from evalkit.scoring.judge import Judge, JudgeReply, PairwiseResult, VIEScoreResult, _Gate
+from evalkit.scoring.judge_config import MODES
+from evalkit.scoring.judge_prompts import OPERATION_INSTRUCTIONS, SC_OPERATIONS
+from evalkit.store import Workspace
+
+VIESCORE_METRICS = ("viescore_sc", "viescore_pq", "viescore_o", "vie_editing_success", "vie_over_editing",
+                    "vie_naturalness", "vie_artifacts")
+_SC_METRICS = ("viescore_sc", "vie_editing_success", "vie_over_editing")
+_PQ_METRICS = ("viescore_pq", "vie_naturalness", "vie_artifacts")
+
+
+# ---- batch scoring over a run -------------------------------------------------------------------
+@dataclass
+class JudgeSummary:
+    """What a :func:`judge_run` did."""
+
+    run_id: str
+    mode: str
+    version: str
+    items: int = 0  # calls (viescore) or pairs (pairwise) considered
+    scored: int = 0
+    unscored: int = 0
+    skipped_budget: int = 0  # items not (fully) judged because the cap was reached
+    pq_only: int = 0  # viescore items without SC (no instruction / operation without one)
+    requests_sent: int = 0
+    requests_cached: int = 0
+    cost_usd: float = 0.0  # known cost of the requests sent
+    cost_unknown_requests: int = 0
+    budget_usd: float | None = None
+    stopped_by_budget: bool = False
+    ratings_written: int = 0
+    ratings_existing: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        parts = [f"judge {self.mode} on run {self.run_id} ({self.version}): {self.items} item(s), {self.scored} scored, "
+                 f"{self.unscored} unscored"]
+        if self.reasons:
+            parts.append("(" + ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())) + ")")
+        parts.append(f"; {self.requests_sent} request(s) sent, {self.requests_cached} from cache; cost ${self.cost_usd:.4f}")
+        if self.cost_unknown_requests:
+            parts.append(f" + {self.cost_unknown_requests} request(s) of unknown cost")
+        if self.stopped_by_budget:
+            parts.append(f"; stopped at the ${self.budget_usd:.4f} budget ({self.skipped_budget} item(s) not judged)")
+        if self.mode == "pairwise":
+            parts.append(f"; {self.ratings_written} rating(s) written")
+        return "".join(parts)
+
+
+async def judge_run(ws: Workspace, run_id: str, judge: Judge, *, mode: str = "viescore", concurrency: int = 4,
+                    budget_usd: float | None = None, pairs_per_case: int | None = None, seed: int = 0,
+                    progress: bool = True, retry_unscored: bool | Collection[str] = False) -> JudgeSummary:
+    """Judge every completed call of a run (``viescore``: scores via ``ws.put_scores``) or pairs of
+    completed calls of different models per case (``pairwise``: ratings via ``ws.add_rating``).
+
+    Cached answers (any run, same judge version and images) are reused without a request; ``budget_usd``
+    caps what new requests may cost (nothing is sent once the cap would be crossed); ``concurrency``
+    bounds items in flight. ``pairs_per_case`` picks that many pairs per case, spread so every model
+    appears about equally often over the run (default: all pairs); ``seed`` drives that choice and the
+    display order. ``retry_unscored`` re-requests cached unscored answers (True, or a set of reasons such
+    as ``{"timeout"}``) — a deliberate decision to pay again.
+    """
+    if mode not in MODES:
+        raise InvalidInputError(f"judge mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise InvalidInputError(f"concurrency must be an integer ≥ 1, got {concurrency!r}")
+    if budget_usd is not None and (not isinstance(budget_usd, (int, float)) or budget_usd < 0):
+        raise InvalidInputError(f"budget_usd must be ≥ 0, got {budget_usd!r}")
+    if pairs_per_case is not None and (not isinstance(pairs_per_case, int) or pairs_per_case < 1):
+        raise InvalidInputError(f"pairs_per_case must be an integer ≥ 1, got {pairs_per_case!r}")
+    ws.get_run(run_id)  # a clear error for an unknown run
+    summary = JudgeSummary(run_id, mode, judge.config.version(mode), budget_usd=budget_usd)
+    gate = _Gate(Budget(budget_usd))
+    batch = _Batch(ws, run_id, judge, gate, summary, retry_unscored)
+    if mode == "viescore":
+        jobs = batch.viescore_jobs()
+    else:
+        jobs = batch.pairwise_jobs(pairs_per_case, seed)
+    summary.items = len(jobs) + summary.ratings_existing
+    bar = _progress_bar(len(jobs), f"judge {mode} {run_id}") if progress else None
+    sem = asyncio.Semaphore(concurrency)
+
+    async def run_one(job: Callable[[], Any]) -> None:
+        async with sem:
+            await job()
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        await asyncio.gather(*(run_one(j) for j in jobs))
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.stopped_by_budget = gate.stopped
+    return summary
+
+
+def _progress_bar(total: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
+
+
+class _Batch:
+    """The per-run work of :func:`judge_run`: building jobs, writing scores/ratings and the usage ledger."""
+
+    def __init__(self, ws: Workspace, run_id: str, judge: Judge, gate: _Gate, summary: JudgeSummary,
+                 retry_unscored: bool | Collection[str]):
+        self.ws, self.run_id, self.judge, self.gate, self.summary = ws, run_id, judge, gate, summary
+        self.retry_unscored = retry_unscored
+        self.cases = _case_table(ws, run_id)
+        self._sources: dict[str, bytes] = {}
+
+    def source(self, case_id: str) -> bytes:
+        if case_id not in self._sources:
+            inputs, _ = self.ws.case_images(self.run_id, case_id)
+            if not inputs:
+                raise WorkspaceError(f"case {case_id!r} of run {self.run_id!r} has no input image")
+            self._sources[case_id] = inputs[0]
+        return self._sources[case_id]
+
+    def completed_calls(self) -> list[dict[str, Any]]:
+        return [c for c in self.ws.call_rows(self.run_id, ["completed"]) if c.get("output_sha256")]
+
+    # -- viescore ------------------------------------------------------------------------------
+    def viescore_jobs(self) -> list[Callable[[], Any]]:
+        return [lambda call=call: self._viescore_one(call) for call in self.completed_calls()]
+
+    async def _viescore_one(self, call: dict[str, Any]) -> None:
+        case = self.cases.get(call["case_id"], {})
+        operation = call.get("operation") or case.get("operation") or "general_edit"
+        prompt = (case.get("prompt") or "").strip()
+        instruction = prompt if operation in SC_OPERATIONS and prompt else None
+        try:
+            result = await self.judge._viescore(self.source(call["case_id"]), self.ws.output_image(call["call_id"]),
+                                                instruction, cache=self.ws, gate=self.gate,
+                                                retry_unscored=self.retry_unscored)
+        except (ImageError, WorkspaceError, InvalidInputError) as exc:
+            reason = "bad_image" if isinstance(exc, ImageError) else "missing_image"
+            result = VIEScoreResult("unscored", reason, sc_applies=instruction is not None, detail=str(exc))
+        self._account(result.replies, call_id=call["call_id"])
+        if not result.sc_applies:
+            self.summary.pq_only += 1
+        if result.reason == "budget":
+            self.summary.skipped_budget += 1
+        else:
+            self._count(result.status, result.reason)
+        rows = _viescore_rows(self.run_id, call["call_id"], self.summary.version, result, operation,
+                              no_instruction=not prompt)
+        if rows:
+            self.ws.put_scores(rows)
+
+    # -- pairwise ------------------------------------------------------------------------------
+    def pairwise_jobs(self, pairs_per_case: int | None, seed: int) -> list[Callable[[], Any]]:
+        by_case: dict[str, dict[str, dict[str, Any]]] = {}
+        for call in self.completed_calls():
+            models = by_case.setdefault(call["case_id"], {})
+            held = models.get(call["model_id"])
+            if held is None or call["repeat"] < held["repeat"]:  # one output per model: its lowest repeat
+                models[call["model_id"]] = call
+        rater = f"judge:{self.judge.config.model}"
+        existing = _existing_pairs(self.ws, self.run_id, rater, self.summary.version)
+        rng = random.Random(seed)
+        appearances: Counter[str] = Counter()
+        jobs: list[Callable[[], Any]] = []
+        for case_id in sorted(by_case):
+            calls = by_case[case_id]
+            pairs = _choose_pairs(sorted(calls), pairs_per_case, rng, appearances)
+            for model_a, model_b in pairs:
+                left, right = calls[model_a], calls[model_b]
+                left_first = rng.random() < 0.5  # drawn in a fixed order, whatever the concurrency
+                if (case_id, left["call_id"], right["call_id"]) in existing:
+                    self.summary.ratings_existing += 1
+                    self.summary.scored += 1
+                    continue
+                jobs.append(lambda c=case_id, lc=left, rc=right, lf=left_first: self._pairwise_one(c, lc, rc, lf, rater))
+        return jobs
+
+    async def _pairwise_one(self, case_id: str, left: dict[str, Any], right: dict[str, Any], left_first: bool,
+                            rater: str) -> None:
+        case = self.cases.get(case_id, {})
+        operation = case.get("operation") or left.get("operation") or "general_edit"
+        instruction = (case.get("prompt") or "").strip() or OPERATION_INSTRUCTIONS.get(operation, "")
+        if not instruction:
+            self._count("unscored", "no_instruction")
+            return
+        try:
+            result = await self.judge._pairwise(
+                self.source(case_id), self.ws.output_image(left["call_id"]), self.ws.output_image(right["call_id"]),
+                instruction, left_first=left_first, cache=self.ws, gate=self.gate, retry_unscored=self.retry_unscored)
+        except (ImageError, WorkspaceError, InvalidInputError) as exc:
+            reason = "bad_image" if isinstance(exc, ImageError) else "missing_image"
+            result = PairwiseResult("unscored", reason, detail=str(exc))
+        if result.reply is not None:
+            self._account([result.reply])
+        if result.reason == "budget":
+            self.summary.skipped_budget += 1
+            return
+        self._count(result.status, result.reason)
+        if result.status != "scored":
+            return
+        detail = {"version": self.summary.version, "shown_first": result.shown_first, "verdict": result.verdict,
+                  "reasoning": result.reasoning, "key": result.reply.key if result.reply else None,
+                  "cached": bool(result.reply and result.reply.cached), "instruction": instruction}
+        self.ws.add_rating(run_id=self.run_id, case_id=case_id, rater=rater, source="judge", kind="pair",
+                           call_left=left["call_id"], call_right=right["call_id"], choice=result.choice,
+                           detail=json.dumps(detail, ensure_ascii=False))
+        self.summary.ratings_written += 1
+
+    # -- accounting ----------------------------------------------------------------------------
+    def _count(self, status: str, reason: str | None) -> None:
+        if status == "scored":
+            self.summary.scored += 1
+        else:
+            self.summary.unscored += 1
+            self.summary.reasons[reason or "unknown"] = self.summary.reasons.get(reason or "unknown", 0) + 1
+
+    def _account(self, replies: Iterable[JudgeReply], call_id: str | None = None) -> None:
+        model = self.judge.config.model
+        for r in replies:
+            if r.cached:
+                self.summary.requests_cached += 1
+            if not r.sent:
+                continue
+            self.summary.requests_sent += 1
+            if r.cost_usd is None:
+                self.summary.cost_unknown_requests += 1
+            else:
+                self.summary.cost_usd += r.cost_usd
+            self.ws.record_usage(model_id=model, operation=f"judge:{r.mode}", cost_usd=r.cost_usd,
+                                 cost_source=r.cost_source, source="judge", run_id=self.run_id, call_id=call_id)
+
+
+def _case_table(ws: Workspace, run_id: str) -> dict[str, dict[str, Any]]:
+    df = ws.cases(run_id)
+    if df.empty:
+        return {}
+    df = df.astype(object).where(df.notna(), None)  # a missing prompt is None, not NaN
+    return {row["case_id"]: row for row in df.to_dict("records")}
+
+
+def _existing_pairs(ws: Workspace, run_id: str, rater: str, version: str) -> set[tuple[str, str, str]]:
+    df = ws.ratings(run_id, source="judge")
+    out: set[tuple[str, str, str]] = set()
+    for row in df.to_dict("records"):
+        if row["rater"] != rater or row["kind"] != "pair":
+            continue
+        try:
+            v = json.loads(row["detail"] or "{}").get("version")
+        except ValueError:
+            continue
+        if v == version:
+            out.add((row["case_id"], row["call_left"], row["call_right"]))
+    return out
+
+
+def _choose_pairs(models: list[str], k: int | None, rng: random.Random, appearances: Counter[str]) -> list[tuple[str, str]]:
+    """All pairs of ``models``, or ``k`` of them chosen so each model's appearance count over the run stays
+    as even as possible (ties broken by a seeded shuffle)."""
+    pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
+    if k is None or k >= len(pairs):
+        appearances.update(m for p in pairs for m in p)
+        return pairs
+    rng.shuffle(pairs)
+    chosen: list[tuple[str, str]] = []
+    for _ in range(k):
+        best = min(pairs, key=lambda p: (appearances[p[0]] + appearances[p[1]], max(appearances[p[0]], appearances[p[1]])))
+        pairs.remove(best)
+        chosen.append(best)
+        appearances.update(best)
+    return chosen
+
+
+def _viescore_rows(run_id: str, call_id: str, version: str, result: VIEScoreResult, operation: str,
+                   *, no_instruction: bool) -> list[dict[str, Any]]:
+    """Score rows for one call: a value for what was scored; value None + status "unscored" + reason for
+    what was judged and failed; nothing for what the budget kept from being judged."""
+    rows: list[dict[str, Any]] = []
+
+    def add(metric: str, value: float | None, reply: JudgeReply | None, reason: str | None, detail: Any) -> None:
+        if reason == "budget":
+            return
+        rows.append({"run_id": run_id, "call_id": call_id, "metric": metric, "source": "judge", "version": version,
+                     "value": value, "status": "scored" if value is not None else "unscored",
+                     "reason": None if value is not None else reason,
+                     "detail": json.dumps(detail, ensure_ascii=False, default=str)})
+
+    def info(reply: JudgeReply | None) -> dict[str, Any]:
+        if reply is None:
+            return {}
+        return {"key": reply.key, "cached": reply.cached, "reasoning": (reply.parsed or {}).get("reasoning"),
+                "detail": reply.detail, "response_model": reply.response_model}
+
+    if result.reason in ("bad_image", "missing_image"):
+        for m in VIESCORE_METRICS:
+            add(m, None, None, result.reason, {"detail": result.detail})
+        return rows
+    sc, pq = result.sc_reply, result.pq_reply
+    if all(r is None or r.reason == "budget" for r in (sc, pq)):
+        return rows  # nothing was judged: no rows at all (a later run with more budget fills them in)
+    if result.sc_applies:
+        sc_reason = sc.reason if sc is not None else "budget"
+        sc_info = info(sc)
+    else:
+        sc_reason = "no_instruction" if no_instruction else "not_applicable"
+        sc_info = {"detail": f"VIEScore SC needs an edit instruction; operation {operation!r} gets PQ only"}
+    for metric, value in zip(_SC_METRICS, (result.sc, result.editing_success, result.over_editing), strict=True):
+        add(metric, value, sc, sc_reason, sc_info)
+    pq_reason = pq.reason if pq is not None else "budget"
+    for metric, value in zip(_PQ_METRICS, (result.pq, result.naturalness, result.artifacts), strict=True):
+        add(metric, value, pq, pq_reason, info(pq))
+    o_reason = sc_reason if result.sc is None else pq_reason
+    add("viescore_o", result.o, None, o_reason,
+        {"sc_key": sc.key if sc else None, "pq_key": pq.key if pq else None, "formula": "sqrt(SC*PQ)"})
+    return rows
+
+
+
+__all__ = ["JudgeSummary", "VIESCORE_METRICS", "judge_run"]
