@@ -1,0 +1,418 @@
+"""The execution engine of a run: carries each remaining call through the steps in :mod:`evalkit.runner`'s
+docstring (planned → submitting → submitted → completed / failed / unknown), writing each step to the
+workspace before the next one can spend money.
+
+:class:`_Execution` fans the calls out over per-provider queues and workers under one global semaphore,
+per-provider semaphores and images-per-minute limiters; reserves each call's maximum price in the
+:class:`~evalkit.budget.Budget` before sending; waits out rate limits and transient polling trouble
+(the runner's patience); collects accepted jobs on resume instead of re-sending them; serves
+fingerprint cache hits from earlier runs; and stores outcomes, blobs and the usage ledger. Only
+:func:`evalkit.runner.arun` constructs it (after planning, budget and credential checks); the runner's
+public API and result types stay in :mod:`evalkit.runner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiolimiter import AsyncLimiter
+
+from evalkit.budget import Budget, Reservation
+from evalkit.credentials import redact
+from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
+from evalkit.planning import PlannedCall
+from evalkit.providers.base import EditOutcome, ImageEditProvider
+from evalkit.providers.retry import RetryPolicy
+from evalkit.store import Workspace
+
+if TYPE_CHECKING:  # the runner builds on this module; its types are only named here
+    from evalkit.runner import ProviderLimits, StopController
+
+#: errors of an accepted job worth polling again within the run (a TIMEOUT already waited the whole poll
+#: schedule, so it is left `submitted` for `--resume` instead)
+_TRANSIENT = (Category.RATE_LIMIT, Category.SERVER, Category.NETWORK)
+
+
+class _Execution:
+    """Fan-out of one run's remaining calls: per-provider queues and workers, one global semaphore."""
+
+    def __init__(self, *, ws: Workspace, run_id: str, planned: Sequence[PlannedCall], providers: Mapping[str, ImageEditProvider],
+                 budget_usd: float | None, concurrency: int, limits: Mapping[str, ProviderLimits], no_cache: bool,
+                 progress: bool | Callable[[dict[str, Any]], None], grace_period_s: float, resubmit_unknown: bool,
+                 retry_failed: bool, controller: StopController, patience: RetryPolicy):
+        """``limits`` holds every provider's limits, defaults already filled in by the runner."""
+        if concurrency < 1:
+            raise InvalidInputError(f"concurrency must be ≥ 1, got {concurrency}")
+        self.ws, self.run_id, self.providers = ws, run_id, providers
+        self.by_id = {pc.call_id: pc for pc in planned if pc.status == "planned"}
+        self.global_sem = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+        self.limits = dict(limits)
+        self.no_cache, self.grace_period_s = no_cache, grace_period_s
+        self.resubmit_unknown, self.retry_failed = resubmit_unknown, retry_failed
+        self.controller = controller
+        self.patience = patience
+        self.budget = Budget(budget_usd)
+        self.simulated = False
+        self.stop_message: str | None = None
+        self.spool = ws.run_spool(run_id, clean=True)
+        self.counts = {"completed": 0, "failed": 0, "unknown": 0}
+        self._progress_cb = progress if callable(progress) else None
+        self._bar = None
+        self._want_bar = progress is True
+
+    # ---- progress -----------------------------------------------------------------------------
+    def _open_progress(self, total: int, initial: int) -> None:
+        if not self._want_bar or os.environ.get("TQDM_DISABLE"):
+            return
+        from tqdm.auto import tqdm
+
+        import sys
+
+        quiet = not getattr(sys.stderr, "isatty", lambda: False)()  # a log file: update every few seconds, not per call
+        self._bar = tqdm(total=total, initial=initial, desc=f"run {self.run_id}", unit="call", dynamic_ncols=True,
+                         mininterval=5.0 if quiet else 0.2)
+        self._refresh_progress()
+
+    def _refresh_progress(self) -> None:
+        info = {"done": self.counts["completed"], "failed": self.counts["failed"], "unknown": self.counts["unknown"],
+                "cost_usd": round(self.budget.spent_usd, 4), "in_flight_reserved_usd": round(self.budget.reserved_usd, 4)}
+        if self._bar is not None:
+            self._bar.set_postfix(ok=info["done"], failed=info["failed"], cost=f"${info['cost_usd']:.3f}", refresh=False)
+        if self._progress_cb is not None:
+            self._progress_cb(info)
+
+    def _tick(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+        self._refresh_progress()
+
+    def close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    # ---- main ---------------------------------------------------------------------------------
+    async def execute(self) -> None:
+        rows = {r["call_id"]: r for r in self.ws.call_rows(self.run_id)}
+        to_resume: list[tuple[PlannedCall, dict[str, Any]]] = []
+        queues: dict[str, deque[PlannedCall]] = defaultdict(deque)
+        done_before = 0
+        for call_id, pc in self.by_id.items():
+            row = rows.get(call_id)
+            status = row["status"] if row else "planned"
+            if status in ("completed", "failed", "unknown"):
+                # a cost nobody reported (unknown outcome, or a provider that does not say) counts at the
+                # most it could have been, as it did when the call ran
+                cost = row["cost_usd"]
+                self.budget.record_spent(cost if cost is not None else (row["reserved_usd"] or 0.0))
+                if status == "failed" and self.retry_failed and _retryable(row["error_category"]):
+                    self.ws.reset_call(call_id)
+                    pc.prior_cost_usd = row["cost_usd"] or 0.0  # a paid failure stays paid: the retry adds to it
+                    queues[pc.model.provider].append(pc)
+                    continue
+                if status == "unknown" and self.resubmit_unknown:
+                    self.ws.reset_call(call_id)
+                    queues[pc.model.provider].append(pc)
+                    continue
+                done_before += 1
+                self.counts[status] += 1
+            elif status == "submitted" and row["prediction_id"]:
+                to_resume.append((pc, row))
+            elif status in ("submitting", "submitted"):
+                if self.resubmit_unknown:
+                    self.ws.reset_call(call_id)
+                    queues[pc.model.provider].append(pc)
+                else:
+                    self._mark_unknown(pc, row)
+                    done_before += 1
+            else:
+                queues[pc.model.provider].append(pc)
+        del rows  # the queues hold what is left to do; don't keep a row per call for the whole run
+        total = len(self.by_id)
+        self._open_progress(total, done_before)
+
+        tasks = [asyncio.create_task(self._resume_call(pc, row)) for pc, row in to_resume]
+        for name, q in queues.items():
+            lim = self.limits[name]
+            n_workers = min(self.concurrency, lim.max_concurrent or self.concurrency, max(1, len(q)))
+            provider_sem = asyncio.Semaphore(lim.max_concurrent or self.concurrency)
+            limiter = AsyncLimiter(lim.images_per_minute, 60) if lim.images_per_minute else None
+            for _ in range(n_workers):
+                tasks.append(asyncio.create_task(self._worker(name, q, provider_sem, limiter)))
+        if not tasks:
+            return
+        stop_wait = asyncio.create_task(self.controller.stop_submitting.wait())
+        all_done = asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await asyncio.wait({stop_wait, all_done}, return_when=asyncio.FIRST_COMPLETED)
+            if not all_done.done():  # stopping: give in-flight calls a grace period
+                abandon = asyncio.create_task(self.controller.abandon.wait())
+                await asyncio.wait({all_done, abandon}, timeout=self.grace_period_s, return_when=asyncio.FIRST_COMPLETED)
+                abandon.cancel()
+                if not all_done.done():
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            results = all_done.result() if all_done.done() and not all_done.cancelled() else []
+        except asyncio.CancelledError:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            stop_wait.cancel()
+        for r in results or []:
+            if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                raise r
+
+    async def _worker(self, provider_name: str, queue: deque[PlannedCall], provider_sem: asyncio.Semaphore,
+                      limiter: AsyncLimiter | None) -> None:
+        provider = self.providers[provider_name]
+        while queue and not self.controller.stop_submitting.is_set():
+            pc = queue.popleft()
+            if not self.no_cache and self._serve_from_cache(pc):
+                continue
+            async with provider_sem, self.global_sem:
+                if limiter is not None:
+                    await limiter.acquire()
+                if self.controller.stop_submitting.is_set():
+                    queue.appendleft(pc)
+                    return
+                try:
+                    reservation = self.budget.reserve(pc.prepared.reserve_usd, pc.call_id)
+                except BudgetExceededError as exc:
+                    self.stop_message = str(exc)
+                    self.controller.request_stop("budget")
+                    queue.appendleft(pc)
+                    return
+                try:
+                    self.ws.mark_submitting(pc.call_id, reserved_usd=pc.prepared.reserve_usd,
+                                            fingerprint=pc.prepared.fingerprint)
+                except WorkspaceError as exc:
+                    self.budget.settle(reservation, 0.0)
+                    self._workspace_failed(exc)
+                    return
+                request = replace(pc.request, spool_dir=self.spool) if pc.request.spool_dir is None else pc.request
+                outcome = await self._with_patience(provider, pc, request, submit=True)
+                if _refused(outcome) and self.controller.stop_submitting.is_set():
+                    # never accepted, and the run is stopping: it simply stays planned
+                    self.budget.settle(reservation, 0.0)
+                    self.ws.reset_call(pc.call_id)
+                    queue.appendleft(pc)
+                    return
+                await self._store(pc, outcome, reservation)
+
+    async def _with_patience(self, provider: ImageEditProvider, pc: PlannedCall, request: Any, *, submit: bool,
+                             prediction_id: str | None = None) -> EditOutcome:
+        """One call, slowed down — never failed — by rate limits and transient polling trouble.
+
+        A submit refused with ``rate_limit`` (provably not accepted) waits and goes again; an accepted
+        job whose polls or download failed transiently is polled again via ``resume()``. Both back off
+        per :attr:`patience` (the provider has already retried each request a few times). When the
+        patience runs out the outcome is recorded as it is: a rate-limit failure, or a resumable job
+        left ``submitted`` for ``--resume``.
+        """
+        async def on_submitted(pid: str, _pc: PlannedCall = pc) -> None:
+            self.ws.mark_submitted(_pc.call_id, pid)
+
+        attempt = 0
+        if submit:
+            outcome = await _guarded(pc, provider.edit(request, on_submitted=on_submitted))
+        else:
+            outcome = await _guarded(pc, provider.resume(request, prediction_id))
+        while attempt + 1 < self.patience.max_attempts and not self.controller.abandon.is_set():
+            err = outcome.error
+            refused = _refused(outcome)
+            collectable = _still_running(outcome) and err is not None and err.category in _TRANSIENT
+            if not (refused or collectable):
+                break
+            attempt += 1
+            if refused:
+                if self.controller.stop_submitting.is_set():
+                    break  # stopping: a call that was never accepted just stays planned
+                self.ws.reset_call(pc.call_id)  # provably not accepted: a crash while waiting loses nothing
+            await asyncio.sleep(self.patience.backoff_s(attempt))
+            if refused:
+                self.ws.mark_submitting(pc.call_id, reserved_usd=pc.prepared.reserve_usd, fingerprint=pc.prepared.fingerprint)
+                outcome = await _guarded(pc, provider.edit(request, on_submitted=on_submitted))
+            else:
+                outcome = await _guarded(pc, provider.resume(request, outcome.prediction_id))
+        return outcome
+
+    async def _resume_call(self, pc: PlannedCall, row: dict[str, Any]) -> None:
+        provider = self.providers[pc.model.provider]
+        if not getattr(provider, "resumable", False):
+            self._mark_unknown(pc, row)
+            self._tick()
+            return
+        reservation = self.budget.hold(row["reserved_usd"] or pc.prepared.reserve_usd, pc.call_id)
+        request = replace(pc.request, spool_dir=self.spool)
+        async with self.global_sem:
+            outcome = await self._with_patience(provider, pc, request, submit=False, prediction_id=row["prediction_id"])
+        if outcome.prediction_id is None:
+            outcome.prediction_id = row["prediction_id"]
+        await self._store(pc, outcome, reservation)
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+    def _serve_from_cache(self, pc: PlannedCall) -> bool:
+        hit = self.ws.find_completed(pc.prepared.fingerprint, exclude_call=pc.call_id)
+        if hit is None:
+            return False
+        keep = ("prediction_id", "submit_ms", "queue_ms", "inference_ms", "download_ms", "total_ms", "output_sha256",
+                "output_ext", "width", "height", "format", "nsfw", "content_filtered", "input_resized", "simulated",
+                "metadata")
+        fields = {k: hit[k] for k in keep}
+        fields.update(status="completed", cost_usd=0.0, cost_source="cache", cached_from=hit["call_id"],
+                      fingerprint=pc.prepared.fingerprint)
+        if isinstance(fields["metadata"], str):
+            import json
+
+            fields["metadata"] = json.loads(fields["metadata"])
+        self.ws.finish_call(pc.call_id, fields)
+        self.simulated = self.simulated or bool(hit["simulated"])
+        self.counts["completed"] += 1
+        self._tick()
+        return True
+
+    async def _store(self, pc: PlannedCall, outcome: EditOutcome, reservation: Reservation) -> None:
+        unknown = (not outcome.ok) and outcome.error is not None and outcome.error.category == Category.UNKNOWN_OUTCOME
+        if unknown and outcome.prediction_id is None:
+            recorded = self.ws.get_call(pc.call_id).get("prediction_id")
+            if recorded:  # the job was accepted before things went wrong: collect it later, never re-send
+                outcome.prediction_id, outcome.resumable = recorded, True
+                unknown = False
+        resumable = _still_running(outcome) and getattr(self.providers[pc.model.provider], "resumable", False)
+        if unknown or resumable or outcome.cost_usd is None:
+            # may be billed (yet), or billed at a price nobody told us: count the most it can cost
+            billed = reservation.amount_usd
+        else:
+            billed = outcome.cost_usd
+        self.budget.settle(reservation, billed)
+        self.simulated = self.simulated or outcome.simulated
+        if resumable:
+            # accepted and still collectable (we stopped waiting, polls failed, or the download failed):
+            # the row stays `submitted` with its prediction id, so `--resume` finishes it without paying again
+            self.counts["pending"] = self.counts.get("pending", 0) + 1
+            self._tick()
+            return
+        try:
+            # the output's fsync + rename into the blob store runs in a thread, not on the event loop; if the
+            # run is cancelled meanwhile, the row stays `submitted` and a resume collects the output again
+            fields = await asyncio.to_thread(self._fields, pc, outcome, unknown)
+            self.ws.finish_call(pc.call_id, fields)
+            if outcome.ok or (outcome.cost_usd or 0) > 0:
+                self.ws.record_usage(model_id=pc.model.id, operation=pc.operation, cost_usd=fields["cost_usd"],
+                                     cost_source=fields["cost_source"], source="run", run_id=self.run_id,
+                                     call_id=pc.call_id, prediction_id=outcome.prediction_id)
+        except WorkspaceError as exc:
+            self._workspace_failed(exc)
+            return
+        key = "completed" if outcome.ok else ("unknown" if unknown else "failed")
+        self.counts[key] += 1
+        self._tick()
+
+    def _fields(self, pc: PlannedCall, o: EditOutcome, unknown: bool) -> dict[str, Any]:
+        lat = o.latency
+        fields: dict[str, Any] = {
+            "status": "completed" if o.ok else ("unknown" if unknown else "failed"),
+            "prediction_id": o.prediction_id,
+            "submit_ms": lat.submit_ms, "queue_ms": lat.queue_ms, "inference_ms": lat.inference_ms,
+            "download_ms": lat.download_ms, "total_ms": lat.total_ms,
+            "cost_usd": _add_cost(pc.prior_cost_usd, None if unknown else (
+                o.cost_usd if o.cost_usd is not None else (None if o.cost_source == "unknown" else 0.0))),
+            "cost_source": "unknown" if unknown else o.cost_source,
+            "nsfw": int(o.nsfw), "content_filtered": int(o.content_filtered),
+            "input_resized": int(o.input_resized or (pc.prepared.input_resized if pc.prepared else False)),
+            "simulated": int(o.simulated),
+            "metadata": _jsonable(o.metadata),
+        }
+        if o.ok:
+            ext = _ext(o.format)
+            if o.image_path is not None:
+                ref = self.ws.put_blob_file(o.image_path, ext, o.image_sha256)
+            else:
+                ref = self.ws.put_blob(o.image or b"", ext)
+            fields.update(output_sha256=ref.sha256, output_ext=ref.ext, width=o.width, height=o.height, format=o.format)
+        else:
+            err = o.error
+            fields.update(error_category=str(err.category) if err else "task_failed",
+                          error_message=err.message if err else "failed",
+                          error_code=None if err is None or err.code is None else str(err.code))
+            if o.image_path is not None:
+                with contextlib.suppress(OSError):
+                    Path(o.image_path).unlink()
+        return fields
+
+    def _mark_unknown(self, pc: PlannedCall, row: dict[str, Any]) -> None:
+        self.ws.finish_call(pc.call_id, {
+            "status": "unknown", "cost_usd": None, "cost_source": "unknown",
+            "error_category": str(Category.UNKNOWN_OUTCOME),
+            "error_message": "the run stopped while this request was being submitted (or its provider cannot resume jobs), "
+                             "so whether it was accepted is unknown; it was not sent again. "
+                             "Re-run with --resubmit-unknown to send it again (this may pay twice).",
+        })
+        self.budget.record_spent(row.get("reserved_usd") or 0.0)
+        self.counts["unknown"] += 1
+
+    def _workspace_failed(self, exc: WorkspaceError) -> None:
+        self.stop_message = str(exc)
+        self.controller.request_stop("workspace_error")
+
+
+def _still_running(outcome: EditOutcome) -> bool:
+    """A job the provider accepted whose result can still be collected without paying again."""
+    return not outcome.ok and outcome.prediction_id is not None and outcome.resumable
+
+
+def _refused(outcome: EditOutcome) -> bool:
+    """A submit the provider provably did not accept because of its rate limit."""
+    return (not outcome.ok and outcome.prediction_id is None and outcome.error is not None
+            and outcome.error.category == Category.RATE_LIMIT)
+
+
+async def _guarded(pc: PlannedCall, call: Any) -> EditOutcome:
+    """A provider call whose unexpected error becomes a recorded outcome, not a crashed run.
+
+    A provider reports failures as outcomes; an exception escaping it is a bug or a library surprise,
+    raised at a moment we cannot know — possibly after the submit was sent. So it is an *unknown
+    outcome* (never re-sent automatically); if the job's id was recorded, the call stays resumable."""
+    try:
+        return await call
+    except EvalkitError as exc:
+        return EditOutcome.failure(pc.model.id, exc.category, str(exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        return EditOutcome.failure(pc.model.id, Category.UNKNOWN_OUTCOME,
+                                   f"unexpected {type(exc).__name__} from the {pc.model.provider} provider: "
+                                   f"{redact(str(exc))[:300]}; not sent again")
+
+
+def _add_cost(prior: float, cost: float | None) -> float | None:
+    """A call's total cost over its attempts (None stays None only when nothing was paid before)."""
+    if cost is None:
+        return prior or None
+    return prior + cost
+
+
+def _retryable(category: str | None) -> bool:
+    return category in ("rate_limit", "server", "network", "timeout")
+
+
+def _ext(fmt: str | None) -> str:
+    f = (fmt or "png").lower()
+    return {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp", "gif": "gif"}.get(f, "bin")
+
+
+def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(dict(d or {}), default=str))
