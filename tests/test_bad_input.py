@@ -58,6 +58,7 @@ from evalkit.sim.server import start_in_thread
 from evalkit.sim.wavespeed import body_problem, start_wavespeed_sim
 from evalkit.store import Workspace
 from evalkit.suites import MAX_PROMPT_CHARS, load_suite
+from tests.plugins.common import toml_value
 
 FAST_POLL = PollSchedule(initial_delay_s=0.01, factor=1.5, quick_polls=3, min_interval_s=0.02, max_interval_s=0.1)
 FAST_RETRY = RetryPolicy(max_attempts=3, base_s=0.01, max_backoff_s=0.02, max_retry_after_s=0.02)
@@ -192,22 +193,6 @@ def assert_intact(before: dict, path: Path, *, new_runs: bool = False) -> None:
     assert after["blobs"] == before["blobs"], "stored files changed (or files were added for a refused input)"
     if not new_runs:
         assert after["runs"] == before["runs"], f"a refused input left a run behind: {after['runs']}"
-
-
-def toml_value(v: Any) -> str:
-    """A TOML literal for any JSON-like value (strings escaped so that any text round-trips)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + "".join("\\" + c if c in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
-                             for c in v) + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(v)
 
 
 def write_suite(folder: Path, cases: list[dict], images: dict[str, bytes]) -> Path:

@@ -12,8 +12,8 @@ import pytest
 from evalkit.report import execute_notebook
 from evalkit.resources import notebooks_dir
 from evalkit.scoring import score_run
-from evalkit.sim.stack import start_local_stack
 from evalkit.store import Workspace
+from tests.plugins.common import local_stack_in_env
 
 pytestmark = pytest.mark.notebook
 
@@ -45,10 +45,7 @@ def _count(nb, mime: str) -> int:
 def lab(tmp_path_factory):
     """The local servers, their env for the kernels, and the run made by run_benchmark.ipynb (scored)."""
     root = tmp_path_factory.mktemp("notebooks")
-    with start_local_stack(time_scale=0.0005) as stack, pytest.MonkeyPatch.context() as mp:
-        for k, v in stack.env().items():
-            mp.setenv(k, v)
-        mp.setenv("TQDM_DISABLE", "1")
+    with local_stack_in_env(TQDM_DISABLE="1") as stack:
 
         def execute(name: str, **params) -> nbformat.NotebookNode:
             out = root / f"out-{name}"

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
 import os
-import socket
 from dataclasses import replace
 
 import pytest
@@ -20,7 +18,7 @@ from evalkit.providers import create_provider
 from evalkit.providers.base import EditRequest, ImageEditOptions
 from evalkit.providers.huggingface import HuggingFaceEditProvider
 from evalkit.providers.retry import RetryPolicy
-from tests.plugins.common import make_png
+from tests.plugins.common import make_png, refused_port, wait_until
 
 # huggingface_hub 2.4.0 posts bytes with httpx2's deprecated `data=`: its own noise, not evalkit's
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
@@ -184,19 +182,13 @@ async def test_timeout_is_an_unknown_outcome_never_resent(catalog, huggingface_s
     await p.aclose()
     assert not out.ok and out.error.category == Category.UNKNOWN_OUTCOME and out.cost_usd is None
     assert len(huggingface_sim.sim.requests) == 1
-    for _ in range(100):  # the server still generates it: why it must not be re-sent
-        if huggingface_sim.sim.generations:
-            break
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: huggingface_sim.sim.generations)  # the server still generates it: why it must not be re-sent
     assert len(huggingface_sim.sim.generations) == 1
 
 
 async def test_connection_refused_is_retried_then_reported(catalog, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_unused_but_set")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    p = HuggingFaceEditProvider(endpoint_url=f"http://127.0.0.1:{port}", retry=FAST_RETRY)
+    p = HuggingFaceEditProvider(endpoint_url=f"http://127.0.0.1:{refused_port()}", retry=FAST_RETRY)
     out = await p.edit(request_for(catalog))
     await p.aclose()
     assert out.error.category == Category.NETWORK and out.error.retryable

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
 import os
-import socket
 
 import httpx
 import numpy as np
@@ -24,7 +22,7 @@ from evalkit.providers.stability import StabilityEditProvider
 import evalkit.sim.stability as stability_sim_module
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.stability import ENDPOINTS, RELIGHT, StabilitySim
-from tests.plugins.common import make_png
+from tests.plugins.common import make_png, refused_port, wait_until
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_s=0.01, max_backoff_s=0.05, jitter=False)
 RELIGHT_ID = "stability-replace-background-relight"
@@ -337,19 +335,13 @@ async def test_timeout_after_sending_is_an_unknown_outcome_never_resent(catalog,
     assert out.cost_usd is None and out.cost_source == "unknown"
     assert len(stability_sim.sim.requests) == 1
     # …and the server did generate (and bill) it: exactly why it must not be re-sent
-    for _ in range(100):
-        if stability_sim.sim.ledger:
-            break
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: stability_sim.sim.ledger)
     assert len(stability_sim.sim.ledger) == 1
 
 
 async def test_connection_refused_is_retried_then_reported(catalog, monkeypatch):
     monkeypatch.setenv("STABILITY_API_KEY", "sk-unused-but-set")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    p = StabilityEditProvider(base_url=f"http://127.0.0.1:{port}", retry=FAST_RETRY)
+    p = StabilityEditProvider(base_url=f"http://127.0.0.1:{refused_port()}", retry=FAST_RETRY)
     out = await p.edit(request_for(catalog, "stability-erase"))
     await p.aclose()
     assert out.error.category == Category.NETWORK and out.error.retryable and out.cost_usd == 0.0

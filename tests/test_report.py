@@ -22,8 +22,8 @@ from evalkit.report import (
 )
 from evalkit.runner import run
 from evalkit.scoring import score_run
-from evalkit.sim.stack import start_local_stack
 from evalkit.store import Workspace
+from tests.plugins.common import local_stack_in_env
 from tests.plugins.synthetic import ERASE_MODELS as S_ERASE_MODELS
 from tests.plugins.synthetic import build_grid_workspace
 
@@ -227,9 +227,7 @@ def _run_and_score(ws_path: Path, stack, run_id: str = "r1") -> str:
 def smoke_run(tmp_path_factory):
     """A real smoke run on the local servers (keys only in the environment), scored, with a report."""
     root = tmp_path_factory.mktemp("report")
-    with start_local_stack(time_scale=0.0005) as stack, pytest.MonkeyPatch.context() as mp:
-        for k, v in stack.env().items():
-            mp.setenv(k, v)
+    with local_stack_in_env() as stack:
         run_id = _run_and_score(root / "ws", stack)
         tiers = root / "tiers.toml"
         tiers.write_text(TIERS)
@@ -337,13 +335,11 @@ def test_a_24_case_20_model_report_stays_small(tmp_path):
 
 
 @pytest.mark.notebook
-def test_no_key_reaches_any_file_or_output(tmp_path, monkeypatch, capfd):
+def test_no_key_reaches_any_file_or_output(tmp_path, capfd):
     """Keys live in the environment during the run and the report; none may land in the workspace
     (SQLite database and WAL included), the executed notebooks, the HTML, the CSV/JSON, or the output."""
-    with start_local_stack(time_scale=0.0005) as stack:
+    with local_stack_in_env() as stack:
         env = stack.env()
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
         keys = [env[k] for k in ("WAVESPEED_API_KEY", "STABILITY_API_KEY", "HF_TOKEN", "EVALKIT_JUDGE_API_KEY")]
         assert all(len(k) >= 16 for k in keys)
         run_id = _run_and_score(tmp_path / "ws", stack, "canary")

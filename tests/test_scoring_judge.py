@@ -31,7 +31,7 @@ from evalkit.scoring.judge import (
 )
 from evalkit.sim.judge import simulated_reply
 from evalkit.store import Workspace
-from tests.plugins.common import make_png
+from tests.plugins.common import make_png, refused_port
 
 SC_OK = '{"score": [6, 8], "reasoning": "the sky is purple"}'
 PQ_OK = '{"score": [9, 4], "reasoning": "some artifacts"}'
@@ -240,12 +240,7 @@ async def test_undecodable_image_raises_before_sending(judge_sim):
 
 
 async def test_connection_refused_is_retried_then_unscored_without_cost():
-    import socket
-
-    with socket.socket() as sock:  # a port with nothing listening
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    async with Judge(base_url=f"http://127.0.0.1:{port}/v1", api_key=None, model="m", retry_policy=FAST_RETRY) as judge:
+    async with Judge(base_url=f"http://127.0.0.1:{refused_port()}/v1", api_key=None, model="m", retry_policy=FAST_RETRY) as judge:
         res = await judge.viescore(make_png(seed=1), make_png(seed=2), "make the sky purple")
     assert res.status == "unscored" and res.reason == "connect"
     assert res.sc_reply.attempts == 3 and not res.sc_reply.sent and res.sc_reply.cost_usd == 0.0

@@ -26,35 +26,9 @@ from evalkit.suites import (
     list_suites,
     load_suite,
 )
+from tests.plugins.common import toml_value
 
 # ---- helpers: write suites by hand --------------------------------------------------------------
-
-
-def toml_str(s: str) -> str:
-    """A TOML basic string for any text (control characters escaped, everything else literal)."""
-    out = []
-    for ch in s:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return toml_str(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(v)
 
 
 def write_suite(folder: Path, cases: list[dict[str, Any]], **header: Any) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 
 import httpx
 import pytest
@@ -20,7 +19,7 @@ from evalkit.providers.http import NOT_SENT_ERRORS, new_client
 from evalkit.providers.transport import SafeAiohttpTransport, default_transport
 from evalkit.providers.wavespeed import WaveSpeedEditProvider
 
-from tests.plugins.common import make_png
+from tests.plugins.common import make_png, refused_port
 
 
 class RawServer:
@@ -81,12 +80,9 @@ async def test_a_reply_cut_mid_body_is_a_read_error_not_never_sent():
 
 
 async def test_a_refused_connection_is_never_sent():
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     async with _client() as client:
         with pytest.raises(httpx.ConnectError):
-            await client.post(f"http://127.0.0.1:{port}/x", json={})
+            await client.post(f"http://127.0.0.1:{refused_port()}/x", json={})
 
 
 async def test_no_answer_in_time_is_a_read_timeout():

@@ -14,7 +14,9 @@ What lives here, and why it is shared:
   submits must not use it blindly: each provider decides which submit failures prove "not accepted".
 * :func:`download_image` / :func:`image_from_bytes` — a streamed download with a byte cap (checked
   against ``Content-Length`` first, then while streaming), written to a spool file or kept in memory,
-  and verified to decode as an image (:func:`evalkit.images.decode_output`) before anyone trusts it.
+  and verified to decode as an image (:func:`evalkit.images.decode_output`) before anyone trusts it;
+  :meth:`DownloadedImage.outcome` turns such a verified image into a successful
+  :class:`~evalkit.providers.base.EditOutcome` (every provider's success path, the local baselines' too).
 
 Nothing in here knows a provider's URL layout; it only knows HTTP.
 """
@@ -40,6 +42,7 @@ import httpx
 from evalkit.credentials import Secret, redact
 from evalkit.errors import Category, ImageError, ProviderError
 from evalkit.images import MAX_BYTES, decode_output, sha256_bytes
+from evalkit.providers.base import EditOutcome
 from evalkit.providers.retry import RetryPolicy, parse_retry_after
 
 T = TypeVar("T")
@@ -256,6 +259,12 @@ class DownloadedImage:
     data: bytes | None = None
     path: Path | None = None
     simulated: bool = False
+
+    def outcome(self, model_id: str, **fields: Any) -> EditOutcome:
+        """A successful outcome carrying this image (its bytes or spool file, hash, format and size);
+        ``fields`` add what the provider knows (cost, latency, prediction id, metadata …)."""
+        return EditOutcome(ok=True, model_id=model_id, image=self.data, image_path=self.path, image_sha256=self.sha256,
+                           format=self.format, width=self.width, height=self.height, **fields)
 
 
 def _bad_output(message: str, *, hint: str | None = None, status_code: int | None = None) -> ProviderError:

@@ -261,14 +261,8 @@ class HuggingFaceEditProvider:
             img = await image_from_bytes(data, what="Hugging Face output", max_bytes=MAX_CAPTURE_BYTES)
         except ProviderError as exc:
             return self._failure(prepared, Category.BAD_OUTPUT, exc.message, simulated=simulated)
-        return EditOutcome(
-            ok=True,
-            model_id=prepared.model_id,
-            image=data,
-            image_sha256=img.sha256,
-            format=img.format,
-            width=img.width,
-            height=img.height,
+        return img.outcome(
+            prepared.model_id,
             cost_usd=None,
             cost_source="unknown",
             input_resized=prepared.input_resized,

@@ -107,14 +107,8 @@ class LocalEditProvider:
             outcome.latency = Latency(total_ms=(time.perf_counter() - started) * 1000)
             outcome.cost_source = "free"
             return outcome
-        return EditOutcome(
-            ok=True,
-            model_id=prepared.model_id,
-            image=data,
-            image_sha256=img.sha256,
-            format=img.format,
-            width=img.width,
-            height=img.height,
+        return img.outcome(
+            prepared.model_id,
             cost_usd=0.0,
             cost_source="free",
             latency=Latency(inference_ms=compute_ms, total_ms=(time.perf_counter() - started) * 1000),

@@ -341,14 +341,8 @@ class StabilityEditProvider:
         if filtered:
             metadata["content_filter"] = ("Stability answered finish-reason CONTENT_FILTERED: its moderation filtered "
                                           "(blurred) the output; it is kept but is not a real edit. Billed as a success.")
-        return EditOutcome(
-            ok=True,
-            model_id=prepared.model_id,
-            image=data,
-            image_sha256=img.sha256,
-            format=img.format,
-            width=img.width,
-            height=img.height,
+        return img.outcome(
+            prepared.model_id,
             cost_usd=prepared.price_usd,
             cost_source="list_price",
             prediction_id=prediction_id,

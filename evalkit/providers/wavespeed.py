@@ -745,10 +745,8 @@ class WaveSpeedEditProvider:
         call.simulated = call.simulated or image.simulated
         if len(outputs) > 1:
             meta["extra_outputs_ignored"] = len(outputs) - 1
-        return self._finalise(call, EditOutcome(
-            ok=True, model_id=call.model_id, image=image.data, image_path=image.path, image_sha256=image.sha256,
-            format=image.format, width=image.width, height=image.height, nsfw=any(bool(f) for f in nsfw_flags),
-            prediction_id=call.prediction_id, metadata=meta, **paid,
+        return self._finalise(call, image.outcome(
+            call.model_id, nsfw=any(bool(f) for f in nsfw_flags), prediction_id=call.prediction_id, metadata=meta, **paid,
         ))
 
     async def _fetch_output(self, call: _Call, request: EditRequest, output: str) -> DownloadedImage:

@@ -26,12 +26,10 @@ import io
 import json
 import os
 import sys
-import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -39,7 +37,7 @@ from starlette.routing import Route
 from evalkit.providers.http import SIMULATED_HEADER
 from evalkit.sim.render import encode_image, render_simulated
 from evalkit.sim.server import serve_forever
-from evalkit.sim.stability import ScriptedFault, ScriptedFaults
+from evalkit.sim.scripted import ScriptedSim
 
 #: the parameters AsyncInferenceClient.image_to_image can send (huggingface_hub 2.4.0), plus seed
 #: simulated seconds per generation at time_scale 1 (a simulator parameter, not a measurement)
@@ -80,28 +78,16 @@ class _Refused(Exception):
         self.status, self.body, self.retry_after = status, body, retry_after
 
 
-class HuggingFaceSim:
+class HuggingFaceSim(ScriptedSim):
     """The simulator: ``.app`` is the Starlette app; ``.requests``/``.generations`` are its records."""
 
     def __init__(self, token: str = "hf_evalkit_sim", *, time_scale: float = 0.0, fixed_latency_ms: float | None = None):
-        if time_scale < 0 or (fixed_latency_ms is not None and fixed_latency_ms < 0):
-            raise ValueError("time_scale and fixed_latency_ms must be ≥ 0")
+        super().__init__(FAULT_KINDS, [Route("/models/{model_id:path}", self._infer, methods=["POST"])],
+                         time_scale=time_scale, fixed_latency_ms=fixed_latency_ms)
         self.token = token
-        self.latency_s = (fixed_latency_ms if fixed_latency_ms is not None else NOMINAL_LATENCY_MS * time_scale) / 1000.0
-        self.faults = ScriptedFaults(FAULT_KINDS)
+        self.latency_s = self._simulated_s(NOMINAL_LATENCY_MS)
         self.requests: list[ReceivedInference] = []
         self.generations: list[Generation] = []
-        self._lock = threading.Lock()
-        self.app = Starlette(
-            routes=[
-                Route("/models/{model_id:path}", self._infer, methods=["POST"]),
-                Route("/_sim/ledger", self._ledger_view, methods=["GET"]),
-                Route("/_sim/faults", self._faults_view, methods=["POST", "DELETE"]),
-            ]
-        )
-
-    def inject(self, kind: str, **kw: Any) -> ScriptedFault:
-        return self.faults.inject(kind, **kw)
 
     def reset(self) -> None:
         """Forget faults and records (a fresh server without restarting it)."""
@@ -144,15 +130,8 @@ class HuggingFaceSim:
         return JSONResponse({"generations": [asdict(g) for g in self.generations], "cost_usd": None},
                             headers={SIMULATED_HEADER: "1"})
 
-    async def _faults_view(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.faults.clear()
-            return JSONResponse({"cleared": True})
-        try:
-            fault = self.inject(**(await request.json()))
-        except (TypeError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(asdict(fault))
+    def _control_json(self, body: Any, status: int = 200) -> Response:
+        return JSONResponse(body, status_code=status)
 
     @staticmethod
     def _parse(received: ReceivedInference, body: bytes) -> None:

@@ -59,7 +59,6 @@ import math
 import os
 import re
 import secrets
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -72,7 +71,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from evalkit.sim.server import RunningServer, start_in_thread
+from evalkit.sim.server import SimServerHandle, start_in_thread, wait_for_stop_signal
 
 #: the key ``evalkit sim --provider judge`` accepts when EVALKIT_JUDGE_API_KEY is not set (not a secret).
 PUBLIC_SIM_KEY = "evalkit-sim-judge"
@@ -360,12 +359,10 @@ def simulated_reply(text: str, images: list[bytes]) -> dict[str, Any]:
 
 # ---- running it ---------------------------------------------------------------------------------
 @dataclass
-class JudgeSimHandle:
+class JudgeSimHandle(SimServerHandle):
     """A started sim: ``base_url`` (ends in /v1, give it to the judge), ``api_key``, ``sim``, ``stop()``."""
 
     sim: JudgeSim
-    server: RunningServer = field(repr=False)
-    _stopped: bool = field(default=False, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -378,17 +375,6 @@ class JudgeSimHandle:
     @property
     def api_key(self) -> str:
         return self.sim.api_key
-
-    def stop(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            self.server.stop()
-
-    def __enter__(self) -> JudgeSimHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_judge_sim(*, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
@@ -407,16 +393,11 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, api_key: str | None = No
     """
     key = api_key or os.environ.get("EVALKIT_JUDGE_API_KEY", "").strip() or PUBLIC_SIM_KEY
     handle = start_judge_sim(host=host, port=port, api_key=key, model=model, latency_ms=fixed_latency_ms or 0.0)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         hint = "the key in EVALKIT_JUDGE_API_KEY" if key != PUBLIC_SIM_KEY else f"the public key {PUBLIC_SIM_KEY!r}"
         print(f"SIMULATED judge at {handle.base_url} (model {model!r}; accepts {hint}); Ctrl-C to stop", flush=True)
-        while not stop.wait(0.5):
-            pass
+        wait_for_stop_signal()
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
         handle.stop()
 
 

@@ -6,10 +6,12 @@ A real HTTP server, not an in-process mock: other processes (a notebook kernel, 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 
@@ -34,6 +36,48 @@ class RunningServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class SimServerHandle:
+    """A simulator serving in a background thread: ``sim``, its ``server``, ``base_url``; ``stop()``
+    (once; also as a context manager). Subclasses add what stopping their simulator needs."""
+
+    sim: Any
+    server: RunningServer = field(repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._shut_down()
+
+    def _shut_down(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> SimServerHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for_stop_signal(poll_s: float = 0.5) -> None:
+    """Block until SIGINT or SIGTERM arrives, then restore the previous handlers: the foreground
+    ``serve()`` of a simulator started in a thread."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(poll_s):
+            pass
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _config(app, host: str, port: int | None, sock: socket.socket | None = None) -> uvicorn.Config:

@@ -26,14 +26,12 @@ import hashlib
 import io
 import os
 import sys
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image, ImageFilter, UnidentifiedImageError
-from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,6 +39,7 @@ from starlette.routing import Route
 
 from evalkit.providers.http import SIMULATED_HEADER
 from evalkit.sim.render import encode_image, render_simulated
+from evalkit.sim.scripted import ScriptedFault, ScriptedSim
 from evalkit.sim.server import serve_forever
 
 USD_PER_CREDIT = 0.01
@@ -104,51 +103,6 @@ FAULT_KINDS = {
 }
 
 
-@dataclass
-class ScriptedFault:
-    """A fault that fires on the next ``count`` matching requests (``None``: on every one)."""
-
-    kind: str
-    count: int | None = 1
-    endpoint: str | None = None
-    retry_after_s: float = 1.0
-    delay_s: float = 0.0
-    fired: int = 0
-
-
-class ScriptedFaults:
-    """Faults queued by a test or a demo, drawn in insertion order; safe to change from another thread."""
-
-    def __init__(self, kinds: dict[str, str]):
-        self.kinds = kinds
-        self._lock = threading.Lock()
-        self._faults: list[ScriptedFault] = []
-
-    def inject(self, kind: str, *, count: int | None = 1, endpoint: str | None = None,
-               retry_after_s: float = 1.0, delay_s: float = 0.0) -> ScriptedFault:
-        if kind not in self.kinds:
-            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(self.kinds)}")
-        fault = ScriptedFault(kind, count, endpoint, retry_after_s, delay_s)
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def draw(self, kinds: set[str], endpoint: str, *, wildcard: bool = True) -> ScriptedFault | None:
-        """The first live fault of one of ``kinds`` for ``endpoint`` (counting its use), or None."""
-        with self._lock:
-            for f in self._faults:
-                if f.kind not in kinds or (f.count is not None and f.fired >= f.count):
-                    continue
-                if f.endpoint == endpoint or (wildcard and f.endpoint is None):
-                    f.fired += 1
-                    return f
-        return None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-
 @dataclass(frozen=True)
 class LedgerEntry:
     generation_id: str
@@ -189,36 +143,28 @@ class _Rejected(Exception):
         self.status, self.name, self.errors, self.retry_after = status, name, list(errors), retry_after
 
 
-class StabilitySim:
+class StabilitySim(ScriptedSim):
     """The simulator: ``.app`` is the Starlette app; ``.ledger``/``.requests``/``.polls`` are its records."""
 
     def __init__(self, api_key: str = "sk-evalkit-sim", *, relight_polls_before_done: int = 1,
                  time_scale: float = 0.0, fixed_latency_ms: float | None = None):
-        if time_scale < 0 or (fixed_latency_ms is not None and fixed_latency_ms < 0):
-            raise ValueError("time_scale and fixed_latency_ms must be ≥ 0")
+        super().__init__(
+            FAULT_KINDS,
+            [
+                Route("/v2beta/stable-image/edit/{op}", self._edit, methods=["POST"]),
+                Route("/v2beta/results/{generation_id}", self._result, methods=["GET"]),
+            ],
+            time_scale=time_scale,
+            fixed_latency_ms=fixed_latency_ms,
+        )
         self.api_key = api_key
         self.relight_polls_before_done = relight_polls_before_done
-        self.time_scale = time_scale
-        self.fixed_latency_ms = fixed_latency_ms
-        self.faults = ScriptedFaults(FAULT_KINDS)
         self.ledger: list[LedgerEntry] = []
         self.requests: list[ReceivedRequest] = []
         self.polls: list[tuple[str, int]] = []  # (generation id, status answered)
         self._jobs: dict[str, _Job] = {}
-        self._lock = threading.Lock()
-        self.app = Starlette(
-            routes=[
-                Route("/v2beta/stable-image/edit/{op}", self._edit, methods=["POST"]),
-                Route("/v2beta/results/{generation_id}", self._result, methods=["GET"]),
-                Route("/_sim/ledger", self._ledger_view, methods=["GET"]),
-                Route("/_sim/faults", self._faults_view, methods=["POST", "DELETE"]),
-            ]
-        )
 
     # ---- control -----------------------------------------------------------------------------
-    def inject(self, kind: str, **kw: Any) -> ScriptedFault:
-        return self.faults.inject(kind, **kw)
-
     def reset(self) -> None:
         """Forget faults, records, jobs and the ledger (a fresh server without restarting it)."""
         self.faults.clear()
@@ -240,8 +186,7 @@ class StabilitySim:
         return [r for r in self.requests if r.endpoint == endpoint]
 
     def latency_s(self, endpoint: EditEndpoint) -> float:
-        ms = self.fixed_latency_ms if self.fixed_latency_ms is not None else endpoint.latency_ms * self.time_scale
-        return ms / 1000.0
+        return self._simulated_s(endpoint.latency_ms)
 
     # ---- handlers ----------------------------------------------------------------------------
     async def _edit(self, request: Request) -> Response:
@@ -295,15 +240,8 @@ class StabilitySim:
     async def _ledger_view(self, request: Request) -> Response:
         return _json({"entries": [asdict(e) for e in self.ledger], "total_credits": self.total_credits, "total_usd": self.total_usd})
 
-    async def _faults_view(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.faults.clear()
-            return _json({"cleared": True})
-        try:
-            fault = self.inject(**(await request.json()))
-        except (TypeError, ValueError) as exc:
-            return _json({"error": str(exc)}, 400)
-        return _json(asdict(fault))
+    def _control_json(self, body: Any, status: int = 200) -> Response:
+        return _json(body, status)
 
     # ---- steps -------------------------------------------------------------------------------
     def _check_key(self, request: Request) -> str:

@@ -80,9 +80,7 @@ import json
 import os
 import re
 import secrets
-import signal
 import sys
-import threading
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
@@ -106,7 +104,7 @@ from evalkit.errors import ImageError, InvalidInputError
 from evalkit.images import InputImage, load_image
 from evalkit.sim.faults import SLOW_REQUEST_KINDS, Fault, FaultBook
 from evalkit.sim.render import render_simulated
-from evalkit.sim.server import RunningServer, start_in_thread
+from evalkit.sim.server import SimServerHandle, start_in_thread, wait_for_stop_signal
 from evalkit.sim.wavespeed_schema import _is_int, accepted_keys, body_problem, output_size
 
 __all__ = [
@@ -961,34 +959,19 @@ class _SimulatedHeader:
 # ---- running it ----------------------------------------------------------------------------------
 
 @dataclass
-class SimHandle:
+class SimHandle(SimServerHandle):
     """A started simulator: ``base_url``, ``api_key``, ``sim``; ``stop()`` (also as a context manager)."""
 
     sim: WaveSpeedSim
-    server: RunningServer = field(repr=False)
-    _stopped: bool = field(default=False, repr=False)
-
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url
 
     @property
     def api_key(self) -> str:
         return self.sim.config.api_key
 
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
+    def _shut_down(self) -> None:
         self.sim.shutdown()
         self.server.stop()
         self.sim.close()
-
-    def __enter__(self) -> SimHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_wavespeed_sim(catalog: Catalog | None = None, *, host: str = "127.0.0.1", port: int = 0, **config_kw: Any) -> SimHandle:
@@ -1009,8 +992,6 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, port_file: str | os.Path
     Writes the bound port to ``port_file`` (atomically) when given — use ``port=0`` with it.
     """
     handle = start_wavespeed_sim(catalog, host=host, port=port, **config_kw)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     written: Path | None = None
     try:
         if port_file is not None:
@@ -1023,11 +1004,8 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, port_file: str | os.Path
             "outputs are SIMULATED. Point a client at this base URL with the configured sim key. Ctrl-C stops.",
             file=sys.stderr, flush=True,
         )
-        while not stop.wait(0.5):
-            pass
+        wait_for_stop_signal()
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
         handle.stop()
         if written is not None:
             written.unlink(missing_ok=True)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -23,11 +24,8 @@ from evalkit.sim.judge import JudgeSimHandle, start_judge_sim
 
 @pytest.fixture(scope="session")
 def _judge_sim_session() -> Iterator[JudgeSimHandle]:
-    handle = start_judge_sim()
-    try:
+    with start_judge_sim() as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture
@@ -39,15 +37,9 @@ def judge_sim(_judge_sim_session: JudgeSimHandle) -> Iterator[JudgeSimHandle]:
 
 @pytest.fixture
 def judge_sim_factory() -> Iterator[Callable[..., JudgeSimHandle]]:
-    handles: list[JudgeSimHandle] = []
+    with ExitStack() as started:  # every handle is a context manager that stops its server
 
-    def start(**kw: Any) -> JudgeSimHandle:
-        handle = start_judge_sim(**kw)
-        handles.append(handle)
-        return handle
+        def start(**kw: Any) -> JudgeSimHandle:
+            return started.enter_context(start_judge_sim(**kw))
 
-    try:
         yield start
-    finally:
-        for handle in handles:
-            handle.stop()

@@ -34,24 +34,20 @@ class RunningSim:
         return self.sim.inject(kind, **kw)
 
 
+def _serving(sim: Any) -> Iterator[tuple[RunningServer, Any]]:
+    """``sim`` served on loopback for as long as the fixture lasts."""
+    with start_in_thread(sim.app) as server:
+        yield server, sim
+
+
 @pytest.fixture(scope="module")
 def _stability_server() -> Iterator[tuple[RunningServer, StabilitySim]]:
-    sim = StabilitySim(api_key=STABILITY_CANARY_KEY)
-    server = start_in_thread(sim.app)
-    try:
-        yield server, sim
-    finally:
-        server.stop()
+    yield from _serving(StabilitySim(api_key=STABILITY_CANARY_KEY))
 
 
 @pytest.fixture(scope="module")
 def _huggingface_server() -> Iterator[tuple[RunningServer, HuggingFaceSim]]:
-    sim = HuggingFaceSim(token=HF_CANARY_TOKEN)
-    server = start_in_thread(sim.app)
-    try:
-        yield server, sim
-    finally:
-        server.stop()
+    yield from _serving(HuggingFaceSim(token=HF_CANARY_TOKEN))
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -29,27 +30,18 @@ FAST_TIME_SCALE = 0.0004
 
 @pytest.fixture
 def wavespeed_sim(catalog) -> Iterator[SimHandle]:
-    handle = start_wavespeed_sim(catalog, time_scale=FAST_TIME_SCALE)
-    try:
+    with start_wavespeed_sim(catalog, time_scale=FAST_TIME_SCALE) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture
 def wavespeed_sim_factory(catalog) -> Iterator[Callable[..., SimHandle]]:
-    handles: list[SimHandle] = []
+    with ExitStack() as started:  # every handle is a context manager that stops its simulator
 
-    def start(**config_kw: Any) -> SimHandle:
-        cat = config_kw.pop("catalog", catalog)
-        if "time_scale" not in config_kw and "fixed_latency_ms" not in config_kw:
-            config_kw["time_scale"] = FAST_TIME_SCALE
-        handle = start_wavespeed_sim(cat, **config_kw)
-        handles.append(handle)
-        return handle
+        def start(**config_kw: Any) -> SimHandle:
+            cat = config_kw.pop("catalog", catalog)
+            if "time_scale" not in config_kw and "fixed_latency_ms" not in config_kw:
+                config_kw["time_scale"] = FAST_TIME_SCALE
+            return started.enter_context(start_wavespeed_sim(cat, **config_kw))
 
-    try:
         yield start
-    finally:
-        for handle in handles:
-            handle.stop()
