@@ -73,6 +73,7 @@ from evalkit.providers.http import (
     with_retries,
 )
 from evalkit.providers.retry import RetryPolicy
+from evalkit.providers.wavespeed_uploads import UploadCache, upload_media
 
 __all__ = ["WaveSpeedEditProvider", "PollSchedule", "build_body", "category_for_task", "DEFAULT_BASE_URL"]
 
@@ -99,9 +100,6 @@ TASK_CODE_CATEGORIES: dict[int, Category] = {
 }
 #: the sync-mode reply code meaning "still running, poll the id" (SDK ``_format_sync_mode_error``).
 SYNC_TIMEOUT_CODE = 5004
-#: uploaded files are kept 7 days (docs "upload-files"); reuse an upload URL for less than that.
-UPLOAD_REUSE_S = 6 * 24 * 3600.0
-
 #: default threshold for uploading an input instead of inlining it (see the class docstring).
 DEFAULT_UPLOAD_THRESHOLD_BYTES = 1024 * 1024
 
@@ -291,7 +289,8 @@ class WaveSpeedEditProvider:
       reused, by sha256, for every later call of this provider (uploads live 7 days; reused for 6).
       Smaller ones are sent inline as data URIs: one request instead of three, and a body well under
       1.4 MB. An evaluation sends the same input to ~17 models × repeats, so uploading large inputs
-      once saves re-sending megabytes per call. ``None`` disables uploads (always inline).
+      once saves re-sending megabytes per call. ``None`` disables uploads (always inline). The upload
+      flow and the reuse cache are :mod:`evalkit.providers.wavespeed_uploads`.
     * ``max_download_bytes`` — cap on one output (default 64 MB); bigger outputs are ``bad_output``.
     * ``sync_read_timeout_s`` — read timeout of a sync-mode POST (the server gives up at ~90 s).
     * ``sleep`` — the coroutine used to wait (tests record the waits instead of sleeping).
@@ -345,8 +344,7 @@ class WaveSpeedEditProvider:
             connect=DEFAULT_TIMEOUT.connect, read=sync_read_timeout_s, write=DEFAULT_TIMEOUT.write, pool=DEFAULT_TIMEOUT.pool
         )
         self._sleep = sleep
-        self._upload_urls: dict[str, tuple[str, float]] = {}
-        self._uploading: dict[str, asyncio.Task[str]] = {}
+        self._uploads = UploadCache()
 
     def __repr__(self) -> str:
         return (
@@ -491,62 +489,10 @@ class WaveSpeedEditProvider:
 
     async def _uploaded_url(self, img: InputImage, key: Secret) -> str:
         """The media URL of ``img``: uploaded once per provider (concurrent callers share one upload)."""
-        cached = self._upload_urls.get(img.sha256)
-        if cached and time.monotonic() - cached[1] < UPLOAD_REUSE_S:
-            return cached[0]
-        task = self._uploading.get(img.sha256)
-        if task is None or task.done():
-            task = asyncio.ensure_future(self._upload(img, key))
-            self._uploading[img.sha256] = task
-        try:
-            url = await asyncio.shield(task)
-        finally:
-            if task.done() and self._uploading.get(img.sha256) is task:
-                del self._uploading[img.sha256]
-        self._upload_urls[img.sha256] = (url, time.monotonic())
-        return url
-
-    async def _upload(self, img: InputImage, key: Secret) -> str:
-        """SDK ticket flow: ``POST /api/v3/media/uploads`` → ``PUT`` the bytes → ``data.download_url``.
-        Both steps are free and idempotent, so they are retried like polls."""
-        ticket_url = f"{self.base_url}/api/v3/media/uploads"
-        payload = {"filename": f"{img.sha256[:16]}.{img.format}", "size": len(img.data), "content_type": img.mime}
-
-        async def get_ticket() -> dict[str, Any]:
-            try:
-                resp = await self.client.post(ticket_url, json=payload, headers=self._auth(key))
-            except httpx.HTTPError as exc:
-                raise error_for_transport(exc, service=SERVICE, what="media upload ticket") from None
-            if resp.status_code != 200:
-                raise error_for_response(resp, service=SERVICE, what="media upload ticket", secrets=[key], key_env=KEY_ENV)
-            body = json_or_none(resp)
-            data = body.get("data") if isinstance(body, dict) else None
-            instr = data.get("upload") if isinstance(data, dict) else None
-            if (
-                not isinstance(body, dict) or body.get("code", 200) != 200 or not isinstance(instr, dict)
-                or str(instr.get("method", "")).upper() != "PUT" or not isinstance(instr.get("url"), str)
-                or not isinstance(data.get("download_url"), str)
-            ):
-                raise ProviderError(
-                    f"WaveSpeed media upload ticket reply was not understood: {server_message(resp, [key]) or 'unexpected shape'}",
-                    category=Category.SERVER, retryable=True,
-                )
-            return data
-
-        ticket = await with_retries(get_ticket, policy=self.retry, what="wavespeed upload ticket", sleep=self._sleep, logger=log)
-        instr = ticket["upload"]
-        put_headers = {str(k): str(v) for k, v in (instr.get("headers") or {}).items() if str(k).lower() != "authorization"}
-
-        async def put() -> None:
-            try:
-                resp = await self.client.put(instr["url"], content=img.data, headers=put_headers)
-            except httpx.HTTPError as exc:
-                raise error_for_transport(exc, service=SERVICE, what="media upload") from None
-            if not 200 <= resp.status_code < 300:
-                raise error_for_response(resp, service=SERVICE, what="media upload", secrets=[key], key_env=KEY_ENV)
-
-        await with_retries(put, policy=self.retry, what="wavespeed upload", sleep=self._sleep, logger=log)
-        return str(ticket["download_url"])
+        return await self._uploads.url(img.sha256, lambda: upload_media(
+            self.client, self.base_url, img, key, headers=self._auth(key), retry=self.retry, sleep=self._sleep,
+            service=SERVICE, key_env=KEY_ENV,
+        ))
 
     # ---- submit -----------------------------------------------------------------------------
     async def _submit(self, call: _Call, body: dict[str, Any], key: Secret) -> dict[str, Any]:
