@@ -1,9 +1,9 @@
 """Benchmark: evalkit's runner against the alternatives, side by side, on the local WaveSpeed server.
 
-    python bench/bench_runner.py                      # 100, 1,000 and 10,000 calls (≈ 6 min)
-    python bench/bench_runner.py --quick              # 100 and 1,000 calls (≈ 3 min)
+    python bench/bench_runner.py                      # 100, 1,000 and 10,000 calls
+    python bench/bench_runner.py --quick              # 100 and 1,000 calls
     python bench/bench_runner.py --sizes 1000 --tools evalkit,sdk
-    python bench/bench_runner.py --diagnose           # + HTTP client probe, store share, cProfile of one run
+    python bench/bench_runner.py --diagnose           # + variants, cProfile, HTTP client probe, transport safety
 
 Every row runs the same job — N image edits of one synthetic case (64×48 PNG sent inline, model
 ``qwen-edit``, seed 1000+i so every request is distinct) — against a fresh ``python -m evalkit.sim``
@@ -12,12 +12,19 @@ way (``--max-concurrent 2000``) and outputs capped at 64 px (``--output-max-side
 1024-px output costs the server 30–50 ms to render, which would measure the simulator, not the client).
 Outputs are SIMULATED. The client runs in a **second process** so its CPU time and peak memory are its own.
 
-Tools (rows):
+Tools (rows; ``--tools`` takes the ids on the left):
 
-* ``evalkit`` — ``evalkit.arun`` on a one-case suite with ``repeats=N``, ``concurrency=100``,
-  ``no_cache=True`` and a poll every ``--poll-s`` seconds (``PollSchedule(initial_delay_s=g, factor=1,
-  min_interval_s=g, max_interval_s=g)``). Timed: the whole ``arun`` call (planning, the workspace writes,
-  outputs streamed to the blob store, the summary).
+* ``evalkit`` — ``evalkit.arun`` as shipped (its default HTTP client: httpx on
+  ``evalkit.providers.transport.SafeAiohttpTransport``) on a one-case suite with ``repeats=N``,
+  ``concurrency=100``, ``no_cache=True`` and a flat poll every ``--poll-s`` seconds
+  (``PollSchedule(initial_delay_s=g, factor=1, quick_polls=0, min_interval_s=g, max_interval_s=g)``).
+  Timed: the whole ``arun`` call (planning, the workspace writes, outputs streamed to the blob store,
+  the summary).
+* ``evalkit-httpcore`` — the same with ``EVALKIT_HTTP_TRANSPORT=httpcore`` in the client process
+  (httpx's own transport, evalkit's HTTP client before the change): the contrast row.
+* ``evalkit-first-poll`` — the same with ``first_delay_s`` = the task latency (0.5 s): the first poll
+  waits 0.5 s, then every ``--poll-s``.
+* ``evalkit-sync`` (``--diagnose`` only) — the provider's ``sync_mode`` (one blocking POST, no polls).
 * ``sdk`` — the official ``wavespeed`` SDK (``Client(api_key, base_url).run(model, input,
   poll_interval=g)``, one blocking call per task) from a ``ThreadPoolExecutor(100)``, then the output
   downloaded with ``requests`` and written to disk (the SDK returns only URLs).
@@ -44,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,20 +79,24 @@ ENDPOINT = "wavespeed-ai/qwen-image/edit"
 BASE_SEED = 1000
 KEY_ENV = "EVALKIT_BENCH_SIM_KEY"  # the simulator's random key, handed to the client process
 TOOLS = ("evalkit", "sdk", "original-sync", "original-poll")
-DEFAULT_TOOLS = ("evalkit", "evalkit+aiohttp", "sdk", "original-sync", "original-poll")
-#: evalkit with a change applied *inside the client process only* (evalkit's modules are not edited):
-#: ``+sniffio`` makes ``import sniffio`` succeed (what installing the package does); ``+limits`` passes an
-#: httpx client whose keep-alive limit equals its connection limit (= the concurrency); ``+aiohttp`` passes
-#: an httpx client on httpx-aiohttp's AiohttpTransport (aiohttp's connection pool instead of httpcore's).
-#: ``+nofsync`` skips the fsync of each output file (on the event-loop thread, in Workspace.put_blob_file):
-#: the upper bound of what moving that fsync to a thread would give.
-#: ``+sync`` turns on the provider's ``sync_mode`` (one blocking POST, no polls; not the default because a
-#: dropped connection then loses the id of a paid task): what polling itself costs.
-VARIANTS = ("evalkit+sniffio", "evalkit+limits", "evalkit+aiohttp", "evalkit+aiohttp+nofsync", "evalkit+aiohttp+sync")
-VARIANT_PARTS = {"evalkit+sniffio": {"sniffio"}, "evalkit+limits": {"sniffio", "limits"}, "evalkit+aiohttp": {"aiohttp"},
-                 "evalkit+aiohttp+nofsync": {"aiohttp", "nofsync"}, "evalkit+aiohttp+sync": {"aiohttp", "sync"}}
+#: evalkit with one setting changed *in the client process only* (evalkit's modules are not edited).
+VARIANTS = ("evalkit-httpcore", "evalkit-first-poll", "evalkit-sync")
+DEFAULT_TOOLS = ("evalkit", "evalkit-httpcore", "evalkit-first-poll", "sdk", "original-sync", "original-poll")
+#: what the table calls each tool
+LABELS = {"evalkit-httpcore": "evalkit (httpcore)", "evalkit-first-poll": "evalkit (first poll 0.5 s)",
+          "evalkit-sync": "evalkit (sync mode)"}
+#: environment of the client process, per tool: evalkit's own switches, as a user would set them. The
+#: variables are removed for every other row, so the shipped default is what the ``evalkit`` row measures.
+CLIENT_ENV = {"evalkit-httpcore": {"EVALKIT_HTTP_TRANSPORT": "httpcore"}}
+EVALKIT_SWITCHES = ("EVALKIT_HTTP_TRANSPORT", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                    "all_proxy")
 SEQUENTIAL = {"original-sync", "original-poll"}
 ORIGINAL_POLL_S = 2.0
+
+
+def label(tool: str) -> str:
+    return LABELS.get(tool, tool)
+
 
 
 # ---- the job -------------------------------------------------------------------------------------
@@ -164,14 +176,18 @@ class RequestClock:
 
 
 class StoreClock:
-    """Time spent inside the Workspace writes a call makes (they run on the event loop thread)."""
+    """Time spent inside the Workspace writes a call makes. The SQLite writes run on the event-loop
+    thread (every other call waits meanwhile); ``put_blob_file`` (the output's fsync + rename) runs in
+    a worker thread since evalkit moved it off the loop, so several can overlap — hence the lock."""
 
     METHODS = ("mark_submitting", "mark_submitted", "finish_call", "record_usage", "put_blob_file", "insert_calls",
-               "find_completed")
+               "find_completed", "get_call")
+    OFF_LOOP = ("put_blob_file",)
 
     def __init__(self) -> None:
         self.wall_s: dict[str, float] = {m: 0.0 for m in self.METHODS}
         self.count: dict[str, int] = {m: 0 for m in self.METHODS}
+        self._lock = threading.Lock()
 
     def install(self) -> None:
         from evalkit.store import Workspace
@@ -184,8 +200,9 @@ class StoreClock:
                 try:
                     return __original(*a, **kw)
                 finally:
-                    self.wall_s[__name] += time.perf_counter() - t
-                    self.count[__name] += 1
+                    with self._lock:
+                        self.wall_s[__name] += time.perf_counter() - t
+                        self.count[__name] += 1
 
             setattr(Workspace, name, timed)
 
@@ -215,144 +232,57 @@ def _timed(tool: str, calls: int, work) -> ClientResult:  # type: ignore[no-unty
     res.completed, res.failed, res.extra = work()
     res.wall_s, res.cpu_s = time.perf_counter() - t0, time.process_time() - c0
     res.peak_rss_mb = peak_rss_mb()
+    res.extra["t0"] = t0  # the phase marks' clock starts here
     return res
 
 
-def provide_sniffio() -> bool:
-    """Make ``import sniffio`` succeed in this process; True if a stand-in had to be installed.
+def record_transport() -> list[str]:
+    """The class name of every transport evalkit's WaveSpeed provider gets from ``new_client`` (this process
+    only): proof of what a row measured (``SafeAiohttpTransport``, or ``AsyncHTTPTransport`` = httpcore)."""
+    import evalkit.providers.wavespeed as wavespeed
 
-    httpcore 1.0.9 runs ``import sniffio`` each time it sets up a lock, event or semaphore (several per
-    request) and falls back to asyncio on ImportError; anyio ≥ 4.11 no longer pulls sniffio in, and a
-    failed import is not cached, so every one of those is a full search of sys.path. The stand-in
-    answers "asyncio", as sniffio itself does inside an asyncio task.
-    """
-    import importlib.util
-    import types
+    seen: list[str] = []
+    original = wavespeed.new_client
 
-    if importlib.util.find_spec("sniffio") is not None:
-        return False
-    shim = types.ModuleType("sniffio")
-    shim.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
-    sys.modules["sniffio"] = shim
-    return True
+    def recorded(*a, **kw):  # type: ignore[no-untyped-def]
+        client = original(*a, **kw)
+        seen.append(type(client._transport).__name__)  # noqa: SLF001 (a measurement, not a dependency)
+        return client
+
+    wavespeed.new_client = recorded  # type: ignore[assignment]
+    return seen
 
 
-def have_aiohttp_transport() -> bool:
-    """httpx-aiohttp (and aiohttp) installed? The proposed-client rows need it: pip install httpx-aiohttp."""
-    import importlib.util
+def poll_schedule(tool: str, poll_s: float):  # type: ignore[no-untyped-def]
+    """The row's poll schedule: a flat ``poll_s`` (the ``evalkit`` row), or for ``evalkit-first-poll`` the
+    first poll after the task latency, then every ``poll_s``."""
+    from evalkit.providers.wavespeed import PollSchedule
 
-    return importlib.util.find_spec("httpx_aiohttp") is not None
-
-
-def safe_aiohttp_transport(limits):  # type: ignore[no-untyped-def]
-    """An httpx transport on aiohttp whose errors say truthfully whether a request may have been sent.
-
-    httpx-aiohttp 0.2.0 maps every ``aiohttp.ClientConnectionError`` to ``httpx.ConnectTimeout`` —
-    including a connection dropped *after* a POST went out (``ServerDisconnectedError``, a reset) — and
-    evalkit re-sends a paid submit on ConnectTimeout (it means "never sent" in httpx). This wrapper keeps
-    the "not sent" errors only for aiohttp's connect-phase failures and turns everything else into
-    ``RemoteProtocolError`` / ``ReadError`` / ``ReadTimeout`` (an unknown outcome for a submit). The
-    proposal for evalkit/providers/http.py; the benchmark's ``evalkit+aiohttp`` rows use it.
-    """
-    import aiohttp
-    import httpx
-    from httpx_aiohttp import AiohttpTransport
-
-    def remap(exc: httpx.TransportError, request: httpx.Request) -> httpx.TransportError:
-        cause, text = exc.__cause__, str(exc)
-        if isinstance(cause, aiohttp.ClientConnectorError):  # could not connect: nothing was sent
-            return httpx.ConnectError(text, request=request)
-        if isinstance(cause, aiohttp.ConnectionTimeoutError):  # no connection in time (pool or connect): not sent
-            return httpx.PoolTimeout(text, request=request)
-        if isinstance(cause, aiohttp.SocketTimeoutError):
-            return httpx.ReadTimeout(text, request=request)
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
-            return httpx.RemoteProtocolError(text, request=request)  # after connecting: it may have been sent
-        return exc
-
-    class Stream(httpx.AsyncByteStream):
-        def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
-            self.inner, self.request = inner, request
-
-        async def __aiter__(self):  # type: ignore[no-untyped-def]
-            try:
-                async for chunk in self.inner:
-                    yield chunk
-            except httpx.TransportError as exc:
-                raise remap(exc, self.request) from exc.__cause__
-
-        async def aclose(self) -> None:
-            await self.inner.aclose()  # type: ignore[attr-defined]
-
-    class SafeAiohttpTransport(AiohttpTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            try:
-                response = await super().handle_async_request(request)
-            except httpx.TransportError as exc:
-                raise remap(exc, request) from exc.__cause__
-            response.stream = Stream(response.stream, request)  # type: ignore[arg-type]
-            return response
-
-    return SafeAiohttpTransport(limits=limits)
-
-
-def variant_client(parts: set[str], concurrency: int):  # type: ignore[no-untyped-def]
-    """The httpx client a variant passes to the provider (None: the provider's own, as shipped)."""
-    import httpx
-
-    from evalkit.providers.http import DEFAULT_TIMEOUT, new_client
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=30.0)
-    if "aiohttp" in parts:
-        return httpx.AsyncClient(transport=safe_aiohttp_transport(limits), timeout=DEFAULT_TIMEOUT,
-                                 headers={"User-Agent": "evalkit (bench)"}, follow_redirects=True)
-    if "limits" in parts:
-        return new_client(limits=limits)
-    return None
+    first = TASK_LATENCY_S if tool == "evalkit-first-poll" else None
+    return PollSchedule(initial_delay_s=poll_s, factor=1.0, quick_polls=0, min_interval_s=poll_s,
+                        max_interval_s=poll_s, timeout_s=120.0, first_delay_s=first)
 
 
 def client_evalkit(calls: int, base_url: str, key: str, poll_s: float, concurrency: int, workdir: Path,
                    profile: Path | None = None, variant: str = "evalkit") -> ClientResult:
-    parts = VARIANT_PARTS.get(variant, set())
-    shimmed = provide_sniffio() if "sniffio" in parts else False
-    if "nofsync" in parts:
-        import evalkit.store
-
-        class _NoFsync:  # evalkit.store's view of ``os`` with fsync a no-op (this process only)
-            def __getattr__(self, name: str) -> Any:
-                return getattr(os, name)
-
-            @staticmethod
-            def fsync(_fd: int) -> None:
-                return None
-
-        evalkit.store.os = _NoFsync()  # type: ignore[assignment]
     from evalkit.credentials import Secret
-    from evalkit.providers.wavespeed import PollSchedule
     from evalkit.runner import arun
 
     suite = write_suite(workdir)
-    poll = PollSchedule(initial_delay_s=poll_s, factor=1.0, quick_polls=0, min_interval_s=poll_s,
-                        max_interval_s=poll_s, timeout_s=120.0)
+    poll = poll_schedule(variant, poll_s)
     requests_clock, store_clock = RequestClock(), StoreClock()
     requests_clock.wrap_httpx()
     store_clock.install()
     marks = record_memory_phases()
+    transports = record_transport()
 
     async def run_once():  # type: ignore[no-untyped-def]
-        client = variant_client(parts, concurrency)
         opts: dict[str, Any] = {"base_url": base_url, "api_key": Secret(key, "WAVESPEED_API_KEY"), "poll": poll}
-        if client is not None:
-            opts["client"] = client
-        if "sync" in parts:
+        if variant == "evalkit-sync":
             opts["sync_mode"] = True
-        try:
-            return await arun(str(suite), MODEL_ID, repeats=calls, concurrency=concurrency, no_cache=True,
-                              workspace=workdir / "ws", provider_options={"wavespeed": opts}, progress=False,
-                              grace_period_s=5.0)
-        finally:
-            if client is not None:
-                await client.aclose()
+        return await arun(str(suite), MODEL_ID, repeats=calls, concurrency=concurrency, no_cache=True,
+                          workspace=workdir / "ws", provider_options={"wavespeed": opts}, progress=False,
+                          grace_period_s=5.0)
 
     def work() -> tuple[int, int, dict[str, Any]]:
         if profile is not None:
@@ -364,24 +294,25 @@ def client_evalkit(calls: int, base_url: str, key: str, poll_s: float, concurren
         else:
             r = asyncio.run(run_once())
         extra = {**requests_clock.summary(), "store_s": dict(store_clock.wall_s), "store_n": dict(store_clock.count),
-                 "cost_usd": r.cost_usd, "unknown": r.unknown, "pending": r.pending, "sniffio_shim": shimmed,
-                 "rss_marks": marks}
+                 "cost_usd": r.cost_usd, "unknown": r.unknown, "pending": r.pending, "rss_marks": marks,
+                 "transport": ",".join(sorted(set(transports))) or "?"}
         return r.completed, r.failed + r.unknown + r.pending + r.skipped, extra
 
     return _timed(variant, calls, work)
 
 
-def record_memory_phases() -> list[tuple[str, float, float]]:
-    """(phase, RSS MB, peak MB since the reset) at the edges of a run's phases, from wrappers around
-    evalkit.runner's execute and summarise (installed in the client process only)."""
+def record_memory_phases() -> list[tuple[str, float, float, float]]:
+    """(phase, RSS MB, peak MB since the reset, perf_counter) at the edges of a run's phases, from wrappers around
+    evalkit.execution's ``_Execution.execute`` and evalkit.runner's ``summarise`` (this process only)."""
+    import evalkit.execution as execution
     import evalkit.runner as runner
 
-    marks: list[tuple[str, float, float]] = []
+    marks: list[tuple[str, float, float, float]] = []
 
-    def mark(label: str) -> None:
-        marks.append((label, rss_mb(), peak_rss_mb()))
+    def mark(phase: str) -> None:
+        marks.append((phase, rss_mb(), peak_rss_mb(), time.perf_counter()))
 
-    execute = runner._Execution.execute
+    execute = execution._Execution.execute
 
     async def timed_execute(self):  # type: ignore[no-untyped-def]
         mark("planned + inserted")
@@ -398,9 +329,11 @@ def record_memory_phases() -> list[tuple[str, float, float]]:
         finally:
             mark("summarised")
 
-    runner._Execution.execute = timed_execute  # type: ignore[method-assign]
+    execution._Execution.execute = timed_execute  # type: ignore[method-assign]
     runner.summarise = timed_summarise  # type: ignore[assignment]
     return marks
+
+
 
 
 def client_sdk(calls: int, base_url: str, key: str, poll_s: float, concurrency: int, workdir: Path) -> ClientResult:
@@ -547,14 +480,10 @@ def ideal_s(calls: int, poll_s: float, concurrency: int = CONCURRENCY) -> float:
 def measure(tool: str, calls: int, *, poll_s: float, concurrency: int, output_max_side: int,
             profile: Path | None = None) -> Row:
     """One row: a fresh simulator process, one client process, the server's counters."""
-    if "aiohttp" in VARIANT_PARTS.get(tool, set()) and not have_aiohttp_transport():
-        return Row(calls, tool, float("nan"), ideal_s(calls, poll_s, concurrency), float("nan"), float("nan"),
-                   float("nan"), float("nan"), float("nan"), float("nan"), "skipped: no httpx-aiohttp",
-                   os.getloadavg()[0])
     seq = tool in SEQUENTIAL
     per_call_s = (TASK_LATENCY_S + (ORIGINAL_POLL_S if tool == "original-poll" else 0.1)) if seq else \
         (TASK_LATENCY_S + poll_s) / concurrency
-    limit_s = 300 + 15 * calls * per_call_s  # a generous bound (as shipped, evalkit runs ~10× ideal); then it is killed
+    limit_s = 300 + 15 * calls * per_call_s  # generous (evalkit on httpcore ran 5–7× ideal); then it is killed
     with SimProcess(fixed_latency_ms=TASK_LATENCY_S * 1000, output_max_side=output_max_side) as sim, \
             tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
         result_file = Path(tmp) / "result.json"
@@ -563,7 +492,9 @@ def measure(tool: str, calls: int, *, poll_s: float, concurrency: int, output_ma
         if profile is not None:
             argv += ["--profile", str(profile)]
         server_cpu0 = sim.cpu_s()
-        proc = start_process(argv, env={**os.environ, KEY_ENV: sim.api_key, "TQDM_DISABLE": "1"}, cwd=str(ROOT))
+        env = {k: v for k, v in os.environ.items() if k not in EVALKIT_SWITCHES and not k.startswith("EVALKIT_POLL_")}
+        env.update({KEY_ENV: sim.api_key, "TQDM_DISABLE": "1", **CLIENT_ENV.get(tool, {})})
+        proc = start_process(argv, env=env, cwd=str(ROOT))
         try:
             rc = proc.wait(timeout=limit_s)
         except subprocess.TimeoutExpired:
@@ -597,7 +528,7 @@ def extrapolate(row: Row, calls: int, poll_s: float, concurrency: int) -> Row:
 
 
 COLUMNS = (  # (title, width) — see bench/README.md for what each means
-    ("calls", 6), ("tool", 23), ("wall s", 8), ("ideal s", 7), ("× ideal", 7), ("submits", 7), ("polls", 6),
+    ("calls", 6), ("tool", 26), ("wall s", 8), ("ideal s", 7), ("× ideal", 7), ("submits", 7), ("polls", 6),
     ("downl.", 6), ("CPU ms", 7), ("srv ms", 6), ("peak MB", 7), ("+MB", 5), ("req p50", 7), ("req p95", 7),
     ("ok", 21), ("load", 4),
 )
@@ -613,7 +544,7 @@ def format_row(row: Row) -> str:
     approx = "~" if row.note.startswith("extrapolated") else ""
     before = row.extra.get("rss_before_mb")
     cells = (
-        str(row.calls), row.tool, _num(row.wall_s, ".1f", approx), _num(row.ideal_s, ".1f"),
+        str(row.calls), label(row.tool), _num(row.wall_s, ".1f", approx), _num(row.ideal_s, ".1f"),
         _num(row.ratio if row.ideal_s else None, ".2f", approx), _num(row.submits, ".2f"), _num(row.polls, ".2f"),
         _num(row.downloads, ".2f"), _num(row.cpu_ms, ".2f"), _num(row.server_cpu_ms, ".2f"),
         _num(row.peak_rss_mb, ".0f"), _num(row.peak_rss_mb - before if before else None, ".0f", "+"),
@@ -662,6 +593,14 @@ def sizes_of(args: argparse.Namespace) -> list[int]:
     return [100, 1000] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
 
 
+def conditions_line(args: argparse.Namespace) -> str:
+    """The row conditions, printed above every table."""
+    return (f"runner rows: task latency {TASK_LATENCY_S:g} s (fixed), concurrency {args.concurrency}, evalkit and sdk "
+            f"poll every {args.poll_s:g} s (evalkit (first poll 0.5 s): first poll after {TASK_LATENCY_S:g} s, then every "
+            f"{args.poll_s:g} s), outputs ≤ {args.output_max_side} px, server and client in separate processes; "
+            "outputs are SIMULATED")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_runner_arguments(ap)
@@ -686,8 +625,7 @@ def main() -> None:
         ap.error(f"unknown tools {sorted(bad)}; choose from {', '.join(TOOLS + VARIANTS)}")
     for line in machine_lines():
         print(line)
-    print(f"task latency {TASK_LATENCY_S:g} s (fixed), concurrency {args.concurrency}, poll every {args.poll_s:g} s "
-          f"(evalkit, sdk), outputs ≤ {args.output_max_side} px, server in its own process; outputs are SIMULATED")
+    print(conditions_line(args))
     print(HEADER)
     print("-" * len(HEADER))
     rows = runner_rows(sizes_of(args), tools, poll_s=args.poll_s, concurrency=args.concurrency,
@@ -701,16 +639,19 @@ def main() -> None:
 
 # ---- diagnostics: the HTTP client alone, and what a transport reports when a sent POST is dropped --------
 
-PROBE_CLIENTS = ("httpx-defaults", "httpx-defaults+sniffio", "evalkit-client", "evalkit-client+sniffio",
-                 "pool16+sniffio", "pool100+sniffio", "httpx-aiohttp", "aiohttp")
-PROBE_SINGLE = ("httpx-defaults", "httpx-defaults+sniffio", "aiohttp")
+#: probe clients: httpx with its own transport (httpcore) at its defaults; evalkit's ``new_client()`` with
+#: ``EVALKIT_HTTP_TRANSPORT=httpcore`` (its pool limits, httpx's transport) and as shipped
+#: (SafeAiohttpTransport); httpx on httpx-aiohttp's transport without evalkit's error mapping (what the
+#: wrapper costs); aiohttp alone (the floor).
+PROBE_CLIENTS = ("httpx (httpcore)", "evalkit client (httpcore)", "evalkit client", "httpx-aiohttp", "aiohttp")
+PROBE_SINGLE = ("httpx (httpcore)", "evalkit client", "aiohttp")
 
 
 async def _probe(kind: str, url: str, key: str, workers: int, rounds: int, gap_s: float) -> dict[str, Any]:
     """``workers`` tasks, each ``rounds`` × (sleep ``gap_s``; GET a poll URL) — the shape of evalkit's polling."""
     import httpx
 
-    from evalkit.providers.http import new_client
+    from evalkit.providers.http import DEFAULT_LIMITS, new_client
 
     headers = {"Authorization": f"Bearer {key}"}
     latencies: list[float] = []
@@ -726,14 +667,13 @@ async def _probe(kind: str, url: str, key: str, workers: int, rounds: int, gap_s
 
         close = session.close
     else:
-        if kind.startswith("httpx-defaults"):
+        if kind == "httpx (httpcore)":
             client = httpx.AsyncClient()
-        elif kind.startswith("pool"):
-            n = int(kind[4:].split("+")[0])
-            client = new_client(limits=httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=30))
         elif kind == "httpx-aiohttp":
-            client = variant_client({"aiohttp"}, workers)
-        else:
+            from httpx_aiohttp import AiohttpTransport
+
+            client = httpx.AsyncClient(transport=AiohttpTransport(limits=DEFAULT_LIMITS))
+        else:  # evalkit's client; which transport depends on EVALKIT_HTTP_TRANSPORT (set by the caller)
             client = new_client()
 
         async def get() -> None:
@@ -761,8 +701,6 @@ async def _probe(kind: str, url: str, key: str, workers: int, rounds: int, gap_s
 
 def probe_main(args: argparse.Namespace) -> None:
     """Entry of a probe process: one HTTP client, the poll-shaped load, JSON out."""
-    if "sniffio" in args.probe or args.probe in ("httpx-aiohttp", "aiohttp"):
-        provide_sniffio()  # (aiohttp needs none; this only keeps the rows comparable)
     res = asyncio.run(_probe(args.probe, args.base_url, os.environ[KEY_ENV], args.concurrency, args.rounds, args.poll_s))
     Path(args.result_file).write_text(json.dumps(res))
 
@@ -770,7 +708,7 @@ def probe_main(args: argparse.Namespace) -> None:
 def http_client_probe(concurrency: int = CONCURRENCY, rounds: int = 20, gap_s: float = 0.1,
                       clients: tuple[str, ...] = PROBE_CLIENTS, repeats: int = 3) -> list[dict[str, Any]]:
     """Each HTTP client in its own process polling one completed prediction, against one simulator process;
-    ``repeats`` processes per client, the one with the median throughput reported (the machine is shared)."""
+    ``repeats`` processes per client, the one with the median throughput reported."""
     import httpx
 
     out = []
@@ -779,17 +717,19 @@ def http_client_probe(concurrency: int = CONCURRENCY, rounds: int = 20, gap_s: f
         auth = {"Authorization": f"Bearer {sim.api_key}"}
         pid = httpx.post(f"{sim.base_url}/api/v3/{ENDPOINT}", json=body, headers=auth).json()["data"]["id"]
         url = f"{sim.base_url}/api/v3/predictions/{pid}/result"
+        base_env = {k: v for k, v in os.environ.items() if k not in EVALKIT_SWITCHES}
         for single in (True, False):
             for kind in (PROBE_SINGLE if single else clients):
-                if "aiohttp" in kind and not have_aiohttp_transport():
-                    continue
+                env = {**base_env, KEY_ENV: sim.api_key}
+                if kind.endswith("(httpcore)"):
+                    env["EVALKIT_HTTP_TRANSPORT"] = "httpcore"
                 runs = []
                 for _ in range(repeats):
-                    result_file = Path(tmp) / f"{kind}.json"
+                    result_file = Path(tmp) / "probe.json"
                     argv = [PYTHON, str(Path(__file__).resolve()), "--probe", kind, "--base-url", url, "--result-file",
                             str(result_file), "--concurrency", str(1 if single else concurrency),
                             "--rounds", str(200 if single else rounds), "--poll-s", str(0.0 if single else gap_s)]
-                    proc = start_process(argv, env={**os.environ, KEY_ENV: sim.api_key}, cwd=str(ROOT))
+                    proc = start_process(argv, env=env, cwd=str(ROOT))
                     try:
                         proc.wait(timeout=300)
                     finally:
@@ -806,12 +746,17 @@ def http_client_probe(concurrency: int = CONCURRENCY, rounds: int = 20, gap_s: f
 def transport_safety_check() -> list[tuple[str, str, str, int]]:
     """What a transport raises when the server drops the connection after a POST arrived whole (before
     replying, or half-way through the reply body), and how many times evalkit's WaveSpeed provider then
-    sends that (paid) POST. It must be once: the task may exist and be billed, the outcome is unknown."""
+    sends that (paid) POST. It must be once: the task may exist and be billed, the outcome is unknown.
+    The last transport is the one evalkit ships (``new_client()``, i.e. ``SafeAiohttpTransport``)."""
+    from importlib import metadata
+
     import httpx
+    from httpx_aiohttp import AiohttpTransport
 
     from evalkit.catalog import Catalog
     from evalkit.credentials import Secret
     from evalkit.providers.base import EditRequest, ImageEditOptions
+    from evalkit.providers.http import new_client
     from evalkit.providers.wavespeed import WaveSpeedEditProvider
     from evalkit.suites import load_suite
 
@@ -842,14 +787,15 @@ def transport_safety_check() -> list[tuple[str, str, str, int]]:
         model = Catalog.load().select(MODEL_ID)[0]
         request = EditRequest(model=model, images=tuple(images), prompt=case.prompt, options=ImageEditOptions(seed=1))
         rows = []
-        from httpx_aiohttp import AiohttpTransport
-
-        transports = (("httpx (httpcore)", lambda: None), ("httpx-aiohttp 0.2.0", AiohttpTransport),
-                      ("proposed wrapper", lambda: safe_aiohttp_transport(httpx.Limits())))
+        makers = (("httpx (httpcore)", httpx.AsyncClient),
+                  (f"httpx-aiohttp {metadata.version('httpx-aiohttp')}",
+                   lambda: httpx.AsyncClient(transport=AiohttpTransport())),
+                  ("evalkit new_client()", new_client))
         for mode in ("no reply", "half a reply"):
-            for label, make in transports:
-                transport = make()
-                client = httpx.AsyncClient(transport=transport) if transport is not None else httpx.AsyncClient()
+            for name, make in makers:
+                client = make()
+                if name.startswith("evalkit"):
+                    name = f"evalkit ({type(client._transport).__name__})"  # noqa: SLF001
                 try:
                     await client.post(base + "/probe", json={})
                     raised = "no error"
@@ -858,7 +804,7 @@ def transport_safety_check() -> list[tuple[str, str, str, int]]:
                 posts = 0
                 provider = WaveSpeedEditProvider(base_url=base, api_key=Secret("k"), client=client, sleep=no_sleep)
                 outcome = await provider.edit(request)
-                rows.append((mode, label, f"{raised} → {outcome.error.category if outcome.error else 'ok'}", posts))
+                rows.append((mode, name, f"{raised} → {outcome.error.category if outcome.error else 'ok'}", posts))
                 await client.aclose()
         server.close()
         return rows
@@ -866,7 +812,15 @@ def transport_safety_check() -> list[tuple[str, str, str, int]]:
     return asyncio.run(main())
 
 
-def profile_summary(calls: int, poll_s: float, concurrency: int, output_max_side: int, top: int = 12) -> list[str]:
+#: (file, function) whose share of the client's time the profile summary states, when they appear in it:
+#: the HTTP transport; the download (spool file created, written, renamed on the loop thread) and its
+#: mkstemp; the SQLite statements; storing an outcome; httpcore's pool pass (the httpcore contrast only)
+PROFILE_HIGHLIGHTS = (("transport.py", "handle_async_request"), ("http.py", "download_image"),
+                      ("tempfile.py", "mkstemp"), ("store.py", "_execute"), ("execution.py", "_store"),
+                      ("connection_pool.py", "_assign_requests_to_connections"))
+
+
+def profile_summary(calls: int, poll_s: float, concurrency: int, output_max_side: int, top: int = 15) -> list[str]:
     """cProfile of evalkit as shipped (client process): the functions with the most own time."""
     import pstats
 
@@ -877,22 +831,23 @@ def profile_summary(calls: int, poll_s: float, concurrency: int, output_max_side
         stats = pstats.Stats(str(path))
         total = stats.total_tt  # type: ignore[attr-defined]
         lines = [f"cProfile of evalkit as shipped, {calls} calls ({row.wall_s:.1f} s wall under the profiler, "
-                 f"{total:.1f} s profiled): own time, and time including callees"]
+                 f"{row.cpu_ms:.1f} ms CPU per call, {total:.1f} s profiled on the main thread): own time, and time "
+                 "including callees"]
         entries = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
         for (file, line, fn), (_cc, nc, tt, ct, _callers) in entries[:top]:
             where = f"{Path(file).parent.name}/{Path(file).name}:{line}({fn})" if line else fn
             lines.append(f"  {100 * tt / total:5.1f}% own {100 * ct / total:5.1f}% incl. {nc:>10} calls  {where}")
-        for name in ("_assign_requests_to_connections", "current_async_library", "put_blob_file"):
-            for (file, line, fn), (_cc, nc, tt, ct, _callers) in entries:
-                if fn == name:
-                    lines.append(f"  → {fn}: {100 * ct / total:.1f}% of the profiled time incl. callees, "
-                                 f"{nc / calls:.1f} calls per edit")
+        for file_name, name in PROFILE_HIGHLIGHTS:
+            for (file, line, fn), (_cc, nc, _tt, ct, _c) in entries:
+                if fn == name and Path(file).name == file_name:
+                    lines.append(f"  → {file_name}:{line}({name}): {100 * ct / total:.1f}% of the profiled time "
+                                 f"incl. callees, {nc / calls:.1f} calls per edit")
                     break
     return lines
 
 
 def print_diagnostics(concurrency: int, poll_s: float, output_max_side: int = 64, calls: int = 1000) -> None:
-    print(f"\nevalkit with each proposed change alone, {calls} calls (same settings as the table):")
+    print(f"\nevalkit and each variant again, {calls} calls (same settings as the table):")
     print(HEADER)
     rows = runner_rows([calls], ["evalkit", *VARIANTS], poll_s=poll_s, concurrency=concurrency,
                        output_max_side=output_max_side, seq_calls=0, seq_poll_calls=0,
@@ -903,20 +858,19 @@ def print_diagnostics(concurrency: int, poll_s: float, output_max_side: int = 64
     for line in profile_summary(calls, poll_s, concurrency, output_max_side):
         print(line, flush=True)
     print(f"\nHTTP clients alone: {concurrency} tasks × 20 × (sleep {poll_s:g} s; GET one poll URL), "
-          "each client in its own process; the first row is 1 task × 200 back-to-back GETs (an idle server)")
+          "each client in its own process; the first rows are 1 task × 200 back-to-back GETs (an idle server)")
     print("(median of 3 processes by throughput; the range of the 3 in brackets)")
-    print(f"{'client':<24} {'tasks':>5} {'requests':>8} {'req/s':>7} {'(range)':>11} {'p50 ms':>7} {'p95 ms':>7} "
+    print(f"{'client':<26} {'tasks':>5} {'requests':>8} {'req/s':>7} {'(range)':>11} {'p50 ms':>7} {'p95 ms':>7} "
           f"{'CPU µs/req':>10}")
     for r in http_client_probe(concurrency, gap_s=poll_s):
         lo, hi = r["req_per_s_range"]
-        print(f"{r['client']:<24} {r['workers']:>5} {r['requests']:>8} {r['req_per_s']:>7.0f} {f'({lo:.0f}–{hi:.0f})':>11} "
+        print(f"{r['client']:<26} {r['workers']:>5} {r['requests']:>8} {r['req_per_s']:>7.0f} {f'({lo:.0f}–{hi:.0f})':>11} "
               f"{r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['cpu_us']:>10.0f}", flush=True)
-    with contextlib.suppress(ImportError):
-        rows = transport_safety_check()
-        print("\nA submit POST the server received whole, then the connection dropped (the task may exist and be billed):")
-        print(f"{'dropped':<13} {'transport':<20} {'raised → evalkit outcome':<40} {'POSTs sent by one edit()':>24}")
-        for mode, label, what, posts in rows:
-            print(f"{mode:<13} {label:<20} {what:<40} {posts:>24}")
+    rows = transport_safety_check()
+    print("\nA submit POST the server received whole, then the connection dropped (the task may exist and be billed):")
+    print(f"{'dropped':<13} {'transport':<32} {'raised → evalkit outcome':<40} {'POSTs sent by one edit()':>24}")
+    for mode, name, what, posts in rows:
+        print(f"{mode:<13} {name:<32} {what:<40} {posts:>24}")
 
 
 def print_memory_phases(rows: list[Row]) -> None:
@@ -924,28 +878,31 @@ def print_memory_phases(rows: list[Row]) -> None:
     ev = [r for r in rows if r.tool.startswith("evalkit") and r.extra.get("rss_marks")]
     if not ev:
         return
-    print("\nevalkit client memory: peak MB above the RSS before arun, at the end of each phase "
-          "(compare sizes: what grows with calls is per-call bookkeeping)")
+    print("\nevalkit client memory: peak MB above the RSS before arun at the end of each phase, and when it ended "
+          "(s into arun; compare sizes: what grows with calls is per-call bookkeeping)")
     for r in ev:
-        before = r.extra["rss_before_mb"]
-        parts = [f"{label} +{peak - before:.0f}" for label, _rss, peak in r.extra["rss_marks"]]
-        print(f"  {r.tool:<23} {r.calls:>6} calls: " + ", ".join(parts))
+        before, t0 = r.extra["rss_before_mb"], r.extra.get("t0", float("nan"))
+        parts = [f"{name} +{peak - before:.0f} MB at {t - t0:.2f} s" for name, _rss, peak, t in r.extra["rss_marks"]]
+        print(f"  {label(r.tool):<26} {r.calls:>6} calls: " + ", ".join(parts))
 
 
 def print_store_share(rows: list[Row]) -> None:
-    """Where an evalkit call's time goes in the store: SQLite writes and the blob move (its fsync waits on
-    the disk), all on the event-loop thread, so every other call in flight waits meanwhile."""
+    """Where an evalkit call's time goes in the store: the SQLite writes on the event-loop thread (every
+    other call in flight waits meanwhile), the blob move (its fsync waits on the disk) in a worker thread."""
     ev = [r for r in rows if r.tool.startswith("evalkit") and "store_s" in r.extra]
     if not ev:
         return
-    print("\nevalkit workspace writes: wall time on the event-loop thread per call (× = times per call)")
+    print("\nevalkit workspace writes per call: SQLite on the event-loop thread, the blob move (fsync + rename) in a "
+          "worker thread (wall ms; × = times per call); HTTP transport as recorded in the client")
     for r in ev:
         s, n = r.extra["store_s"], r.extra["store_n"]
-        sqlite_ms = 1000 * sum(v for k, v in s.items() if k != "put_blob_file") / r.calls
+        on_loop = [k for k in s if k not in StoreClock.OFF_LOOP]
+        sqlite_ms = 1000 * sum(s[k] for k in on_loop) / r.calls
         parts = ", ".join(f"{k} {1000 * v / r.calls:.2f} ms ×{n[k] / r.calls:.1f}" for k, v in s.items()
                           if n[k] >= r.calls / 2)
-        print(f"  {r.tool:<23} {r.calls:>6} calls: SQLite {sqlite_ms:.2f} ms + blob move {1000 * s['put_blob_file'] / r.calls:.2f} ms "
-              f"(client CPU {r.cpu_ms:.2f} ms/call) — {parts}")
+        print(f"  {label(r.tool):<26} {r.calls:>6} calls: SQLite {sqlite_ms:.2f} ms on the loop, blob move "
+              f"{1000 * s['put_blob_file'] / r.calls:.2f} ms off it (client CPU {r.cpu_ms:.2f} ms/call; "
+              f"{r.extra.get('transport', '?')}) — {parts}")
 
 
 def interruptible(fn) -> None:  # type: ignore[no-untyped-def]

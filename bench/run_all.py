@@ -1,11 +1,13 @@
 """Every benchmark in one command, one table.
 
-    python bench/run_all.py            # runner rows at 100, 1,000, 10,000 calls + metrics + report (≈ 12 min)
-    python bench/run_all.py --quick    # runner rows at 100 and 1,000 calls, 200 metric pairs (≈ 6 min)
+    python bench/run_all.py              # runner rows at 100, 1,000, 10,000 calls + metrics + report
+    python bench/run_all.py --quick      # runner rows at 100 and 1,000 calls, 200 metric pairs
+    python bench/run_all.py --diagnose   # + the variants again, a cProfile, the HTTP client probe, transport safety
 
-Rows, in order: the runner comparison of bench/bench_runner.py (evalkit as shipped, evalkit with the
-proposed client changes, the official SDK from 100 threads, the original app's sequential pattern —
-measured at 100/25 calls and extrapolated, marked ``~``), then automatic-metric throughput from
+Rows, in order: the runner comparison of bench/bench_runner.py (evalkit as shipped; evalkit on httpx's
+own transport, the contrast; evalkit with its first poll at the task latency; the official SDK from 100
+threads; the original app's sequential pattern — measured at 100/25 calls and extrapolated, marked
+``~``), then automatic-metric throughput from
 bench/bench_metrics.py (synthetic 1024² pairs, 2 worker processes, decode included), then the time to build
 the HTML model-choice report for 24 cases × 20 models (``evalkit.report.build_report``, run in its own
 process with a time limit) and the report's size. Columns that do not apply to a row are blank; the
@@ -32,6 +34,7 @@ from bench.bench_runner import (  # noqa: E402
     HEADER,
     Row,
     add_runner_arguments,
+    conditions_line,
     format_row,
     interruptible,
     print_diagnostics,
@@ -129,9 +132,7 @@ def main() -> None:
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     for line in machine_lines():
         print(line)
-    print(f"runner rows: task latency 0.5 s (fixed), concurrency {args.concurrency}, evalkit and sdk poll every "
-          f"{args.poll_s:g} s, outputs ≤ {args.output_max_side} px, server and client in separate processes; "
-          "outputs are SIMULATED")
+    print(conditions_line(args))
     print(HEADER)
     print("-" * len(HEADER))
     rows: list[Row] = []

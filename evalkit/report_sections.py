@@ -270,7 +270,7 @@ def recommendations_html(data: ReportData) -> str:
             if dec.status == "ok":
                 who = f'<span class="ek-ok">{_esc(dec.default)}</span>'
             elif dec.status == "insufficient_evidence":
-                who = (f'<span class="ek-warn">none yet: too little evidence</span>'
+                who = ('<span class="ek-warn">none yet: too little evidence</span>'
                        + (f"<br>provisional: {_esc(dec.provisional)}" if dec.provisional else ""))
             else:
                 who = '<span class="ek-bad">no eligible model</span>'

@@ -52,7 +52,6 @@ from evalkit.images import InputImage, load_image
 from evalkit.providers.base import EditRequest, ImageEditOptions
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import PollSchedule, build_body
-from evalkit.resources import datasets_dir
 from evalkit.runner import arun
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.wavespeed import body_problem, start_wavespeed_sim
