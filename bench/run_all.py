@@ -5,7 +5,7 @@
     python bench/run_all.py --diagnose   # + the variants again, a cProfile, the HTTP client probe, transport safety
 
 Rows, in order: the runner comparison of bench/bench_runner.py (evalkit as shipped; evalkit on httpx's
-own transport, the contrast; evalkit with its first poll at the task latency; the official SDK from 100
+own transport, the contrast; evalkit with flat polls, without the learnt first delay; the official SDK from 100
 threads; the original app's sequential pattern — measured at 100/25 calls and extrapolated, marked
 ``~``), then automatic-metric throughput from
 bench/bench_metrics.py (synthetic 1024² pairs, 2 worker processes, decode included), then the time to build

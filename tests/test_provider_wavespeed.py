@@ -344,6 +344,68 @@ def test_poll_schedule_respects_two_seconds_after_quick_polls():
         PollSchedule(timeout_s=0)
 
 
+async def _edit_and_record_sleeps(h, provider, req, *, inference_ms=None):
+    """One edit on the fake (its scripted progress from the start); the waits it made."""
+    h.api.polls_by_id.clear()
+    if inference_ms is not None:
+        h.api.completed = {"timings": {"inference": inference_ms}, "executionTime": inference_ms}
+    h.sleeps.clear()
+    outcome = await provider.edit(req)
+    assert outcome.ok, outcome.error
+    return list(h.sleeps)
+
+
+async def test_the_first_poll_waits_the_fastest_inference_seen_for_that_model(h, catalog, img):
+    """No task of a model finishes sooner than its fastest reported inference, so polls before it are
+    wasted: after one completed edit, the next edit of that model polls first after that time; later
+    polls, other models and the slowest completions do not change the schedule."""
+    p = h.provider()
+    schedule = PollSchedule()
+    qwen, kontext = request_for(catalog, "qwen-edit", img), request_for(catalog, "flux-kontext-pro", img)
+
+    first = await _edit_and_record_sleeps(h, p, qwen, inference_ms=6000)
+    assert first == [schedule.delay_s(0), schedule.delay_s(1)]  # nothing known yet: the plain schedule
+    second = await _edit_and_record_sleeps(h, p, qwen, inference_ms=9000)
+    assert second == [6.0, schedule.delay_s(1)]  # the fastest (6 s), then the schedule goes on
+    third = await _edit_and_record_sleeps(h, p, qwen, inference_ms=4000)
+    assert third == [6.0, schedule.delay_s(1)]  # 9 s did not raise it; 4 s lowers it for the next one
+    assert (await _edit_and_record_sleeps(h, p, qwen))[0] == 4.0
+    assert (await _edit_and_record_sleeps(h, p, kontext))[0] == schedule.delay_s(0)  # another model: unknown
+
+    h.api.polls_by_id.clear()
+    h.sleeps.clear()
+    assert (await p.resume(qwen, PID)).ok  # a resumed task may be long done: the plain schedule
+    assert h.sleeps[0] == schedule.delay_s(0)
+
+
+async def test_a_learnt_first_delay_never_replaces_a_shorter_schedule_or_an_explicit_one(h, catalog, img):
+    qwen = request_for(catalog, "qwen-edit", img)
+    fast_model = h.provider()
+    await _edit_and_record_sleeps(h, fast_model, qwen, inference_ms=200)  # faster than the first scheduled poll
+    assert (await _edit_and_record_sleeps(h, fast_model, qwen))[0] == PollSchedule().delay_s(0)
+
+    explicit = h.provider(poll=PollSchedule(first_delay_s=0.5))
+    await _edit_and_record_sleeps(h, explicit, qwen, inference_ms=6000)
+    assert (await _edit_and_record_sleeps(h, explicit, qwen))[0] == 0.5
+
+    off = h.provider(poll=PollSchedule(learn_first_delay=False))
+    await _edit_and_record_sleeps(h, off, qwen, inference_ms=6000)
+    assert (await _edit_and_record_sleeps(h, off, qwen))[0] == PollSchedule().delay_s(0)
+
+    capped = h.provider(poll=PollSchedule(timeout_s=8.0))  # a learnt delay leaves room to poll before the timeout
+    await _edit_and_record_sleeps(h, capped, qwen, inference_ms=60000)
+    assert (await _edit_and_record_sleeps(h, capped, qwen))[0] == 4.0
+
+
+def test_learning_the_first_delay_can_be_switched_off_from_the_environment(monkeypatch):
+    assert PollSchedule.from_env().learn_first_delay is True
+    monkeypatch.setenv("EVALKIT_POLL_LEARN_FIRST_DELAY", "0")
+    assert PollSchedule.from_env().learn_first_delay is False
+    monkeypatch.setenv("EVALKIT_POLL_LEARN_FIRST_DELAY", "maybe")
+    with pytest.raises(InvalidInputError, match="EVALKIT_POLL_LEARN_FIRST_DELAY"):
+        PollSchedule.from_env()
+
+
 @pytest.mark.parametrize(
     "code,status,expected",
     [

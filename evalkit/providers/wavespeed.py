@@ -114,7 +114,8 @@ class PollSchedule:
     ``max_interval_s``; from poll number ``quick_polls`` on, the wait is also at least
     ``min_interval_s`` — WaveSpeed asks for image tasks to be polled ≥ 2 s apart, while the first
     one or two quick polls catch fast models (a few seconds) without adding 2 s of latency.
-    Defaults: 1.0, 1.25, then 2.0, 2.0, 2.44, 3.05, … up to 5 s.
+    Defaults: 1.0, 1.25, then 2.0, 2.0, 2.44, 3.05, … up to 5 s. The first wait is ``first_delay_s``
+    when set, else (``learn_first_delay``) the model's fastest inference seen so far when longer.
 
     ``timeout_s`` bounds the whole call (submit, polling and download): after it the outcome is a
     ``timeout`` failure that keeps the prediction id, so :meth:`WaveSpeedEditProvider.resume` can
@@ -131,6 +132,11 @@ class PollSchedule:
     #: wait before the *first* poll, when set (e.g. a model's typical latency): fewer wasted polls on a
     #: slow model without a coarse interval afterwards. Not capped by ``max_interval_s``.
     first_delay_s: float | None = None
+    #: when ``first_delay_s`` is not set, wait before the first poll of a model's task as long as the
+    #: fastest inference the server has reported for that model so far (this provider instance, i.e.
+    #: this run): no task can be done sooner, so the polls before that are wasted. Later polls follow
+    #: the schedule. ``EVALKIT_POLL_LEARN_FIRST_DELAY=0`` turns it off.
+    learn_first_delay: bool = True
 
     def __post_init__(self) -> None:
         if (self.initial_delay_s < 0 or self.min_interval_s < 0 or self.max_interval_s < 0 or self.factor < 1
@@ -142,7 +148,8 @@ class PollSchedule:
     @classmethod
     def from_env(cls) -> PollSchedule:
         """Defaults, overridable by ``EVALKIT_POLL_INITIAL_S``, ``EVALKIT_POLL_MIN_INTERVAL_S``,
-        ``EVALKIT_POLL_MAX_INTERVAL_S`` and ``EVALKIT_POLL_TIMEOUT_S`` (e.g. for a fast local server)."""
+        ``EVALKIT_POLL_MAX_INTERVAL_S``, ``EVALKIT_POLL_TIMEOUT_S``, ``EVALKIT_POLL_FIRST_DELAY_S`` (e.g. for a
+        fast local server) and ``EVALKIT_POLL_LEARN_FIRST_DELAY`` (0 / 1)."""
         env = {
             "initial_delay_s": "EVALKIT_POLL_INITIAL_S",
             "min_interval_s": "EVALKIT_POLL_MIN_INTERVAL_S",
@@ -150,7 +157,7 @@ class PollSchedule:
             "timeout_s": "EVALKIT_POLL_TIMEOUT_S",
             "first_delay_s": "EVALKIT_POLL_FIRST_DELAY_S",
         }
-        kw = {}
+        kw: dict[str, Any] = {}
         for field_name, var in env.items():
             raw = os.environ.get(var)
             if raw:
@@ -158,6 +165,11 @@ class PollSchedule:
                     kw[field_name] = float(raw)
                 except ValueError:
                     raise InvalidInputError(f"{var}={raw!r} is not a number of seconds") from None
+        learn = os.environ.get("EVALKIT_POLL_LEARN_FIRST_DELAY", "").strip().lower()
+        if learn:
+            if learn not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+                raise InvalidInputError(f"EVALKIT_POLL_LEARN_FIRST_DELAY={learn!r} is not 0 or 1")
+            kw["learn_first_delay"] = learn in ("1", "true", "yes", "on")
         return cls(**kw)
 
     def delay_s(self, n: int) -> float:
@@ -345,6 +357,8 @@ class WaveSpeedEditProvider:
         )
         self._sleep = sleep
         self._uploads = UploadCache()
+        #: model id → the fastest inference (s) the server reported for it (PollSchedule.learn_first_delay)
+        self._fastest_s: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return (
@@ -598,7 +612,7 @@ class WaveSpeedEditProvider:
         url = f"{self.base_url}/api/v3/predictions/{quote(str(call.prediction_id), safe='')}/result"
         n = 0
         while True:
-            await self._sleep(self.poll.delay_s(n))
+            await self._sleep(self._poll_delay_s(call, n))
             n += 1
             try:
                 data = await with_retries(
@@ -616,6 +630,25 @@ class WaveSpeedEditProvider:
             call.observe(status, time.monotonic())
             if status == "completed" or status in FAILED_STATUSES:
                 return data
+
+    def _poll_delay_s(self, call: _Call, n: int) -> float:
+        """The wait before poll ``n``: the schedule's, except that the first poll of a newly accepted task
+        waits the model's fastest reported inference when that is longer (PollSchedule.learn_first_delay).
+        A resumed task (accepted earlier, maybe long done) is polled on the plain schedule."""
+        scheduled = self.poll.delay_s(n)
+        if n or call.accepted_at is None or self.poll.first_delay_s is not None or not self.poll.learn_first_delay:
+            return scheduled
+        fastest = self._fastest_s.get(call.model_id)
+        if fastest is None:
+            return scheduled
+        # never past the remaining time budget: a timeout must still leave room for one poll
+        return max(scheduled, min(fastest, self.poll.timeout_s / 2))
+
+    def _learn(self, model_id: str, inference_ms: float | None) -> None:
+        if inference_ms is not None and inference_ms > 0:
+            s = inference_ms / 1000
+            if s < self._fastest_s.get(model_id, float("inf")):
+                self._fastest_s[model_id] = s
 
     async def _get_result(self, call: _Call, url: str, key: Secret) -> dict[str, Any]:
         call.polls += 1
@@ -670,6 +703,7 @@ class WaveSpeedEditProvider:
                 hint=_task_hint(cat), code=code, retryable=cat in (Category.SERVER,), cost_usd=0.0,
                 content_filtered=cat == Category.MODERATION, metadata=meta,
             )
+        self._learn(call.model_id, call.latency.inference_ms)
         price = call.prepared.price_usd
         paid = {"cost_usd": price, "cost_source": "list_price" if price is not None else "unknown"}
         outputs = data.get("outputs")
