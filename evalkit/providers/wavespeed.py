@@ -641,7 +641,7 @@ class WaveSpeedEditProvider:
         fastest = self._fastest_s.get(call.model_id)
         if fastest is None:
             return scheduled
-        # never past the remaining time budget: a timeout must still leave room for one poll
+        # at most half the call's timeout, so a task slower than that is still polled before the timeout
         return max(scheduled, min(fastest, self.poll.timeout_s / 2))
 
     def _learn(self, model_id: str, inference_ms: float | None) -> None:
