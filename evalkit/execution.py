@@ -101,7 +101,10 @@ class _Execution:
 
     # ---- main ---------------------------------------------------------------------------------
     async def execute(self) -> None:
-        rows = {r["call_id"]: r for r in self.ws.call_rows(self.run_id)}
+        # only calls that got past "planned" need their row (a fresh run has none), and only these columns
+        rows = {r["call_id"]: r for r in self.ws.call_rows(
+            self.run_id, statuses=("submitting", "submitted", "completed", "failed", "unknown"),
+            columns=("call_id", "status", "prediction_id", "cost_usd", "reserved_usd", "error_category"))}
         to_resume: list[tuple[PlannedCall, dict[str, Any]]] = []
         queues: dict[str, deque[PlannedCall]] = defaultdict(deque)
         done_before = 0
@@ -177,8 +180,9 @@ class _Execution:
                       limiter: AsyncLimiter | None) -> None:
         provider = self.providers[provider_name]
         while queue and not self.controller.stop_submitting.is_set():
-            pc = queue.popleft()
+            pc = queue.popleft().build(provider)
             if not self.no_cache and self._serve_from_cache(pc):
+                pc.release()
                 continue
             async with provider_sem, self.global_sem:
                 if limiter is not None:
@@ -209,6 +213,7 @@ class _Execution:
                     queue.appendleft(pc)
                     return
                 await self._store(pc, outcome, reservation)
+                pc.release()  # done: don't hold its request for the rest of the run
 
     async def _with_patience(self, provider: ImageEditProvider, pc: PlannedCall, request: Any, *, submit: bool,
                              prediction_id: str | None = None) -> EditOutcome:
@@ -253,6 +258,7 @@ class _Execution:
             self._mark_unknown(pc, row)
             self._tick()
             return
+        pc.build(provider)
         reservation = self.budget.hold(row["reserved_usd"] or pc.prepared.reserve_usd, pc.call_id)
         request = replace(pc.request, spool_dir=self.spool)
         async with self.global_sem:
@@ -260,6 +266,7 @@ class _Execution:
         if outcome.prediction_id is None:
             outcome.prediction_id = row["prediction_id"]
         await self._store(pc, outcome, reservation)
+        pc.release()
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def _serve_from_cache(self, pc: PlannedCall) -> bool:

@@ -8,7 +8,7 @@ lacks the operation, the case has too many images, a needed parameter is missing
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +22,12 @@ from evalkit.providers.base import EditRequest, ImageEditOptions, ImageEditProvi
 BASE_SEED = 1000
 
 
-@dataclass
+@dataclass(slots=True)
 class PlannedCall:
+    """One (case, model, repeat) of a run. ``request`` and ``prepared`` can be dropped (:meth:`release`)
+    once the call's row is written and rebuilt when it runs (:meth:`build`; planning is pure and
+    deterministic), so a run holds a few hundred bytes per waiting call, not its whole request."""
+
     call_id: str
     run_id: str
     case_id: str
@@ -38,10 +42,27 @@ class PlannedCall:
     reason: str | None = None
     #: what earlier attempts of this call already cost (a retried paid failure)
     prior_cost_usd: float = 0.0
+    #: the suite case and its decoded (images, mask), shared by every call of the case: what :meth:`build` needs
+    case: Any = field(default=None, repr=False)
+    inputs: tuple | None = field(default=None, repr=False)
 
     @property
     def model_id(self) -> str:
         return self.model.id
+
+    def build(self, provider: ImageEditProvider) -> PlannedCall:
+        """Make ``request`` and ``prepared`` again after :meth:`release` (a no-op when they are there)."""
+        if self.status == "planned" and (self.request is None or self.prepared is None):
+            if self.case is None or self.inputs is None:
+                raise EvalkitError(f"call {self.call_id} was released without what it needs to be rebuilt")
+            self.request = _request_for(self.case, self.model, self.repeat, self.seed, self.inputs)
+            self.prepared = provider.prepare(self.request)
+        return self
+
+    def release(self) -> None:
+        """Drop the request and the prepared body (rebuilt by :meth:`build`); keeps ids and status."""
+        if self.case is not None and self.inputs is not None:
+            self.request = self.prepared = None
 
     def row(self) -> dict[str, Any]:
         """The call's row as first written to the workspace."""
@@ -75,7 +96,21 @@ def call_id_for(run_id: str, case_id: str, model_id: str, repeat: int) -> str:
     return f"{run_id}/{case_id}/{model_id}/{repeat}"
 
 
-def plan_calls(
+def _request_for(case: Any, model: ModelSpec, repeat: int, seed: int | None, inputs: tuple) -> EditRequest:
+    images, mask = inputs
+    tw, th = case.target_size if case.target_size else (None, None)
+    return EditRequest(
+        model=model,
+        images=tuple(images),
+        prompt=case.prompt,
+        operation=case.operation,
+        options=ImageEditOptions(width=tw, height=th, seed=seed, extra=dict(case.params or {})),
+        mask=mask,
+        sample_index=repeat,
+    )
+
+
+def iter_plan(
     run_id: str,
     cases: Sequence[Any],
     models: Sequence[ModelSpec],
@@ -83,21 +118,21 @@ def plan_calls(
     *,
     repeats: int = 1,
     base_seed: int = BASE_SEED,
-    inputs: Mapping[str, tuple] | None = None,
-) -> list[PlannedCall]:
+    inputs: dict[str, tuple] | None = None,
+) -> Iterator[PlannedCall]:
     """Every (case, model, repeat), ordered case-major so a budget cut leaves whole cases compared.
 
-    ``inputs`` maps case id → (images, mask) already decoded (decoded here otherwise).
+    ``inputs`` maps case id → (images, mask) already decoded; cases decoded here are added to it, so
+    a second pass over the same dict decodes nothing.
     """
     if repeats < 1:
         raise EvalkitError(f"repeats must be ≥ 1, got {repeats}")
-    planned: list[PlannedCall] = []
-    decoded = dict(inputs or {})
+    decoded = inputs if inputs is not None else {}
     for repeat in range(repeats):
         for case in cases:
             if case.id not in decoded:
                 decoded[case.id] = case.load_inputs()
-            images, mask = decoded[case.id]
+            case_inputs = decoded[case.id]
             for model in models:
                 seed = base_seed + repeat if model.seed is not None else None
                 pc = PlannedCall(
@@ -112,30 +147,36 @@ def plan_calls(
                 )
                 if case.operation not in model.operations:
                     pc.status, pc.reason = "not_applicable", f"{model.id} does not support {case.operation}"
-                    planned.append(pc)
+                    yield pc
                     continue
-                tw, th = case.target_size if case.target_size else (None, None)
-                options = ImageEditOptions(width=tw, height=th, seed=seed, extra=dict(case.params or {}))
-                pc.request = EditRequest(
-                    model=model,
-                    images=tuple(images),
-                    prompt=case.prompt,
-                    operation=case.operation,
-                    options=options,
-                    mask=mask,
-                    sample_index=repeat,
-                )
-                provider = providers[model.provider]
+                pc.case, pc.inputs = case, case_inputs
+                pc.request = _request_for(case, model, repeat, seed, case_inputs)
                 try:
-                    pc.prepared = provider.prepare(pc.request)
+                    pc.prepared = providers[model.provider].prepare(pc.request)
                 except EvalkitError as exc:
                     pc.status, pc.reason, pc.request = "not_applicable", exc.message, None
-                planned.append(pc)
-    return planned
+                    pc.case = pc.inputs = None
+                yield pc
 
 
-def estimate(planned: Sequence[PlannedCall]) -> pd.DataFrame:
-    """Per model: calls to make, not-applicable pairs, list-price total and the most it can cost."""
+def plan_calls(
+    run_id: str,
+    cases: Sequence[Any],
+    models: Sequence[ModelSpec],
+    providers: Mapping[str, ImageEditProvider],
+    *,
+    repeats: int = 1,
+    base_seed: int = BASE_SEED,
+    inputs: Mapping[str, tuple] | None = None,
+) -> list[PlannedCall]:
+    """:func:`iter_plan` as a list, every call with its request and prepared body."""
+    return list(iter_plan(run_id, cases, models, providers, repeats=repeats, base_seed=base_seed,
+                          inputs=dict(inputs or {})))
+
+
+def estimate(planned: Iterable[PlannedCall]) -> pd.DataFrame:
+    """Per model: calls to make, not-applicable pairs, list-price total and the most it can cost
+    (one pass: ``planned`` may be a generator)."""
     rows: dict[str, dict[str, Any]] = {}
     for pc in planned:
         r = rows.setdefault(

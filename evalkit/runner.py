@@ -30,7 +30,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -41,7 +41,7 @@ import pandas as pd
 from evalkit.catalog import Catalog
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.execution import _Execution
-from evalkit.planning import BASE_SEED, PlannedCall, estimate, plan_calls
+from evalkit.planning import BASE_SEED, PlannedCall, estimate, iter_plan
 from evalkit.providers import create_provider
 from evalkit.providers.base import ImageEditProvider
 from evalkit.providers.retry import RetryPolicy
@@ -232,17 +232,25 @@ async def arun(
         providers[name] = create_provider(name, **popts.get(name, {}))
 
     try:
-        planned = plan_calls(run_id, the_suite.cases, specs, providers, repeats=repeats, base_seed=base_seed)
+        # Planning is pure and deterministic, so it runs twice rather than holding every request for the
+        # whole run: once for the estimate, once (below) to write the rows and keep a small stub per call.
+        inputs: dict[str, tuple] = {}  # each case decoded once, shared by both passes and every call
+
+        def plan() -> Iterator[PlannedCall]:
+            return iter_plan(run_id, the_suite.cases, specs, providers, repeats=repeats, base_seed=base_seed,
+                             inputs=inputs)
+
         result = RunResult(run_id=run_id, workspace=str(ws.path), dry_run=dry_run)
-        result.estimate = estimate(planned)
+        result.estimate = estimate(plan())
+        per_model = result.estimate[result.estimate["model_id"] != "TOTAL"]
         if dry_run:  # no keys needed to see a plan
-            result.planned = sum(pc.status == "planned" for pc in planned)
-            result.not_applicable = sum(pc.status == "not_applicable" for pc in planned)
+            result.planned = int(per_model["calls"].sum())
+            result.not_applicable = int(per_model["not_applicable"].sum())
             result.wall_s = time.monotonic() - t0
             return result
 
         # a missing key stops the run before anything is written or spent (not one auth failure per call)
-        for name in sorted({pc.model.provider for pc in planned if pc.status == "planned"}):
+        for name in sorted(set(per_model.loc[per_model["calls"] > 0, "provider"])):
             check = getattr(providers[name], "ensure_credentials", None)
             if check is not None:
                 check()
@@ -270,8 +278,16 @@ async def arun(
         elif budget_usd != existing["budget_usd"]:
             ws.update_run(run_id, budget_usd=budget_usd)
         with ws.run_lock(run_id):
-            _record_cases(ws, run_id, the_suite, planned)
-            ws.insert_calls(pc.row() for pc in planned)
+            _record_cases(ws, run_id, the_suite)
+            planned: list[PlannedCall] = []
+
+            def rows() -> Iterator[dict[str, Any]]:
+                for pc in plan():
+                    yield pc.row()
+                    pc.release()  # rebuilt when it runs
+                    planned.append(pc)
+
+            ws.insert_calls(rows())
             ws.update_run(run_id, status="running")
             given_limits = provider_limits or {}
             limits = {name: given_limits.get(name) or default_provider_limits(name, getattr(p, "base_url", None))
@@ -355,7 +371,7 @@ def summarise(ws: Workspace, run_id: str, *, wall_s: float | None = None, stop_r
     return res
 
 
-def _record_cases(ws: Workspace, run_id: str, suite: Any, planned: Sequence[PlannedCall]) -> None:
+def _record_cases(ws: Workspace, run_id: str, suite: Any) -> None:
     """Copy each case's inputs into the blob store, so the workspace alone can draw every grid."""
     done: set[str] = set()
     rows = []

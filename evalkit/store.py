@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -589,14 +589,23 @@ class Workspace:
         cols = ", ".join(f"{k} = ?" for k in values)
         self._execute(f"UPDATE calls SET {cols} WHERE call_id = ?", (*values.values(), call_id))
 
-    def call_rows(self, run_id: str, statuses: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    def call_rows(self, run_id: str, statuses: Iterable[str] | None = None,
+                  columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The run's call rows (optionally only those in ``statuses``, only ``columns``), in plan order."""
+        what = "*"
+        if columns:
+            bad = [c for c in columns if not re.fullmatch(r"[a-z_][a-z0-9_]*", c)]
+            if bad:
+                raise InvalidInputError(f"not column names: {bad}")
+            what = ", ".join(columns)
         if statuses:
             st = list(statuses)
             rows = self._query(
-                f"SELECT * FROM calls WHERE run_id = ? AND status IN ({','.join('?' * len(st))}) ORDER BY rowid", (run_id, *st)
+                f"SELECT {what} FROM calls WHERE run_id = ? AND status IN ({','.join('?' * len(st))}) ORDER BY rowid",
+                (run_id, *st),
             )
         else:
-            rows = self._query("SELECT * FROM calls WHERE run_id = ? ORDER BY rowid", (run_id,))
+            rows = self._query(f"SELECT {what} FROM calls WHERE run_id = ? ORDER BY rowid", (run_id,))
         return [dict(r) for r in rows]
 
     def get_call(self, call_id: str) -> dict[str, Any]:

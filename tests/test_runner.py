@@ -67,6 +67,29 @@ async def test_dry_run_spends_nothing_and_estimates(wavespeed_sim, tmp_path, cat
     assert not (tmp_path / "evalkit.sqlite").exists() or Workspace(tmp_path).runs().empty
 
 
+def test_a_released_call_is_rebuilt_exactly_as_planned(catalog):
+    """The runner keeps a small stub per waiting call and rebuilds its request when it runs: the rebuilt
+    call must be the planned one (same body, fingerprint, price), or the cache, the budget and resume
+    would disagree with the rows written at planning time."""
+    from evalkit.planning import iter_plan, plan_calls
+    from evalkit.providers import create_provider
+    from evalkit.suites import load_suite
+
+    suite = load_suite("core")
+    models = catalog.select("all")
+    providers = {name: create_provider(name) for name in {m.provider for m in models}}
+    planned = [pc for pc in iter_plan("r", suite.cases, models, providers, repeats=2) if pc.status == "planned"]
+    assert len(planned) > 100
+    for pc in planned:
+        before = pc.row()
+        pc.release()
+        assert pc.request is None and pc.prepared is None
+        assert pc.build(providers[pc.model.provider]).row() == before
+    # not-applicable calls carry nothing to rebuild
+    na = [pc for pc in plan_calls("r", suite.cases, models, providers) if pc.status == "not_applicable"]
+    assert na and all(pc.request is None and pc.case is None for pc in na)
+
+
 async def test_run_records_every_call_and_bills_match(wavespeed_sim, tmp_path, catalog):
     res = await _run(wavespeed_sim, tmp_path, concurrency=8)
     ws = Workspace(tmp_path)
