@@ -8,6 +8,7 @@ import logging
 import os
 from dataclasses import replace
 
+import httpx
 import pytest
 from huggingface_hub.inference._providers import PROVIDERS
 from PIL import Image
@@ -242,3 +243,20 @@ async def test_live_flux_kontext(catalog):
         await p.aclose()
     assert out.ok, out.error
     assert not out.simulated and out.cost_usd is None
+
+
+def test_every_simulator_response_says_it_is_simulated(huggingface_sim):
+    """Outputs, refusals and the control routes alike carry the simulated marker."""
+    base, auth = huggingface_sim.base_url, {"Authorization": f"Bearer {huggingface_sim.api_key}"}
+    with httpx.Client(base_url=base) as c:
+        responses = [
+            c.post("/models/black-forest-labs/FLUX.1-Kontext-dev", content=make_png(32, 32),
+                   headers={**auth, "Content-Type": "image/png"}),
+            c.post("/models/black-forest-labs/FLUX.1-Kontext-dev", content=b"x", headers={"Authorization": "Bearer wrong"}),
+            c.get("/_sim/ledger"),
+            c.post("/_sim/faults", json={"kind": "rate_limit", "count": 1}),
+            c.post("/_sim/faults", json={"kind": "no-such-fault"}),
+            c.delete("/_sim/faults"),
+        ]
+    assert [r.status_code for r in responses] == [200, 401, 200, 200, 400, 200]
+    assert all(r.headers.get("X-Evalkit-Simulated") == "1" for r in responses)

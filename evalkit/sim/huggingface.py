@@ -131,7 +131,7 @@ class HuggingFaceSim(ScriptedSim):
                             headers={SIMULATED_HEADER: "1"})
 
     def _control_json(self, body: Any, status: int = 200) -> Response:
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers={SIMULATED_HEADER: "1"})
 
     @staticmethod
     def _parse(received: ReceivedInference, body: bytes) -> None:
