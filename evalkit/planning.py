@@ -150,28 +150,12 @@ def iter_plan(
                     yield pc
                     continue
                 pc.case, pc.inputs = case, case_inputs
-                pc.request = _request_for(case, model, repeat, seed, case_inputs)
                 try:
-                    pc.prepared = providers[model.provider].prepare(pc.request)
+                    pc.build(providers[model.provider])
                 except EvalkitError as exc:
                     pc.status, pc.reason, pc.request = "not_applicable", exc.message, None
                     pc.case = pc.inputs = None
                 yield pc
-
-
-def plan_calls(
-    run_id: str,
-    cases: Sequence[Any],
-    models: Sequence[ModelSpec],
-    providers: Mapping[str, ImageEditProvider],
-    *,
-    repeats: int = 1,
-    base_seed: int = BASE_SEED,
-    inputs: Mapping[str, tuple] | None = None,
-) -> list[PlannedCall]:
-    """:func:`iter_plan` as a list, every call with its request and prepared body."""
-    return list(iter_plan(run_id, cases, models, providers, repeats=repeats, base_seed=base_seed,
-                          inputs=dict(inputs or {})))
 
 
 def estimate(planned: Iterable[PlannedCall]) -> pd.DataFrame:

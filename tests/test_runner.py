@@ -71,7 +71,7 @@ def test_a_released_call_is_rebuilt_exactly_as_planned(catalog):
     """The runner keeps a small stub per waiting call and rebuilds its request when it runs: the rebuilt
     call must be the planned one (same body, fingerprint, price), or the cache, the budget and resume
     would disagree with the rows written at planning time."""
-    from evalkit.planning import iter_plan, plan_calls
+    from evalkit.planning import iter_plan
     from evalkit.providers import create_provider
     from evalkit.suites import load_suite
 
@@ -86,7 +86,7 @@ def test_a_released_call_is_rebuilt_exactly_as_planned(catalog):
         assert pc.request is None and pc.prepared is None
         assert pc.build(providers[pc.model.provider]).row() == before
     # not-applicable calls carry nothing to rebuild
-    na = [pc for pc in plan_calls("r", suite.cases, models, providers) if pc.status == "not_applicable"]
+    na = [pc for pc in iter_plan("r", suite.cases, models, providers) if pc.status == "not_applicable"]
     assert na and all(pc.request is None and pc.case is None for pc in na)
 
 
