@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
-from evalkit.viz import cached_thumbnail, comparison_grid, comparison_grid_html  # noqa: E402
+from evalkit.report.figures import cached_thumbnail, comparison_grid, comparison_grid_html  # noqa: E402
 from tests.plugins.synthetic import build_grid_workspace  # noqa: E402
 
 

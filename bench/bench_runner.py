@@ -192,7 +192,7 @@ class StoreClock:
         self._lock = threading.Lock()
 
     def install(self) -> None:
-        from evalkit.store import Workspace
+        from evalkit.store.workspace import Workspace
 
         for name in self.METHODS:
             original = getattr(Workspace, name)
@@ -267,7 +267,7 @@ def poll_schedule(tool: str, poll_s: float):  # type: ignore[no-untyped-def]
 def client_evalkit(calls: int, base_url: str, key: str, poll_s: float, concurrency: int, workdir: Path,
                    profile: Path | None = None, variant: str = "evalkit") -> ClientResult:
     from evalkit.credentials import Secret
-    from evalkit.runner import arun
+    from evalkit.engine.runner import arun
 
     suite = write_suite(workdir)
     poll = poll_schedule(variant, poll_s)
@@ -304,9 +304,9 @@ def client_evalkit(calls: int, base_url: str, key: str, poll_s: float, concurren
 
 def record_memory_phases() -> list[tuple[str, float, float, float]]:
     """(phase, RSS MB, peak MB since the reset, perf_counter) at the edges of a run's phases, from wrappers around
-    evalkit.execution's ``_Execution.execute`` and evalkit.runner's ``summarise`` (this process only)."""
-    import evalkit.execution as execution
-    import evalkit.runner as runner
+    evalkit.engine.execution's ``_Execution.execute`` and evalkit.engine.runner's ``summarise`` (this process only)."""
+    import evalkit.engine.execution as execution
+    import evalkit.engine.runner as runner
 
     marks: list[tuple[str, float, float, float]] = []
 

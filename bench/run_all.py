@@ -71,7 +71,7 @@ def report_row_child(result_file: Path) -> None:
     """In a child process: a 24 × 20 workspace of distinct images, then ``build_report`` timed."""
     out: dict[str, object] = {}
     try:
-        from evalkit.report import build_report
+        from evalkit.report.build import build_report
         from tests.plugins.synthetic import build_grid_workspace
 
         with tempfile.TemporaryDirectory(prefix="evalkit-bench-report-") as tmp:

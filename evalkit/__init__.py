@@ -8,7 +8,8 @@ The public surface::
     evalkit.run(suite="core", models="all", budget_usd=5)           # a run (await evalkit.arun(...) in Jupyter)
     ws = evalkit.Workspace("evalkit-workspace"); ws.runs(); ws.calls(run_id); ws.scores(run_id)
 
-Everything else is importable from its module (evalkit.scoring, evalkit.analysis, evalkit.viz, …).
+Everything else lives in the package of its pipeline stage: evalkit.catalog, .providers, .suites, .engine,
+.store, .scoring, .decide, .report and .sim (local servers speaking each provider's protocol).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from evalkit.catalog import Catalog, ModelSpec
 from evalkit.edit import ImageEditResult, agenerate_image_edit, generate_image_edit
 from evalkit.errors import Category, EvalkitError
 from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions, ImageEditProvider
-from evalkit.runner import RunResult, arun, run
+from evalkit.engine import RunResult, arun, run
 from evalkit.store import Workspace
 
 __all__ = [

@@ -146,7 +146,7 @@ def run_cmd(
     resume_id: Annotated[Optional[str], typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
     """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
-    from evalkit.runner import parse_provider_limits, run
+    from evalkit.engine.runner import parse_provider_limits, run
 
     if resume_id:
         run_id, resume = resume_id, True
@@ -196,7 +196,7 @@ def _print_run_summary(r) -> None:
 @app.command()
 def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the runs in a workspace."""
-    from evalkit.store import Workspace
+    from evalkit.store.workspace import Workspace
 
     try:
         df = Workspace(workspace).runs()
@@ -218,7 +218,7 @@ def export(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Export a run's calls (one row per call) as CSV, Parquet or JSON Lines."""
-    from evalkit.export import export_calls
+    from evalkit.store.export import export_calls
 
     try:
         path = export_calls(run_id, fmt, output, workspace=workspace)
@@ -250,7 +250,7 @@ def score(
         _fail(exc)
     out.print(str(summary))
     if pairwise:
-        from evalkit.store import Workspace
+        from evalkit.store.workspace import Workspace
 
         table = Workspace(workspace, create=False).rankings(run_id)
         if not table.empty:
@@ -267,9 +267,9 @@ def tiers(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Choose a default model per price tier and operation; write tier_defaults.json."""
-    from evalkit.store import Workspace
-    from evalkit.analysis import default_quality
-    from evalkit.tiers import choose_defaults, write_tier_defaults
+    from evalkit.store.workspace import Workspace
+    from evalkit.decide.tables import default_quality
+    from evalkit.decide.tiers import choose_defaults, write_tier_defaults
 
     try:
         ws = Workspace(workspace, create=False)
@@ -293,7 +293,7 @@ def report(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Execute the report notebook with papermill → self-contained HTML, tier_defaults.json, tables as CSV."""
-    from evalkit.report import build_report
+    from evalkit.report.build import build_report
 
     try:
         result = build_report(workspace, run_id, out_dir=out_dir, quality=quality, tiers=tiers_file)
@@ -313,7 +313,7 @@ def compare(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Per-model changes between two runs; exits 1 when a --fail-on threshold is crossed (for cron/CI alerts)."""
-    from evalkit.compare import compare_runs
+    from evalkit.decide.compare import compare_runs
 
     try:
         comparison = compare_runs(workspace, base_run, new_run, quality=quality, fail_on=fail_on)

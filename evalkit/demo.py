@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evalkit.store import Workspace
+from evalkit.store.workspace import Workspace
 
 
 @dataclass
@@ -28,7 +28,7 @@ class DemoResult:
 def run_demo(*, workspace: str | os.PathLike | None = None, suite: str = "core", out_dir: str | os.PathLike | None = None,
              console: Any = None, models: str = "all", concurrency: int = 32, report: bool = True,
              judge: bool = True, progress: bool = True) -> DemoResult:
-    from evalkit.runner import run
+    from evalkit.engine.runner import run
     from evalkit.sim.stack import start_local_stack
 
     say = console.print if console is not None else print
@@ -46,7 +46,7 @@ def run_demo(*, workspace: str | os.PathLike | None = None, suite: str = "core",
     html = None
     if report:
         try:
-            from evalkit.report import build_report
+            from evalkit.report.build import build_report
         except ImportError:  # the report module is optional until it lands
             build_report = None
         if build_report is not None:

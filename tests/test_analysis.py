@@ -1,4 +1,4 @@
-"""evalkit.analysis against the synthetic workspace: every number checked against hand-computed values."""
+"""evalkit.decide.tables against the synthetic workspace: every number checked against hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evalkit.analysis import (
+from evalkit.decide.tables import (
     QualitySpec, as_quality, bootstrap_ci, case_quality, comparison_cells, failure_table, model_table, pareto_front,
     percentile, resolve_quality, style_table,
 )

@@ -1,6 +1,6 @@
 """Bad input at every entry point: a clear evalkit error, nothing spent, and the workspace left intact.
 
-Entry points: :func:`evalkit.agenerate_image_edit`, the runner (:func:`evalkit.runner.arun`) and the CLI
+Entry points: :func:`evalkit.agenerate_image_edit`, the runner (:func:`evalkit.engine.runner.arun`) and the CLI
 (``python -m evalkit run …`` must exit 2 with ``error: <one line>`` plus a hint line, and no Python
 traceback). Every test that touches a workspace starts from a copy of one holding a finished run, and
 checks afterwards that the run's rows and every stored file are unchanged.
@@ -52,10 +52,10 @@ from evalkit.images import InputImage, load_image
 from evalkit.providers.base import EditRequest, ImageEditOptions
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import PollSchedule, build_body
-from evalkit.runner import arun
+from evalkit.engine.runner import arun
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.wavespeed import body_problem, start_wavespeed_sim
-from evalkit.store import Workspace
+from evalkit.store.workspace import Workspace
 from evalkit.suites import MAX_PROMPT_CHARS, load_suite
 from tests.plugins.common import toml_value
 

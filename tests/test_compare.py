@@ -1,4 +1,4 @@
-"""evalkit.compare: threshold parsing, per-model drift between two runs, exit codes — on hand-built runs
+"""evalkit.decide.compare: threshold parsing, per-model drift between two runs, exit codes — on hand-built runs
 with known numbers, and on two real runs against the local WaveSpeed server at different latencies."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from evalkit.compare import Threshold, compare_runs, model_metrics, parse_fail_on, previous_run_id
+from evalkit.decide.compare import Threshold, compare_runs, model_metrics, parse_fail_on, previous_run_id
 from evalkit.credentials import Secret
 from evalkit.errors import InvalidInputError
 from evalkit.providers.wavespeed import PollSchedule
-from evalkit.runner import run
-from evalkit.store import Workspace
+from evalkit.engine.runner import run
+from evalkit.store.workspace import Workspace
 
 # -- parsing ------------------------------------------------------------------------------------------
 
@@ -112,7 +112,7 @@ def two_runs(tmp_path):
 
 
 def test_model_metrics_match_hand_computation(two_runs):
-    from evalkit.analysis import QualitySpec
+    from evalkit.decide.tables import QualitySpec
 
     m = model_metrics(two_runs, "base", QualitySpec("viescore_o", "judge", "j1"))
     # numpy linear percentile of [100, 200, 300, 400]: rank 0.95·3 = 2.85 → 300 + 0.85·100

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from evalkit.store import Workspace
+from evalkit.store.workspace import Workspace
 
 #: keys a user might have exported: the demo must not need, use, or write any of them
 CANARIES = {

@@ -27,8 +27,8 @@ import pytest
 from evalkit.credentials import Secret
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import PollSchedule
-from evalkit.runner import arun
-from evalkit.store import Workspace
+from evalkit.engine.runner import arun
+from evalkit.store.workspace import Workspace
 from tests.plugins.money import (
     TASK_CODE_CATEGORY,
     assert_every_call_accounted,

@@ -1,4 +1,4 @@
-"""evalkit.report: the pieces the report notebook calls (no kernel), and build_report end to end —
+"""evalkit.report.build: the pieces the report notebook calls (no kernel), and build_report end to end —
 papermill in a real kernel on a real run against the local servers, a 24 × 20 size bound, a failing
 cell, and no key in anything written or printed."""
 
@@ -12,17 +12,18 @@ import nbformat
 import pandas as pd
 import pytest
 
-from evalkit.analysis import QualitySpec
+from evalkit.decide.tables import QualitySpec
 from evalkit.errors import EvalkitError, InvalidInputError
-from evalkit.analysis import model_table, style_table
+from evalkit.decide.tables import model_table, style_table
+from evalkit.report.build import _kernel_transport_config
 from evalkit.report import (
-    JUDGE_CAVEATS, _kernel_transport_config, build_report, caveats, caveats_html, category_grids, choose_quality,
+    JUDGE_CAVEATS, build_report, caveats, caveats_html, category_grids, choose_quality,
     export_html, external_references, glance_html, grid_thumb_px, groups, header_html, parse_quality, prepare_report,
     quality_string, recommendations_html, select_cases, split_ids, strip_cases, styled,
 )
-from evalkit.runner import run
+from evalkit.engine.runner import run
 from evalkit.scoring import score_run
-from evalkit.store import Workspace
+from evalkit.store.workspace import Workspace
 from tests.plugins.common import local_stack_in_env
 from tests.plugins.synthetic import ERASE_MODELS as S_ERASE_MODELS
 from tests.plugins.synthetic import build_grid_workspace

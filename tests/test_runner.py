@@ -19,8 +19,8 @@ from evalkit.credentials import Secret
 from evalkit.errors import InvalidInputError
 from evalkit.providers.wavespeed import PollSchedule
 from evalkit.resources import datasets_dir
-from evalkit.runner import ProviderLimits, StopController, arun, parse_provider_limits
-from evalkit.store import Workspace
+from evalkit.engine.runner import ProviderLimits, StopController, arun, parse_provider_limits
+from evalkit.store.workspace import Workspace
 
 WS_MODELS = "provider:wavespeed"
 
@@ -71,7 +71,7 @@ def test_a_released_call_is_rebuilt_exactly_as_planned(catalog):
     """The runner keeps a small stub per waiting call and rebuilds its request when it runs: the rebuilt
     call must be the planned one (same body, fingerprint, price), or the cache, the budget and resume
     would disagree with the rows written at planning time."""
-    from evalkit.planning import iter_plan
+    from evalkit.engine.planning import iter_plan
     from evalkit.providers import create_provider
     from evalkit.suites import load_suite
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from evalkit.credentials import Secret
-from evalkit.runner import arun
+from evalkit.engine.runner import arun
 from evalkit.scoring import auto_score_run, rankings, score_run
 from evalkit.scoring.auto import AUTO_METRICS_VERSION
-from evalkit.store import Workspace
+from evalkit.store.workspace import Workspace
 
 from tests.test_runner import FAST_POLL
 

@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
-from evalkit.budget import Budget
+from evalkit.engine.budget import Budget
 from evalkit.errors import BudgetExceededError, InvalidInputError, WorkspaceError
-from evalkit.store import SCHEMA_VERSION, Workspace
+from evalkit.store.workspace import SCHEMA_VERSION, Workspace
 
 from tests.plugins.common import make_png
 

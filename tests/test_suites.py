@@ -1,4 +1,4 @@
-"""Tests for evalkit/suites.py and the bundled suites in datasets/."""
+"""Tests for evalkit/suites/__init__.py and the bundled suites in datasets/."""
 
 from __future__ import annotations
 

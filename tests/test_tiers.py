@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from evalkit.analysis import QualitySpec
-from evalkit.tier_config import BUNDLED_TIERS, Tier, TierConfigError, load_tiers, parse_tiers
-from evalkit.tiers import SCHEMA, choose_defaults, paired_test, write_tier_defaults
+from evalkit.decide.tables import QualitySpec
+from evalkit.decide.tier_config import BUNDLED_TIERS, Tier, TierConfigError, load_tiers, parse_tiers
+from evalkit.decide.tiers import SCHEMA, choose_defaults, paired_test, write_tier_defaults
 from tests.plugins import synthetic as S
 
 JUDGE = ("viescore_o", "judge")

@@ -1,4 +1,4 @@
-"""evalkit.viz: Pareto plots, comparison grids (matplotlib and HTML), latency plots — rendered headless."""
+"""evalkit.report.figures: Pareto plots, comparison grids (matplotlib and HTML), latency plots — rendered headless."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from matplotlib.text import Annotation
 from PIL import Image
 
-from evalkit.analysis import SIMULATED_NOTE, comparison_cells, model_table
+from evalkit.decide.tables import SIMULATED_NOTE, comparison_cells, model_table
 from evalkit.errors import InvalidInputError
-from evalkit.viz import (
+from evalkit.report.figures import (
     STATE_COLOURS, case_strip, comparison_grid, comparison_grid_html, failure_table, latency_distribution,
     plot_pareto, plot_tradeoffs,
 )

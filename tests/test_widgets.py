@@ -1,4 +1,4 @@
-"""evalkit.widgets driven without a browser: comm ≥ 0.2 gives a DummyComm outside a kernel, so widgets
+"""evalkit.report.widgets driven without a browser: comm ≥ 0.2 gives a DummyComm outside a kernel, so widgets
 can be built, their values set and buttons clicked in plain pytest; we assert what is shown and stored."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from PIL import Image
 
 from evalkit.errors import InvalidInputError
 from evalkit.scoring.arena import schedule_pairs
-from evalkit.widgets import Explorer, Rater, before_after
+from evalkit.report.widgets import Explorer, Rater, before_after
 from tests.plugins import synthetic as S
 
 JUDGE = ("viescore_o", "judge")

@@ -4,7 +4,7 @@
 
 * **auto** (:mod:`evalkit.scoring.auto`): offline metrics for every completed call, source ``auto``,
   version ``AUTO_METRICS_VERSION``. Already-scored calls are skipped, so re-running is free.
-* **judge** (:mod:`evalkit.scoring.judge`): VIEScore as GEdit-Bench applies it, source ``judge``,
+* **judge** (:mod:`evalkit.scoring.judge.client`): VIEScore as GEdit-Bench applies it, source ``judge``,
   version = judge model | prompt version | image encoding. Cached per (judge, prompt, images).
 * **pairwise**: the judge picks the better of two edits per case; votes land in the ratings table,
   where :func:`rankings` fits Bradley–Terry strengths (with human votes, or separately).
@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from evalkit.errors import EvalkitError, InvalidInputError
-from evalkit.store import Workspace
+from evalkit.store.workspace import Workspace
 
 #: below this many calls, scoring runs in-process (a worker pool costs ~1 s to start)
 _POOL_THRESHOLD = 40

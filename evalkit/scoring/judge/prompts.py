@@ -1,7 +1,7 @@
 """What the judge is asked and what counts as an answer: prompt texts, output contracts, reply parsing.
 
 A judge task is *prompt + output contract + reducer* (the EvalScope GEdit shape, anchors §4.5); this
-module holds the first two, :mod:`evalkit.scoring.judge` the client and the VIEScore reducer.
+module holds the first two, :mod:`evalkit.scoring.judge.client` the client and the VIEScore reducer.
 
 * ``viescore`` — GEdit-Bench's VIEScore, task ``tie``, 0-shot (anchors §5): the SC prompt with
   [source, edited] and the instruction, the PQ prompt with [edited]; each must answer

@@ -7,10 +7,10 @@ the last run?" :func:`compare_runs` answers per model present in both runs, and
 Metrics (per model, from the workspace; the runs may share one workspace):
 
 * ``latency_p50`` / ``latency_p95`` — percentiles of ``total_ms`` (submit → image downloaded) over
-  completed calls, numpy's linear method as in :mod:`evalkit.analysis`;
+  completed calls, numpy's linear method as in :mod:`evalkit.decide.tables`;
 * ``cost`` — mean billed ``cost_usd`` per attempted call with a known cost;
 * ``success`` — completed / attempted (completed, failed, unknown outcome), 0–1;
-* ``quality`` — mean over cases of the per-case mean score (:func:`evalkit.analysis.case_quality`).
+* ``quality`` — mean over cases of the per-case mean score (:func:`evalkit.decide.tables.case_quality`).
 
 Calls served from the request cache are left out of latency, cost and success: they copy an earlier
 run's result, so they would hide exactly the drift this looks for. Schedule runs with ``--no-cache``.
@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evalkit.analysis import (
+from evalkit.decide.tables import (
     ATTEMPTED_STATUSES, PERCENTILE_METHOD, QualityLike, QualitySpec, as_quality, case_quality, resolve_quality,
     run_is_simulated, scored_values,
 )
 from evalkit.errors import InvalidInputError
-from evalkit.report import AUTO_QUALITY, JUDGE_QUALITY, parse_quality
-from evalkit.store import Workspace
+from evalkit.report.sections import AUTO_QUALITY, JUDGE_QUALITY, parse_quality
+from evalkit.store.workspace import Workspace
 
 METRICS = {
     "latency_p50": ("p50 latency", "ms"),

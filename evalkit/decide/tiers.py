@@ -1,6 +1,6 @@
 """Per-tier default models: for each price tier × operation, the model a product should use, and why.
 
-Tier definitions (constraints) are loaded by :mod:`evalkit.tier_config` (bundled ``tiers.toml``,
+Tier definitions (constraints) are loaded by :mod:`evalkit.decide.tier_config` (bundled ``tiers.toml``,
 overridden by a workspace ``tiers.toml`` or ``--tiers FILE``).
 
 The rule, per tier × operation
@@ -10,7 +10,7 @@ The rule, per tier × operation
 2. **Meets the constraints**: mean list price per edit ≤ ``max_cost_usd`` (an unknown price cannot
    be checked, so it fails), p95 total latency ≤ ``max_latency_p95_ms``, success rate ≥
    ``min_success_rate`` — all measured on this operation's calls (definitions in
-   :mod:`evalkit.analysis`).
+   :mod:`evalkit.decide.tables`).
 3. **Enough evidence**: at least ``min_calls`` completed calls and a scored quality.
 4. Among models passing 1–3, the **best** is the one with the highest mean quality. But if a
    *cheaper* passing model is not significantly worse, the cheapest such model is the default, and
@@ -82,12 +82,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evalkit.analysis import (
+from evalkit.decide.tables import (
     DEFAULT_QUALITY, QualityLike, QualitySpec, case_quality, format_ms, format_usd, model_table, run_is_simulated,
 )
 from evalkit.errors import InvalidInputError
-from evalkit.store import Workspace, utcnow
-from evalkit.tier_config import Tier, TierConfigError, load_tiers
+from evalkit.store.workspace import Workspace, utcnow
+from evalkit.decide.tier_config import Tier, TierConfigError, load_tiers
 
 SCHEMA = "evalkit.tier_defaults/1"
 TEST_NAME = "wilcoxon_signed_rank_one_sided_pratt"

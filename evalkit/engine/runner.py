@@ -4,7 +4,7 @@ The life of one call, and what is on disk at each step (so a ``kill -9`` anywher
 
 1. ``planned`` — written for every (case, model, repeat) before anything is spent.
 2. The call waits for a global slot, a per-provider slot and the provider's images-per-minute limiter.
-3. Its maximum price is *reserved* in the :class:`~evalkit.budget.Budget`; if that would cross the cap,
+3. Its maximum price is *reserved* in the :class:`~evalkit.engine.budget.Budget`; if that would cross the cap,
    the run stops submitting (calls already in flight finish).
 4. ``submitting`` — committed just before the request is sent.
 5. ``submitted`` + prediction id — committed the moment the provider accepts the job, before waiting
@@ -19,7 +19,7 @@ A request identical to one completed in any earlier run (same model, parameters,
 the fingerprint) is served from that result, unless ``no_cache=True``.
 
 This module is the public side — validate, plan, record the run, summarise; the engine that carries
-the calls through steps 2–6 is :mod:`evalkit.execution`.
+the calls through steps 2–6 is :mod:`evalkit.engine.execution`.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ import pandas as pd
 
 from evalkit.catalog import Catalog
 from evalkit.errors import EvalkitError, InvalidInputError
-from evalkit.execution import _Execution
-from evalkit.planning import BASE_SEED, PlannedCall, estimate, iter_plan
+from evalkit.engine.execution import _Execution
+from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan
 from evalkit.providers import create_provider
 from evalkit.providers.base import ImageEditProvider
 from evalkit.providers.retry import RetryPolicy
-from evalkit.store import Workspace, check_id
+from evalkit.store.workspace import Workspace, check_id
 
 #: WaveSpeed account levels: (max concurrent tasks, images per minute) — reference §1.7 (high confidence).
 WAVESPEED_LEVELS = {"bronze": (3, 10), "silver": (100, 500), "gold": (2000, 3000), "ultra": (5000, 5000)}

@@ -5,7 +5,7 @@ timeout, the kernel started in the output folder) and writes, in ``reports/<run_
 
     model_choice_report.html   the report: no code, images inlined as data URIs, no CDN scripts
     model_choice_report.ipynb  the executed notebook (for auditing; its parameters hold no secrets)
-    tier_defaults.json         evalkit.tiers.write_tier_defaults — what a product's model selector reads
+    tier_defaults.json         evalkit.decide.tiers.write_tier_defaults — what a product's model selector reads
     models.csv  by_operation.csv  by_category.csv  failures.csv  recommendations.csv
 
 Secrets: the notebook's parameters are only the workspace path, the run id, the quality spec and the
@@ -20,7 +20,7 @@ Plots are PNG, grids JPEG thumbnails, all inlined; ``external_references`` finds
 still load from the network.
 
 The section functions the notebook calls (``prepare_report``, ``overview_html``, ``recommendations_html``,
-…) live in :mod:`evalkit.report_sections`, so tests reach every piece of logic without a kernel; they are
+…) live in :mod:`evalkit.report.sections`, so tests reach every piece of logic without a kernel; they are
 re-exported here, so ``evalkit.report.<name>`` (what the notebooks call) keeps working.
 """
 
@@ -34,43 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from evalkit.analysis import QualityLike
+from evalkit.decide.tables import QualityLike
 from evalkit.credentials import redact
 from evalkit.errors import EvalkitError, InvalidInputError
 
-# Re-exported (not all used here): the section functions the notebooks call as ``report.<name>``.
-from evalkit.report_sections import (
-    AUTO_CAVEAT,
-    AUTO_QUALITY,
-    GRID_CELL_BUDGET,
-    JUDGE_CAVEATS,
-    JUDGE_QUALITY,
-    MIN_CASES_FOR_EVIDENCE,
-    REPORT_THUMB_PX,
-    ReportData,
-    catalogue_facts,
-    category_grids,
-    caveats,
-    caveats_html,
-    choose_quality,
-    failures_html,
-    figure_image,
-    glance_html,
-    grid_thumb_px,
-    groups,
-    header_html,
-    overview_html,
-    parse_quality,
-    prepare_report,
-    quality_string,
-    recommendations_html,
-    run_overview,
-    select_cases,
-    split_ids,
-    strip_cases,
-    styled,
-)
-from evalkit.store import Workspace, check_id
+from evalkit.report.sections import ReportData, prepare_report, quality_string
+from evalkit.store.workspace import Workspace, check_id
 
 REPORT_NOTEBOOK = "model_choice_report.ipynb"
 
@@ -154,7 +123,7 @@ def _kernel_imports_this_evalkit() -> Iterator[None]:
     """The kernel inherits our environment: put this evalkit first on its PYTHONPATH, so a source
     checkout (not installed) works and the kernel never imports a different installed copy.
     (It changes ``os.environ`` for the duration: build one report at a time per process.)"""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     before = os.environ.get("PYTHONPATH")
     parts = [p for p in (before or "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join([root, *[p for p in parts if p != root]])
@@ -262,17 +231,11 @@ def build_report(ws: Workspace | str | os.PathLike, run_id: str, *, out_dir: str
     html_path = export_html(notebook, out / "model_choice_report.html",
                             title=f"Model choice report — run {run_id}")
     data = prepare_report(workspace, run_id, quality=quality, tiers=tiers)
-    from evalkit.tiers import write_tier_defaults
+    from evalkit.decide.tiers import write_tier_defaults
 
     tier_path = write_tier_defaults(data.decision, out / "tier_defaults.json")
     return ReportResult(out_dir=out, html=html_path, notebook=notebook, tier_defaults=tier_path,
                         tables=write_tables(data, out))
 
 
-__all__ = [
-    "ReportResult", "ReportData", "build_report", "prepare_report", "choose_quality", "parse_quality",
-    "quality_string", "run_overview", "header_html", "overview_html", "glance_html", "recommendations_html", "caveats",
-    "caveats_html", "catalogue_facts", "styled", "figure_image", "category_grids", "select_cases", "strip_cases", "split_ids",
-    "groups", "failures_html", "grid_thumb_px", "write_tables", "export_html",
-    "external_references", "execute_notebook",
-]
+__all__ = ["ReportResult", "build_report", "write_tables", "export_html", "external_references", "execute_notebook"]

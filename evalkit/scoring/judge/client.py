@@ -6,11 +6,11 @@ evalkit stores carries :meth:`JudgeConfig.version` — judge model, prompt versi
 any non-default sampling setting — and every compared model is re-scored by the same judge.
 
 A judge task is *prompt + output contract + reducer* (the EvalScope GEdit shape, anchors §4.5). The
-prompt texts, output contracts and reply parsing live in :mod:`evalkit.scoring.judge_prompts`, what pins
-a judge (:class:`JudgeConfig`, :class:`ImageEncoding`) in :mod:`evalkit.scoring.judge_config`, judging a
-whole run (:func:`judge_run`, :class:`JudgeSummary`) in :mod:`evalkit.scoring.judge_batch`; this module
+prompt texts, output contracts and reply parsing live in :mod:`evalkit.scoring.judge.prompts`, what pins
+a judge (:class:`JudgeConfig`, :class:`ImageEncoding`) in :mod:`evalkit.scoring.judge.config`, judging a
+whole run (:func:`judge_run`, :class:`JudgeSummary`) in :mod:`evalkit.scoring.judge.batch`; this module
 is the client (one request: cache, budget, retries) and the reducers, and re-exports all of their
-public names, so ``from evalkit.scoring.judge import …`` reaches every one of them.
+public names, so ``from evalkit.scoring.judge.client import …`` reaches every one of them.
 
 * ``viescore`` — GEdit-Bench's VIEScore, task ``tie``, 0-shot (anchors §5). Two requests: SC with
   [source, edited] and the instruction, PQ with [edited]; each must answer
@@ -31,7 +31,7 @@ answer object of the expected shape is *unscored* with a reason: ``refused``, ``
 without an instruction ``no_instruction`` / ``not_applicable``.
 
 Money and retries
-    Before a request is sent, ``usd_per_call_reserve`` is reserved in an :class:`~evalkit.budget.Budget`;
+    Before a request is sent, ``usd_per_call_reserve`` is reserved in an :class:`~evalkit.engine.budget.Budget`;
     nothing is sent once a reservation would cross the cap. A request is retried (with
     :class:`~evalkit.providers.retry.RetryPolicy`, honouring ``Retry-After``) only when the response
     proves it was not processed: HTTP 408/429/5xx or a connection that never opened. *Assumption*: an
@@ -52,7 +52,7 @@ Cache
     for that explicitly).
 
 What is stored
-    by :func:`judge_run` (:mod:`evalkit.scoring.judge_batch`, re-exported here): scores, pairwise
+    by :func:`judge_run` (:mod:`evalkit.scoring.judge.batch`, re-exported here): scores, pairwise
     ratings and usage rows, described there. Cache records: ``parsed`` is ``{"judge": <the validated
     answer or null>, "meta": {finish_reason, response_model, system_fingerprint, usage, order, …}}``
     and ``reply_raw`` the (redacted) reply text or error body.
@@ -76,12 +76,12 @@ from typing import Any
 
 import httpx
 
-from evalkit.budget import Budget
+from evalkit.engine.budget import Budget
 from evalkit.credentials import redact
 from evalkit.errors import BudgetExceededError, ImageError, InvalidInputError
 from evalkit.providers.retry import RetryPolicy, parse_retry_after
 # Re-exported (not all used here): the public names of the modules this one was split into.
-from evalkit.scoring.judge_config import (
+from evalkit.scoring.judge.config import (
     DEFAULT_BASE_URL,
     DEFAULT_IMAGE_ENCODING,
     DEFAULT_USD_PER_CALL_RESERVE,
@@ -89,7 +89,7 @@ from evalkit.scoring.judge_config import (
     ImageEncoding,
     JudgeConfig,
 )
-from evalkit.scoring.judge_prompts import (
+from evalkit.scoring.judge.prompts import (
     CHOICE_CONTRACT,
     OPERATION_INSTRUCTIONS,
     PAIRWISE_PROMPT,
@@ -104,7 +104,7 @@ from evalkit.scoring.judge_prompts import (
     _short,
     parse_reply,
 )
-from evalkit.store import Workspace
+from evalkit.store.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -615,17 +615,6 @@ def _reduce_viescore(sc_reply: JudgeReply | None, pq_reply: JudgeReply | None, *
                           sc_applies=sc_applies, detail=detail)
 
 
-#: Names that live in :mod:`evalkit.scoring.judge_batch` (which builds on this module) and stay importable
-#: from here; resolved on first use so that importing either module first works.
-_BATCH_NAMES = frozenset({"JudgeSummary", "VIESCORE_METRICS", "judge_run"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _BATCH_NAMES:
-        from evalkit.scoring import judge_batch
-
-        return getattr(judge_batch, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
@@ -636,7 +625,6 @@ __all__ = [
     "Judge",
     "JudgeConfig",
     "JudgeReply",
-    "JudgeSummary",
     "OPERATION_INSTRUCTIONS",
     "OutputContract",
     "PAIRWISE_PROMPT",
@@ -645,11 +633,9 @@ __all__ = [
     "ParsedReply",
     "SCORE_CONTRACT",
     "SC_OPERATIONS",
-    "VIESCORE_METRICS",
     "VIESCORE_PQ_PROMPT",
     "VIESCORE_PROMPT_VERSION",
     "VIESCORE_SC_PROMPT",
     "VIEScoreResult",
-    "judge_run",
     "parse_reply",
 ]

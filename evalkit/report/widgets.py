@@ -1,7 +1,7 @@
 """Live JupyterLab widgets (ipywidgets 8): an output explorer and a blind pairwise rater.
 
 For live exploration only: exported HTML reports cannot show widgets offline (their JavaScript comes
-from a CDN), so reports use :mod:`evalkit.viz`. Everything visual is computed in Python — thumbnails,
+from a CDN), so reports use :mod:`evalkit.report.figures`. Everything visual is computed in Python — thumbnails,
 the before/after composite — so the widgets work in any front end, and tests can drive them without
 a browser (``dropdown.value = …``, ``button.click()``) and read what is shown (``Image.value``).
 
@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from evalkit.analysis import DEFAULT_QUALITY, SIMULATED_NOTE, QualityLike, comparison_cells
+from evalkit.decide.tables import DEFAULT_QUALITY, SIMULATED_NOTE, QualityLike, comparison_cells
 from evalkit.errors import InvalidInputError
 from evalkit.images import decode_output, encode, to_rgb
 from evalkit.scoring.arena import schedule_pairs
-from evalkit.store import Workspace
-from evalkit.viz import cached_thumbnail
+from evalkit.store.workspace import Workspace
+from evalkit.report.figures import cached_thumbnail
 
 ALL = "(all)"
 COMPARE_PX = 512
@@ -373,7 +373,7 @@ class Rater:
         rating_id = self.ws.add_rating(
             run_id=self.run_id, case_id=pair.case_id, rater=self.rater, source=self.source, kind="pair",
             call_left=pair.call_left, call_right=pair.call_right, choice=choice,
-            detail=json.dumps({"ui": "evalkit.widgets.Rater", "sides": "A=left, B=right"}),
+            detail=json.dumps({"ui": "evalkit.report.widgets.Rater", "sides": "A=left, B=right"}),
         )
         label = {"left": "A", "right": "B", "tie": "tie", "both_bad": "both bad"}[choice]
         self.status.value = f"<small>saved vote {self.n_rated()} ({label})</small>"

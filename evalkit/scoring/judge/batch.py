@@ -11,7 +11,7 @@ What is stored
     pairwise: ``ws.add_rating(kind="pair", source="judge", rater="judge:<model>")`` with ``detail``
     holding the version, which side was shown first, the raw verdict and the reasoning. Every request
     sent is a ``usage`` row (source "judge"). The judge's cache records are described in
-    :mod:`evalkit.scoring.judge`.
+    :mod:`evalkit.scoring.judge.client`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from evalkit.budget import Budget
+from evalkit.engine.budget import Budget
 from evalkit.errors import ImageError, InvalidInputError, WorkspaceError
-from evalkit.scoring.judge import Judge, JudgeReply, PairwiseResult, VIEScoreResult, _Gate
-from evalkit.scoring.judge_config import MODES
-from evalkit.scoring.judge_prompts import OPERATION_INSTRUCTIONS, SC_OPERATIONS
-from evalkit.store import Workspace
+from evalkit.scoring.judge.client import Judge, JudgeReply, PairwiseResult, VIEScoreResult, _Gate
+from evalkit.scoring.judge.config import MODES
+from evalkit.scoring.judge.prompts import OPERATION_INSTRUCTIONS, SC_OPERATIONS
+from evalkit.store.workspace import Workspace
 
 VIESCORE_METRICS = ("viescore_sc", "viescore_pq", "viescore_o", "vie_editing_success", "vie_over_editing",
                     "vie_naturalness", "vie_artifacts")

@@ -1,14 +1,14 @@
-"""The execution engine of a run: carries each remaining call through the steps in :mod:`evalkit.runner`'s
+"""The execution engine of a run: carries each remaining call through the steps in :mod:`evalkit.engine.runner`'s
 docstring (planned → submitting → submitted → completed / failed / unknown), writing each step to the
 workspace before the next one can spend money.
 
 :class:`_Execution` fans the calls out over per-provider queues and workers under one global semaphore,
 per-provider semaphores and images-per-minute limiters; reserves each call's maximum price in the
-:class:`~evalkit.budget.Budget` before sending; waits out rate limits and transient polling trouble
+:class:`~evalkit.engine.budget.Budget` before sending; waits out rate limits and transient polling trouble
 (the runner's patience); collects accepted jobs on resume instead of re-sending them; serves
 fingerprint cache hits from earlier runs; and stores outcomes, blobs and the usage ledger. Only
-:func:`evalkit.runner.arun` constructs it (after planning, budget and credential checks); the runner's
-public API and result types stay in :mod:`evalkit.runner`.
+:func:`evalkit.engine.runner.arun` constructs it (after planning, budget and credential checks); the runner's
+public API and result types stay in :mod:`evalkit.engine.runner`.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiolimiter import AsyncLimiter
 
-from evalkit.budget import Budget, Reservation
+from evalkit.engine.budget import Budget, Reservation
 from evalkit.credentials import redact
 from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
-from evalkit.planning import PlannedCall
+from evalkit.engine.planning import PlannedCall
 from evalkit.providers.base import EditOutcome, ImageEditProvider
 from evalkit.providers.retry import RetryPolicy
-from evalkit.store import Workspace
+from evalkit.store.workspace import Workspace
 
 if TYPE_CHECKING:  # the runner builds on this module; its types are only named here
-    from evalkit.runner import ProviderLimits, StopController
+    from evalkit.engine.runner import ProviderLimits, StopController
 
 #: errors of an accepted job worth polling again within the run (a TIMEOUT already waited the whole poll
 #: schedule, so it is left `submitted` for `--resume` instead)

@@ -1,6 +1,6 @@
 """Price-tier definitions: what a model must satisfy to be the default for users on a plan.
 
-Tiers live in TOML. The bundled ``evalkit/tiers.toml`` defines ``free``, ``standard`` and
+Tiers live in TOML. The bundled ``evalkit/decide/tiers.toml`` defines ``free``, ``standard`` and
 ``premium``; a workspace's ``tiers.toml``, or a file passed explicitly (``--tiers FILE``), replaces it
 as a whole — a file says exactly which tiers exist, nothing is merged behind the user's back::
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import InvalidInputError
-from evalkit.store import check_id
+from evalkit.store.workspace import check_id
 
 BUNDLED_TIERS = Path(__file__).with_name("tiers.toml")
 SCHEMA = "evalkit.tiers/1"
@@ -44,7 +44,7 @@ class TierConfigError(InvalidInputError):
     def __init__(self, origin: str, problems: list[str]):
         listing = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"tier file {origin} has {len(problems)} problem(s):\n{listing}",
-                         hint="fix these keys (the format is in evalkit/tiers.toml and evalkit/tier_config.py)")
+                         hint="fix these keys (the format is in evalkit/decide/tiers.toml and evalkit/decide/tier_config.py)")
         self.problems = list(problems)
 
 

@@ -3,7 +3,7 @@
 
 Both change scores, so :meth:`JudgeConfig.version` — judge model, prompt version, image encoding and any
 non-default sampling setting — is stored with every score and is part of every cache key
-(:mod:`evalkit.scoring.judge`).
+(:mod:`evalkit.scoring.judge.client`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from PIL import Image
 from evalkit.credentials import Secret, key_from_env
 from evalkit.errors import ImageError, InvalidInputError
 from evalkit.images import decode_output, encode, to_rgb
-from evalkit.scoring.judge_prompts import PAIRWISE_PROMPT_VERSION, VIESCORE_PROMPT_VERSION
+from evalkit.scoring.judge.prompts import PAIRWISE_PROMPT_VERSION, VIESCORE_PROMPT_VERSION
 
 DEFAULT_IMAGE_ENCODING = "jpeg-q90-max1024"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

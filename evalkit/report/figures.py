@@ -3,7 +3,7 @@
 Every function returns a matplotlib ``Figure`` (or an HTML string) and never calls ``plt.show()``:
 the caller displays it and can ``plt.close(fig)``. Static reports need plain images, not widgets
 (exported widget views need a CDN), so everything here renders without a kernel. When a run is
-simulated, every figure carries :data:`evalkit.analysis.SIMULATED_NOTE` as a watermark and in its
+simulated, every figure carries :data:`evalkit.decide.tables.SIMULATED_NOTE` as a watermark and in its
 title.
 
 Comparison grids are drawn as **one mosaic image** (thumbnails pasted with PIL) in a single axes with
@@ -28,12 +28,12 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 from PIL import Image, ImageDraw
 
-from evalkit.analysis import (
+from evalkit.decide.tables import (
     DEFAULT_QUALITY, SIMULATED_NOTE, QualityLike, comparison_cells, failure_table, format_ms, pareto_front, run_is_simulated,
 )
 from evalkit.errors import InvalidInputError
 from evalkit.images import thumbnail_jpeg
-from evalkit.store import Workspace
+from evalkit.store.workspace import Workspace
 
 DPI = 100
 STATE_COLOURS = {"failed": (248, 215, 218), "not_applicable": (226, 227, 229), "unknown": (255, 236, 179),
@@ -274,7 +274,7 @@ def plot_pareto(df: pd.DataFrame, x: str = "mean_cost_usd", y: str = "quality", 
     """Scatter of ``y`` against ``x`` with the Pareto front highlighted and connected; every point is
     named, or numbered (with a key below) where its name would overlap another.
 
-    ``df`` is a :func:`evalkit.analysis.model_table` (one row per model: filter a grouped table to one
+    ``df`` is a :func:`evalkit.decide.tables.model_table` (one row per model: filter a grouped table to one
     operation first). The x axis is logarithmic when the values span 10× or more (symlog when free
     models sit at 0). Quality intervals are drawn as error bars when present. Models without an x or
     y value are listed under the plot as "not plotted". With ``ax`` the panel is drawn there (the

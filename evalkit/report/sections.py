@@ -5,7 +5,7 @@
 function per section (``header_html``, ``overview_html``, ``glance_html``, ``recommendations_html``,
 ``styled``, ``figure_image``, ``category_grids``, ``failures_html``, ``caveats_html`` …). Keeping them
 here, not in the notebook, means tests reach every piece of logic without a kernel. Executing the
-notebook and exporting it to HTML is :mod:`evalkit.report`, which re-exports every name below.
+notebook and exporting it to HTML is :mod:`evalkit.report.build`, which re-exports every name below.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Any
 
 import pandas as pd
 
-from evalkit.analysis import (
+from evalkit.decide.tables import (
     SIMULATED_NOTE, QualityLike, QualitySpec, as_quality, failure_table, format_ms, format_usd, model_table,
     resolve_quality, run_is_simulated, scored_values,
 )
 from evalkit.errors import InvalidInputError
-from evalkit.store import Workspace, check_id
+from evalkit.store.workspace import Workspace, check_id
 
 JUDGE_QUALITY = QualitySpec("viescore_o", "judge")
 AUTO_QUALITY = QualitySpec("ssim", "auto")
@@ -68,7 +68,7 @@ class ReportData:
     by_operation: pd.DataFrame
     by_category: pd.DataFrame
     failures: pd.DataFrame
-    decision: Any  # evalkit.tiers.TierDecision
+    decision: Any  # evalkit.decide.tiers.TierDecision
 
 
 # -- quality ------------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def choose_quality(ws: Workspace, run_id: str, quality: QualityLike | None = Non
 def prepare_report(workspace: Workspace | str | os.PathLike, run_id: str, *, quality: QualityLike | None = None,
                    tiers: str | os.PathLike | None = None) -> ReportData:
     """Compute every table the report shows (the notebook's first cell after its parameters)."""
-    from evalkit.tiers import choose_defaults
+    from evalkit.decide.tiers import choose_defaults
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, create=False)
     check_id(run_id, "run id")
@@ -405,7 +405,7 @@ def styled(df: pd.DataFrame, *, group: str | None = None) -> Any:
     readable headers; ``group`` first, shown once per group, when given. Rows of models that made no
     attempt (in a group: they cannot do that operation) are left out. Missing values show "—" without
     colour; an undefined quality per $ says why (free, price unknown)."""
-    from evalkit.analysis import style_table
+    from evalkit.decide.tables import style_table
 
     rows = df[df["calls"] > 0] if "calls" in df.columns else df
     view = rows.assign(quality_ci=[_ci_text(lo, hi) for lo, hi in zip(rows["quality_ci_low"], rows["quality_ci_high"],
@@ -506,7 +506,7 @@ def category_grids(ws: Workspace, run_id: str, *, quality: QualityLike = AUTO_QU
     Each grid has columns only for the models that ran on at least one of its cases, best mean score
     first (the source before them); a line above it counts and names the models not applicable there. Thumbnails shrink when
     the grids together have more than GRID_CELL_BUDGET cells."""
-    from evalkit.viz import comparison_grid_html
+    from evalkit.report.figures import comparison_grid_html
 
     frame = select_cases(ws, run_id, categories=categories, cases=cases)
     calls = ws.calls(run_id)
