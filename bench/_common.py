@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -105,10 +105,25 @@ class SimProcess:
         port_file = Path(self._dir.name) / "port"
         env = {**os.environ, "EVALKIT_SIM_API_KEY": self.api_key, "PYTHONPATH": str(ROOT)}
         self.proc = start_process(
-            [PYTHON, "-m", "evalkit.sim", "--port", "0", "--port-file", str(port_file),
-             "--fixed-latency-ms", str(self.fixed_latency_ms), "--max-concurrent", str(self.max_concurrent),
-             "--output-max-side", str(self.output_max_side)],
-            env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                PYTHON,
+                "-m",
+                "evalkit.sim",
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+                "--fixed-latency-ms",
+                str(self.fixed_latency_ms),
+                "--max-concurrent",
+                str(self.max_concurrent),
+                "--output-max-side",
+                str(self.output_max_side),
+            ],
+            env=env,
+            cwd=str(ROOT),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + startup_timeout_s
         while not port_file.exists():
@@ -153,6 +168,7 @@ class SimProcess:
 
 # ---- measurements inside a client process ------------------------------------------------------
 
+
 def reset_peak_rss() -> None:
     """Reset the kernel's peak-RSS mark of this process (Linux ≥ 4.0), so a later peak covers only what follows."""
     with contextlib.suppress(OSError):
@@ -172,6 +188,7 @@ def rss_mb() -> float:
 
 # ---- the machine -------------------------------------------------------------------------------
 
+
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -185,8 +202,23 @@ def _mem_total_gib() -> float:
     return int(m.group(1)) / 1024**2 if m else float("nan")
 
 
-def versions(names: tuple[str, ...] = ("httpx", "httpcore", "h11", "uvicorn", "starlette", "requests", "urllib3",
-                                      "wavespeed", "aiohttp", "httpx-aiohttp", "sniffio", "numpy", "opencv-python-headless")) -> str:
+def versions(
+    names: tuple[str, ...] = (
+        "httpx",
+        "httpcore",
+        "h11",
+        "uvicorn",
+        "starlette",
+        "requests",
+        "urllib3",
+        "wavespeed",
+        "aiohttp",
+        "httpx-aiohttp",
+        "sniffio",
+        "numpy",
+        "opencv-python-headless",
+    ),
+) -> str:
     out = []
     for n in names:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -197,10 +229,15 @@ def versions(names: tuple[str, ...] = ("httpx", "httpcore", "h11", "uvicorn", "s
 def evalkit_revision() -> str:
     """The commit measured, and whether evalkit/ had uncommitted changes (others work in the same checkout)."""
     try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "evalkit"], capture_output=True,
-                               text=True, timeout=10).stdout.splitlines()
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "evalkit"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}" + (f" + uncommitted changes in {len(dirty)} evalkit/ file(s)" if dirty else "")
@@ -210,7 +247,7 @@ def machine_lines() -> list[str]:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
         f"evalkit: commit {evalkit_revision()}",
-        f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"machine: {os.cpu_count()} CPUs ({_cpu_model()}), {_mem_total_gib():.1f} GiB memory, "
         f"{platform.system()} {platform.release()}, load average {load}",
         f"python {platform.python_version()}: {versions()}",

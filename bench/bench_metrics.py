@@ -73,7 +73,9 @@ def _photo_like(size: int, seed: int) -> np.ndarray:
             cv2.circle(img, centre, int(rng.integers(size // 50, size // 7)), colour, -1, lineType=cv2.LINE_AA)
         else:
             half = rng.integers(size // 40, size // 6, 2)
-            cv2.rectangle(img, (centre[0] - half[0], centre[1] - half[1]), (centre[0] + half[0], centre[1] + half[1]), colour, -1)
+            cv2.rectangle(
+                img, (centre[0] - half[0], centre[1] - half[1]), (centre[0] + half[0], centre[1] + half[1]), colour, -1
+            )
     noise = rng.normal(0.0, 3.0, img.shape)
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 

@@ -85,13 +85,23 @@ TOOLS = ("evalkit", "sdk", "original-sync", "original-poll")
 VARIANTS = ("evalkit-httpcore", "evalkit-flat-poll", "evalkit-sync")
 DEFAULT_TOOLS = ("evalkit", "evalkit-httpcore", "evalkit-flat-poll", "sdk", "original-sync", "original-poll")
 #: what the table calls each tool
-LABELS = {"evalkit-httpcore": "evalkit (httpcore)", "evalkit-flat-poll": "evalkit (flat 0.1 s polls)",
-          "evalkit-sync": "evalkit (sync mode)"}
+LABELS = {
+    "evalkit-httpcore": "evalkit (httpcore)",
+    "evalkit-flat-poll": "evalkit (flat 0.1 s polls)",
+    "evalkit-sync": "evalkit (sync mode)",
+}
 #: environment of the client process, per tool: evalkit's own switches, as a user would set them. The
 #: variables are removed for every other row, so the shipped default is what the ``evalkit`` row measures.
 CLIENT_ENV = {"evalkit-httpcore": {"EVALKIT_HTTP_TRANSPORT": "httpcore"}}
-EVALKIT_SWITCHES = ("EVALKIT_HTTP_TRANSPORT", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                    "all_proxy")
+EVALKIT_SWITCHES = (
+    "EVALKIT_HTTP_TRANSPORT",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
 SEQUENTIAL = {"original-sync", "original-poll"}
 ORIGINAL_POLL_S = 2.0
 
@@ -100,8 +110,8 @@ def label(tool: str) -> str:
     return LABELS.get(tool, tool)
 
 
-
 # ---- the job -------------------------------------------------------------------------------------
+
 
 def write_suite(folder: Path) -> Path:
     """A one-case suite (a 64×48 PNG, general edit) in ``folder``/bench; returns the suite folder."""
@@ -113,7 +123,9 @@ def write_suite(folder: Path) -> Path:
     (suite / "suite.toml").write_text(
         'name = "bench"\ndescription = "one synthetic case for the runner benchmark"\nversion = 1\n\n'
         '[[case]]\nid = "a"\noperation = "general_edit"\ncategory = "style_change"\nprompt = "Make it blue"\n'
-        'images = ["images/a.png"]\n', encoding="utf-8")
+        'images = ["images/a.png"]\n',
+        encoding="utf-8",
+    )
     return suite
 
 
@@ -127,12 +139,20 @@ def request_bodies(suite: Path, calls: int) -> list[dict[str, Any]]:
     case = load_suite(str(suite)).cases[0]
     images, _ = case.load_inputs()
     model = Catalog.load().select(MODEL_ID)[0]
-    template = build_body(EditRequest(model=model, images=tuple(images), prompt=case.prompt, operation=case.operation,
-                                      options=ImageEditOptions(seed=BASE_SEED)))
+    template = build_body(
+        EditRequest(
+            model=model,
+            images=tuple(images),
+            prompt=case.prompt,
+            operation=case.operation,
+            options=ImageEditOptions(seed=BASE_SEED),
+        )
+    )
     return [{**template, "seed": BASE_SEED + i} for i in range(calls)]
 
 
 # ---- request timing (wrappers installed in the client process only) -----------------------------
+
 
 class RequestClock:
     """Wall time of every HTTP request a client library sends (send → response headers + body read)."""
@@ -182,8 +202,16 @@ class StoreClock:
     thread (every other call waits meanwhile); ``put_blob_file`` (the output's fsync + rename) runs in
     a worker thread since evalkit moved it off the loop, so several can overlap — hence the lock."""
 
-    METHODS = ("mark_submitting", "mark_submitted", "finish_call", "record_usage", "put_blob_file", "insert_calls",
-               "find_completed", "get_call")
+    METHODS = (
+        "mark_submitting",
+        "mark_submitted",
+        "finish_call",
+        "record_usage",
+        "put_blob_file",
+        "insert_calls",
+        "find_completed",
+        "get_call",
+    )
     OFF_LOOP = ("put_blob_file",)
 
     def __init__(self) -> None:
@@ -210,6 +238,7 @@ class StoreClock:
 
 
 # ---- the clients (each runs in its own process) ---------------------------------------------------
+
 
 @dataclass
 class ClientResult:
@@ -260,12 +289,27 @@ def poll_schedule(tool: str, poll_s: float):  # type: ignore[no-untyped-def]
     shipped), or without it (``evalkit-flat-poll``)."""
     from evalkit.providers.wavespeed import PollSchedule
 
-    return PollSchedule(initial_delay_s=poll_s, factor=1.0, quick_polls=0, min_interval_s=poll_s,
-                        max_interval_s=poll_s, timeout_s=120.0, learn_first_delay=tool != "evalkit-flat-poll")
+    return PollSchedule(
+        initial_delay_s=poll_s,
+        factor=1.0,
+        quick_polls=0,
+        min_interval_s=poll_s,
+        max_interval_s=poll_s,
+        timeout_s=120.0,
+        learn_first_delay=tool != "evalkit-flat-poll",
+    )
 
 
-def client_evalkit(calls: int, base_url: str, key: str, poll_s: float, concurrency: int, workdir: Path,
-                   profile: Path | None = None, variant: str = "evalkit") -> ClientResult:
+def client_evalkit(
+    calls: int,
+    base_url: str,
+    key: str,
+    poll_s: float,
+    concurrency: int,
+    workdir: Path,
+    profile: Path | None = None,
+    variant: str = "evalkit",
+) -> ClientResult:
     from evalkit.credentials import Secret
     from evalkit.engine.runner import arun
 
@@ -281,9 +325,17 @@ def client_evalkit(calls: int, base_url: str, key: str, poll_s: float, concurren
         opts: dict[str, Any] = {"base_url": base_url, "api_key": Secret(key, "WAVESPEED_API_KEY"), "poll": poll}
         if variant == "evalkit-sync":
             opts["sync_mode"] = True
-        return await arun(str(suite), MODEL_ID, repeats=calls, concurrency=concurrency, no_cache=True,
-                          workspace=workdir / "ws", provider_options={"wavespeed": opts}, progress=False,
-                          grace_period_s=5.0)
+        return await arun(
+            str(suite),
+            MODEL_ID,
+            repeats=calls,
+            concurrency=concurrency,
+            no_cache=True,
+            workspace=workdir / "ws",
+            provider_options={"wavespeed": opts},
+            progress=False,
+            grace_period_s=5.0,
+        )
 
     def work() -> tuple[int, int, dict[str, Any]]:
         if profile is not None:
@@ -294,9 +346,16 @@ def client_evalkit(calls: int, base_url: str, key: str, poll_s: float, concurren
             prof.dump_stats(str(profile))
         else:
             r = asyncio.run(run_once())
-        extra = {**requests_clock.summary(), "store_s": dict(store_clock.wall_s), "store_n": dict(store_clock.count),
-                 "cost_usd": r.cost_usd, "unknown": r.unknown, "pending": r.pending, "rss_marks": marks,
-                 "transport": ",".join(sorted(set(transports))) or "?"}
+        extra = {
+            **requests_clock.summary(),
+            "store_s": dict(store_clock.wall_s),
+            "store_n": dict(store_clock.count),
+            "cost_usd": r.cost_usd,
+            "unknown": r.unknown,
+            "pending": r.pending,
+            "rss_marks": marks,
+            "transport": ",".join(sorted(set(transports))) or "?",
+        }
         return r.completed, r.failed + r.unknown + r.pending + r.skipped, extra
 
     return _timed(variant, calls, work)
@@ -333,8 +392,6 @@ def record_memory_phases() -> list[tuple[str, float, float, float]]:
     execution._Execution.execute = timed_execute  # type: ignore[method-assign]
     runner.summarise = timed_summarise  # type: ignore[assignment]
     return marks
-
-
 
 
 def client_sdk(calls: int, base_url: str, key: str, poll_s: float, concurrency: int, workdir: Path) -> ClientResult:
@@ -388,8 +445,9 @@ def client_original(calls: int, base_url: str, key: str, sync: bool, workdir: Pa
     def poll_until_complete(prediction_id: str, timeout_s: float = 180.0) -> dict[str, Any]:
         start = time.time()
         while True:  # polls at once, then sleeps interval_seconds (WaveSpeedPolling.poll_until_complete)
-            r = requests.get(f"{api}/predictions/{prediction_id}/result", headers={"Authorization": f"Bearer {key}"},
-                             timeout=30)
+            r = requests.get(
+                f"{api}/predictions/{prediction_id}/result", headers={"Authorization": f"Bearer {key}"}, timeout=30
+            )
             r.raise_for_status()
             data = r.json()["data"]
             if data["status"] in ("completed", "failed"):
@@ -440,8 +498,16 @@ def client_main(args: argparse.Namespace) -> None:
         signal.signal(signal.SIGINT, stop_now)
         signal.signal(signal.SIGTERM, stop_now)
         if args.client.startswith("evalkit"):
-            res = client_evalkit(args.calls, args.base_url, key, args.poll_s, args.concurrency, workdir,
-                                 Path(args.profile) if args.profile else None, variant=args.client)
+            res = client_evalkit(
+                args.calls,
+                args.base_url,
+                key,
+                args.poll_s,
+                args.concurrency,
+                workdir,
+                Path(args.profile) if args.profile else None,
+                variant=args.client,
+            )
         elif args.client == "sdk":
             res = client_sdk(args.calls, args.base_url, key, args.poll_s, args.concurrency, workdir)
         else:
@@ -450,6 +516,7 @@ def client_main(args: argparse.Namespace) -> None:
 
 
 # ---- the orchestrator -----------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -478,18 +545,38 @@ def ideal_s(calls: int, poll_s: float, concurrency: int = CONCURRENCY) -> float:
     return math.ceil(calls / concurrency) * (TASK_LATENCY_S + poll_s)
 
 
-def measure(tool: str, calls: int, *, poll_s: float, concurrency: int, output_max_side: int,
-            profile: Path | None = None) -> Row:
+def measure(
+    tool: str, calls: int, *, poll_s: float, concurrency: int, output_max_side: int, profile: Path | None = None
+) -> Row:
     """One row: a fresh simulator process, one client process, the server's counters."""
     seq = tool in SEQUENTIAL
-    per_call_s = (TASK_LATENCY_S + (ORIGINAL_POLL_S if tool == "original-poll" else 0.1)) if seq else \
-        (TASK_LATENCY_S + poll_s) / concurrency
+    per_call_s = (
+        (TASK_LATENCY_S + (ORIGINAL_POLL_S if tool == "original-poll" else 0.1))
+        if seq
+        else (TASK_LATENCY_S + poll_s) / concurrency
+    )
     limit_s = 300 + 15 * calls * per_call_s  # generous (evalkit on httpcore ran 5–7× ideal); then it is killed
-    with SimProcess(fixed_latency_ms=TASK_LATENCY_S * 1000, output_max_side=output_max_side) as sim, \
-            tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
+    with (
+        SimProcess(fixed_latency_ms=TASK_LATENCY_S * 1000, output_max_side=output_max_side) as sim,
+        tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp,
+    ):
         result_file = Path(tmp) / "result.json"
-        argv = [PYTHON, str(Path(__file__).resolve()), "--client", tool, "--calls", str(calls), "--base-url",
-                sim.base_url, "--poll-s", str(poll_s), "--concurrency", str(concurrency), "--result-file", str(result_file)]
+        argv = [
+            PYTHON,
+            str(Path(__file__).resolve()),
+            "--client",
+            tool,
+            "--calls",
+            str(calls),
+            "--base-url",
+            sim.base_url,
+            "--poll-s",
+            str(poll_s),
+            "--concurrency",
+            str(concurrency),
+            "--result-file",
+            str(result_file),
+        ]
         if profile is not None:
             argv += ["--profile", str(profile)]
         server_cpu0 = sim.cpu_s()
@@ -506,32 +593,82 @@ def measure(tool: str, calls: int, *, poll_s: float, concurrency: int, output_ma
         stats = sim.stats()
         if rc != 0 or not result_file.exists():
             why = "timed out" if rc is None else f"exit code {rc}"
-            return Row(calls, tool, float("nan"), ideal_s(calls, poll_s, concurrency), 0, 0, 0, float("nan"),
-                       float("nan"), float("nan"), f"client {why}", os.getloadavg()[0])
+            return Row(
+                calls,
+                tool,
+                float("nan"),
+                ideal_s(calls, poll_s, concurrency),
+                0,
+                0,
+                0,
+                float("nan"),
+                float("nan"),
+                float("nan"),
+                f"client {why}",
+                os.getloadavg()[0],
+            )
         r = json.loads(result_file.read_text())
     n = max(1, calls)
     return Row(
-        calls=calls, tool=tool, wall_s=r["wall_s"], ideal_s=ideal_s(calls, poll_s, concurrency),
-        submits=stats["submit"] / n, polls=stats["poll"] / n, downloads=stats["download"] / n,
-        cpu_ms=1000 * r["cpu_s"] / n, server_cpu_ms=1000 * server_cpu / n, peak_rss_mb=r["peak_rss_mb"],
-        ok=f"{r['completed']}/{calls}" + (f" ({r['failed']} failed)" if r["failed"] else ""), load=os.getloadavg()[0],
-        extra={**r["extra"], "billed": stats.get("completed"), "rss_before_mb": r["rss_before_mb"],
-               "peak_in_flight": stats.get("peak_in_flight")},
+        calls=calls,
+        tool=tool,
+        wall_s=r["wall_s"],
+        ideal_s=ideal_s(calls, poll_s, concurrency),
+        submits=stats["submit"] / n,
+        polls=stats["poll"] / n,
+        downloads=stats["download"] / n,
+        cpu_ms=1000 * r["cpu_s"] / n,
+        server_cpu_ms=1000 * server_cpu / n,
+        peak_rss_mb=r["peak_rss_mb"],
+        ok=f"{r['completed']}/{calls}" + (f" ({r['failed']} failed)" if r["failed"] else ""),
+        load=os.getloadavg()[0],
+        extra={
+            **r["extra"],
+            "billed": stats.get("completed"),
+            "rss_before_mb": r["rss_before_mb"],
+            "peak_in_flight": stats.get("peak_in_flight"),
+        },
     )
 
 
 def extrapolate(row: Row, calls: int, poll_s: float, concurrency: int) -> Row:
     """A sequential tool's row scaled linearly to ``calls`` (per-call costs stay, wall time scales)."""
     factor = calls / row.calls
-    return Row(calls, row.tool, row.wall_s * factor, ideal_s(calls, poll_s, concurrency), row.submits, row.polls,
-               row.downloads, row.cpu_ms, row.server_cpu_ms, row.peak_rss_mb, f"~{calls} (from {row.calls})",
-               row.load, note=f"extrapolated from {row.calls} calls", extra=row.extra)
+    return Row(
+        calls,
+        row.tool,
+        row.wall_s * factor,
+        ideal_s(calls, poll_s, concurrency),
+        row.submits,
+        row.polls,
+        row.downloads,
+        row.cpu_ms,
+        row.server_cpu_ms,
+        row.peak_rss_mb,
+        f"~{calls} (from {row.calls})",
+        row.load,
+        note=f"extrapolated from {row.calls} calls",
+        extra=row.extra,
+    )
 
 
 COLUMNS = (  # (title, width) — see bench/README.md for what each means
-    ("calls", 6), ("tool", 26), ("wall s", 8), ("ideal s", 7), ("× ideal", 7), ("submits", 7), ("polls", 6),
-    ("downl.", 6), ("CPU ms", 7), ("srv ms", 6), ("peak MB", 7), ("+MB", 5), ("req p50", 7), ("req p95", 7),
-    ("ok", 21), ("load", 4),
+    ("calls", 6),
+    ("tool", 26),
+    ("wall s", 8),
+    ("ideal s", 7),
+    ("× ideal", 7),
+    ("submits", 7),
+    ("polls", 6),
+    ("downl.", 6),
+    ("CPU ms", 7),
+    ("srv ms", 6),
+    ("peak MB", 7),
+    ("+MB", 5),
+    ("req p50", 7),
+    ("req p95", 7),
+    ("ok", 21),
+    ("load", 4),
 )
 HEADER = " ".join(f"{t:<{w}}" if t in ("tool", "ok") else f"{t:>{w}}" for t, w in COLUMNS)
 
@@ -545,18 +682,37 @@ def format_row(row: Row) -> str:
     approx = "~" if row.note.startswith("extrapolated") else ""
     before = row.extra.get("rss_before_mb")
     cells = (
-        str(row.calls), label(row.tool), _num(row.wall_s, ".1f", approx), _num(row.ideal_s, ".1f"),
-        _num(row.ratio if row.ideal_s else None, ".2f", approx), _num(row.submits, ".2f"), _num(row.polls, ".2f"),
-        _num(row.downloads, ".2f"), _num(row.cpu_ms, ".2f"), _num(row.server_cpu_ms, ".2f"),
-        _num(row.peak_rss_mb, ".0f"), _num(row.peak_rss_mb - before if before else None, ".0f", "+"),
-        _num(row.extra.get("req_p50_ms"), ".1f"), _num(row.extra.get("req_p95_ms"), ".1f"), row.ok,
+        str(row.calls),
+        label(row.tool),
+        _num(row.wall_s, ".1f", approx),
+        _num(row.ideal_s, ".1f"),
+        _num(row.ratio if row.ideal_s else None, ".2f", approx),
+        _num(row.submits, ".2f"),
+        _num(row.polls, ".2f"),
+        _num(row.downloads, ".2f"),
+        _num(row.cpu_ms, ".2f"),
+        _num(row.server_cpu_ms, ".2f"),
+        _num(row.peak_rss_mb, ".0f"),
+        _num(row.peak_rss_mb - before if before else None, ".0f", "+"),
+        _num(row.extra.get("req_p50_ms"), ".1f"),
+        _num(row.extra.get("req_p95_ms"), ".1f"),
+        row.ok,
         _num(row.load, ".1f"),
     )
     return " ".join(f"{c:<{w}}" if t in ("tool", "ok") else f"{c:>{w}}" for c, (t, w) in zip(cells, COLUMNS))
 
 
-def runner_rows(sizes: list[int], tools: list[str], *, poll_s: float, concurrency: int, output_max_side: int,
-                seq_calls: int, seq_poll_calls: int, echo=None) -> list[Row]:  # type: ignore[no-untyped-def]
+def runner_rows(
+    sizes: list[int],
+    tools: list[str],
+    *,
+    poll_s: float,
+    concurrency: int,
+    output_max_side: int,
+    seq_calls: int,
+    seq_poll_calls: int,
+    echo=None,
+) -> list[Row]:  # type: ignore[no-untyped-def]
     """Every (size, tool) row; sequential tools are measured once and extrapolated to the other sizes."""
     rows: list[Row] = []
     measured_seq: dict[str, Row] = {}
@@ -566,8 +722,9 @@ def runner_rows(sizes: list[int], tools: list[str], *, poll_s: float, concurrenc
                 m = min(calls, seq_calls if tool == "original-sync" else seq_poll_calls)
                 if tool not in measured_seq or measured_seq[tool].calls != m:
                     if tool not in measured_seq or measured_seq[tool].calls < m:
-                        measured_seq[tool] = measure(tool, m, poll_s=poll_s, concurrency=concurrency,
-                                                     output_max_side=output_max_side)
+                        measured_seq[tool] = measure(
+                            tool, m, poll_s=poll_s, concurrency=concurrency, output_max_side=output_max_side
+                        )
                 base = measured_seq[tool]
                 row = base if base.calls == calls else extrapolate(base, calls, poll_s, concurrency)
             else:
@@ -579,10 +736,15 @@ def runner_rows(sizes: list[int], tools: list[str], *, poll_s: float, concurrenc
 
 
 def add_runner_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--sizes", default="100,1000,10000", help="comma-separated numbers of calls (default 100,1000,10000)")
+    ap.add_argument(
+        "--sizes", default="100,1000,10000", help="comma-separated numbers of calls (default 100,1000,10000)"
+    )
     ap.add_argument("--quick", action="store_true", help="sizes 100 and 1000 only")
-    ap.add_argument("--tools", default=",".join(DEFAULT_TOOLS),
-                    help=f"comma-separated, from {','.join(TOOLS + VARIANTS)} (default {','.join(DEFAULT_TOOLS)})")
+    ap.add_argument(
+        "--tools",
+        default=",".join(DEFAULT_TOOLS),
+        help=f"comma-separated, from {','.join(TOOLS + VARIANTS)} (default {','.join(DEFAULT_TOOLS)})",
+    )
     ap.add_argument("--poll-s", type=float, default=0.1, help="poll interval of evalkit and the SDK (default 0.1 s)")
     ap.add_argument("--concurrency", type=int, default=CONCURRENCY, help="evalkit's and the SDK pool's (default 100)")
     ap.add_argument("--output-max-side", type=int, default=64, help="simulated output size cap in px (default 64)")
@@ -596,18 +758,22 @@ def sizes_of(args: argparse.Namespace) -> list[int]:
 
 def conditions_line(args: argparse.Namespace) -> str:
     """The row conditions, printed above every table."""
-    return (f"runner rows: task latency {TASK_LATENCY_S:g} s (fixed), concurrency {args.concurrency}, evalkit and sdk "
-            f"poll every {args.poll_s:g} s (evalkit, as shipped: the first poll of a model's task after its fastest "
-            f"reported inference once one task completed), outputs ≤ {args.output_max_side} px, server and client in "
-            "separate processes; "
-            "outputs are SIMULATED")
+    return (
+        f"runner rows: task latency {TASK_LATENCY_S:g} s (fixed), concurrency {args.concurrency}, evalkit and sdk "
+        f"poll every {args.poll_s:g} s (evalkit, as shipped: the first poll of a model's task after its fastest "
+        f"reported inference once one task completed), outputs ≤ {args.output_max_side} px, server and client in "
+        "separate processes; "
+        "outputs are SIMULATED"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_runner_arguments(ap)
     ap.add_argument("--diagnose", action="store_true", help="also: HTTP client probe, store share, cProfile of evalkit")
-    ap.add_argument("--client", choices=TOOLS + VARIANTS, help=argparse.SUPPRESS)  # internal: run one client in this process
+    ap.add_argument(
+        "--client", choices=TOOLS + VARIANTS, help=argparse.SUPPRESS
+    )  # internal: run one client in this process
     ap.add_argument("--calls", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--base-url", help=argparse.SUPPRESS)
     ap.add_argument("--result-file", help=argparse.SUPPRESS)
@@ -630,9 +796,16 @@ def main() -> None:
     print(conditions_line(args))
     print(HEADER)
     print("-" * len(HEADER))
-    rows = runner_rows(sizes_of(args), tools, poll_s=args.poll_s, concurrency=args.concurrency,
-                       output_max_side=args.output_max_side, seq_calls=args.seq_calls,
-                       seq_poll_calls=args.seq_poll_calls, echo=lambda r: print(format_row(r), flush=True))
+    rows = runner_rows(
+        sizes_of(args),
+        tools,
+        poll_s=args.poll_s,
+        concurrency=args.concurrency,
+        output_max_side=args.output_max_side,
+        seq_calls=args.seq_calls,
+        seq_poll_calls=args.seq_poll_calls,
+        echo=lambda r: print(format_row(r), flush=True),
+    )
     print_store_share(rows)
     print_memory_phases(rows)
     if args.diagnose:
@@ -697,18 +870,32 @@ async def _probe(kind: str, url: str, key: str, workers: int, rounds: int, gap_s
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     await close()
     q = statistics.quantiles(latencies, n=20)
-    return {"client": kind, "requests": len(latencies), "wall_s": wall, "req_per_s": len(latencies) / wall,
-            "p50_ms": statistics.median(latencies), "p95_ms": q[18], "cpu_us": 1e6 * cpu / len(latencies)}
+    return {
+        "client": kind,
+        "requests": len(latencies),
+        "wall_s": wall,
+        "req_per_s": len(latencies) / wall,
+        "p50_ms": statistics.median(latencies),
+        "p95_ms": q[18],
+        "cpu_us": 1e6 * cpu / len(latencies),
+    }
 
 
 def probe_main(args: argparse.Namespace) -> None:
     """Entry of a probe process: one HTTP client, the poll-shaped load, JSON out."""
-    res = asyncio.run(_probe(args.probe, args.base_url, os.environ[KEY_ENV], args.concurrency, args.rounds, args.poll_s))
+    res = asyncio.run(
+        _probe(args.probe, args.base_url, os.environ[KEY_ENV], args.concurrency, args.rounds, args.poll_s)
+    )
     Path(args.result_file).write_text(json.dumps(res))
 
 
-def http_client_probe(concurrency: int = CONCURRENCY, rounds: int = 20, gap_s: float = 0.1,
-                      clients: tuple[str, ...] = PROBE_CLIENTS, repeats: int = 3) -> list[dict[str, Any]]:
+def http_client_probe(
+    concurrency: int = CONCURRENCY,
+    rounds: int = 20,
+    gap_s: float = 0.1,
+    clients: tuple[str, ...] = PROBE_CLIENTS,
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
     """Each HTTP client in its own process polling one completed prediction, against one simulator process;
     ``repeats`` processes per client, the one with the median throughput reported."""
     import httpx
@@ -721,16 +908,29 @@ def http_client_probe(concurrency: int = CONCURRENCY, rounds: int = 20, gap_s: f
         url = f"{sim.base_url}/api/v3/predictions/{pid}/result"
         base_env = {k: v for k, v in os.environ.items() if k not in EVALKIT_SWITCHES}
         for single in (True, False):
-            for kind in (PROBE_SINGLE if single else clients):
+            for kind in PROBE_SINGLE if single else clients:
                 env = {**base_env, KEY_ENV: sim.api_key}
                 if kind.endswith("(httpcore)"):
                     env["EVALKIT_HTTP_TRANSPORT"] = "httpcore"
                 runs = []
                 for _ in range(repeats):
                     result_file = Path(tmp) / "probe.json"
-                    argv = [PYTHON, str(Path(__file__).resolve()), "--probe", kind, "--base-url", url, "--result-file",
-                            str(result_file), "--concurrency", str(1 if single else concurrency),
-                            "--rounds", str(200 if single else rounds), "--poll-s", str(0.0 if single else gap_s)]
+                    argv = [
+                        PYTHON,
+                        str(Path(__file__).resolve()),
+                        "--probe",
+                        kind,
+                        "--base-url",
+                        url,
+                        "--result-file",
+                        str(result_file),
+                        "--concurrency",
+                        str(1 if single else concurrency),
+                        "--rounds",
+                        str(200 if single else rounds),
+                        "--poll-s",
+                        str(0.0 if single else gap_s),
+                    ]
                     proc = start_process(argv, env=env, cwd=str(ROOT))
                     try:
                         proc.wait(timeout=300)
@@ -773,8 +973,10 @@ def transport_safety_check() -> list[tuple[str, str, str, int]]:
                 if head.startswith(b"POST"):
                     posts += 1
                 if mode == "half a reply":
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n"
-                                 b'{"code":200,"data":{"id":"')
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n"
+                        b'{"code":200,"data":{"id":"'
+                    )
                     await writer.drain()
             writer.close()
 
@@ -789,10 +991,14 @@ def transport_safety_check() -> list[tuple[str, str, str, int]]:
         model = Catalog.load().select(MODEL_ID)[0]
         request = EditRequest(model=model, images=tuple(images), prompt=case.prompt, options=ImageEditOptions(seed=1))
         rows = []
-        makers = (("httpx (httpcore)", httpx.AsyncClient),
-                  (f"httpx-aiohttp {metadata.version('httpx-aiohttp')}",
-                   lambda: httpx.AsyncClient(transport=AiohttpTransport())),
-                  ("evalkit new_client()", new_client))
+        makers = (
+            ("httpx (httpcore)", httpx.AsyncClient),
+            (
+                f"httpx-aiohttp {metadata.version('httpx-aiohttp')}",
+                lambda: httpx.AsyncClient(transport=AiohttpTransport()),
+            ),
+            ("evalkit new_client()", new_client),
+        )
         for mode in ("no reply", "half a reply"):
             for name, make in makers:
                 client = make()
@@ -817,9 +1023,14 @@ def transport_safety_check() -> list[tuple[str, str, str, int]]:
 #: (file, function) whose share of the client's time the profile summary states, when they appear in it:
 #: the HTTP transport; the download (spool file created, written, renamed on the loop thread) and its
 #: mkstemp; the SQLite statements; storing an outcome; httpcore's pool pass (the httpcore contrast only)
-PROFILE_HIGHLIGHTS = (("transport.py", "handle_async_request"), ("http.py", "download_image"),
-                      ("tempfile.py", "mkstemp"), ("store.py", "_execute"), ("execution.py", "_store"),
-                      ("connection_pool.py", "_assign_requests_to_connections"))
+PROFILE_HIGHLIGHTS = (
+    ("transport.py", "handle_async_request"),
+    ("http.py", "download_image"),
+    ("tempfile.py", "mkstemp"),
+    ("store.py", "_execute"),
+    ("execution.py", "_store"),
+    ("connection_pool.py", "_assign_requests_to_connections"),
+)
 
 
 def profile_summary(calls: int, poll_s: float, concurrency: int, output_max_side: int, top: int = 15) -> list[str]:
@@ -828,13 +1039,16 @@ def profile_summary(calls: int, poll_s: float, concurrency: int, output_max_side
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "evalkit.prof"
-        row = measure("evalkit", calls, poll_s=poll_s, concurrency=concurrency, output_max_side=output_max_side,
-                      profile=path)
+        row = measure(
+            "evalkit", calls, poll_s=poll_s, concurrency=concurrency, output_max_side=output_max_side, profile=path
+        )
         stats = pstats.Stats(str(path))
         total = stats.total_tt  # type: ignore[attr-defined]
-        lines = [f"cProfile of evalkit as shipped, {calls} calls ({row.wall_s:.1f} s wall under the profiler, "
-                 f"{row.cpu_ms:.1f} ms CPU per call, {total:.1f} s profiled on the main thread): own time, and time "
-                 "including callees"]
+        lines = [
+            f"cProfile of evalkit as shipped, {calls} calls ({row.wall_s:.1f} s wall under the profiler, "
+            f"{row.cpu_ms:.1f} ms CPU per call, {total:.1f} s profiled on the main thread): own time, and time "
+            "including callees"
+        ]
         entries = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
         for (file, line, fn), (_cc, nc, tt, ct, _callers) in entries[:top]:
             where = f"{Path(file).parent.name}/{Path(file).name}:{line}({fn})" if line else fn
@@ -842,8 +1056,10 @@ def profile_summary(calls: int, poll_s: float, concurrency: int, output_max_side
         for file_name, name in PROFILE_HIGHLIGHTS:
             for (file, line, fn), (_cc, nc, _tt, ct, _c) in entries:
                 if fn == name and Path(file).name == file_name:
-                    lines.append(f"  → {file_name}:{line}({name}): {100 * ct / total:.1f}% of the profiled time "
-                                 f"incl. callees, {nc / calls:.1f} calls per edit")
+                    lines.append(
+                        f"  → {file_name}:{line}({name}): {100 * ct / total:.1f}% of the profiled time "
+                        f"incl. callees, {nc / calls:.1f} calls per edit"
+                    )
                     break
     return lines
 
@@ -851,23 +1067,37 @@ def profile_summary(calls: int, poll_s: float, concurrency: int, output_max_side
 def print_diagnostics(concurrency: int, poll_s: float, output_max_side: int = 64, calls: int = 1000) -> None:
     print(f"\nevalkit and each variant again, {calls} calls (same settings as the table):")
     print(HEADER)
-    rows = runner_rows([calls], ["evalkit", *VARIANTS], poll_s=poll_s, concurrency=concurrency,
-                       output_max_side=output_max_side, seq_calls=0, seq_poll_calls=0,
-                       echo=lambda r: print(format_row(r), flush=True))
+    rows = runner_rows(
+        [calls],
+        ["evalkit", *VARIANTS],
+        poll_s=poll_s,
+        concurrency=concurrency,
+        output_max_side=output_max_side,
+        seq_calls=0,
+        seq_poll_calls=0,
+        echo=lambda r: print(format_row(r), flush=True),
+    )
     print_store_share(rows)
     print_memory_phases(rows)
     print()
     for line in profile_summary(calls, poll_s, concurrency, output_max_side):
         print(line, flush=True)
-    print(f"\nHTTP clients alone: {concurrency} tasks × 20 × (sleep {poll_s:g} s; GET one poll URL), "
-          "each client in its own process; the first rows are 1 task × 200 back-to-back GETs (an idle server)")
+    print(
+        f"\nHTTP clients alone: {concurrency} tasks × 20 × (sleep {poll_s:g} s; GET one poll URL), "
+        "each client in its own process; the first rows are 1 task × 200 back-to-back GETs (an idle server)"
+    )
     print("(median of 3 processes by throughput; the range of the 3 in brackets)")
-    print(f"{'client':<26} {'tasks':>5} {'requests':>8} {'req/s':>7} {'(range)':>11} {'p50 ms':>7} {'p95 ms':>7} "
-          f"{'CPU µs/req':>10}")
+    print(
+        f"{'client':<26} {'tasks':>5} {'requests':>8} {'req/s':>7} {'(range)':>11} {'p50 ms':>7} {'p95 ms':>7} "
+        f"{'CPU µs/req':>10}"
+    )
     for r in http_client_probe(concurrency, gap_s=poll_s):
         lo, hi = r["req_per_s_range"]
-        print(f"{r['client']:<26} {r['workers']:>5} {r['requests']:>8} {r['req_per_s']:>7.0f} {f'({lo:.0f}–{hi:.0f})':>11} "
-              f"{r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['cpu_us']:>10.0f}", flush=True)
+        print(
+            f"{r['client']:<26} {r['workers']:>5} {r['requests']:>8} {r['req_per_s']:>7.0f} {f'({lo:.0f}–{hi:.0f})':>11} "
+            f"{r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['cpu_us']:>10.0f}",
+            flush=True,
+        )
     rows = transport_safety_check()
     print("\nA submit POST the server received whole, then the connection dropped (the task may exist and be billed):")
     print(f"{'dropped':<13} {'transport':<32} {'raised → evalkit outcome':<40} {'POSTs sent by one edit()':>24}")
@@ -880,8 +1110,10 @@ def print_memory_phases(rows: list[Row]) -> None:
     ev = [r for r in rows if r.tool.startswith("evalkit") and r.extra.get("rss_marks")]
     if not ev:
         return
-    print("\nevalkit client memory: peak MB above the RSS before arun at the end of each phase, and when it ended "
-          "(s into arun; compare sizes: what grows with calls is per-call bookkeeping)")
+    print(
+        "\nevalkit client memory: peak MB above the RSS before arun at the end of each phase, and when it ended "
+        "(s into arun; compare sizes: what grows with calls is per-call bookkeeping)"
+    )
     for r in ev:
         before, t0 = r.extra["rss_before_mb"], r.extra.get("t0", float("nan"))
         parts = [f"{name} +{peak - before:.0f} MB at {t - t0:.2f} s" for name, _rss, peak, t in r.extra["rss_marks"]]
@@ -894,17 +1126,22 @@ def print_store_share(rows: list[Row]) -> None:
     ev = [r for r in rows if r.tool.startswith("evalkit") and "store_s" in r.extra]
     if not ev:
         return
-    print("\nevalkit workspace writes per call: SQLite on the event-loop thread, the blob move (fsync + rename) in a "
-          "worker thread (wall ms; × = times per call); HTTP transport as recorded in the client")
+    print(
+        "\nevalkit workspace writes per call: SQLite on the event-loop thread, the blob move (fsync + rename) in a "
+        "worker thread (wall ms; × = times per call); HTTP transport as recorded in the client"
+    )
     for r in ev:
         s, n = r.extra["store_s"], r.extra["store_n"]
         on_loop = [k for k in s if k not in StoreClock.OFF_LOOP]
         sqlite_ms = 1000 * sum(s[k] for k in on_loop) / r.calls
-        parts = ", ".join(f"{k} {1000 * v / r.calls:.2f} ms ×{n[k] / r.calls:.1f}" for k, v in s.items()
-                          if n[k] >= r.calls / 2)
-        print(f"  {label(r.tool):<26} {r.calls:>6} calls: SQLite {sqlite_ms:.2f} ms on the loop, blob move "
-              f"{1000 * s['put_blob_file'] / r.calls:.2f} ms off it (client CPU {r.cpu_ms:.2f} ms/call; "
-              f"{r.extra.get('transport', '?')}) — {parts}")
+        parts = ", ".join(
+            f"{k} {1000 * v / r.calls:.2f} ms ×{n[k] / r.calls:.1f}" for k, v in s.items() if n[k] >= r.calls / 2
+        )
+        print(
+            f"  {label(r.tool):<26} {r.calls:>6} calls: SQLite {sqlite_ms:.2f} ms on the loop, blob move "
+            f"{1000 * s['put_blob_file'] / r.calls:.2f} ms off it (client CPU {r.cpu_ms:.2f} ms/call; "
+            f"{r.extra.get('transport', '?')}) — {parts}"
+        )
 
 
 def interruptible(fn) -> None:  # type: ignore[no-untyped-def]

@@ -50,8 +50,20 @@ REPORT_TIME_LIMIT_S = 900
 
 
 def _other_row(calls: int, tool: str, wall_s: float, ok: str) -> Row:
-    return Row(calls=calls, tool=tool, wall_s=wall_s, ideal_s=NAN, submits=NAN, polls=NAN, downloads=NAN, cpu_ms=NAN,
-               server_cpu_ms=NAN, peak_rss_mb=NAN, ok=ok, load=os.getloadavg()[0])
+    return Row(
+        calls=calls,
+        tool=tool,
+        wall_s=wall_s,
+        ideal_s=NAN,
+        submits=NAN,
+        polls=NAN,
+        downloads=NAN,
+        cpu_ms=NAN,
+        server_cpu_ms=NAN,
+        peak_rss_mb=NAN,
+        ok=ok,
+        load=os.getloadavg()[0],
+    )
 
 
 def metrics_row(n: int, workers: int = 2) -> Row:
@@ -61,7 +73,9 @@ def metrics_row(n: int, workers: int = 2) -> Row:
     pairs = bench_metrics.ensure_pairs(n, 1024, workers)
     measured = bench_metrics.run(pairs, workers, grouped=False)  # (wall s, decoded[, CPU s of the workers])
     wall, decoded = measured[0], measured[1]
-    row = _other_row(len(pairs), f"auto_metrics ({workers} proc.)", wall, f"{len(pairs) / wall:.1f} img/s, {decoded} ok")
+    row = _other_row(
+        len(pairs), f"auto_metrics ({workers} proc.)", wall, f"{len(pairs) / wall:.1f} img/s, {decoded} ok"
+    )
     if len(measured) > 2:
         row.cpu_ms = 1000 * measured[2] / len(pairs)  # CPU of the worker processes per image
     return row
@@ -96,8 +110,13 @@ def report_row() -> tuple[Row, str | None]:
     with tempfile.TemporaryDirectory() as tmp:
         result_file = Path(tmp) / "report.json"
         log = open(Path(tmp) / "stderr.txt", "w+b")  # noqa: SIM115 (the kernel's warnings stay out of the table)
-        proc = start_process([PYTHON, str(Path(__file__).resolve()), "--report-row", str(result_file)], cwd=str(ROOT),
-                             env={**os.environ, "TQDM_DISABLE": "1"}, stdout=log, stderr=log)
+        proc = start_process(
+            [PYTHON, str(Path(__file__).resolve()), "--report-row", str(result_file)],
+            cwd=str(ROOT),
+            env={**os.environ, "TQDM_DISABLE": "1"},
+            stdout=log,
+            stderr=log,
+        )
         try:
             proc.wait(timeout=REPORT_TIME_LIMIT_S)
         except subprocess.TimeoutExpired:
@@ -143,9 +162,16 @@ def main() -> None:
 
     notes: list[str] = []
     if "runner" not in skip:
-        runner_rows(sizes_of(args), tools, poll_s=args.poll_s, concurrency=args.concurrency,
-                    output_max_side=args.output_max_side, seq_calls=args.seq_calls, seq_poll_calls=args.seq_poll_calls,
-                    echo=echo)
+        runner_rows(
+            sizes_of(args),
+            tools,
+            poll_s=args.poll_s,
+            concurrency=args.concurrency,
+            output_max_side=args.output_max_side,
+            seq_calls=args.seq_calls,
+            seq_poll_calls=args.seq_poll_calls,
+            echo=echo,
+        )
     if "metrics" not in skip:
         echo(metrics_row(args.metrics_n or (200 if args.quick else 1000)))
     if "report" not in skip:

@@ -18,9 +18,9 @@ __version__ = "0.1.0"
 
 from evalkit.catalog import Catalog, ModelSpec
 from evalkit.edit import ImageEditResult, agenerate_image_edit, generate_image_edit
+from evalkit.engine import RunResult, arun, run
 from evalkit.errors import Category, EvalkitError
 from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions, ImageEditProvider
-from evalkit.engine import RunResult, arun, run
 from evalkit.store import Workspace
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,6 +26,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
 def _width() -> int:
     import shutil
 
@@ -36,7 +38,7 @@ out = Console(width=_width())
 err = Console(stderr=True, width=_width())
 
 WorkspaceOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--workspace", "-w", help="workspace directory (default: $EVALKIT_WORKSPACE or ./evalkit-workspace)"),
 ]
 
@@ -72,11 +74,12 @@ def _table(df, title: str | None = None, money: tuple[str, ...] = ()) -> Table:
 
 # ---- catalogue and suites ------------------------------------------------------------------------
 
+
 @app.command()
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (every fact, with sources)")] = False,
-    provider: Annotated[Optional[str], typer.Option(help="only this provider")] = None,
-    operation: Annotated[Optional[str], typer.Option(help="only models supporting this operation")] = None,
+    provider: Annotated[str | None, typer.Option(help="only this provider")] = None,
+    operation: Annotated[str | None, typer.Option(help="only models supporting this operation")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """List the catalogue: id, provider, endpoint, price rule and a 1024×1024 price, limits, operations."""
@@ -84,7 +87,11 @@ def models(
 
     try:
         cat = Catalog.load(workspace)
-        specs = [m for m in cat if (provider is None or m.provider == provider) and (operation is None or m.supports(operation))]
+        specs = [
+            m
+            for m in cat
+            if (provider is None or m.provider == provider) and (operation is None or m.supports(operation))
+        ]
     except EvalkitError as exc:
         _fail(exc)
     if as_json:
@@ -95,14 +102,27 @@ def models(
         t.add_column(col, overflow="fold")
     for m in specs:
         p = m.price_for_1024()
-        size = {"wh": f"{m.size.min_px}–{m.size.max_px} px/side", "aspect_ratio": "aspect ratio"
-                + (f" + {'/'.join(m.size.resolutions)}" if m.size.resolutions else ""),
-                "enum": "/".join(m.size.values), "none": "follows input"}[m.size.kind]
+        size = {
+            "wh": f"{m.size.min_px}–{m.size.max_px} px/side",
+            "aspect_ratio": "aspect ratio" + (f" + {'/'.join(m.size.resolutions)}" if m.size.resolutions else ""),
+            "enum": "/".join(m.size.values),
+            "none": "follows input",
+        }[m.size.kind]
         low = " [yellow]*[/]" if any(f.confidence == "low" for f in m.facts.values()) else ""
-        t.add_row(m.id + low, m.provider, m.endpoint, "unknown" if p is None else f"${p:.3f}", m.price.describe(),
-                  f"{m.inputs.param} ≤{m.inputs.max_images}" + (" +mask" if m.mask else ""), size, ", ".join(m.operations))
+        t.add_row(
+            m.id + low,
+            m.provider,
+            m.endpoint,
+            "unknown" if p is None else f"${p:.3f}",
+            m.price.describe(),
+            f"{m.inputs.param} ≤{m.inputs.max_images}" + (" +mask" if m.mask else ""),
+            size,
+            ", ".join(m.operations),
+        )
     out.print(t)
-    out.print("[yellow]*[/] has low-confidence facts (price, limits…): `evalkit models --json` shows each fact's source")
+    out.print(
+        "[yellow]*[/] has low-confidence facts (price, limits…): `evalkit models --json` shows each fact's source"
+    )
 
 
 @app.command()
@@ -115,7 +135,9 @@ def suites(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     except EvalkitError as exc:
         _fail(exc)
     if as_json:
-        typer.echo(json.dumps([vars(i) if not hasattr(i, "_asdict") else i._asdict() for i in infos], indent=2, default=str))
+        typer.echo(
+            json.dumps([vars(i) if not hasattr(i, "_asdict") else i._asdict() for i in infos], indent=2, default=str)
+        )
         return
     t = Table(header_style="bold")
     for col in ("name", "cases", "operations", "languages", "path"):
@@ -127,23 +149,34 @@ def suites(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 # ---- runs ----------------------------------------------------------------------------------------
 
+
 @app.command("run")
 def run_cmd(
-    suite: Annotated[Optional[str], typer.Option("--suite", "-s", help="suite name or path")] = None,
-    models: Annotated[str, typer.Option("--models", "-m", help="'all', 'provider:NAME' or comma-separated ids")] = "all",
+    suite: Annotated[str | None, typer.Option("--suite", "-s", help="suite name or path")] = None,
+    models: Annotated[
+        str, typer.Option("--models", "-m", help="'all', 'provider:NAME' or comma-separated ids")
+    ] = "all",
     repeats: Annotated[int, typer.Option(min=1, help="samples per (case, model); a distinct seed each")] = 1,
     concurrency: Annotated[int, typer.Option(min=1, help="calls in flight at once, across providers")] = 16,
-    budget: Annotated[Optional[float], typer.Option(min=0, help="hard cap in USD for this run")] = None,
+    budget: Annotated[float | None, typer.Option(min=0, help="hard cap in USD for this run")] = None,
     workspace: WorkspaceOpt = None,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="name the run (re-using a name resumes it)")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (re-using a name resumes it)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue RUN_ID: poll accepted jobs, run the rest")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not reuse identical completed requests")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and its cost estimate; spend nothing")] = False,
-    provider_limit: Annotated[Optional[str], typer.Option(help="per-provider limits, e.g. wavespeed=100/500 (concurrent/images per min)")] = None,
-    resubmit_unknown: Annotated[bool, typer.Option(help="re-send calls whose submit outcome is unknown (may pay twice)")] = False,
-    retry_failed: Annotated[bool, typer.Option(help="on resume, retry calls that failed with a transient error")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan and its cost estimate; spend nothing")
+    ] = False,
+    provider_limit: Annotated[
+        str | None, typer.Option(help="per-provider limits, e.g. wavespeed=100/500 (concurrent/images per min)")
+    ] = None,
+    resubmit_unknown: Annotated[
+        bool, typer.Option(help="re-send calls whose submit outcome is unknown (may pay twice)")
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option(help="on resume, retry calls that failed with a transient error")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
-    resume_id: Annotated[Optional[str], typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
+    resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
     """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
     from evalkit.engine.runner import parse_provider_limits, run
@@ -152,25 +185,63 @@ def run_cmd(
         run_id, resume = resume_id, True
     try:
         result = run(
-            suite, models, repeats=repeats, concurrency=concurrency, budget_usd=budget, workspace=workspace,
-            run_id=run_id, resume=resume, no_cache=no_cache, dry_run=dry_run,
-            provider_limits=parse_provider_limits(provider_limit), progress=not as_json,
-            resubmit_unknown=resubmit_unknown, retry_failed=retry_failed,
+            suite,
+            models,
+            repeats=repeats,
+            concurrency=concurrency,
+            budget_usd=budget,
+            workspace=workspace,
+            run_id=run_id,
+            resume=resume,
+            no_cache=no_cache,
+            dry_run=dry_run,
+            provider_limits=parse_provider_limits(provider_limit),
+            progress=not as_json,
+            resubmit_unknown=resubmit_unknown,
+            retry_failed=retry_failed,
         )
     except EvalkitError as exc:
         _fail(exc)
     if dry_run:
         if as_json:
-            typer.echo(json.dumps({"dry_run": True, "planned": result.planned, "not_applicable": result.not_applicable,
-                                   "estimate": result.estimate.to_dict(orient="records")}, default=float))
+            typer.echo(
+                json.dumps(
+                    {
+                        "dry_run": True,
+                        "planned": result.planned,
+                        "not_applicable": result.not_applicable,
+                        "estimate": result.estimate.to_dict(orient="records"),
+                    },
+                    default=float,
+                )
+            )
         else:
             out.print(_table(result.estimate, "Plan (nothing was spent)", money=("list_price_usd", "max_usd")))
             out.print(f"{result.planned} calls; {result.not_applicable} (case, model) pairs not applicable.")
         return
     if as_json:
-        typer.echo(json.dumps({k: result.to_dict()[k] for k in (
-            "run_id", "planned", "completed", "failed", "skipped", "not_applicable", "unknown", "pending", "cached",
-            "cost_usd", "wall_s", "stop_reason", "simulated")}))
+        typer.echo(
+            json.dumps(
+                {
+                    k: result.to_dict()[k]
+                    for k in (
+                        "run_id",
+                        "planned",
+                        "completed",
+                        "failed",
+                        "skipped",
+                        "not_applicable",
+                        "unknown",
+                        "pending",
+                        "cached",
+                        "cost_usd",
+                        "wall_s",
+                        "stop_reason",
+                        "simulated",
+                    )
+                }
+            )
+        )
     else:
         _print_run_summary(result)
     if result.stop_reason == "interrupted":
@@ -182,14 +253,18 @@ def run_cmd(
 def _print_run_summary(r) -> None:
     sim = " [yellow](SIMULATED: local server outputs, not model outputs)[/]" if r.simulated else ""
     out.print(f"[bold]run {r.run_id}[/]{sim}")
-    out.print(f"  {r.completed} completed ({r.cached} from cache), {r.failed} failed, {r.unknown} unknown, "
-              f"{r.pending} still running, {r.skipped} not run, {r.not_applicable} not applicable — "
-              f"${r.cost_usd:.4f} in {r.wall_s:.1f} s")
+    out.print(
+        f"  {r.completed} completed ({r.cached} from cache), {r.failed} failed, {r.unknown} unknown, "
+        f"{r.pending} still running, {r.skipped} not run, {r.not_applicable} not applicable — "
+        f"${r.cost_usd:.4f} in {r.wall_s:.1f} s"
+    )
     if r.failures_by_category:
         out.print("  failures: " + ", ".join(f"{k} {v}" for k, v in r.failures_by_category.items()))
     if r.stop_reason or r.pending or r.skipped:
         why = f"stopped: {r.stop_reason}" if r.stop_reason else "unfinished"
-        out.print(f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it (accepted jobs are polled, never re-sent)")
+        out.print(
+            f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it (accepted jobs are polled, never re-sent)"
+        )
     out.print(f"  workspace: {r.workspace}")
 
 
@@ -214,7 +289,9 @@ def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("
 def export(
     run_id: str,
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv | parquet | jsonl")] = "csv",
-    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="file to write (default: <run>-calls.<ext>)")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="file to write (default: <run>-calls.<ext>)")
+    ] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Export a run's calls (one row per call) as CSV, Parquet or JSON Lines."""
@@ -229,23 +306,36 @@ def export(
 
 # ---- scoring and deciding ------------------------------------------------------------------------
 
+
 @app.command()
 def score(
     run_id: str,
     auto: Annotated[bool, typer.Option("--auto/--no-auto", help="automatic image metrics (offline)")] = True,
-    judge: Annotated[bool, typer.Option("--judge", help="VIEScore by the VLM judge (EVALKIT_JUDGE_* env vars)")] = False,
+    judge: Annotated[
+        bool, typer.Option("--judge", help="VIEScore by the VLM judge (EVALKIT_JUDGE_* env vars)")
+    ] = False,
     pairwise: Annotated[bool, typer.Option("--pairwise", help="pairwise judge votes → Bradley–Terry rankings")] = False,
-    budget: Annotated[Optional[float], typer.Option(min=0, help="cap in USD for judge requests")] = None,
+    budget: Annotated[float | None, typer.Option(min=0, help="cap in USD for judge requests")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="judge requests in flight")] = 4,
-    pairs_per_case: Annotated[Optional[int], typer.Option(min=1, help="pairwise: pairs judged per case (default all)")] = None,
+    pairs_per_case: Annotated[
+        int | None, typer.Option(min=1, help="pairwise: pairs judged per case (default all)")
+    ] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Score a run's outputs: automatic metrics, a pinned VLM judge, pairwise votes."""
     from evalkit.scoring import score_run
 
     try:
-        summary = score_run(workspace, run_id, auto=auto, judge=judge, pairwise=pairwise, budget_usd=budget,
-                            concurrency=concurrency, pairs_per_case=pairs_per_case)
+        summary = score_run(
+            workspace,
+            run_id,
+            auto=auto,
+            judge=judge,
+            pairwise=pairwise,
+            budget_usd=budget,
+            concurrency=concurrency,
+            pairs_per_case=pairs_per_case,
+        )
     except EvalkitError as exc:
         _fail(exc)
     out.print(str(summary))
@@ -254,22 +344,31 @@ def score(
 
         table = Workspace(workspace, create=False).rankings(run_id)
         if not table.empty:
-            out.print(_table(table[["model", "elo", "elo_ci_low", "elo_ci_high", "rank", "n_comparisons"]],
-                             "Bradley–Terry (judge votes)"))
+            out.print(
+                _table(
+                    table[["model", "elo", "elo_ci_low", "elo_ci_high", "rank", "n_comparisons"]],
+                    "Bradley–Terry (judge votes)",
+                )
+            )
 
 
 @app.command()
 def tiers(
     run_id: str,
-    tiers_file: Annotated[Optional[Path], typer.Option("--tiers", help="tier definitions (TOML); default: workspace tiers.toml, else bundled")] = None,
-    quality: Annotated[Optional[str], typer.Option(help="quality metric as METRIC:SOURCE, e.g. viescore_o:judge or ssim:auto")] = None,
-    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="where to write tier_defaults.json")] = None,
+    tiers_file: Annotated[
+        Path | None,
+        typer.Option("--tiers", help="tier definitions (TOML); default: workspace tiers.toml, else bundled"),
+    ] = None,
+    quality: Annotated[
+        str | None, typer.Option(help="quality metric as METRIC:SOURCE, e.g. viescore_o:judge or ssim:auto")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="where to write tier_defaults.json")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Choose a default model per price tier and operation; write tier_defaults.json."""
-    from evalkit.store.workspace import Workspace
     from evalkit.decide.tables import default_quality
     from evalkit.decide.tiers import choose_defaults, write_tier_defaults
+    from evalkit.store.workspace import Workspace
 
     try:
         ws = Workspace(workspace, create=False)
@@ -279,17 +378,26 @@ def tiers(
         _fail(exc)
     frame = decision.to_frame()
     frame["rationale"] = frame["rationale"].map(lambda r: r if not isinstance(r, str) or len(r) <= 90 else r[:89] + "…")
-    out.print(_table(frame, money=("cost_usd",), title=f"Tier defaults for run {run_id} — quality = {decision.quality.metric} ({decision.quality.source})"
-                     + (" — SIMULATED run" if decision.simulated else "")))
+    out.print(
+        _table(
+            frame,
+            money=("cost_usd",),
+            title=f"Tier defaults for run {run_id} — quality = {decision.quality.metric} ({decision.quality.source})"
+            + (" — SIMULATED run" if decision.simulated else ""),
+        )
+    )
     out.print(f"wrote {path}")
 
 
 @app.command()
 def report(
     run_id: str,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder to write (default reports/<run-id>/)")] = None,
-    quality: Annotated[Optional[str], typer.Option(help="quality metric as METRIC:SOURCE (default: judge VIEScore if scored, else ssim:auto)")] = None,
-    tiers_file: Annotated[Optional[Path], typer.Option("--tiers", help="tier definitions (TOML)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder to write (default reports/<run-id>/)")] = None,
+    quality: Annotated[
+        str | None,
+        typer.Option(help="quality metric as METRIC:SOURCE (default: judge VIEScore if scored, else ssim:auto)"),
+    ] = None,
+    tiers_file: Annotated[Path | None, typer.Option("--tiers", help="tier definitions (TOML)")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Execute the report notebook with papermill → self-contained HTML, tier_defaults.json, tables as CSV."""
@@ -300,15 +408,21 @@ def report(
     except EvalkitError as exc:
         _fail(exc)
     out.print(f"report: {result.html}")
-    out.print(f"  also: {result.tier_defaults.name}, {', '.join(p.name for p in result.tables)}, {result.notebook.name} in {result.out_dir}")
+    out.print(
+        f"  also: {result.tier_defaults.name}, {', '.join(p.name for p in result.tables)}, {result.notebook.name} in {result.out_dir}"
+    )
 
 
 @app.command()
 def compare(
-    base_run: Annotated[str, typer.Argument(help="the earlier run (or 'latest-before': the previous run of the same suite)")],
+    base_run: Annotated[
+        str, typer.Argument(help="the earlier run (or 'latest-before': the previous run of the same suite)")
+    ],
     new_run: str,
-    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="e.g. latency_p95=+20%,cost=+10%,success=-5%,quality=-0.3")] = None,
-    quality: Annotated[Optional[str], typer.Option(help="quality metric as METRIC:SOURCE")] = None,
+    fail_on: Annotated[
+        str | None, typer.Option("--fail-on", help="e.g. latency_p95=+20%,cost=+10%,success=-5%,quality=-0.3")
+    ] = None,
+    quality: Annotated[str | None, typer.Option(help="quality metric as METRIC:SOURCE")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -328,13 +442,14 @@ def compare(
 
 # ---- local servers and demo ----------------------------------------------------------------------
 
+
 @app.command()
 def sim(
     host: Annotated[str, typer.Option(help="loopback address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port (0 = any free port)")] = 8765,
     provider: Annotated[str, typer.Option(help="wavespeed | stability | huggingface | judge")] = "wavespeed",
     time_scale: Annotated[float, typer.Option(help="multiply simulated model latencies")] = 1.0,
-    fixed_latency_ms: Annotated[Optional[float], typer.Option(help="one latency for every model")] = None,
+    fixed_latency_ms: Annotated[float | None, typer.Option(help="one latency for every model")] = None,
 ) -> None:
     """Serve a local provider-compatible server (SIMULATED outputs) for offline runs and tests."""
     import importlib
@@ -351,7 +466,7 @@ def sim(
 def demo(
     workspace: WorkspaceOpt = None,
     suite: Annotated[str, typer.Option(help="suite to run")] = "core",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="report folder (default reports/<run>)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="report folder (default reports/<run>)")] = None,
 ) -> None:
     """Offline end-to-end demo: local simulated servers, every catalogue model, scores and the HTML report."""
     from evalkit.demo import run_demo

@@ -25,9 +25,18 @@ class DemoResult:
     summary: Any
 
 
-def run_demo(*, workspace: str | os.PathLike | None = None, suite: str = "core", out_dir: str | os.PathLike | None = None,
-             console: Any = None, models: str = "all", concurrency: int = 32, report: bool = True,
-             judge: bool = True, progress: bool = True) -> DemoResult:
+def run_demo(
+    *,
+    workspace: str | os.PathLike | None = None,
+    suite: str = "core",
+    out_dir: str | os.PathLike | None = None,
+    console: Any = None,
+    models: str = "all",
+    concurrency: int = 32,
+    report: bool = True,
+    judge: bool = True,
+    progress: bool = True,
+) -> DemoResult:
     from evalkit.engine.runner import run
     from evalkit.sim.stack import start_local_stack
 
@@ -35,10 +44,18 @@ def run_demo(*, workspace: str | os.PathLike | None = None, suite: str = "core",
     ws = Workspace(workspace)
     say(f"evalkit demo — workspace {ws.path}; starting local SIMULATED servers (no network, no keys needed)")
     with start_local_stack() as stack:
-        result = run(suite, models, workspace=ws, concurrency=concurrency, provider_options=stack.provider_options(),
-                     progress=progress)
-        say(f"run {result.run_id}: {result.completed} completed, {result.failed} failed, "
-            f"{result.not_applicable} not applicable, ${result.cost_usd:.2f} billed by the simulators, {result.wall_s:.1f} s")
+        result = run(
+            suite,
+            models,
+            workspace=ws,
+            concurrency=concurrency,
+            provider_options=stack.provider_options(),
+            progress=progress,
+        )
+        say(
+            f"run {result.run_id}: {result.completed} completed, {result.failed} failed, "
+            f"{result.not_applicable} not applicable, ${result.cost_usd:.2f} billed by the simulators, {result.wall_s:.1f} s"
+        )
         _print_calls(ws, result.run_id, console)
         scoring = _score(ws, result.run_id, stack, judge=judge, progress=progress)
         if scoring:
@@ -74,15 +91,19 @@ def _print_calls(ws: Workspace, run_id: str, console: Any) -> None:
     rows = []
     for model_id, g in df.groupby("model_id", sort=False):
         done = g[g.status == "completed"]
-        sizes = sorted({f"{int(w)}×{int(h)}" for w, h in zip(done.width, done.height, strict=True) if w == w and h == h})
-        rows.append({
-            "model": model_id,
-            "ok/calls": f"{len(done)}/{len(g)}",
-            "failed": int((g.status == "failed").sum()),
-            "p50 latency ms": None if done.empty else round(float(done.total_ms.median()), 1),
-            "cost $": round(float(g.cost_usd.fillna(0).sum()), 4),
-            "output sizes": ", ".join(sizes[:3]) + (" …" if len(sizes) > 3 else ""),
-        })
+        sizes = sorted(
+            {f"{int(w)}×{int(h)}" for w, h in zip(done.width, done.height, strict=True) if w == w and h == h}
+        )
+        rows.append(
+            {
+                "model": model_id,
+                "ok/calls": f"{len(done)}/{len(g)}",
+                "failed": int((g.status == "failed").sum()),
+                "p50 latency ms": None if done.empty else round(float(done.total_ms.median()), 1),
+                "cost $": round(float(g.cost_usd.fillna(0).sum()), 4),
+                "output sizes": ", ".join(sizes[:3]) + (" …" if len(sizes) > 3 else ""),
+            }
+        )
     import pandas as pd
 
     table = pd.DataFrame(rows)

@@ -88,7 +88,11 @@ def _as_input_image(value: ImageInput, name: str) -> InputImage:
 def _pick_model(catalog: Catalog, model: str | None, operation: str) -> ModelSpec:
     if model:
         return catalog.get(model)
-    preferred = os.environ.get("EVALKIT_DEFAULT_EDIT_MODEL") or os.environ.get("WAVESPEED_IMAGE_EDIT_MODEL") or DEFAULT_EDIT_MODEL
+    preferred = (
+        os.environ.get("EVALKIT_DEFAULT_EDIT_MODEL")
+        or os.environ.get("WAVESPEED_IMAGE_EDIT_MODEL")
+        or DEFAULT_EDIT_MODEL
+    )
     if preferred in catalog and catalog.get(preferred).supports(operation):
         return catalog.get(preferred)
     candidates = [m for m in catalog.for_operation(operation) if m.provider != "local"]
@@ -124,7 +128,9 @@ async def agenerate_image_edit(
     images_in = list(image) if isinstance(image, (list, tuple)) else [image]
     if not images_in:
         raise InvalidInputError("no input image given")
-    images = tuple(_as_input_image(v, f"image {i + 1}" if len(images_in) > 1 else "image") for i, v in enumerate(images_in))
+    images = tuple(
+        _as_input_image(v, f"image {i + 1}" if len(images_in) > 1 else "image") for i, v in enumerate(images_in)
+    )
     mask = _as_input_image(opts.mask, "mask") if opts.mask is not None else None
     request = EditRequest(model=spec, images=images, prompt=prompt, operation=op, options=opts, mask=mask)
     provider = create_provider(spec.provider, **dict((provider_options or {}).get(spec.provider, {})))
@@ -134,8 +140,15 @@ async def agenerate_image_edit(
     finally:
         await provider.aclose()
     if ws is not None:
-        ws.record_usage(model_id=spec.id, operation=op, cost_usd=outcome.cost_usd, cost_source=outcome.cost_source,
-                        source="generate_image_edit", user_id=user_id, prediction_id=outcome.prediction_id)
+        ws.record_usage(
+            model_id=spec.id,
+            operation=op,
+            cost_usd=outcome.cost_usd,
+            cost_source=outcome.cost_source,
+            source="generate_image_edit",
+            user_id=user_id,
+            prediction_id=outcome.prediction_id,
+        )
     if not outcome.ok:
         err = outcome.error
         raise ProviderError(

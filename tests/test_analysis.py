@@ -9,8 +9,17 @@ import pandas as pd
 import pytest
 
 from evalkit.decide.tables import (
-    QualitySpec, as_quality, bootstrap_ci, case_quality, comparison_cells, failure_table, model_table, pareto_front,
-    percentile, resolve_quality, style_table,
+    QualitySpec,
+    as_quality,
+    bootstrap_ci,
+    case_quality,
+    comparison_cells,
+    failure_table,
+    model_table,
+    pareto_front,
+    percentile,
+    resolve_quality,
+    style_table,
 )
 from evalkit.errors import InvalidInputError
 from tests.plugins import synthetic as S
@@ -65,8 +74,12 @@ def test_latency_percentiles_use_numpy_linear_definition(synthetic_workspace):
 
 def test_quality_means_intervals_value_and_unscored(synthetic_workspace):
     t = model_table(synthetic_workspace.ws, S.RUN_ID, quality=JUDGE)
-    assert t.attrs["quality"] == {"metric": "viescore_o", "source": "judge", "version": S.JUDGE_VERSION,
-                                  "higher_is_better": True}
+    assert t.attrs["quality"] == {
+        "metric": "viescore_o",
+        "source": "judge",
+        "version": S.JUDGE_VERSION,
+        "higher_is_better": True,
+    }
     alpha = row(t, "alpha")
     assert alpha["quality"] == pytest.approx(7.5) and alpha["quality_n"] == 8
     assert alpha["unscored"] == 3  # its 3 erase outputs have no judge score
@@ -125,12 +138,34 @@ def test_grouped_tables(synthetic_workspace):
 def test_repeats_are_averaged_per_case_so_each_case_weighs_the_same(synthetic_workspace):
     ws = synthetic_workspace.ws
     extra = S.call_id("alpha", "g1", repeat=1)
-    ws.insert_calls([{"call_id": extra, "run_id": S.RUN_ID, "case_id": "g1", "model_id": "alpha",
-                      "provider": "wavespeed", "operation": "general_edit", "category": "color", "repeat": 1,
-                      "price_usd": 0.04}])
+    ws.insert_calls(
+        [
+            {
+                "call_id": extra,
+                "run_id": S.RUN_ID,
+                "case_id": "g1",
+                "model_id": "alpha",
+                "provider": "wavespeed",
+                "operation": "general_edit",
+                "category": "color",
+                "repeat": 1,
+                "price_usd": 0.04,
+            }
+        ]
+    )
     ws.finish_call(extra, {"status": "completed", "total_ms": 900.0, "cost_usd": 0.04})
-    ws.put_scores([{"run_id": S.RUN_ID, "call_id": extra, "metric": "viescore_o", "source": "judge",
-                    "version": S.JUDGE_VERSION, "value": 9.0}])
+    ws.put_scores(
+        [
+            {
+                "run_id": S.RUN_ID,
+                "call_id": extra,
+                "metric": "viescore_o",
+                "source": "judge",
+                "version": S.JUDGE_VERSION,
+                "value": 9.0,
+            }
+        ]
+    )
     t = model_table(ws, S.RUN_ID, quality=JUDGE, by="operation")
     alpha = row(t, "alpha", operation="general_edit")
     assert alpha["quality"] == pytest.approx((8 + 8 + 7 + 8 + 7 + 8 + 7 + 8) / 8)  # g1 = mean(7, 9)
@@ -143,8 +178,18 @@ def test_repeats_are_averaged_per_case_so_each_case_weighs_the_same(synthetic_wo
 
 def test_quality_version_resolution(synthetic_workspace):
     ws = synthetic_workspace.ws
-    ws.put_scores([{"run_id": S.RUN_ID, "call_id": S.call_id("beta", "g1"), "metric": "viescore_o",
-                    "source": "judge", "version": "judge-v2", "value": 1.0}])
+    ws.put_scores(
+        [
+            {
+                "run_id": S.RUN_ID,
+                "call_id": S.call_id("beta", "g1"),
+                "metric": "viescore_o",
+                "source": "judge",
+                "version": "judge-v2",
+                "value": 1.0,
+            }
+        ]
+    )
     scores = ws.scores(S.RUN_ID)
     assert resolve_quality(scores, JUDGE).version == "judge-v2"  # the most recently written
     t_new = model_table(ws, S.RUN_ID, quality=JUDGE)
@@ -167,17 +212,32 @@ def test_quality_spec_parsing():
 
 def test_lower_is_better_quality_sorts_ascending(synthetic_workspace):
     ws = synthetic_workspace.ws
-    ws.put_scores([{"run_id": S.RUN_ID, "call_id": S.call_id(m, "g1"), "metric": "l1", "source": "auto",
-                    "version": S.AUTO_VERSION, "value": v} for m, v in (("alpha", 0.3), ("beta", 0.1), ("gamma", 0.2))])
+    ws.put_scores(
+        [
+            {
+                "run_id": S.RUN_ID,
+                "call_id": S.call_id(m, "g1"),
+                "metric": "l1",
+                "source": "auto",
+                "version": S.AUTO_VERSION,
+                "value": v,
+            }
+            for m, v in (("alpha", 0.3), ("beta", 0.1), ("gamma", 0.2))
+        ]
+    )
     t = model_table(ws, S.RUN_ID, quality=("l1", "auto"))
     assert list(t["model_id"][:3]) == ["beta", "gamma", "alpha"]
     assert pareto_front(t, maximize_y=False) == {"beta"}
 
 
 def test_pareto_front_pure():
-    df = pd.DataFrame({"model_id": ["a", "b", "c", "d", "e", "f"],
-                       "cost": [1.0, 2.0, 2.0, 3.0, 1.0, float("nan")],
-                       "q": [5.0, 7.0, 6.0, 7.0, 5.0, 9.0]})
+    df = pd.DataFrame(
+        {
+            "model_id": ["a", "b", "c", "d", "e", "f"],
+            "cost": [1.0, 2.0, 2.0, 3.0, 1.0, float("nan")],
+            "q": [5.0, 7.0, 6.0, 7.0, 5.0, 9.0],
+        }
+    )
     # c is dominated by b (same cost, lower q); d by b (more cost, same q); a and e tie (both kept); f has no cost
     assert pareto_front(df, "cost", "q") == {"a", "b", "e"}
     assert pareto_front(df, "cost", "q", minimize_x=False) == {"d"}  # d: most cost and best q

@@ -62,13 +62,16 @@ COLOUR_TOLERANCE = 10  # JPEG thumbnails of flat colours; neighbouring cases dif
 # --- what the test needs: skip (with the reason) when the machine does not have it ---------------------
 
 if not (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)):
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set EVALKIT_CHROMIUM)",
-                allow_module_level=True)
+    pytest.skip(
+        f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set EVALKIT_CHROMIUM)", allow_module_level=True
+    )
 try:
     from playwright import sync_api
 except ImportError as exc:  # not installed, or installed without its greenlet
-    pytest.skip(f"the Python playwright package cannot be imported ({exc}); pip install -e '.[browser]'",
-                allow_module_level=True)
+    pytest.skip(
+        f"the Python playwright package cannot be imported ({exc}); pip install -e '.[browser]'",
+        allow_module_level=True,
+    )
 pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
 
 
@@ -91,9 +94,14 @@ def _lab_env(home: Path) -> dict[str, str]:
     extensions and kernel spec installed in this Python's prefix (sys.prefix/share/jupyter stays on
     the data path whatever JUPYTER_DATA_DIR says)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "JPY_"))}
-    dirs = {"JUPYTER_CONFIG_DIR": "config", "JUPYTER_DATA_DIR": "data", "JUPYTER_RUNTIME_DIR": "runtime",
-            "JUPYTERLAB_SETTINGS_DIR": "lab-settings", "JUPYTERLAB_WORKSPACES_DIR": "lab-workspaces",
-            "IPYTHONDIR": "ipython"}
+    dirs = {
+        "JUPYTER_CONFIG_DIR": "config",
+        "JUPYTER_DATA_DIR": "data",
+        "JUPYTER_RUNTIME_DIR": "runtime",
+        "JUPYTERLAB_SETTINGS_DIR": "lab-settings",
+        "JUPYTERLAB_WORKSPACES_DIR": "lab-workspaces",
+        "IPYTHONDIR": "ipython",
+    }
     for var, name in dirs.items():
         (home / name).mkdir(parents=True, exist_ok=True)
         env[var] = str(home / name)
@@ -149,7 +157,9 @@ def jupyter_lab(root_dir: Path, home: Path) -> Iterator[LabServer]:
     token = secrets.token_hex(24)
     log_path = home / "jupyterlab.log"
     cmd = [
-        sys.executable, "-m", "jupyterlab",
+        sys.executable,
+        "-m",
+        "jupyterlab",
         "--no-browser",
         "--ServerApp.ip=127.0.0.1",
         "--ServerApp.port=0",
@@ -166,8 +176,15 @@ def jupyter_lab(root_dir: Path, home: Path) -> Iterator[LabServer]:
     if os.geteuid() == 0:  # CI and these machines run as root
         cmd.append("--allow-root")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=root_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=root_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server: LabServer | None = None
     try:
         deadline = time.monotonic() + SERVER_START_S
@@ -274,8 +291,10 @@ def wait_for_colours(page, expected: dict[str, tuple[int, int, int] | None], tim
         if all((shown.get(m) is None) if rgb is None else _close(shown.get(m), rgb) for m, rgb in expected.items()):
             return shown
         if time.monotonic() > deadline:
-            pytest.fail(f"the Explorer's images did not show the expected outputs within {timeout_s} s:\n"
-                        f"expected {expected}\nshown    {shown}")
+            pytest.fail(
+                f"the Explorer's images did not show the expected outputs within {timeout_s} s:\n"
+                f"expected {expected}\nshown    {shown}"
+            )
         page.wait_for_timeout(100)  # re-read the decoded pixels; a kernel round trip is in flight
 
 
@@ -293,8 +312,13 @@ def test_explorer_renders_and_reacts_in_jupyterlab(synthetic_workspace, tmp_path
     page_errors: list[str] = []
     with jupyter_lab(root, tmp_path / "jupyter-home") as lab, sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1100}, timeout=PAGE_READY_S * 1000)
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1100},
+            timeout=PAGE_READY_S * 1000,
+        )
         try:
             page = context.pages[0] if context.pages else context.new_page()
             page.set_default_timeout(INTERACTION_S * 1000)  # clicks, selects, evaluates
@@ -311,8 +335,10 @@ def test_explorer_renders_and_reacts_in_jupyterlab(synthetic_workspace, tmp_path
             page.goto(f"{lab.url}lab/tree/{NOTEBOOK}?token={lab.token}", timeout=PAGE_READY_S * 1000)
             page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=PAGE_READY_S * 1000)
             if not page.evaluate(f"() => window.jupyterapp.hasPlugin({WIDGETS_PLUGIN!r})"):
-                pytest.fail(f"JupyterLab did not load {WIDGETS_PLUGIN}: is jupyterlab_widgets installed in "
-                            f"{sys.prefix} (its share/jupyter/labextensions is what the isolated server sees)?")
+                pytest.fail(
+                    f"JupyterLab did not load {WIDGETS_PLUGIN}: is jupyterlab_widgets installed in "
+                    f"{sys.prefix} (its share/jupyter/labextensions is what the isolated server sees)?"
+                )
             page.wait_for_function(KERNEL_IDLE_JS, arg=NOTEBOOK, timeout=KERNEL_IDLE_S * 1000, polling=200)
 
             # not awaited: the waits below bound the run
@@ -343,29 +369,48 @@ def test_explorer_renders_and_reacts_in_jupyterlab(synthetic_workspace, tmp_path
             # a case picked in the page reaches the kernel, whose callback sends back new images and captions
             case_select.select_option(value=options[2])  # g3: delta timed out on it
             expect(prompt).to_contain_text("make case g3 bluer", timeout=INTERACTION_S * 1000)
-            wait_for_colours(page, {**{m: S.output_colour(m, "g3") for m in S.MODELS if m != "delta"},
-                                    "delta": None, "source": S.source_colour("g3")}, INTERACTION_S)
+            wait_for_colours(
+                page,
+                {
+                    **{m: S.output_colour(m, "g3") for m in S.MODELS if m != "delta"},
+                    "delta": None,
+                    "source": S.source_colour("g3"),
+                },
+                INTERACTION_S,
+            )
             delta_tile = page.locator(".jp-OutputArea .widget-gridbox > .widget-vbox").filter(
-                has=page.locator("b", has_text="delta"))
+                has=page.locator("b", has_text="delta")
+            )
             expect(delta_tile).to_contain_text("timeout on g3", timeout=INTERACTION_S * 1000)
             expect(delta_tile.locator("button", has_text="enlarge")).to_be_disabled(timeout=INTERACTION_S * 1000)
 
             # a button click runs its Python handler: alpha's full-size output (64×48 px, not a thumbnail)
             alpha_tile = page.locator(".jp-OutputArea .widget-gridbox > .widget-vbox").filter(
-                has=page.locator("b", has_text="alpha"))
+                has=page.locator("b", has_text="alpha")
+            )
             alpha_tile.locator("button", has_text="enlarge").click()
             expect(page.locator(".jp-OutputArea .widget-html-content", has_text="(full size)")).to_contain_text(
-                "alpha on g3", timeout=INTERACTION_S * 1000)
+                "alpha on g3", timeout=INTERACTION_S * 1000
+            )
             enlarged = page.locator(".jp-OutputArea .widget-vbox > img.widget-image").last
             expect(enlarged).to_have_js_property("naturalWidth", 64, timeout=INTERACTION_S * 1000)
 
             # the operation filter rebuilds the case dropdown's options from Python
             dropdown.filter(has=page.locator("label", has_text="operation")).locator("select").select_option(
-                value="erase")
+                value="erase"
+            )
             expect(case_select.locator("option")).to_have_count(len(S.ERASE_CASES), timeout=INTERACTION_S * 1000)
             expect(prompt).to_contain_text("make case e1 disappear", timeout=INTERACTION_S * 1000)
-            wait_for_colours(page, {"alpha": S.output_colour("alpha", "e1"), "base": S.output_colour("base", "e1"),
-                                    "beta": None, "source": S.source_colour("e1")}, INTERACTION_S)
+            wait_for_colours(
+                page,
+                {
+                    "alpha": S.output_colour("alpha", "e1"),
+                    "base": S.output_colour("base", "e1"),
+                    "beta": None,
+                    "source": S.source_colour("e1"),
+                },
+                INTERACTION_S,
+            )
             page.screenshot(path=str(tmp_path / "explorer-erase.png"), full_page=True)
         except (Exception, pytest.fail.Exception):
             with contextlib.suppress(Exception):

@@ -168,7 +168,9 @@ colour = "red"
 
 
 def test_models_json_cli_lists_every_required_id():
-    proc = subprocess.run([sys.executable, "-m", "evalkit.cli", "models", "--json"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalkit.cli", "models", "--json"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {r["id"]: r for r in json.loads(proc.stdout)}
     for mid, endpoint, param, max_images, price in REFERENCE:

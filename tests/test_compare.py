@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from evalkit.decide.compare import Threshold, compare_runs, model_metrics, parse_fail_on, previous_run_id
 from evalkit.credentials import Secret
+from evalkit.decide.compare import Threshold, compare_runs, model_metrics, parse_fail_on, previous_run_id
+from evalkit.engine.runner import run
 from evalkit.errors import InvalidInputError
 from evalkit.providers.wavespeed import PollSchedule
-from evalkit.engine.runner import run
 from evalkit.store.workspace import Workspace
 
 # -- parsing ------------------------------------------------------------------------------------------
@@ -28,18 +28,21 @@ def test_parse_fail_on_reads_relative_absolute_and_points():
     assert parse_fail_on("success_rate=-0.1")["success"].change == -0.1  # alias
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("", "empty"),
-    (" , ", "empty"),
-    ("latency_p95", "expected METRIC=CHANGE"),
-    ("latency_p59=+20%", "did you mean 'latency_p95'"),
-    ("speed=+20%", "metrics: latency_p50"),
-    ("latency_p95=20%", "sign says which direction"),
-    ("latency_p95=+abc", "bad change"),
-    ("latency_p95=+0%", "zero change"),
-    ("latency_p95=+5pp", "only applies to success"),
-    ("cost=+1%,cost=+2%", "given twice"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("", "empty"),
+        (" , ", "empty"),
+        ("latency_p95", "expected METRIC=CHANGE"),
+        ("latency_p59=+20%", "did you mean 'latency_p95'"),
+        ("speed=+20%", "metrics: latency_p50"),
+        ("latency_p95=20%", "sign says which direction"),
+        ("latency_p95=+abc", "bad change"),
+        ("latency_p95=+0%", "zero change"),
+        ("latency_p95=+5pp", "only applies to success"),
+        ("cost=+1%,cost=+2%", "given twice"),
+    ],
+)
 def test_parse_fail_on_rejects_bad_specs_clearly(spec, words):
     with pytest.raises(InvalidInputError) as err:
         parse_fail_on(spec)
@@ -64,25 +67,64 @@ def test_threshold_direction_and_limits():
 
 def _make_run(ws: Workspace, run_id: str, models: dict[str, dict], *, cases=("c1", "c2", "c3", "c4")) -> None:
     """One run: per model, ``total_ms`` per case (None = failed), ``cost`` per call, ``quality`` per case."""
-    ws.create_run(run_id, suite_name="hand", suite_path=None, suite_fingerprint=None, catalog_fingerprint=None,
-                  models=list(models), repeats=1, budget_usd=None, config={})
+    ws.create_run(
+        run_id,
+        suite_name="hand",
+        suite_path=None,
+        suite_fingerprint=None,
+        catalog_fingerprint=None,
+        models=list(models),
+        repeats=1,
+        budget_usd=None,
+        config={},
+    )
     src = ws.put_blob(b"\x89PNG fake source", "png")
-    ws.put_cases(run_id, [{"case_id": c, "operation": "general_edit", "category": "color", "input_sha256": [src.sha256]}
-                          for c in cases])
+    ws.put_cases(
+        run_id,
+        [{"case_id": c, "operation": "general_edit", "category": "color", "input_sha256": [src.sha256]} for c in cases],
+    )
     rows, finals, scores = [], [], []
     for model, spec in models.items():
         for i, case in enumerate(cases):
             cid = f"{run_id}-{model}-{case}"
-            rows.append({"call_id": cid, "run_id": run_id, "case_id": case, "model_id": model, "provider": "wavespeed",
-                         "operation": "general_edit", "category": "color", "repeat": 0, "price_usd": spec["cost"]})
+            rows.append(
+                {
+                    "call_id": cid,
+                    "run_id": run_id,
+                    "case_id": case,
+                    "model_id": model,
+                    "provider": "wavespeed",
+                    "operation": "general_edit",
+                    "category": "color",
+                    "repeat": 0,
+                    "price_usd": spec["cost"],
+                }
+            )
             ms = spec["total_ms"][i]
             if ms is None:
                 finals.append((cid, {"status": "failed", "error_category": "server", "cost_usd": 0.0}))
                 continue
-            finals.append((cid, {"status": "completed", "total_ms": float(ms), "cost_usd": spec["cost"],
-                                 "cost_source": "list_price"}))
-            scores.append({"run_id": run_id, "call_id": cid, "metric": "viescore_o", "source": "judge", "version": "j1",
-                           "value": spec["quality"][i]})
+            finals.append(
+                (
+                    cid,
+                    {
+                        "status": "completed",
+                        "total_ms": float(ms),
+                        "cost_usd": spec["cost"],
+                        "cost_source": "list_price",
+                    },
+                )
+            )
+            scores.append(
+                {
+                    "run_id": run_id,
+                    "call_id": cid,
+                    "metric": "viescore_o",
+                    "source": "judge",
+                    "version": "j1",
+                    "value": spec["quality"][i],
+                }
+            )
     ws.insert_calls(rows)
     for cid, fields in finals:
         ws.finish_call(cid, fields)
@@ -156,7 +198,9 @@ def test_added_and_removed_models_are_listed_not_compared(two_runs):
     text = c.render()
     assert "added in new: fresh" in text and "removed since base: gone" in text
     d = c.to_dict()
-    assert d["exit_code"] == 1 and d["added"] == ["fresh"] and all(r["model_id"] in ("alpha", "beta") for r in d["rows"])
+    assert (
+        d["exit_code"] == 1 and d["added"] == ["fresh"] and all(r["model_id"] in ("alpha", "beta") for r in d["rows"])
+    )
 
 
 def test_no_thresholds_reports_but_never_fails(two_runs):
@@ -190,8 +234,16 @@ POLL = PollSchedule(initial_delay_s=0.01, factor=1.5, quick_polls=3, min_interva
 
 def _run_on(sim, ws_path, run_id):
     opts = {"wavespeed": {"base_url": sim.base_url, "api_key": Secret(sim.api_key, "WAVESPEED_API_KEY"), "poll": POLL}}
-    return run("smoke", "qwen-edit,gpt-image-1-edit", repeats=2, workspace=ws_path, run_id=run_id, no_cache=True,
-               provider_options=opts, progress=False)
+    return run(
+        "smoke",
+        "qwen-edit,gpt-image-1-edit",
+        repeats=2,
+        workspace=ws_path,
+        run_id=run_id,
+        no_cache=True,
+        provider_options=opts,
+        progress=False,
+    )
 
 
 def test_injected_latency_regression_on_the_local_server_fails_the_check(wavespeed_sim_factory, tmp_path):

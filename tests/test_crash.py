@@ -39,8 +39,8 @@ import pytest
 
 from evalkit.catalog import Catalog
 from evalkit.credentials import Secret
-from evalkit.providers.wavespeed import PollSchedule
 from evalkit.engine.runner import arun
+from evalkit.providers.wavespeed import PollSchedule
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.wavespeed import SimConfig, SimHandle, WaveSpeedSim
 from evalkit.store.workspace import Workspace
@@ -54,8 +54,18 @@ REPEATS = 4
 CONCURRENCY = 8
 SEED = 20240917
 #: the kill schedule: every window at least once, then random delays
-KILLS = ["startup", "mid-submit", "just-accepted", "polling", "mid-download", "output-received", "random", "random",
-         "mid-submit", "random"]
+KILLS = [
+    "startup",
+    "mid-submit",
+    "just-accepted",
+    "polling",
+    "mid-download",
+    "output-received",
+    "random",
+    "random",
+    "mid-submit",
+    "random",
+]
 PLAN_ARGS = ["--suite", "smoke", "--models", MODELS, "--repeats", str(REPEATS)]
 SIM_CONFIG = {"fixed_latency_ms": 250, "max_concurrent": 1000, "output_max_side": 512, "seed": 9}
 
@@ -136,7 +146,12 @@ class KillSwitch:
         async def send_watched(message):
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 body = message.get("body", b"")
-                if kind == "download" and len(body) > 1 and self._armed is not None and self._armed[:2] == (kind, "half"):
+                if (
+                    kind == "download"
+                    and len(body) > 1
+                    and self._armed is not None
+                    and self._armed[:2] == (kind, "half")
+                ):
                     await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
                     self._fire(kind, "half")
                     return  # the rest never comes: the client is dead
@@ -157,8 +172,14 @@ def start_sim(catalog: Catalog, **config) -> tuple[SimHandle, KillSwitch]:
 
 def cli_env(handle: SimHandle) -> dict:
     env = dict(os.environ)
-    env.update(WAVESPEED_BASE_URL=handle.base_url, WAVESPEED_API_KEY=handle.api_key, TQDM_DISABLE="1",
-               EVALKIT_POLL_INITIAL_S="0.02", EVALKIT_POLL_MIN_INTERVAL_S="0.05", EVALKIT_POLL_MAX_INTERVAL_S="0.1")
+    env.update(
+        WAVESPEED_BASE_URL=handle.base_url,
+        WAVESPEED_API_KEY=handle.api_key,
+        TQDM_DISABLE="1",
+        EVALKIT_POLL_INITIAL_S="0.02",
+        EVALKIT_POLL_MIN_INTERVAL_S="0.05",
+        EVALKIT_POLL_MAX_INTERVAL_S="0.1",
+    )
     return env
 
 
@@ -197,9 +218,22 @@ def test_kill_9_many_times_over_one_run_then_resume_equals_an_uninterrupted_run(
         completed_before: dict[str, str] = {}
         for i, moment in enumerate(schedule):
             args = ["run", *PLAN_ARGS, "--run-id", RUN_ID] if i == 0 else ["run", "--resume", RUN_ID]
-            proc = subprocess.Popen([sys.executable, "-m", "evalkit", *args, "--workspace", str(ws),
-                                     "--concurrency", str(CONCURRENCY), "--json"],
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "evalkit",
+                    *args,
+                    "--workspace",
+                    str(ws),
+                    "--concurrency",
+                    str(CONCURRENCY),
+                    "--json",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             try:
                 deadline = time.monotonic() + 60
                 while lock_owner(ws) != proc.pid and proc.poll() is None:  # the run is executing
@@ -236,9 +270,25 @@ def test_kill_9_many_times_over_one_run_then_resume_equals_an_uninterrupted_run(
             kills.append({"moment": moment, **snap["statuses"]})
         assert len(kills) >= 6, f"the run finished after {len(kills)} kills: {kills}"
 
-        done = subprocess.run([sys.executable, "-m", "evalkit", "run", "--resume", RUN_ID, "--workspace", str(ws),
-                               "--concurrency", str(CONCURRENCY), "--json"],
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "evalkit",
+                "run",
+                "--resume",
+                RUN_ID,
+                "--workspace",
+                str(ws),
+                "--concurrency",
+                str(CONCURRENCY),
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         summary = json.loads(done.stdout)
         assert "Traceback" not in done.stderr
@@ -246,10 +296,25 @@ def test_kill_9_many_times_over_one_run_then_resume_equals_an_uninterrupted_run(
 
         # the same plan, uninterrupted, against an identical server
         ref_ws = tmp_path / "reference"
-        opts = {"wavespeed": {"base_url": reference.base_url, "api_key": Secret(reference.api_key),
-                              "poll": PollSchedule(initial_delay_s=0.02, min_interval_s=0.05, max_interval_s=0.1)}}
-        asyncio.run(arun("smoke", models=MODELS, repeats=REPEATS, concurrency=CONCURRENCY, workspace=ref_ws,
-                         run_id=RUN_ID, progress=False, provider_options=opts))
+        opts = {
+            "wavespeed": {
+                "base_url": reference.base_url,
+                "api_key": Secret(reference.api_key),
+                "poll": PollSchedule(initial_delay_s=0.02, min_interval_s=0.05, max_interval_s=0.1),
+            }
+        }
+        asyncio.run(
+            arun(
+                "smoke",
+                models=MODELS,
+                repeats=REPEATS,
+                concurrency=CONCURRENCY,
+                workspace=ref_ws,
+                run_id=RUN_ID,
+                progress=False,
+                provider_options=opts,
+            )
+        )
 
         with Workspace(ws, create=False) as store, Workspace(ref_ws, create=False) as ref_store:
             rows, ref_rows = store.call_rows(RUN_ID), ref_store.call_rows(RUN_ID)
@@ -268,10 +333,16 @@ def test_kill_9_many_times_over_one_run_then_resume_equals_an_uninterrupted_run(
                 assert r["status"] == "not_applicable"
                 continue
             assert want["status"] == "completed"
-            assert (r["fingerprint"], r["seed"], r["params"]) == (want["fingerprint"], want["seed"], want["params"]), cid
+            assert (r["fingerprint"], r["seed"], r["params"]) == (want["fingerprint"], want["seed"], want["params"]), (
+                cid
+            )
             if r["status"] == "completed":  # the very output an uninterrupted run gets, at the same price
-                assert (r["output_sha256"], r["width"], r["height"], r["cost_usd"]) == \
-                    (want["output_sha256"], want["width"], want["height"], want["cost_usd"]), cid
+                assert (r["output_sha256"], r["width"], r["height"], r["cost_usd"]) == (
+                    want["output_sha256"],
+                    want["width"],
+                    want["height"],
+                    want["cost_usd"],
+                ), cid
         for cid, sha in completed_before.items():
             assert by_id[cid]["output_sha256"] == sha
 
@@ -282,9 +353,11 @@ def test_kill_9_many_times_over_one_run_then_resume_equals_an_uninterrupted_run(
         assert len(rec.orphans) <= statuses["unknown"]
         assert not list((ws / "spool" / RUN_ID).glob("*")), "half-downloaded files were left in the spool"
         assert not (ws / f".run-{RUN_ID}.lock").exists()
-        print(f"\n{len(kills)} kills: {kills}\nfinal: {dict(statuses)}, orphans {len(rec.orphans)}, "
-              f"billed ${rec.billed_usd:.3f} = recorded ${rec.recorded_usd:.3f} + orphans ${rec.orphan_billed_usd:.3f}; "
-              f"leftover temp blobs: {len(list((ws / 'blobs').rglob('.tmp-*')))}")
+        print(
+            f"\n{len(kills)} kills: {kills}\nfinal: {dict(statuses)}, orphans {len(rec.orphans)}, "
+            f"billed ${rec.billed_usd:.3f} = recorded ${rec.recorded_usd:.3f} + orphans ${rec.orphan_billed_usd:.3f}; "
+            f"leftover temp blobs: {len(list((ws / 'blobs').rglob('.tmp-*')))}"
+        )
     finally:
         handle.stop()
         reference.stop()

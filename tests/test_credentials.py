@@ -67,15 +67,28 @@ def test_whole_cli_flow_with_canary_keys_leaks_nowhere(tmp_path, caplog):
     hf_server = start_in_thread(hf.app)
     judge = start_judge_sim(api_key=CANARY["EVALKIT_JUDGE_API_KEY"])
     try:
-        env = dict(os.environ, TQDM_DISABLE="1", **CANARY, **LOCAL_POLL,
-                   WAVESPEED_BASE_URL=ws_sim.base_url, STABILITY_BASE_URL=st_server.base_url,
-                   HF_INFERENCE_ENDPOINT=hf_server.base_url, EVALKIT_JUDGE_BASE_URL=judge.base_url,
-                   EVALKIT_JUDGE_MODEL=judge.sim.model)
+        env = dict(
+            os.environ,
+            TQDM_DISABLE="1",
+            **CANARY,
+            **LOCAL_POLL,
+            WAVESPEED_BASE_URL=ws_sim.base_url,
+            STABILITY_BASE_URL=st_server.base_url,
+            HF_INFERENCE_ENDPOINT=hf_server.base_url,
+            EVALKIT_JUDGE_BASE_URL=judge.base_url,
+            EVALKIT_JUDGE_MODEL=judge.sim.model,
+        )
         ws = str(tmp_path / "ws")
 
         def cli(*args: str) -> subprocess.CompletedProcess:
-            proc = subprocess.run([sys.executable, "-m", "evalkit", *args, "--workspace", ws], capture_output=True,
-                                  text=True, env=env, timeout=600, cwd=tmp_path)
+            proc = subprocess.run(
+                [sys.executable, "-m", "evalkit", *args, "--workspace", ws],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=600,
+                cwd=tmp_path,
+            )
             assert proc.returncode == 0, proc.stderr[-3000:]
             printed.append(proc.stdout + proc.stderr)
             return proc

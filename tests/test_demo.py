@@ -27,7 +27,11 @@ def test_demo_runs_every_provider_offline_and_writes_the_report(tmp_path):
     ws, out = tmp_path / "ws", tmp_path / "report"
     proc = subprocess.run(
         [sys.executable, "-m", "evalkit", "demo", "--suite", "smoke", "--workspace", str(ws), "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = out / "model_choice_report.html"

@@ -12,7 +12,6 @@ from PIL import Image
 from evalkit import ImageEditOptions, Workspace, agenerate_image_edit, generate_image_edit
 from evalkit.credentials import Secret
 from evalkit.errors import Category, EvalkitError, ProviderError
-
 from tests.plugins.common import make_png
 from tests.test_runner import FAST_POLL
 
@@ -24,9 +23,16 @@ def _opts(sim) -> dict:
 def test_original_app_call_shape_works_and_records_usage(wavespeed_sim, tmp_path):
     png = make_png(300, 200)
     image_base64 = base64.b64encode(png).decode()  # what the original app passed
-    result = generate_image_edit(image_base64, "Change the background to a beach scene", operation="general_edit",
-                                 model="qwen-edit-plus", options={"width": 1024, "height": 1024, "seed": 42},
-                                 user_id="user-7", workspace=tmp_path, provider_options=_opts(wavespeed_sim))
+    result = generate_image_edit(
+        image_base64,
+        "Change the background to a beach scene",
+        operation="general_edit",
+        model="qwen-edit-plus",
+        options={"width": 1024, "height": 1024, "seed": 42},
+        user_id="user-7",
+        workspace=tmp_path,
+        provider_options=_opts(wavespeed_sim),
+    )
     img = Image.open(io.BytesIO(result.image_bytes))
     assert (img.width, img.height) == (result.width, result.height) == (1024, 1024)
     assert result.model_id == "qwen-edit-plus" and result.cost_usd == 0.02 and result.simulated
@@ -34,32 +40,53 @@ def test_original_app_call_shape_works_and_records_usage(wavespeed_sim, tmp_path
     assert result.latency.total_ms > 0
     usage = Workspace(tmp_path).usage()
     assert list(usage[["user_id", "model_id", "operation", "cost_usd", "source"]].iloc[0]) == [
-        "user-7", "qwen-edit-plus", "general_edit", 0.02, "generate_image_edit"]
+        "user-7",
+        "qwen-edit-plus",
+        "general_edit",
+        0.02,
+        "generate_image_edit",
+    ]
 
 
 @pytest.mark.parametrize("kind", ["bytes", "data_uri", "path", "pil"])
 async def test_accepts_the_usual_image_forms(kind, wavespeed_sim, tmp_path):
     png = make_png(64, 64)
-    value = {"bytes": png, "data_uri": "data:image/png;base64," + base64.b64encode(png).decode(),
-             "path": tmp_path / "in.png", "pil": Image.open(io.BytesIO(png))}[kind]
+    value = {
+        "bytes": png,
+        "data_uri": "data:image/png;base64," + base64.b64encode(png).decode(),
+        "path": tmp_path / "in.png",
+        "pil": Image.open(io.BytesIO(png)),
+    }[kind]
     (tmp_path / "in.png").write_bytes(png)
-    result = await agenerate_image_edit(value, "make it blue", model="qwen-edit", workspace=False,
-                                        provider_options=_opts(wavespeed_sim))
+    result = await agenerate_image_edit(
+        value, "make it blue", model="qwen-edit", workspace=False, provider_options=_opts(wavespeed_sim)
+    )
     assert result.image_bytes and result.model_id == "qwen-edit"
 
 
 async def test_default_model_multi_image_and_inpaint(wavespeed_sim):
     a, b = make_png(80, 60, seed=1), make_png(80, 60, seed=2)
-    r = await agenerate_image_edit([a, b], "put the cat from the second image on the sofa", operation="multi_image",
-                                   workspace=False, provider_options=_opts(wavespeed_sim))
+    r = await agenerate_image_edit(
+        [a, b],
+        "put the cat from the second image on the sofa",
+        operation="multi_image",
+        workspace=False,
+        provider_options=_opts(wavespeed_sim),
+    )
     assert r.model_id == "qwen-edit-plus"  # the original app's default model
     mask = Image.new("L", (80, 60), 0)
     mask.paste(255, (20, 20, 60, 40))
     buf = io.BytesIO()
     mask.save(buf, format="PNG")
-    r = await agenerate_image_edit(a, "a red ball", operation="inpaint", model="z-image-turbo-inpaint",
-                                   options=ImageEditOptions(mask=buf.getvalue()), workspace=False,
-                                   provider_options=_opts(wavespeed_sim))
+    r = await agenerate_image_edit(
+        a,
+        "a red ball",
+        operation="inpaint",
+        model="z-image-turbo-inpaint",
+        options=ImageEditOptions(mask=buf.getvalue()),
+        workspace=False,
+        provider_options=_opts(wavespeed_sim),
+    )
     assert r.model_id == "z-image-turbo-inpaint" and r.cost_usd == 0.02
 
 
@@ -84,15 +111,22 @@ seed = { param = "seed", min = -1, max = 2147483647, default = -1 }
 price = { kind = "flat", usd = 0.02 }
 limits = { max_input_side = 256 }
 """)
-    r = await agenerate_image_edit(make_png(1000, 500), "make it blue", model="qwen-edit-small-inputs",
-                                   workspace=tmp_path, provider_options=_opts(wavespeed_sim))
+    r = await agenerate_image_edit(
+        make_png(1000, 500),
+        "make it blue",
+        model="qwen-edit-small-inputs",
+        workspace=tmp_path,
+        provider_options=_opts(wavespeed_sim),
+    )
     assert r.input_resized and any("resized 1000×500→256×128" in n for n in r.notes)
 
 
 async def test_a_failed_edit_raises_a_categorised_error(wavespeed_sim):
     wavespeed_sim.sim.add_fault("moderation", count=1)
     with pytest.raises(ProviderError) as info:
-        await agenerate_image_edit(make_png(), "x", model="qwen-edit", workspace=False, provider_options=_opts(wavespeed_sim))
+        await agenerate_image_edit(
+            make_png(), "x", model="qwen-edit", workspace=False, provider_options=_opts(wavespeed_sim)
+        )
     assert info.value.category == Category.MODERATION and info.value.prediction_id
 
 

@@ -25,9 +25,9 @@ from collections.abc import Callable
 import pytest
 
 from evalkit.credentials import Secret
+from evalkit.engine.runner import arun
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import PollSchedule
-from evalkit.engine.runner import arun
 from evalkit.store.workspace import Workspace
 from tests.plugins.money import (
     TASK_CODE_CATEGORY,
@@ -58,21 +58,36 @@ SIM = {"output_max_side": 256}
 
 
 def poll_schedule(timeout_s: float = 900.0) -> PollSchedule:
-    return PollSchedule(initial_delay_s=0.01, factor=1.5, quick_polls=3, min_interval_s=0.02, max_interval_s=0.1,
-                        timeout_s=timeout_s)
+    return PollSchedule(
+        initial_delay_s=0.01, factor=1.5, quick_polls=3, min_interval_s=0.02, max_interval_s=0.1, timeout_s=timeout_s
+    )
 
 
 def wavespeed_options(handle, *, timeout_s: float = 900.0, retry: RetryPolicy = FAST_RETRY, **kw) -> dict:
-    return {"base_url": handle.base_url, "api_key": Secret(handle.api_key), "poll": poll_schedule(timeout_s),
-            "retry": retry, "submit_read_timeout_s": SUBMIT_READ_TIMEOUT_S, **kw}
+    return {
+        "base_url": handle.base_url,
+        "api_key": Secret(handle.api_key),
+        "poll": poll_schedule(timeout_s),
+        "retry": retry,
+        "submit_read_timeout_s": SUBMIT_READ_TIMEOUT_S,
+        **kw,
+    }
 
 
 async def run_wavespeed(handle, ws_path, *, suite="smoke", repeats=4, timeout_s=900.0, run_id="faulty", **kw):
     kw.setdefault("patience", FAST_PATIENCE)
-    return await arun(suite, models=kw.pop("models", WS_MODELS), repeats=repeats, concurrency=16, workspace=ws_path,
-                      provider_options={"wavespeed": wavespeed_options(handle, timeout_s=timeout_s,
-                                                                       **kw.pop("wavespeed_kw", {}))},
-                      progress=False, no_cache=True, run_id=run_id, **kw)
+    return await arun(
+        suite,
+        models=kw.pop("models", WS_MODELS),
+        repeats=repeats,
+        concurrency=16,
+        workspace=ws_path,
+        provider_options={"wavespeed": wavespeed_options(handle, timeout_s=timeout_s, **kw.pop("wavespeed_kw", {}))},
+        progress=False,
+        no_cache=True,
+        run_id=run_id,
+        **kw,
+    )
 
 
 def rows_of(ws_path, run_id: str) -> list[dict]:
@@ -134,8 +149,15 @@ async def test_each_fault_at_a_steady_rate_loses_nothing_and_pays_once(name, wav
         assert res.pending >= hits
         first = {r["call_id"]: r["prediction_id"] for r in rows_of(tmp_path, res.run_id) if r["status"] == "submitted"}
         submits, polls = len(sim.submits), sim.stats()["poll"]
-        res = await arun(None, workspace=tmp_path, run_id=res.run_id, resume=True, progress=False, patience=FAST_PATIENCE,
-                         provider_options={"wavespeed": wavespeed_options(handle, timeout_s=NEVER_FINISH_TIMEOUT_S)})
+        res = await arun(
+            None,
+            workspace=tmp_path,
+            run_id=res.run_id,
+            resume=True,
+            progress=False,
+            patience=FAST_PATIENCE,
+            provider_options={"wavespeed": wavespeed_options(handle, timeout_s=NEVER_FINISH_TIMEOUT_S)},
+        )
         assert len(sim.submits) == submits and sim.stats()["poll"] > polls
         still = {r["call_id"]: r["prediction_id"] for r in rows_of(tmp_path, res.run_id) if r["status"] == "submitted"}
         assert res.pending == len(still) == hits and still.items() <= first.items()
@@ -193,16 +215,27 @@ async def test_each_fault_at_a_steady_rate_loses_nothing_and_pays_once(name, wav
         raise AssertionError(f"no expectation for {name}")
 
 
-async def test_a_job_that_outlives_the_poll_timeout_is_collected_by_resume_and_billed_once(wavespeed_sim_factory, tmp_path):
+async def test_a_job_that_outlives_the_poll_timeout_is_collected_by_resume_and_billed_once(
+    wavespeed_sim_factory, tmp_path
+):
     """The resumable path with a job that does finish: slow tasks time out, stay `submitted`, and a resume
     with a longer timeout collects each one — polled, never re-submitted, billed and recorded once."""
     handle = wavespeed_sim_factory(fixed_latency_ms=1200, **SIM)
-    res = await run_wavespeed(handle, tmp_path, models="qwen-edit,flux-kontext-pro,seededit-v3", repeats=2, timeout_s=0.3)
+    res = await run_wavespeed(
+        handle, tmp_path, models="qwen-edit,flux-kontext-pro,seededit-v3", repeats=2, timeout_s=0.3
+    )
     assert res.pending == res.planned > 0 and res.completed == 0
     submitted = {r["call_id"]: r["prediction_id"] for r in rows_of(tmp_path, res.run_id) if r["status"] == "submitted"}
     assert len(submitted) == res.planned and all(submitted.values())
-    done = await arun(None, workspace=tmp_path, run_id=res.run_id, resume=True, progress=False, patience=FAST_PATIENCE,
-                      provider_options={"wavespeed": wavespeed_options(handle, timeout_s=30)})
+    done = await arun(
+        None,
+        workspace=tmp_path,
+        run_id=res.run_id,
+        resume=True,
+        progress=False,
+        patience=FAST_PATIENCE,
+        provider_options={"wavespeed": wavespeed_options(handle, timeout_s=30)},
+    )
     assert done.completed == done.planned and done.pending == 0
     rows = rows_of(tmp_path, res.run_id)
     assert {r["call_id"]: r["prediction_id"] for r in rows if r["status"] == "completed"} == submitted
@@ -212,19 +245,27 @@ async def test_a_job_that_outlives_the_poll_timeout_is_collected_by_resume_and_b
 
 
 @pytest.mark.parametrize("kind,category", [("rate_limit", "rate_limit"), ("submit_5xx", "server")])
-async def test_a_submit_refused_every_time_fails_categorised_and_creates_nothing(kind, category, wavespeed_sim_factory,
-                                                                              tmp_path):
+async def test_a_submit_refused_every_time_fails_categorised_and_creates_nothing(
+    kind, category, wavespeed_sim_factory, tmp_path
+):
     """Exhausting the re-sends of a provably refused submit: a categorised failure, nothing created or billed.
     The provider re-sends each refusal a few times; the runner waits out rate limits on top (its patience)."""
     handle = wavespeed_sim_factory()
     handle.sim.add_fault(kind, model="qwen-edit", retry_after_s=0.01)  # every submit of qwen-edit is refused
     # a 503 proves a refusal only when the user says so for their gateway (resend_submit_on_503)
-    res = await run_wavespeed(handle, tmp_path, models="qwen-edit,seededit-v3", repeats=2,
-                              wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST, "resend_submit_on_503": kind == "submit_5xx"})
+    res = await run_wavespeed(
+        handle,
+        tmp_path,
+        models="qwen-edit,seededit-v3",
+        repeats=2,
+        wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST, "resend_submit_on_503": kind == "submit_5xx"},
+    )
     rows = rows_of(tmp_path, res.run_id)
     q = [r for r in rows if r["model_id"] == "qwen-edit" and r["status"] != "not_applicable"]
     assert q and all(r["status"] == "failed" and r["error_category"] == category for r in q)
-    assert all(r["cost_usd"] == 0 and r["prediction_id"] is None and "nothing was created" in r["error_message"] for r in q)
+    assert all(
+        r["cost_usd"] == 0 and r["prediction_id"] is None and "nothing was created" in r["error_message"] for r in q
+    )
     assert not [s for s in handle.sim.submits if s.model_id == "qwen-edit"]
     per_call = DEFAULT_ATTEMPTS_FAST.max_attempts * (FAST_PATIENCE.max_attempts if kind == "rate_limit" else 1)
     assert handle.sim.stats()["submit"] == len(handle.sim.submits) + len(q) * per_call
@@ -233,14 +274,16 @@ async def test_a_submit_refused_every_time_fails_categorised_and_creates_nothing
 
 
 @pytest.mark.parametrize("kind", ["poll_5xx", "rate_limit_poll", "garbage_poll", "download_5xx"])
-async def test_an_accepted_job_whose_polls_or_download_keep_failing_stays_resumable(kind, wavespeed_sim_factory,
-                                                                                   tmp_path):
+async def test_an_accepted_job_whose_polls_or_download_keep_failing_stays_resumable(
+    kind, wavespeed_sim_factory, tmp_path
+):
     """Beyond every retry (the provider's, then the runner's patience) an accepted job is left `submitted` with
     its id — never `failed`, never re-submitted, not even by --retry-failed — and a resume collects it."""
     handle = wavespeed_sim_factory()
     handle.sim.add_fault(kind, model="qwen-edit", retry_after_s=0.01)  # every poll / download of qwen-edit fails
-    res = await run_wavespeed(handle, tmp_path, models="qwen-edit,seededit-v3", repeats=2,
-                              wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST})
+    res = await run_wavespeed(
+        handle, tmp_path, models="qwen-edit,seededit-v3", repeats=2, wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST}
+    )
     rows = rows_of(tmp_path, res.run_id)
     q = [r for r in rows if r["model_id"] == "qwen-edit" and r["status"] != "not_applicable"]
     assert q and all(r["status"] == "submitted" and r["prediction_id"] for r in q), [r["status"] for r in q]
@@ -248,8 +291,16 @@ async def test_an_accepted_job_whose_polls_or_download_keep_failing_stays_resuma
     wait_until_idle(handle.sim)
     assert handle.sim.billed_usd > res.cost_usd  # the server finished and billed the jobs; the store will collect them
     handle.sim.clear_faults()
-    again = await arun(None, workspace=tmp_path, run_id=res.run_id, resume=True, retry_failed=True, progress=False,
-                       patience=FAST_PATIENCE, provider_options={"wavespeed": wavespeed_options(handle)})
+    again = await arun(
+        None,
+        workspace=tmp_path,
+        run_id=res.run_id,
+        resume=True,
+        retry_failed=True,
+        progress=False,
+        patience=FAST_PATIENCE,
+        provider_options={"wavespeed": wavespeed_options(handle)},
+    )
     assert again.completed == again.planned and len(handle.sim.submits) == again.planned
     rec = reconcile_wavespeed(handle, tmp_path)
     assert rec.billed_usd == pytest.approx(again.cost_usd, abs=1e-9) and not rec.orphans
@@ -260,8 +311,18 @@ async def test_budget_caps_calls_whose_cost_is_unknown(huggingface_sim, tmp_path
     reserve = catalog.get("hf-flux-kontext-dev").reserve_usd({})
     budget = 2.5 * reserve  # room for two calls at their maximum price
     options = {"huggingface": {"endpoint_url": huggingface_sim.base_url, "token": Secret(huggingface_sim.api_key)}}
-    res = await arun("smoke", models="provider:huggingface", repeats=5, concurrency=1, budget_usd=budget,
-                     workspace=tmp_path, progress=False, no_cache=True, run_id="capped", provider_options=options)
+    res = await arun(
+        "smoke",
+        models="provider:huggingface",
+        repeats=5,
+        concurrency=1,
+        budget_usd=budget,
+        workspace=tmp_path,
+        progress=False,
+        no_cache=True,
+        run_id="capped",
+        provider_options=options,
+    )
     generated = len(huggingface_sim.sim.generations)
     assert generated * reserve <= budget + 1e-9, f"{generated} calls of up to ${reserve} each ran under a ${budget} cap"
     assert res.stop_reason == "budget" and res.completed == generated == 2
@@ -272,8 +333,18 @@ async def test_budget_caps_unknown_cost_calls_across_resumes(huggingface_sim, tm
     budget = 2.5 * reserve
     options = {"huggingface": {"endpoint_url": huggingface_sim.base_url, "token": Secret(huggingface_sim.api_key)}}
     for _ in range(3):
-        await arun("smoke", models="provider:huggingface", repeats=5, concurrency=1, budget_usd=budget,
-                   workspace=tmp_path, progress=False, no_cache=True, run_id="capped", provider_options=options)
+        await arun(
+            "smoke",
+            models="provider:huggingface",
+            repeats=5,
+            concurrency=1,
+            budget_usd=budget,
+            workspace=tmp_path,
+            progress=False,
+            no_cache=True,
+            run_id="capped",
+            provider_options=options,
+        )
     generated = len(huggingface_sim.sim.generations)
     assert generated * reserve <= budget + 1e-9, f"{generated} calls of up to ${reserve} each ran under a ${budget} cap"
 
@@ -320,8 +391,9 @@ def check_mixed_wavespeed(rec, hits: dict[str, int]) -> None:
     by_status = Counter(r["status"] for r in rows)
     # unknown outcomes: exactly the submits whose answer was unusable or proved nothing (a 503 is not re-sent);
     # the server created a task for two kinds
-    assert by_status["unknown"] == hits.get("wrong_shape_submit", 0) + hits.get("submit_5xx", 0) \
-        + hits.get("submit_accepted_5xx", 0) + hits.get("submit_timeout", 0)
+    assert by_status["unknown"] == hits.get("wrong_shape_submit", 0) + hits.get("submit_5xx", 0) + hits.get(
+        "submit_accepted_5xx", 0
+    ) + hits.get("submit_timeout", 0)
     assert len(rec.orphans) == hits.get("submit_accepted_5xx", 0) + hits.get("submit_timeout", 0)
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
@@ -335,7 +407,9 @@ def check_mixed_wavespeed(rec, hits: dict[str, int]) -> None:
             assert r["cost_usd"] == 0 and bool(r["content_filtered"]) == (p.code == 1200), r
         else:  # the task completed (billed), its output could not be fetched
             assert p.status == "completed" and r["error_category"] in ("bad_output", "server"), r
-    task_failures = sum(1 for r in failed if r["prediction_id"] and rec.predictions[r["prediction_id"]].status == "failed")
+    task_failures = sum(
+        1 for r in failed if r["prediction_id"] and rec.predictions[r["prediction_id"]].status == "failed"
+    )
     failed_tasks = [p for p in rec.predictions.values() if p.status == "failed"]
     assert len(failed_tasks) == hits.get("task_failed", 0) + hits.get("moderation", 0)
     assert task_failures == sum(1 for p in failed_tasks if p.id not in rec.orphans)
@@ -360,8 +434,15 @@ async def test_all_faults_mixed_over_the_core_suite(mode, wavespeed_sim_factory,
         if res.pending <= never_finish:  # on a loaded machine a healthy job can need more than one resume
             break
         submits = len(handle.sim.submits)
-        res = await arun(None, workspace=tmp_path, run_id=res.run_id, resume=True, progress=False, patience=FAST_PATIENCE,
-                         provider_options={"wavespeed": wavespeed_options(handle, timeout_s=MIXED_TIMEOUT_S, **extra)})
+        res = await arun(
+            None,
+            workspace=tmp_path,
+            run_id=res.run_id,
+            resume=True,
+            progress=False,
+            patience=FAST_PATIENCE,
+            provider_options={"wavespeed": wavespeed_options(handle, timeout_s=MIXED_TIMEOUT_S, **extra)},
+        )
         assert len(handle.sim.submits) == submits
     h = hits()
     wait_until_idle(handle.sim, still_running=h.get("never_finish", 0))
@@ -404,9 +485,18 @@ def mixed_provider_options(ws_handle, stability_sim, huggingface_sim) -> dict:
     fast = RetryPolicy(max_attempts=5, base_s=0.01, max_backoff_s=0.05, max_retry_after_s=0.05)
     return {
         "wavespeed": wavespeed_options(ws_handle, timeout_s=MIXED_TIMEOUT_S),
-        "stability": {"base_url": stability_sim.base_url, "api_key": Secret(stability_sim.api_key),
-                      "poll_interval_s": 0.02, "max_wait_s": STABILITY_MAX_WAIT_S, "retry": fast},
-        "huggingface": {"endpoint_url": huggingface_sim.base_url, "token": Secret(huggingface_sim.api_key), "retry": fast},
+        "stability": {
+            "base_url": stability_sim.base_url,
+            "api_key": Secret(stability_sim.api_key),
+            "poll_interval_s": 0.02,
+            "max_wait_s": STABILITY_MAX_WAIT_S,
+            "retry": fast,
+        },
+        "huggingface": {
+            "endpoint_url": huggingface_sim.base_url,
+            "token": Secret(huggingface_sim.api_key),
+            "retry": fast,
+        },
     }
 
 
@@ -418,24 +508,49 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
     for kind, kw in HF_FAULTS:
         huggingface_sim.inject(kind, **kw)
     options = mixed_provider_options(ws_handle, stability_sim, huggingface_sim)
-    res = await arun("smoke", models="all", repeats=3, concurrency=16, workspace=tmp_path, provider_options=options,
-                     progress=False, no_cache=True, run_id="mixed", patience=FAST_PATIENCE)
+    res = await arun(
+        "smoke",
+        models="all",
+        repeats=3,
+        concurrency=16,
+        workspace=tmp_path,
+        provider_options=options,
+        progress=False,
+        no_cache=True,
+        run_id="mixed",
+        patience=FAST_PATIENCE,
+    )
     counts_add_up(res)
-    posts = {"stability": len(stability_sim.sim.requests), "huggingface": len(huggingface_sim.sim.requests),
-             "wavespeed": len(ws_handle.sim.submits)}
+    posts = {
+        "stability": len(stability_sim.sim.requests),
+        "huggingface": len(huggingface_sim.sim.requests),
+        "wavespeed": len(ws_handle.sim.submits),
+    }
     # resume: every accepted job still running (WaveSpeed never_finish, the relight that never finishes) is
     # polled again; nothing is POSTed again to any provider
-    res = await arun(None, workspace=tmp_path, run_id="mixed", resume=True, progress=False, provider_options=options,
-                    patience=FAST_PATIENCE)
-    assert posts == {"stability": len(stability_sim.sim.requests), "huggingface": len(huggingface_sim.sim.requests),
-                     "wavespeed": len(ws_handle.sim.submits)}
+    res = await arun(
+        None,
+        workspace=tmp_path,
+        run_id="mixed",
+        resume=True,
+        progress=False,
+        provider_options=options,
+        patience=FAST_PATIENCE,
+    )
+    assert posts == {
+        "stability": len(stability_sim.sim.requests),
+        "huggingface": len(huggingface_sim.sim.requests),
+        "wavespeed": len(ws_handle.sim.submits),
+    }
     h = hits()
     wait_until_idle(ws_handle.sim, still_running=h.get("never_finish", 0))
     rows = rows_of(tmp_path, "mixed")
     assert_every_call_accounted(rows)
     assert assert_outputs_intact(tmp_path, rows) == res.completed
-    by_provider = {p: [r for r in rows if r["provider"] == p and r["status"] != "not_applicable"]
-                   for p in ("wavespeed", "stability", "huggingface", "local")}
+    by_provider = {
+        p: [r for r in rows if r["provider"] == p and r["status"] != "not_applicable"]
+        for p in ("wavespeed", "stability", "huggingface", "local")
+    }
 
     # WaveSpeed: the same precise reconciliation as in the single-provider runs
     rec = reconcile_wavespeed(ws_handle, tmp_path)
@@ -445,12 +560,21 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
     st = by_provider["stability"]
     assert len(st) == 9  # smoke × 3 repeats: inpaint, outpaint, relight
     assert Counter(r["error_category"] for r in st if r["status"] == "failed") == {
-        "moderation": 1, "server": 1, "bad_request": 2}
+        "moderation": 1,
+        "server": 1,
+        "bad_request": 2,
+    }
     assert sum(r["status"] == "completed" for r in st) == 4
     filtered = [r for r in st if r["content_filtered"]]
-    assert len(filtered) == 1 and filtered[0]["status"] == "completed" and filtered[0]["model_id"] == "stability-outpaint"
+    assert (
+        len(filtered) == 1 and filtered[0]["status"] == "completed" and filtered[0]["model_id"] == "stability-outpaint"
+    )
     pending = [r for r in st if r["status"] == "submitted"]
-    assert len(pending) == 1 and pending[0]["model_id"] == "stability-replace-background-relight" and pending[0]["prediction_id"]
+    assert (
+        len(pending) == 1
+        and pending[0]["model_id"] == "stability-replace-background-relight"
+        and pending[0]["prediction_id"]
+    )
     # each POST was sent once, except the two refused with 429 (a 500 is never re-sent)
     assert len(stability_sim.sim.requests) == len(st) + 2
     assert all(r["cost_usd"] == 0 for r in st if r["status"] == "failed")
@@ -474,17 +598,40 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
 
 # ---- bugs this suite found and that are still open (xfail strict: they flip to a failure when fixed) ---
 
+
 async def test_stability_job_whose_polls_fail_is_not_posted_again(stability_sim, tmp_path):
     retry = RetryPolicy(max_attempts=5, base_s=0.01, max_backoff_s=0.05, max_retry_after_s=0.05)
     stability_sim.inject("server_error", endpoint="results", count=retry.max_attempts)
-    options = {"stability": {"base_url": stability_sim.base_url, "api_key": Secret(stability_sim.api_key),
-                             "poll_interval_s": 0.02, "max_wait_s": 5, "retry": retry}}
+    options = {
+        "stability": {
+            "base_url": stability_sim.base_url,
+            "api_key": Secret(stability_sim.api_key),
+            "poll_interval_s": 0.02,
+            "max_wait_s": 5,
+            "retry": retry,
+        }
+    }
     model = "stability-replace-background-relight"
-    res = await arun("smoke", models=model, workspace=tmp_path, run_id="relight", progress=False, provider_options=options,
-                     patience=FAST_PATIENCE)
+    res = await arun(
+        "smoke",
+        models=model,
+        workspace=tmp_path,
+        run_id="relight",
+        progress=False,
+        provider_options=options,
+        patience=FAST_PATIENCE,
+    )
     assert len(stability_sim.sim.posts_to("replace-background-and-relight")) == 1
-    await arun(None, workspace=tmp_path, run_id=res.run_id, resume=True, retry_failed=True, progress=False,
-               patience=FAST_PATIENCE, provider_options=options)
+    await arun(
+        None,
+        workspace=tmp_path,
+        run_id=res.run_id,
+        resume=True,
+        retry_failed=True,
+        progress=False,
+        patience=FAST_PATIENCE,
+        provider_options=options,
+    )
     assert len(stability_sim.sim.posts_to("replace-background-and-relight")) == 1, "an accepted job was POSTed again"
     (row,) = [r for r in rows_of(tmp_path, res.run_id) if r["status"] != "not_applicable"]
     assert row["status"] == "completed" and len(stability_sim.sim.ledger) == 1

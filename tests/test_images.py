@@ -12,17 +12,19 @@ from PIL import Image
 
 from evalkit.errors import ImageError
 from evalkit.images import decode_output, fit_within, load_image, thumbnail_jpeg
-
 from tests.plugins.common import make_png
 
 
 def _png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims width×height but carries almost no data (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_valid_png_passes_through_unchanged():

@@ -40,8 +40,12 @@ async def test_live_wavespeed_qwen_edit():
     if not key:
         pytest.skip("WAVESPEED_API_KEY is not set")
     model = Catalog.load().get("qwen-edit")
-    request = EditRequest(model=model, images=(load_image(photo_like_png(), name="live.png"),),
-                          prompt="make the red disc blue", options=ImageEditOptions(seed=7))
+    request = EditRequest(
+        model=model,
+        images=(load_image(photo_like_png(), name="live.png"),),
+        prompt="make the red disc blue",
+        options=ImageEditOptions(seed=7),
+    )
     async with WaveSpeedEditProvider() as provider:
         list_price = provider.prepare(request).price_usd
         outcome = await provider.edit(request)

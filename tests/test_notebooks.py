@@ -52,8 +52,16 @@ def lab(tmp_path_factory):
             execute_notebook(name, out, params, cwd=root, cell_timeout_s=120)
             return nbformat.read(str(out), as_version=4)
 
-        bench = execute("run_benchmark.ipynb", suite="smoke", models=",".join(MODELS), repeats=1, budget_usd=1.0,
-                        workspace=str(root / "ws"), run_id=RUN_ID, concurrency=4)
+        bench = execute(
+            "run_benchmark.ipynb",
+            suite="smoke",
+            models=",".join(MODELS),
+            repeats=1,
+            budget_usd=1.0,
+            workspace=str(root / "ws"),
+            run_id=RUN_ID,
+            concurrency=4,
+        )
         ws = Workspace(root / "ws")
         score_run(ws, RUN_ID, auto=True, judge=True, judge_overrides=stack.judge_overrides(), progress=False)
         yield {"root": root, "ws": ws, "execute": execute, "bench": bench, "stack": stack}
@@ -68,7 +76,9 @@ def test_notebooks_are_committed_stripped_with_one_parameters_cell():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has outputs"
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1 and tagged[0] is code[0], f"{name}: the first code cell must be the only parameters cell"
+        assert len(tagged) == 1 and tagged[0] is code[0], (
+            f"{name}: the first code cell must be the only parameters cell"
+        )
         assert "key" not in tagged[0].source.lower() and "token" not in tagged[0].source.lower()
 
 
@@ -90,8 +100,9 @@ def test_run_benchmark_runs_the_suite_against_the_servers(lab):
 
 
 def test_compare_notebook_draws_grids_per_category_and_case_strips(lab):
-    nb = lab["execute"]("compare.ipynb", workspace=str(lab["root"] / "ws"), run_id="", category="", cases="",
-                        quality="", thumb_px=96)
+    nb = lab["execute"](
+        "compare.ipynb", workspace=str(lab["root"] / "ws"), run_id="", category="", cases="", quality="", thumb_px=96
+    )
     text = _text(nb)
     assert f"run {RUN_ID}: captions show viescore_o (judge)" in text  # "" = the latest run, judged
     for category in ("background_change", "inpaint", "zoom_out"):
@@ -101,8 +112,15 @@ def test_compare_notebook_draws_grids_per_category_and_case_strips(lab):
 
 
 def test_compare_notebook_filters_one_category(lab):
-    nb = lab["execute"]("compare.ipynb", workspace=str(lab["root"] / "ws"), run_id=RUN_ID, category="inpaint",
-                        cases="", quality="ssim:auto", thumb_px=64)
+    nb = lab["execute"](
+        "compare.ipynb",
+        workspace=str(lab["root"] / "ws"),
+        run_id=RUN_ID,
+        category="inpaint",
+        cases="",
+        quality="ssim:auto",
+        thumb_px=64,
+    )
     text = _text(nb)
     assert text.count('class="evalkit-grid"') == 1 and "<h3>inpaint</h3>" in text and "ssim" in text
     assert _count(nb, "image/jpeg") == 1
@@ -111,8 +129,9 @@ def test_compare_notebook_filters_one_category(lab):
 def test_cost_quality_notebook_tables_fronts_and_tier_defaults(lab, tmp_path):
     tiers = tmp_path / "tiers.toml"
     tiers.write_text('[tiers.everyone]\ndescription = "Any model."\nmin_calls = 1\n')
-    nb = lab["execute"]("cost_quality.ipynb", workspace=str(lab["root"] / "ws"), run_id=RUN_ID, quality="",
-                        tiers=str(tiers))
+    nb = lab["execute"](
+        "cost_quality.ipynb", workspace=str(lab["root"] / "ws"), run_id=RUN_ID, quality="", tiers=str(tiers)
+    )
     text = _text(nb)
     assert "VIEScore" in text  # the quality and why
     for model in MODELS:
@@ -139,8 +158,9 @@ def test_rate_notebook_builds_the_widgets_headless_and_ranks_votes(lab):
 
 
 def test_model_choice_report_notebook_runs_headless(lab):
-    nb = lab["execute"]("model_choice_report.ipynb", workspace=str(lab["root"] / "ws"), run_id=RUN_ID, quality="",
-                        tiers="")
+    nb = lab["execute"](
+        "model_choice_report.ipynb", workspace=str(lab["root"] / "ws"), run_id=RUN_ID, quality="", tiers=""
+    )
     text = _text(nb)
     assert "SIMULATED" in text and "Tier standard" in text and "Judges drift" in text
     assert _count(nb, "image/png") >= 2 and "evalkit-grid" in text

@@ -44,6 +44,7 @@ async def provider(huggingface_sim, monkeypatch):
 
 # ---- catalogue ---------------------------------------------------------------------------------
 
+
 def test_catalogue_entries_route_through_providers_that_serve_image_to_image(catalog):
     models = catalog.select("provider:huggingface")
     assert sorted(m.id for m in models) == sorted(HF_IDS)
@@ -74,6 +75,7 @@ def test_serve_takes_what_the_cli_passes(monkeypatch):
 
 # ---- success paths -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model_id", HF_IDS)
 async def test_every_entry_succeeds_against_the_local_server(model_id, catalog, provider, huggingface_sim):
     request = request_for(catalog, model_id)
@@ -102,7 +104,10 @@ async def test_options_reach_the_model_parameters(catalog, provider, huggingface
     out = await provider.edit(request_for(catalog, "hf-qwen-image-edit-2511", options=options))
     assert out.ok
     assert huggingface_sim.sim.requests[0].parameters == {
-        "prompt": "make the sky purple", "negative_prompt": "blurry", "num_inference_steps": 20, "guidance_scale": 3.5,
+        "prompt": "make the sky purple",
+        "negative_prompt": "blurry",
+        "num_inference_steps": 20,
+        "guidance_scale": 3.5,
     }
 
 
@@ -127,6 +132,7 @@ async def test_endpoint_url_may_name_where_the_model_goes(catalog, huggingface_s
 
 
 # ---- retries and errors ------------------------------------------------------------------------
+
 
 async def test_model_loading_503_is_retried_after_its_estimated_time(catalog, provider, huggingface_sim):
     huggingface_sim.inject("loading", retry_after_s=0.03)
@@ -159,7 +165,9 @@ async def test_402_is_reported_as_out_of_credit_and_not_retried(catalog, provide
     assert len(huggingface_sim.sim.requests) == 1 and out.cost_usd is None
 
 
-@pytest.mark.parametrize("kind, category, status", [("server_error", Category.SERVER, 500), ("bad_request", Category.BAD_REQUEST, 400)])
+@pytest.mark.parametrize(
+    "kind, category, status", [("server_error", Category.SERVER, 500), ("bad_request", Category.BAD_REQUEST, 400)]
+)
 async def test_other_errors_are_mapped_and_not_retried(kind, category, status, catalog, provider, huggingface_sim):
     huggingface_sim.inject(kind)
     out = await provider.edit(request_for(catalog))
@@ -183,7 +191,9 @@ async def test_timeout_is_an_unknown_outcome_never_resent(catalog, huggingface_s
     await p.aclose()
     assert not out.ok and out.error.category == Category.UNKNOWN_OUTCOME and out.cost_usd is None
     assert len(huggingface_sim.sim.requests) == 1
-    await wait_until(lambda: huggingface_sim.sim.generations)  # the server still generates it: why it must not be re-sent
+    await wait_until(
+        lambda: huggingface_sim.sim.generations
+    )  # the server still generates it: why it must not be re-sent
     assert len(huggingface_sim.sim.generations) == 1
 
 
@@ -204,6 +214,7 @@ async def test_resume_reports_an_unknown_outcome_without_calling(catalog, provid
 
 
 # ---- keys ----------------------------------------------------------------------------------------
+
 
 async def test_missing_token_is_reported_at_the_first_call(catalog, huggingface_sim, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -232,6 +243,7 @@ async def test_canary_token_never_leaks(catalog, huggingface_sim, caplog):
 
 # ---- live (real Inference Providers; billed to the token's account) ----------------------------
 
+
 @pytest.mark.live
 async def test_live_flux_kontext(catalog):
     if not os.environ.get("HF_TOKEN"):
@@ -250,9 +262,14 @@ def test_every_simulator_response_says_it_is_simulated(huggingface_sim):
     base, auth = huggingface_sim.base_url, {"Authorization": f"Bearer {huggingface_sim.api_key}"}
     with httpx.Client(base_url=base) as c:
         responses = [
-            c.post("/models/black-forest-labs/FLUX.1-Kontext-dev", content=make_png(32, 32),
-                   headers={**auth, "Content-Type": "image/png"}),
-            c.post("/models/black-forest-labs/FLUX.1-Kontext-dev", content=b"x", headers={"Authorization": "Bearer wrong"}),
+            c.post(
+                "/models/black-forest-labs/FLUX.1-Kontext-dev",
+                content=make_png(32, 32),
+                headers={**auth, "Content-Type": "image/png"},
+            ),
+            c.post(
+                "/models/black-forest-labs/FLUX.1-Kontext-dev", content=b"x", headers={"Authorization": "Bearer wrong"}
+            ),
             c.get("/_sim/ledger"),
             c.post("/_sim/faults", json={"kind": "rate_limit", "count": 1}),
             c.post("/_sim/faults", json={"kind": "no-such-fault"}),

@@ -69,7 +69,9 @@ async def test_identity_returns_the_input_byte_for_byte(fmt, catalog, provider):
 
 async def test_identity_ignores_a_mask_and_says_so(catalog, provider):
     img, mask = scene_with_red_square()
-    out = await provider.edit(request("identity", catalog, encoded(img), operation="inpaint", mask=load_image(encoded(mask))))
+    out = await provider.edit(
+        request("identity", catalog, encoded(img), operation="inpaint", mask=load_image(encoded(mask)))
+    )
     assert out.ok and out.image == encoded(img)
     assert any("mask" in n for n in out.metadata["notes"])
 
@@ -78,8 +80,11 @@ async def test_identity_ignores_a_mask_and_says_so(catalog, provider):
 async def test_inpainting_fills_the_hole_and_leaves_the_rest_untouched(method, catalog, provider):
     img, mask = scene_with_red_square()
     opts = ImageEditOptions(extra={"method": method})
-    out = await provider.edit(request("opencv-inpaint", catalog, encoded(img), operation="erase",
-                                      mask=load_image(encoded(mask)), options=opts))
+    out = await provider.edit(
+        request(
+            "opencv-inpaint", catalog, encoded(img), operation="erase", mask=load_image(encoded(mask)), options=opts
+        )
+    )
     assert out.ok, out.error
     result = np.asarray(Image.open(io.BytesIO(out.image)).convert("RGB"))
     inside = mask == 255
@@ -94,8 +99,16 @@ async def test_inpainting_fills_the_hole_and_leaves_the_rest_untouched(method, c
 def test_method_is_part_of_the_fingerprint(catalog, provider):
     img, mask = scene_with_red_square()
     fps = {
-        provider.prepare(request("opencv-inpaint", catalog, encoded(img), operation="inpaint", mask=load_image(encoded(mask)),
-                                 options=ImageEditOptions(extra={"method": m}))).fingerprint
+        provider.prepare(
+            request(
+                "opencv-inpaint",
+                catalog,
+                encoded(img),
+                operation="inpaint",
+                mask=load_image(encoded(mask)),
+                options=ImageEditOptions(extra={"method": m}),
+            )
+        ).fingerprint
         for m in ("telea", "ns")
     }
     assert len(fps) == 2
@@ -103,8 +116,15 @@ def test_method_is_part_of_the_fingerprint(catalog, provider):
 
 async def test_zoom_out_centres_the_source_on_the_requested_canvas(catalog, provider):
     src = np.asarray(Image.open(io.BytesIO(make_png(96, 64, seed=7))).convert("RGB"))
-    out = await provider.edit(request("opencv-inpaint", catalog, encoded(src), operation="zoom_out",
-                                      options=ImageEditOptions(width=160, height=120)))
+    out = await provider.edit(
+        request(
+            "opencv-inpaint",
+            catalog,
+            encoded(src),
+            operation="zoom_out",
+            options=ImageEditOptions(width=160, height=120),
+        )
+    )
     assert out.ok and (out.width, out.height) == (160, 120)
     result = np.asarray(Image.open(io.BytesIO(out.image)).convert("RGB"))
     match = cv2.matchTemplate(result, src, cv2.TM_SQDIFF)

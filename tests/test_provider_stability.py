@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import evalkit.sim.stability as stability_sim_module
 from evalkit.catalog import Catalog
 from evalkit.errors import Category, InvalidInputError, MissingKeyError
 from evalkit.images import load_image
@@ -19,7 +20,6 @@ from evalkit.providers import create_provider
 from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.stability import StabilityEditProvider
-import evalkit.sim.stability as stability_sim_module
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.stability import ENDPOINTS, RELIGHT, StabilitySim
 from tests.plugins.common import make_png, refused_port, wait_until
@@ -61,12 +61,18 @@ async def provider(stability_sim, monkeypatch):
 
 
 STABILITY_IDS = [
-    "stability-erase", "stability-inpaint", "stability-outpaint", "stability-search-replace",
-    "stability-search-recolor", "stability-remove-background", RELIGHT_ID,
+    "stability-erase",
+    "stability-inpaint",
+    "stability-outpaint",
+    "stability-search-replace",
+    "stability-search-recolor",
+    "stability-remove-background",
+    RELIGHT_ID,
 ]
 
 
 # ---- catalogue ---------------------------------------------------------------------------------
+
 
 def test_catalogue_has_one_entry_per_endpoint(catalog):
     models = catalog.select("provider:stability")
@@ -101,9 +107,18 @@ def test_registered_under_its_name(stability_sim):
 EXPECTED_FIELDS = {
     "stability-erase": ({"seed": "0", "output_format": "png"}, {"image", "mask"}),
     "stability-inpaint": ({"prompt": "a red ball", "seed": "0", "output_format": "png"}, {"image", "mask"}),
-    "stability-outpaint": ({"left": "32", "right": "32", "up": "16", "down": "16", "output_format": "png", "seed": "0"}, {"image"}),
-    "stability-search-replace": ({"prompt": "a dog", "search_prompt": "cat", "seed": "0", "output_format": "png"}, {"image"}),
-    "stability-search-recolor": ({"prompt": "bright red", "select_prompt": "car", "seed": "0", "output_format": "png"}, {"image"}),
+    "stability-outpaint": (
+        {"left": "32", "right": "32", "up": "16", "down": "16", "output_format": "png", "seed": "0"},
+        {"image"},
+    ),
+    "stability-search-replace": (
+        {"prompt": "a dog", "search_prompt": "cat", "seed": "0", "output_format": "png"},
+        {"image"},
+    ),
+    "stability-search-recolor": (
+        {"prompt": "bright red", "select_prompt": "car", "seed": "0", "output_format": "png"},
+        {"image"},
+    ),
     "stability-remove-background": ({"output_format": "png"}, {"image"}),
     RELIGHT_ID: ({"background_prompt": "a sunny beach", "seed": "0", "output_format": "png"}, {"subject_image"}),
 }
@@ -131,7 +146,12 @@ async def test_every_entry_succeeds_against_the_local_server(model_id, catalog, 
 async def test_outpaint_margins_come_from_the_target_size(catalog, provider, stability_sim):
     request = request_for(catalog, "stability-outpaint", options=ImageEditOptions(width=161, height=64 + 7))
     prepared = provider.prepare(request)
-    assert {k: prepared.params[k] for k in ("left", "right", "up", "down")} == {"left": 32, "right": 33, "up": 3, "down": 4}
+    assert {k: prepared.params[k] for k in ("left", "right", "up", "down")} == {
+        "left": 32,
+        "right": 33,
+        "up": 3,
+        "down": 4,
+    }
     assert prepared.expected_size == (161, 71)
     out = await provider.edit(request)
     assert out.ok and (out.width, out.height) == (161, 71)
@@ -166,7 +186,9 @@ async def test_missing_case_parameter_is_refused_before_sending(catalog, provide
 
 def test_remove_background_refuses_jpeg_output(catalog, provider):
     with pytest.raises(InvalidInputError, match="png, webp"):
-        provider.prepare(request_for(catalog, "stability-remove-background", options=ImageEditOptions(output_format="jpeg")))
+        provider.prepare(
+            request_for(catalog, "stability-remove-background", options=ImageEditOptions(output_format="jpeg"))
+        )
 
 
 async def test_mask_drawn_as_transparency_is_sent_white_means_edit(catalog, provider, stability_sim):
@@ -208,6 +230,7 @@ async def test_seed_is_sent_when_asked_and_reported_back(catalog, provider, stab
 
 
 # ---- asynchronous relight ----------------------------------------------------------------------
+
 
 async def test_relight_records_the_id_before_polling(catalog, provider, stability_sim):
     seen: list[tuple[str, int]] = []
@@ -280,6 +303,7 @@ async def test_relight_that_never_finishes_times_out_keeping_its_id(catalog, sta
 
 
 # ---- errors --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "kind, category, status",
@@ -358,6 +382,7 @@ async def test_content_filtered_is_an_ok_outcome_flagged(catalog, provider, stab
 
 # ---- keys and configuration -------------------------------------------------------------------
 
+
 async def test_missing_key_is_reported_at_the_first_call(catalog, stability_sim, monkeypatch):
     monkeypatch.delenv("STABILITY_API_KEY", raising=False)
     p = StabilityEditProvider(base_url=stability_sim.base_url)  # constructing needs no key
@@ -395,6 +420,7 @@ async def test_canary_key_never_leaks(catalog, stability_sim, caplog):
 
 # ---- the server itself ---------------------------------------------------------------------------
 
+
 def test_server_rejects_missing_and_unknown_fields_with_stability_errors(stability_sim):
     headers = {"authorization": f"Bearer {stability_sim.api_key}", "accept": "image/*"}
     files = {"image": ("i.png", make_png(96, 64), "image/png")}
@@ -407,7 +433,9 @@ def test_server_rejects_missing_and_unknown_fields_with_stability_errors(stabili
     tiny = {"image": ("i.png", make_png(32, 32), "image/png")}
     r = httpx.post(f"{stability_sim.base_url}/v2beta/stable-image/edit/erase", headers=headers, files=tiny)
     assert r.status_code == 400 and "at least 64" in r.json()["errors"][0]
-    r = httpx.post(url, headers={"authorization": "Bearer nope"}, files=files, data={"prompt": "x", "search_prompt": "y"})
+    r = httpx.post(
+        url, headers={"authorization": "Bearer nope"}, files=files, data={"prompt": "x", "search_prompt": "y"}
+    )
     assert r.status_code == 401
     assert stability_sim.sim.ledger == []
 
@@ -421,8 +449,11 @@ def test_server_answers_413_over_10_mib(stability_sim):
 
 def test_server_answers_json_when_asked(stability_sim):
     headers = {"authorization": f"Bearer {stability_sim.api_key}", "accept": "application/json"}
-    r = httpx.post(f"{stability_sim.base_url}/v2beta/stable-image/edit/remove-background", headers=headers,
-                   files={"image": ("i.png", make_png(96, 64), "image/png")})
+    r = httpx.post(
+        f"{stability_sim.base_url}/v2beta/stable-image/edit/remove-background",
+        headers=headers,
+        files={"image": ("i.png", make_png(96, 64), "image/png")},
+    )
     body = r.json()
     assert r.status_code == 200 and body["finish_reason"] == "SUCCESS" and body["image"]
     assert stability_sim.sim.total_credits == 2 and stability_sim.sim.total_usd == pytest.approx(0.02)
@@ -433,8 +464,12 @@ def test_simulated_relight_latency_keeps_the_job_running():
     server = start_in_thread(sim.app)
     try:
         headers = {"authorization": "Bearer sk-latency-test"}
-        r = httpx.post(f"{server.base_url}/v2beta/stable-image/edit/{RELIGHT}", headers=headers,
-                       files={"subject_image": ("s.png", make_png(96, 64), "image/png")}, data={"background_prompt": "a beach"})
+        r = httpx.post(
+            f"{server.base_url}/v2beta/stable-image/edit/{RELIGHT}",
+            headers=headers,
+            files={"subject_image": ("s.png", make_png(96, 64), "image/png")},
+            data={"background_prompt": "a beach"},
+        )
         gid = r.json()["id"]
         r = httpx.get(f"{server.base_url}/v2beta/results/{gid}", headers=headers)
         assert r.status_code == 202 and r.json()["status"] == "in-progress"
@@ -453,6 +488,7 @@ def test_serve_takes_what_the_cli_passes(monkeypatch):
 
 
 # ---- live (real API; costs 2 credits) -----------------------------------------------------------
+
 
 @pytest.mark.live
 async def test_live_remove_background(catalog):

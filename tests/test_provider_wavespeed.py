@@ -102,10 +102,23 @@ class FakeWaveSpeed:
             self.events.append("ticket")
             self.uploads += 1
             n = self.uploads
-            return self._json({"code": 200, "message": "success", "data": {
-                "type": "image", "download_url": f"{CDN}/uploads/{n}.png", "filename": "x.png", "size": 1,
-                "upload": {"method": "PUT", "url": f"{STORAGE}/put/{n}?sig=secret-sig", "headers": {"Content-Type": "image/png"}},
-            }})
+            return self._json(
+                {
+                    "code": 200,
+                    "message": "success",
+                    "data": {
+                        "type": "image",
+                        "download_url": f"{CDN}/uploads/{n}.png",
+                        "filename": "x.png",
+                        "size": 1,
+                        "upload": {
+                            "method": "PUT",
+                            "url": f"{STORAGE}/put/{n}?sig=secret-sig",
+                            "headers": {"Content-Type": "image/png"},
+                        },
+                    },
+                }
+            )
         if request.method == "PUT" and url.host == "storage.test":
             self.events.append("put")
             self.puts.append(request)
@@ -129,8 +142,12 @@ class FakeWaveSpeed:
             if status == "completed" and self.failed is not None:
                 return self._json(self._envelope(pid, "failed", **self.failed))
             if status == "completed":
-                fields = {"outputs": [f"{CDN}/out/{pid}.png"], "has_nsfw_contents": [False],
-                          "timings": {"inference": 1234}, "executionTime": 1234}
+                fields = {
+                    "outputs": [f"{CDN}/out/{pid}.png"],
+                    "has_nsfw_contents": [False],
+                    "timings": {"inference": 1234},
+                    "executionTime": 1234,
+                }
                 fields.update(self.completed)
                 return self._json(self._envelope(pid, "completed", **fields))
             return self._json(self._envelope(pid, status))
@@ -148,9 +165,18 @@ class FakeWaveSpeed:
 
     @staticmethod
     def _envelope(pid: str, status: str, **data) -> dict:
-        d = {"id": pid, "model": "x/y", "outputs": [], "urls": {"get": f"{BASE}/api/v3/predictions/{pid}/result"},
-             "has_nsfw_contents": [], "status": status, "created_at": "2025-09-29T23:09:43.027Z", "error": "",
-             "executionTime": 0, "timings": {"inference": 0}}
+        d = {
+            "id": pid,
+            "model": "x/y",
+            "outputs": [],
+            "urls": {"get": f"{BASE}/api/v3/predictions/{pid}/result"},
+            "has_nsfw_contents": [],
+            "status": status,
+            "created_at": "2025-09-29T23:09:43.027Z",
+            "error": "",
+            "executionTime": 0,
+            "timings": {"inference": 0},
+        }
         d.update(data)
         return {"code": 200, "message": "success", "data": d}
 
@@ -224,6 +250,7 @@ def wavespeed_ids(catalog=None) -> list[str]:
 
 # ---- request bodies -------------------------------------------------------------------------
 
+
 def test_every_catalogue_model_has_a_documented_parameter_table(catalog):
     assert set(wavespeed_ids(catalog)) == set(DOCUMENTED_KEYS)
 
@@ -272,7 +299,9 @@ def test_body_uses_documented_names_and_ranges(catalog, img, model_id):
 
 def test_explicit_sizes_fit_the_range_keeping_aspect(catalog, img):
     def body(model_id, w, h):
-        return build_body(request_for(catalog, model_id, img, options=ImageEditOptions(width=w, height=h)), lambda i: "x")
+        return build_body(
+            request_for(catalog, model_id, img, options=ImageEditOptions(width=w, height=h)), lambda i: "x"
+        )
 
     assert body("qwen-edit", 3000, 2000)["size"] == "1536*1024"  # scaled down into 256–1536
     assert body("seedream-v4.5-edit", 640, 480)["size"] == "1365*1024"  # scaled up to ≥1024
@@ -286,7 +315,9 @@ def test_explicit_sizes_fit_the_range_keeping_aspect(catalog, img):
 
 def test_multi_image_models_send_every_image_as_data_uris(catalog, img):
     other = load_image(png_bytes(300, 200, seed=9), name="ref.png")
-    req = EditRequest(model=catalog.get("qwen-edit-plus"), images=(img, other), prompt="combine", operation="multi_image")
+    req = EditRequest(
+        model=catalog.get("qwen-edit-plus"), images=(img, other), prompt="combine", operation="multi_image"
+    )
     body = build_body(req)
     assert len(body["images"]) == 2
     decoded = [base64.b64decode(u.split(",", 1)[1]) for u in body["images"]]
@@ -294,7 +325,9 @@ def test_multi_image_models_send_every_image_as_data_uris(catalog, img):
     assert decoded == [img.data, other.data]
 
 
-@pytest.mark.parametrize("model_id,convention", [("gpt-image-1-edit", "transparent"), ("z-image-turbo-inpaint", "white")])
+@pytest.mark.parametrize(
+    "model_id,convention", [("gpt-image-1-edit", "transparent"), ("z-image-turbo-inpaint", "white")]
+)
 def test_mask_sent_in_the_models_convention(catalog, img, model_id, convention):
     mask = load_image(half_white_mask(300, 200), name="mask.png")
     req = request_for(catalog, model_id, img, mask=mask, operation="inpaint")
@@ -337,7 +370,7 @@ def test_poll_schedule_respects_two_seconds_after_quick_polls():
     s = PollSchedule()
     delays = [s.delay_s(n) for n in range(40)]
     assert delays[0] < 2.0  # quick first poll for fast models
-    assert all(d >= 2.0 for d in delays[s.quick_polls:])
+    assert all(d >= 2.0 for d in delays[s.quick_polls :])
     assert all(d <= s.max_interval_s for d in delays)
     assert delays == sorted(delays)
     with pytest.raises(InvalidInputError):
@@ -429,6 +462,7 @@ def test_task_codes_map_to_categories(code, status, expected):
 
 # ---- lifecycle ------------------------------------------------------------------------------
 
+
 async def test_submit_poll_download_outcome(h, catalog, img):
     p = h.provider()
     outcome = await p.edit(request_for(catalog, "qwen-edit", img))
@@ -511,8 +545,11 @@ async def test_missing_key_raises_only_at_first_call(h, catalog, img, monkeypatc
 
 # ---- submit retries: only when provably not accepted ----------------------------------------
 
+
 async def test_submit_429_with_retry_after_then_success(h, catalog, img):
-    h.api.submit_script = [httpx.Response(429, json={"code": 429, "message": "too many requests"}, headers={"Retry-After": "7"})]
+    h.api.submit_script = [
+        httpx.Response(429, json={"code": 429, "message": "too many requests"}, headers={"Retry-After": "7"})
+    ]
     outcome = await h.provider().edit(request_for(catalog, "qwen-edit", img))
     assert outcome.ok
     assert h.api.count("submit") == 2
@@ -560,7 +597,12 @@ async def test_submit_5xx_after_sending_is_unknown_not_resent(h, catalog, img, s
 
 @pytest.mark.parametrize(
     "exc",
-    [httpx.ReadTimeout("read timed out"), httpx.RemoteProtocolError("peer closed"), httpx.WriteError("broken pipe"), httpx.ReadError("reset")],
+    [
+        httpx.ReadTimeout("read timed out"),
+        httpx.RemoteProtocolError("peer closed"),
+        httpx.WriteError("broken pipe"),
+        httpx.ReadError("reset"),
+    ],
 )
 async def test_submit_transport_failure_after_sending_is_unknown(h, catalog, img, exc):
     h.api.submit_script = [exc]
@@ -580,7 +622,11 @@ async def test_submit_200_without_id_or_json_is_unknown(h, catalog, img):
 
 
 async def test_submit_5xx_envelope_saying_failed_is_server(h, catalog, img):
-    h.api.submit_script = [httpx.Response(500, json={"code": 500, "message": "internal error", "data": {"status": "failed", "error": "boom"}})]
+    h.api.submit_script = [
+        httpx.Response(
+            500, json={"code": 500, "message": "internal error", "data": {"status": "failed", "error": "boom"}}
+        )
+    ]
     outcome = await h.provider().edit(request_for(catalog, "qwen-edit", img))
     assert outcome.error.category == Category.SERVER and h.api.count("submit") == 1
 
@@ -622,9 +668,12 @@ async def test_http_200_with_a_4xx_envelope_is_a_refusal(h, catalog, img):
 
 # ---- polls and downloads --------------------------------------------------------------------
 
+
 async def test_poll_5xx_and_transport_errors_are_retried(h, catalog, img):
     h.api.poll_script = [httpx.Response(503), httpx.Response(500), httpx.ReadTimeout("slow"), httpx.ConnectError("x")]
-    outcome = await h.provider(retry=RetryPolicy(max_attempts=5, jitter=False)).edit(request_for(catalog, "qwen-edit", img))
+    outcome = await h.provider(retry=RetryPolicy(max_attempts=5, jitter=False)).edit(
+        request_for(catalog, "qwen-edit", img)
+    )
     assert outcome.ok and h.api.count("submit") == 1
 
 
@@ -724,6 +773,7 @@ async def test_simulated_header_marks_the_outcome(h, catalog, img):
 
 # ---- uploads, base64, sync mode --------------------------------------------------------------
 
+
 async def test_large_inputs_uploaded_once_and_reused(h, catalog, img):
     p = h.provider(upload_threshold_bytes=100)
     plain = request_for(catalog, "qwen-edit", img)
@@ -783,8 +833,14 @@ async def test_completed_without_outputs_is_bad_output(h, catalog, img):
 
 
 async def test_sync_mode_reply_needs_no_poll(h, catalog, img):
-    h.api.submit_script = [lambda r: httpx.Response(200, json=FakeWaveSpeed._envelope(
-        PID, "completed", outputs=[f"{CDN}/out/{PID}.png"], timings={"inference": 900}))]
+    h.api.submit_script = [
+        lambda r: httpx.Response(
+            200,
+            json=FakeWaveSpeed._envelope(
+                PID, "completed", outputs=[f"{CDN}/out/{PID}.png"], timings={"inference": 900}
+            ),
+        )
+    ]
     ids = []
 
     async def hook(pid):
@@ -798,8 +854,12 @@ async def test_sync_mode_reply_needs_no_poll(h, catalog, img):
 
 
 async def test_sync_timeout_5004_falls_back_to_polling(h, catalog, img):
-    h.api.submit_script = [httpx.Response(200, json=FakeWaveSpeed._envelope(
-        PID, "processing", code=5004, error="Sync mode timed out after 90 seconds."))]
+    h.api.submit_script = [
+        httpx.Response(
+            200,
+            json=FakeWaveSpeed._envelope(PID, "processing", code=5004, error="Sync mode timed out after 90 seconds."),
+        )
+    ]
     ids = []
 
     async def hook(pid):
@@ -816,18 +876,23 @@ async def test_sync_mode_not_sent_to_a_model_without_it(h, catalog, img):
 
 
 async def test_sync_mode_failed_reply_maps_the_code(h, catalog, img):
-    h.api.submit_script = [httpx.Response(200, json=FakeWaveSpeed._envelope(PID, "failed", code=1200, error="nsfw input"))]
+    h.api.submit_script = [
+        httpx.Response(200, json=FakeWaveSpeed._envelope(PID, "failed", code=1200, error="nsfw input"))
+    ]
     outcome = await h.provider(sync_mode=True).edit(request_for(catalog, "qwen-edit", img))
     assert outcome.error.category == Category.MODERATION and outcome.content_filtered
 
 
 # ---- the key never leaks --------------------------------------------------------------------
 
+
 async def test_canary_key_never_appears_anywhere(h, catalog, img, caplog, tmp_path):
     caplog.set_level(logging.DEBUG)
 
     def echo(request):  # a hostile server that echoes the Authorization header back
-        return httpx.Response(400, json={"code": 400, "message": f"bad request from {request.headers['authorization']}"})
+        return httpx.Response(
+            400, json={"code": 400, "message": f"bad request from {request.headers['authorization']}"}
+        )
 
     def echo_poll(request):
         return httpx.Response(503, json={"message": f"slow down {request.headers['authorization']}"})
@@ -843,7 +908,9 @@ async def test_canary_key_never_appears_anywhere(h, catalog, img, caplog, tmp_pa
     h.api.failed = {"code": 1401, "error": f"key {CANARY} is not allowed here"}
     outcomes.append(await p.edit(req))
     h.api.failed = None
-    h.api.submit_script = [lambda r: httpx.Response(429, text=f"{r.headers['authorization']}", headers={"Retry-After": "1"})] * 10
+    h.api.submit_script = [
+        lambda r: httpx.Response(429, text=f"{r.headers['authorization']}", headers={"Retry-After": "1"})
+    ] * 10
     outcomes.append(await p.edit(req))
     h.api.submit_script = []
 

@@ -23,7 +23,9 @@ from evalkit.providers.wavespeed import PollSchedule, WaveSpeedEditProvider
 from tests.plugins.common import make_png
 
 #: polls every few ms (the sim's models finish in ≤ ~50 ms); a short overall timeout for never_finish.
-FAST_POLL = PollSchedule(initial_delay_s=0.005, factor=1.5, quick_polls=1000, min_interval_s=0.0, max_interval_s=0.03, timeout_s=10.0)
+FAST_POLL = PollSchedule(
+    initial_delay_s=0.005, factor=1.5, quick_polls=1000, min_interval_s=0.0, max_interval_s=0.03, timeout_s=10.0
+)
 #: Retry-After from the sim (1 s) is clamped to 20 ms so the suite stays fast.
 FAST_RETRY = RetryPolicy(max_attempts=4, base_s=0.005, max_backoff_s=0.02, max_retry_after_s=0.02)
 
@@ -81,6 +83,7 @@ def assert_no_duplicate_submits(sim, calls: int) -> None:
 
 # ---- every model, the whole path ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model_id", _wavespeed_ids())
 async def test_every_model_full_call_path(wavespeed_sim, provider_for, catalog, image, model_id, tmp_path):
     sim = wavespeed_sim.sim
@@ -121,6 +124,7 @@ async def test_many_models_concurrently_bill_what_the_outcomes_say(wavespeed_sim
 
 # ---- faults --------------------------------------------------------------------------------------
 
+
 async def test_rate_limit_on_submit_is_retried_without_duplicates(wavespeed_sim, provider_for, catalog, image):
     sim = wavespeed_sim.sim
     sim.add_fault("rate_limit", count=2)
@@ -143,7 +147,9 @@ async def test_submit_503_is_unknown_by_default_and_retried_when_opted_in(wavesp
     outcome = await provider_for(wavespeed_sim).edit(request_for(catalog, "qwen-edit", image))
     assert outcome.error.category == Category.UNKNOWN_OUTCOME and sim.stats()["submit"] == 1
     sim.add_fault("submit_5xx", count=1)
-    outcome = await provider_for(wavespeed_sim, resend_submit_on_503=True).edit(request_for(catalog, "qwen-edit", image))
+    outcome = await provider_for(wavespeed_sim, resend_submit_on_503=True).edit(
+        request_for(catalog, "qwen-edit", image)
+    )
     assert outcome.ok and sim.stats()["submit"] == 3 and len(sim.submits) == 1
 
 
@@ -237,7 +243,9 @@ async def test_slow_responses_still_succeed(wavespeed_sim, provider_for, catalog
 async def test_never_finish_times_out_and_keeps_the_id(wavespeed_sim, provider_for, catalog, image):
     sim = wavespeed_sim.sim
     sim.add_fault("never_finish")
-    p = provider_for(wavespeed_sim, poll=PollSchedule(initial_delay_s=0.01, min_interval_s=0.0, max_interval_s=0.02, timeout_s=0.3))
+    p = provider_for(
+        wavespeed_sim, poll=PollSchedule(initial_delay_s=0.01, min_interval_s=0.0, max_interval_s=0.02, timeout_s=0.3)
+    )
     outcome = await p.edit(request_for(catalog, "qwen-edit", image))
     assert outcome.error.category == Category.TIMEOUT
     assert outcome.prediction_id == sim.submits[0].prediction_id
@@ -268,7 +276,9 @@ async def test_resume_after_a_crash_collects_without_resubmitting(wavespeed_sim_
 
 
 async def test_wrong_key_is_auth(wavespeed_sim, catalog, image):
-    p = WaveSpeedEditProvider(base_url=wavespeed_sim.base_url, api_key=Secret("not-the-key"), poll=FAST_POLL, retry=FAST_RETRY)
+    p = WaveSpeedEditProvider(
+        base_url=wavespeed_sim.base_url, api_key=Secret("not-the-key"), poll=FAST_POLL, retry=FAST_RETRY
+    )
     outcome = await p.edit(request_for(catalog, "qwen-edit", image))
     await p.aclose()
     assert outcome.error.category == Category.AUTH and outcome.error.status_code == 401
@@ -277,17 +287,22 @@ async def test_wrong_key_is_auth(wavespeed_sim, catalog, image):
 
 # ---- uploads, base64, sync mode ---------------------------------------------------------------
 
+
 async def test_large_input_uploaded_once_for_several_models(wavespeed_sim, provider_for, catalog, image):
     sim = wavespeed_sim.sim
     p = provider_for(wavespeed_sim, upload_threshold_bytes=1000)
-    outcomes = await asyncio.gather(*(p.edit(request_for(catalog, mid, image)) for mid in ("qwen-edit", "qwen-edit-plus", "flux-kontext-pro")))
+    outcomes = await asyncio.gather(
+        *(p.edit(request_for(catalog, mid, image)) for mid in ("qwen-edit", "qwen-edit-plus", "flux-kontext-pro"))
+    )
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     assert sim.stats()["upload"] == 2  # one ticket + one PUT for the shared input
     assert len(sim.submits) == 3
 
 
 async def test_base64_output_from_the_sim(wavespeed_sim, provider_for, catalog, image):
-    outcome = await provider_for(wavespeed_sim, base64_output=True).edit(request_for(catalog, "seedream-v4.5-edit", image))
+    outcome = await provider_for(wavespeed_sim, base64_output=True).edit(
+        request_for(catalog, "seedream-v4.5-edit", image)
+    )
     assert outcome.ok and outcome.image is not None
     assert wavespeed_sim.sim.stats()["download"] == 0
 
@@ -304,7 +319,9 @@ async def test_sync_timeout_falls_back_to_polling(wavespeed_sim_factory, provide
     async def hook(pid):
         ids.append(pid)
 
-    outcome = await provider_for(handle, sync_mode=True).edit(request_for(catalog, "qwen-edit", image), on_submitted=hook)
+    outcome = await provider_for(handle, sync_mode=True).edit(
+        request_for(catalog, "qwen-edit", image), on_submitted=hook
+    )
     assert outcome.ok and ids == [outcome.prediction_id]
     stats = handle.sim.stats()
     assert stats["submit"] == 1 and stats["poll"] >= 1 and len(handle.sim.submits) == 1
@@ -314,7 +331,9 @@ async def test_mixed_fault_storm_never_duplicates_a_submit(wavespeed_sim, provid
     sim = wavespeed_sim.sim
     for kind in ("rate_limit", "submit_5xx", "poll_5xx", "rate_limit_poll", "download_5xx", "garbage_poll"):
         sim.add_fault(kind, rate=0.25)
-    p = provider_for(wavespeed_sim, retry=RetryPolicy(max_attempts=8, base_s=0.002, max_backoff_s=0.01, max_retry_after_s=0.01))
+    p = provider_for(
+        wavespeed_sim, retry=RetryPolicy(max_attempts=8, base_s=0.002, max_backoff_s=0.01, max_retry_after_s=0.01)
+    )
     ids = _wavespeed_ids()[:8]
     outcomes = await asyncio.gather(*(p.edit(request_for(catalog, mid, image)) for mid in ids))
     created = Counter(s.model_id for s in sim.submits)

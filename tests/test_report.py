@@ -12,16 +12,32 @@ import nbformat
 import pandas as pd
 import pytest
 
-from evalkit.decide.tables import QualitySpec
-from evalkit.errors import EvalkitError, InvalidInputError
-from evalkit.decide.tables import model_table, style_table
-from evalkit.report.build import _kernel_transport_config
-from evalkit.report import (
-    JUDGE_CAVEATS, build_report, caveats, caveats_html, category_grids, choose_quality,
-    export_html, external_references, glance_html, grid_thumb_px, groups, header_html, parse_quality, prepare_report,
-    quality_string, recommendations_html, select_cases, split_ids, strip_cases, styled,
-)
+from evalkit.decide.tables import QualitySpec, model_table, style_table
 from evalkit.engine.runner import run
+from evalkit.errors import EvalkitError, InvalidInputError
+from evalkit.report import (
+    JUDGE_CAVEATS,
+    build_report,
+    category_grids,
+    caveats,
+    caveats_html,
+    choose_quality,
+    export_html,
+    external_references,
+    glance_html,
+    grid_thumb_px,
+    groups,
+    header_html,
+    parse_quality,
+    prepare_report,
+    quality_string,
+    recommendations_html,
+    select_cases,
+    split_ids,
+    strip_cases,
+    styled,
+)
+from evalkit.report.build import _kernel_transport_config
 from evalkit.scoring import score_run
 from evalkit.store.workspace import Workspace
 from tests.plugins.common import local_stack_in_env
@@ -48,8 +64,9 @@ def _code_elements(page: str) -> list[str]:
 
     soup = BeautifulSoup(page, "html.parser")
     assert soup.select(".jp-CodeCell"), "no code cell in the page: the check would be vacuous"
-    found = soup.select(".jp-CodeCell .jp-InputArea, .jp-InputPrompt, .jp-OutputPrompt, .jp-CodeMirrorEditor, "
-                        ".jp-CodeCell .highlight")
+    found = soup.select(
+        ".jp-CodeCell .jp-InputArea, .jp-InputPrompt, .jp-OutputPrompt, .jp-CodeMirrorEditor, .jp-CodeCell .highlight"
+    )
     return [str(e)[:80] for e in found]
 
 
@@ -76,10 +93,22 @@ def test_quality_is_the_judge_when_scored_else_ssim_and_explicit_ones_must_exist
     assert choose_quality(ws, rid, "ssim:auto")[0] == QualitySpec("ssim", "auto", "auto-1")
     with pytest.raises(InvalidInputError) as err:
         choose_quality(ws, rid, "bogus:auto")
-    assert "no scored values for quality bogus (auto)" in str(err.value) and "ssim:auto, viescore_o:judge" in err.value.hint
+    assert (
+        "no scored values for quality bogus (auto)" in str(err.value)
+        and "ssim:auto, viescore_o:judge" in err.value.hint
+    )
     # without judge scores: ssim, with the warning that it rewards doing nothing
-    ws.create_run("bare", suite_name="s", suite_path=None, suite_fingerprint=None, catalog_fingerprint=None,
-                  models=["a"], repeats=1, budget_usd=None, config={})
+    ws.create_run(
+        "bare",
+        suite_name="s",
+        suite_path=None,
+        suite_fingerprint=None,
+        catalog_fingerprint=None,
+        models=["a"],
+        repeats=1,
+        budget_usd=None,
+        config={},
+    )
     spec, why = choose_quality(ws, "bare")
     assert spec == QualitySpec("ssim", "auto") and "no scores yet" in why
 
@@ -109,8 +138,18 @@ def test_model_table_view_keeps_the_columns_a_reader_needs_and_missing_values_ne
     data = prepare_report(synthetic_workspace.ws, synthetic_workspace.run_id)
     html = styled(data.models).to_html()
     headers = re.findall(r'<th [^>]*class="col_heading[^"]*"[^>]*>([^<]*)</th>', html)
-    assert headers == ["model", "provider", "success", "price / edit", "p50 latency", "p95 latency", "quality",
-                       "95% CI", "cases scored", "quality per $"]
+    assert headers == [
+        "model",
+        "provider",
+        "success",
+        "price / edit",
+        "p50 latency",
+        "p95 latency",
+        "quality",
+        "95% CI",
+        "cases scored",
+        "quality per $",
+    ]
     for gone in ("total_cost_usd", "unscored", "value_note", "p95_inference_ms"):
         assert gone not in html
     assert "— (price unknown)" in html and "— (free)" in html  # why quality per $ is undefined
@@ -136,17 +175,26 @@ def test_pareto_groups_hold_only_models_that_attempted(synthetic_workspace):
 
 def test_caveats_put_doubtful_prices_in_a_table_and_the_rest_in_details(synthetic_workspace):
     ws, rid = synthetic_workspace.ws, synthetic_workspace.run_id
-    ws.create_run("cat", suite_name="s", suite_path=None, suite_fingerprint=None, catalog_fingerprint=None,
-                  models=["hf-qwen-image-edit", "qwen-edit", "alpha"], repeats=1, budget_usd=None, config={})
+    ws.create_run(
+        "cat",
+        suite_name="s",
+        suite_path=None,
+        suite_fingerprint=None,
+        catalog_fingerprint=None,
+        models=["hf-qwen-image-edit", "qwen-edit", "alpha"],
+        repeats=1,
+        budget_usd=None,
+        config={},
+    )
     data = prepare_report(ws, rid)
     data.run = ws.get_run("cat")
     page = caveats_html(data)
     assert re.search(r"<tr><td[^>]*>hf-qwen-image-edit</td><td>price</td><td>low</td>", page)
     assert page.index("Prices below high confidence") < page.index("<details>") < page.index("</details>")
-    prices = page[:page.index("<details>")]
+    prices = page[: page.index("<details>")]
     assert ">qwen-edit</td><td>price</td><td>medium</td>" in prices
     assert prices.index(">hf-qwen-image-edit<") < prices.index(">qwen-edit<")  # low before medium
-    assert "<td>price</td>" not in page[page.index("<details>"):]
+    assert "<td>price</td>" not in page[page.index("<details>") :]
     notes = caveats(data)
     assert any("catalogue fact(s) about the models in this run are below high confidence" in n for n in notes)
     assert any("Not in the catalogue" in n and "alpha" in n for n in notes)
@@ -184,11 +232,17 @@ def test_case_filters_and_grid_sizes(synthetic_workspace):
 
 
 def test_external_references_finds_what_a_browser_would_fetch():
-    page = ('<script src="https://cdn.example/require.js"></script><img src="data:image/png;base64,AA">'
-            '<link rel="stylesheet" href="//fonts.example/x.css"><style>a{background:url("http://x/y.png")}'
-            '@import "https://z/a.css";</style><a href="https://docs.example">docs</a>')
-    assert external_references(page) == ["https://cdn.example/require.js", "//fonts.example/x.css",
-                                         "http://x/y.png", "https://z/a.css"]
+    page = (
+        '<script src="https://cdn.example/require.js"></script><img src="data:image/png;base64,AA">'
+        '<link rel="stylesheet" href="//fonts.example/x.css"><style>a{background:url("http://x/y.png")}'
+        '@import "https://z/a.css";</style><a href="https://docs.example">docs</a>'
+    )
+    assert external_references(page) == [
+        "https://cdn.example/require.js",
+        "//fonts.example/x.css",
+        "http://x/y.png",
+        "https://z/a.css",
+    ]
 
 
 def test_export_drops_code_parameters_and_stderr(tmp_path):
@@ -198,8 +252,10 @@ def test_export_drops_code_parameters_and_stderr(tmp_path):
     injected = nbformat.v4.new_code_cell("# Parameters\nrun_id = 'secret-looking-run'")
     injected.metadata["tags"] = ["injected-parameters"]
     shown = nbformat.v4.new_code_cell("print('hello')")
-    shown.outputs = [nbformat.v4.new_output("stream", name="stdout", text="visible text\n"),
-                     nbformat.v4.new_output("stream", name="stderr", text="a noisy warning\n")]
+    shown.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="visible text\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="a noisy warning\n"),
+    ]
     nb.cells = [params, injected, nbformat.v4.new_markdown_cell("## Heading"), shown]
     nb.metadata["papermill"] = {"parameters": {"run_id": "secret-looking-run"}}
     src = tmp_path / "nb.ipynb"
@@ -217,10 +273,19 @@ def test_export_drops_code_parameters_and_stderr(tmp_path):
 
 
 def _run_and_score(ws_path: Path, stack, run_id: str = "r1") -> str:
-    result = run("smoke", MODELS, workspace=ws_path, run_id=run_id, provider_options=stack.provider_options(),
-                 progress=False, budget_usd=2.0)
+    result = run(
+        "smoke",
+        MODELS,
+        workspace=ws_path,
+        run_id=run_id,
+        provider_options=stack.provider_options(),
+        progress=False,
+        budget_usd=2.0,
+    )
     assert result.completed == 9 and result.failed == 0
-    score_run(Workspace(ws_path), run_id, auto=True, judge=True, judge_overrides=stack.judge_overrides(), progress=False)
+    score_run(
+        Workspace(ws_path), run_id, auto=True, judge=True, judge_overrides=stack.judge_overrides(), progress=False
+    )
     return result.run_id
 
 
@@ -269,8 +334,8 @@ def test_report_html_recommends_first_then_shows_embedded_evidence(smoke_run):
     assert "price ?" not in page and "price unknown" in page  # hf-qwen-image-edit has no list price
     assert "—–—" not in page and "95% CI —" not in page  # one case per operation: no interval, no CI phrase
     # per-category grids: only the models that ran (zoom_out: the zoom model and the identity baseline)
-    zoom = page[page.index("<h4>zoom_out</h4>"):]
-    zoom = zoom[:zoom.index("</table>")]
+    zoom = page[page.index("<h4>zoom_out</h4>") :]
+    zoom = zoom[: zoom.index("</table>")]
     assert sorted(re.findall(r"<th>([^<]*)</th>", zoom)[1:]) == ["identity", "image-zoom-out"]
     assert "not applicable (4)" in zoom
     # the main model table: the reader's columns, no horizontal sprawl
@@ -280,8 +345,13 @@ def test_report_html_recommends_first_then_shows_embedded_evidence(smoke_run):
 @pytest.mark.notebook
 def test_report_writes_tables_and_the_executed_notebook(smoke_run):
     r, run_id = smoke_run["report"], smoke_run["run_id"]
-    assert sorted(p.name for p in r.tables) == ["by_category.csv", "by_operation.csv", "failures.csv", "models.csv",
-                                                "recommendations.csv"]
+    assert sorted(p.name for p in r.tables) == [
+        "by_category.csv",
+        "by_operation.csv",
+        "failures.csv",
+        "models.csv",
+        "recommendations.csv",
+    ]
     models = pd.read_csv(r.out_dir / "models.csv")
     assert sorted(models["model_id"]) == sorted(MODELS.split(","))
     assert models.loc[models.model_id == "identity", "calls"].item() == 3

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from evalkit.credentials import Secret
+from evalkit.engine.runner import ProviderLimits, StopController, arun, parse_provider_limits
 from evalkit.errors import InvalidInputError
 from evalkit.providers.wavespeed import PollSchedule
 from evalkit.resources import datasets_dir
-from evalkit.engine.runner import ProviderLimits, StopController, arun, parse_provider_limits
 from evalkit.store.workspace import Workspace
 
 WS_MODELS = "provider:wavespeed"
@@ -143,8 +143,9 @@ async def test_rerun_with_same_run_id_resumes_without_paying(wavespeed_sim, tmp_
     n = len(wavespeed_sim.sim.submits)
     again = await _run(wavespeed_sim, tmp_path, run_id="nightly-1", no_cache=True)
     assert len(wavespeed_sim.sim.submits) == n and again.completed == res.completed
-    resumed = await arun(None, workspace=tmp_path, run_id="nightly-1", resume=True, progress=False,
-                         provider_options=_opts(wavespeed_sim))
+    resumed = await arun(
+        None, workspace=tmp_path, run_id="nightly-1", resume=True, progress=False, provider_options=_opts(wavespeed_sim)
+    )
     assert resumed.completed == res.completed and len(wavespeed_sim.sim.submits) == n
 
 
@@ -164,8 +165,17 @@ async def test_resume_refused_when_suite_changed(wavespeed_sim, tmp_path):
 async def test_budget_holds_with_100_calls_in_flight(wavespeed_sim_factory, tmp_path):
     sim = wavespeed_sim_factory(fixed_latency_ms=300, max_concurrent=1000)
     budget = 6.0  # room for ~100 reservations at once; the whole plan would cost ~$10
-    res = await arun("smoke", models=WS_MODELS, repeats=12, concurrency=100, budget_usd=budget, workspace=tmp_path,
-                     provider_options=_opts(sim), progress=False, no_cache=True)
+    res = await arun(
+        "smoke",
+        models=WS_MODELS,
+        repeats=12,
+        concurrency=100,
+        budget_usd=budget,
+        workspace=tmp_path,
+        provider_options=_opts(sim),
+        progress=False,
+        no_cache=True,
+    )
     assert res.stop_reason == "budget"
     assert sim.sim.stats()["peak_in_flight"] >= 60  # really many calls in flight at once
     assert sim.sim.billed_usd <= budget + 1e-9
@@ -180,7 +190,9 @@ async def test_a_model_that_always_fails_does_not_stop_the_run(wavespeed_sim, tm
     res = await _run(wavespeed_sim, tmp_path, models="qwen-edit,qwen-edit-plus,seededit-v3", repeats=2)
     df = Workspace(tmp_path).calls(res.run_id)
     q = df[(df.model_id == "qwen-edit") & (df.status != "not_applicable")]
-    assert len(q) == 2 and (q.status == "failed").all() and set(q.error_category) == {"server"} and (q.cost_usd == 0).all()
+    assert (
+        len(q) == 2 and (q.status == "failed").all() and set(q.error_category) == {"server"} and (q.cost_usd == 0).all()
+    )
     others = df[(df.model_id != "qwen-edit") & (df.status != "not_applicable")]
     assert (others.status == "completed").all()
 
@@ -197,16 +209,29 @@ async def test_rate_limits_slow_but_lose_nothing(wavespeed_sim, tmp_path):
 
 async def test_provider_concurrency_limit_is_respected(wavespeed_sim_factory, tmp_path):
     sim = wavespeed_sim_factory(fixed_latency_ms=60, max_concurrent=1000)
-    res = await arun("smoke", models=WS_MODELS, repeats=2, concurrency=50, workspace=tmp_path, progress=False,
-                     provider_options=_opts(sim), provider_limits={"wavespeed": ProviderLimits(max_concurrent=2)})
+    res = await arun(
+        "smoke",
+        models=WS_MODELS,
+        repeats=2,
+        concurrency=50,
+        workspace=tmp_path,
+        progress=False,
+        provider_options=_opts(sim),
+        provider_limits={"wavespeed": ProviderLimits(max_concurrent=2)},
+    )
     assert res.completed == res.planned
     assert sim.sim.stats()["peak_in_flight"] <= 2
 
 
 async def test_progress_callback_reports_counts(wavespeed_sim, tmp_path):
     seen = []
-    res = await arun("smoke", models="qwen-edit,image-zoom-out", workspace=tmp_path, progress=seen.append,
-                     provider_options=_opts(wavespeed_sim))
+    res = await arun(
+        "smoke",
+        models="qwen-edit,image-zoom-out",
+        workspace=tmp_path,
+        progress=seen.append,
+        provider_options=_opts(wavespeed_sim),
+    )
     assert seen and seen[-1]["done"] == res.completed and seen[-1]["cost_usd"] == pytest.approx(res.cost_usd)
 
 
@@ -220,38 +245,65 @@ async def test_stop_keeps_everything_done(wavespeed_sim_factory, tmp_path):
         controller.interrupt()
 
     stopper = asyncio.create_task(stop_soon())
-    res = await arun("smoke", models=WS_MODELS, repeats=5, concurrency=3, workspace=tmp_path, progress=False,
-                     provider_options=_opts(sim), controller=controller, grace_period_s=5, no_cache=True)
+    res = await arun(
+        "smoke",
+        models=WS_MODELS,
+        repeats=5,
+        concurrency=3,
+        workspace=tmp_path,
+        progress=False,
+        provider_options=_opts(sim),
+        controller=controller,
+        grace_period_s=5,
+        no_cache=True,
+    )
     await stopper
     assert res.stop_reason == "interrupted"
     # in-flight calls finished in the grace period; nothing accepted is left unrecorded
     assert res.completed == len(sim.sim.submits)
     assert res.skipped > 0
-    resumed = await arun(None, workspace=tmp_path, run_id=res.run_id, resume=True, progress=False,
-                         provider_options=_opts(sim), no_cache=True)
+    resumed = await arun(
+        None,
+        workspace=tmp_path,
+        run_id=res.run_id,
+        resume=True,
+        progress=False,
+        provider_options=_opts(sim),
+        no_cache=True,
+    )
     assert resumed.completed == resumed.planned
     _assert_paid_once(sim.sim, tmp_path)
 
 
 def test_provider_limit_parsing():
     assert parse_provider_limits("wavespeed=100/500,stability=10") == {
-        "wavespeed": ProviderLimits(100, 500.0), "stability": ProviderLimits(10, None)}
+        "wavespeed": ProviderLimits(100, 500.0),
+        "stability": ProviderLimits(10, None),
+    }
     with pytest.raises(InvalidInputError, match="NAME=CONCURRENT"):
         parse_provider_limits("wavespeed:100")
 
 
 # ---- the CLI in a separate process: --json, kill -9 and resume, Ctrl-C -----------------------------
 
+
 def _cli_env(sim) -> dict:
     env = dict(os.environ)
-    env.update(WAVESPEED_BASE_URL=sim.base_url, WAVESPEED_API_KEY=sim.api_key, TQDM_DISABLE="1",
-               EVALKIT_POLL_INITIAL_S="0.02", EVALKIT_POLL_MIN_INTERVAL_S="0.05", EVALKIT_POLL_MAX_INTERVAL_S="0.1")
+    env.update(
+        WAVESPEED_BASE_URL=sim.base_url,
+        WAVESPEED_API_KEY=sim.api_key,
+        TQDM_DISABLE="1",
+        EVALKIT_POLL_INITIAL_S="0.02",
+        EVALKIT_POLL_MIN_INTERVAL_S="0.05",
+        EVALKIT_POLL_MAX_INTERVAL_S="0.1",
+    )
     return env
 
 
 def _cli(args, env, timeout=180):
-    return subprocess.run([sys.executable, "-m", "evalkit", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "evalkit", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_cli_run_json_runs_and_export(wavespeed_sim, tmp_path):
@@ -277,9 +329,26 @@ def test_kill_9_mid_flight_then_resume_pays_once_and_loses_nothing(wavespeed_sim
     sim = wavespeed_sim_factory(fixed_latency_ms=400, max_concurrent=1000)
     env = _cli_env(sim)
     ws = str(tmp_path / "ws")
-    args = ["run", "--suite", "smoke", "--repeats", "4", "--models", WS_MODELS, "--workspace", ws, "--run-id", "crashy",
-            "--concurrency", "6", "--no-cache", "--json"]
-    proc = subprocess.Popen([sys.executable, "-m", "evalkit", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [
+        "run",
+        "--suite",
+        "smoke",
+        "--repeats",
+        "4",
+        "--models",
+        WS_MODELS,
+        "--workspace",
+        ws,
+        "--run-id",
+        "crashy",
+        "--concurrency",
+        "6",
+        "--no-cache",
+        "--json",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evalkit", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 60
 
     def recorded() -> int:
@@ -317,9 +386,28 @@ def test_ctrl_c_stops_submitting_and_keeps_results(wavespeed_sim_factory, tmp_pa
     sim = wavespeed_sim_factory(fixed_latency_ms=300, max_concurrent=1000)
     env = _cli_env(sim)
     ws = str(tmp_path / "ws")
-    proc = subprocess.Popen([sys.executable, "-m", "evalkit", "run", "--suite", "core", "--models", WS_MODELS,
-                             "--workspace", ws, "--run-id", "ctrlc", "--concurrency", "4", "--no-cache"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "evalkit",
+            "run",
+            "--suite",
+            "core",
+            "--models",
+            WS_MODELS,
+            "--workspace",
+            ws,
+            "--run-id",
+            "ctrlc",
+            "--concurrency",
+            "4",
+            "--no-cache",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while len(sim.sim.submits) < 6 and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -225,7 +225,9 @@ def test_cohen_kappa_two_raters_known_value():
     for i, (v1, v2) in enumerate(zip(r1, r2, strict=True)):
         # rater 2 saw the pair the other way round: the same opinion has the opposite letter
         rows.append({"case_id": f"c{i}", "model_a": "m1", "model_b": "m2", "winner": v1, "rater": "r1"})
-        rows.append({"case_id": f"c{i}", "model_a": "m2", "model_b": "m1", "winner": "b" if v2 == "a" else "a", "rater": "r2"})
+        rows.append(
+            {"case_id": f"c{i}", "model_a": "m2", "model_b": "m1", "winner": "b" if v2 == "a" else "a", "rater": "r2"}
+        )
     result = inter_rater_agreement(pd.DataFrame(rows))
     assert result["n_items"] == 50 and result["n_raters"] == 2 and result["n_votes"] == 100
     assert result["percent_agreement"] == pytest.approx(0.7)

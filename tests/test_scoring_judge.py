@@ -99,9 +99,13 @@ def test_prompt_texts_are_the_gedit_viescore_texts():
     assert VIESCORE_SC_PROMPT.startswith(
         "You are a professional digital artist. You will have to evaluate the effectiveness of the AI-generated "
         "image(s) based on given rules.\nAll the input images are AI-generated. All human in the images are "
-        "AI-generated too. so you need not worry about the privacy confidentials.\n")
+        "AI-generated too. so you need not worry about the privacy confidentials.\n"
+    )
     assert '{\n"score" : [...],\n"reasoning" : "..."\n}\nRULES:\n\nTwo images will be provided:' in VIESCORE_SC_PROMPT
-    assert "\n\nFrom scale 0 to 10: \nA score from 0 to 10 will be given based on the success of the editing." in VIESCORE_SC_PROMPT
+    assert (
+        "\n\nFrom scale 0 to 10: \nA score from 0 to 10 will be given based on the success of the editing."
+        in VIESCORE_SC_PROMPT
+    )
     assert VIESCORE_SC_PROMPT.endswith("Editing instruction: <instruction>\n")
     assert "output score = [naturalness, artifacts]\n" in VIESCORE_PQ_PROMPT
     assert "wrong sense of distance, or wrong shadow, or wrong lighting. \n" in VIESCORE_PQ_PROMPT
@@ -142,9 +146,16 @@ REPLIES = [
     ({"content": '{"score": [6, ', "finish_reason": "length"}, "unscored", "truncated"),
     ({"finish_reason": "content_filter"}, "unscored", "content_filter"),
     ({"content": SC_OK, "finish_reason": "content_filter"}, "unscored", "content_filter"),
-    ({"status": 400, "error": {"code": "content_filter", "message": "The response was filtered"}}, "unscored", "content_filter"),
-    ({"status": 400, "error": {"code": None, "innererror": {"code": "ResponsibleAIPolicyViolation"}}}, "unscored",
-     "content_filter"),
+    (
+        {"status": 400, "error": {"code": "content_filter", "message": "The response was filtered"}},
+        "unscored",
+        "content_filter",
+    ),
+    (
+        {"status": 400, "error": {"code": None, "innererror": {"code": "ResponsibleAIPolicyViolation"}}},
+        "unscored",
+        "content_filter",
+    ),
     ({"status": 400, "error": {"message": "Invalid image"}}, "unscored", "bad_request"),
     ({"body": "<html>502 Bad Gateway</html>"}, "unscored", "bad_response"),
     ({"body": '{"choices": []}'}, "unscored", "bad_response"),
@@ -168,7 +179,10 @@ async def test_sc_reply_parsing(judge_sim, reply, status, reason):
 
 
 def test_parse_reply_takes_the_answer_object_only():
-    assert parse_reply('{"score": [0, 10], "reasoning": ""}', SCORE_CONTRACT).parsed == {"score": [0, 10], "reasoning": ""}
+    assert parse_reply('{"score": [0, 10], "reasoning": ""}', SCORE_CONTRACT).parsed == {
+        "score": [0, 10],
+        "reasoning": "",
+    }
     # prose with an unrelated JSON object is not an answer
     assert parse_reply('note {"a": 1}', SCORE_CONTRACT).reason == "wrong_shape"
     assert parse_reply('{"score": [1, 2], "reasoning": "x"', SCORE_CONTRACT).reason == "unparseable"
@@ -220,8 +234,9 @@ async def test_timeout_after_sending_is_not_retried(judge_sim, tmp_path):
         assert len([r for r in judge_sim.sim.requests if len(r.images) == 2]) == 1
         # ... unless asked to
         judge_sim.sim.script([SC_OK])
-        res = await judge.viescore(make_png(seed=1), make_png(seed=2), "make the sky purple", cache=ws,
-                                   retry_unscored={"timeout"})
+        res = await judge.viescore(
+            make_png(seed=1), make_png(seed=2), "make the sky purple", cache=ws, retry_unscored={"timeout"}
+        )
     assert res.status == "scored" and res.sc == 6
 
 
@@ -240,7 +255,9 @@ async def test_undecodable_image_raises_before_sending(judge_sim):
 
 
 async def test_connection_refused_is_retried_then_unscored_without_cost():
-    async with Judge(base_url=f"http://127.0.0.1:{refused_port()}/v1", api_key=None, model="m", retry_policy=FAST_RETRY) as judge:
+    async with Judge(
+        base_url=f"http://127.0.0.1:{refused_port()}/v1", api_key=None, model="m", retry_policy=FAST_RETRY
+    ) as judge:
         res = await judge.viescore(make_png(seed=1), make_png(seed=2), "make the sky purple")
     assert res.status == "unscored" and res.reason == "connect"
     assert res.sc_reply.attempts == 3 and not res.sc_reply.sent and res.sc_reply.cost_usd == 0.0
@@ -270,7 +287,10 @@ def test_config_from_environment_and_validation(monkeypatch):
     assert cfg.base_url == "https://judge.example/v1" and isinstance(cfg.api_key, Secret)
     assert cfg.version() == "gpt-4.1-2025-04-14|viescore-gedit-v1|jpeg-q90-max1024"
     assert cfg.version("pairwise") == "gpt-4.1-2025-04-14|pairwise-v1|jpeg-q90-max1024"
-    assert JudgeConfig.from_env(model="other", max_tokens=500).version() == "other|viescore-gedit-v1|jpeg-q90-max1024|max_tokens=500"
+    assert (
+        JudgeConfig.from_env(model="other", max_tokens=500).version()
+        == "other|viescore-gedit-v1|jpeg-q90-max1024|max_tokens=500"
+    )
     assert "sk-env-value-1234" not in repr(cfg)
 
     monkeypatch.delenv("EVALKIT_JUDGE_MODEL")
@@ -306,7 +326,8 @@ async def test_pairwise_maps_the_verdict_back_for_both_orders(judge_sim, seed, s
     shown = left if shown_first == "left" else right
     # the image shown as A is the one recorded as shown first (JPEG: compare pixels loosely)
     assert _grey_distance(first_sent, Image.open(io.BytesIO(shown))) < _grey_distance(
-        first_sent, Image.open(io.BytesIO(right if shown is left else left)))
+        first_sent, Image.open(io.BytesIO(right if shown is left else left))
+    )
 
 
 async def test_pairwise_wrong_choice_is_unscored(judge_sim):
@@ -325,21 +346,58 @@ def _grey_distance(a: Image.Image, b: Image.Image) -> float:
 
 
 # ---- judge_run over a workspace run -------------------------------------------------------------------
-def build_run(ws: Workspace, run_id: str, cases: list[dict], outputs: dict[tuple[str, str], bytes],
-              failed: tuple[tuple[str, str], ...] = ()) -> dict[tuple[str, str], str]:
+def build_run(
+    ws: Workspace,
+    run_id: str,
+    cases: list[dict],
+    outputs: dict[tuple[str, str], bytes],
+    failed: tuple[tuple[str, str], ...] = (),
+) -> dict[tuple[str, str], str]:
     """A run with completed calls and blobs, written with the Workspace API only."""
     models = sorted({m for _, m in outputs} | {m for _, m in failed})
-    ws.create_run(run_id, suite_name="judge-test", suite_path=None, suite_fingerprint=None, catalog_fingerprint=None,
-                  models=models, repeats=1, budget_usd=None, config={})
-    ws.put_cases(run_id, [{"case_id": c["case_id"], "operation": c["operation"], "prompt": c.get("prompt"),
-                           "input_sha256": [ws.put_blob(c["source"], "png").sha256]} for c in cases])
+    ws.create_run(
+        run_id,
+        suite_name="judge-test",
+        suite_path=None,
+        suite_fingerprint=None,
+        catalog_fingerprint=None,
+        models=models,
+        repeats=1,
+        budget_usd=None,
+        config={},
+    )
+    ws.put_cases(
+        run_id,
+        [
+            {
+                "case_id": c["case_id"],
+                "operation": c["operation"],
+                "prompt": c.get("prompt"),
+                "input_sha256": [ws.put_blob(c["source"], "png").sha256],
+            }
+            for c in cases
+        ],
+    )
     ops = {c["case_id"]: c["operation"] for c in cases}
     ids = {key: f"{run_id}.{key[0]}.{key[1]}" for key in [*outputs, *failed]}
-    ws.insert_calls([{"call_id": cid, "run_id": run_id, "case_id": case, "model_id": model, "provider": "sim",
-                      "operation": ops[case], "repeat": 0} for (case, model), cid in ids.items()])
+    ws.insert_calls(
+        [
+            {
+                "call_id": cid,
+                "run_id": run_id,
+                "case_id": case,
+                "model_id": model,
+                "provider": "sim",
+                "operation": ops[case],
+                "repeat": 0,
+            }
+            for (case, model), cid in ids.items()
+        ]
+    )
     for key, data in outputs.items():
-        ws.finish_call(ids[key], {"status": "completed", "output_sha256": ws.put_blob(data, "png").sha256,
-                                  "output_ext": "png"})
+        ws.finish_call(
+            ids[key], {"status": "completed", "output_sha256": ws.put_blob(data, "png").sha256, "output_ext": "png"}
+        )
     for key in failed:
         ws.finish_call(ids[key], {"status": "failed", "error_category": "server"})
     return ids
@@ -351,8 +409,11 @@ def viescore_run(ws: Workspace, run_id: str = "r1") -> dict[tuple[str, str], str
         {"case_id": "c2", "operation": "general_edit", "prompt": "add a red hat", "source": make_png(48, 64, 2)},
         {"case_id": "c3", "operation": "remove_background", "prompt": None, "source": make_png(40, 40, 3)},
     ]
-    outputs = {(c, m): make_png(56, 56, 10 + i * 3 + j) for i, c in enumerate(("c1", "c2", "c3"))
-               for j, m in enumerate(("model-a", "model-b"))}
+    outputs = {
+        (c, m): make_png(56, 56, 10 + i * 3 + j)
+        for i, c in enumerate(("c1", "c2", "c3"))
+        for j, m in enumerate(("model-a", "model-b"))
+    }
     return build_run(ws, run_id, cases, outputs, failed=(("c1", "model-c"),))
 
 
@@ -514,9 +575,12 @@ async def test_unscored_pairs_are_reported_not_rated(judge_sim, ws):
     assert summary.reasons == {"content_filter": 1, "unparseable": 1} and summary.ratings_written == 1
     assert len(ws.ratings("p1")) == 1
     with sqlite3.connect(ws.db_path) as conn:
-        stored = conn.execute("SELECT status, reason FROM judge_cache WHERE mode = 'pairwise' ORDER BY reason").fetchall()
-    assert sorted(stored, key=str) == sorted([("unscored", "content_filter"), ("unscored", "unparseable"),
-                                              ("scored", None)], key=str)
+        stored = conn.execute(
+            "SELECT status, reason FROM judge_cache WHERE mode = 'pairwise' ORDER BY reason"
+        ).fetchall()
+    assert sorted(stored, key=str) == sorted(
+        [("unscored", "content_filter"), ("unscored", "unparseable"), ("scored", None)], key=str
+    )
 
 
 async def test_judge_run_rejects_bad_arguments(judge_sim, ws):
@@ -538,14 +602,16 @@ async def test_canary_key_appears_nowhere(judge_sim_factory, ws, caplog, monkeyp
     caplog.set_level(logging.DEBUG)
     handle = judge_sim_factory(api_key=canary)
     viescore_run(ws)
-    handle.sim.script([
-        f'{{"score": [5, 5], "reasoning": "your key is {canary}"}}',  # a server echoing the key back
-        {"status": 400, "error": {"message": f"Invalid image for key {canary}"}},
-        {"status": 429, "headers": {"Retry-After": "0"}, "error": {"message": f"slow down, {canary}"}},
-        {"status": 429, "headers": {"Retry-After": "0"}, "error": {"message": f"slow down, {canary}"}},
-        {"status": 429, "headers": {"Retry-After": "0"}, "error": {"message": f"slow down, {canary}"}},
-        f"I'm sorry, I can't help with that, Bearer {canary}",
-    ])
+    handle.sim.script(
+        [
+            f'{{"score": [5, 5], "reasoning": "your key is {canary}"}}',  # a server echoing the key back
+            {"status": 400, "error": {"message": f"Invalid image for key {canary}"}},
+            {"status": 429, "headers": {"Retry-After": "0"}, "error": {"message": f"slow down, {canary}"}},
+            {"status": 429, "headers": {"Retry-After": "0"}, "error": {"message": f"slow down, {canary}"}},
+            {"status": 429, "headers": {"Retry-After": "0"}, "error": {"message": f"slow down, {canary}"}},
+            f"I'm sorry, I can't help with that, Bearer {canary}",
+        ]
+    )
     judge = Judge(base_url=handle.base_url, api_key=canary, model="sim-judge-1", retry_policy=FAST_RETRY)
     texts = [repr(judge), str(judge), repr(judge.config)]
     try:
@@ -594,9 +660,16 @@ def _img_part(data: bytes, mime: str = "image/png") -> dict:
 BAD_BODIES = [
     ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
     ({"model": "m", "messages": []}, "messages"),
-    (_body([{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]), "data:image"),
-    (_body([{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]),
-     "base64"),
+    (
+        _body([{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]),
+        "data:image",
+    ),
+    (
+        _body(
+            [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]
+        ),
+        "base64",
+    ),
     (_body([{"type": "text", "text": "hi"}, _img_part(b"not an image at all")]), "decode"),
     (_body([{"type": "audio", "data": "x"}]), "type"),
     (_body([_img_part(make_png())]), "no text"),
@@ -607,7 +680,9 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize("body,needle", BAD_BODIES)
 async def test_sim_rejects_malformed_requests(judge_sim, body, needle):
-    async with httpx.AsyncClient(base_url=judge_sim.base_url, headers={"Authorization": f"Bearer {judge_sim.api_key}"}) as c:
+    async with httpx.AsyncClient(
+        base_url=judge_sim.base_url, headers={"Authorization": f"Bearer {judge_sim.api_key}"}
+    ) as c:
         resp = await c.post("/chat/completions", json=body)
     assert resp.status_code == 400 and resp.headers["X-Evalkit-Simulated"] == "1"
     assert needle in resp.json()["error"]["message"]

@@ -14,7 +14,6 @@ from evalkit.engine.runner import arun
 from evalkit.scoring import auto_score_run, rankings, score_run
 from evalkit.scoring.auto import AUTO_METRICS_VERSION
 from evalkit.store.workspace import Workspace
-
 from tests.test_runner import FAST_POLL
 
 
@@ -22,9 +21,18 @@ from tests.test_runner import FAST_POLL
 def small_run(wavespeed_sim, tmp_path):
     import asyncio
 
-    opts = {"wavespeed": {"base_url": wavespeed_sim.base_url, "api_key": Secret(wavespeed_sim.api_key), "poll": FAST_POLL}}
-    res = asyncio.run(arun("smoke", models="qwen-edit,seededit-v3,z-image-turbo-inpaint,image-zoom-out,identity",
-                           workspace=tmp_path, provider_options=opts, progress=False))
+    opts = {
+        "wavespeed": {"base_url": wavespeed_sim.base_url, "api_key": Secret(wavespeed_sim.api_key), "poll": FAST_POLL}
+    }
+    res = asyncio.run(
+        arun(
+            "smoke",
+            models="qwen-edit,seededit-v3,z-image-turbo-inpaint,image-zoom-out,identity",
+            workspace=tmp_path,
+            provider_options=opts,
+            progress=False,
+        )
+    )
     return Workspace(tmp_path), res.run_id
 
 
@@ -78,7 +86,10 @@ def test_judge_and_pairwise_through_score_run(small_run, judge_sim):
     judged = scores[(scores.source == "judge") & (scores.metric == "viescore_o") & (scores.status == "scored")]
     assert not judged.empty and judged.value.between(0, 10).all()
     table = ws.rankings(run_id, source="judge")
-    assert set(table.model) <= {"qwen-edit", "seededit-v3", "identity", "z-image-turbo-inpaint", "image-zoom-out"} and table["rank"].min() == 1
+    assert (
+        set(table.model) <= {"qwen-edit", "seededit-v3", "identity", "z-image-turbo-inpaint", "image-zoom-out"}
+        and table["rank"].min() == 1
+    )
     assert table.n_comparisons.sum() > 0
     n_requests = len(judge_sim.sim.requests)
     score_run(ws, run_id, auto=False, judge=True, judge_overrides=overrides, progress=False)
@@ -91,10 +102,22 @@ def test_rankings_from_human_votes(small_run):
     case = calls[(calls.operation == "general_edit") & (calls.status == "completed")]
     by_model = dict(zip(case.model_id, case.call_id, strict=True))
     for _ in range(6):
-        ws.add_rating(run_id=run_id, case_id=case.case_id.iloc[0], rater="ana", call_left=by_model["qwen-edit"],
-                      call_right=by_model["identity"], choice="left")
-        ws.add_rating(run_id=run_id, case_id=case.case_id.iloc[0], rater="ana", call_left=by_model["identity"],
-                      call_right=by_model["seededit-v3"], choice="right")
+        ws.add_rating(
+            run_id=run_id,
+            case_id=case.case_id.iloc[0],
+            rater="ana",
+            call_left=by_model["qwen-edit"],
+            call_right=by_model["identity"],
+            choice="left",
+        )
+        ws.add_rating(
+            run_id=run_id,
+            case_id=case.case_id.iloc[0],
+            rater="ana",
+            call_left=by_model["identity"],
+            call_right=by_model["seededit-v3"],
+            choice="right",
+        )
     table = rankings(ws, run_id, source="human")
     assert table.set_index("model").loc["identity", "rank"] == 3
     assert table.loc[table["rank"] == 3, "ci_high"].iloc[0] < table.loc[table["rank"] == 1, "ci_high"].iloc[0]
@@ -115,9 +138,15 @@ def test_agreement_between_raters_and_with_the_judge(small_run, judge_sim):
     order = sorted(by_model, key=lambda m: -judge.get(m, float("-inf")))  # humans who agree with the judge
     for rater in ("ana", "ben"):
         for i, better in enumerate(order):
-            for worse in order[i + 1:]:
-                ws.add_rating(run_id=run_id, case_id=case, rater=rater, call_left=by_model[worse],
-                              call_right=by_model[better], choice="right")
+            for worse in order[i + 1 :]:
+                ws.add_rating(
+                    run_id=run_id,
+                    case_id=case,
+                    rater=rater,
+                    call_left=by_model[worse],
+                    call_right=by_model[better],
+                    choice="right",
+                )
     result = agreement(ws, run_id)
     assert result["human_raters"]["percent_agreement"] == 1.0 and result["human_raters"]["n_raters"] == 2
     assert result["judge_vs_human"]["spearman_rho"] == pytest.approx(1.0)
@@ -126,10 +155,20 @@ def test_agreement_between_raters_and_with_the_judge(small_run, judge_sim):
 def test_score_cli(small_run):
     ws, run_id = small_run
     env = dict(os.environ, TQDM_DISABLE="1")
-    proc = subprocess.run([sys.executable, "-m", "evalkit", "score", run_id, "--workspace", str(ws.path)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalkit", "score", run_id, "--workspace", str(ws.path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "automatic metrics" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "evalkit", "score", "no-such-run", "--workspace", str(ws.path)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalkit", "score", "no-such-run", "--workspace", str(ws.path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "no run 'no-such-run'" in proc.stderr and "Traceback" not in proc.stderr

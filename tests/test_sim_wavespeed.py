@@ -93,6 +93,7 @@ def download(c: httpx.Client, url: str) -> httpx.Response:
 
 # ---- auth, routing, marking ----------------------------------------------------------------------
 
+
 def test_auth_is_required_and_every_response_is_marked_simulated(wavespeed_sim):
     h = wavespeed_sim
     with httpx.Client(base_url=h.base_url) as anon, client(h, key="wrong-key-123") as bad, client(h) as good:
@@ -144,7 +145,11 @@ BAD_BODIES = [
     (QWEN, {"prompt": "x", "image": URI, "output_format": "gif"}, "'output_format'"),
     (QWEN, {"prompt": "x", "image": "not an image at all!"}, "neither"),
     (QWEN, {"prompt": "x", "image": base64.b64encode(b"hello, not pixels").decode()}, "cannot be decoded"),
-    (QWEN, {"prompt": "x", "image": "data:image/png;base64," + base64.b64encode(PNG[: len(PNG) // 2]).decode()}, "cannot be decoded"),
+    (
+        QWEN,
+        {"prompt": "x", "image": "data:image/png;base64," + base64.b64encode(PNG[: len(PNG) // 2]).decode()},
+        "cannot be decoded",
+    ),
 ]
 
 
@@ -170,7 +175,17 @@ def test_valid_variants_are_accepted(wavespeed_sim):
         (HIDREAM, {"prompt": "x", "image": NAKED, "enable_sync_mode": False}),  # the default is fine anywhere
         (GPT, {"prompt": "x", "image": URI, "size": "auto", "quality": "low"}),
         (NANO_PRO, {"prompt": "x", "images": [URI, NAKED], "aspect_ratio": "16:9", "resolution": "4k"}),
-        (STEP1X, {"prompt": "x", "image": URI, "guidance_scale": 7.5, "num_inference_steps": 20, "negative_prompt": "blur", "seed": -1}),
+        (
+            STEP1X,
+            {
+                "prompt": "x",
+                "image": URI,
+                "guidance_scale": 7.5,
+                "num_inference_steps": 20,
+                "negative_prompt": "blur",
+                "seed": -1,
+            },
+        ),
         (INPAINT, {"prompt": "x", "image": URI, "mask_image": URI, "size": "512*512"}),
         (ZOOM, {"image": URI, "size": "1536*256"}),
     ]
@@ -183,9 +198,12 @@ def test_valid_variants_are_accepted(wavespeed_sim):
 
 # ---- lifecycle -----------------------------------------------------------------------------------
 
+
 def test_async_lifecycle_envelopes_download_and_billing(wavespeed_sim_factory):
     h = wavespeed_sim_factory(fixed_latency_ms=400)
-    raw = json.dumps({"prompt": "make it blue", "image": URI, "size": "1536*1024", "output_format": "png", "seed": 7}).encode()
+    raw = json.dumps(
+        {"prompt": "make it blue", "image": URI, "size": "1536*1024", "output_format": "png", "seed": 7}
+    ).encode()
     with client(h) as c:
         r = c.post(f"/api/v3/{QWEN}", content=raw, headers={"Content-Type": "application/json"})
         assert r.status_code == 200
@@ -195,7 +213,13 @@ def test_async_lifecycle_envelopes_download_and_billing(wavespeed_sim_factory):
         assert re.fullmatch(r"[0-9a-f]{32}", d["id"])
         assert d["status"] == "created" and d["model"] == QWEN
         assert d["urls"]["get"] == f"{h.base_url}/api/v3/predictions/{d['id']}/result"
-        assert (d["outputs"], d["has_nsfw_contents"], d["error"], d["executionTime"], d["timings"]) == ([], [], "", 0, {"inference": 0})
+        assert (d["outputs"], d["has_nsfw_contents"], d["error"], d["executionTime"], d["timings"]) == (
+            [],
+            [],
+            "",
+            0,
+            {"inference": 0},
+        )
         datetime.fromisoformat(d["created_at"].replace("Z", "+00:00"))
         seen: list[str] = []
         done = wait_done(c, d["id"], seen)
@@ -263,7 +287,12 @@ def test_inpaint_changes_only_the_masked_region(wavespeed_sim):
     mask.paste(255, (60, 10, 90, 40))
     buf = io.BytesIO()
     mask.save(buf, format="PNG")
-    body = {"prompt": "a red ball", "image": URI, "mask_image": base64.b64encode(buf.getvalue()).decode(), "output_format": "png"}
+    body = {
+        "prompt": "a red ball",
+        "image": URI,
+        "mask_image": base64.b64encode(buf.getvalue()).decode(),
+        "output_format": "png",
+    }
     with client(wavespeed_sim) as c:
         out = np.asarray(decode_output(download(c, run_ok(c, INPAINT, body)["outputs"][0]).content).convert("RGB"))
     src = np.asarray(Image.open(io.BytesIO(PNG)).convert("RGB"))
@@ -274,7 +303,11 @@ def test_inpaint_changes_only_the_masked_region(wavespeed_sim):
 
 def test_zoom_out_shrinks_the_source_into_a_wider_canvas(wavespeed_sim):
     with client(wavespeed_sim) as c:
-        out = decode_output(download(c, run_ok(c, ZOOM, {"image": URI, "size": "512*512", "output_format": "png"})["outputs"][0]).content)
+        out = decode_output(
+            download(
+                c, run_ok(c, ZOOM, {"image": URI, "size": "512*512", "output_format": "png"})["outputs"][0]
+            ).content
+        )
     arr = np.asarray(out.convert("RGB")).astype(int)
     assert out.size == (512, 512)
     assert np.ptp(arr[:40, :40]) < 3  # a flat fill border around the shrunken source
@@ -302,6 +335,7 @@ def test_list_recent_predictions(wavespeed_sim):
 
 # ---- sync mode -----------------------------------------------------------------------------------
 
+
 def test_sync_mode_returns_the_final_envelope(wavespeed_sim):
     with client(wavespeed_sim) as c:
         r = submit(c, QWEN_PLUS, {"prompt": "x", "images": [URI, NAKED], "enable_sync_mode": True})
@@ -324,11 +358,14 @@ def test_sync_mode_timeout_answers_5004_and_keeps_processing(wavespeed_sim_facto
 
 # ---- uploads ---------------------------------------------------------------------------------------
 
+
 def test_ticket_upload_then_put_then_use_as_input(wavespeed_sim):
     h = wavespeed_sim
     with client(h) as c, httpx.Client() as plain:
         assert plain.post(f"{h.base_url}/api/v3/media/uploads", json={"filename": "a.png"}).status_code == 401
-        r = c.post("/api/v3/media/uploads", json={"filename": "cat photo.png", "size": len(PNG), "content_type": "image/png"})
+        r = c.post(
+            "/api/v3/media/uploads", json={"filename": "cat photo.png", "size": len(PNG), "content_type": "image/png"}
+        )
         assert r.status_code == 200 and r.json()["code"] == 200
         d = r.json()["data"]
         assert d["type"] == "image" and d["size"] == len(PNG)
@@ -355,7 +392,11 @@ def test_legacy_binary_upload(wavespeed_sim):
 def test_unfetchable_url_fails_the_task_with_1402_and_is_not_billed(wavespeed_sim):
     with client(wavespeed_sim) as c:
         done = run_ok(c, QWEN, {"prompt": "x", "image": "https://example.com/cat.png"})
-        assert (done["status"], done["code"], done["error"]) == ("failed", 1402, "Failed to download image from the provided URL.")
+        assert (done["status"], done["code"], done["error"]) == (
+            "failed",
+            1402,
+            "Failed to download image from the provided URL.",
+        )
         assert done["outputs"] == []
         missing = f"{wavespeed_sim.base_url}/_sim/uploads/{'0' * 32}/gone.png"
         assert run_ok(c, QWEN, {"prompt": "x", "image": missing})["code"] == 1402
@@ -370,6 +411,7 @@ def test_an_output_url_is_accepted_as_input(wavespeed_sim):
 
 
 # ---- faults ----------------------------------------------------------------------------------------
+
 
 def test_rate_limit_refuses_without_creating_a_task(wavespeed_sim):
     wavespeed_sim.sim.add_fault("rate_limit", count=1, retry_after_s=2)
@@ -467,7 +509,9 @@ def test_slow_response_delays_past_a_client_read_timeout(wavespeed_sim):
         assert c.get(f"/api/v3/predictions/{pid}/result").status_code == 200
 
 
-@pytest.mark.parametrize("kind,code,expected", [("task_failed", None, 1403), ("task_failed", 5003, 5003), ("moderation", None, 1200)])
+@pytest.mark.parametrize(
+    "kind,code,expected", [("task_failed", None, 1403), ("task_failed", 5003, 5003), ("moderation", None, 1200)]
+)
 def test_task_failures_carry_their_code_and_are_not_billed(wavespeed_sim, kind, code, expected):
     wavespeed_sim.sim.add_fault(kind, count=1, code=code)
     with client(wavespeed_sim) as c:
@@ -522,6 +566,7 @@ def test_fault_validation():
 
 # ---- control endpoints ---------------------------------------------------------------------------
 
+
 def test_control_endpoints(wavespeed_sim):
     h = wavespeed_sim
     with client(h) as c, httpx.Client(base_url=h.base_url) as ctl:
@@ -538,7 +583,12 @@ def test_control_endpoints(wavespeed_sim):
         assert [e["prediction_id"] for e in ledger["entries"]] == [ok["id"]]
         assert ledger["total_usd"] == pytest.approx(0.02) and ledger["entries"][0]["model_id"] == "qwen-edit-plus"
         stats = ctl.get("/_sim/stats").json()
-        assert (stats["accepted"], stats["completed"], stats["failed"], stats["fault_hits"]) == (2, 1, 1, {"task_failed": 1})
+        assert (stats["accepted"], stats["completed"], stats["failed"], stats["fault_hits"]) == (
+            2,
+            1,
+            1,
+            {"task_failed": 1},
+        )
         assert ctl.post("/_sim/reset").json() == {"reset": True}
         assert c.get(f"/api/v3/predictions/{ok['id']}/result").status_code == 404
         assert ctl.get("/_sim/ledger").json() == {"entries": [], "count": 0, "total_usd": 0.0}
@@ -559,6 +609,7 @@ def test_reset_cancels_running_tasks(wavespeed_sim_factory):
 
 
 # ---- concurrency -----------------------------------------------------------------------------------
+
 
 def test_tasks_over_max_concurrent_wait_in_created(wavespeed_sim_factory):
     h = wavespeed_sim_factory(max_concurrent=2, fixed_latency_ms=800)
@@ -598,6 +649,7 @@ def test_holds_more_than_500_tasks_in_flight(wavespeed_sim_factory):
 
 # ---- the official SDK, unchanged -------------------------------------------------------------------
 
+
 def test_official_sdk_runs_against_the_sim(wavespeed_sim, tmp_path):
     wavespeed = pytest.importorskip("wavespeed")
     h = wavespeed_sim
@@ -631,13 +683,27 @@ def test_official_sdk_sync_timeout_error(wavespeed_sim_factory):
 
 # ---- as a subprocess -------------------------------------------------------------------------------
 
+
 def test_module_runs_as_a_subprocess_with_a_port_file(tmp_path):
     port_file = tmp_path / "port"
     secret = "sk-subprocess-secret-77"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evalkit.sim", "--port", "0", "--port-file", str(port_file),
-         "--api-key", secret, "--fixed-latency-ms", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
+        [
+            sys.executable,
+            "-m",
+            "evalkit.sim",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--api-key",
+            secret,
+            "--fixed-latency-ms",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     try:

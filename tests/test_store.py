@@ -12,19 +12,48 @@ import pytest
 from evalkit.engine.budget import Budget
 from evalkit.errors import BudgetExceededError, InvalidInputError, WorkspaceError
 from evalkit.store.workspace import SCHEMA_VERSION, Workspace
-
 from tests.plugins.common import make_png
 
 
 def _run(ws: Workspace, run_id: str = "r1") -> None:
-    ws.create_run(run_id, suite_name="s", suite_path=None, suite_fingerprint="f", catalog_fingerprint="c",
-                  models=["m1", "m2"], repeats=1, budget_usd=1.0, config={"k": 1})
-    ws.insert_calls([
-        {"call_id": f"{run_id}/c1/m1/0", "run_id": run_id, "case_id": "c1", "model_id": "m1", "provider": "p",
-         "operation": "general_edit", "repeat": 0, "price_usd": 0.02, "reserved_usd": 0.02, "fingerprint": "fp1"},
-        {"call_id": f"{run_id}/c1/m2/0", "run_id": run_id, "case_id": "c1", "model_id": "m2", "provider": "p",
-         "operation": "general_edit", "repeat": 0, "status": "not_applicable", "reason": "no"},
-    ])
+    ws.create_run(
+        run_id,
+        suite_name="s",
+        suite_path=None,
+        suite_fingerprint="f",
+        catalog_fingerprint="c",
+        models=["m1", "m2"],
+        repeats=1,
+        budget_usd=1.0,
+        config={"k": 1},
+    )
+    ws.insert_calls(
+        [
+            {
+                "call_id": f"{run_id}/c1/m1/0",
+                "run_id": run_id,
+                "case_id": "c1",
+                "model_id": "m1",
+                "provider": "p",
+                "operation": "general_edit",
+                "repeat": 0,
+                "price_usd": 0.02,
+                "reserved_usd": 0.02,
+                "fingerprint": "fp1",
+            },
+            {
+                "call_id": f"{run_id}/c1/m2/0",
+                "run_id": run_id,
+                "case_id": "c1",
+                "model_id": "m2",
+                "provider": "p",
+                "operation": "general_edit",
+                "repeat": 0,
+                "status": "not_applicable",
+                "reason": "no",
+            },
+        ]
+    )
 
 
 def test_call_lifecycle_and_readers(tmp_path):
@@ -38,8 +67,20 @@ def test_call_lifecycle_and_readers(tmp_path):
     row = ws.get_call(cid)
     assert row["status"] == "submitted" and row["prediction_id"] == "abc123"
     ref = ws.put_blob(make_png(10, 10), "png")
-    ws.finish_call(cid, {"status": "completed", "cost_usd": 0.02, "cost_source": "list_price", "output_sha256": ref.sha256,
-                         "output_ext": "png", "width": 10, "height": 10, "total_ms": 123.0, "metadata": {"a": 1}})
+    ws.finish_call(
+        cid,
+        {
+            "status": "completed",
+            "cost_usd": 0.02,
+            "cost_source": "list_price",
+            "output_sha256": ref.sha256,
+            "output_ext": "png",
+            "width": 10,
+            "height": 10,
+            "total_ms": 123.0,
+            "metadata": {"a": 1},
+        },
+    )
     df = ws.calls("r1")
     assert list(df["status"]) == ["completed", "not_applicable"]
     assert df.loc[0, "output_path"].endswith(".png") and os.path.exists(df.loc[0, "output_path"])
@@ -47,15 +88,28 @@ def test_call_lifecycle_and_readers(tmp_path):
     assert ws.find_completed("fp1")["call_id"] == cid
     assert ws.find_completed("fp1", exclude_call=cid) is None
     runs = ws.runs()
-    assert runs.loc[0, "completed"] == 1 and runs.loc[0, "planned"] == 1 and runs.loc[0, "cost_usd"] == pytest.approx(0.02)
+    assert (
+        runs.loc[0, "completed"] == 1 and runs.loc[0, "planned"] == 1 and runs.loc[0, "cost_usd"] == pytest.approx(0.02)
+    )
 
 
 def test_insert_is_idempotent_for_resume(tmp_path):
     ws = Workspace(tmp_path)
     _run(ws)
     ws.mark_submitting("r1/c1/m1/0", reserved_usd=0.02)
-    n = ws.insert_calls([{"call_id": "r1/c1/m1/0", "run_id": "r1", "case_id": "c1", "model_id": "m1", "provider": "p",
-                          "operation": "general_edit", "repeat": 0}])
+    n = ws.insert_calls(
+        [
+            {
+                "call_id": "r1/c1/m1/0",
+                "run_id": "r1",
+                "case_id": "c1",
+                "model_id": "m1",
+                "provider": "p",
+                "operation": "general_edit",
+                "repeat": 0,
+            }
+        ]
+    )
     assert n == 0 and ws.get_call("r1/c1/m1/0")["status"] == "submitting"
 
 
@@ -73,8 +127,17 @@ def test_duplicate_run_and_unknown_run(tmp_path):
 def test_unsafe_run_ids_refused(tmp_path, bad):
     ws = Workspace(tmp_path)
     with pytest.raises(InvalidInputError, match="safe id"):
-        ws.create_run(bad, suite_name=None, suite_path=None, suite_fingerprint=None, catalog_fingerprint=None,
-                      models=[], repeats=1, budget_usd=None, config={})
+        ws.create_run(
+            bad,
+            suite_name=None,
+            suite_path=None,
+            suite_fingerprint=None,
+            catalog_fingerprint=None,
+            models=[],
+            repeats=1,
+            budget_usd=None,
+            config={},
+        )
 
 
 def test_newer_schema_is_refused_and_left_alone(tmp_path):
@@ -104,10 +167,13 @@ def test_read_only_workspace_reported(tmp_path):
         os.chmod(tmp_path / "evalkit.sqlite", stat.S_IRUSR | stat.S_IWUSR)
 
 
-@pytest.mark.parametrize("sqlite_message, expected", [
-    ("database or disk is full", "disk is full.*nothing already written was lost"),
-    ("attempt to write a readonly database", "read-only.*nothing already written was lost"),
-])
+@pytest.mark.parametrize(
+    "sqlite_message, expected",
+    [
+        ("database or disk is full", "disk is full.*nothing already written was lost"),
+        ("attempt to write a readonly database", "read-only.*nothing already written was lost"),
+    ],
+)
 def test_disk_full_and_read_only_are_translated(tmp_path, sqlite_message, expected):
     """(The chmod test above cannot run as root; this one injects the errors SQLite raises.)"""
     ws = Workspace(tmp_path)
@@ -131,8 +197,14 @@ def test_disk_full_and_read_only_are_translated(tmp_path, sqlite_message, expect
 def _writer(path: str, n: int, worker: int) -> None:
     ws = Workspace(path)
     for i in range(n):
-        ws.record_usage(model_id=f"m{worker}", operation="general_edit", cost_usd=0.01, cost_source="list_price",
-                        source="generate_image_edit", user_id=f"u{i}")
+        ws.record_usage(
+            model_id=f"m{worker}",
+            operation="general_edit",
+            cost_usd=0.01,
+            cost_source="list_price",
+            source="generate_image_edit",
+            user_id=f"u{i}",
+        )
         ws.put_blob(make_png(8, 8, seed=i), "png")
 
 
@@ -165,7 +237,9 @@ def test_ratings_validation(tmp_path):
     ws = Workspace(tmp_path)
     _run(ws)
     with pytest.raises(InvalidInputError, match="left, right, tie or both_bad"):
-        ws.add_rating(run_id="r1", case_id="c1", rater="a", call_left="r1/c1/m1/0", call_right="r1/c1/m2/0", choice="maybe")
+        ws.add_rating(
+            run_id="r1", case_id="c1", rater="a", call_left="r1/c1/m1/0", call_right="r1/c1/m2/0", choice="maybe"
+        )
     with pytest.raises(InvalidInputError, match="1–5"):
         ws.add_rating(run_id="r1", case_id="c1", rater="a", kind="single", call_id="r1/c1/m1/0", quality=7)
     ws.add_rating(run_id="r1", case_id="c1", rater="a", call_left="r1/c1/m1/0", call_right="r1/c1/m2/0", choice="tie")

@@ -48,8 +48,14 @@ def png(path: Path, size: tuple[int, int] = (64, 48), colour: Any = (200, 30, 30
 
 
 def edit(case_id: str, image: str = "images/a.png", **extra: Any) -> dict[str, Any]:
-    return {"id": case_id, "operation": "general_edit", "category": "style_change", "prompt": "Make it blue",
-            "images": [image], **extra}
+    return {
+        "id": case_id,
+        "operation": "general_edit",
+        "category": "style_change",
+        "prompt": "Make it blue",
+        "images": [image],
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +141,8 @@ def test_core_cases_fit_their_operation(core):
 def test_every_catalogue_model_has_a_core_case_it_can_run(core):
     for model in Catalog.load():
         runnable = [
-            c for c in core
+            c
+            for c in core
             if c.operation in model.operations
             and model.inputs.min_images <= len(c.images) <= model.inputs.max_images
             and (c.mask is not None or not (model.mask and model.mask.required))
@@ -256,8 +263,13 @@ def test_operation_rules(tmp_path):
             {**edit("one-image-multi"), "operation": "multi_image"},
             {**edit("two-images-general"), "images": ["images/a.png", "images/b.png"]},
             {**edit("inpaint-no-mask"), "operation": "inpaint"},
-            {"id": "zoom-smaller", "operation": "outpaint", "category": "zoom_out", "images": ["images/big.png"],
-             "target_size": [256, 80]},
+            {
+                "id": "zoom-smaller",
+                "operation": "outpaint",
+                "category": "zoom_out",
+                "images": ["images/big.png"],
+                "target_size": [256, 80],
+            },
             {**edit("empty-mask"), "mask": "masks/black.png"},
             edit("gedit-cn", language="cn"),
         ],
@@ -282,12 +294,25 @@ def test_valid_hand_written_suite_round_trips(tmp_path):
     write_suite(
         folder,
         [
-            {"id": "grow", "operation": "outpaint", "category": "zoom_out", "images": ["./images/a.png"],
-             "target_size": [128, 96], "tags": ["x"]},
-            edit("fill", operation="inpaint", category="inpaint", mask="a-mask.png", language="zh-Hans",
-                 params={"search_prompt": "cat", "strength": 0.5}),
+            {
+                "id": "grow",
+                "operation": "outpaint",
+                "category": "zoom_out",
+                "images": ["./images/a.png"],
+                "target_size": [128, 96],
+                "tags": ["x"],
+            },
+            edit(
+                "fill",
+                operation="inpaint",
+                category="inpaint",
+                mask="a-mask.png",
+                language="zh-Hans",
+                params={"search_prompt": "cat", "strength": 0.5},
+            ),
         ],
-        description="mine", version=3,
+        description="mine",
+        version=3,
     )
     suite = load_suite(str(folder / "suite.toml"))
     assert (suite.name, suite.description, suite.version, len(suite)) == ("mine", "mine", 3, 2)
@@ -375,8 +400,31 @@ def test_list_suites_reports_good_and_broken(tmp_path, monkeypatch):
 _SAFE = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,63}", fullmatch=True)
 _ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), min_size=0, max_size=80)
 _TRICKY = st.sampled_from(
-    ["..", "../x", "a/b", "a\\b", "A", "a\n", "a\u0301", "ａｂ", "é", "a" * 64, "a" * 65, "-a", "_a", "a.b",
-     "\u212a", "a\x00b", " a", "a ", "", "/etc/passwd", "C:\\x", "~/x", "%2e%2e"]
+    [
+        "..",
+        "../x",
+        "a/b",
+        "a\\b",
+        "A",
+        "a\n",
+        "a\u0301",
+        "ａｂ",
+        "é",
+        "a" * 64,
+        "a" * 65,
+        "-a",
+        "_a",
+        "a.b",
+        "\u212a",
+        "a\x00b",
+        " a",
+        "a ",
+        "",
+        "/etc/passwd",
+        "C:\\x",
+        "~/x",
+        "%2e%2e",
+    ]
 )
 
 

@@ -41,34 +41,39 @@ def test_bundled_tiers_load():
 def test_workspace_file_overrides_bundled_and_explicit_path_overrides_workspace(tmp_path):
     ws_dir = tmp_path / "ws"
     ws_dir.mkdir()
-    (ws_dir / "tiers.toml").write_text('[tiers.gold]\nmax_cost_usd = 1.0\n')
+    (ws_dir / "tiers.toml").write_text("[tiers.gold]\nmax_cost_usd = 1.0\n")
     assert list(load_tiers(workspace=ws_dir)) == ["gold"]  # replaces, does not merge
     explicit = tmp_path / "mine.toml"
-    explicit.write_text('schema = "evalkit.tiers/1"\n[tiers.basic]\nmin_success_rate = 0.5\nallowed_vendors = ["Google"]\n')
+    explicit.write_text(
+        'schema = "evalkit.tiers/1"\n[tiers.basic]\nmin_success_rate = 0.5\nallowed_vendors = ["Google"]\n'
+    )
     t = load_tiers(explicit, workspace=ws_dir)
     assert list(t) == ["basic"]
     assert t["basic"].allowed_vendors == ("Google",) and t["basic"].max_cost_usd is None
     assert list(load_tiers(workspace=tmp_path / "nothing-here")) == ["free", "standard", "premium"]
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ('[tiers.std]\nmax_cost = 0.05\n', "tiers.std.max_cost: unknown key (did you mean 'max_cost_usd'?)"),
-    ('[tiers.std]\nmax_cost_usd = "cheap"\n', "tiers.std.max_cost_usd: must be a number ≥ 0 (got 'cheap')"),
-    ('[tiers.std]\nmax_cost_usd = -1\n', "tiers.std.max_cost_usd: must be ≥ 0"),
-    ('[tiers.std]\nmin_success_rate = 1.5\n', "tiers.std.min_success_rate: must be ≥ 0 and ≤ 1"),
-    ('[tiers.std]\nmin_calls = 0\n', "tiers.std.min_calls: must be a whole number ≥ 1"),
-    ('[tiers.std]\nmin_calls = 2.5\n', "tiers.std.min_calls"),
-    ('[tiers.std]\nmax_latency_p95_ms = 0\n', "tiers.std.max_latency_p95_ms: must be > 0"),
-    ('[tiers.std]\nallowed_vendors = "Google"\n', "tiers.std.allowed_vendors: must be a non-empty list"),
-    ('[tiers.std]\nallowed_providers = []\n', "tiers.std.allowed_providers: must be a non-empty list"),
-    ('[tiers.std]\ndescription = 3\n', "tiers.std.description: must be text"),
-    ('schema = "evalkit.tiers/9"\n[tiers.std]\n', "schema: this evalkit reads 'evalkit.tiers/1'"),
-    ('[tier.std]\nmax_cost_usd = 1\n', "tier: unknown top-level key"),
-    ('title = "x"\n', "tiers: no tiers defined"),
-    ('[tiers]\nstd = 3\n', "tiers.std: must be a table"),
-    ('[tiers."bad name"]\n', "tiers.bad name: the tier name must be a simple id"),
-    ('[tiers.std\n', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[tiers.std]\nmax_cost = 0.05\n", "tiers.std.max_cost: unknown key (did you mean 'max_cost_usd'?)"),
+        ('[tiers.std]\nmax_cost_usd = "cheap"\n', "tiers.std.max_cost_usd: must be a number ≥ 0 (got 'cheap')"),
+        ("[tiers.std]\nmax_cost_usd = -1\n", "tiers.std.max_cost_usd: must be ≥ 0"),
+        ("[tiers.std]\nmin_success_rate = 1.5\n", "tiers.std.min_success_rate: must be ≥ 0 and ≤ 1"),
+        ("[tiers.std]\nmin_calls = 0\n", "tiers.std.min_calls: must be a whole number ≥ 1"),
+        ("[tiers.std]\nmin_calls = 2.5\n", "tiers.std.min_calls"),
+        ("[tiers.std]\nmax_latency_p95_ms = 0\n", "tiers.std.max_latency_p95_ms: must be > 0"),
+        ('[tiers.std]\nallowed_vendors = "Google"\n', "tiers.std.allowed_vendors: must be a non-empty list"),
+        ("[tiers.std]\nallowed_providers = []\n", "tiers.std.allowed_providers: must be a non-empty list"),
+        ("[tiers.std]\ndescription = 3\n", "tiers.std.description: must be text"),
+        ('schema = "evalkit.tiers/9"\n[tiers.std]\n', "schema: this evalkit reads 'evalkit.tiers/1'"),
+        ("[tier.std]\nmax_cost_usd = 1\n", "tier: unknown top-level key"),
+        ('title = "x"\n', "tiers: no tiers defined"),
+        ("[tiers]\nstd = 3\n", "tiers.std: must be a table"),
+        ('[tiers."bad name"]\n', "tiers.bad name: the tier name must be a simple id"),
+        ("[tiers.std\n", "not valid TOML"),
+    ],
+)
 def test_invalid_tier_files_name_the_key(tmp_path, text, needle):
     path = tmp_path / "tiers.toml"
     path.write_text(text)
@@ -94,8 +99,13 @@ def test_missing_tier_file(tmp_path):
 
 def test_paired_test_exact_values():
     spec = QualitySpec("q", "judge")
-    per_case = pd.DataFrame({"model_id": ["x"] * 6 + ["y"] * 6, "case_id": [f"c{i}" for i in range(6)] * 2,
-                             "value": [5, 6, 7, 8, 9, 10] + [4.9, 5.8, 6.7, 7.6, 8.5, 9.4]})
+    per_case = pd.DataFrame(
+        {
+            "model_id": ["x"] * 6 + ["y"] * 6,
+            "case_id": [f"c{i}" for i in range(6)] * 2,
+            "value": [5, 6, 7, 8, 9, 10] + [4.9, 5.8, 6.7, 7.6, 8.5, 9.4],
+        }
+    )
     t = paired_test(per_case, "x", "y", spec)
     # six distinct positive differences: the exact one-sided signed-rank p is 1 / 2^6
     assert t.n_pairs == 6 and t.p_value == pytest.approx(1 / 64) and t.significant(0.05)
@@ -142,9 +152,19 @@ def test_significantly_better_expensive_model_is_kept(synthetic_workspace):
 
 def test_rule_flips_when_the_cheaper_model_becomes_significantly_worse(synthetic_workspace):
     ws = synthetic_workspace.ws
-    ws.put_scores([{"run_id": S.RUN_ID, "call_id": S.call_id("beta", c), "metric": "viescore_o", "source": "judge",
-                    "version": S.JUDGE_VERSION, "value": v}
-                   for c, v in zip(S.GENERAL_CASES, [6, 7, 5, 6, 4, 7, 5, 6], strict=True)])
+    ws.put_scores(
+        [
+            {
+                "run_id": S.RUN_ID,
+                "call_id": S.call_id("beta", c),
+                "metric": "viescore_o",
+                "source": "judge",
+                "version": S.JUDGE_VERSION,
+                "value": v,
+            }
+            for c, v in zip(S.GENERAL_CASES, [6, 7, 5, 6, 4, 7, 5, 6], strict=True)
+        ]
+    )
     op = choose_defaults(ws, S.RUN_ID, tiers(), quality=JUDGE).operations["cheap"]["general_edit"]
     assert op.default == "alpha"
     assert {a.model: a for a in op.alternatives}["beta"].rationale.startswith("eligible; significantly below alpha")
@@ -176,8 +196,10 @@ def test_too_little_evidence_is_marked(synthetic_workspace):
     assert "no scored viescore_o (judge)" in erase.rationale
     # with enough calls allowed, erase still lacks a judge score, but has an auto one
     loose = {"l": Tier("l", min_calls=1)}
-    assert choose_defaults(synthetic_workspace.ws, S.RUN_ID, loose, quality=JUDGE).operations["l"]["erase"].status \
+    assert (
+        choose_defaults(synthetic_workspace.ws, S.RUN_ID, loose, quality=JUDGE).operations["l"]["erase"].status
         == "insufficient_evidence"
+    )
     auto = choose_defaults(synthetic_workspace.ws, S.RUN_ID, loose, quality=("ssim", "auto")).operations["l"]["erase"]
     assert (auto.status, auto.default) == ("ok", "base")  # free, and alpha is not significantly better
 
@@ -193,8 +215,10 @@ def test_higher_quality_model_short_of_evidence_is_listed(synthetic_workspace):
 
 def test_vendor_and_latency_constraints(synthetic_workspace):
     ws = synthetic_workspace.ws
-    t = {"g": Tier("g", allowed_vendors=("Globex",), min_calls=5),
-         "fast": Tier("fast", max_latency_p95_ms=2000, allowed_providers=WS, min_calls=5)}
+    t = {
+        "g": Tier("g", allowed_vendors=("Globex",), min_calls=5),
+        "fast": Tier("fast", max_latency_p95_ms=2000, allowed_providers=WS, min_calls=5),
+    }
     d = choose_defaults(ws, S.RUN_ID, t, quality=JUDGE, vendors=S.VENDORS)
     assert d.operations["g"]["general_edit"].default == "gamma"
     alts = {a.model: a.rationale for a in d.operations["g"]["general_edit"].alternatives}
@@ -217,15 +241,37 @@ def test_tier_defaults_json_shape(synthetic_workspace, tmp_path):
     assert doc["schema"] == SCHEMA == "evalkit.tier_defaults/1"
     assert doc["run_id"] == S.RUN_ID and doc["simulated"] is True
     assert doc["generated_at"].endswith("Z")
-    assert doc["quality"] == {"metric": "viescore_o", "source": "judge", "version": S.JUDGE_VERSION,
-                              "higher_is_better": True}
+    assert doc["quality"] == {
+        "metric": "viescore_o",
+        "source": "judge",
+        "version": S.JUDGE_VERSION,
+        "higher_is_better": True,
+    }
     assert set(doc["tiers"]) == {"cheap", "premium", "tiny", "lowcost"}
     cheap = doc["tiers"]["cheap"]
-    assert cheap["constraints"] == {"max_cost_usd": 0.05, "max_latency_p95_ms": None, "allowed_vendors": None,
-                                    "allowed_providers": ["wavespeed"], "min_success_rate": 0.8, "min_calls": 5}
+    assert cheap["constraints"] == {
+        "max_cost_usd": 0.05,
+        "max_latency_p95_ms": None,
+        "allowed_vendors": None,
+        "allowed_providers": ["wavespeed"],
+        "min_success_rate": 0.8,
+        "min_calls": 5,
+    }
     ge = cheap["operations"]["general_edit"]
-    keys = {"default", "status", "provisional", "cost_usd", "latency_p95_ms", "success_rate", "completed", "quality",
-            "quality_ci", "n", "rationale", "alternatives"}
+    keys = {
+        "default",
+        "status",
+        "provisional",
+        "cost_usd",
+        "latency_p95_ms",
+        "success_rate",
+        "completed",
+        "quality",
+        "quality_ci",
+        "n",
+        "rationale",
+        "alternatives",
+    }
     assert set(ge) == keys
     assert ge["default"] == "beta" and ge["status"] == "ok" and len(ge["quality_ci"]) == 2
     for alt in ge["alternatives"]:
@@ -243,8 +289,9 @@ def test_tier_defaults_json_shape(synthetic_workspace, tmp_path):
 
 def test_defaults_use_the_workspace_tiers_file(synthetic_workspace):
     ws = synthetic_workspace.ws
-    (ws.path / "tiers.toml").write_text('[tiers.only]\nmax_cost_usd = 0.03\nallowed_providers = ["wavespeed"]\n'
-                                        'min_calls = 5\nmin_success_rate = 0.5\n')
+    (ws.path / "tiers.toml").write_text(
+        '[tiers.only]\nmax_cost_usd = 0.03\nallowed_providers = ["wavespeed"]\nmin_calls = 5\nmin_success_rate = 0.5\n'
+    )
     d = choose_defaults(ws, S.RUN_ID, quality=JUDGE)
     assert list(d.tiers) == ["only"] and d.operations["only"]["general_edit"].default == "beta"
     with pytest.raises(TierConfigError):

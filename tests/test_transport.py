@@ -18,7 +18,6 @@ from evalkit.providers.base import EditRequest, ImageEditOptions
 from evalkit.providers.http import NOT_SENT_ERRORS, new_client
 from evalkit.providers.transport import SafeAiohttpTransport, default_transport
 from evalkit.providers.wavespeed import WaveSpeedEditProvider
-
 from tests.plugins.common import make_png, refused_port
 
 
@@ -34,12 +33,20 @@ class RawServer:
             self.requests += 1
             if head.startswith(b"POST"):
                 self.posts += 1
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
             if length:
                 await reader.readexactly(length)  # the whole request arrived
             if self.mode == "half_reply":
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"code\":")
+                writer.write(
+                    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{"code":'
+                )
                 await writer.drain()
             elif self.mode == "hang":
                 await asyncio.sleep(30)
@@ -59,8 +66,7 @@ class RawServer:
 
 def _client(**timeout: float) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    return httpx.AsyncClient(transport=SafeAiohttpTransport(limits=limits),
-                             timeout=httpx.Timeout(5.0, **timeout))
+    return httpx.AsyncClient(transport=SafeAiohttpTransport(limits=limits), timeout=httpx.Timeout(5.0, **timeout))
 
 
 async def test_a_post_dropped_before_the_reply_is_not_reported_as_never_sent():
@@ -115,8 +121,12 @@ async def test_the_wavespeed_provider_sends_a_dropped_submit_once(mode, catalog:
         client = new_client()
         assert isinstance(client._transport, SafeAiohttpTransport)  # the default transport
         provider = WaveSpeedEditProvider(base_url=base, api_key=Secret("k"), client=client, sleep=no_sleep)
-        request = EditRequest(model=catalog.get("qwen-edit"), images=(load_image(make_png()),), prompt="x",
-                              options=ImageEditOptions(seed=1))
+        request = EditRequest(
+            model=catalog.get("qwen-edit"),
+            images=(load_image(make_png()),),
+            prompt="x",
+            options=ImageEditOptions(seed=1),
+        )
         outcome = await provider.edit(request)
         await client.aclose()
     assert srv.posts == 1 and outcome.error.category == Category.UNKNOWN_OUTCOME

@@ -15,8 +15,14 @@ from PIL import Image
 from evalkit.decide.tables import SIMULATED_NOTE, comparison_cells, model_table
 from evalkit.errors import InvalidInputError
 from evalkit.report.figures import (
-    STATE_COLOURS, case_strip, comparison_grid, comparison_grid_html, failure_table, latency_distribution,
-    plot_pareto, plot_tradeoffs,
+    STATE_COLOURS,
+    case_strip,
+    comparison_grid,
+    comparison_grid_html,
+    failure_table,
+    latency_distribution,
+    plot_pareto,
+    plot_tradeoffs,
 )
 from tests.plugins import synthetic as S
 from tests.plugins.synthetic import build_grid_workspace
@@ -63,8 +69,12 @@ def test_simulated_runs_are_watermarked_everywhere(synthetic_workspace):
     ws = synthetic_workspace.ws
     ws.update_run(S.RUN_ID, simulated=1)
     t = model_table(ws, S.RUN_ID)
-    for fig in (plot_pareto(t), plot_tradeoffs(t), comparison_grid(ws, S.RUN_ID, cases=["g1"]),
-                latency_distribution(ws, S.RUN_ID)):
+    for fig in (
+        plot_pareto(t),
+        plot_tradeoffs(t),
+        comparison_grid(ws, S.RUN_ID, cases=["g1"]),
+        latency_distribution(ws, S.RUN_ID),
+    ):
         texts = all_texts(fig)
         assert SIMULATED_NOTE in texts  # the watermark
         assert sum(SIMULATED_NOTE in x for x in texts) >= 2  # and the title
@@ -77,7 +87,10 @@ def test_tradeoffs_has_cost_and_latency_panels(synthetic_workspace):
     assert "price" in fig.axes[0].get_xlabel() and "p95 latency" in fig.axes[1].get_xlabel()
     assert {a.get_text() for a in fig.axes[1].texts if isinstance(a, Annotation)} >= {"mystery", "gamma"}
     for ax in fig.axes:  # each panel a readable size, side by side
-        width_in, height_in = ax.get_position().width * fig.get_figwidth(), ax.get_position().height * fig.get_figheight()
+        width_in, height_in = (
+            ax.get_position().width * fig.get_figwidth(),
+            ax.get_position().height * fig.get_figheight(),
+        )
         assert width_in >= 5.5 and height_in >= 4
     assert fig.axes[0].get_position().x1 < fig.axes[1].get_position().x0
 
@@ -88,15 +101,23 @@ def crowded_table(n: int = 30, simulated: bool = False) -> pd.DataFrame:
     rng = np.random.default_rng(3)
     cost, p95, quality = rng.uniform(0.02, 0.04, n), rng.uniform(2000, 4000, n), rng.uniform(3.0, 3.6, n)
     cost[-4:], p95[-4:], quality[-4:] = [0.0, 0.15, 0.14, 0.08], [100, 7000, 500, 6000], [1.5, 5.5, 2.0, 4.8]
-    df = pd.DataFrame({
-        "model_id": [f"vendor-model-{i:02d}-edit" for i in range(n)],
-        "mean_cost_usd": np.round(cost, 3), "p95_total_ms": p95, "quality": quality,
-        "quality_ci_low": np.nan, "quality_ci_high": np.nan,
-    })
+    df = pd.DataFrame(
+        {
+            "model_id": [f"vendor-model-{i:02d}-edit" for i in range(n)],
+            "mean_cost_usd": np.round(cost, 3),
+            "p95_total_ms": p95,
+            "quality": quality,
+            "quality_ci_low": np.nan,
+            "quality_ci_high": np.nan,
+        }
+    )
     df.loc[0, "mean_cost_usd"] = np.nan  # price unknown: not on the price panel
     df.loc[1, ["quality", "p95_total_ms"]] = np.nan  # no quality: on neither
-    df.attrs.update(run_id="crowd", quality={"metric": "viescore_o", "source": "judge", "higher_is_better": True},
-                    simulated=simulated)
+    df.attrs.update(
+        run_id="crowd",
+        quality={"metric": "viescore_o", "source": "judge", "higher_is_better": True},
+        simulated=simulated,
+    )
     return df.sort_values("quality", ascending=False, na_position="last").reset_index(drop=True)
 
 
@@ -118,8 +139,9 @@ def test_crowded_fronts_name_or_number_every_point_without_overlap():
         assert len(named) >= len(plotted) // 3  # most of the front and the best points keep their names
         assert not any(named[i].overlaps(named[j]) for i in range(len(named)) for j in range(i + 1, len(named)))
         area = ax.get_window_extent(renderer)
-        assert all(area.x0 - 3 <= b.x0 and b.x1 <= area.x1 + 3 and area.y0 - 3 <= b.y0 and b.y1 <= area.y1 + 3
-                   for b in named)  # labels stay in their panel
+        assert all(
+            area.x0 - 3 <= b.x0 and b.x1 <= area.x1 + 3 and area.y0 - 3 <= b.y0 and b.y1 <= area.y1 + 3 for b in named
+        )  # labels stay in their panel
     notes = [t for t in fig.texts if t.get_text().startswith("not plotted")]
     assert len(notes) == 2 and "price unknown: vendor-model" in notes[0].get_text()
     panel_px = fig.axes[0].get_window_extent(renderer).width
@@ -149,8 +171,9 @@ def test_comparison_grid_layout_captions_and_cells(synthetic_workspace):
     assert arr.shape[:2] == (36 + 11 * 190, 7 * 166)
     assert tuple(np.round(fig.get_size_inches() * fig.dpi)) == (7 * 166, 36 + 11 * 190 + 50)
     texts = all_texts(fig)
-    assert ["source", "alpha", "beta", "gamma", "delta", "base", "mystery"] == [t for t in texts if t in (
-        "source", *S.MODELS)]
+    assert ["source", "alpha", "beta", "gamma", "delta", "base", "mystery"] == [
+        t for t in texts if t in ("source", *S.MODELS)
+    ]
     assert "$0.040 · 1.0 s · ssim 0.8" in texts
     assert texts.count("FAILED\ntimeout") == 3 and "FAILED\nserver" in texts and "FAILED\nmoderation" in texts
     assert texts.count("failed: timeout") == 3
@@ -184,8 +207,18 @@ def data_uris(html: str) -> list[bytes]:
 
 def test_comparison_grid_html(synthetic_workspace):
     ws = synthetic_workspace.ws
-    ws.put_cases(S.RUN_ID, [{"case_id": "x1", "operation": "general_edit", "category": "color",
-                             "input_sha256": [], "prompt": "<script>alert(1)</script> & more"}])
+    ws.put_cases(
+        S.RUN_ID,
+        [
+            {
+                "case_id": "x1",
+                "operation": "general_edit",
+                "category": "color",
+                "input_sha256": [],
+                "prompt": "<script>alert(1)</script> & more",
+            }
+        ],
+    )
     html = comparison_grid_html(ws, S.RUN_ID, quality=JUDGE)
     assert SIMULATED_NOTE not in html
     assert html.count('class="cell failed"') == 5 and html.count('class="cell unknown"') == 1
@@ -208,8 +241,9 @@ def test_comparison_grid_html(synthetic_workspace):
 
 def test_html_grid_shows_only_models_that_ran_and_says_which_did_not(synthetic_workspace):
     ws = synthetic_workspace.ws
-    ws.put_cases(S.RUN_ID, [{"case_id": "x2", "operation": "erase", "category": "object", "input_sha256": [],
-                             "prompt": None}])
+    ws.put_cases(
+        S.RUN_ID, [{"case_id": "x2", "operation": "erase", "category": "object", "input_sha256": [], "prompt": None}]
+    )
     html = comparison_grid_html(ws, S.RUN_ID, cases=["e1", "e2", "e3", "x2"], quality=JUDGE, applicable_only=True)
     assert re.findall(r"<th>([^<]*)</th>", html) == ["source", "alpha", "base"]  # the source first
     assert "Showing the 2 of 6 models that ran on these cases; not applicable (4): beta, gamma, delta, mystery." in html

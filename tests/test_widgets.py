@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from evalkit.errors import InvalidInputError
-from evalkit.scoring.arena import schedule_pairs
 from evalkit.report.widgets import Explorer, Rater, before_after
+from evalkit.scoring.arena import schedule_pairs
 from tests.plugins import synthetic as S
 
 JUDGE = ("viescore_o", "judge")
@@ -76,7 +76,7 @@ def test_explorer_before_after_slider(synthetic_workspace):
         arr = np.asarray(im.convert("RGB"), dtype=float)
     w = arr.shape[1]
     assert np.abs(arr[:, : w // 2 - 3].reshape(-1, 3).mean(0) - S.source_colour("g1")).max() <= 6
-    assert np.abs(arr[:, w // 2 + 3:].reshape(-1, 3).mean(0) - S.output_colour("gamma", "g1")).max() <= 6
+    assert np.abs(arr[:, w // 2 + 3 :].reshape(-1, 3).mean(0) - S.output_colour("gamma", "g1")).max() <= 6
 
 
 def test_explorer_enlarge_shows_the_full_size_image(synthetic_workspace):
@@ -117,7 +117,9 @@ def visible_text(w: widgets.Widget) -> list[str]:
 
 def shown_call(rater: Rater, image: widgets.Image, case_id: str) -> str:
     """Which call's output an image shows, judged by its colour alone (not by the rater's state)."""
-    matches = [m for m in S.MODELS if (case_id, m) in rater.output_call and shows(image.value, S.output_colour(m, case_id))]
+    matches = [
+        m for m in S.MODELS if (case_id, m) in rater.output_call and shows(image.value, S.output_colour(m, case_id))
+    ]
     assert len(matches) == 1, matches
     return S.call_id(matches[0], case_id)
 
@@ -139,9 +141,16 @@ def test_rater_hides_model_names_and_shows_source_instruction_and_pair(synthetic
 def test_rater_stores_votes_mapped_to_the_shown_sides(synthetic_workspace):
     ws = synthetic_workspace.ws
     r = Rater(ws, S.RUN_ID, rater="ana", target=10)
-    actions = [("button", r.button_a, "left"), ("button", r.button_b, "right"), ("button", r.button_tie, "tie"),
-               ("button", r.button_both_bad, "both_bad"), ("key", "a", "left"), ("key", "B", "right"),
-               ("key", "t", "tie"), ("key", "x", "both_bad")] * 2
+    actions = [
+        ("button", r.button_a, "left"),
+        ("button", r.button_b, "right"),
+        ("button", r.button_tie, "tie"),
+        ("button", r.button_both_bad, "both_bad"),
+        ("key", "a", "left"),
+        ("key", "B", "right"),
+        ("key", "t", "tie"),
+        ("key", "x", "both_bad"),
+    ] * 2
     expected = []
     for kind, how, choice in actions:
         case_id = r.current.case_id
@@ -171,8 +180,11 @@ def test_rater_stores_votes_mapped_to_the_shown_sides(synthetic_workspace):
 def test_rater_takes_its_pairs_from_the_arena_schedule(synthetic_workspace):
     r = Rater(synthetic_workspace.ws, S.RUN_ID, rater="ana")
     n = 15 * len(r.cases)
-    first = next((c, a, b) for c, a, b in schedule_pairs(r.models, r.cases, None, n=n, seed=0)
-                 if (c, a) in r.output_call and (c, b) in r.output_call)
+    first = next(
+        (c, a, b)
+        for c, a, b in schedule_pairs(r.models, r.cases, None, n=n, seed=0)
+        if (c, a) in r.output_call and (c, b) in r.output_call
+    )
     assert (r.current.case_id, {r.current.model_left, r.current.model_right}) == (first[0], {first[1], first[2]})
     for _ in range(15):
         r.button_tie.click()
@@ -194,12 +206,32 @@ def test_rater_ignores_other_keys_and_validates(synthetic_workspace):
 
 def test_rater_with_nothing_to_compare(synthetic_workspace):
     ws = synthetic_workspace.ws
-    ws.create_run("solo", suite_name=None, suite_path=None, suite_fingerprint=None, catalog_fingerprint=None,
-                  models=["alpha"], repeats=1, budget_usd=None, config={})
+    ws.create_run(
+        "solo",
+        suite_name=None,
+        suite_path=None,
+        suite_fingerprint=None,
+        catalog_fingerprint=None,
+        models=["alpha"],
+        repeats=1,
+        budget_usd=None,
+        config={},
+    )
     ref = ws.put_blob(S.flat_png((1, 2, 3)), "png")
     ws.put_cases("solo", [{"case_id": "g1", "operation": "general_edit", "input_sha256": [ref.sha256], "prompt": "p"}])
-    ws.insert_calls([{"call_id": "solo-1", "run_id": "solo", "case_id": "g1", "model_id": "alpha",
-                      "provider": "wavespeed", "operation": "general_edit", "repeat": 0}])
+    ws.insert_calls(
+        [
+            {
+                "call_id": "solo-1",
+                "run_id": "solo",
+                "case_id": "g1",
+                "model_id": "alpha",
+                "provider": "wavespeed",
+                "operation": "general_edit",
+                "repeat": 0,
+            }
+        ]
+    )
     ws.finish_call("solo-1", {"status": "completed", "output_sha256": ref.sha256, "output_ext": "png"})
     r = Rater(ws, "solo", rater="ana")
     assert r.current is None and "nothing to compare" in r.instruction.value

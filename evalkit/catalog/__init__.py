@@ -64,7 +64,9 @@ def _entries(path: Path) -> list[ModelSpec]:
     data = _read_toml(path)
     models = data.get("model")
     if not isinstance(models, list):
-        raise CatalogError(f"catalogue file {path} has no [[model]] tables", hint="see evalkit/catalog/spec.py for the format")
+        raise CatalogError(
+            f"catalogue file {path} has no [[model]] tables", hint="see evalkit/catalog/spec.py for the format"
+        )
     problems, specs = [], []
     for raw in models:
         try:

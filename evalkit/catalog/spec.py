@@ -182,9 +182,7 @@ class PriceRule:
             parts = ", ".join(f"{key} ${v:g}" for key, v in self.table.items())
             return f"by {self.param}: {parts}"
         if k == "per_quality_size":
-            parts = "; ".join(
-                f"{q}: " + "/".join(f"${v:g}" for v in sizes.values()) for q, sizes in self.table.items()
-            )
+            parts = "; ".join(f"{q}: " + "/".join(f"${v:g}" for v in sizes.values()) for q, sizes in self.table.items())
             return f"by quality × size (square/other): {parts}"
         if k == "per_output_image":
             return f"${self.usd_per_image:g} per output image" + (f" × {self.count_param}" if self.count_param else "")
@@ -254,7 +252,9 @@ class ModelSpec:
         return {k: f for k, f in self.facts.items() if f.confidence != "high"}
 
     # ---- size ---------------------------------------------------------------------------------
-    def size_params(self, width: int | None, height: int | None, *, explicit: bool = True) -> tuple[dict[str, Any], list[str]]:
+    def size_params(
+        self, width: int | None, height: int | None, *, explicit: bool = True
+    ) -> tuple[dict[str, Any], list[str]]:
         """The parameters that ask this model for an output of about ``width``×``height``.
 
         Returns ``(params, notes)``; notes say how the request was adapted (fitted, snapped).
@@ -394,12 +394,19 @@ class ModelSpec:
             "price_rule": {k: v for k, v in vars(self.price).items() if v not in (None, {}, ())},
             "price_description": self.price.describe(),
             "price_1024_usd": self.price_for_1024(),
-            "inputs": {"param": self.inputs.param, "min_images": self.inputs.min_images, "max_images": self.inputs.max_images},
+            "inputs": {
+                "param": self.inputs.param,
+                "min_images": self.inputs.min_images,
+                "max_images": self.inputs.max_images,
+            },
             "size": {k: v for k, v in vars(self.size).items() if v not in (None, (), "")},
             "mask": vars(self.mask) if self.mask else None,
             "seed": self.seed is not None,
             "output_formats": list(self.output_formats),
-            "params": {n: {k: v for k, v in vars(p).items() if v not in (None, (), False) and k != "name"} for n, p in self.params.items()},
+            "params": {
+                n: {k: v for k, v in vars(p).items() if v not in (None, (), False) and k != "name"}
+                for n, p in self.params.items()
+            },
             "limits": {k: v for k, v in vars(self.limits).items() if v is not None},
             "requires_case_params": list(self.requires_case_params),
             "uncertain": {k: vars(f) for k, f in self.uncertain_facts().items()},
@@ -408,6 +415,7 @@ class ModelSpec:
 
 
 # ---- pure size helpers -----------------------------------------------------------------------
+
 
 def _wh(s: str) -> tuple[int, int]:
     a, b = s.split("*")
@@ -436,7 +444,9 @@ def resolution_tier_for(long_side: int, tiers: tuple[str, ...] | list[str]) -> s
     return ordered[-1]
 
 
-def fit_size(width: int, height: int, min_px: int | None, max_px: int | None, multiple_of: int = 1) -> tuple[int, int, list[str]]:
+def fit_size(
+    width: int, height: int, min_px: int | None, max_px: int | None, multiple_of: int = 1
+) -> tuple[int, int, list[str]]:
     """Scale ``width``×``height`` into [min_px, max_px] per side, keeping the aspect ratio when possible."""
     notes: list[str] = []
     if width <= 0 or height <= 0:
@@ -463,9 +473,32 @@ def fit_size(width: int, height: int, min_px: int | None, max_px: int | None, mu
 # ---- parsing ---------------------------------------------------------------------------------
 
 _TOP_KEYS = {
-    "id", "display_name", "vendor", "provider", "endpoint", "operations", "price", "inputs", "size", "prompt",
-    "languages", "output_formats", "output_format_param", "default_output_format", "seed", "mask", "params",
-    "defaults", "requires_case_params", "sync_mode", "base64_output", "limits", "facts", "sim", "notes", "aliases",
+    "id",
+    "display_name",
+    "vendor",
+    "provider",
+    "endpoint",
+    "operations",
+    "price",
+    "inputs",
+    "size",
+    "prompt",
+    "languages",
+    "output_formats",
+    "output_format_param",
+    "default_output_format",
+    "seed",
+    "mask",
+    "params",
+    "defaults",
+    "requires_case_params",
+    "sync_mode",
+    "base64_output",
+    "limits",
+    "facts",
+    "sim",
+    "notes",
+    "aliases",
 }
 
 

@@ -34,8 +34,15 @@ import numpy as np
 import pandas as pd
 
 from evalkit.decide.tables import (
-    ATTEMPTED_STATUSES, PERCENTILE_METHOD, QualityLike, QualitySpec, as_quality, case_quality, resolve_quality,
-    run_is_simulated, scored_values,
+    ATTEMPTED_STATUSES,
+    PERCENTILE_METHOD,
+    QualityLike,
+    QualitySpec,
+    as_quality,
+    case_quality,
+    resolve_quality,
+    run_is_simulated,
+    scored_values,
 )
 from evalkit.errors import InvalidInputError
 from evalkit.report.sections import AUTO_QUALITY, JUDGE_QUALITY, parse_quality
@@ -103,20 +110,27 @@ def parse_fail_on(spec: str) -> dict[str, Threshold]:
             raise InvalidInputError(f"bad threshold {part!r}: expected METRIC=CHANGE", hint=f"e.g. {SUGGESTED_FAIL_ON}")
         if name not in METRICS:
             close = difflib.get_close_matches(name, list(METRICS), n=1)
-            raise InvalidInputError(f"unknown metric {name!r} in {part!r}",
-                                    hint=(f"did you mean {close[0]!r}? " if close else "") + f"metrics: {', '.join(METRICS)}")
+            raise InvalidInputError(
+                f"unknown metric {name!r} in {part!r}",
+                hint=(f"did you mean {close[0]!r}? " if close else "") + f"metrics: {', '.join(METRICS)}",
+            )
         m = _SPEC.match(value.strip())
         if not m:
-            hint = ("start with + or -: the sign says which direction is a regression"
-                    if re.match(r"^\d", value.strip()) else "write e.g. +20% (relative), -0.05 (absolute) or -5pp")
+            hint = (
+                "start with + or -: the sign says which direction is a regression"
+                if re.match(r"^\d", value.strip())
+                else "write e.g. +20% (relative), -0.05 (absolute) or -5pp"
+            )
             raise InvalidInputError(f"bad change {value.strip()!r} for {name}", hint=hint)
         sign, number, unit = m.groups()
         amount = float(number)
         if amount == 0:
             raise InvalidInputError(f"a zero change for {name} flags every run", hint="use a non-zero limit, e.g. +10%")
         if unit == "pp" and name != "success":
-            raise InvalidInputError(f"pp (percentage points) only applies to success, not {name}",
-                                    hint="use % (relative) or an absolute number")
+            raise InvalidInputError(
+                f"pp (percentage points) only applies to success, not {name}",
+                hint="use % (relative) or an absolute number",
+            )
         if name in out:
             raise InvalidInputError(f"{name} is given twice in {spec!r}")
         out[name] = Threshold(name, amount if sign == "+" else -amount, unit or "abs")
@@ -136,8 +150,10 @@ class Breach:
     threshold: Threshold
 
     def describe(self) -> str:
-        return (f"{self.model_id}: {self.metric} {_fmt(self.metric, self.base)} → {_fmt(self.metric, self.new)} "
-                f"({_change(self.delta, self.delta_pct, self.metric)}; limit {self.threshold.describe()})")
+        return (
+            f"{self.model_id}: {self.metric} {_fmt(self.metric, self.base)} → {_fmt(self.metric, self.new)} "
+            f"({_change(self.delta, self.delta_pct, self.metric)}; limit {self.threshold.describe()})"
+        )
 
 
 @dataclass
@@ -160,16 +176,26 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         rows = self.table.replace({np.nan: None, np.inf: None, -np.inf: None}).to_dict(orient="records")
-        return {"base_run": self.base_run, "new_run": self.new_run, "simulated": self.simulated,
-                "quality": self.quality.as_dict() if self.quality else None,
-                "thresholds": {k: t.describe() for k, t in self.thresholds.items()},
-                "added": self.added, "removed": self.removed, "notes": self.notes, "rows": rows,
-                "breaches": [b.describe() for b in self.breaches], "exit_code": self.exit_code()}
+        return {
+            "base_run": self.base_run,
+            "new_run": self.new_run,
+            "simulated": self.simulated,
+            "quality": self.quality.as_dict() if self.quality else None,
+            "thresholds": {k: t.describe() for k, t in self.thresholds.items()},
+            "added": self.added,
+            "removed": self.removed,
+            "notes": self.notes,
+            "rows": rows,
+            "breaches": [b.describe() for b in self.breaches],
+            "exit_code": self.exit_code(),
+        }
 
     def render(self) -> str:
         """A plain-text table for terminals and cron mail."""
-        lines = [f"evalkit compare: base {self.base_run} → new {self.new_run}"
-                 + (f" (quality = {self.quality.label})" if self.quality else "")]
+        lines = [
+            f"evalkit compare: base {self.base_run} → new {self.new_run}"
+            + (f" (quality = {self.quality.label})" if self.quality else "")
+        ]
         if self.simulated:
             lines.append("SIMULATED — local server outputs, not model outputs")
         header = ["model", "metric", "base", "new", "change", "limit", ""]
@@ -177,8 +203,17 @@ class Comparison:
         for r in self.table.itertuples():
             status = "REGRESSION" if r.breached is True else ("ok" if r.breached is False else "")
             limit = r.threshold if isinstance(r.threshold, str) else ""
-            body.append([r.model_id, r.metric, _fmt(r.metric, r.base), _fmt(r.metric, r.new),
-                         _change(r.delta, r.delta_pct, r.metric), limit, status])
+            body.append(
+                [
+                    r.model_id,
+                    r.metric,
+                    _fmt(r.metric, r.base),
+                    _fmt(r.metric, r.new),
+                    _change(r.delta, r.delta_pct, r.metric),
+                    limit,
+                    status,
+                ]
+            )
         if body:
             widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
             for row in [header, *body]:
@@ -214,7 +249,8 @@ def _change(delta: Any, pct: Any, metric: str) -> str:
     if delta is None or pd.isna(delta):
         return "—"
     absolute = {"success": f"{delta * 100:+.1f} pp", "cost": f"{delta:+.4f} USD"}.get(
-        metric, f"{delta:+,.0f} ms" if metric.startswith("latency") else f"{delta:+.3f}")
+        metric, f"{delta:+,.0f} ms" if metric.startswith("latency") else f"{delta:+.3f}"
+    )
     rel = "" if pct is None or pd.isna(pct) else (" (new)" if math.isinf(pct) else f" ({pct:+.1f}%)")
     return absolute + rel
 
@@ -242,26 +278,44 @@ def model_metrics(ws: Workspace, run_id: str, quality: QualitySpec) -> pd.DataFr
         done = g[(g["status"] == "completed") & g["total_ms"].notna()]
         lat = done["total_ms"].to_numpy(float)
         cost = attempted["cost_usd"].dropna().astype(float)
-        rows.append({
-            "model_id": model,
-            "latency_p50": float(np.percentile(lat, 50, method=PERCENTILE_METHOD)) if lat.size else math.nan,
-            "latency_p95": float(np.percentile(lat, 95, method=PERCENTILE_METHOD)) if lat.size else math.nan,
-            "cost": math.fsum(cost) / len(cost) if len(cost) else math.nan,
-            "success": (attempted["status"] == "completed").sum() / len(attempted) if len(attempted) else math.nan,
-            "quality": float(q.loc[model, "mean"]) if model in q.index else math.nan,
-            "n_latency": int(lat.size), "n_cost": int(len(cost)), "n_success": int(len(attempted)),
-            "n_quality": int(q.loc[model, "count"]) if model in q.index else 0,
-        })
-    return pd.DataFrame(rows).set_index("model_id") if rows else pd.DataFrame(
-        columns=[*METRICS, "n_latency", "n_cost", "n_success", "n_quality"])
+        rows.append(
+            {
+                "model_id": model,
+                "latency_p50": float(np.percentile(lat, 50, method=PERCENTILE_METHOD)) if lat.size else math.nan,
+                "latency_p95": float(np.percentile(lat, 95, method=PERCENTILE_METHOD)) if lat.size else math.nan,
+                "cost": math.fsum(cost) / len(cost) if len(cost) else math.nan,
+                "success": (attempted["status"] == "completed").sum() / len(attempted) if len(attempted) else math.nan,
+                "quality": float(q.loc[model, "mean"]) if model in q.index else math.nan,
+                "n_latency": int(lat.size),
+                "n_cost": int(len(cost)),
+                "n_success": int(len(attempted)),
+                "n_quality": int(q.loc[model, "count"]) if model in q.index else 0,
+            }
+        )
+    return (
+        pd.DataFrame(rows).set_index("model_id")
+        if rows
+        else pd.DataFrame(columns=[*METRICS, "n_latency", "n_cost", "n_success", "n_quality"])
+    )
 
 
-_N = {"latency_p50": "n_latency", "latency_p95": "n_latency", "cost": "n_cost", "success": "n_success",
-      "quality": "n_quality"}
+_N = {
+    "latency_p50": "n_latency",
+    "latency_p95": "n_latency",
+    "cost": "n_cost",
+    "success": "n_success",
+    "quality": "n_quality",
+}
 
 
-def compare_runs(ws: Workspace | str | os.PathLike, base_run: str, new_run: str, *, quality: QualityLike | None = None,
-                 fail_on: dict[str, Threshold] | str | None = None) -> Comparison:
+def compare_runs(
+    ws: Workspace | str | os.PathLike,
+    base_run: str,
+    new_run: str,
+    *,
+    quality: QualityLike | None = None,
+    fail_on: dict[str, Threshold] | str | None = None,
+) -> Comparison:
     """Compare ``new_run`` with ``base_run`` per model (see the module docstring).
 
     ``base_run`` may be ``"previous"`` (alias ``"latest-before"``): the latest earlier run of the same
@@ -272,15 +326,19 @@ def compare_runs(ws: Workspace | str | os.PathLike, base_run: str, new_run: str,
     if base_run in PREVIOUS:
         found = previous_run_id(ws, new_run)
         if found is None:
-            raise InvalidInputError(f"no run of the same suite before {new_run!r} in {ws.path}",
-                                    hint="name the base run explicitly (`evalkit runs` lists them)")
+            raise InvalidInputError(
+                f"no run of the same suite before {new_run!r} in {ws.path}",
+                hint="name the base run explicitly (`evalkit runs` lists them)",
+            )
         base_run = found
     base_info = ws.get_run(base_run)
     thresholds = parse_fail_on(fail_on) if isinstance(fail_on, str) else dict(fail_on or {})
     notes: list[str] = []
     spec_base, spec_new = _shared_quality(ws, base_run, new_run, quality)
     if spec_base.version and spec_new.version and spec_base.version != spec_new.version:
-        notes.append(f"quality versions differ ({spec_base.version} vs {spec_new.version}): scores may not be comparable")
+        notes.append(
+            f"quality versions differ ({spec_base.version} vs {spec_new.version}): scores may not be comparable"
+        )
     base, new = model_metrics(ws, base_run, spec_base), model_metrics(ws, new_run, spec_new)
     shared = [m for m in new.index if m in base.index]
     rows, breaches = [], []
@@ -291,13 +349,26 @@ def compare_runs(ws: Workspace | str | os.PathLike, base_run: str, new_run: str,
             pct = _pct(b, n) if not pd.isna(delta) else math.nan
             t = thresholds.get(metric)
             crossed = t.crossed(b, n) if t else None
-            rows.append({"model_id": model, "metric": metric, "base": b, "new": n, "delta": delta, "delta_pct": pct,
-                         "n_base": int(base.loc[model, _N[metric]]), "n_new": int(new.loc[model, _N[metric]]),
-                         "threshold": t.describe() if t else None, "breached": crossed})
+            rows.append(
+                {
+                    "model_id": model,
+                    "metric": metric,
+                    "base": b,
+                    "new": n,
+                    "delta": delta,
+                    "delta_pct": pct,
+                    "n_base": int(base.loc[model, _N[metric]]),
+                    "n_new": int(new.loc[model, _N[metric]]),
+                    "threshold": t.describe() if t else None,
+                    "breached": crossed,
+                }
+            )
             if crossed:
                 breaches.append(Breach(model, metric, b, n, delta, pct, t))
-    table = pd.DataFrame(rows, columns=["model_id", "metric", "base", "new", "delta", "delta_pct", "n_base", "n_new",
-                                        "threshold", "breached"]).astype({"threshold": object, "breached": object})
+    table = pd.DataFrame(
+        rows,
+        columns=["model_id", "metric", "base", "new", "delta", "delta_pct", "n_base", "n_new", "threshold", "breached"],
+    ).astype({"threshold": object, "breached": object})
     for metric, t in thresholds.items():
         unjudged = table[(table["metric"] == metric) & table["breached"].isna()]["model_id"].tolist()
         if unjudged:
@@ -306,23 +377,33 @@ def compare_runs(ws: Workspace | str | os.PathLike, base_run: str, new_run: str,
         calls = ws.calls(rid)
         cached = int((calls["cost_source"] == "cache").sum())
         if cached:
-            notes.append(f"{cached} call(s) of {rid} were served from the cache and left out (schedule runs with --no-cache)")
+            notes.append(
+                f"{cached} call(s) of {rid} were served from the cache and left out (schedule runs with --no-cache)"
+            )
         status = ws.get_run(rid)["status"]
         if status != "completed":
             notes.append(f"run {rid} ended with status {status!r}")
     if base_info.get("suite_name") != ws.get_run(new_run).get("suite_name"):
-        notes.append(f"the runs used different suites ({base_info.get('suite_name')} vs "
-                     f"{ws.get_run(new_run).get('suite_name')})")
+        notes.append(
+            f"the runs used different suites ({base_info.get('suite_name')} vs {ws.get_run(new_run).get('suite_name')})"
+        )
     return Comparison(
-        base_run=base_run, new_run=new_run, table=table, breaches=breaches,
-        added=[m for m in new.index if m not in base.index], removed=[m for m in base.index if m not in new.index],
-        quality=spec_new, thresholds=thresholds, notes=notes,
+        base_run=base_run,
+        new_run=new_run,
+        table=table,
+        breaches=breaches,
+        added=[m for m in new.index if m not in base.index],
+        removed=[m for m in base.index if m not in new.index],
+        quality=spec_new,
+        thresholds=thresholds,
+        notes=notes,
         simulated=run_is_simulated(ws, base_run) or run_is_simulated(ws, new_run),
     )
 
 
-def _shared_quality(ws: Workspace, base_run: str, new_run: str,
-                    quality: QualityLike | None) -> tuple[QualitySpec, QualitySpec]:
+def _shared_quality(
+    ws: Workspace, base_run: str, new_run: str, quality: QualityLike | None
+) -> tuple[QualitySpec, QualitySpec]:
     """One metric and source for both runs (versions resolved per run): the one named, else the judge's
     VIEScore when both runs have it, else SSIM (auto)."""
     scores = {rid: ws.scores(rid) for rid in (base_run, new_run)}
@@ -335,5 +416,14 @@ def _shared_quality(ws: Workspace, base_run: str, new_run: str,
     return resolve_quality(scores[base_run], spec), resolve_quality(scores[new_run], spec)
 
 
-__all__ = ["Threshold", "Breach", "Comparison", "parse_fail_on", "compare_runs", "previous_run_id", "model_metrics",
-           "METRICS", "SUGGESTED_FAIL_ON"]
+__all__ = [
+    "Threshold",
+    "Breach",
+    "Comparison",
+    "parse_fail_on",
+    "compare_runs",
+    "previous_run_id",
+    "model_metrics",
+    "METRICS",
+    "SUGGESTED_FAIL_ON",
+]

@@ -86,8 +86,9 @@ def default_quality(ws: Workspace, run_id: str) -> QualitySpec:
     when any call has one, else the automatic SSIM — which measures preservation only (the null edit
     scores 1.0), so reports built on it say so."""
     scores = ws.scores(run_id)
-    judged = scores[(scores.metric == JUDGE_QUALITY.metric) & (scores.source == JUDGE_QUALITY.source)
-                    & (scores.status == "scored")]
+    judged = scores[
+        (scores.metric == JUDGE_QUALITY.metric) & (scores.source == JUDGE_QUALITY.source) & (scores.status == "scored")
+    ]
     return JUDGE_QUALITY if not judged.empty else DEFAULT_QUALITY
 
 
@@ -141,16 +142,24 @@ def run_is_simulated(ws: Workspace, run_id: str, calls: pd.DataFrame | None = No
     return bool(calls["simulated"].any()) if len(calls) else False
 
 
-def bootstrap_ci(values: Sequence[float], *, n_resamples: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED,
-                 confidence: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], *, n_resamples: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED, confidence: float = 0.95
+) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean (NaN, NaN with fewer than two values)."""
     arr = np.asarray(list(values), dtype=float)
     if arr.size < 2:
         return (math.nan, math.nan)
     if np.all(arr == arr[0]):
         return (float(arr[0]), float(arr[0]))
-    res = stats.bootstrap((arr,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                          method="percentile", rng=np.random.default_rng(seed), vectorized=True)
+    res = stats.bootstrap(
+        (arr,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
+    )
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
@@ -160,8 +169,9 @@ def percentile(values: Iterable[float], q: float) -> float:
     return float(np.percentile(arr, q, method=PERCENTILE_METHOD)) if arr.size else math.nan
 
 
-def case_quality(ws: Workspace, run_id: str, quality: QualityLike = DEFAULT_QUALITY,
-                 scores: pd.DataFrame | None = None) -> tuple[pd.DataFrame, QualitySpec]:
+def case_quality(
+    ws: Workspace, run_id: str, quality: QualityLike = DEFAULT_QUALITY, scores: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, QualitySpec]:
     """Per (model, case) quality: the mean over the case's scored calls (repeats).
 
     Returns ``(frame, spec)``; the frame has columns model_id, case_id, operation, category, value,
@@ -174,8 +184,11 @@ def case_quality(ws: Workspace, run_id: str, quality: QualityLike = DEFAULT_QUAL
     if rows.empty:
         return pd.DataFrame(columns=cols), spec
     rows = rows.assign(category=rows["category"].fillna(""))
-    per_case = (rows.groupby(["model_id", "case_id", "operation", "category"], sort=False)["value"]
-                .agg(value="mean", n_scored="count").reset_index())
+    per_case = (
+        rows.groupby(["model_id", "case_id", "operation", "category"], sort=False)["value"]
+        .agg(value="mean", n_scored="count")
+        .reset_index()
+    )
     return per_case[cols], spec
 
 
@@ -195,8 +208,15 @@ def _value_note(quality: float, cost: float) -> str:
     return ""
 
 
-def model_table(ws: Workspace, run_id: str, *, quality: QualityLike = DEFAULT_QUALITY, by: str | None = None,
-                n_bootstrap: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
+def model_table(
+    ws: Workspace,
+    run_id: str,
+    *,
+    quality: QualityLike = DEFAULT_QUALITY,
+    by: str | None = None,
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = BOOTSTRAP_SEED,
+) -> pd.DataFrame:
     """One row per model (and operation or category when ``by`` is given); see the module docstring.
 
     ``attrs`` carries ``run_id``, ``quality`` (metric, source, version, higher_is_better),
@@ -244,20 +264,47 @@ def model_table(ws: Workspace, run_id: str, *, quality: QualityLike = DEFAULT_QU
             quality_ci_high=hi,
             quality_n=int(case_values.size),
             unscored=int((~completed["call_id"].isin(scored_calls)).sum()),
-            value_per_usd=(q_mean / mean_cost) if (not pd.isna(q_mean) and not pd.isna(mean_cost) and mean_cost > 0)
+            value_per_usd=(q_mean / mean_cost)
+            if (not pd.isna(q_mean) and not pd.isna(mean_cost) and mean_cost > 0)
             else math.nan,
             value_note=_value_note(q_mean, mean_cost),
         )
         rows.append(row)
-    columns = [*keys, "provider", "calls", "completed", "failed", "not_applicable", "success_rate", "mean_cost_usd",
-               "total_cost_usd", "p50_total_ms", "p95_total_ms", "p50_inference_ms", "p95_inference_ms", "quality",
-               "quality_ci_low", "quality_ci_high", "quality_n", "unscored", "value_per_usd", "value_note"]
+    columns = [
+        *keys,
+        "provider",
+        "calls",
+        "completed",
+        "failed",
+        "not_applicable",
+        "success_rate",
+        "mean_cost_usd",
+        "total_cost_usd",
+        "p50_total_ms",
+        "p95_total_ms",
+        "p50_inference_ms",
+        "p95_inference_ms",
+        "quality",
+        "quality_ci_low",
+        "quality_ci_high",
+        "quality_n",
+        "unscored",
+        "value_per_usd",
+        "value_note",
+    ]
     df = pd.DataFrame(rows, columns=columns)
     sort_by = ([by] if by else []) + ["quality", "model_id"]
     ascending = ([True] if by else []) + [not spec.higher_is_better, True]
     df = df.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
-    df.attrs.update(run_id=run_id, quality=spec.as_dict(), simulated=run_is_simulated(ws, run_id, calls), by=by,
-                    percentile_method=PERCENTILE_METHOD, n_bootstrap=n_bootstrap, bootstrap_seed=seed)
+    df.attrs.update(
+        run_id=run_id,
+        quality=spec.as_dict(),
+        simulated=run_is_simulated(ws, run_id, calls),
+        by=by,
+        percentile_method=PERCENTILE_METHOD,
+        n_bootstrap=n_bootstrap,
+        bootstrap_seed=seed,
+    )
     return df
 
 
@@ -270,9 +317,16 @@ def style_table(df: pd.DataFrame) -> Any:
     and p95 latency; the simulated warning as the caption. Missing values show "—" without colour.
     (HTML output; needs jinja2.)"""
     fmt = {
-        "success_rate": "{:.0%}", "mean_cost_usd": "${:.4f}", "total_cost_usd": "${:.2f}",
-        "p50_total_ms": "{:,.0f}", "p95_total_ms": "{:,.0f}", "p50_inference_ms": "{:,.0f}",
-        "p95_inference_ms": "{:,.0f}", "quality": "{:.3f}", "quality_ci_low": "{:.3f}", "quality_ci_high": "{:.3f}",
+        "success_rate": "{:.0%}",
+        "mean_cost_usd": "${:.4f}",
+        "total_cost_usd": "${:.2f}",
+        "p50_total_ms": "{:,.0f}",
+        "p95_total_ms": "{:,.0f}",
+        "p50_inference_ms": "{:,.0f}",
+        "p95_inference_ms": "{:,.0f}",
+        "quality": "{:.3f}",
+        "quality_ci_low": "{:.3f}",
+        "quality_ci_high": "{:.3f}",
         "value_per_usd": "{:,.1f}",
     }
     from matplotlib import colormaps
@@ -300,8 +354,15 @@ def style_table(df: pd.DataFrame) -> Any:
     return styler.set_caption(caption) if caption else styler
 
 
-def pareto_front(df: pd.DataFrame, x: str = "mean_cost_usd", y: str = "quality", *, minimize_x: bool = True,
-                 maximize_y: bool = True, label: str = "model_id") -> set[str]:
+def pareto_front(
+    df: pd.DataFrame,
+    x: str = "mean_cost_usd",
+    y: str = "quality",
+    *,
+    minimize_x: bool = True,
+    maximize_y: bool = True,
+    label: str = "model_id",
+) -> set[str]:
     """Labels of the rows no other row dominates (at least as good on both axes, better on one).
 
     Rows with a missing x or y are not on the front. Identical points are all kept. ``label`` is a
@@ -346,8 +407,14 @@ def _short(text: Any, n: int = 48) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def comparison_cells(ws: Workspace, run_id: str, *, cases: Sequence[str] | None = None,
-                     models: Sequence[str] | None = None, quality: QualityLike = DEFAULT_QUALITY) -> pd.DataFrame:
+def comparison_cells(
+    ws: Workspace,
+    run_id: str,
+    *,
+    cases: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    quality: QualityLike = DEFAULT_QUALITY,
+) -> pd.DataFrame:
     """One row per (case, model) for grids: the call shown, its state and a one-line caption.
 
     The call shown is the completed one with the lowest repeat, else the lowest repeat. ``state`` is
@@ -364,7 +431,9 @@ def comparison_cells(ws: Workspace, run_id: str, *, cases: Sequence[str] | None 
     all_models = run_models + [m for m in dict.fromkeys(calls["model_id"]) if m not in run_models]
     case_list = _check_subset(cases, all_cases, "case")
     model_list = _check_subset(models, all_models, "model")
-    calls = calls.assign(_done=(calls["status"] != "completed").astype(int)).sort_values(["_done", "repeat"], kind="stable")
+    calls = calls.assign(_done=(calls["status"] != "completed").astype(int)).sort_values(
+        ["_done", "repeat"], kind="stable"
+    )
     chosen = calls.drop_duplicates(["case_id", "model_id"], keep="first").set_index(["case_id", "model_id"])
     rows = []
     for case_id in case_list:
@@ -375,12 +444,18 @@ def comparison_cells(ws: Workspace, run_id: str, *, cases: Sequence[str] | None 
                 continue
             c = chosen.loc[(case_id, model_id)]
             status = c["status"]
-            state = {"completed": "ok", "failed": "failed", "not_applicable": "not_applicable",
-                     "unknown": "unknown"}.get(status, "not_run")
+            state = {
+                "completed": "ok",
+                "failed": "failed",
+                "not_applicable": "not_applicable",
+                "unknown": "unknown",
+            }.get(status, "not_run")
             score = score_by_call.get(c["call_id"], math.nan)
             if state == "ok":
                 cached = " (cached)" if c["cost_source"] == "cache" else ""
-                caption = f"{format_usd(c['price_usd'])}{cached} · {format_ms(c['total_ms'])} · {format_score(score, spec)}"
+                caption = (
+                    f"{format_usd(c['price_usd'])}{cached} · {format_ms(c['total_ms'])} · {format_score(score, spec)}"
+                )
             elif state == "failed":
                 caption = f"failed: {c['error_category'] or 'unknown error'}"
             elif state == "not_applicable":
@@ -389,17 +464,47 @@ def comparison_cells(ws: Workspace, run_id: str, *, cases: Sequence[str] | None 
                 caption = "unknown outcome (not re-sent)"
             else:
                 caption = f"not run ({status})"
-            rows.append(row | {
-                "call_id": c["call_id"], "state": state, "status": status, "price_usd": c["price_usd"],
-                "cost_usd": c["cost_usd"], "total_ms": c["total_ms"], "score": score,
-                "error_category": c["error_category"], "error_message": c["error_message"], "reason": c["reason"],
-                "output_path": c["output_path"], "caption": caption,
-            })
-    columns = ["case_id", "model_id", "call_id", "state", "status", "price_usd", "cost_usd", "total_ms", "score",
-               "error_category", "error_message", "reason", "output_path", "caption"]
+            rows.append(
+                row
+                | {
+                    "call_id": c["call_id"],
+                    "state": state,
+                    "status": status,
+                    "price_usd": c["price_usd"],
+                    "cost_usd": c["cost_usd"],
+                    "total_ms": c["total_ms"],
+                    "score": score,
+                    "error_category": c["error_category"],
+                    "error_message": c["error_message"],
+                    "reason": c["reason"],
+                    "output_path": c["output_path"],
+                    "caption": caption,
+                }
+            )
+    columns = [
+        "case_id",
+        "model_id",
+        "call_id",
+        "state",
+        "status",
+        "price_usd",
+        "cost_usd",
+        "total_ms",
+        "score",
+        "error_category",
+        "error_message",
+        "reason",
+        "output_path",
+        "caption",
+    ]
     df = pd.DataFrame(rows, columns=columns)
-    df.attrs.update(run_id=run_id, quality=spec.as_dict(), simulated=run_is_simulated(ws, run_id),
-                    cases=case_list, models=model_list)
+    df.attrs.update(
+        run_id=run_id,
+        quality=spec.as_dict(),
+        simulated=run_is_simulated(ws, run_id),
+        cases=case_list,
+        models=model_list,
+    )
     return df
 
 
@@ -422,16 +527,34 @@ def failure_table(ws: Workspace, run_id: str) -> pd.DataFrame:
     cols = ["model_id", "error_category", "failures", "share_of_calls", "example"]
     if failed.empty:
         return pd.DataFrame(columns=cols)
-    out = (failed.groupby(["model_id", "error_category"])
-           .agg(failures=("call_id", "size"), example=("error_message", lambda s: _short(s.dropna().iloc[0], 120)
-                                                        if s.notna().any() else ""))
-           .reset_index())
+    out = (
+        failed.groupby(["model_id", "error_category"])
+        .agg(
+            failures=("call_id", "size"),
+            example=("error_message", lambda s: _short(s.dropna().iloc[0], 120) if s.notna().any() else ""),
+        )
+        .reset_index()
+    )
     out["share_of_calls"] = out["failures"] / out["model_id"].map(attempts)
     return out.sort_values(["failures", "model_id"], ascending=[False, True]).reset_index(drop=True)[cols]
 
 
 __all__ = [
-    "QualitySpec", "DEFAULT_QUALITY", "SIMULATED_NOTE", "as_quality", "resolve_quality", "scored_values",
-    "case_quality", "model_table", "style_table", "pareto_front", "bootstrap_ci", "percentile", "run_is_simulated",
-    "comparison_cells", "failure_table", "format_usd", "format_ms",
+    "QualitySpec",
+    "DEFAULT_QUALITY",
+    "SIMULATED_NOTE",
+    "as_quality",
+    "resolve_quality",
+    "scored_values",
+    "case_quality",
+    "model_table",
+    "style_table",
+    "pareto_front",
+    "bootstrap_ci",
+    "percentile",
+    "run_is_simulated",
+    "comparison_cells",
+    "failure_table",
+    "format_usd",
+    "format_ms",
 ]

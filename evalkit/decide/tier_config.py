@@ -34,8 +34,15 @@ from evalkit.store.workspace import check_id
 
 BUNDLED_TIERS = Path(__file__).with_name("tiers.toml")
 SCHEMA = "evalkit.tiers/1"
-TIER_KEYS = ("description", "max_cost_usd", "max_latency_p95_ms", "allowed_vendors", "allowed_providers",
-             "min_success_rate", "min_calls")
+TIER_KEYS = (
+    "description",
+    "max_cost_usd",
+    "max_latency_p95_ms",
+    "allowed_vendors",
+    "allowed_providers",
+    "min_success_rate",
+    "min_calls",
+)
 
 
 class TierConfigError(InvalidInputError):
@@ -43,8 +50,10 @@ class TierConfigError(InvalidInputError):
 
     def __init__(self, origin: str, problems: list[str]):
         listing = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"tier file {origin} has {len(problems)} problem(s):\n{listing}",
-                         hint="fix these keys (the format is in evalkit/decide/tiers.toml and evalkit/decide/tier_config.py)")
+        super().__init__(
+            f"tier file {origin} has {len(problems)} problem(s):\n{listing}",
+            hint="fix these keys (the format is in evalkit/decide/tiers.toml and evalkit/decide/tier_config.py)",
+        )
         self.problems = list(problems)
 
 
@@ -74,8 +83,9 @@ class Tier:
         }
 
 
-def _number(value: Any, where: str, problems: list[str], *, low: float, high: float | None = None,
-            low_open: bool = False) -> float | None:
+def _number(
+    value: Any, where: str, problems: list[str], *, low: float, high: float | None = None, low_open: bool = False
+) -> float | None:
     bounds = f"{'>' if low_open else '≥'} {low:g}" + (f" and ≤ {high:g}" if high is not None else "")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         problems.append(f"{where}: must be a number {bounds} (got {value!r})")
@@ -108,8 +118,10 @@ def parse_tier(name: str, raw: Any, origin: str, problems: list[str]) -> Tier | 
     for key in raw:
         if key not in TIER_KEYS:
             close = difflib.get_close_matches(key, TIER_KEYS, n=1)
-            problems.append(f"{where}.{key}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else
-                                                            f" (known: {', '.join(TIER_KEYS)})"))
+            problems.append(
+                f"{where}.{key}: unknown key"
+                + (f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(TIER_KEYS)})")
+            )
     fields: dict[str, Any] = {"name": name, "origin": origin}
     if "description" in raw:
         if isinstance(raw["description"], str):
@@ -119,14 +131,16 @@ def parse_tier(name: str, raw: Any, origin: str, problems: list[str]) -> Tier | 
     if "max_cost_usd" in raw:
         fields["max_cost_usd"] = _number(raw["max_cost_usd"], f"{where}.max_cost_usd", problems, low=0.0)
     if "max_latency_p95_ms" in raw:
-        fields["max_latency_p95_ms"] = _number(raw["max_latency_p95_ms"], f"{where}.max_latency_p95_ms", problems,
-                                               low=0.0, low_open=True)
+        fields["max_latency_p95_ms"] = _number(
+            raw["max_latency_p95_ms"], f"{where}.max_latency_p95_ms", problems, low=0.0, low_open=True
+        )
     for key in ("allowed_vendors", "allowed_providers"):
         if key in raw:
             fields[key] = _names(raw[key], f"{where}.{key}", problems)
     if "min_success_rate" in raw:
-        fields["min_success_rate"] = _number(raw["min_success_rate"], f"{where}.min_success_rate", problems,
-                                             low=0.0, high=1.0)
+        fields["min_success_rate"] = _number(
+            raw["min_success_rate"], f"{where}.min_success_rate", problems, low=0.0, high=1.0
+        )
     if "min_calls" in raw:
         v = raw["min_calls"]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -83,11 +83,18 @@ import pandas as pd
 from scipy import stats
 
 from evalkit.decide.tables import (
-    DEFAULT_QUALITY, QualityLike, QualitySpec, case_quality, format_ms, format_usd, model_table, run_is_simulated,
+    DEFAULT_QUALITY,
+    QualityLike,
+    QualitySpec,
+    case_quality,
+    format_ms,
+    format_usd,
+    model_table,
+    run_is_simulated,
 )
+from evalkit.decide.tier_config import Tier, TierConfigError, load_tiers
 from evalkit.errors import InvalidInputError
 from evalkit.store.workspace import Workspace, utcnow
-from evalkit.decide.tier_config import Tier, TierConfigError, load_tiers
 
 SCHEMA = "evalkit.tier_defaults/1"
 TEST_NAME = "wilcoxon_signed_rank_one_sided_pratt"
@@ -120,13 +127,27 @@ class OperationDecision:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "default": self.default, "status": self.status, "provisional": self.provisional,
-            "cost_usd": _num(self.cost_usd), "latency_p95_ms": _num(self.latency_p95_ms),
-            "success_rate": _num(self.success_rate), "completed": self.completed,
-            "quality": _num(self.quality), "quality_ci": [_num(self.quality_ci[0]), _num(self.quality_ci[1])],
-            "n": self.n, "rationale": self.rationale,
-            "alternatives": [{"model": a.model, "cost_usd": _num(a.cost_usd), "latency_p95_ms": _num(a.latency_p95_ms),
-                              "quality": _num(a.quality), "rationale": a.rationale} for a in self.alternatives],
+            "default": self.default,
+            "status": self.status,
+            "provisional": self.provisional,
+            "cost_usd": _num(self.cost_usd),
+            "latency_p95_ms": _num(self.latency_p95_ms),
+            "success_rate": _num(self.success_rate),
+            "completed": self.completed,
+            "quality": _num(self.quality),
+            "quality_ci": [_num(self.quality_ci[0]), _num(self.quality_ci[1])],
+            "n": self.n,
+            "rationale": self.rationale,
+            "alternatives": [
+                {
+                    "model": a.model,
+                    "cost_usd": _num(a.cost_usd),
+                    "latency_p95_ms": _num(a.latency_p95_ms),
+                    "quality": _num(a.quality),
+                    "rationale": a.rationale,
+                }
+                for a in self.alternatives
+            ],
         }
 
 
@@ -149,23 +170,53 @@ class TierDecision:
             "generated_at": self.generated_at,
             "simulated": self.simulated,
             "quality": self.quality.as_dict(),
-            "rule": {"test": TEST_NAME, "alpha": self.alpha, "latency_percentile": "numpy linear (type 7)",
-                     "cost": "mean list price per edit (USD)"},
+            "rule": {
+                "test": TEST_NAME,
+                "alpha": self.alpha,
+                "latency_percentile": "numpy linear (type 7)",
+                "cost": "mean list price per edit (USD)",
+            },
             "tiers": {
-                name: {"description": tier.description, "constraints": tier.constraints(),
-                       "operations": {op: d.to_dict() for op, d in self.operations[name].items()}}
+                name: {
+                    "description": tier.description,
+                    "constraints": tier.constraints(),
+                    "operations": {op: d.to_dict() for op, d in self.operations[name].items()},
+                }
                 for name, tier in self.tiers.items()
             },
         }
 
     def to_frame(self) -> pd.DataFrame:
         """One row per tier × operation, for notebooks."""
-        rows = [{"tier": t, "operation": op, "status": d.status, "default": d.default or d.provisional,
-                 "cost_usd": d.cost_usd, "latency_p95_ms": d.latency_p95_ms, "quality": d.quality, "n": d.n,
-                 "rationale": d.rationale}
-                for t, ops in self.operations.items() for op, d in ops.items()]
-        df = pd.DataFrame(rows, columns=["tier", "operation", "status", "default", "cost_usd", "latency_p95_ms",
-                                         "quality", "n", "rationale"])
+        rows = [
+            {
+                "tier": t,
+                "operation": op,
+                "status": d.status,
+                "default": d.default or d.provisional,
+                "cost_usd": d.cost_usd,
+                "latency_p95_ms": d.latency_p95_ms,
+                "quality": d.quality,
+                "n": d.n,
+                "rationale": d.rationale,
+            }
+            for t, ops in self.operations.items()
+            for op, d in ops.items()
+        ]
+        df = pd.DataFrame(
+            rows,
+            columns=[
+                "tier",
+                "operation",
+                "status",
+                "default",
+                "cost_usd",
+                "latency_p95_ms",
+                "quality",
+                "n",
+                "rationale",
+            ],
+        )
         df.attrs.update(run_id=self.run_id, simulated=self.simulated, quality=self.quality.as_dict())
         return df
 
@@ -272,28 +323,40 @@ def _no_eligible_reason(cands: list[_Candidate], tier: Tier, operation: str) -> 
     if not cands:
         return f"no model was run on {operation}"
     if not allowed:
-        limits = [f"providers {', '.join(tier.allowed_providers)}" if tier.allowed_providers else "",
-                  f"vendors {', '.join(tier.allowed_vendors)}" if tier.allowed_vendors else ""]
+        limits = [
+            f"providers {', '.join(tier.allowed_providers)}" if tier.allowed_providers else "",
+            f"vendors {', '.join(tier.allowed_vendors)}" if tier.allowed_vendors else "",
+        ]
         return f"no model from the allowed {' and '.join(x for x in limits if x)} was run on {operation}"
     common = []
     if all("cost" in c.failures for c in allowed):
         unknown = any("unknown" in c.failures["cost"] for c in allowed)
-        common.append(f"all models exceed ${tier.max_cost_usd:g} per edit" + (" or have no known price" if unknown else ""))
+        common.append(
+            f"all models exceed ${tier.max_cost_usd:g} per edit" + (" or have no known price" if unknown else "")
+        )
     if all("latency" in c.failures for c in allowed):
         common.append(f"all models exceed the p95 latency limit of {format_ms(tier.max_latency_p95_ms)}")
     if all("success" in c.failures for c in allowed):
         common.append(f"all models succeed less often than {tier.min_success_rate:.0%}")
     if common:
         return "; ".join(common)
-    return "no model meets every constraint: " + "; ".join(f"{c.model}: {', '.join(c.failures.values())}" for c in allowed)
+    return "no model meets every constraint: " + "; ".join(
+        f"{c.model}: {', '.join(c.failures.values())}" for c in allowed
+    )
 
 
 def _stats(c: _Candidate) -> dict[str, Any]:
     r = c.row
     p95 = _num(r["p95_total_ms"])
-    return dict(cost_usd=_num(r["mean_cost_usd"]), latency_p95_ms=None if p95 is None else round(p95, 3),
-                success_rate=_num(r["success_rate"]), completed=int(r["completed"]), quality=_num(r["quality"]),
-                quality_ci=(_num(r["quality_ci_low"]), _num(r["quality_ci_high"])), n=int(r["quality_n"]))
+    return dict(
+        cost_usd=_num(r["mean_cost_usd"]),
+        latency_p95_ms=None if p95 is None else round(p95, 3),
+        success_rate=_num(r["success_rate"]),
+        completed=int(r["completed"]),
+        quality=_num(r["quality"]),
+        quality_ci=(_num(r["quality_ci_low"]), _num(r["quality_ci_high"])),
+        n=int(r["quality_n"]),
+    )
 
 
 def _q(v: float | None) -> str:
@@ -301,7 +364,7 @@ def _q(v: float | None) -> str:
 
 
 def _ci_phrase(row: pd.Series) -> str:
-    """", 95% CI lo–hi" — or nothing when the interval is missing (fewer than two scored cases)."""
+    """ ", 95% CI lo–hi" — or nothing when the interval is missing (fewer than two scored cases)."""
     lo, hi = row["quality_ci_low"], row["quality_ci_high"]
     return "" if pd.isna(lo) or pd.isna(hi) else f", 95% CI {_q(lo)}–{_q(hi)}"
 
@@ -311,8 +374,9 @@ def _price(v: float | None) -> str:
     return "price unknown" if v is None or pd.isna(v) else format_usd(v)
 
 
-def _decide(operation: str, cands: list[_Candidate], tier: Tier, per_case: pd.DataFrame, spec: QualitySpec,
-            alpha: float) -> OperationDecision:
+def _decide(
+    operation: str, cands: list[_Candidate], tier: Tier, per_case: pd.DataFrame, spec: QualitySpec, alpha: float
+) -> OperationDecision:
     sign = 1.0 if spec.higher_is_better else -1.0
     ready = [c for c in cands if c.ready]
     meets = [c for c in cands if c.meets]
@@ -320,19 +384,28 @@ def _decide(operation: str, cands: list[_Candidate], tier: Tier, per_case: pd.Da
     if ready:
         best = min(ready, key=lambda c: (-sign * c.quality, c.cost, c.model))  # ties: the cheaper, then by name
         tests = {c.model: paired_test(per_case, best.model, c.model, spec) for c in ready if c is not best}
-        tied_cheaper = [c for c in ready if c is not best and c.cost < best.cost and not tests[c.model].significant(alpha)]
-        head = (f"{len(ready)} model(s) meet every constraint of tier {tier.name} with enough evidence")
+        tied_cheaper = [
+            c for c in ready if c is not best and c.cost < best.cost and not tests[c.model].significant(alpha)
+        ]
+        head = f"{len(ready)} model(s) meet every constraint of tier {tier.name} with enough evidence"
         if tied_cheaper:
             chosen = min(tied_cheaper, key=lambda c: (c.cost, -sign * c.quality, c.model))
             t = tests[chosen.model]
-            evidence = (f"Wilcoxon one-sided p={t.p_value:.2g} on {t.n_pairs} shared case(s)" if t.n_pairs
-                        else "no shared scored case to compare")
-            rationale = (f"{chosen.model} chosen over the top-scoring {best.model} ({spec.metric} {_q(chosen.quality)} vs "
-                         f"{_q(best.quality)}): {best.model} is not significantly better ({evidence}) and costs "
-                         f"{_price(best.cost)} vs {_price(chosen.cost)} per edit. {head}.")
-            rationale_for[best.model] = (f"highest {spec.metric} {_q(best.quality)}, but not significantly better than "
-                                         f"{chosen.model} ({evidence}) at {_price(best.cost)} vs "
-                                         f"{_price(chosen.cost)} per edit")
+            evidence = (
+                f"Wilcoxon one-sided p={t.p_value:.2g} on {t.n_pairs} shared case(s)"
+                if t.n_pairs
+                else "no shared scored case to compare"
+            )
+            rationale = (
+                f"{chosen.model} chosen over the top-scoring {best.model} ({spec.metric} {_q(chosen.quality)} vs "
+                f"{_q(best.quality)}): {best.model} is not significantly better ({evidence}) and costs "
+                f"{_price(best.cost)} vs {_price(chosen.cost)} per edit. {head}."
+            )
+            rationale_for[best.model] = (
+                f"highest {spec.metric} {_q(best.quality)}, but not significantly better than "
+                f"{chosen.model} ({evidence}) at {_price(best.cost)} vs "
+                f"{_price(chosen.cost)} per edit"
+            )
         else:
             chosen = best
             cheaper = [c for c in ready if c.cost < best.cost]
@@ -342,19 +415,25 @@ def _decide(operation: str, cands: list[_Candidate], tier: Tier, per_case: pd.Da
                 why = f"is significantly better than every cheaper eligible model (Wilcoxon one-sided p < {alpha:g})"
             else:
                 why = "no eligible model is cheaper"
-            rationale = (f"{best.model} has the highest {spec.metric} ({_q(best.quality)}{_ci_phrase(best.row)}, "
-                         f"n={int(best.row['quality_n'])}) "
-                         f"and {why}. {head}.")
+            rationale = (
+                f"{best.model} has the highest {spec.metric} ({_q(best.quality)}{_ci_phrase(best.row)}, "
+                f"n={int(best.row['quality_n'])}) "
+                f"and {why}. {head}."
+            )
         for c in ready:
             if c is chosen or c.model in rationale_for:
                 continue
             vs_best = tests.get(c.model)
             if vs_best is not None and vs_best.significant(alpha):
-                rationale_for[c.model] = (f"eligible; significantly below {best.model} ({spec.metric} {_q(c.quality)} vs "
-                                          f"{_q(best.quality)}, p={vs_best.p_value:.2g}, n={vs_best.n_pairs})")
+                rationale_for[c.model] = (
+                    f"eligible; significantly below {best.model} ({spec.metric} {_q(c.quality)} vs "
+                    f"{_q(best.quality)}, p={vs_best.p_value:.2g}, n={vs_best.n_pairs})"
+                )
             elif c.cost >= chosen.cost:
-                rationale_for[c.model] = (f"eligible; {spec.metric} {_q(c.quality)} not significantly below the best, but "
-                                          f"costs {_price(c.cost)} vs {_price(chosen.cost)}")
+                rationale_for[c.model] = (
+                    f"eligible; {spec.metric} {_q(c.quality)} not significantly below the best, but "
+                    f"costs {_price(c.cost)} vs {_price(chosen.cost)}"
+                )
             else:
                 rationale_for[c.model] = f"eligible; {spec.metric} {_q(c.quality)}"
         return _decision(operation, "ok", chosen, None, rationale, cands, rationale_for, sign)
@@ -365,18 +444,47 @@ def _decide(operation: str, cands: list[_Candidate], tier: Tier, per_case: pd.Da
         if provisional is None:
             rationale = f"insufficient evidence: no scored {spec.label} on {operation} for the models meeting the constraints ({shorts})"
         else:
-            rationale = (f"insufficient evidence: {len(meets)} model(s) meet the constraints but none has enough "
-                         f"({shorts}); the best of them so far is {provisional.model} ({spec.metric} {_q(provisional.quality)})")
+            rationale = (
+                f"insufficient evidence: {len(meets)} model(s) meet the constraints but none has enough "
+                f"({shorts}); the best of them so far is {provisional.model} ({spec.metric} {_q(provisional.quality)})"
+            )
         return _decision(operation, "insufficient_evidence", None, provisional, rationale, cands, rationale_for, sign)
-    return _decision(operation, "no_eligible_model", None, None, _no_eligible_reason(cands, tier, operation), cands,
-                     rationale_for, sign)
+    return _decision(
+        operation,
+        "no_eligible_model",
+        None,
+        None,
+        _no_eligible_reason(cands, tier, operation),
+        cands,
+        rationale_for,
+        sign,
+    )
 
 
-def _decision(operation: str, status: str, chosen: _Candidate | None, provisional: _Candidate | None, rationale: str,
-              cands: list[_Candidate], rationale_for: dict[str, str], sign: float) -> OperationDecision:
+def _decision(
+    operation: str,
+    status: str,
+    chosen: _Candidate | None,
+    provisional: _Candidate | None,
+    rationale: str,
+    cands: list[_Candidate],
+    rationale_for: dict[str, str],
+    sign: float,
+) -> OperationDecision:
     shown = chosen or provisional
-    numbers = _stats(shown) if shown else dict(cost_usd=None, latency_p95_ms=None, success_rate=None, completed=None,
-                                                 quality=None, quality_ci=(None, None), n=None)
+    numbers = (
+        _stats(shown)
+        if shown
+        else dict(
+            cost_usd=None,
+            latency_p95_ms=None,
+            success_rate=None,
+            completed=None,
+            quality=None,
+            quality_ci=(None, None),
+            n=None,
+        )
+    )
 
     def order(c: _Candidate) -> tuple:
         group = 0 if c.ready else (1 if c.meets else 2)
@@ -395,9 +503,15 @@ def _decision(operation: str, status: str, chosen: _Candidate | None, provisiona
             why = "excluded: " + "; ".join([*c.not_allowed, *c.failures.values()])
         s = _stats(c)
         alternatives.append(Alternative(c.model, s["cost_usd"], s["latency_p95_ms"], s["quality"], why))
-    return OperationDecision(operation=operation, status=status, default=chosen.model if chosen else None,
-                             provisional=provisional.model if provisional else None, rationale=rationale,
-                             alternatives=alternatives, **numbers)
+    return OperationDecision(
+        operation=operation,
+        status=status,
+        default=chosen.model if chosen else None,
+        provisional=provisional.model if provisional else None,
+        rationale=rationale,
+        alternatives=alternatives,
+        **numbers,
+    )
 
 
 # -- public entry points -----------------------------------------------------------------------------
@@ -440,8 +554,15 @@ def _as_tiers(tiers: Any, ws: Workspace) -> dict[str, Tier]:
     raise InvalidInputError(f"tiers must be a path, a Tier or a dict of Tiers, got {type(tiers).__name__}")
 
 
-def choose_defaults(ws: Workspace, run_id: str, tiers: Any = None, *, quality: QualityLike = DEFAULT_QUALITY,
-                    alpha: float = 0.05, vendors: Mapping[str, str] | None = None) -> TierDecision:
+def choose_defaults(
+    ws: Workspace,
+    run_id: str,
+    tiers: Any = None,
+    *,
+    quality: QualityLike = DEFAULT_QUALITY,
+    alpha: float = 0.05,
+    vendors: Mapping[str, str] | None = None,
+) -> TierDecision:
     """Pick the default model for every tier × operation of a run (rule in the module docstring).
 
     ``tiers``: None (workspace ``tiers.toml`` or the bundled file), a path, a Tier, or a dict/list of
@@ -462,8 +583,15 @@ def choose_defaults(ws: Workspace, run_id: str, tiers: Any = None, *, quality: Q
             rows = table[(table["operation"] == op) & (table["calls"] > 0)]
             cands = [_check(r["model_id"], r, vendor_of.get(r["model_id"]), tier) for _, r in rows.iterrows()]
             decisions[name][op] = _decide(op, cands, tier, per_case[per_case["operation"] == op], spec, alpha)
-    return TierDecision(run_id=run_id, generated_at=utcnow(), simulated=run_is_simulated(ws, run_id), quality=spec,
-                        alpha=alpha, tiers=tier_map, operations=decisions)
+    return TierDecision(
+        run_id=run_id,
+        generated_at=utcnow(),
+        simulated=run_is_simulated(ws, run_id),
+        quality=spec,
+        alpha=alpha,
+        tiers=tier_map,
+        operations=decisions,
+    )
 
 
 def write_tier_defaults(decision: TierDecision, path: str | os.PathLike) -> Path:
@@ -487,5 +615,16 @@ def write_tier_defaults(decision: TierDecision, path: str | os.PathLike) -> Path
     return target
 
 
-__all__ = ["Tier", "TierConfigError", "TierDecision", "OperationDecision", "Alternative", "PairedTest", "load_tiers",
-           "choose_defaults", "paired_test", "write_tier_defaults", "SCHEMA"]
+__all__ = [
+    "Tier",
+    "TierConfigError",
+    "TierDecision",
+    "OperationDecision",
+    "Alternative",
+    "PairedTest",
+    "load_tiers",
+    "choose_defaults",
+    "paired_test",
+    "write_tier_defaults",
+    "SCHEMA",
+]

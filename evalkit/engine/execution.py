@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiolimiter import AsyncLimiter
 
-from evalkit.engine.budget import Budget, Reservation
 from evalkit.credentials import redact
-from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
+from evalkit.engine.budget import Budget, Reservation
 from evalkit.engine.planning import PlannedCall
+from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
 from evalkit.providers.base import EditOutcome, ImageEditProvider
 from evalkit.providers.retry import RetryPolicy
 from evalkit.store.workspace import Workspace
@@ -43,10 +43,24 @@ _TRANSIENT = (Category.RATE_LIMIT, Category.SERVER, Category.NETWORK)
 class _Execution:
     """Fan-out of one run's remaining calls: per-provider queues and workers, one global semaphore."""
 
-    def __init__(self, *, ws: Workspace, run_id: str, planned: Sequence[PlannedCall], providers: Mapping[str, ImageEditProvider],
-                 budget_usd: float | None, concurrency: int, limits: Mapping[str, ProviderLimits], no_cache: bool,
-                 progress: bool | Callable[[dict[str, Any]], None], grace_period_s: float, resubmit_unknown: bool,
-                 retry_failed: bool, controller: StopController, patience: RetryPolicy):
+    def __init__(
+        self,
+        *,
+        ws: Workspace,
+        run_id: str,
+        planned: Sequence[PlannedCall],
+        providers: Mapping[str, ImageEditProvider],
+        budget_usd: float | None,
+        concurrency: int,
+        limits: Mapping[str, ProviderLimits],
+        no_cache: bool,
+        progress: bool | Callable[[dict[str, Any]], None],
+        grace_period_s: float,
+        resubmit_unknown: bool,
+        retry_failed: bool,
+        controller: StopController,
+        patience: RetryPolicy,
+    ):
         """``limits`` holds every provider's limits, defaults already filled in by the runner."""
         if concurrency < 1:
             raise InvalidInputError(f"concurrency must be ≥ 1, got {concurrency}")
@@ -72,20 +86,33 @@ class _Execution:
     def _open_progress(self, total: int, initial: int) -> None:
         if not self._want_bar or os.environ.get("TQDM_DISABLE"):
             return
-        from tqdm.auto import tqdm
-
         import sys
 
+        from tqdm.auto import tqdm
+
         quiet = not getattr(sys.stderr, "isatty", lambda: False)()  # a log file: update every few seconds, not per call
-        self._bar = tqdm(total=total, initial=initial, desc=f"run {self.run_id}", unit="call", dynamic_ncols=True,
-                         mininterval=5.0 if quiet else 0.2)
+        self._bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=f"run {self.run_id}",
+            unit="call",
+            dynamic_ncols=True,
+            mininterval=5.0 if quiet else 0.2,
+        )
         self._refresh_progress()
 
     def _refresh_progress(self) -> None:
-        info = {"done": self.counts["completed"], "failed": self.counts["failed"], "unknown": self.counts["unknown"],
-                "cost_usd": round(self.budget.spent_usd, 4), "in_flight_reserved_usd": round(self.budget.reserved_usd, 4)}
+        info = {
+            "done": self.counts["completed"],
+            "failed": self.counts["failed"],
+            "unknown": self.counts["unknown"],
+            "cost_usd": round(self.budget.spent_usd, 4),
+            "in_flight_reserved_usd": round(self.budget.reserved_usd, 4),
+        }
         if self._bar is not None:
-            self._bar.set_postfix(ok=info["done"], failed=info["failed"], cost=f"${info['cost_usd']:.3f}", refresh=False)
+            self._bar.set_postfix(
+                ok=info["done"], failed=info["failed"], cost=f"${info['cost_usd']:.3f}", refresh=False
+            )
         if self._progress_cb is not None:
             self._progress_cb(info)
 
@@ -102,9 +129,14 @@ class _Execution:
     # ---- main ---------------------------------------------------------------------------------
     async def execute(self) -> None:
         # only calls that got past "planned" need their row (a fresh run has none), and only these columns
-        rows = {r["call_id"]: r for r in self.ws.call_rows(
-            self.run_id, statuses=("submitting", "submitted", "completed", "failed", "unknown"),
-            columns=("call_id", "status", "prediction_id", "cost_usd", "reserved_usd", "error_category"))}
+        rows = {
+            r["call_id"]: r
+            for r in self.ws.call_rows(
+                self.run_id,
+                statuses=("submitting", "submitted", "completed", "failed", "unknown"),
+                columns=("call_id", "status", "prediction_id", "cost_usd", "reserved_usd", "error_category"),
+            )
+        }
         to_resume: list[tuple[PlannedCall, dict[str, Any]]] = []
         queues: dict[str, deque[PlannedCall]] = defaultdict(deque)
         done_before = 0
@@ -158,7 +190,9 @@ class _Execution:
             await asyncio.wait({stop_wait, all_done}, return_when=asyncio.FIRST_COMPLETED)
             if not all_done.done():  # stopping: give in-flight calls a grace period
                 abandon = asyncio.create_task(self.controller.abandon.wait())
-                await asyncio.wait({all_done, abandon}, timeout=self.grace_period_s, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {all_done, abandon}, timeout=self.grace_period_s, return_when=asyncio.FIRST_COMPLETED
+                )
                 abandon.cancel()
                 if not all_done.done():
                     for t in tasks:
@@ -176,8 +210,13 @@ class _Execution:
             if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
                 raise r
 
-    async def _worker(self, provider_name: str, queue: deque[PlannedCall], provider_sem: asyncio.Semaphore,
-                      limiter: AsyncLimiter | None) -> None:
+    async def _worker(
+        self,
+        provider_name: str,
+        queue: deque[PlannedCall],
+        provider_sem: asyncio.Semaphore,
+        limiter: AsyncLimiter | None,
+    ) -> None:
         provider = self.providers[provider_name]
         while queue and not self.controller.stop_submitting.is_set():
             pc = queue.popleft().build(provider)
@@ -198,8 +237,9 @@ class _Execution:
                     queue.appendleft(pc)
                     return
                 try:
-                    self.ws.mark_submitting(pc.call_id, reserved_usd=pc.prepared.reserve_usd,
-                                            fingerprint=pc.prepared.fingerprint)
+                    self.ws.mark_submitting(
+                        pc.call_id, reserved_usd=pc.prepared.reserve_usd, fingerprint=pc.prepared.fingerprint
+                    )
                 except WorkspaceError as exc:
                     self.budget.settle(reservation, 0.0)
                     self._workspace_failed(exc)
@@ -215,8 +255,15 @@ class _Execution:
                 await self._store(pc, outcome, reservation)
                 pc.release()  # done: don't hold its request for the rest of the run
 
-    async def _with_patience(self, provider: ImageEditProvider, pc: PlannedCall, request: Any, *, submit: bool,
-                             prediction_id: str | None = None) -> EditOutcome:
+    async def _with_patience(
+        self,
+        provider: ImageEditProvider,
+        pc: PlannedCall,
+        request: Any,
+        *,
+        submit: bool,
+        prediction_id: str | None = None,
+    ) -> EditOutcome:
         """One call, slowed down — never failed — by rate limits and transient polling trouble.
 
         A submit refused with ``rate_limit`` (provably not accepted) waits and goes again; an accepted
@@ -225,6 +272,7 @@ class _Execution:
         patience runs out the outcome is recorded as it is: a rate-limit failure, or a resumable job
         left ``submitted`` for ``--resume``.
         """
+
         async def on_submitted(pid: str, _pc: PlannedCall = pc) -> None:
             self.ws.mark_submitted(_pc.call_id, pid)
 
@@ -246,7 +294,9 @@ class _Execution:
                 self.ws.reset_call(pc.call_id)  # provably not accepted: a crash while waiting loses nothing
             await asyncio.sleep(self.patience.backoff_s(attempt))
             if refused:
-                self.ws.mark_submitting(pc.call_id, reserved_usd=pc.prepared.reserve_usd, fingerprint=pc.prepared.fingerprint)
+                self.ws.mark_submitting(
+                    pc.call_id, reserved_usd=pc.prepared.reserve_usd, fingerprint=pc.prepared.fingerprint
+                )
                 outcome = await _guarded(pc, provider.edit(request, on_submitted=on_submitted))
             else:
                 outcome = await _guarded(pc, provider.resume(request, outcome.prediction_id))
@@ -273,12 +323,32 @@ class _Execution:
         hit = self.ws.find_completed(pc.prepared.fingerprint, exclude_call=pc.call_id)
         if hit is None:
             return False
-        keep = ("prediction_id", "submit_ms", "queue_ms", "inference_ms", "download_ms", "total_ms", "output_sha256",
-                "output_ext", "width", "height", "format", "nsfw", "content_filtered", "input_resized", "simulated",
-                "metadata")
+        keep = (
+            "prediction_id",
+            "submit_ms",
+            "queue_ms",
+            "inference_ms",
+            "download_ms",
+            "total_ms",
+            "output_sha256",
+            "output_ext",
+            "width",
+            "height",
+            "format",
+            "nsfw",
+            "content_filtered",
+            "input_resized",
+            "simulated",
+            "metadata",
+        )
         fields = {k: hit[k] for k in keep}
-        fields.update(status="completed", cost_usd=0.0, cost_source="cache", cached_from=hit["call_id"],
-                      fingerprint=pc.prepared.fingerprint)
+        fields.update(
+            status="completed",
+            cost_usd=0.0,
+            cost_source="cache",
+            cached_from=hit["call_id"],
+            fingerprint=pc.prepared.fingerprint,
+        )
         if isinstance(fields["metadata"], str):
             import json
 
@@ -316,9 +386,16 @@ class _Execution:
             fields = await asyncio.to_thread(self._fields, pc, outcome, unknown)
             self.ws.finish_call(pc.call_id, fields)
             if outcome.ok or (outcome.cost_usd or 0) > 0:
-                self.ws.record_usage(model_id=pc.model.id, operation=pc.operation, cost_usd=fields["cost_usd"],
-                                     cost_source=fields["cost_source"], source="run", run_id=self.run_id,
-                                     call_id=pc.call_id, prediction_id=outcome.prediction_id)
+                self.ws.record_usage(
+                    model_id=pc.model.id,
+                    operation=pc.operation,
+                    cost_usd=fields["cost_usd"],
+                    cost_source=fields["cost_source"],
+                    source="run",
+                    run_id=self.run_id,
+                    call_id=pc.call_id,
+                    prediction_id=outcome.prediction_id,
+                )
         except WorkspaceError as exc:
             self._workspace_failed(exc)
             return
@@ -331,12 +408,20 @@ class _Execution:
         fields: dict[str, Any] = {
             "status": "completed" if o.ok else ("unknown" if unknown else "failed"),
             "prediction_id": o.prediction_id,
-            "submit_ms": lat.submit_ms, "queue_ms": lat.queue_ms, "inference_ms": lat.inference_ms,
-            "download_ms": lat.download_ms, "total_ms": lat.total_ms,
-            "cost_usd": _add_cost(pc.prior_cost_usd, None if unknown else (
-                o.cost_usd if o.cost_usd is not None else (None if o.cost_source == "unknown" else 0.0))),
+            "submit_ms": lat.submit_ms,
+            "queue_ms": lat.queue_ms,
+            "inference_ms": lat.inference_ms,
+            "download_ms": lat.download_ms,
+            "total_ms": lat.total_ms,
+            "cost_usd": _add_cost(
+                pc.prior_cost_usd,
+                None
+                if unknown
+                else (o.cost_usd if o.cost_usd is not None else (None if o.cost_source == "unknown" else 0.0)),
+            ),
             "cost_source": "unknown" if unknown else o.cost_source,
-            "nsfw": int(o.nsfw), "content_filtered": int(o.content_filtered),
+            "nsfw": int(o.nsfw),
+            "content_filtered": int(o.content_filtered),
             "input_resized": int(o.input_resized or (pc.prepared.input_resized if pc.prepared else False)),
             "simulated": int(o.simulated),
             "metadata": _jsonable(o.metadata),
@@ -350,22 +435,29 @@ class _Execution:
             fields.update(output_sha256=ref.sha256, output_ext=ref.ext, width=o.width, height=o.height, format=o.format)
         else:
             err = o.error
-            fields.update(error_category=str(err.category) if err else "task_failed",
-                          error_message=err.message if err else "failed",
-                          error_code=None if err is None or err.code is None else str(err.code))
+            fields.update(
+                error_category=str(err.category) if err else "task_failed",
+                error_message=err.message if err else "failed",
+                error_code=None if err is None or err.code is None else str(err.code),
+            )
             if o.image_path is not None:
                 with contextlib.suppress(OSError):
                     Path(o.image_path).unlink()
         return fields
 
     def _mark_unknown(self, pc: PlannedCall, row: dict[str, Any]) -> None:
-        self.ws.finish_call(pc.call_id, {
-            "status": "unknown", "cost_usd": None, "cost_source": "unknown",
-            "error_category": str(Category.UNKNOWN_OUTCOME),
-            "error_message": "the run stopped while this request was being submitted (or its provider cannot resume jobs), "
-                             "so whether it was accepted is unknown; it was not sent again. "
-                             "Re-run with --resubmit-unknown to send it again (this may pay twice).",
-        })
+        self.ws.finish_call(
+            pc.call_id,
+            {
+                "status": "unknown",
+                "cost_usd": None,
+                "cost_source": "unknown",
+                "error_category": str(Category.UNKNOWN_OUTCOME),
+                "error_message": "the run stopped while this request was being submitted (or its provider cannot resume jobs), "
+                "so whether it was accepted is unknown; it was not sent again. "
+                "Re-run with --resubmit-unknown to send it again (this may pay twice).",
+            },
+        )
         self.budget.record_spent(row.get("reserved_usd") or 0.0)
         self.counts["unknown"] += 1
 
@@ -381,8 +473,12 @@ def _still_running(outcome: EditOutcome) -> bool:
 
 def _refused(outcome: EditOutcome) -> bool:
     """A submit the provider provably did not accept because of its rate limit."""
-    return (not outcome.ok and outcome.prediction_id is None and outcome.error is not None
-            and outcome.error.category == Category.RATE_LIMIT)
+    return (
+        not outcome.ok
+        and outcome.prediction_id is None
+        and outcome.error is not None
+        and outcome.error.category == Category.RATE_LIMIT
+    )
 
 
 async def _guarded(pc: PlannedCall, call: Any) -> EditOutcome:
@@ -398,9 +494,12 @@ async def _guarded(pc: PlannedCall, call: Any) -> EditOutcome:
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - see the docstring
-        return EditOutcome.failure(pc.model.id, Category.UNKNOWN_OUTCOME,
-                                   f"unexpected {type(exc).__name__} from the {pc.model.provider} provider: "
-                                   f"{redact(str(exc))[:300]}; not sent again")
+        return EditOutcome.failure(
+            pc.model.id,
+            Category.UNKNOWN_OUTCOME,
+            f"unexpected {type(exc).__name__} from the {pc.model.provider} provider: "
+            f"{redact(str(exc))[:300]}; not sent again",
+        )
 
 
 def _add_cost(prior: float, cost: float | None) -> float | None:

@@ -165,8 +165,15 @@ def estimate(planned: Iterable[PlannedCall]) -> pd.DataFrame:
     for pc in planned:
         r = rows.setdefault(
             pc.model.id,
-            {"model_id": pc.model.id, "provider": pc.model.provider, "calls": 0, "not_applicable": 0,
-             "list_price_usd": 0.0, "max_usd": 0.0, "unknown_price_calls": 0},
+            {
+                "model_id": pc.model.id,
+                "provider": pc.model.provider,
+                "calls": 0,
+                "not_applicable": 0,
+                "list_price_usd": 0.0,
+                "max_usd": 0.0,
+                "unknown_price_calls": 0,
+            },
         )
         if pc.status == "not_applicable":
             r["not_applicable"] += 1
@@ -178,8 +185,10 @@ def estimate(planned: Iterable[PlannedCall]) -> pd.DataFrame:
         else:
             r["list_price_usd"] += p.price_usd
         r["max_usd"] += p.reserve_usd
-    df = pd.DataFrame(list(rows.values()), columns=[
-        "model_id", "provider", "calls", "not_applicable", "list_price_usd", "max_usd", "unknown_price_calls"])
+    df = pd.DataFrame(
+        list(rows.values()),
+        columns=["model_id", "provider", "calls", "not_applicable", "list_price_usd", "max_usd", "unknown_price_calls"],
+    )
     if not df.empty:
         total = {"model_id": "TOTAL", "provider": "", **{c: df[c].sum() for c in df.columns[2:]}}
         df = pd.concat([df, pd.DataFrame([total])], ignore_index=True)

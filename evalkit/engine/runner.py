@@ -32,16 +32,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
 from evalkit.catalog import Catalog
-from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.engine.execution import _Execution
 from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan
+from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.providers import create_provider
 from evalkit.providers.base import ImageEditProvider
 from evalkit.providers.retry import RetryPolicy
@@ -153,7 +153,7 @@ def _safe_url(url: str | None) -> str | None:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
 
 
 async def arun(
@@ -186,7 +186,9 @@ async def arun(
     t0 = time.monotonic()
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise InvalidInputError(f"concurrency must be a whole number ≥ 1, got {concurrency!r}")
-    if budget_usd is not None and (not isinstance(budget_usd, (int, float)) or budget_usd != budget_usd or budget_usd < 0):
+    if budget_usd is not None and (
+        not isinstance(budget_usd, (int, float)) or budget_usd != budget_usd or budget_usd < 0
+    ):
         raise InvalidInputError(f"budget must be a number of USD ≥ 0, got {budget_usd!r}")
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise InvalidInputError(f"repeats must be a whole number ≥ 1, got {repeats!r}")
@@ -237,8 +239,9 @@ async def arun(
         inputs: dict[str, tuple] = {}  # each case decoded once, shared by both passes and every call
 
         def plan() -> Iterator[PlannedCall]:
-            return iter_plan(run_id, the_suite.cases, specs, providers, repeats=repeats, base_seed=base_seed,
-                             inputs=inputs)
+            return iter_plan(
+                run_id, the_suite.cases, specs, providers, repeats=repeats, base_seed=base_seed, inputs=inputs
+            )
 
         result = RunResult(run_id=run_id, workspace=str(ws.path), dry_run=dry_run)
         result.estimate = estimate(plan())
@@ -290,13 +293,25 @@ async def arun(
             ws.insert_calls(rows())
             ws.update_run(run_id, status="running")
             given_limits = provider_limits or {}
-            limits = {name: given_limits.get(name) or default_provider_limits(name, getattr(p, "base_url", None))
-                      for name, p in providers.items()}
+            limits = {
+                name: given_limits.get(name) or default_provider_limits(name, getattr(p, "base_url", None))
+                for name, p in providers.items()
+            }
             execution = _Execution(
-                ws=ws, run_id=run_id, planned=planned, providers=providers, budget_usd=budget_usd,
-                concurrency=concurrency, limits=limits, no_cache=no_cache, progress=progress,
-                grace_period_s=grace_period_s, resubmit_unknown=resubmit_unknown, retry_failed=retry_failed,
-                controller=controller, patience=patience or DEFAULT_PATIENCE,
+                ws=ws,
+                run_id=run_id,
+                planned=planned,
+                providers=providers,
+                budget_usd=budget_usd,
+                concurrency=concurrency,
+                limits=limits,
+                no_cache=no_cache,
+                progress=progress,
+                grace_period_s=grace_period_s,
+                resubmit_unknown=resubmit_unknown,
+                retry_failed=retry_failed,
+                controller=controller,
+                patience=patience or DEFAULT_PATIENCE,
             )
             try:
                 await execution.execute()
@@ -306,10 +321,12 @@ async def arun(
             finally:
                 execution.close_progress()
             status = {None: "completed", "budget": "budget_exhausted", "interrupted": "interrupted"}.get(
-                controller.reason, "stopped")
+                controller.reason, "stopped"
+            )
             wall = time.monotonic() - t0
-            ws.update_run(run_id, status=status, wall_s=wall, simulated=int(execution.simulated),
-                          note=execution.stop_message)
+            ws.update_run(
+                run_id, status=status, wall_s=wall, simulated=int(execution.simulated), note=execution.stop_message
+            )
             return summarise(ws, run_id, wall_s=wall, stop_reason=controller.reason, estimate_df=result.estimate)
     finally:
         for p in providers.values():
@@ -347,8 +364,14 @@ def run(*args: Any, **kwargs: Any) -> RunResult:
     return asyncio.run(main())
 
 
-def summarise(ws: Workspace, run_id: str, *, wall_s: float | None = None, stop_reason: str | None = None,
-              estimate_df: pd.DataFrame | None = None) -> RunResult:
+def summarise(
+    ws: Workspace,
+    run_id: str,
+    *,
+    wall_s: float | None = None,
+    stop_reason: str | None = None,
+    estimate_df: pd.DataFrame | None = None,
+) -> RunResult:
     """Counts and cost of a run as recorded in the workspace."""
     run = ws.get_run(run_id)
     agg = ws.call_counts(run_id)  # aggregated in SQL: a 10,000-call run is not loaded to count it
@@ -383,9 +406,19 @@ def _record_cases(ws: Workspace, run_id: str, suite: Any) -> None:
         shas = [ws.put_blob(i.data, i.format).sha256 for i in images]
         mask_sha = ws.put_blob(mask.data, mask.format).sha256 if mask is not None else None
         tw, th = case.target_size if case.target_size else (None, None)
-        rows.append({
-            "case_id": case.id, "operation": case.operation, "category": case.category, "prompt": case.prompt,
-            "language": case.language, "input_sha256": shas, "mask_sha256": mask_sha, "target_width": tw,
-            "target_height": th, "tags": list(case.tags), "params": dict(case.params or {}),
-        })
+        rows.append(
+            {
+                "case_id": case.id,
+                "operation": case.operation,
+                "category": case.category,
+                "prompt": case.prompt,
+                "language": case.language,
+                "input_sha256": shas,
+                "mask_sha256": mask_sha,
+                "target_width": tw,
+                "target_height": th,
+                "tags": list(case.tags),
+                "params": dict(case.params or {}),
+            }
+        )
     ws.put_cases(run_id, rows)

@@ -246,6 +246,7 @@ class ImageEditProvider(Protocol):
 
 # ---- shared request resolution --------------------------------------------------------------
 
+
 def validate_request(request: EditRequest) -> str:
     """Check a request against its model's capabilities; returns the normalised operation."""
     m = request.model
@@ -302,7 +303,9 @@ def fit_inputs(request: EditRequest) -> tuple[tuple[InputImage, ...], InputImage
             )
         w, h = fit_within(img.width, img.height, max_side, lim.max_input_pixels)
         if (w, h) != (img.width, img.height):
-            notes.append(f"input {img.name} resized {img.width}×{img.height}→{w}×{h} to fit {request.model.id}'s limits")
+            notes.append(
+                f"input {img.name} resized {img.width}×{img.height}→{w}×{h} to fit {request.model.id}'s limits"
+            )
             img = resized(img, w, h)
             changed = True
         out.append(img)
@@ -344,7 +347,13 @@ def mask_for_convention(mask: InputImage, convention: str) -> InputImage:
     else:
         raise InvalidInputError(f"unknown mask convention {convention!r}")
     data = buf.getvalue()
-    return replace(mask, data=data, sha256=sha256_bytes(data), mime="image/png", mode="L" if convention != "transparent_edit" else "RGBA")
+    return replace(
+        mask,
+        data=data,
+        sha256=sha256_bytes(data),
+        mime="image/png",
+        mode="L" if convention != "transparent_edit" else "RGBA",
+    )
 
 
 def _mask_l(img: Image.Image) -> Image.Image:
@@ -424,7 +433,13 @@ def resolve_params(request: EditRequest, images: tuple[InputImage, ...]) -> tupl
     return params, notes
 
 
-def fingerprint(model: ModelSpec, params: Mapping[str, Any], images: tuple[InputImage, ...], mask: InputImage | None, sample_index: int) -> str:
+def fingerprint(
+    model: ModelSpec,
+    params: Mapping[str, Any],
+    images: tuple[InputImage, ...],
+    mask: InputImage | None,
+    sample_index: int,
+) -> str:
     """Identity of a request: same model, parameters, input bytes and seed ⇒ same fingerprint.
 
     ``sample_index`` only counts for models without a seed (their repeats are otherwise identical).
@@ -476,7 +491,12 @@ def prepare_json_request(request: EditRequest) -> PreparedRequest:
     )
 
 
-def materialise(params: Mapping[str, Any], images: tuple[InputImage, ...], mask: InputImage | None, encode: Callable[[InputImage], Any]) -> dict[str, Any]:
+def materialise(
+    params: Mapping[str, Any],
+    images: tuple[InputImage, ...],
+    mask: InputImage | None,
+    encode: Callable[[InputImage], Any],
+) -> dict[str, Any]:
     """Replace ``{"$image": sha}`` placeholders with ``encode(image)`` (data URI, URL, …)."""
     by_sha = {i.sha256: i for i in images}
     if mask is not None:

@@ -189,7 +189,9 @@ def error_for_response(
     )
 
 
-def error_for_transport(exc: httpx.HTTPError, *, service: str, what: str, prediction_id: str | None = None) -> ProviderError:
+def error_for_transport(
+    exc: httpx.HTTPError, *, service: str, what: str, prediction_id: str | None = None
+) -> ProviderError:
     """A ProviderError for a transport failure of an idempotent request (retryable unless misconfigured)."""
     name = type(exc).__name__
     if isinstance(exc, httpx.UnsupportedProtocol):
@@ -240,12 +242,15 @@ async def with_retries(
                     err.args = (err.message,)
                 raise
             delay = policy.backoff_s(n, err.retry_after_s)
-            logger.info("%s: %s; retrying in %.2f s (attempt %d of %d)", what, err.message, delay, n + 1, policy.max_attempts)
+            logger.info(
+                "%s: %s; retrying in %.2f s (attempt %d of %d)", what, err.message, delay, n + 1, policy.max_attempts
+            )
             await sleep(delay)
             n += 1
 
 
 # ---- output images ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class DownloadedImage:
@@ -263,8 +268,17 @@ class DownloadedImage:
     def outcome(self, model_id: str, **fields: Any) -> EditOutcome:
         """A successful outcome carrying this image (its bytes or spool file, hash, format and size);
         ``fields`` add what the provider knows (cost, latency, prediction id, metadata …)."""
-        return EditOutcome(ok=True, model_id=model_id, image=self.data, image_path=self.path, image_sha256=self.sha256,
-                           format=self.format, width=self.width, height=self.height, **fields)
+        return EditOutcome(
+            ok=True,
+            model_id=model_id,
+            image=self.data,
+            image_path=self.path,
+            image_sha256=self.sha256,
+            format=self.format,
+            width=self.width,
+            height=self.height,
+            **fields,
+        )
 
 
 def _bad_output(message: str, *, hint: str | None = None, status_code: int | None = None) -> ProviderError:
@@ -275,12 +289,17 @@ def _verify(data: bytes, what: str) -> tuple[str, int, int]:
     try:
         img = decode_output(data)
     except ImageError as exc:
-        raise _bad_output(f"{what} is not a usable image: {exc.message}", hint="run the call again, or report the model's output as broken") from None
+        raise _bad_output(
+            f"{what} is not a usable image: {exc.message}",
+            hint="run the call again, or report the model's output as broken",
+        ) from None
     fmt = (img.format or "png").lower()
     return ("jpeg" if fmt == "jpg" else fmt), img.width, img.height
 
 
-async def image_from_bytes(data: bytes, *, what: str = "output", max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> DownloadedImage:
+async def image_from_bytes(
+    data: bytes, *, what: str = "output", max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
+) -> DownloadedImage:
     """Verify in-memory output bytes (e.g. a decoded base64 output)."""
     if len(data) > max_bytes:
         raise _bad_output(f"{what} is {len(data)} bytes, over the {max_bytes}-byte cap")
@@ -334,7 +353,11 @@ async def download_image(
                 if is_retryable_status(resp.status_code):
                     raise error_for_response(resp, service=service, what="output download", prediction_id=prediction_id)
                 raise error_for_response(
-                    resp, service=service, what="output download", category=Category.BAD_OUTPUT, retryable=False,
+                    resp,
+                    service=service,
+                    what="output download",
+                    category=Category.BAD_OUTPUT,
+                    retryable=False,
                     prediction_id=prediction_id,
                 )
             declared = resp.headers.get("Content-Length")
@@ -372,8 +395,14 @@ async def download_image(
             os.replace(part, path)
             part = None
         return DownloadedImage(
-            sha256=hasher.hexdigest(), format=fmt, width=w, height=h, size_bytes=size,
-            data=None if path is not None else data, path=path, simulated=simulated,
+            sha256=hasher.hexdigest(),
+            format=fmt,
+            width=w,
+            height=h,
+            size_bytes=size,
+            data=None if path is not None else data,
+            path=path,
+            simulated=simulated,
         )
     except httpx.HTTPError as exc:
         raise error_for_transport(exc, service=service, what="output download", prediction_id=prediction_id) from None

@@ -82,8 +82,11 @@ async def _record_response(response: httpx2.Response) -> None:
     capture.status = response.status_code
     capture.headers = {k.lower(): v for k, v in response.headers.items()}
     declared = int(response.headers.get("content-length") or 0)
-    if response.status_code == 200 and response.headers.get("content-type", "").startswith("image/") \
-            and 0 < declared <= MAX_CAPTURE_BYTES:
+    if (
+        response.status_code == 200
+        and response.headers.get("content-type", "").startswith("image/")
+        and 0 < declared <= MAX_CAPTURE_BYTES
+    ):
         capture.body = await response.aread()
 
 
@@ -160,11 +163,13 @@ class HuggingFaceEditProvider:
     async def resume(self, request: EditRequest, prediction_id: str) -> EditOutcome:
         """Hugging Face calls have no job id: an interrupted call cannot be finished, only reported."""
         return EditOutcome.failure(
-            request.model.id, Category.UNKNOWN_OUTCOME,
+            request.model.id,
+            Category.UNKNOWN_OUTCOME,
             "Hugging Face calls are synchronous and have no job id: an interrupted call cannot be resumed; "
             "whether it ran (and was billed) is unknown. evalkit does not re-send it on its own — re-run the "
             "case explicitly if you accept paying twice.",
-            cost_usd=None, prediction_id=prediction_id,
+            cost_usd=None,
+            prediction_id=prediction_id,
         )
 
     async def aclose(self) -> None:
@@ -189,12 +194,21 @@ class HuggingFaceEditProvider:
     def _client(self, route: str, token: Secret) -> _RecordingInferenceClient:
         client = self._clients.get(route)
         if client is None:
-            client = _RecordingInferenceClient(provider=route, token=token.reveal(), timeout=self.timeout_s, bill_to=self.bill_to)
+            client = _RecordingInferenceClient(
+                provider=route, token=token.reveal(), timeout=self.timeout_s, bill_to=self.bill_to
+            )
             self._clients[route] = client
         return client
 
-    async def _attempt(self, prepared: PreparedRequest, token: Secret, route: str, model: str, prompt: str | None,
-                       params: dict[str, Any]) -> tuple[Any, _Capture]:
+    async def _attempt(
+        self,
+        prepared: PreparedRequest,
+        token: Secret,
+        route: str,
+        model: str,
+        prompt: str | None,
+        params: dict[str, Any],
+    ) -> tuple[Any, _Capture]:
         """One image_to_image call; its HTTP answer is recorded by :func:`_record_response`."""
         capture = _Capture()
         reset = _CAPTURE.set(capture)
@@ -207,8 +221,16 @@ class HuggingFaceEditProvider:
         finally:
             _CAPTURE.reset(reset)
 
-    async def _call(self, prepared: PreparedRequest, token: Secret, route: str, model: str, prompt: str | None,
-                    params: dict[str, Any], waits: list[float]) -> EditOutcome:
+    async def _call(
+        self,
+        prepared: PreparedRequest,
+        token: Secret,
+        route: str,
+        model: str,
+        prompt: str | None,
+        params: dict[str, Any],
+        waits: list[float],
+    ) -> EditOutcome:
         """Attempts until success or a failure that retrying cannot fix (or that may have been billed)."""
         attempt = 0
         while True:
@@ -222,29 +244,51 @@ class HuggingFaceEditProvider:
                 if status not in (429, 503) or last:
                     return self._http_failure(prepared, status, body, exc)
                 wait = self.retry.backoff_s(attempt, _server_wait_s(exc, body))
-                log.info("huggingface %s: HTTP %s (attempt %d); retrying in %.2fs", prepared.model_id, status, attempt, wait)
+                log.info(
+                    "huggingface %s: HTTP %s (attempt %d); retrying in %.2fs", prepared.model_id, status, attempt, wait
+                )
             except InferenceTimeoutError as exc:
                 never_sent = isinstance(exc.__cause__, (httpx2.ConnectTimeout, httpx2.PoolTimeout))
                 if not never_sent or last:
-                    return self._failure(prepared, Category.UNKNOWN_OUTCOME if not never_sent else Category.NETWORK,
-                                         f"no answer within {self.timeout_s:g}s ({type(exc.__cause__).__name__})"
-                                         + ("; the edit may have run and been billed — evalkit does not re-send it" if not never_sent else ""),
-                                         retryable=never_sent)
+                    return self._failure(
+                        prepared,
+                        Category.UNKNOWN_OUTCOME if not never_sent else Category.NETWORK,
+                        f"no answer within {self.timeout_s:g}s ({type(exc.__cause__).__name__})"
+                        + (
+                            "; the edit may have run and been billed — evalkit does not re-send it"
+                            if not never_sent
+                            else ""
+                        ),
+                        retryable=never_sent,
+                    )
                 wait = self.retry.backoff_s(attempt)
             except httpx2.ConnectError as exc:
                 if last:
-                    return self._failure(prepared, Category.NETWORK, f"could not connect ({type(exc).__name__}) after "
-                                         f"{attempt} attempts", retryable=True)
+                    return self._failure(
+                        prepared,
+                        Category.NETWORK,
+                        f"could not connect ({type(exc).__name__}) after {attempt} attempts",
+                        retryable=True,
+                    )
                 wait = self.retry.backoff_s(attempt)
             except httpx2.HTTPError as exc:
-                return self._failure(prepared, Category.UNKNOWN_OUTCOME,
-                                     f"the connection failed after the request was sent ({type(exc).__name__}); "
-                                     "the edit may have run and been billed — evalkit does not re-send it")
+                return self._failure(
+                    prepared,
+                    Category.UNKNOWN_OUTCOME,
+                    f"the connection failed after the request was sent ({type(exc).__name__}); "
+                    "the edit may have run and been billed — evalkit does not re-send it",
+                )
             except ValueError as exc:  # huggingface_hub's routing errors: no such provider/model/task mapping
-                return self._failure(prepared, Category.BAD_REQUEST, f"huggingface_hub refused the call: {exc}",
-                                     hint="check the catalogue entry's endpoint (Hub model id) and inference_provider")
+                return self._failure(
+                    prepared,
+                    Category.BAD_REQUEST,
+                    f"huggingface_hub refused the call: {exc}",
+                    hint="check the catalogue entry's endpoint (Hub model id) and inference_provider",
+                )
             except OSError as exc:  # the answer did not decode as an image (PIL)
-                return self._failure(prepared, Category.BAD_OUTPUT, f"the answer is not an image ({type(exc).__name__}: {exc})")
+                return self._failure(
+                    prepared, Category.BAD_OUTPUT, f"the answer is not an image ({type(exc).__name__}: {exc})"
+                )
             else:
                 return await self._image_outcome(prepared, pil, capture)
             waits.append(round(wait, 3))
@@ -270,7 +314,9 @@ class HuggingFaceEditProvider:
             metadata={"output_notes": notes} if notes else {},
         )
 
-    def _http_failure(self, prepared: PreparedRequest, status: int | None, body: dict[str, Any], exc: HfHubHTTPError) -> EditOutcome:
+    def _http_failure(
+        self, prepared: PreparedRequest, status: int | None, body: dict[str, Any], exc: HfHubHTTPError
+    ) -> EditOutcome:
         detail = str(body.get("error") or getattr(exc, "server_message", "") or "").strip()[:500]
         what = f"Hugging Face answered {status}" + (f": {detail}" if detail else "")
         hint, retryable = None, False
@@ -296,13 +342,30 @@ class HuggingFaceEditProvider:
         else:
             category = Category.BAD_REQUEST
         simulated = exc.response is not None and exc.response.headers.get(SIMULATED_HEADER, "").strip() == "1"
-        return self._failure(prepared, category, what, hint=hint, status_code=status, retryable=retryable, simulated=simulated)
+        return self._failure(
+            prepared, category, what, hint=hint, status_code=status, retryable=retryable, simulated=simulated
+        )
 
-    def _failure(self, prepared: PreparedRequest, category: Category, message: str, *, hint: str | None = None,
-                 simulated: bool = False, **kw: Any) -> EditOutcome:
+    def _failure(
+        self,
+        prepared: PreparedRequest,
+        category: Category,
+        message: str,
+        *,
+        hint: str | None = None,
+        simulated: bool = False,
+        **kw: Any,
+    ) -> EditOutcome:
         text = redact(message + (f" — {hint}" if hint else ""), self._token)
-        return EditOutcome.failure(prepared.model_id, category, text, cost_usd=None,
-                                   input_resized=prepared.input_resized, simulated=simulated, **kw)
+        return EditOutcome.failure(
+            prepared.model_id,
+            category,
+            text,
+            cost_usd=None,
+            input_resized=prepared.input_resized,
+            simulated=simulated,
+            **kw,
+        )
 
 
 def _png_bytes(pil: Any) -> bytes:

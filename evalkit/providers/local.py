@@ -57,8 +57,10 @@ class LocalEditProvider:
         if m.endpoint == IDENTITY:
             return prepared
         if m.endpoint != OPENCV_INPAINT:
-            raise InvalidInputError(f"{m.id}: the local provider has no baseline {m.endpoint!r}",
-                                    hint=f"local baselines: {IDENTITY}, {OPENCV_INPAINT}")
+            raise InvalidInputError(
+                f"{m.id}: the local provider has no baseline {m.endpoint!r}",
+                hint=f"local baselines: {IDENTITY}, {OPENCV_INPAINT}",
+            )
         op = normalise_operation(request.operation)
         image = prepared.images[0]
         params = dict(prepared.params)
@@ -68,8 +70,10 @@ class LocalEditProvider:
         if op == "zoom_out":
             o = request.options
             if not o.explicit_size():
-                raise InvalidInputError(f"{m.id}: zoom_out needs the target canvas size",
-                                        hint="set the case's width/height (larger than the input)")
+                raise InvalidInputError(
+                    f"{m.id}: zoom_out needs the target canvas size",
+                    hint="set the case's width/height (larger than the input)",
+                )
             w, h = (int(v) for v in str(params[size_param]).split("*"))
             if w < image.width or h < image.height or (w, h) == (image.width, image.height):
                 raise InvalidInputError(
@@ -83,7 +87,10 @@ class LocalEditProvider:
         else:
             if mask is None:
                 raise InvalidInputError(f"{m.id}: {op} needs a mask (white = region to fill)", hint="pass mask=…")
-            if request.options.explicit_size() and (request.options.width, request.options.height) != (image.width, image.height):
+            if request.options.explicit_size() and (request.options.width, request.options.height) != (
+                image.width,
+                image.height,
+            ):
                 notes.append(f"{op} keeps the input size {image.width}×{image.height}; the requested size was ignored")
             params[size_param] = f"{image.width}*{image.height}"
         return replace(
@@ -100,10 +107,13 @@ class LocalEditProvider:
         started = time.perf_counter()
         try:
             data, metadata, compute_ms = await asyncio.to_thread(run_baseline, prepared)
-            img = await image_from_bytes(data, what=f"{prepared.model_id} output", max_bytes=len(data))  # our own output: verified, not capped
+            img = await image_from_bytes(
+                data, what=f"{prepared.model_id} output", max_bytes=len(data)
+            )  # our own output: verified, not capped
         except (cv2.error, OSError, ValueError, ProviderError) as exc:
-            outcome = EditOutcome.failure(prepared.model_id, Category.TASK_FAILED,
-                                          f"{prepared.model_id} failed: {type(exc).__name__}: {exc}")
+            outcome = EditOutcome.failure(
+                prepared.model_id, Category.TASK_FAILED, f"{prepared.model_id} failed: {type(exc).__name__}: {exc}"
+            )
             outcome.latency = Latency(total_ms=(time.perf_counter() - started) * 1000)
             outcome.cost_source = "free"
             return outcome

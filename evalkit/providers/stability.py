@@ -113,8 +113,11 @@ class StabilityEditProvider:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         # Stability asks for ≥ 10 s between polls; EVALKIT_STABILITY_POLL_S overrides it (e.g. for a local server)
-        self.poll_interval_s = poll_interval_s if poll_interval_s is not None else float(
-            os.environ.get("EVALKIT_STABILITY_POLL_S") or RESULT_POLL_INTERVAL_S)
+        self.poll_interval_s = (
+            poll_interval_s
+            if poll_interval_s is not None
+            else float(os.environ.get("EVALKIT_STABILITY_POLL_S") or RESULT_POLL_INTERVAL_S)
+        )
         self.max_wait_s = max_wait_s
         self.retry = retry or RetryPolicy()
         self.max_output_bytes = max_output_bytes
@@ -136,7 +139,12 @@ class StabilityEditProvider:
             params.update(margins)
             img = prepared.images[0]
             expected = (img.width + margins["left"] + margins["right"], img.height + margins["up"] + margins["down"])
-        if op in ("erase", "inpaint") and m.mask is not None and prepared.mask is None and not _has_alpha(prepared.images[0]):
+        if (
+            op in ("erase", "inpaint")
+            and m.mask is not None
+            and prepared.mask is None
+            and not _has_alpha(prepared.images[0])
+        ):
             raise InvalidInputError(
                 f"{m.id} needs a mask (white = region to {op}) or an input image whose transparent pixels mark it",
                 hint="pass mask=… (a PNG the size of the image)",
@@ -178,10 +186,18 @@ class StabilityEditProvider:
             return self._finish(self._http_failure(prepared, reply, polling=False), request, latency, started, waits)
         if reply.content_type.startswith("image/"):
             latency.download_ms = reply.body_ms
-            return self._finish(await self._image_outcome(prepared, reply.body, reply.headers), request, latency, started, waits)
+            return self._finish(
+                await self._image_outcome(prepared, reply.body, reply.headers), request, latency, started, waits
+            )
         body = reply.json()
         if isinstance(body, dict) and isinstance(body.get("image"), str):
-            return self._finish(await self._image_outcome(prepared, body["image"], reply.headers, body), request, latency, started, waits)
+            return self._finish(
+                await self._image_outcome(prepared, body["image"], reply.headers, body),
+                request,
+                latency,
+                started,
+                waits,
+            )
         if isinstance(body, dict) and body.get("id"):
             generation_id = str(body["id"])
             if on_submitted is not None:
@@ -189,9 +205,18 @@ class StabilityEditProvider:
             outcome = await self._poll(prepared, key, generation_id, latency)
             return self._finish(outcome, request, latency, started, waits)
         return self._finish(
-            self._failure(prepared, Category.BAD_OUTPUT, f"Stability answered 200 with neither an image nor a job id "
-                          f"(content-type {reply.content_type or 'none'})", cost_usd=None, status_code=200),
-            request, latency, started, waits,
+            self._failure(
+                prepared,
+                Category.BAD_OUTPUT,
+                f"Stability answered 200 with neither an image nor a job id "
+                f"(content-type {reply.content_type or 'none'})",
+                cost_usd=None,
+                status_code=200,
+            ),
+            request,
+            latency,
+            started,
+            waits,
         )
 
     async def resume(self, request: EditRequest, prediction_id: str) -> EditOutcome:
@@ -226,8 +251,15 @@ class StabilityEditProvider:
             )
         return self._client
 
-    async def _send(self, method: str, url: str, key: Secret, *, data: dict[str, str] | None = None,
-                    files: dict[str, tuple[str, bytes, str]] | None = None) -> _Reply:
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        key: Secret,
+        *,
+        data: dict[str, str] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+    ) -> _Reply:
         """One HTTP exchange with the body read under a cap (errors: 64 KiB, truncated; images: raise)."""
         headers = {"authorization": f"Bearer {key.reveal()}", "accept": "image/*", "stability-client-id": "evalkit"}
         t0 = time.perf_counter()
@@ -245,8 +277,15 @@ class StabilityEditProvider:
             t2 = time.perf_counter()
             return _Reply(resp.status_code, resp.headers, b"".join(chunks), (t1 - t0) * 1000, (t2 - t1) * 1000)
 
-    async def _submit(self, url: str, key: Secret, data: dict[str, str], files: dict[str, tuple[str, bytes, str]],
-                      prepared: PreparedRequest, waits: list[float]) -> _Reply | EditOutcome:
+    async def _submit(
+        self,
+        url: str,
+        key: Secret,
+        data: dict[str, str],
+        files: dict[str, tuple[str, bytes, str]],
+        prepared: PreparedRequest,
+        waits: list[float],
+    ) -> _Reply | EditOutcome:
         """POST with retries only where nothing can have been generated (429, connection never opened)."""
         attempt = 0
         while True:
@@ -256,15 +295,26 @@ class StabilityEditProvider:
                 reply = await self._send("POST", url, key, data=data, files=files)
             except NOT_SENT_ERRORS as exc:
                 if last:
-                    return self._failure(prepared, Category.NETWORK, f"could not connect to {self.base_url} "
-                                         f"after {attempt} attempts ({type(exc).__name__})", retryable=True)
+                    return self._failure(
+                        prepared,
+                        Category.NETWORK,
+                        f"could not connect to {self.base_url} after {attempt} attempts ({type(exc).__name__})",
+                        retryable=True,
+                    )
                 wait = self.retry.backoff_s(attempt)
             except httpx.TimeoutException as exc:
-                return self._unknown(prepared, f"no answer from Stability within the timeout ({type(exc).__name__}) after the request was sent")
+                return self._unknown(
+                    prepared,
+                    f"no answer from Stability within the timeout ({type(exc).__name__}) after the request was sent",
+                )
             except _OutputTooLarge as exc:
-                return self._failure(prepared, Category.BAD_OUTPUT, str(exc), cost_usd=prepared.price_usd, status_code=200)
+                return self._failure(
+                    prepared, Category.BAD_OUTPUT, str(exc), cost_usd=prepared.price_usd, status_code=200
+                )
             except httpx.HTTPError as exc:
-                return self._unknown(prepared, f"the connection to Stability failed after the request was sent ({type(exc).__name__})")
+                return self._unknown(
+                    prepared, f"the connection to Stability failed after the request was sent ({type(exc).__name__})"
+                )
             else:
                 if reply.status != 429 or last:
                     return reply
@@ -282,9 +332,13 @@ class StabilityEditProvider:
         while True:
             if time.monotonic() + wait > deadline:
                 return self._failure(
-                    prepared, Category.TIMEOUT,
+                    prepared,
+                    Category.TIMEOUT,
                     f"job {generation_id} still running after {self.max_wait_s:g}s; it may still finish (and be charged)",
-                    retryable=True, cost_usd=None, prediction_id=generation_id, resumable=True,
+                    retryable=True,
+                    cost_usd=None,
+                    prediction_id=generation_id,
+                    resumable=True,
                     hint="resume it later: results are kept for 24 h",
                 )
             await asyncio.sleep(wait)
@@ -292,14 +346,26 @@ class StabilityEditProvider:
             try:
                 reply = await self._send("GET", url, key)
             except _OutputTooLarge as exc:
-                return self._failure(prepared, Category.BAD_OUTPUT, str(exc), cost_usd=prepared.price_usd,
-                                     status_code=200, prediction_id=generation_id)
+                return self._failure(
+                    prepared,
+                    Category.BAD_OUTPUT,
+                    str(exc),
+                    cost_usd=prepared.price_usd,
+                    status_code=200,
+                    prediction_id=generation_id,
+                )
             except httpx.HTTPError as exc:  # a GET is safe to repeat
                 transient += 1
                 if transient >= self.retry.max_attempts:
-                    return self._failure(prepared, Category.NETWORK, f"polling job {generation_id} failed {transient} times "
-                                         f"({type(exc).__name__})", retryable=True, cost_usd=None, prediction_id=generation_id,
-                                         resumable=True)
+                    return self._failure(
+                        prepared,
+                        Category.NETWORK,
+                        f"polling job {generation_id} failed {transient} times ({type(exc).__name__})",
+                        retryable=True,
+                        cost_usd=None,
+                        prediction_id=generation_id,
+                        resumable=True,
+                    )
                 continue
             if reply.status == 202:
                 continue
@@ -318,8 +384,14 @@ class StabilityEditProvider:
             return self._http_failure(prepared, reply, polling=True, prediction_id=generation_id)
 
     # ---- outcomes ----------------------------------------------------------------------------
-    async def _image_outcome(self, prepared: PreparedRequest, data: bytes | str, headers: httpx.Headers,
-                             body: dict[str, Any] | None = None, prediction_id: str | None = None) -> EditOutcome:
+    async def _image_outcome(
+        self,
+        prepared: PreparedRequest,
+        data: bytes | str,
+        headers: httpx.Headers,
+        body: dict[str, Any] | None = None,
+        prediction_id: str | None = None,
+    ) -> EditOutcome:
         """An ok outcome for image bytes (or the base64 of a JSON answer) that decode; else BAD_OUTPUT."""
         simulated = headers.get(SIMULATED_HEADER, "").strip() == "1"
         try:
@@ -327,8 +399,15 @@ class StabilityEditProvider:
                 data = decode_base64_output(data, what="Stability output", max_bytes=self.max_output_bytes)
             img = await image_from_bytes(data, what="Stability output", max_bytes=self.max_output_bytes)
         except ProviderError as exc:  # answered 200, so the generation was billed even if unusable
-            return self._failure(prepared, Category.BAD_OUTPUT, exc.message, cost_usd=prepared.price_usd,
-                                 status_code=200, prediction_id=prediction_id, simulated=simulated)
+            return self._failure(
+                prepared,
+                Category.BAD_OUTPUT,
+                exc.message,
+                cost_usd=prepared.price_usd,
+                status_code=200,
+                prediction_id=prediction_id,
+                simulated=simulated,
+            )
         finish = str((body or {}).get("finish_reason") or headers.get("finish-reason") or "SUCCESS").upper()
         seed = (body or {}).get("seed", headers.get("seed"))
         filtered = finish == "CONTENT_FILTERED"
@@ -339,8 +418,10 @@ class StabilityEditProvider:
             "notes": list(prepared.notes),
         }
         if filtered:
-            metadata["content_filter"] = ("Stability answered finish-reason CONTENT_FILTERED: its moderation filtered "
-                                          "(blurred) the output; it is kept but is not a real edit. Billed as a success.")
+            metadata["content_filter"] = (
+                "Stability answered finish-reason CONTENT_FILTERED: its moderation filtered "
+                "(blurred) the output; it is kept but is not a real edit. Billed as a success."
+            )
         return img.outcome(
             prepared.model_id,
             cost_usd=prepared.price_usd,
@@ -352,8 +433,9 @@ class StabilityEditProvider:
             metadata=metadata,
         )
 
-    def _http_failure(self, prepared: PreparedRequest, reply: _Reply, *, polling: bool,
-                      prediction_id: str | None = None) -> EditOutcome:
+    def _http_failure(
+        self, prepared: PreparedRequest, reply: _Reply, *, polling: bool, prediction_id: str | None = None
+    ) -> EditOutcome:
         status = reply.status
         name, detail = _error_detail(reply)
         what = f"Stability answered {status}" + (f" ({name})" if name else "") + (f": {detail}" if detail else "")
@@ -364,7 +446,11 @@ class StabilityEditProvider:
         retryable = False
         if status in (400, 413, 422):
             category = Category.BAD_REQUEST
-            hint = "request over 10 MiB: downscale the input or use JPEG" if status == 413 else "check the case's parameters"
+            hint = (
+                "request over 10 MiB: downscale the input or use JPEG"
+                if status == 413
+                else "check the case's parameters"
+            )
         elif status == 401:
             category, hint = Category.AUTH, f"check {KEY_ENV}"
         elif status == 402:
@@ -389,26 +475,57 @@ class StabilityEditProvider:
             what = f"job {prediction_id}: {what}"
         # an accepted job whose result polls keep failing (429/5xx) can still be collected: never re-POST it
         resumable = bool(polling and prediction_id and (status == 429 or status >= 500))
-        return self._failure(prepared, category, what, status_code=status, code=name or None, retryable=retryable,
-                             cost_usd=cost, prediction_id=prediction_id, hint=hint, resumable=resumable,
-                             simulated=reply.headers.get(SIMULATED_HEADER, "").strip() == "1")
+        return self._failure(
+            prepared,
+            category,
+            what,
+            status_code=status,
+            code=name or None,
+            retryable=retryable,
+            cost_usd=cost,
+            prediction_id=prediction_id,
+            hint=hint,
+            resumable=resumable,
+            simulated=reply.headers.get(SIMULATED_HEADER, "").strip() == "1",
+        )
 
     def _unknown(self, prepared: PreparedRequest, message: str) -> EditOutcome:
-        return self._failure(prepared, Category.UNKNOWN_OUTCOME,
-                             f"{message}; the edit may have been generated and charged — evalkit does not re-send it",
-                             cost_usd=None)
+        return self._failure(
+            prepared,
+            Category.UNKNOWN_OUTCOME,
+            f"{message}; the edit may have been generated and charged — evalkit does not re-send it",
+            cost_usd=None,
+        )
 
-    def _failure(self, prepared: PreparedRequest, category: Category, message: str, *, hint: str | None = None,
-                 cost_usd: float | None = 0.0, simulated: bool = False, **kw: Any) -> EditOutcome:
+    def _failure(
+        self,
+        prepared: PreparedRequest,
+        category: Category,
+        message: str,
+        *,
+        hint: str | None = None,
+        cost_usd: float | None = 0.0,
+        simulated: bool = False,
+        **kw: Any,
+    ) -> EditOutcome:
         text = redact(message + (f" — {hint}" if hint else ""), self._key)
-        outcome = EditOutcome.failure(prepared.model_id, category, text, cost_usd=cost_usd,
-                                      input_resized=prepared.input_resized, simulated=simulated, **kw)
+        outcome = EditOutcome.failure(
+            prepared.model_id,
+            category,
+            text,
+            cost_usd=cost_usd,
+            input_resized=prepared.input_resized,
+            simulated=simulated,
+            **kw,
+        )
         outcome.cost_source = "unknown" if cost_usd is None else "list_price"
         outcome.metadata = {"endpoint": prepared.endpoint, "notes": list(prepared.notes)}
         return outcome
 
     @staticmethod
-    def _finish(outcome: EditOutcome, request: EditRequest, latency: Latency, started: float, waits: list[float]) -> EditOutcome:
+    def _finish(
+        outcome: EditOutcome, request: EditRequest, latency: Latency, started: float, waits: list[float]
+    ) -> EditOutcome:
         latency.total_ms = (time.perf_counter() - started) * 1000
         outcome.latency = latency
         if outcome.ok:
@@ -419,6 +536,7 @@ class StabilityEditProvider:
 
 
 # ---- pure helpers ------------------------------------------------------------------------------
+
 
 def _multipart(prepared: PreparedRequest) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
     """Form fields and files: ``{"$image": sha}`` placeholders become file parts, the rest text."""

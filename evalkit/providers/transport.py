@@ -75,6 +75,8 @@ def default_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
     """The transport ``new_client`` uses: this one, unless told otherwise (None = httpx's own)."""
     if os.environ.get("EVALKIT_HTTP_TRANSPORT", "").strip().lower() == "httpcore":
         return None
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    if any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    ):
         return None  # httpx honours proxy settings; this transport does not
     return SafeAiohttpTransport(limits=limits)

@@ -139,8 +139,13 @@ class PollSchedule:
     learn_first_delay: bool = True
 
     def __post_init__(self) -> None:
-        if (self.initial_delay_s < 0 or self.min_interval_s < 0 or self.max_interval_s < 0 or self.factor < 1
-                or (self.first_delay_s is not None and self.first_delay_s < 0)):
+        if (
+            self.initial_delay_s < 0
+            or self.min_interval_s < 0
+            or self.max_interval_s < 0
+            or self.factor < 1
+            or (self.first_delay_s is not None and self.first_delay_s < 0)
+        ):
             raise InvalidInputError("poll schedule: delays must be ≥ 0 and factor ≥ 1")
         if self.timeout_s <= 0:
             raise InvalidInputError("poll schedule: timeout_s must be > 0")
@@ -200,7 +205,9 @@ def category_for_task(code: Any, status: str, error_text: str = "") -> Category:
     return Category.TASK_FAILED
 
 
-def _with_flags(prepared: PreparedRequest, model_sync: bool, model_b64: bool, sync_mode: bool, base64_output: bool) -> PreparedRequest:
+def _with_flags(
+    prepared: PreparedRequest, model_sync: bool, model_b64: bool, sync_mode: bool, base64_output: bool
+) -> PreparedRequest:
     """Add enable_sync_mode/enable_base64_output only where enabled *and* listed for the model.
 
     They do not change the image, so the fingerprint (computed without them) stays the same.
@@ -225,7 +232,9 @@ def build_body(
     Images are encoded by ``image_encoder`` (default: a data URI); pass e.g. ``lambda i: f"<{i.sha256[:8]}>"``
     to show a body without pixel data. Raises :class:`InvalidInputError` on bad input.
     """
-    prepared = _with_flags(prepare_json_request(request), request.model.sync_mode, request.model.base64_output, sync_mode, base64_output)
+    prepared = _with_flags(
+        prepare_json_request(request), request.model.sync_mode, request.model.base64_output, sync_mode, base64_output
+    )
     return materialise(prepared.params, prepared.images, prepared.mask, image_encoder)
 
 
@@ -350,10 +359,16 @@ class WaveSpeedEditProvider:
         self.upload_threshold_bytes = upload_threshold_bytes
         self.max_download_bytes = int(max_download_bytes)
         self._submit_timeout = httpx.Timeout(
-            connect=DEFAULT_TIMEOUT.connect, read=submit_read_timeout_s, write=DEFAULT_TIMEOUT.write, pool=DEFAULT_TIMEOUT.pool
+            connect=DEFAULT_TIMEOUT.connect,
+            read=submit_read_timeout_s,
+            write=DEFAULT_TIMEOUT.write,
+            pool=DEFAULT_TIMEOUT.pool,
         )
         self._sync_timeout = httpx.Timeout(
-            connect=DEFAULT_TIMEOUT.connect, read=sync_read_timeout_s, write=DEFAULT_TIMEOUT.write, pool=DEFAULT_TIMEOUT.pool
+            connect=DEFAULT_TIMEOUT.connect,
+            read=sync_read_timeout_s,
+            write=DEFAULT_TIMEOUT.write,
+            pool=DEFAULT_TIMEOUT.pool,
         )
         self._sleep = sleep
         self._uploads = UploadCache()
@@ -370,9 +385,13 @@ class WaveSpeedEditProvider:
     def prepare(self, request: EditRequest) -> PreparedRequest:
         """``prepare_json_request`` plus the sync/base64 flags where enabled and listed for the model."""
         m = request.model
-        return _with_flags(prepare_json_request(request), m.sync_mode, m.base64_output, self.sync_mode, self.base64_output)
+        return _with_flags(
+            prepare_json_request(request), m.sync_mode, m.base64_output, self.sync_mode, self.base64_output
+        )
 
-    def build_body(self, request: EditRequest, image_encoder: Callable[[InputImage], Any] = InputImage.data_uri) -> dict[str, Any]:
+    def build_body(
+        self, request: EditRequest, image_encoder: Callable[[InputImage], Any] = InputImage.data_uri
+    ) -> dict[str, Any]:
         """The JSON body this provider would send for ``request`` (pure; no upload, no I/O)."""
         prepared = self.prepare(request)
         return materialise(prepared.params, prepared.images, prepared.mask, image_encoder)
@@ -400,7 +419,9 @@ class WaveSpeedEditProvider:
     async def resume(self, request: EditRequest, prediction_id: str) -> EditOutcome:
         """Finish a job submitted earlier: poll and download only — never POSTs a new task."""
         if not isinstance(prediction_id, str) or not _ID_OK.match(prediction_id):
-            raise InvalidInputError(f"{prediction_id!r} is not a WaveSpeed prediction id", hint="pass the id recorded at submit time")
+            raise InvalidInputError(
+                f"{prediction_id!r} is not a WaveSpeed prediction id", hint="pass the id recorded at submit time"
+            )
         prepared = self.prepare(request)
         key = self._key()
         call = _Call(request.model.id, prepared, prediction_id=prediction_id)
@@ -448,8 +469,14 @@ class WaveSpeedEditProvider:
 
     def _fail_from(self, call: _Call, err: ProviderError, **kw: Any) -> _Failed:
         return self._fail(
-            call, err.category, err.message, hint=err.hint, code=err.code, status_code=err.status_code,
-            retryable=err.retryable, **kw,
+            call,
+            err.category,
+            err.message,
+            hint=err.hint,
+            code=err.code,
+            status_code=err.status_code,
+            retryable=err.retryable,
+            **kw,
         )
 
     def _finalise(self, call: _Call, outcome: EditOutcome) -> EditOutcome:
@@ -482,7 +509,9 @@ class WaveSpeedEditProvider:
             await hook(call.prediction_id)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001  (the task is paid for: keep going, report it)
             call.hook_error = redact(f"{type(exc).__name__}: {exc}", self._api_key)
-            log.warning("wavespeed: on_submitted hook failed for prediction %s: %s", call.prediction_id, call.hook_error)
+            log.warning(
+                "wavespeed: on_submitted hook failed for prediction %s: %s", call.prediction_id, call.hook_error
+            )
 
     # ---- inputs -----------------------------------------------------------------------------
     async def _image_refs(self, call: _Call, prepared: PreparedRequest, key: Secret) -> dict[str, str]:
@@ -503,10 +532,20 @@ class WaveSpeedEditProvider:
 
     async def _uploaded_url(self, img: InputImage, key: Secret) -> str:
         """The media URL of ``img``: uploaded once per provider (concurrent callers share one upload)."""
-        return await self._uploads.url(img.sha256, lambda: upload_media(
-            self.client, self.base_url, img, key, headers=self._auth(key), retry=self.retry, sleep=self._sleep,
-            service=SERVICE, key_env=KEY_ENV,
-        ))
+        return await self._uploads.url(
+            img.sha256,
+            lambda: upload_media(
+                self.client,
+                self.base_url,
+                img,
+                key,
+                headers=self._auth(key),
+                retry=self.retry,
+                sleep=self._sleep,
+                service=SERVICE,
+                key_env=KEY_ENV,
+            ),
+        )
 
     # ---- submit -----------------------------------------------------------------------------
     async def _submit(self, call: _Call, body: dict[str, Any], key: Secret) -> dict[str, Any]:
@@ -528,70 +567,127 @@ class WaveSpeedEditProvider:
             except httpx.HTTPError as exc:
                 read = isinstance(exc, httpx.ReadTimeout)
                 raise self._fail(
-                    call, Category.UNKNOWN_OUTCOME,
+                    call,
+                    Category.UNKNOWN_OUTCOME,
                     f"WaveSpeed submit {'got no reply in time' if read else 'lost its connection'} after the request was sent "
                     f"({type(exc).__name__}); the task may have been created and billed, so it was not sent again",
                     hint="check the WaveSpeed dashboard; run again with --resubmit-unknown only if it was not billed",
-                    cost_usd=None, cost_source="unknown",
+                    cost_usd=None,
+                    cost_source="unknown",
                 ) from None
             call.latency.submit_ms = (time.monotonic() - t) * 1000
             call.simulated = call.simulated or is_simulated(resp)
             envelope = json_or_none(resp)
-            data = envelope.get("data") if isinstance(envelope, dict) and isinstance(envelope.get("data"), dict) else None
+            data = (
+                envelope.get("data") if isinstance(envelope, dict) and isinstance(envelope.get("data"), dict) else None
+            )
             pid = data.get("id") if data else None
             status = str(data.get("status") or "").lower() if data else ""
             has_id = isinstance(pid, str) and bool(_ID_OK.match(pid))
             code = resp.status_code
             if has_id and (code == 200 or (code >= 500 and status not in FAILED_STATUSES)):
                 if code != 200:
-                    log.warning("wavespeed: submit answered HTTP %d but carried prediction id %s; treating it as accepted", code, pid)
+                    log.warning(
+                        "wavespeed: submit answered HTTP %d but carried prediction id %s; treating it as accepted",
+                        code,
+                        pid,
+                    )
                 return data  # type: ignore[return-value]
             if code == 200 and has_id is False and data is not None and pid is not None:
-                raise self._fail(call, Category.UNKNOWN_OUTCOME, f"WaveSpeed submit returned an unusable prediction id {str(pid)[:40]!r}; not re-sent",
-                                 cost_usd=None, cost_source="unknown")
+                raise self._fail(
+                    call,
+                    Category.UNKNOWN_OUTCOME,
+                    f"WaveSpeed submit returned an unusable prediction id {str(pid)[:40]!r}; not re-sent",
+                    cost_usd=None,
+                    cost_source="unknown",
+                )
             if code == 429 or (code == 503 and self.resend_submit_on_503):
-                err = error_for_response(resp, service=SERVICE, what="submit", secrets=[key], key_env=KEY_ENV, retryable=True)
+                err = error_for_response(
+                    resp, service=SERVICE, what="submit", secrets=[key], key_env=KEY_ENV, retryable=True
+                )
                 await self._retry_submit_or_fail(call, err, attempt)
                 continue
             if code == 200:
                 env_code = envelope.get("code") if isinstance(envelope, dict) else None
                 if isinstance(env_code, int) and 400 <= env_code < 500:
                     # HTTP 200 carrying a 4xx envelope: the API refused the request (nothing was created)
-                    cat = Category.AUTH if env_code in (401, 403) else Category.RATE_LIMIT if env_code == 429 else Category.BAD_REQUEST
-                    raise self._fail(call, cat, f"WaveSpeed refused the submit (code {env_code}): {server_message(resp, [key])}",
-                                     status_code=code, code=env_code)
+                    cat = (
+                        Category.AUTH
+                        if env_code in (401, 403)
+                        else Category.RATE_LIMIT
+                        if env_code == 429
+                        else Category.BAD_REQUEST
+                    )
+                    raise self._fail(
+                        call,
+                        cat,
+                        f"WaveSpeed refused the submit (code {env_code}): {server_message(resp, [key])}",
+                        status_code=code,
+                        code=env_code,
+                    )
                 what = "a reply that is not JSON" if envelope is None else "a reply without a prediction id (data.id)"
                 raise self._fail(
-                    call, Category.UNKNOWN_OUTCOME,
+                    call,
+                    Category.UNKNOWN_OUTCOME,
                     f"WaveSpeed submit got HTTP 200 with {what}; whether the task was created is unknown, so it was not sent again",
-                    hint="check the WaveSpeed dashboard before running it again", status_code=code, cost_usd=None, cost_source="unknown",
+                    hint="check the WaveSpeed dashboard before running it again",
+                    status_code=code,
+                    cost_usd=None,
+                    cost_source="unknown",
                 )
             if code >= 500:
                 said = server_message(resp, [key])
                 if status in FAILED_STATUSES:
-                    raise self._fail(call, Category.SERVER, f"WaveSpeed submit failed: HTTP {code}: {said or status}",
-                                     hint="a server-side problem; try again later", status_code=code, retryable=True,
-                                     code=data.get("code") if data else None)
+                    raise self._fail(
+                        call,
+                        Category.SERVER,
+                        f"WaveSpeed submit failed: HTTP {code}: {said or status}",
+                        hint="a server-side problem; try again later",
+                        status_code=code,
+                        retryable=True,
+                        code=data.get("code") if data else None,
+                    )
                 raise self._fail(
-                    call, Category.UNKNOWN_OUTCOME,
-                    f"WaveSpeed submit answered HTTP {code}" + (f" ({said})" if said else "")
+                    call,
+                    Category.UNKNOWN_OUTCOME,
+                    f"WaveSpeed submit answered HTTP {code}"
+                    + (f" ({said})" if said else "")
                     + " after the request was sent; the task may have been created and billed, so it was not sent again",
-                    hint="check the WaveSpeed dashboard before running it again", status_code=code, cost_usd=None, cost_source="unknown",
+                    hint="check the WaveSpeed dashboard before running it again",
+                    status_code=code,
+                    cost_usd=None,
+                    cost_source="unknown",
                 )
-            raise self._fail_from(call, error_for_response(resp, service=SERVICE, what="submit", secrets=[key], key_env=KEY_ENV))
+            raise self._fail_from(
+                call, error_for_response(resp, service=SERVICE, what="submit", secrets=[key], key_env=KEY_ENV)
+            )
 
     async def _retry_submit_or_fail(self, call: _Call, err: ProviderError, attempt: int) -> None:
         """Wait before re-sending a submit that provably was not accepted, or give up."""
         if attempt >= self.retry.max_attempts:
-            raise self._fail(call, err.category, f"{err.message} (after {attempt} attempts; nothing was created)",
-                             hint=err.hint, status_code=err.status_code, retryable=True)
+            raise self._fail(
+                call,
+                err.category,
+                f"{err.message} (after {attempt} attempts; nothing was created)",
+                hint=err.hint,
+                status_code=err.status_code,
+                retryable=True,
+            )
         delay = self.retry.backoff_s(attempt, err.retry_after_s)
-        log.info("wavespeed: submit to %s not accepted (%s); re-sending in %.2f s (attempt %d of %d)",
-                 call.prepared.endpoint, err.message, delay, attempt + 1, self.retry.max_attempts)
+        log.info(
+            "wavespeed: submit to %s not accepted (%s); re-sending in %.2f s (attempt %d of %d)",
+            call.prepared.endpoint,
+            err.message,
+            delay,
+            attempt + 1,
+            self.retry.max_attempts,
+        )
         await self._sleep(delay)
 
     # ---- poll + download --------------------------------------------------------------------
-    async def _finish(self, call: _Call, request: EditRequest, key: Secret, deadline: float, first: dict[str, Any] | None) -> EditOutcome:
+    async def _finish(
+        self, call: _Call, request: EditRequest, key: Secret, deadline: float, first: dict[str, Any] | None
+    ) -> EditOutcome:
         try:
             async with asyncio.timeout_at(deadline):
                 data = first
@@ -602,10 +698,14 @@ class WaveSpeedEditProvider:
                 return await self._outcome(call, request, data)
         except TimeoutError:
             raise self._fail(
-                call, Category.TIMEOUT,
+                call,
+                Category.TIMEOUT,
                 f"no result for WaveSpeed prediction {call.prediction_id} within {self.poll.timeout_s:g} s; the task may still finish",
                 hint=f"collect it later with resume(request, {call.prediction_id!r}) (`evalkit run --resume`); it was not re-submitted",
-                retryable=True, cost_usd=None, cost_source="unknown", resumable=True,
+                retryable=True,
+                cost_usd=None,
+                cost_source="unknown",
+                resumable=True,
             ) from None
 
     async def _poll(self, call: _Call, key: Secret) -> dict[str, Any]:
@@ -616,16 +716,27 @@ class WaveSpeedEditProvider:
             n += 1
             try:
                 data = await with_retries(
-                    lambda: self._get_result(call, url, key), policy=self.retry,
-                    what=f"wavespeed poll of {call.prediction_id}", sleep=self._sleep, logger=log,
+                    lambda: self._get_result(call, url, key),
+                    policy=self.retry,
+                    what=f"wavespeed poll of {call.prediction_id}",
+                    sleep=self._sleep,
+                    logger=log,
                 )
             except ProviderError as err:
                 hint = f"the task was accepted; collect it later with resume(request, {call.prediction_id!r})"
                 if err.category == Category.AUTH:
                     hint = err.hint
-                raise self._fail(call, err.category, err.message, hint=hint, status_code=err.status_code,
-                                 retryable=err.retryable, cost_usd=None, cost_source="unknown",
-                                 resumable=err.category != Category.BAD_REQUEST) from None
+                raise self._fail(
+                    call,
+                    err.category,
+                    err.message,
+                    hint=hint,
+                    status_code=err.status_code,
+                    retryable=err.retryable,
+                    cost_usd=None,
+                    cost_source="unknown",
+                    resumable=err.category != Category.BAD_REQUEST,
+                ) from None
             status = str(data.get("status") or "").lower()
             call.observe(status, time.monotonic())
             if status == "completed" or status in FAILED_STATUSES:
@@ -660,17 +771,23 @@ class WaveSpeedEditProvider:
         if resp.status_code == 404:
             raise ProviderError(
                 f"WaveSpeed has no prediction {call.prediction_id} (HTTP 404: {server_message(resp, [key]) or 'not found'})",
-                category=Category.BAD_REQUEST, status_code=404, retryable=False,
+                category=Category.BAD_REQUEST,
+                status_code=404,
+                retryable=False,
                 hint="predictions are kept for 7 days; an older or foreign id cannot be collected",
             )
         if resp.status_code != 200:
-            raise error_for_response(resp, service=SERVICE, what="poll", secrets=[key], key_env=KEY_ENV, prediction_id=call.prediction_id)
+            raise error_for_response(
+                resp, service=SERVICE, what="poll", secrets=[key], key_env=KEY_ENV, prediction_id=call.prediction_id
+            )
         envelope = json_or_none(resp)
         if envelope is None:
             raise ProviderError(
                 f"WaveSpeed poll of {call.prediction_id} returned a reply that is not JSON "
                 f"(content-type {resp.headers.get('content-type', 'none')!r})",
-                category=Category.SERVER, retryable=True, status_code=200,
+                category=Category.SERVER,
+                retryable=True,
+                status_code=200,
             )
         data = envelope.get("data") if isinstance(envelope, dict) else None
         if not isinstance(data, dict) and isinstance(envelope, dict) and "status" in envelope:
@@ -678,7 +795,9 @@ class WaveSpeedEditProvider:
         if not isinstance(data, dict) or not isinstance(data.get("status"), str):
             raise ProviderError(
                 f"WaveSpeed poll of {call.prediction_id} returned JSON without data.status (unexpected shape)",
-                category=Category.SERVER, retryable=True, status_code=200,
+                category=Category.SERVER,
+                retryable=True,
+                status_code=200,
             )
         return data
 
@@ -698,10 +817,17 @@ class WaveSpeedEditProvider:
             cat = category_for_task(code, status, error_text)
             meta["task_code"] = code
             raise self._fail(
-                call, cat, f"WaveSpeed task {call.prediction_id} {status}" + (f" (code {code})" if code else "")
+                call,
+                cat,
+                f"WaveSpeed task {call.prediction_id} {status}"
+                + (f" (code {code})" if code else "")
                 + (f": {error_text}" if error_text else ""),
-                hint=_task_hint(cat), code=code, retryable=cat in (Category.SERVER,), cost_usd=0.0,
-                content_filtered=cat == Category.MODERATION, metadata=meta,
+                hint=_task_hint(cat),
+                code=code,
+                retryable=cat in (Category.SERVER,),
+                cost_usd=0.0,
+                content_filtered=cat == Category.MODERATION,
+                metadata=meta,
             )
         self._learn(call.model_id, call.latency.inference_ms)
         price = call.prepared.price_usd
@@ -711,32 +837,57 @@ class WaveSpeedEditProvider:
         if isinstance(first, dict):
             first = next((first[k] for k in ("url", "image_url", "output") if isinstance(first.get(k), str)), None)
         if not isinstance(first, str) or not first.strip():
-            raise self._fail(call, Category.BAD_OUTPUT, f"WaveSpeed task {call.prediction_id} completed without a usable output",
-                             hint="run the call again", metadata=meta, **paid)
+            raise self._fail(
+                call,
+                Category.BAD_OUTPUT,
+                f"WaveSpeed task {call.prediction_id} completed without a usable output",
+                hint="run the call again",
+                metadata=meta,
+                **paid,
+            )
         t = time.monotonic()
         try:
             image = await self._fetch_output(call, request, first.strip())
         except ProviderError as err:
             call.latency.download_ms = (time.monotonic() - t) * 1000
             # the task completed (and was billed); a transient download failure can be collected again by resume()
-            transient = err.retryable or err.category in (Category.SERVER, Category.NETWORK, Category.TIMEOUT, Category.RATE_LIMIT)
+            transient = err.retryable or err.category in (
+                Category.SERVER,
+                Category.NETWORK,
+                Category.TIMEOUT,
+                Category.RATE_LIMIT,
+            )
             raise self._fail_from(call, err, metadata=meta, resumable=transient, **paid) from None
         call.latency.download_ms = (time.monotonic() - t) * 1000
         call.simulated = call.simulated or image.simulated
         if len(outputs) > 1:
             meta["extra_outputs_ignored"] = len(outputs) - 1
-        return self._finalise(call, image.outcome(
-            call.model_id, nsfw=any(bool(f) for f in nsfw_flags), prediction_id=call.prediction_id, metadata=meta, **paid,
-        ))
+        return self._finalise(
+            call,
+            image.outcome(
+                call.model_id,
+                nsfw=any(bool(f) for f in nsfw_flags),
+                prediction_id=call.prediction_id,
+                metadata=meta,
+                **paid,
+            ),
+        )
 
     async def _fetch_output(self, call: _Call, request: EditRequest, output: str) -> DownloadedImage:
         if output.lower().startswith(("http://", "https://")):
             return await with_retries(
                 lambda: download_image(
-                    self.client, output, service=SERVICE, max_bytes=self.max_download_bytes, spool_dir=request.spool_dir,
+                    self.client,
+                    output,
+                    service=SERVICE,
+                    max_bytes=self.max_download_bytes,
+                    spool_dir=request.spool_dir,
                     prediction_id=call.prediction_id,
                 ),
-                policy=self.retry, what=f"wavespeed download for {call.prediction_id}", sleep=self._sleep, logger=log,
+                policy=self.retry,
+                what=f"wavespeed download for {call.prediction_id}",
+                sleep=self._sleep,
+                logger=log,
             )
         data = decode_base64_output(output, what="WaveSpeed output", max_bytes=self.max_download_bytes)
         return await image_from_bytes(data, what="WaveSpeed base64 output", max_bytes=self.max_download_bytes)

@@ -22,7 +22,14 @@ import httpx
 from evalkit.credentials import Secret
 from evalkit.errors import Category, ProviderError
 from evalkit.images import InputImage
-from evalkit.providers.http import Sleep, error_for_response, error_for_transport, json_or_none, server_message, with_retries
+from evalkit.providers.http import (
+    Sleep,
+    error_for_response,
+    error_for_transport,
+    json_or_none,
+    server_message,
+    with_retries,
+)
 from evalkit.providers.retry import RetryPolicy
 
 log = logging.getLogger("evalkit.providers.wavespeed")
@@ -57,8 +64,18 @@ class UploadCache:
         return url
 
 
-async def upload_media(client: httpx.AsyncClient, base_url: str, img: InputImage, key: Secret, *,
-                       headers: dict[str, str], retry: RetryPolicy, sleep: Sleep, service: str, key_env: str) -> str:
+async def upload_media(
+    client: httpx.AsyncClient,
+    base_url: str,
+    img: InputImage,
+    key: Secret,
+    *,
+    headers: dict[str, str],
+    retry: RetryPolicy,
+    sleep: Sleep,
+    service: str,
+    key_env: str,
+) -> str:
     """SDK ticket flow: ``POST /api/v3/media/uploads`` → ``PUT`` the bytes → ``data.download_url``.
     ``headers`` (with the key) go with the ticket request only, never to the upload URL; ``service``
     and ``key_env`` name the provider and its key variable in errors. Both steps are free and
@@ -77,13 +94,17 @@ async def upload_media(client: httpx.AsyncClient, base_url: str, img: InputImage
         data = body.get("data") if isinstance(body, dict) else None
         instr = data.get("upload") if isinstance(data, dict) else None
         if (
-            not isinstance(body, dict) or body.get("code", 200) != 200 or not isinstance(instr, dict)
-            or str(instr.get("method", "")).upper() != "PUT" or not isinstance(instr.get("url"), str)
+            not isinstance(body, dict)
+            or body.get("code", 200) != 200
+            or not isinstance(instr, dict)
+            or str(instr.get("method", "")).upper() != "PUT"
+            or not isinstance(instr.get("url"), str)
             or not isinstance(data.get("download_url"), str)
         ):
             raise ProviderError(
                 f"WaveSpeed media upload ticket reply was not understood: {server_message(resp, [key]) or 'unexpected shape'}",
-                category=Category.SERVER, retryable=True,
+                category=Category.SERVER,
+                retryable=True,
             )
         return data
 

@@ -28,16 +28,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from evalkit.decide.tables import QualityLike
 from evalkit.credentials import redact
+from evalkit.decide.tables import QualityLike
 from evalkit.errors import EvalkitError, InvalidInputError
-
 from evalkit.report.sections import ReportData, prepare_report, quality_string
 from evalkit.store.workspace import Workspace, check_id
 
@@ -66,7 +65,6 @@ class ReportResult:
     tables: list[Path] = field(default_factory=list)
 
 
-
 # -- files ----------------------------------------------------------------------------------------------
 
 
@@ -74,8 +72,13 @@ def write_tables(data: ReportData, out_dir: str | os.PathLike) -> list[Path]:
     """The report's tables as CSV (numbers unformatted, one row per model / model × group)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frames = {"models.csv": data.models, "by_operation.csv": data.by_operation, "by_category.csv": data.by_category,
-              "failures.csv": data.failures, "recommendations.csv": data.decision.to_frame()}
+    frames = {
+        "models.csv": data.models,
+        "by_operation.csv": data.by_operation,
+        "by_category.csv": data.by_category,
+        "failures.csv": data.failures,
+        "recommendations.csv": data.decision.to_frame(),
+    }
     paths = []
     for name, df in frames.items():
         df.to_csv(out / name, index=False)
@@ -85,7 +88,9 @@ def write_tables(data: ReportData, out_dir: str | os.PathLike) -> list[Path]:
 
 _EXTERNAL = re.compile(
     r"""<(?:script|img|iframe|link|source|video|audio|embed)\b[^>]*?\b(?:src|href)\s*=\s*["']?((?:https?:)?//[^"'\s>]+)"""
-    r"""|url\(\s*["']?((?:https?:)?//[^)"'\s]+)|@import\s+["']((?:https?:)?//[^"']+)""", re.I)
+    r"""|url\(\s*["']?((?:https?:)?//[^)"'\s]+)|@import\s+["']((?:https?:)?//[^"']+)""",
+    re.I,
+)
 
 
 def external_references(page: str) -> list[str]:
@@ -104,14 +109,22 @@ def export_html(notebook: str | os.PathLike, html_path: str | os.PathLike, *, ti
     nb.cells = [c for c in nb.cells if not drop & set(c.get("metadata", {}).get("tags", []))]
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+            cell.outputs = [
+                o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+            ]
     for key in ("papermill", "widgets"):
         nb.metadata.pop(key, None)
     if title:
         nb.metadata["title"] = title
-    exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"evalkit_report.html.j2": _TEMPLATE})],
-                            template_file="evalkit_report.html.j2", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True, embed_images=True)
+    exporter = HTMLExporter(
+        template_name="lab",
+        extra_loaders=[jinja2.DictLoader({"evalkit_report.html.j2": _TEMPLATE})],
+        template_file="evalkit_report.html.j2",
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
+    )
     body, _ = exporter.from_notebook_node(nb)
     path = Path(html_path)
     path.write_text(body, encoding="utf-8")
@@ -157,8 +170,16 @@ def _kernel_transport_config() -> Any:
     return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
-def execute_notebook(name: str, output: Path, parameters: Mapping[str, Any], *, cwd: Path, cell_timeout_s: float,
-                     kernel_name: str = "python3", start_timeout_s: float = 120) -> Path:
+def execute_notebook(
+    name: str,
+    output: Path,
+    parameters: Mapping[str, Any],
+    *,
+    cwd: Path,
+    cell_timeout_s: float,
+    kernel_name: str = "python3",
+    start_timeout_s: float = 120,
+) -> Path:
     """Run a bundled notebook with papermill; failures become EvalkitError naming the cell.
 
     ``parameters`` must hold no secrets (papermill writes them into the output notebook)."""
@@ -175,9 +196,17 @@ def execute_notebook(name: str, output: Path, parameters: Mapping[str, Any], *, 
     where = f"the partial notebook is {output}"
     try:
         with _kernel_imports_this_evalkit():
-            pm.execute_notebook(str(source), str(output), parameters=dict(parameters), kernel_name=kernel_name,
-                                progress_bar=False, execution_timeout=cell_timeout_s, start_timeout=start_timeout_s,
-                                cwd=str(cwd), config=_kernel_transport_config())
+            pm.execute_notebook(
+                str(source),
+                str(output),
+                parameters=dict(parameters),
+                kernel_name=kernel_name,
+                progress_bar=False,
+                execution_timeout=cell_timeout_s,
+                start_timeout=start_timeout_s,
+                cwd=str(cwd),
+                config=_kernel_transport_config(),
+            )
     except PapermillExecutionError as exc:
         first = next((line for line in (exc.source or "").splitlines() if line.strip()), "")
         number, total = _template_position(source, exc.cell_index)
@@ -187,14 +216,18 @@ def execute_notebook(name: str, output: Path, parameters: Mapping[str, Any], *, 
             hint=f"{where}; fix the cause above and build again",
         ) from None
     except CellTimeoutError:
-        raise EvalkitError(f"{name}: a cell ran longer than {cell_timeout_s:g} s",
-                           hint=f"{where}; raise cell_timeout_s for large runs") from None
+        raise EvalkitError(
+            f"{name}: a cell ran longer than {cell_timeout_s:g} s", hint=f"{where}; raise cell_timeout_s for large runs"
+        ) from None
     except DeadKernelError:
-        raise EvalkitError(f"{name}: the kernel died (often out of memory)",
-                           hint=f"{where}; free memory or report a smaller run") from None
+        raise EvalkitError(
+            f"{name}: the kernel died (often out of memory)", hint=f"{where}; free memory or report a smaller run"
+        ) from None
     except NoSuchKernel:
-        raise EvalkitError(f"no Jupyter kernel named {kernel_name!r}",
-                           hint="pass kernel_name='python3' or run `python -m ipykernel install --sys-prefix`") from None
+        raise EvalkitError(
+            f"no Jupyter kernel named {kernel_name!r}",
+            hint="pass kernel_name='python3' or run `python -m ipykernel install --sys-prefix`",
+        ) from None
     return output
 
 
@@ -209,9 +242,16 @@ def _template_position(source: Path, executed_index: int) -> tuple[int, int]:
     return index + 1, len(cells)
 
 
-def build_report(ws: Workspace | str | os.PathLike, run_id: str, *, out_dir: str | os.PathLike | None = None,
-                 quality: QualityLike | None = None, tiers: str | os.PathLike | None = None,
-                 cell_timeout_s: float = 600, kernel_name: str = "python3") -> ReportResult:
+def build_report(
+    ws: Workspace | str | os.PathLike,
+    run_id: str,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    quality: QualityLike | None = None,
+    tiers: str | os.PathLike | None = None,
+    cell_timeout_s: float = 600,
+    kernel_name: str = "python3",
+) -> ReportResult:
     """Execute ``model_choice_report.ipynb`` for ``run_id`` and write the report folder (module docstring).
 
     ``quality``: None chooses (judge VIEScore when scored, else SSIM — the report says which and why);
@@ -225,17 +265,21 @@ def build_report(ws: Workspace | str | os.PathLike, run_id: str, *, out_dir: str
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     notebook = out / REPORT_NOTEBOOK
-    params = {"workspace": str(workspace.path.resolve()), "run_id": run_id, "quality": quality_string(quality),
-              "tiers": str(Path(tiers).resolve()) if tiers is not None else ""}
+    params = {
+        "workspace": str(workspace.path.resolve()),
+        "run_id": run_id,
+        "quality": quality_string(quality),
+        "tiers": str(Path(tiers).resolve()) if tiers is not None else "",
+    }
     execute_notebook(REPORT_NOTEBOOK, notebook, params, cwd=out, cell_timeout_s=cell_timeout_s, kernel_name=kernel_name)
-    html_path = export_html(notebook, out / "model_choice_report.html",
-                            title=f"Model choice report — run {run_id}")
+    html_path = export_html(notebook, out / "model_choice_report.html", title=f"Model choice report — run {run_id}")
     data = prepare_report(workspace, run_id, quality=quality, tiers=tiers)
     from evalkit.decide.tiers import write_tier_defaults
 
     tier_path = write_tier_defaults(data.decision, out / "tier_defaults.json")
-    return ReportResult(out_dir=out, html=html_path, notebook=notebook, tier_defaults=tier_path,
-                        tables=write_tables(data, out))
+    return ReportResult(
+        out_dir=out, html=html_path, notebook=notebook, tier_defaults=tier_path, tables=write_tables(data, out)
+    )
 
 
 __all__ = ["ReportResult", "build_report", "write_tables", "export_html", "external_references", "execute_notebook"]

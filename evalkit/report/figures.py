@@ -29,17 +29,33 @@ from matplotlib.transforms import Bbox
 from PIL import Image, ImageDraw
 
 from evalkit.decide.tables import (
-    DEFAULT_QUALITY, SIMULATED_NOTE, QualityLike, comparison_cells, failure_table, format_ms, pareto_front, run_is_simulated,
+    DEFAULT_QUALITY,
+    SIMULATED_NOTE,
+    QualityLike,
+    comparison_cells,
+    failure_table,
+    format_ms,
+    pareto_front,
+    run_is_simulated,
 )
 from evalkit.errors import InvalidInputError
 from evalkit.images import thumbnail_jpeg
 from evalkit.store.workspace import Workspace
 
 DPI = 100
-STATE_COLOURS = {"failed": (248, 215, 218), "not_applicable": (226, 227, 229), "unknown": (255, 236, 179),
-                 "not_run": (240, 240, 240), "missing": (240, 240, 240)}
-AXIS_LABELS = {"mean_cost_usd": "list price per edit (USD)", "p95_total_ms": "p95 latency, total (ms)",
-               "p50_total_ms": "median latency, total (ms)", "p95_inference_ms": "p95 inference time (ms)"}
+STATE_COLOURS = {
+    "failed": (248, 215, 218),
+    "not_applicable": (226, 227, 229),
+    "unknown": (255, 236, 179),
+    "not_run": (240, 240, 240),
+    "missing": (240, 240, 240),
+}
+AXIS_LABELS = {
+    "mean_cost_usd": "list price per edit (USD)",
+    "p95_total_ms": "p95 latency, total (ms)",
+    "p50_total_ms": "median latency, total (ms)",
+    "p95_inference_ms": "p95 inference time (ms)",
+}
 FRONT_COLOUR = "#d62728"
 THUMB_QUALITY = 75  # JPEG quality of grid thumbnails (one value, so figure and HTML share the cache)
 
@@ -60,8 +76,19 @@ def mark_simulated(fig: Figure, *, behind: bool = False, title: bool = True) -> 
     if behind:
         for ax in fig.axes:
             ax.set_facecolor("none")
-    fig.text(0.5, 0.5, SIMULATED_NOTE, fontsize=size, color="red", alpha=0.12 if behind else 0.18, ha="center",
-             va="center", rotation=25, zorder=-1 if behind else 100, fontweight="bold")
+    fig.text(
+        0.5,
+        0.5,
+        SIMULATED_NOTE,
+        fontsize=size,
+        color="red",
+        alpha=0.12 if behind else 0.18,
+        ha="center",
+        va="center",
+        rotation=25,
+        zorder=-1 if behind else 100,
+        fontweight="bold",
+    )
     if title:
         fig.suptitle(f"{SIMULATED_NOTE}\n{fig.get_suptitle()}".strip(), color="#b00000", fontsize=11)
 
@@ -99,8 +126,9 @@ def _wrap(text: str, width_in: float, pt: float = NOTE_PT) -> list[str]:
     return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False) if text else []
 
 
-def _draw_front(ax, df: pd.DataFrame, x: str, y: str, *, minimize_x: bool, maximize_y: bool,
-                label: str) -> tuple[pd.DataFrame, str]:
+def _draw_front(
+    ax, df: pd.DataFrame, x: str, y: str, *, minimize_x: bool, maximize_y: bool, label: str
+) -> tuple[pd.DataFrame, str]:
     """Points, interval bars and the connected front on ``ax``; returns (plotted rows, "not plotted" note)."""
     data = df[df[x].notna() & df[y].notna()]
     front = pareto_front(data, x, y, minimize_x=minimize_x, maximize_y=maximize_y, label=label)
@@ -125,8 +153,16 @@ def _draw_front(ax, df: pd.DataFrame, x: str, y: str, *, minimize_x: bool, maxim
     ax.set_ylabel(_axis_label(y, df), fontsize=9)
     ax.tick_params(labelsize=8.5)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False, borderaxespad=0.1,
-              handletextpad=0.2, columnspacing=0.8)
+    ax.legend(
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+        borderaxespad=0.1,
+        handletextpad=0.2,
+        columnspacing=0.8,
+    )
     reasons = []
     for col in (x, y):
         names = df.loc[df[col].isna(), label].astype(str).tolist()
@@ -165,22 +201,38 @@ def _label_points(ax, plotted: pd.DataFrame, label: str, numbers: dict[str, int]
         row = plotted.loc[i]
         for dx, dy in offsets:
             far = abs(dx) > 10 or abs(dy) > 10
-            ann = ax.annotate(text, (row["_x"], row["_y"]), xytext=(dx, dy), textcoords="offset points", fontsize=pt,
-                              ha="left" if dx > 0 else "right" if dx < 0 else "center",
-                              va="bottom" if dy > 0 else "top" if dy < 0 else "center", zorder=4,
-                              arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.6} if far else None, **style)
+            ann = ax.annotate(
+                text,
+                (row["_x"], row["_y"]),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=pt,
+                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                zorder=4,
+                arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.6} if far else None,
+                **style,
+            )
             ann.set_in_layout(False)
             box = ann.get_window_extent(renderer)
-            inside = (box.x0 >= area.x0 - 2 and box.x1 <= area.x1 + 2 and box.y0 >= area.y0 - 2
-                      and box.y1 <= area.y1 + 2)
+            inside = box.x0 >= area.x0 - 2 and box.x1 <= area.x1 + 2 and box.y0 >= area.y0 - 2 and box.y1 <= area.y1 + 2
             if inside and not any(box.overlaps(b) for b in taken):
                 taken.append(box)
                 return True
             ann.remove()
         if force:  # nowhere free: the nearest spot, overlapping rather than missing
             dx, dy = offsets[0]
-            ann = ax.annotate(text, (row["_x"], row["_y"]), xytext=(dx, dy), textcoords="offset points",
-                              fontsize=pt, ha="left", va="center", zorder=4, **style)
+            ann = ax.annotate(
+                text,
+                (row["_x"], row["_y"]),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=pt,
+                ha="left",
+                va="center",
+                zorder=4,
+                **style,
+            )
             ann.set_in_layout(False)
             taken.append(ann.get_window_extent(renderer))
             return True
@@ -211,12 +263,22 @@ def _numbers(df: pd.DataFrame, plotted: list[pd.DataFrame], label: str) -> dict[
     return {n: k for k, n in enumerate(dict.fromkeys(names), start=1)}
 
 
-def _pareto_figure(df: pd.DataFrame, axes_spec: list[tuple[str, str, str]], *, title: str | None, simulated: bool,
-                   minimize_x: bool, maximize_y: bool | None, label: str) -> Figure:
+def _pareto_figure(
+    df: pd.DataFrame,
+    axes_spec: list[tuple[str, str, str]],
+    *,
+    title: str | None,
+    simulated: bool,
+    minimize_x: bool,
+    maximize_y: bool | None,
+    label: str,
+) -> Figure:
     """Panels side by side at a fixed, readable size, the notes and the numbered key wrapped below."""
     if df[label].duplicated().any():
-        raise InvalidInputError(f"plot_pareto needs one row per {label}",
-                                hint="filter a grouped model_table to one operation or category first")
+        raise InvalidInputError(
+            f"plot_pareto needs one row per {label}",
+            hint="filter a grouped model_table to one operation or category first",
+        )
     q = df.attrs.get("quality") or {}
     n = len(axes_spec)
     head = ([SIMULATED_NOTE] if simulated else []) + (title.split("\n") if title else [])
@@ -235,7 +297,9 @@ def _pareto_figure(df: pd.DataFrame, axes_spec: list[tuple[str, str, str]], *, t
     for k, (x, y, panel_title) in enumerate(axes_spec):
         ax = fig.add_axes((0, 0, 1, 1))
         place(ax, k, base_h_in)
-        want_max = (bool(q.get("higher_is_better", True)) if y == "quality" else True) if maximize_y is None else maximize_y
+        want_max = (
+            (bool(q.get("higher_is_better", True)) if y == "quality" else True) if maximize_y is None else maximize_y
+        )
         plotted, note = _draw_front(ax, df, x, y, minimize_x=minimize_x, maximize_y=want_max, label=label)
         ax.set_title(panel_title, loc="left", fontsize=10.5)
         axes.append((ax, want_max))
@@ -255,22 +319,53 @@ def _pareto_figure(df: pd.DataFrame, axes_spec: list[tuple[str, str, str]], *, t
     y_in = extra_in - 0.05
     for k, lines in enumerate(notes):
         if lines:
-            fig.text(lefts[k] / width_in, y_in / height_in, "\n".join(lines), fontsize=NOTE_PT, color="0.35",
-                     ha="left", va="top", linespacing=1.25)
+            fig.text(
+                lefts[k] / width_in,
+                y_in / height_in,
+                "\n".join(lines),
+                fontsize=NOTE_PT,
+                color="0.35",
+                ha="left",
+                va="top",
+                linespacing=1.25,
+            )
     if key:
-        fig.text(MARGIN_LEFT_IN / width_in, (y_in - n_note * NOTE_LINE_IN) / height_in, "\n".join(key),
-                 fontsize=NOTE_PT, color="0.15", ha="left", va="top", linespacing=1.25)
+        fig.text(
+            MARGIN_LEFT_IN / width_in,
+            (y_in - n_note * NOTE_LINE_IN) / height_in,
+            "\n".join(key),
+            fontsize=NOTE_PT,
+            color="0.15",
+            ha="left",
+            va="top",
+            linespacing=1.25,
+        )
     if head:
-        fig.suptitle("\n".join(head), x=0.5, y=1 - 0.06 / height_in, va="top", fontsize=11.5,
-                     color="#b00000" if simulated else "black")
+        fig.suptitle(
+            "\n".join(head),
+            x=0.5,
+            y=1 - 0.06 / height_in,
+            va="top",
+            fontsize=11.5,
+            color="#b00000" if simulated else "black",
+        )
     if simulated:
         mark_simulated(fig, behind=True, title=False)
     return fig
 
 
-def plot_pareto(df: pd.DataFrame, x: str = "mean_cost_usd", y: str = "quality", *, minimize_x: bool = True,
-                maximize_y: bool | None = None, label: str = "model_id", ax=None, title: str | None = None,
-                simulated: bool | None = None) -> Figure:
+def plot_pareto(
+    df: pd.DataFrame,
+    x: str = "mean_cost_usd",
+    y: str = "quality",
+    *,
+    minimize_x: bool = True,
+    maximize_y: bool | None = None,
+    label: str = "model_id",
+    ax=None,
+    title: str | None = None,
+    simulated: bool | None = None,
+) -> Figure:
     """Scatter of ``y`` against ``x`` with the Pareto front highlighted and connected; every point is
     named, or numbered (with a key below) where its name would overlap another.
 
@@ -282,11 +377,20 @@ def plot_pareto(df: pd.DataFrame, x: str = "mean_cost_usd", y: str = "quality", 
     """
     simulated = bool(df.attrs.get("simulated")) if simulated is None else simulated
     if ax is None:
-        return _pareto_figure(df, [(x, y, title or f"{_short_axis(y).capitalize()} vs {_short_axis(x)}")],
-                              title=None, simulated=simulated, minimize_x=minimize_x, maximize_y=maximize_y, label=label)
+        return _pareto_figure(
+            df,
+            [(x, y, title or f"{_short_axis(y).capitalize()} vs {_short_axis(x)}")],
+            title=None,
+            simulated=simulated,
+            minimize_x=minimize_x,
+            maximize_y=maximize_y,
+            label=label,
+        )
     if df[label].duplicated().any():
-        raise InvalidInputError(f"plot_pareto needs one row per {label}",
-                                hint="filter a grouped model_table to one operation or category first")
+        raise InvalidInputError(
+            f"plot_pareto needs one row per {label}",
+            hint="filter a grouped model_table to one operation or category first",
+        )
     q = df.attrs.get("quality") or {}
     if maximize_y is None:
         maximize_y = bool(q.get("higher_is_better", True)) if y == "quality" else True
@@ -306,11 +410,18 @@ def plot_pareto(df: pd.DataFrame, x: str = "mean_cost_usd", y: str = "quality", 
 def plot_tradeoffs(df: pd.DataFrame, *, title: str | None = None) -> Figure:
     """Two panels side by side: price vs quality and p95 latency vs quality, each with its Pareto front.
     A model keeps one number in both panels when its name does not fit."""
-    return _pareto_figure(df, [("mean_cost_usd", "quality", "Quality vs price per edit"),
-                               ("p95_total_ms", "quality", "Quality vs p95 latency")],
-                          title=title or f"run {df.attrs.get('run_id', '')}: cost, latency and quality",
-                          simulated=bool(df.attrs.get("simulated")), minimize_x=True, maximize_y=None,
-                          label="model_id")
+    return _pareto_figure(
+        df,
+        [
+            ("mean_cost_usd", "quality", "Quality vs price per edit"),
+            ("p95_total_ms", "quality", "Quality vs p95 latency"),
+        ],
+        title=title or f"run {df.attrs.get('run_id', '')}: cost, latency and quality",
+        simulated=bool(df.attrs.get("simulated")),
+        minimize_x=True,
+        maximize_y=None,
+        label="model_id",
+    )
 
 
 # -- comparison grids --------------------------------------------------------------------------------
@@ -338,7 +449,7 @@ def _display_caption(cell: pd.Series) -> str:
     keeps its terse "price ?", which its tests pin)."""
     caption = str(cell["caption"])
     if cell["state"] == "ok" and pd.isna(cell["price_usd"]) and caption.startswith("price ?"):
-        caption = "price unknown" + caption[len("price ?"):]
+        caption = "price unknown" + caption[len("price ?") :]
     return caption
 
 
@@ -370,9 +481,15 @@ def _grid_frame(ws: Workspace, run_id: str, cases, models, quality) -> tuple[pd.
     return cells, ws.cases(run_id)
 
 
-def comparison_grid(ws: Workspace, run_id: str, *, cases: Sequence[str] | None = None,
-                    models: Sequence[str] | None = None, quality: QualityLike = DEFAULT_QUALITY,
-                    thumb_px: int = 160) -> Figure:
+def comparison_grid(
+    ws: Workspace,
+    run_id: str,
+    *,
+    cases: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    quality: QualityLike = DEFAULT_QUALITY,
+    thumb_px: int = 160,
+) -> Figure:
     """Rows = cases, columns = the source image then each model; each cell captioned with price,
     latency and score. Failed cells (red) name the error category; not-applicable cells (grey) say
     "n/a" and why.
@@ -408,8 +525,14 @@ def comparison_grid(ws: Workspace, run_id: str, *, cases: Sequence[str] | None =
         paste(src, 0, i)
         prompt_text = _prompt_text(case_frame, case_id)
         more = f" (+{n_inputs - 1} input{'s' if n_inputs > 2 else ''})" if n_inputs > 1 else ""
-        texts.append((cell_w / 2, head_h + i * cell_h + thumb_px + 2, f"{case_id}{more}\n{_fit(prompt_text, thumb_px)}",
-                      {"va": "top"}))
+        texts.append(
+            (
+                cell_w / 2,
+                head_h + i * cell_h + thumb_px + 2,
+                f"{case_id}{more}\n{_fit(prompt_text, thumb_px)}",
+                {"va": "top"},
+            )
+        )
         for j, model_id in enumerate(model_list, start=1):
             cell = by_key.loc[(case_id, model_id)]
             x0, y0 = j * cell_w + pad // 2, head_h + i * cell_h
@@ -417,15 +540,38 @@ def comparison_grid(ws: Workspace, run_id: str, *, cases: Sequence[str] | None =
                 paste(cell["output_path"], j, i)
             else:
                 colour = STATE_COLOURS.get(cell["state"], (240, 240, 240))
-                draw.rectangle([x0, y0, x0 + thumb_px - 1, y0 + thumb_px - 1], fill=colour,
-                               outline=(200, 60, 60) if cell["state"] == "failed" else (170, 170, 170), width=2)
-                big = {"failed": f"FAILED\n{cell['error_category'] or ''}", "not_applicable": "n/a",
-                       "unknown": "UNKNOWN\noutcome"}.get(cell["state"], "not run")
-                texts.append((x0 + thumb_px / 2, y0 + thumb_px / 2, big,
-                              {"va": "center", "weight": "bold", "fontsize": 8,
-                               "color": "#a00000" if cell["state"] == "failed" else "0.35"}))
-            texts.append((x0 + thumb_px / 2, y0 + thumb_px + 2, _fit(_display_caption(cell), thumb_px, lines=2),
-                          {"va": "top", "color": "#a00000" if cell["state"] == "failed" else "black"}))
+                draw.rectangle(
+                    [x0, y0, x0 + thumb_px - 1, y0 + thumb_px - 1],
+                    fill=colour,
+                    outline=(200, 60, 60) if cell["state"] == "failed" else (170, 170, 170),
+                    width=2,
+                )
+                big = {
+                    "failed": f"FAILED\n{cell['error_category'] or ''}",
+                    "not_applicable": "n/a",
+                    "unknown": "UNKNOWN\noutcome",
+                }.get(cell["state"], "not run")
+                texts.append(
+                    (
+                        x0 + thumb_px / 2,
+                        y0 + thumb_px / 2,
+                        big,
+                        {
+                            "va": "center",
+                            "weight": "bold",
+                            "fontsize": 8,
+                            "color": "#a00000" if cell["state"] == "failed" else "0.35",
+                        },
+                    )
+                )
+            texts.append(
+                (
+                    x0 + thumb_px / 2,
+                    y0 + thumb_px + 2,
+                    _fit(_display_caption(cell), thumb_px, lines=2),
+                    {"va": "top", "color": "#a00000" if cell["state"] == "failed" else "black"},
+                )
+            )
     fig = Figure(figsize=(width / DPI, height / DPI + 0.5), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, height / (height + 0.5 * DPI)))
     ax.imshow(np.asarray(canvas), interpolation="none")
@@ -434,8 +580,10 @@ def comparison_grid(ws: Workspace, run_id: str, *, cases: Sequence[str] | None =
         opts = {"ha": "center", "va": "bottom", "fontsize": 6.5} | kw
         ax.text(tx, ty, text, **opts)
     simulated = cells.attrs["simulated"]
-    ax.set_title(f"run {run_id}: {nrows} case(s) × {len(model_list)} model(s)"
-                 + (" — SIMULATED" if simulated else ""), fontsize=9)
+    ax.set_title(
+        f"run {run_id}: {nrows} case(s) × {len(model_list)} model(s)" + (" — SIMULATED" if simulated else ""),
+        fontsize=9,
+    )
     if simulated:
         mark_simulated(fig)
     return fig
@@ -463,8 +611,15 @@ def _fit(text: str, px: int, lines: int = 1) -> str:
     return "\n".join(out)
 
 
-def case_strip(ws: Workspace, run_id: str, case_id: str, *, models: Sequence[str] | None = None,
-               quality: QualityLike = DEFAULT_QUALITY, thumb_px: int = 256) -> Figure:
+def case_strip(
+    ws: Workspace,
+    run_id: str,
+    case_id: str,
+    *,
+    models: Sequence[str] | None = None,
+    quality: QualityLike = DEFAULT_QUALITY,
+    thumb_px: int = 256,
+) -> Figure:
     """One case across every model (the source first), larger than in the full grid."""
     return comparison_grid(ws, run_id, cases=[case_id], models=models, quality=quality, thumb_px=thumb_px)
 
@@ -491,10 +646,18 @@ _HTML_CSS = """
 """
 
 
-def comparison_grid_html(ws: Workspace, run_id: str, *, cases: Sequence[str] | None = None,
-                         models: Sequence[str] | None = None, quality: QualityLike = DEFAULT_QUALITY,
-                         thumb_px: int = 160, jpeg_quality: int = THUMB_QUALITY, applicable_only: bool = False,
-                         order_by_score: bool = False) -> str:
+def comparison_grid_html(
+    ws: Workspace,
+    run_id: str,
+    *,
+    cases: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    quality: QualityLike = DEFAULT_QUALITY,
+    thumb_px: int = 160,
+    jpeg_quality: int = THUMB_QUALITY,
+    applicable_only: bool = False,
+    order_by_score: bool = False,
+) -> str:
     """The comparison grid as a self-contained HTML table (JPEG thumbnails as data URIs) for reports.
 
     ``applicable_only``: columns only for the models that ran on at least one of these cases (see
@@ -522,11 +685,14 @@ def comparison_grid_html(ws: Workspace, run_id: str, *, cases: Sequence[str] | N
     notes = []
     if hidden:
         total = len(model_list) + len(hidden)
-        notes.append(f"Showing the {len(model_list)} of {total} models that ran on these cases; "
-                     f"not applicable ({len(hidden)}): {', '.join(hidden)}.")
+        notes.append(
+            f"Showing the {len(model_list)} of {total} models that ran on these cases; "
+            f"not applicable ({len(hidden)}): {', '.join(hidden)}."
+        )
     if order_by_score and len(model_list) > 1 and cells.loc[cells["model_id"].isin(model_list), "score"].notna().any():
-        notes.append(f"Columns: best mean {(cells.attrs.get('quality') or {}).get('metric', 'score')} on these cases "
-                     "first.")
+        notes.append(
+            f"Columns: best mean {(cells.attrs.get('quality') or {}).get('metric', 'score')} on these cases first."
+        )
     if notes:
         out.append(f'<p class="evalkit-na">{esc(" ".join(notes))}</p>')
     out.append(f'<table class="evalkit-grid" data-run="{esc(run_id)}"><thead><tr><th>source</th>')
@@ -537,9 +703,11 @@ def comparison_grid_html(ws: Workspace, run_id: str, *, cases: Sequence[str] | N
         src, n_inputs = _source_path(ws, case_frame, case_id)
         more = f" (+{n_inputs - 1} input{'s' if n_inputs > 2 else ''})" if n_inputs > 1 else ""
         box = img(src, f"source {case_id}") if src else "no source image"
-        out.append(f'<tr><td class="cell source"><div class="box">{box}</div>'
-                   f'<div class="cap"><b>{esc(case_id)}</b>{esc(more)}<br>{esc(_prompt_text(case_frame, case_id))}'
-                   "</div></td>")
+        out.append(
+            f'<tr><td class="cell source"><div class="box">{box}</div>'
+            f'<div class="cap"><b>{esc(case_id)}</b>{esc(more)}<br>{esc(_prompt_text(case_frame, case_id))}'
+            "</div></td>"
+        )
         for model_id in model_list:
             cell = by_key.loc[(case_id, model_id)]
             state = cell["state"]
@@ -559,8 +727,10 @@ def comparison_grid_html(ws: Workspace, run_id: str, *, cases: Sequence[str] | N
             if state == "ok":  # "price · latency" then the score on its own line; no value split across lines
                 parts = [f'<span class="nw">{part}</span>' for part in caption.split(" · ")]
                 caption = " · ".join(parts[:-1]) + "<br>" + parts[-1] if len(parts) > 1 else caption
-            out.append(f'<td class="cell {css}"{call}{title}><div class="box">{inner}</div>'
-                       f'<div class="cap">{caption}</div></td>')
+            out.append(
+                f'<td class="cell {css}"{call}{title}><div class="box">{inner}</div>'
+                f'<div class="cap">{caption}</div></td>'
+            )
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -569,8 +739,9 @@ def comparison_grid_html(ws: Workspace, run_id: str, *, cases: Sequence[str] | N
 # -- latency -----------------------------------------------------------------------------------------
 
 
-def latency_distribution(ws: Workspace, run_id: str, *, models: Sequence[str] | None = None,
-                         column: str = "total_ms") -> Figure:
+def latency_distribution(
+    ws: Workspace, run_id: str, *, models: Sequence[str] | None = None, column: str = "total_ms"
+) -> Figure:
     """Per model: a box plot and every completed call's latency (log scale), p50 and p95 marked."""
     if column not in ("total_ms", "inference_ms", "queue_ms", "submit_ms", "download_ms"):
         raise InvalidInputError(f"column must be a latency column (total_ms, inference_ms, …), got {column!r}")
@@ -584,16 +755,30 @@ def latency_distribution(ws: Workspace, run_id: str, *, models: Sequence[str] | 
     ax = fig.add_subplot()
     if order:
         data = [groups[m] for m in order]
-        ax.boxplot(data, orientation="horizontal", tick_labels=order, whis=(5, 95), showfliers=False,
-                   widths=0.6, medianprops={"color": "none"})
+        ax.boxplot(
+            data,
+            orientation="horizontal",
+            tick_labels=order,
+            whis=(5, 95),
+            showfliers=False,
+            widths=0.6,
+            medianprops={"color": "none"},
+        )
         rng = np.random.default_rng(0)
         for i, values in enumerate(data, start=1):
             ax.scatter(values, i + rng.uniform(-0.18, 0.18, values.size), s=8, alpha=0.5, color="#1f77b4", zorder=3)
             p50, p95 = np.percentile(values, [50, 95])
             ax.plot([p50, p50], [i - 0.32, i + 0.32], color="black", lw=2, zorder=4)
             ax.plot([p95, p95], [i - 0.32, i + 0.32], color=FRONT_COLOUR, lw=2, zorder=4)
-            ax.annotate(f"p95 {format_ms(p95)}", (max(p95, values.max()), i), fontsize=7.5, color=FRONT_COLOUR,
-                        xytext=(5, 0), textcoords="offset points", va="center")
+            ax.annotate(
+                f"p95 {format_ms(p95)}",
+                (max(p95, values.max()), i),
+                fontsize=7.5,
+                color=FRONT_COLOUR,
+                xytext=(5, 0),
+                textcoords="offset points",
+                va="center",
+            )
         ax.set_xscale("log")
         ax.plot([], [], color="black", lw=2, label="p50")
         ax.plot([], [], color=FRONT_COLOUR, lw=2, label="p95")
@@ -608,5 +793,16 @@ def latency_distribution(ws: Workspace, run_id: str, *, models: Sequence[str] | 
     return fig
 
 
-__all__ = ["plot_pareto", "plot_tradeoffs", "comparison_grid", "case_strip", "comparison_grid_html", "applicable_models",
-           "best_first", "latency_distribution", "failure_table", "mark_simulated", "cached_thumbnail"]
+__all__ = [
+    "plot_pareto",
+    "plot_tradeoffs",
+    "comparison_grid",
+    "case_strip",
+    "comparison_grid_html",
+    "applicable_models",
+    "best_first",
+    "latency_distribution",
+    "failure_table",
+    "mark_simulated",
+    "cached_thumbnail",
+]

@@ -21,8 +21,17 @@ from typing import Any
 import pandas as pd
 
 from evalkit.decide.tables import (
-    SIMULATED_NOTE, QualityLike, QualitySpec, as_quality, failure_table, format_ms, format_usd, model_table,
-    resolve_quality, run_is_simulated, scored_values,
+    SIMULATED_NOTE,
+    QualityLike,
+    QualitySpec,
+    as_quality,
+    failure_table,
+    format_ms,
+    format_usd,
+    model_table,
+    resolve_quality,
+    run_is_simulated,
+    scored_values,
 )
 from evalkit.errors import InvalidInputError
 from evalkit.store.workspace import Workspace, check_id
@@ -51,7 +60,6 @@ AUTO_CAVEAT = (
     "It measures how much of the source was preserved, not whether the instruction was followed — an "
     "unchanged output scores best. Score the run with the VLM judge before choosing models on quality."
 )
-
 
 
 @dataclass
@@ -84,7 +92,9 @@ def parse_quality(text: str | None) -> QualitySpec | None:
     head, at, version = text.partition("@")
     metric, _, source = head.partition(":")
     if not metric.strip() or (at and not version.strip()):
-        raise InvalidInputError(f"bad quality spec {text!r}", hint="write METRIC[:SOURCE][@VERSION], e.g. viescore_o:judge")
+        raise InvalidInputError(
+            f"bad quality spec {text!r}", hint="write METRIC[:SOURCE][@VERSION], e.g. viescore_o:judge"
+        )
     spec = as_quality((metric.strip(), source.strip() or "auto", version.strip() or None))
     return spec
 
@@ -112,15 +122,19 @@ def choose_quality(ws: Workspace, run_id: str, quality: QualityLike | None = Non
             raise InvalidInputError(
                 f"run {run_id!r} has no scored values for quality {spec.label}"
                 + (f" version {spec.version}" if spec.version else ""),
-                hint=f"scored in this run: {', '.join(have[:15])}" if have else "score the run first (evalkit.scoring.score_run)",
+                hint=f"scored in this run: {', '.join(have[:15])}"
+                if have
+                else "score the run first (evalkit.scoring.score_run)",
             )
         return spec, f"Quality is {spec.label}, as requested."
     for candidate in (JUDGE_QUALITY, AUTO_QUALITY):
         spec = resolve_quality(scores, candidate)
         if not scored_values(scores, spec).empty:
             if spec.source == "judge":
-                why = (f"Quality is the VLM judge's overall VIEScore ({spec.metric}, 0–10; judge {spec.version}), "
-                       "the measure GEdit-Bench and model cards use for instruction-based edits.")
+                why = (
+                    f"Quality is the VLM judge's overall VIEScore ({spec.metric}, 0–10; judge {spec.version}), "
+                    "the measure GEdit-Bench and model cards use for instruction-based edits."
+                )
             else:
                 why = AUTO_CAVEAT.format(metric=spec.metric, source=spec.source)
             return spec, why
@@ -130,8 +144,13 @@ def choose_quality(ws: Workspace, run_id: str, quality: QualityLike | None = Non
 # -- data ---------------------------------------------------------------------------------------------
 
 
-def prepare_report(workspace: Workspace | str | os.PathLike, run_id: str, *, quality: QualityLike | None = None,
-                   tiers: str | os.PathLike | None = None) -> ReportData:
+def prepare_report(
+    workspace: Workspace | str | os.PathLike,
+    run_id: str,
+    *,
+    quality: QualityLike | None = None,
+    tiers: str | os.PathLike | None = None,
+) -> ReportData:
     """Compute every table the report shows (the notebook's first cell after its parameters)."""
     from evalkit.decide.tiers import choose_defaults
 
@@ -141,9 +160,16 @@ def prepare_report(workspace: Workspace | str | os.PathLike, run_id: str, *, qua
     spec, why = choose_quality(ws, run_id, quality)
     decision = choose_defaults(ws, run_id, tiers or None, quality=spec)
     return ReportData(
-        ws=ws, run_id=run_id, run=run, quality=spec, quality_reason=why, simulated=run_is_simulated(ws, run_id),
-        models=model_table(ws, run_id, quality=spec), by_operation=model_table(ws, run_id, quality=spec, by="operation"),
-        by_category=model_table(ws, run_id, quality=spec, by="category"), failures=failure_table(ws, run_id),
+        ws=ws,
+        run_id=run_id,
+        run=run,
+        quality=spec,
+        quality_reason=why,
+        simulated=run_is_simulated(ws, run_id),
+        models=model_table(ws, run_id, quality=spec),
+        by_operation=model_table(ws, run_id, quality=spec, by="operation"),
+        by_category=model_table(ws, run_id, quality=spec, by="category"),
+        failures=failure_table(ws, run_id),
         decision=decision,
     )
 
@@ -167,13 +193,15 @@ def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
         "cases": str(calls["case_id"].nunique()),
         "models": f"{len(run['models'])}: {', '.join(run['models'])}",
         "repeats": str(run["repeats"]),
-        "calls": (f"{attempted} attempted — {int(status.get('completed', 0))} completed ({cached} from the cache), "
-                  f"{int(status.get('failed', 0))} failed, {int(status.get('unknown', 0))} unknown outcome; "
-                  f"{int(status.get('not_applicable', 0))} not applicable"),
+        "calls": (
+            f"{attempted} attempted — {int(status.get('completed', 0))} completed ({cached} from the cache), "
+            f"{int(status.get('failed', 0))} failed, {int(status.get('unknown', 0))} unknown outcome; "
+            f"{int(status.get('not_applicable', 0))} not applicable"
+        ),
         "cost": f"${math.fsum(calls['cost_usd'].dropna().astype(float)):.4f} billed",
         "wall time": "—" if wall is None else format_ms(float(wall) * 1000),
         "dates (UTC)": f"created {run['created_at'][:19]}"
-                       + (f"; calls {started.min()[:19]} → {finished.max()[:19]}" if len(started) and len(finished) else ""),
+        + (f"; calls {started.min()[:19]} → {finished.max()[:19]}" if len(started) and len(finished) else ""),
         "judge": ", ".join(judge_versions) if judge_versions else "none (not judged)",
         "automatic metrics": ", ".join(auto_versions) if auto_versions else "none",
         "evalkit": run.get("evalkit_version") or "—",
@@ -203,20 +231,26 @@ def header_html(data: ReportData) -> str:
     title = f"Which image-editing model for each price tier — run {_esc(data.run_id)}"
     out = [_CSS, f"<h1>{title}</h1>"]
     if data.simulated:
-        out.append(f'<div class="ek-banner">{_esc(SIMULATED_NOTE)}. Every image, latency and cost below comes '
-                   "from local simulated servers: the recommendations say nothing about the real models.</div>")
+        out.append(
+            f'<div class="ek-banner">{_esc(SIMULATED_NOTE)}. Every image, latency and cost below comes '
+            "from local simulated servers: the recommendations say nothing about the real models.</div>"
+        )
     out.append(f'<p class="ek-note">{_esc(data.quality_reason)}</p>')
     return "".join(out)
 
 
 def overview_html(data: ReportData) -> str:
-    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in run_overview(data.ws, data.run_id).items())
+    rows = "".join(
+        f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in run_overview(data.ws, data.run_id).items()
+    )
     return f'{_CSS}<table class="ek-tbl">{rows}</table>'
 
 
 #: the same column widths in every tier's table, so tiers read side by side down the page
-_REC_COLS = ("<colgroup><col style='width:11.5em'><col style='width:16em'><col style='width:6.5em'>"
-             "<col style='width:5em'><col style='width:10em'><col style='width:4em'><col></colgroup>")
+_REC_COLS = (
+    "<colgroup><col style='width:11.5em'><col style='width:16em'><col style='width:6.5em'>"
+    "<col style='width:5em'><col style='width:10em'><col style='width:4em'><col></colgroup>"
+)
 
 
 def _q(v: Any) -> str:
@@ -240,8 +274,10 @@ def glance_html(data: ReportData) -> str:
     tiers = list(d.tiers)
     operations = sorted({op for name in tiers for op in d.operations[name]})
     head = "".join(f"<th>tier {_esc(t)}</th>" for t in tiers)
-    rows = "".join(f"<tr><th>{_esc(op)}</th>" + "".join(_glance_cell(d.operations[t].get(op)) for t in tiers) + "</tr>"
-                   for op in operations)
+    rows = "".join(
+        f"<tr><th>{_esc(op)}</th>" + "".join(_glance_cell(d.operations[t].get(op)) for t in tiers) + "</tr>"
+        for op in operations
+    )
     return f'<table class="ek-tbl ek-glance"><tr><th>operation</th>{head}</tr>{rows}</table>'
 
 
@@ -252,26 +288,36 @@ def recommendations_html(data: ReportData) -> str:
     out = [_CSS]
     if data.simulated:
         out.append(f'<div class="ek-banner">{_esc(SIMULATED_NOTE)} — not a basis for a decision.</div>')
-    out.append(f'<p class="ek-note">Ranked by {_esc(d.quality.label)}; a cheaper model replaces the best one when '
-               f"a one-sided Wilcoxon signed-rank test over shared cases (α = {d.alpha:g}) does not show it is worse.</p>")
+    out.append(
+        f'<p class="ek-note">Ranked by {_esc(d.quality.label)}; a cheaper model replaces the best one when '
+        f"a one-sided Wilcoxon signed-rank test over shared cases (α = {d.alpha:g}) does not show it is worse.</p>"
+    )
     out.append("<h3>At a glance</h3>" + glance_html(data))
     for name, tier in d.tiers.items():
         c = tier.constraints()
-        limits = [f"≤ {format_usd(c['max_cost_usd'])} per edit" if c["max_cost_usd"] is not None else "",
-                  f"p95 ≤ {format_ms(c['max_latency_p95_ms'])}" if c["max_latency_p95_ms"] is not None else "",
-                  f"success ≥ {c['min_success_rate']:.0%}", f"≥ {c['min_calls']} completed calls",
-                  f"providers {', '.join(c['allowed_providers'])}" if c["allowed_providers"] else "",
-                  f"vendors {', '.join(c['allowed_vendors'])}" if c["allowed_vendors"] else ""]
-        out.append(f"<h3>Tier {_esc(name)}</h3><p class='ek-note'>{_esc(tier.description)} "
-                   f"Constraints: {_esc('; '.join(x for x in limits if x))}.</p>")
-        out.append('<table class="ek-tbl ek-rec">' + _REC_COLS + "<tr><th>operation</th><th>default model</th>"
-                   "<th>price</th><th>p95</th><th>quality (95% CI)</th><th>cases</th><th>why</th></tr>")
+        limits = [
+            f"≤ {format_usd(c['max_cost_usd'])} per edit" if c["max_cost_usd"] is not None else "",
+            f"p95 ≤ {format_ms(c['max_latency_p95_ms'])}" if c["max_latency_p95_ms"] is not None else "",
+            f"success ≥ {c['min_success_rate']:.0%}",
+            f"≥ {c['min_calls']} completed calls",
+            f"providers {', '.join(c['allowed_providers'])}" if c["allowed_providers"] else "",
+            f"vendors {', '.join(c['allowed_vendors'])}" if c["allowed_vendors"] else "",
+        ]
+        out.append(
+            f"<h3>Tier {_esc(name)}</h3><p class='ek-note'>{_esc(tier.description)} "
+            f"Constraints: {_esc('; '.join(x for x in limits if x))}.</p>"
+        )
+        out.append(
+            '<table class="ek-tbl ek-rec">' + _REC_COLS + "<tr><th>operation</th><th>default model</th>"
+            "<th>price</th><th>p95</th><th>quality (95% CI)</th><th>cases</th><th>why</th></tr>"
+        )
         for op, dec in d.operations[name].items():
             if dec.status == "ok":
                 who = f'<span class="ek-ok">{_esc(dec.default)}</span>'
             elif dec.status == "insufficient_evidence":
-                who = ('<span class="ek-warn">none yet: too little evidence</span>'
-                       + (f"<br>provisional: {_esc(dec.provisional)}" if dec.provisional else ""))
+                who = '<span class="ek-warn">none yet: too little evidence</span>' + (
+                    f"<br>provisional: {_esc(dec.provisional)}" if dec.provisional else ""
+                )
             else:
                 who = '<span class="ek-bad">no eligible model</span>'
             lo, hi = dec.quality_ci
@@ -279,9 +325,11 @@ def recommendations_html(data: ReportData) -> str:
             named = dec.default or dec.provisional
             price = ("price unknown" if dec.cost_usd is None else format_usd(dec.cost_usd)) if named else "—"
             p95 = format_ms(dec.latency_p95_ms) if named and dec.latency_p95_ms is not None else "—"
-            out.append(f"<tr><td>{_esc(op)}</td><td>{who}</td><td>{_esc(price)}</td>"
-                       f"<td style='white-space:nowrap'>{_esc(p95)}</td><td style='white-space:nowrap'>{_q(dec.quality)}{ci}</td>"
-                       f"<td>{'—' if dec.n is None else dec.n}</td><td>{_esc(dec.rationale)}</td></tr>")
+            out.append(
+                f"<tr><td>{_esc(op)}</td><td>{who}</td><td>{_esc(price)}</td>"
+                f"<td style='white-space:nowrap'>{_esc(p95)}</td><td style='white-space:nowrap'>{_q(dec.quality)}{ci}</td>"
+                f"<td>{'—' if dec.n is None else dec.n}</td><td>{_esc(dec.rationale)}</td></tr>"
+            )
         out.append("</table>")
     return "".join(out)
 
@@ -291,25 +339,33 @@ def caveats(data: ReportData) -> list[str]:
     are in :func:`catalogue_facts`; the list only counts them)."""
     notes: list[str] = []
     if data.simulated:
-        notes.append(f"{SIMULATED_NOTE}: outputs, latencies and costs come from local servers that imitate the "
-                     "providers' APIs. They exercise the pipeline; they do not measure the models.")
+        notes.append(
+            f"{SIMULATED_NOTE}: outputs, latencies and costs come from local servers that imitate the "
+            "providers' APIs. They exercise the pipeline; they do not measure the models."
+        )
     if data.run.get("status") != "completed":
-        notes.append(f"The run ended with status {data.run.get('status')!r}: some calls were not made, so some "
-                     "models have fewer cases than others.")
+        notes.append(
+            f"The run ended with status {data.run.get('status')!r}: some calls were not made, so some "
+            "models have fewer cases than others."
+        )
     if data.quality.source == "judge":
         notes.extend(JUDGE_CAVEATS)
     elif data.quality.source == "auto":
         notes.append(AUTO_CAVEAT.format(metric=data.quality.metric, source=data.quality.source))
     unscored = int(data.models["unscored"].sum()) if len(data.models) else 0
     if unscored:
-        notes.append(f"{unscored} completed call(s) have no {data.quality.label} score (unscored or refused); "
-                     "they count for latency, cost and success but not for quality.")
+        notes.append(
+            f"{unscored} completed call(s) have no {data.quality.label} score (unscored or refused); "
+            "they count for latency, cost and success but not for quality."
+        )
     facts, unknown = catalogue_facts(data)
     if len(facts):
         n_price = int((facts["fact"] == "price").sum())
-        notes.append(f"{len(facts)} catalogue fact(s) about the models in this run are below high confidence, "
-                     f"{n_price} of them prices: prices are list prices from the sources in the table below — "
-                     "check them with the provider before deciding.")
+        notes.append(
+            f"{len(facts)} catalogue fact(s) about the models in this run are below high confidence, "
+            f"{n_price} of them prices: prices are list prices from the sources in the table below — "
+            "check them with the provider before deciding."
+        )
     if unknown:
         notes.append(f"Not in the catalogue, so their prices and limits are unverified: {', '.join(unknown)}.")
     thin = []
@@ -341,13 +397,23 @@ def catalogue_facts(data: ReportData) -> tuple[pd.DataFrame, list[str]]:
             continue
         for name, fact in sorted(catalog.get(model).facts.items()):
             if fact.confidence == "low" or (name == "price" and fact.confidence != "high"):
-                rows.append({"model": model, "fact": name, "confidence": fact.confidence, "source": fact.source,
-                             "note": fact.note or ""})
+                rows.append(
+                    {
+                        "model": model,
+                        "fact": name,
+                        "confidence": fact.confidence,
+                        "source": fact.source,
+                        "note": fact.note or "",
+                    }
+                )
     frame = pd.DataFrame(rows, columns=["model", "fact", "confidence", "source", "note"])
     if len(frame):
-        frame = (frame.assign(_price=frame["fact"] != "price", _low=frame["confidence"] != "low")
-                 .sort_values(["_price", "_low", "model", "fact"], kind="stable")
-                 .drop(columns=["_price", "_low"]).reset_index(drop=True))
+        frame = (
+            frame.assign(_price=frame["fact"] != "price", _low=frame["confidence"] != "low")
+            .sort_values(["_price", "_low", "model", "fact"], kind="stable")
+            .drop(columns=["_price", "_low"])
+            .reset_index(drop=True)
+        )
     return frame, unknown
 
 
@@ -359,12 +425,16 @@ def _clip(text: str, n: int) -> str:
 def _facts_table(frame: pd.DataFrame) -> str:
     """A compact table of catalogue facts; long sources and notes are clipped (the full text is the
     cell's tooltip)."""
-    out = ['<table class="ek-tbl ek-facts"><tr><th>model</th><th>fact</th><th>confidence</th>'
-           "<th>source</th><th>note</th></tr>"]
+    out = [
+        '<table class="ek-tbl ek-facts"><tr><th>model</th><th>fact</th><th>confidence</th>'
+        "<th>source</th><th>note</th></tr>"
+    ]
     for r in frame.itertuples(index=False):
-        out.append(f"<tr><td style='white-space:nowrap'>{_esc(r.model)}</td><td>{_esc(r.fact)}</td>"
-                   f"<td>{_esc(r.confidence)}</td><td title='{_esc(r.source)}'>{_esc(_clip(r.source, 90))}</td>"
-                   f"<td title='{_esc(r.note)}'>{_esc(_clip(r.note, 110))}</td></tr>")
+        out.append(
+            f"<tr><td style='white-space:nowrap'>{_esc(r.model)}</td><td>{_esc(r.fact)}</td>"
+            f"<td>{_esc(r.confidence)}</td><td title='{_esc(r.source)}'>{_esc(_clip(r.source, 90))}</td>"
+            f"<td title='{_esc(r.note)}'>{_esc(_clip(r.note, 110))}</td></tr>"
+        )
     out.append("</table>")
     return "".join(out)
 
@@ -378,16 +448,27 @@ def caveats_html(data: ReportData) -> str:
     if len(prices):
         out.append(f"<h4>Prices below high confidence ({len(prices)})</h4>{_facts_table(prices)}")
     if len(others):
-        out.append(f"<details><summary>Other low-confidence catalogue facts ({len(others)}: "
-                   f"{_esc(', '.join(sorted(set(others['fact']))))})</summary>{_facts_table(others)}</details>")
+        out.append(
+            f"<details><summary>Other low-confidence catalogue facts ({len(others)}: "
+            f"{_esc(', '.join(sorted(set(others['fact']))))})</summary>{_facts_table(others)}</details>"
+        )
     return "".join(out)
 
 
 #: the model table's columns in the report, with their headers; everything else (calls, failures,
 #: total cost, inference latency, value notes …) is in the CSV files written beside the report
-_COLUMNS = {"model_id": "model", "provider": "provider", "success_rate": "success", "mean_cost_usd": "price / edit",
-            "p50_total_ms": "p50 latency", "p95_total_ms": "p95 latency", "quality": "quality",
-            "quality_ci": "95% CI", "quality_n": "cases scored", "value_per_usd": "quality per $"}
+_COLUMNS = {
+    "model_id": "model",
+    "provider": "provider",
+    "success_rate": "success",
+    "mean_cost_usd": "price / edit",
+    "p50_total_ms": "p50 latency",
+    "p95_total_ms": "p95 latency",
+    "quality": "quality",
+    "quality_ci": "95% CI",
+    "quality_n": "cases scored",
+    "value_per_usd": "quality per $",
+}
 _VALUE_NOTES = {"undefined: free model (cost $0)": "— (free)", "undefined: price unknown": "— (price unknown)"}
 
 
@@ -408,10 +489,13 @@ def styled(df: pd.DataFrame, *, group: str | None = None) -> Any:
     from evalkit.decide.tables import style_table
 
     rows = df[df["calls"] > 0] if "calls" in df.columns else df
-    view = rows.assign(quality_ci=[_ci_text(lo, hi) for lo, hi in zip(rows["quality_ci_low"], rows["quality_ci_high"],
-                                                                         strict=True)],
-                       value_per_usd=[v if not pd.isna(v) else _VALUE_NOTES.get(note, "—")
-                                      for v, note in zip(rows["value_per_usd"], rows["value_note"], strict=True)])
+    view = rows.assign(
+        quality_ci=[_ci_text(lo, hi) for lo, hi in zip(rows["quality_ci_low"], rows["quality_ci_high"], strict=True)],
+        value_per_usd=[
+            v if not pd.isna(v) else _VALUE_NOTES.get(note, "—")
+            for v, note in zip(rows["value_per_usd"], rows["value_note"], strict=True)
+        ],
+    )
     cols = ([group] if group else []) + [c for c in _COLUMNS if c in view.columns and c != group]
     view = view[cols].reset_index(drop=True)
     view["value_per_usd"] = view["value_per_usd"].astype(object)
@@ -424,21 +508,28 @@ def styled(df: pd.DataFrame, *, group: str | None = None) -> Any:
     styler = styler.format(lambda v: "—" if pd.isna(v) else format_ms(v), subset=["p50_total_ms", "p95_total_ms"])
     styler = styler.format(_value_text, subset=["value_per_usd"])
     text_cols = [c for c in ([group] if group else []) + ["model_id", "provider"]]
-    styler = (styler.hide(axis="index")
-              .relabel_index([_COLUMNS.get(c, c) for c in cols], axis="columns")
-              .set_properties(subset=text_cols, **{"text-align": "left", "white-space": "nowrap"})
-              .set_properties(subset=["quality_ci", "quality_n"], **{"color": "#555"})
-              .set_properties(subset=["quality_ci", "value_per_usd"], **{"white-space": "nowrap"})
-              .set_table_styles([{"selector": "th", "props": "text-align: center; white-space: nowrap;"},
-                                 {"selector": "caption", "props": "caption-side: top; text-align: left; color: #555;"}],
-                                overwrite=False))
+    styler = (
+        styler.hide(axis="index")
+        .relabel_index([_COLUMNS.get(c, c) for c in cols], axis="columns")
+        .set_properties(subset=text_cols, **{"text-align": "left", "white-space": "nowrap"})
+        .set_properties(subset=["quality_ci", "quality_n"], **{"color": "#555"})
+        .set_properties(subset=["quality_ci", "value_per_usd"], **{"white-space": "nowrap"})
+        .set_table_styles(
+            [
+                {"selector": "th", "props": "text-align: center; white-space: nowrap;"},
+                {"selector": "caption", "props": "caption-side: top; text-align: left; color: #555;"},
+            ],
+            overwrite=False,
+        )
+    )
     missing = [c for c in view.columns if c != group and view[c].isna().any()]
     if missing:
         styler = styler.map(lambda v: "color: #777" if pd.isna(v) else "", subset=missing)
     if group:
         starts = firsts.to_numpy()
-        styler = styler.apply(lambda r: ["border-top: 2px solid #888" if starts[r.name] and r.name else ""] * len(r),
-                              axis=1)
+        styler = styler.apply(
+            lambda r: ["border-top: 2px solid #888" if starts[r.name] and r.name else ""] * len(r), axis=1
+        )
     return styler
 
 
@@ -475,19 +566,29 @@ def split_ids(text: str | Sequence[str] | None) -> list[str] | None:
     return out or None
 
 
-def select_cases(ws: Workspace, run_id: str, *, categories: str | Sequence[str] | None = None,
-                 cases: str | Sequence[str] | None = None) -> pd.DataFrame:
+def select_cases(
+    ws: Workspace,
+    run_id: str,
+    *,
+    categories: str | Sequence[str] | None = None,
+    cases: str | Sequence[str] | None = None,
+) -> pd.DataFrame:
     """The run's cases (category "(none)" when missing), filtered; unknown names raise with the known ones."""
     frame = ws.cases(run_id)
     if frame.empty:
         return pd.DataFrame(columns=["case_id", "operation", "category", "prompt"])
     frame = frame.assign(category=frame["category"].fillna("(none)"))
-    for column, wanted, what in (("case_id", split_ids(cases), "case"), ("category", split_ids(categories), "category")):
+    for column, wanted, what in (
+        ("case_id", split_ids(cases), "case"),
+        ("category", split_ids(categories), "category"),
+    ):
         if wanted:
             missing = sorted(set(wanted) - set(frame[column]))
             if missing:
-                raise InvalidInputError(f"unknown {what}(s) {missing} in run {run_id!r}",
-                                        hint=f"known: {', '.join(sorted(set(frame[column]))[:30])}")
+                raise InvalidInputError(
+                    f"unknown {what}(s) {missing} in run {run_id!r}",
+                    hint=f"known: {', '.join(sorted(set(frame[column]))[:30])}",
+                )
             frame = frame[frame[column].isin(wanted)]
     return frame
 
@@ -498,9 +599,15 @@ def strip_cases(ws: Workspace, run_id: str, **filters: Any) -> list[str]:
     return list(frame.groupby("category", sort=True).head(1).sort_values("category")["case_id"])
 
 
-def category_grids(ws: Workspace, run_id: str, *, quality: QualityLike = AUTO_QUALITY,
-                   categories: str | Sequence[str] | None = None, cases: str | Sequence[str] | None = None,
-                   thumb_px: int | None = None) -> list[tuple[str, str]]:
+def category_grids(
+    ws: Workspace,
+    run_id: str,
+    *,
+    quality: QualityLike = AUTO_QUALITY,
+    categories: str | Sequence[str] | None = None,
+    cases: str | Sequence[str] | None = None,
+    thumb_px: int | None = None,
+) -> list[tuple[str, str]]:
     """One HTML comparison grid (JPEG thumbnails as data URIs) per case category: (category, html).
 
     Each grid has columns only for the models that ran on at least one of its cases, best mean score
@@ -511,13 +618,22 @@ def category_grids(ws: Workspace, run_id: str, *, quality: QualityLike = AUTO_QU
     frame = select_cases(ws, run_id, categories=categories, cases=cases)
     calls = ws.calls(run_id)
     ran = calls[calls["status"] != "not_applicable"]
-    n_cells = sum(len(g) * (1 + ran.loc[ran["case_id"].isin(g["case_id"]), "model_id"].nunique())
-                  for _, g in frame.groupby("category", sort=True))
+    n_cells = sum(
+        len(g) * (1 + ran.loc[ran["case_id"].isin(g["case_id"]), "model_id"].nunique())
+        for _, g in frame.groupby("category", sort=True)
+    )
     px = thumb_px or grid_thumb_px(n_cells)
     out = []
     for category, group in frame.groupby("category", sort=True):
-        grid = comparison_grid_html(ws, run_id, cases=list(group["case_id"]), quality=quality, thumb_px=px,
-                                    applicable_only=True, order_by_score=True)
+        grid = comparison_grid_html(
+            ws,
+            run_id,
+            cases=list(group["case_id"]),
+            quality=quality,
+            thumb_px=px,
+            applicable_only=True,
+            order_by_score=True,
+        )
         out.append((str(category), f'<div style="overflow-x:auto">{grid}</div>'))
     return out
 
@@ -545,9 +661,33 @@ def failures_html(data: ReportData) -> str:
 
 
 __all__ = [
-    "AUTO_CAVEAT", "AUTO_QUALITY", "GRID_CELL_BUDGET", "JUDGE_CAVEATS", "JUDGE_QUALITY", "MIN_CASES_FOR_EVIDENCE",
-    "REPORT_THUMB_PX", "ReportData", "prepare_report", "choose_quality", "parse_quality", "quality_string",
-    "run_overview", "header_html", "overview_html", "glance_html", "recommendations_html", "caveats", "caveats_html",
-    "catalogue_facts", "styled", "figure_image", "category_grids", "select_cases", "strip_cases", "split_ids", "groups",
-    "failures_html", "grid_thumb_px",
+    "AUTO_CAVEAT",
+    "AUTO_QUALITY",
+    "GRID_CELL_BUDGET",
+    "JUDGE_CAVEATS",
+    "JUDGE_QUALITY",
+    "MIN_CASES_FOR_EVIDENCE",
+    "REPORT_THUMB_PX",
+    "ReportData",
+    "prepare_report",
+    "choose_quality",
+    "parse_quality",
+    "quality_string",
+    "run_overview",
+    "header_html",
+    "overview_html",
+    "glance_html",
+    "recommendations_html",
+    "caveats",
+    "caveats_html",
+    "catalogue_facts",
+    "styled",
+    "figure_image",
+    "category_grids",
+    "select_cases",
+    "strip_cases",
+    "split_ids",
+    "groups",
+    "failures_html",
+    "grid_thumb_px",
 ]

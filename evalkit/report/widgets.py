@@ -25,9 +25,9 @@ from PIL import Image, ImageDraw
 from evalkit.decide.tables import DEFAULT_QUALITY, SIMULATED_NOTE, QualityLike, comparison_cells
 from evalkit.errors import InvalidInputError
 from evalkit.images import decode_output, encode, to_rgb
+from evalkit.report.figures import cached_thumbnail
 from evalkit.scoring.arena import schedule_pairs
 from evalkit.store.workspace import Workspace
-from evalkit.report.figures import cached_thumbnail
 
 ALL = "(all)"
 COMPARE_PX = 512
@@ -35,8 +35,11 @@ _FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "gif": 
 
 
 def _banner(simulated: bool) -> widgets.HTML:
-    text = (f'<div style="background:#b00000;color:#fff;padding:4px 8px;font-weight:600">{SIMULATED_NOTE}</div>'
-            if simulated else "")
+    text = (
+        f'<div style="background:#b00000;color:#fff;padding:4px 8px;font-weight:600">{SIMULATED_NOTE}</div>'
+        if simulated
+        else ""
+    )
     return widgets.HTML(text)
 
 
@@ -68,8 +71,15 @@ class Explorer:
     "enlarge" button shows the full-size image below. ``.widget`` is the root to display.
     """
 
-    def __init__(self, ws: Workspace, run_id: str, *, quality: QualityLike = DEFAULT_QUALITY,
-                 models: Sequence[str] | None = None, thumb_px: int = 192):
+    def __init__(
+        self,
+        ws: Workspace,
+        run_id: str,
+        *,
+        quality: QualityLike = DEFAULT_QUALITY,
+        models: Sequence[str] | None = None,
+        thumb_px: int = 192,
+    ):
         self.ws, self.run_id, self.thumb_px = ws, run_id, thumb_px
         self.cells = comparison_cells(ws, run_id, models=models, quality=quality)
         self.models: list[str] = self.cells.attrs["models"]
@@ -78,13 +88,17 @@ class Explorer:
             raise InvalidInputError(f"run {run_id!r} has no cases to explore")
         scores = ws.scores(run_id)
         scored = scores[scores["status"] == "scored"]
-        self.score_text = {cid: " · ".join(f"{m} {v:.3g}" for m, v in zip(g["metric"], g["value"], strict=True))
-                           for cid, g in scored.groupby("call_id")}
+        self.score_text = {
+            cid: " · ".join(f"{m} {v:.3g}" for m, v in zip(g["metric"], g["value"], strict=True))
+            for cid, g in scored.groupby("call_id")
+        }
         cf = self.case_frame.assign(category=self.case_frame["category"].fillna(""))
-        self.operation = widgets.Dropdown(description="operation",
-                                          options=[ALL, *sorted(cf["operation"].unique())], value=ALL)
-        self.category = widgets.Dropdown(description="category",
-                                         options=[ALL, *sorted(c for c in cf["category"].unique() if c)], value=ALL)
+        self.operation = widgets.Dropdown(
+            description="operation", options=[ALL, *sorted(cf["operation"].unique())], value=ALL
+        )
+        self.category = widgets.Dropdown(
+            description="category", options=[ALL, *sorted(c for c in cf["category"].unique() if c)], value=ALL
+        )
         self.case = widgets.Dropdown(description="case", layout=widgets.Layout(width="420px"))
         self.prompt = widgets.HTML()
         self.source_image = widgets.Image(format="jpeg", layout=widgets.Layout(width=f"{thumb_px}px"))
@@ -93,21 +107,29 @@ class Explorer:
         self.images: dict[str, widgets.Image] = {}
         self.captions: dict[str, widgets.HTML] = {}
         self.enlarge_buttons: dict[str, widgets.Button] = {}
-        tiles = [widgets.VBox([widgets.HTML("<b>source</b>"), self.source_image, self.prompt, self.source_enlarge],
-                              layout=widgets.Layout(width=f"{thumb_px + 16}px"))]
+        tiles = [
+            widgets.VBox(
+                [widgets.HTML("<b>source</b>"), self.source_image, self.prompt, self.source_enlarge],
+                layout=widgets.Layout(width=f"{thumb_px + 16}px"),
+            )
+        ]
         for m in self.models:
             self.images[m] = widgets.Image(format="jpeg", layout=widgets.Layout(width=f"{thumb_px}px"))
             self.captions[m] = widgets.HTML()
             button = widgets.Button(description="enlarge", tooltip=f"show {m}'s output full size")
             button.on_click(lambda _b, m=m: self.enlarge(m))
             self.enlarge_buttons[m] = button
-            tiles.append(widgets.VBox([widgets.HTML(f"<b>{m}</b>"), self.images[m], self.captions[m], button],
-                                      layout=widgets.Layout(width=f"{thumb_px + 16}px")))
-        self.grid = widgets.GridBox(tiles, layout=widgets.Layout(
-            grid_template_columns=f"repeat(auto-fill, {thumb_px + 20}px)", grid_gap="6px"))
+            tiles.append(
+                widgets.VBox(
+                    [widgets.HTML(f"<b>{m}</b>"), self.images[m], self.captions[m], button],
+                    layout=widgets.Layout(width=f"{thumb_px + 16}px"),
+                )
+            )
+        self.grid = widgets.GridBox(
+            tiles, layout=widgets.Layout(grid_template_columns=f"repeat(auto-fill, {thumb_px + 20}px)", grid_gap="6px")
+        )
         self.compare_model = widgets.Dropdown(description="before/after")
-        self.split = widgets.IntSlider(value=50, min=0, max=100, step=1, description="split %",
-                                       continuous_update=False)
+        self.split = widgets.IntSlider(value=50, min=0, max=100, step=1, description="split %", continuous_update=False)
         self.compare_image = widgets.Image(format="jpeg")
         self.enlarged_title = widgets.HTML()
         self.enlarged = widgets.Image(format="png")
@@ -117,16 +139,18 @@ class Explorer:
         self.case.observe(lambda _c: self._show_case(), "value")
         self.compare_model.observe(lambda _c: self._show_compare(), "value")
         self.split.observe(lambda _c: self._show_compare(), "value")
-        self.widget = widgets.VBox([
-            _banner(self.cells.attrs["simulated"]),
-            widgets.HBox([self.operation, self.category, self.case]),
-            self.grid,
-            widgets.HTML("<b>before | after</b> (left of the line: source; right: output)"),
-            widgets.HBox([self.compare_model, self.split]),
-            self.compare_image,
-            self.enlarged_title,
-            self.enlarged,
-        ])
+        self.widget = widgets.VBox(
+            [
+                _banner(self.cells.attrs["simulated"]),
+                widgets.HBox([self.operation, self.category, self.case]),
+                self.grid,
+                widgets.HTML("<b>before | after</b> (left of the line: source; right: output)"),
+                widgets.HBox([self.compare_model, self.split]),
+                self.compare_image,
+                self.enlarged_title,
+                self.enlarged,
+            ]
+        )
         self._filters_changed()
 
     # ---- state -> view ------------------------------------------------------------------------
@@ -165,8 +189,10 @@ class Explorer:
         src = _source_path(self.ws, self.case_frame, case_id)
         self.source_image.value = cached_thumbnail(src, self.thumb_px) if src else b""
         row = self.case_frame[self.case_frame["case_id"] == case_id].iloc[0]
-        self.prompt.value = (f"<small>{_esc(case_id)} · {_esc(row['operation'])}"
-                             f"{' · ' + _esc(row['category']) if row['category'] else ''}<br>{_esc(row['prompt'] or '')}</small>")
+        self.prompt.value = (
+            f"<small>{_esc(case_id)} · {_esc(row['operation'])}"
+            f"{' · ' + _esc(row['category']) if row['category'] else ''}<br>{_esc(row['prompt'] or '')}</small>"
+        )
         ready = []
         for m in self.models:
             c = self.cell(m)
@@ -265,12 +291,27 @@ class Rater:
     most 300) only drives the progress bar; rating can go on past it.
     """
 
-    def __init__(self, ws: Workspace, run_id: str, rater: str = "anonymous", *, target: int | None = None,
-                 seed: int = 0, thumb_px: int = 384, source: str = "human"):
+    def __init__(
+        self,
+        ws: Workspace,
+        run_id: str,
+        rater: str = "anonymous",
+        *,
+        target: int | None = None,
+        seed: int = 0,
+        thumb_px: int = 384,
+        source: str = "human",
+    ):
         if not isinstance(rater, str) or not rater.strip():
             raise InvalidInputError("rater must be a non-empty name", hint='e.g. Rater(ws, run_id, rater="ana")')
         self.ws, self.run_id, self.rater, self.seed, self.thumb_px, self.source = (
-            ws, run_id, rater.strip(), seed, thumb_px, source)
+            ws,
+            run_id,
+            rater.strip(),
+            seed,
+            thumb_px,
+            source,
+        )
         calls = ws.calls(run_id)
         done = calls[(calls["status"] == "completed") & calls["output_sha256"].notna()].sort_values("repeat")
         done = done.drop_duplicates(["case_id", "model_id"])
@@ -293,25 +334,36 @@ class Rater:
         self.button_b = widgets.Button(description="B is better [b]", tooltip="key: b")
         self.button_tie = widgets.Button(description="Tie [t]", tooltip="key: t")
         self.button_both_bad = widgets.Button(description="Both bad [x]", tooltip="key: x")
-        for button, choice in ((self.button_a, "left"), (self.button_b, "right"), (self.button_tie, "tie"),
-                               (self.button_both_bad, "both_bad")):
+        for button, choice in (
+            (self.button_a, "left"),
+            (self.button_b, "right"),
+            (self.button_tie, "tie"),
+            (self.button_both_bad, "both_bad"),
+        ):
             button.on_click(lambda _b, choice=choice: self.vote(choice))
-        self.keys = widgets.Text(placeholder="click here, then type a / b / t / x", description="keys",
-                                 continuous_update=True)
+        self.keys = widgets.Text(
+            placeholder="click here, then type a / b / t / x", description="keys", continuous_update=True
+        )
         self.keys.observe(self._key_typed, "value")
         self.status = widgets.HTML()
         col = widgets.Layout(width=f"{thumb_px + 12}px")
-        self.widget = widgets.VBox([
-            _banner(bool(calls["simulated"].any()) or bool(ws.get_run(run_id).get("simulated"))),
-            widgets.HBox([self.progress, self.progress_label]),
-            self.instruction,
-            widgets.HBox([widgets.VBox([widgets.HTML("<b>source</b>"), self.source_image], layout=col),
-                          widgets.VBox([widgets.HTML("<b>A</b>"), self.image_a], layout=col),
-                          widgets.VBox([widgets.HTML("<b>B</b>"), self.image_b], layout=col)]),
-            widgets.HBox([self.button_a, self.button_b, self.button_tie, self.button_both_bad]),
-            self.keys,
-            self.status,
-        ])
+        self.widget = widgets.VBox(
+            [
+                _banner(bool(calls["simulated"].any()) or bool(ws.get_run(run_id).get("simulated"))),
+                widgets.HBox([self.progress, self.progress_label]),
+                self.instruction,
+                widgets.HBox(
+                    [
+                        widgets.VBox([widgets.HTML("<b>source</b>"), self.source_image], layout=col),
+                        widgets.VBox([widgets.HTML("<b>A</b>"), self.image_a], layout=col),
+                        widgets.VBox([widgets.HTML("<b>B</b>"), self.image_b], layout=col),
+                    ]
+                ),
+                widgets.HBox([self.button_a, self.button_b, self.button_tie, self.button_both_bad]),
+                self.keys,
+                self.status,
+            ]
+        )
         self._update_progress()
         self.next_pair()
 
@@ -320,11 +372,15 @@ class Rater:
         """Every pair vote of this run from this source, as arena votes (model_a/model_b/winner/case_id)."""
         r = self.ws.ratings(self.run_id, source=self.source)
         r = r[r["kind"] == "pair"]
-        return pd.DataFrame({
-            "case_id": r["case_id"], "model_a": r["model_left"], "model_b": r["model_right"],
-            "winner": r["choice"].map({"left": "a", "right": "b", "tie": "tie", "both_bad": "both_bad"}),
-            "rater": r["rater"],
-        })
+        return pd.DataFrame(
+            {
+                "case_id": r["case_id"],
+                "model_a": r["model_left"],
+                "model_b": r["model_right"],
+                "winner": r["choice"].map({"left": "a", "right": "b", "tie": "tie", "both_bad": "both_bad"}),
+                "rater": r["rater"],
+            }
+        )
 
     def n_rated(self) -> int:
         r = self.ws.ratings(self.run_id, source=self.source)
@@ -339,8 +395,9 @@ class Rater:
         votes = self.votes()
         n_items = len(self.models) * (len(self.models) - 1) // 2 * len(self.cases)
         schedule = schedule_pairs(self.models, self.cases, votes, n=min(n_items, 400), seed=self.seed + len(votes))
-        pick = next(((c, a, b) for c, a, b in schedule
-                     if (c, a) in self.output_call and (c, b) in self.output_call), None)
+        pick = next(
+            ((c, a, b) for c, a, b in schedule if (c, a) in self.output_call and (c, b) in self.output_call), None
+        )
         if pick is None:
             self._show_nothing("no scheduled pair has outputs from both models")
             return None
@@ -371,8 +428,14 @@ class Rater:
         if pair is None:
             return None
         rating_id = self.ws.add_rating(
-            run_id=self.run_id, case_id=pair.case_id, rater=self.rater, source=self.source, kind="pair",
-            call_left=pair.call_left, call_right=pair.call_right, choice=choice,
+            run_id=self.run_id,
+            case_id=pair.case_id,
+            rater=self.rater,
+            source=self.source,
+            kind="pair",
+            call_left=pair.call_left,
+            call_right=pair.call_right,
+            choice=choice,
             detail=json.dumps({"ui": "evalkit.report.widgets.Rater", "sides": "A=left, B=right"}),
         )
         label = {"left": "A", "right": "B", "tie": "tie", "both_bad": "both bad"}[choice]

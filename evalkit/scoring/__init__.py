@@ -49,8 +49,10 @@ class ScoreSummary:
             parts.append(f"{self.auto_failed_decode} outputs did not decode")
         if self.judge is not None:
             j = self.judge
-            parts.append(f"judge {j.version}: {j.scored} scored, {j.unscored} unscored, {j.requests_sent} requests "
-                         f"({j.requests_cached} cached)")
+            parts.append(
+                f"judge {j.version}: {j.scored} scored, {j.unscored} unscored, {j.requests_sent} requests "
+                f"({j.requests_cached} cached)"
+            )
         if self.pairwise is not None:
             p = self.pairwise
             parts.append(f"pairwise: {p.scored} pairs judged, {p.unscored} unscored")
@@ -59,7 +61,10 @@ class ScoreSummary:
 
 # ---- automatic metrics --------------------------------------------------------------------------------
 
-def _score_case(task: tuple[bytes, bytes | None, list[tuple[str, str | None, str, tuple[int, int] | None]]]) -> list[tuple[str, list]]:
+
+def _score_case(
+    task: tuple[bytes, bytes | None, list[tuple[str, str | None, str, tuple[int, int] | None]]],
+) -> list[tuple[str, list]]:
     """Worker: all outputs of one case against its (decoded once) source. Picklable for a process pool."""
     from evalkit.scoring.auto import auto_metrics, prepare_source
 
@@ -72,8 +77,9 @@ def _score_case(task: tuple[bytes, bytes | None, list[tuple[str, str | None, str
     return out
 
 
-def auto_score_run(ws: Workspace, run_id: str, *, workers: int | None = None, force: bool = False,
-                   progress: bool = True) -> ScoreSummary:
+def auto_score_run(
+    ws: Workspace, run_id: str, *, workers: int | None = None, force: bool = False, progress: bool = True
+) -> ScoreSummary:
     """Automatic metrics for every completed call of ``run_id`` that is not scored yet."""
     from evalkit.scoring.auto import AUTO_METRICS_VERSION
 
@@ -89,7 +95,11 @@ def auto_score_run(ws: Workspace, run_id: str, *, workers: int | None = None, fo
         inputs, mask = ws.case_images(run_id, case_id)
         items = []
         for r in group.itertuples():
-            req = (int(r.requested_width), int(r.requested_height)) if pd.notna(r.requested_width) and pd.notna(r.requested_height) else None
+            req = (
+                (int(r.requested_width), int(r.requested_height))
+                if pd.notna(r.requested_width) and pd.notna(r.requested_height)
+                else None
+            )
             items.append((r.call_id, r.output_path, r.operation, req))
         tasks.append((inputs[0], mask, items))
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
@@ -114,8 +124,18 @@ def _write_auto(ws: Workspace, run_id: str, result: list, version: str, summary:
         for name, value, detail in metrics:
             if value is None:
                 continue  # not applicable to this call (e.g. size_error without a requested size)
-            rows.append({"run_id": run_id, "call_id": call_id, "metric": name, "source": "auto", "version": version,
-                         "value": value, "status": "scored", "detail": detail or None})
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "call_id": call_id,
+                    "metric": name,
+                    "source": "auto",
+                    "version": version,
+                    "value": value,
+                    "status": "scored",
+                    "detail": detail or None,
+                }
+            )
             if name == "decodes" and value == 0:
                 summary.auto_failed_decode += 1
         summary.auto_scored += 1
@@ -126,21 +146,48 @@ def _write_auto(ws: Workspace, run_id: str, result: list, version: str, summary:
 
 # ---- the judge --------------------------------------------------------------------------------------------
 
-async def ajudge_score_run(ws: Workspace, run_id: str, *, mode: str = "viescore", judge_overrides: Mapping[str, Any] | None = None,
-                           concurrency: int = 4, budget_usd: float | None = None, pairs_per_case: int | None = None,
-                           progress: bool = True) -> Any:
+
+async def ajudge_score_run(
+    ws: Workspace,
+    run_id: str,
+    *,
+    mode: str = "viescore",
+    judge_overrides: Mapping[str, Any] | None = None,
+    concurrency: int = 4,
+    budget_usd: float | None = None,
+    pairs_per_case: int | None = None,
+    progress: bool = True,
+) -> Any:
     from evalkit.scoring.judge import Judge, JudgeConfig, judge_run
 
     config = JudgeConfig.from_env(**dict(judge_overrides or {}))
     async with Judge(config) as judge:
-        return await judge_run(ws, run_id, judge, mode=mode, concurrency=concurrency, budget_usd=budget_usd,
-                               pairs_per_case=pairs_per_case, progress=progress)
+        return await judge_run(
+            ws,
+            run_id,
+            judge,
+            mode=mode,
+            concurrency=concurrency,
+            budget_usd=budget_usd,
+            pairs_per_case=pairs_per_case,
+            progress=progress,
+        )
 
 
-async def ascore_run(ws: Workspace | str | os.PathLike | None, run_id: str, *, auto: bool = True, judge: bool = False,
-                     pairwise: bool = False, judge_overrides: Mapping[str, Any] | None = None, concurrency: int = 4,
-                     budget_usd: float | None = None, pairs_per_case: int | None = None, workers: int | None = None,
-                     progress: bool = True) -> ScoreSummary:
+async def ascore_run(
+    ws: Workspace | str | os.PathLike | None,
+    run_id: str,
+    *,
+    auto: bool = True,
+    judge: bool = False,
+    pairwise: bool = False,
+    judge_overrides: Mapping[str, Any] | None = None,
+    concurrency: int = 4,
+    budget_usd: float | None = None,
+    pairs_per_case: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ScoreSummary:
     """Async :func:`score_run` (for notebooks: ``await evalkit.scoring.ascore_run(...)``)."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws, create=False)
     ws.get_run(run_id)  # a clear error for an unknown run
@@ -150,12 +197,26 @@ async def ascore_run(ws: Workspace | str | os.PathLike | None, run_id: str, *, a
     if auto:
         summary = await asyncio.to_thread(auto_score_run, ws, run_id, workers=workers, progress=progress)
     if judge:
-        summary.judge = await ajudge_score_run(ws, run_id, mode="viescore", judge_overrides=judge_overrides,
-                                               concurrency=concurrency, budget_usd=budget_usd, progress=progress)
+        summary.judge = await ajudge_score_run(
+            ws,
+            run_id,
+            mode="viescore",
+            judge_overrides=judge_overrides,
+            concurrency=concurrency,
+            budget_usd=budget_usd,
+            progress=progress,
+        )
     if pairwise:
-        summary.pairwise = await ajudge_score_run(ws, run_id, mode="pairwise", judge_overrides=judge_overrides,
-                                                  concurrency=concurrency, budget_usd=budget_usd,
-                                                  pairs_per_case=pairs_per_case, progress=progress)
+        summary.pairwise = await ajudge_score_run(
+            ws,
+            run_id,
+            mode="pairwise",
+            judge_overrides=judge_overrides,
+            concurrency=concurrency,
+            budget_usd=budget_usd,
+            pairs_per_case=pairs_per_case,
+            progress=progress,
+        )
     return summary
 
 
@@ -165,22 +226,33 @@ def score_run(ws: Workspace | str | os.PathLike | None, run_id: str, **kwargs: A
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(ascore_run(ws, run_id, **kwargs))
-    raise EvalkitError("score_run() cannot run inside an event loop", hint="use `await evalkit.scoring.ascore_run(...)`")
+    raise EvalkitError(
+        "score_run() cannot run inside an event loop", hint="use `await evalkit.scoring.ascore_run(...)`"
+    )
 
 
 # ---- rankings ----------------------------------------------------------------------------------------------
+
 
 def votes_from_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
     """Pair ratings (left/right/tie/both_bad) as arena votes (model_a/model_b/winner)."""
     pairs = ratings[ratings["kind"] == "pair"]
     winner = pairs["choice"].map({"left": "a", "right": "b", "tie": "tie", "both_bad": "both_bad"})
-    return pd.DataFrame({
-        "model_a": pairs["model_left"].values, "model_b": pairs["model_right"].values, "winner": winner.values,
-        "case_id": pairs["case_id"].values, "rater": pairs["rater"].values, "source": pairs["source"].values,
-    })
+    return pd.DataFrame(
+        {
+            "model_a": pairs["model_left"].values,
+            "model_b": pairs["model_right"].values,
+            "winner": winner.values,
+            "case_id": pairs["case_id"].values,
+            "rater": pairs["rater"].values,
+            "source": pairs["source"].values,
+        }
+    )
 
 
-def rankings(ws: Workspace, run_id: str, *, source: str | None = None, n_bootstrap: int = 200, seed: int = 0) -> pd.DataFrame:
+def rankings(
+    ws: Workspace, run_id: str, *, source: str | None = None, n_bootstrap: int = 200, seed: int = 0
+) -> pd.DataFrame:
     """Bradley–Terry table of a run's pairwise votes (``source`` = human | judge | None for both)."""
     from evalkit.scoring.arena import RESULT_COLUMNS, bradley_terry
 
@@ -220,5 +292,13 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="call")
 
 
-__all__ = ["ScoreSummary", "agreement", "ascore_run", "auto_score_run", "rankings", "score_run", "votes_from_ratings",
-           "ajudge_score_run"]
+__all__ = [
+    "ScoreSummary",
+    "agreement",
+    "ascore_run",
+    "auto_score_run",
+    "rankings",
+    "score_run",
+    "votes_from_ratings",
+    "ajudge_score_run",
+]

@@ -227,7 +227,9 @@ def _decode_required(image: ImageInput, what: str) -> Image.Image:
     try:
         return to_rgb(_load(image, what))
     except ImageError as exc:
-        raise ImageError(f"{what} cannot be used for metrics: {exc.message}", hint=exc.hint or "check the file") from None
+        raise ImageError(
+            f"{what} cannot be used for metrics: {exc.message}", hint=exc.hint or "check the file"
+        ) from None
 
 
 def _decode_output(output: ImageInput | None) -> Image.Image:
@@ -324,7 +326,9 @@ def _mask_metrics(mask: ImageInput, work_size: tuple[int, int], direct: _Compari
             sel = outside & valid
             ssim_out = float(direct.ssim_map[sel].mean()) if sel.any() else None
         metrics += [
-            Metric("ssim_outside_mask", ssim_out, True, f"preservation outside the edit region ({1 - frac:.0%} of image)"),
+            Metric(
+                "ssim_outside_mask", ssim_out, True, f"preservation outside the edit region ({1 - frac:.0%} of image)"
+            ),
             Metric("l1_outside_mask", float(direct.abs_diff[outside].mean()), False, "mean |Δ| outside, [0,1]"),
         ]
     if inside.any():

@@ -15,17 +15,30 @@ from evalkit.sim.wavespeed import SimConfig, serve
 
 def main(argv: list[str] | None = None) -> None:
     defaults = SimConfig()
-    ap = argparse.ArgumentParser(prog="python -m evalkit.sim", description="Local WaveSpeed-compatible simulator (SIMULATED outputs).")
+    ap = argparse.ArgumentParser(
+        prog="python -m evalkit.sim", description="Local WaveSpeed-compatible simulator (SIMULATED outputs)."
+    )
     ap.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=8765, help="port (0 = a free one; see --port-file)")
     ap.add_argument("--port-file", help="write the bound port to this file once listening")
-    ap.add_argument("--api-key", default=os.environ.get("EVALKIT_SIM_API_KEY") or defaults.api_key,
-                    help="the bearer key clients must send (default: $EVALKIT_SIM_API_KEY or the built-in sim key)")
-    ap.add_argument("--time-scale", type=float, default=defaults.time_scale, help="multiplies each model's simulated latency")
+    ap.add_argument(
+        "--api-key",
+        default=os.environ.get("EVALKIT_SIM_API_KEY") or defaults.api_key,
+        help="the bearer key clients must send (default: $EVALKIT_SIM_API_KEY or the built-in sim key)",
+    )
+    ap.add_argument(
+        "--time-scale", type=float, default=defaults.time_scale, help="multiplies each model's simulated latency"
+    )
     ap.add_argument("--fixed-latency-ms", type=float, default=None, help="one latency for every model")
-    ap.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent, help="account-level concurrent tasks")
-    ap.add_argument("--sync-timeout-s", type=float, default=defaults.sync_timeout_s, help="sync-mode wait before code 5004")
-    ap.add_argument("--output-max-side", type=int, default=defaults.output_max_side, help="cap on the long side of outputs")
+    ap.add_argument(
+        "--max-concurrent", type=int, default=defaults.max_concurrent, help="account-level concurrent tasks"
+    )
+    ap.add_argument(
+        "--sync-timeout-s", type=float, default=defaults.sync_timeout_s, help="sync-mode wait before code 5004"
+    )
+    ap.add_argument(
+        "--output-max-side", type=int, default=defaults.output_max_side, help="cap on the long side of outputs"
+    )
     ap.add_argument("--seed", type=int, default=defaults.seed, help="seed of probabilistic faults")
     args = ap.parse_args(argv)
     serve(

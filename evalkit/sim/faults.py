@@ -85,7 +85,9 @@ class Fault:
             raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
         if self.rate is not None and not (0.0 <= float(self.rate) <= 1.0):
             raise ValueError(f"fault rate must be within 0–1, got {self.rate!r}")
-        if self.count is not None and (not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 0):
+        if self.count is not None and (
+            not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 0
+        ):
             raise ValueError(f"fault count must be a non-negative integer, got {self.count!r}")
         if self.status is not None and not (400 <= int(self.status) <= 599):
             raise ValueError(f"fault status must be an HTTP error status (400–599), got {self.status!r}")

@@ -36,8 +36,8 @@ from starlette.routing import Route
 
 from evalkit.providers.http import SIMULATED_HEADER
 from evalkit.sim.render import encode_image, render_simulated
-from evalkit.sim.server import serve_forever
 from evalkit.sim.scripted import ScriptedSim
+from evalkit.sim.server import serve_forever
 
 #: the parameters AsyncInferenceClient.image_to_image can send (huggingface_hub 2.4.0), plus seed
 #: simulated seconds per generation at time_scale 1 (a simulator parameter, not a measurement)
@@ -81,9 +81,15 @@ class _Refused(Exception):
 class HuggingFaceSim(ScriptedSim):
     """The simulator: ``.app`` is the Starlette app; ``.requests``/``.generations`` are its records."""
 
-    def __init__(self, token: str = "hf_evalkit_sim", *, time_scale: float = 0.0, fixed_latency_ms: float | None = None):
-        super().__init__(FAULT_KINDS, [Route("/models/{model_id:path}", self._infer, methods=["POST"])],
-                         time_scale=time_scale, fixed_latency_ms=fixed_latency_ms)
+    def __init__(
+        self, token: str = "hf_evalkit_sim", *, time_scale: float = 0.0, fixed_latency_ms: float | None = None
+    ):
+        super().__init__(
+            FAULT_KINDS,
+            [Route("/models/{model_id:path}", self._infer, methods=["POST"])],
+            time_scale=time_scale,
+            fixed_latency_ms=fixed_latency_ms,
+        )
         self.token = token
         self.latency_s = self._simulated_s(NOMINAL_LATENCY_MS)
         self.requests: list[ReceivedInference] = []
@@ -127,8 +133,9 @@ class HuggingFaceSim(ScriptedSim):
             return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
     async def _ledger_view(self, request: Request) -> Response:
-        return JSONResponse({"generations": [asdict(g) for g in self.generations], "cost_usd": None},
-                            headers={SIMULATED_HEADER: "1"})
+        return JSONResponse(
+            {"generations": [asdict(g) for g in self.generations], "cost_usd": None}, headers={SIMULATED_HEADER: "1"}
+        )
 
     def _control_json(self, body: Any, status: int = 200) -> Response:
         return JSONResponse(body, status_code=status, headers={SIMULATED_HEADER: "1"})
@@ -140,7 +147,9 @@ class HuggingFaceSim(ScriptedSim):
                 payload = json.loads(body)
                 received.image = base64.b64decode(payload["inputs"], validate=True)
             except (ValueError, KeyError, TypeError, binascii.Error):
-                raise _Refused(400, {"error": "body must be JSON {'inputs': <base64 image>, 'parameters': {...}}"}) from None
+                raise _Refused(
+                    400, {"error": "body must be JSON {'inputs': <base64 image>, 'parameters': {...}}"}
+                ) from None
             params = payload.get("parameters") or {}
             if not isinstance(params, dict):
                 raise _Refused(400, {"error": "parameters must be an object"})
@@ -158,11 +167,19 @@ class HuggingFaceSim(ScriptedSim):
         if fault.kind == "loading":
             raise _Refused(503, {"error": f"Model {model} is currently loading", "estimated_time": fault.retry_after_s})
         if fault.kind == "rate_limit":
-            raise _Refused(429, {"error": "Rate limit reached. You reached the rate limit for Inference Providers."},
-                           retry_after=f"{fault.retry_after_s:g}")
+            raise _Refused(
+                429,
+                {"error": "Rate limit reached. You reached the rate limit for Inference Providers."},
+                retry_after=f"{fault.retry_after_s:g}",
+            )
         if fault.kind == "payment_required":
-            raise _Refused(402, {"error": "You have exceeded your monthly included credits for Inference Providers. "
-                                          "Purchase pre-paid credits to continue."})
+            raise _Refused(
+                402,
+                {
+                    "error": "You have exceeded your monthly included credits for Inference Providers. "
+                    "Purchase pre-paid credits to continue."
+                },
+            )
         if fault.kind == "bad_request":
             raise _Refused(400, {"error": "Input validation error (simulated)"})
         raise _Refused(500, {"error": "Internal server error (simulated)"})
@@ -174,21 +191,32 @@ class HuggingFaceSim(ScriptedSim):
         if isinstance(target, dict) and {"width", "height"} <= set(target):
             size = (int(target["width"]), int(target["height"]))
         seed = params.get("seed")
-        out = render_simulated([img], model_id=f"hf/{model}", prompt=params.get("prompt"),
-                               seed=int(seed) if isinstance(seed, (int, float)) else None, size=size, mode="edit")
+        out = render_simulated(
+            [img],
+            model_id=f"hf/{model}",
+            prompt=params.get("prompt"),
+            seed=int(seed) if isinstance(seed, (int, float)) else None,
+            size=size,
+            mode="edit",
+        )
         return encode_image(out, "png"), out.size
 
 
-def serve(host: str = "127.0.0.1", port: int = 8767, *, time_scale: float = 1.0,
-          fixed_latency_ms: float | None = None) -> None:
+def serve(
+    host: str = "127.0.0.1", port: int = 8767, *, time_scale: float = 1.0, fixed_latency_ms: float | None = None
+) -> None:
     """Run the simulator in the foreground until Ctrl-C. It accepts the token in $HF_TOKEN if set (it
     never leaves this machine), else ``hf_evalkit_sim``; point the provider at it with
     ``HF_INFERENCE_ENDPOINT=http://host:port``."""
     token = os.environ.get("HF_TOKEN", "").strip()
     sim = HuggingFaceSim(token or "hf_evalkit_sim", time_scale=time_scale, fixed_latency_ms=fixed_latency_ms)
-    print(f"evalkit Hugging Face simulator on http://{host}:{port} — outputs are SIMULATED; it accepts "
-          + ("the token in $HF_TOKEN" if token else "the token hf_evalkit_sim") + ". Ctrl-C stops.",
-          file=sys.stderr, flush=True)
+    print(
+        f"evalkit Hugging Face simulator on http://{host}:{port} — outputs are SIMULATED; it accepts "
+        + ("the token in $HF_TOKEN" if token else "the token hf_evalkit_sim")
+        + ". Ctrl-C stops.",
+        file=sys.stderr,
+        flush=True,
+    )
     serve_forever(sim.app, host, port)
 
 

@@ -127,15 +127,19 @@ class JudgeSim:
         self._script: collections.deque[str | dict[str, Any]] = collections.deque()
         self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
-        self.app = Starlette(routes=[
-            Route("/v1/chat/completions", self._chat, methods=["POST"]),
-            Route("/chat/completions", self._chat, methods=["POST"]),
-            Route("/v1/models", self._models, methods=["GET"]),
-            Route("/models", self._models, methods=["GET"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/models", self._models, methods=["GET"]),
+            ]
+        )
 
     def __repr__(self) -> str:
-        return f"JudgeSim(model={self.model!r}, api_key=***, requests={len(self._requests)}, scripted={len(self._script)})"
+        return (
+            f"JudgeSim(model={self.model!r}, api_key=***, requests={len(self._requests)}, scripted={len(self._script)})"
+        )
 
     # ---- test controls ------------------------------------------------------------------------
     def script(self, replies: list[str | dict[str, Any]]) -> None:
@@ -165,8 +169,10 @@ class JudgeSim:
     async def _models(self, request: Request) -> Response:
         if not self._authorized(request):
             return _error(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key")
-        return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "evalkit-sim"}]},
-                            headers=SIM_HEADERS)
+        return JSONResponse(
+            {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "evalkit-sim"}]},
+            headers=SIM_HEADERS,
+        )
 
     async def _chat(self, request: Request) -> Response:
         rec = RecordedRequest(path=request.url.path, authorized=self._authorized(request), at=time.time())
@@ -181,8 +187,11 @@ class JudgeSim:
             _validate(body, rec)
         except (ValueError, UnicodeDecodeError) as exc:
             rec.status = 400
-            return _error(400, f"We could not parse the JSON body of your request ({type(exc).__name__}).",
-                          "invalid_request_error")
+            return _error(
+                400,
+                f"We could not parse the JSON body of your request ({type(exc).__name__}).",
+                "invalid_request_error",
+            )
         except _BadRequest as exc:
             rec.status = 400
             return _error(400, exc.message, "invalid_request_error", param=exc.param)
@@ -202,39 +211,73 @@ class JudgeSim:
         headers = {str(k): str(v) for k, v in (scripted.get("headers") or {}).items()}
         if "body" in scripted:
             rec.status = status
-            return Response(str(scripted["body"]), status_code=status, headers={**headers, **SIM_HEADERS},
-                            media_type="application/json")
+            return Response(
+                str(scripted["body"]),
+                status_code=status,
+                headers={**headers, **SIM_HEADERS},
+                media_type="application/json",
+            )
         if status != 200:
             rec.status = status
-            err = {"message": _DEFAULT_ERRORS.get(status, "simulated error"), "type": "server_error" if status >= 500
-                   else "invalid_request_error", "param": None, "code": None}
+            err = {
+                "message": _DEFAULT_ERRORS.get(status, "simulated error"),
+                "type": "server_error" if status >= 500 else "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
             err.update(scripted.get("error") or {})
             return JSONResponse({"error": err}, status_code=status, headers={**headers, **SIM_HEADERS})
         finish = scripted.get("finish_reason", "stop")
         content = scripted.get("content")
         if "content" not in scripted and finish != "content_filter":
             content = json.dumps(simulated_reply(rec.text, rec.images))
-        return self._completion(rec, body, content, finish, scripted.get("refusal"), scripted.get("usage", _UNSET),
-                                model=scripted.get("model"), headers=headers)
+        return self._completion(
+            rec,
+            body,
+            content,
+            finish,
+            scripted.get("refusal"),
+            scripted.get("usage", _UNSET),
+            model=scripted.get("model"),
+            headers=headers,
+        )
 
-    def _completion(self, rec: RecordedRequest, body: dict[str, Any], content: str | None, finish_reason: str,
-                    refusal: str | None, usage: Any, *, model: str | None = None,
-                    headers: dict[str, str] | None = None) -> Response:
+    def _completion(
+        self,
+        rec: RecordedRequest,
+        body: dict[str, Any],
+        content: str | None,
+        finish_reason: str,
+        refusal: str | None,
+        usage: Any,
+        *,
+        model: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         rec.status = 200
         rec.reply = content
         if usage is _UNSET:
             prompt_tokens = math.ceil(len(rec.text) / 4) + _IMAGE_TOKENS * len(rec.images)
             completion_tokens = math.ceil(len(content or refusal or "") / 4)
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                     "total_tokens": prompt_tokens + completion_tokens}
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
         out: dict[str, Any] = {
             "id": f"chatcmpl-sim-{next(self._ids)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model or body.get("model"),
             "system_fingerprint": "evalkit-sim",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": refusal},
-                         "finish_reason": finish_reason, "logprobs": None}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": refusal},
+                    "finish_reason": finish_reason,
+                    "logprobs": None,
+                }
+            ],
         }
         if usage is not None:
             out["usage"] = usage
@@ -258,8 +301,11 @@ _DEFAULT_ERRORS = {
 
 
 def _error(status: int, message: str, err_type: str, *, param: str | None = None, code: str | None = None) -> Response:
-    return JSONResponse({"error": {"message": message, "type": err_type, "param": param, "code": code}},
-                        status_code=status, headers=SIM_HEADERS)
+    return JSONResponse(
+        {"error": {"message": message, "type": err_type, "param": param, "code": code}},
+        status_code=status,
+        headers=SIM_HEADERS,
+    )
 
 
 def _validate(body: Any, rec: RecordedRequest) -> None:
@@ -304,7 +350,8 @@ def _validate(body: Any, rec: RecordedRequest) -> None:
                 rec.images.append(data)
                 rec.image_mimes.append(mime)
                 shown["messages"][i]["content"][j]["image_url"]["url"] = (
-                    f"<image {len(rec.images)}: {mime}, sha256 {hashlib.sha256(data).hexdigest()[:16]}>")
+                    f"<image {len(rec.images)}: {mime}, sha256 {hashlib.sha256(data).hexdigest()[:16]}>"
+                )
             else:
                 raise _BadRequest(f"{pw}.type must be 'text' or 'image_url', got {kind!r}", pw)
     if not rec.texts:
@@ -317,8 +364,9 @@ def _decode_data_uri(url: Any, where: str) -> tuple[bytes, str]:
         raise _BadRequest(f"{where}.image_url.url must be a string", where)
     m = _DATA_URI.match(url)
     if not m:
-        raise _BadRequest(f"{where}: only data:image/...;base64 URIs are accepted (the simulator cannot fetch URLs)",
-                          where)
+        raise _BadRequest(
+            f"{where}: only data:image/...;base64 URIs are accepted (the simulator cannot fetch URLs)", where
+        )
     try:
         data = base64.b64decode(m.group(2), validate=True)
     except (binascii.Error, ValueError):
@@ -377,15 +425,29 @@ class JudgeSimHandle(SimServerHandle):
         return self.sim.api_key
 
 
-def start_judge_sim(*, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
-                    model: str = DEFAULT_MODEL, latency_ms: float = 0.0) -> JudgeSimHandle:
+def start_judge_sim(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str | None = None,
+    model: str = DEFAULT_MODEL,
+    latency_ms: float = 0.0,
+) -> JudgeSimHandle:
     """Start the simulated judge in a background thread on ``host:port`` (0 = a free port)."""
     sim = JudgeSim(api_key, model=model, latency_ms=latency_ms)
     return JudgeSimHandle(sim=sim, server=start_in_thread(sim.app, host=host, port=port))
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, *, api_key: str | None = None, model: str = DEFAULT_MODEL,
-          fixed_latency_ms: float | None = None, time_scale: float | None = None, **_ignored: Any) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    api_key: str | None = None,
+    model: str = DEFAULT_MODEL,
+    fixed_latency_ms: float | None = None,
+    time_scale: float | None = None,
+    **_ignored: Any,
+) -> None:
     """Serve in the foreground until SIGINT/SIGTERM (``evalkit sim --provider judge``).
 
     Accepts ``EVALKIT_JUDGE_API_KEY`` when set, else the public :data:`PUBLIC_SIM_KEY`; ``fixed_latency_ms``
@@ -401,5 +463,13 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, api_key: str | None = No
         handle.stop()
 
 
-__all__ = ["JudgeSim", "JudgeSimHandle", "RecordedRequest", "PUBLIC_SIM_KEY", "mean_abs_diff", "serve",
-           "simulated_reply", "start_judge_sim"]
+__all__ = [
+    "JudgeSim",
+    "JudgeSimHandle",
+    "RecordedRequest",
+    "PUBLIC_SIM_KEY",
+    "mean_abs_diff",
+    "serve",
+    "simulated_reply",
+    "start_judge_sim",
+]

@@ -86,7 +86,12 @@ def render_simulated(
             ref = np.asarray(ImageOps.fit(images[1].convert("RGB"), (w // 3 or 1, h // 3 or 1)), dtype=np.float32)
             edited[: ref.shape[0], w - ref.shape[1] :] = ref
         if mode == "inpaint" and mask is not None:
-            m = np.asarray(ImageOps.fit(mask.convert("L"), (w, h), Image.Resampling.NEAREST), dtype=np.float32)[..., None] / 255.0
+            m = (
+                np.asarray(ImageOps.fit(mask.convert("L"), (w, h), Image.Resampling.NEAREST), dtype=np.float32)[
+                    ..., None
+                ]
+                / 255.0
+            )
             edited = arr * (1 - m) + edited * m
         elif mode == "remove_background":
             yy, xx = np.mgrid[0:h, 0:w]

@@ -39,8 +39,15 @@ class ScriptedFaults:
         self._lock = threading.Lock()
         self._faults: list[ScriptedFault] = []
 
-    def inject(self, kind: str, *, count: int | None = 1, endpoint: str | None = None,
-               retry_after_s: float = 1.0, delay_s: float = 0.0) -> ScriptedFault:
+    def inject(
+        self,
+        kind: str,
+        *,
+        count: int | None = 1,
+        endpoint: str | None = None,
+        retry_after_s: float = 1.0,
+        delay_s: float = 0.0,
+    ) -> ScriptedFault:
         if kind not in self.kinds:
             raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(self.kinds)}")
         fault = ScriptedFault(kind, count, endpoint, retry_after_s, delay_s)
@@ -71,8 +78,14 @@ class ScriptedSim:
     ``time_scale`` multiplies a nominal latency, ``fixed_latency_ms`` replaces it (:meth:`_simulated_s`);
     ``_lock`` guards the subclass's records."""
 
-    def __init__(self, fault_kinds: dict[str, str], routes: Sequence[BaseRoute], *, time_scale: float,
-                 fixed_latency_ms: float | None):
+    def __init__(
+        self,
+        fault_kinds: dict[str, str],
+        routes: Sequence[BaseRoute],
+        *,
+        time_scale: float,
+        fixed_latency_ms: float | None,
+    ):
         if time_scale < 0 or (fixed_latency_ms is not None and fixed_latency_ms < 0):
             raise ValueError("time_scale and fixed_latency_ms must be ≥ 0")
         self.time_scale = time_scale

@@ -73,16 +73,57 @@ ENDPOINTS: dict[str, EditEndpoint] = {
     e.name: e
     for e in (
         EditEndpoint("erase", 3, ("image",), ("mask", "grow_mask", *_COMMON), render_mode="inpaint"),
-        EditEndpoint("inpaint", 3, ("image", "prompt"), ("mask", "negative_prompt", "grow_mask", "style_preset", *_COMMON), render_mode="inpaint"),
-        EditEndpoint("outpaint", 4, ("image",), (*OUTPAINT_SIDES, "prompt", "creativity", "style_preset", *_COMMON), render_mode="zoom_out"),
-        EditEndpoint("search-and-replace", 4, ("image", "prompt", "search_prompt"), ("negative_prompt", "grow_mask", "style_preset", *_COMMON)),
-        EditEndpoint("search-and-recolor", 5, ("image", "prompt", "select_prompt"), ("negative_prompt", "grow_mask", "style_preset", *_COMMON)),
-        EditEndpoint("remove-background", 2, ("image",), ("output_format",), output_formats=("png", "webp"), render_mode="remove_background"),
         EditEndpoint(
-            RELIGHT, 8, ("subject_image",),
-            ("background_prompt", "background_reference", "foreground_prompt", "negative_prompt", "preserve_original_subject",
-             "original_background_depth", "keep_original_background", "light_source_direction", "light_reference",
-             "light_source_strength", *_COMMON),
+            "inpaint",
+            3,
+            ("image", "prompt"),
+            ("mask", "negative_prompt", "grow_mask", "style_preset", *_COMMON),
+            render_mode="inpaint",
+        ),
+        EditEndpoint(
+            "outpaint",
+            4,
+            ("image",),
+            (*OUTPAINT_SIDES, "prompt", "creativity", "style_preset", *_COMMON),
+            render_mode="zoom_out",
+        ),
+        EditEndpoint(
+            "search-and-replace",
+            4,
+            ("image", "prompt", "search_prompt"),
+            ("negative_prompt", "grow_mask", "style_preset", *_COMMON),
+        ),
+        EditEndpoint(
+            "search-and-recolor",
+            5,
+            ("image", "prompt", "select_prompt"),
+            ("negative_prompt", "grow_mask", "style_preset", *_COMMON),
+        ),
+        EditEndpoint(
+            "remove-background",
+            2,
+            ("image",),
+            ("output_format",),
+            output_formats=("png", "webp"),
+            render_mode="remove_background",
+        ),
+        EditEndpoint(
+            RELIGHT,
+            8,
+            ("subject_image",),
+            (
+                "background_prompt",
+                "background_reference",
+                "foreground_prompt",
+                "negative_prompt",
+                "preserve_original_subject",
+                "original_background_depth",
+                "keep_original_background",
+                "light_source_direction",
+                "light_reference",
+                "light_source_strength",
+                *_COMMON,
+            ),
             image_fields=("subject_image", "background_reference", "light_reference"),
             is_async=True,
             latency_ms=30000.0,
@@ -146,8 +187,14 @@ class _Rejected(Exception):
 class StabilitySim(ScriptedSim):
     """The simulator: ``.app`` is the Starlette app; ``.ledger``/``.requests``/``.polls`` are its records."""
 
-    def __init__(self, api_key: str = "sk-evalkit-sim", *, relight_polls_before_done: int = 1,
-                 time_scale: float = 0.0, fixed_latency_ms: float | None = None):
+    def __init__(
+        self,
+        api_key: str = "sk-evalkit-sim",
+        *,
+        relight_polls_before_done: int = 1,
+        time_scale: float = 0.0,
+        fixed_latency_ms: float | None = None,
+    ):
         super().__init__(
             FAULT_KINDS,
             [
@@ -205,7 +252,9 @@ class StabilitySim(ScriptedSim):
             await self._request_faults(op)
             images = self._validate(endpoint, received)
             slow = self.faults.draw({"slow"}, op)
-            delay_s = (slow.delay_s if slow is not None else 0.0) + (0.0 if endpoint.is_async else self.latency_s(endpoint))
+            delay_s = (slow.delay_s if slow is not None else 0.0) + (
+                0.0 if endpoint.is_async else self.latency_s(endpoint)
+            )
             if delay_s:
                 await asyncio.sleep(delay_s)
             return self._generate(endpoint, received, images)
@@ -238,7 +287,13 @@ class StabilitySim(ScriptedSim):
             return _error(exc)
 
     async def _ledger_view(self, request: Request) -> Response:
-        return _json({"entries": [asdict(e) for e in self.ledger], "total_credits": self.total_credits, "total_usd": self.total_usd})
+        return _json(
+            {
+                "entries": [asdict(e) for e in self.ledger],
+                "total_credits": self.total_credits,
+                "total_usd": self.total_usd,
+            }
+        )
 
     def _control_json(self, body: Any, status: int = 200) -> Response:
         return _json(body, status)
@@ -304,8 +359,15 @@ class StabilitySim(ScriptedSim):
         fmt = r.fields.get("output_format", "png")
         if fmt not in ep.output_formats:
             errors.append(f"output_format: must be one of {', '.join(ep.output_formats)}")
-        for name in ("seed", "grow_mask", *OUTPAINT_SIDES, "creativity", "preserve_original_subject",
-                     "original_background_depth", "light_source_strength"):
+        for name in (
+            "seed",
+            "grow_mask",
+            *OUTPAINT_SIDES,
+            "creativity",
+            "preserve_original_subject",
+            "original_background_depth",
+            "light_source_strength",
+        ):
             if name in r.fields:
                 try:
                     if float(r.fields[name]) < 0:
@@ -317,7 +379,9 @@ class StabilitySim(ScriptedSim):
         if ep.is_async:
             if not r.fields.get("background_prompt") and "background_reference" not in r.files:
                 errors.append("background_prompt: background_prompt or background_reference is required")
-            if "light_source_strength" in r.fields and not ("light_source_direction" in r.fields or "light_reference" in r.files):
+            if "light_source_strength" in r.fields and not (
+                "light_source_direction" in r.fields or "light_reference" in r.files
+            ):
                 errors.append("light_source_strength: requires light_source_direction or light_reference")
         if errors:
             raise _Rejected(400, "bad_request", *errors)
@@ -334,9 +398,18 @@ class StabilitySim(ScriptedSim):
         mask = images.get("mask")
         if mask is None and ep.render_mode == "inpaint" and src.mode in ("RGBA", "LA"):
             mask = src.getchannel("A").point(lambda v: 255 if v < 128 else 0)  # transparent = edit
-        prompt = " | ".join(fields[k] for k in ("prompt", "search_prompt", "select_prompt", "background_prompt") if fields.get(k))
-        out = render_simulated([src], model_id=f"stability/{ep.name}", prompt=prompt or None, seed=seed,
-                               size=size, mask=mask, mode=ep.render_mode)
+        prompt = " | ".join(
+            fields[k] for k in ("prompt", "search_prompt", "select_prompt", "background_prompt") if fields.get(k)
+        )
+        out = render_simulated(
+            [src],
+            model_id=f"stability/{ep.name}",
+            prompt=prompt or None,
+            seed=seed,
+            size=size,
+            mask=mask,
+            mode=ep.render_mode,
+        )
         finish = "SUCCESS"
         if self.faults.draw({"content_filtered"}, ep.name) is not None:
             finish = "CONTENT_FILTERED"
@@ -348,8 +421,17 @@ class StabilitySim(ScriptedSim):
         if ep.is_async:
             never = self.faults.draw({"never_finish"}, ep.name) is not None
             with self._lock:
-                self._jobs[gid] = _Job(self.api_key, ep.name, data, fmt, seed, finish, self.relight_polls_before_done,
-                                       time.monotonic() + self.latency_s(ep), never)
+                self._jobs[gid] = _Job(
+                    self.api_key,
+                    ep.name,
+                    data,
+                    fmt,
+                    seed,
+                    finish,
+                    self.relight_polls_before_done,
+                    time.monotonic() + self.latency_s(ep),
+                    never,
+                )
             return _json({"id": gid})
         self._charge(gid, ep.name, finish)
         return _image_response(data, fmt, seed, finish, r.accept)
@@ -359,20 +441,26 @@ class StabilitySim(ScriptedSim):
         self.ledger.append(LedgerEntry(gid, endpoint, credits, round(credits * USD_PER_CREDIT, 6), finish))
 
 
-def serve(host: str = "127.0.0.1", port: int = 8766, *, time_scale: float = 1.0,
-          fixed_latency_ms: float | None = None) -> None:
+def serve(
+    host: str = "127.0.0.1", port: int = 8766, *, time_scale: float = 1.0, fixed_latency_ms: float | None = None
+) -> None:
     """Run the simulator in the foreground until Ctrl-C. It accepts the key in $STABILITY_API_KEY if set
     (it never leaves this machine), else ``sk-evalkit-sim``; point the provider at it with
     ``STABILITY_BASE_URL=http://host:port``."""
     key = os.environ.get("STABILITY_API_KEY", "").strip()
     sim = StabilitySim(key or "sk-evalkit-sim", time_scale=time_scale, fixed_latency_ms=fixed_latency_ms)
-    print(f"evalkit Stability simulator on http://{host}:{port} — outputs are SIMULATED; it accepts "
-          + ("the key in $STABILITY_API_KEY" if key else "the key sk-evalkit-sim") + ". Ctrl-C stops.",
-          file=sys.stderr, flush=True)
+    print(
+        f"evalkit Stability simulator on http://{host}:{port} — outputs are SIMULATED; it accepts "
+        + ("the key in $STABILITY_API_KEY" if key else "the key sk-evalkit-sim")
+        + ". Ctrl-C stops.",
+        file=sys.stderr,
+        flush=True,
+    )
     serve_forever(sim.app, host, port)
 
 
 # ---- responses -------------------------------------------------------------------------------
+
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers={SIMULATED_HEADER: "1", **(headers or {})})
@@ -386,11 +474,19 @@ def _error(exc: _Rejected) -> JSONResponse:
 def _fault_rejection(fault: ScriptedFault) -> _Rejected:
     kind = fault.kind
     if kind == "rate_limit":
-        return _Rejected(429, "rate_limit_exceeded", "You have exceeded the rate limit of 150 requests within a 10 second period",
-                         retry_after=f"{fault.retry_after_s:g}")
+        return _Rejected(
+            429,
+            "rate_limit_exceeded",
+            "You have exceeded the rate limit of 150 requests within a 10 second period",
+            retry_after=f"{fault.retry_after_s:g}",
+        )
     if kind == "moderation":
-        return _Rejected(403, "content_moderation", "Your request was flagged by our content moderation system, "
-                         "as a result your request was denied and you were not charged.")
+        return _Rejected(
+            403,
+            "content_moderation",
+            "Your request was flagged by our content moderation system, "
+            "as a result your request was denied and you were not charged.",
+        )
     if kind == "payload_too_large":
         return _Rejected(413, "payload_too_large", "body: request exceeds 10 MiB")
     if kind == "unprocessable":

@@ -22,8 +22,12 @@ from evalkit.sim.stability import StabilitySim
 from evalkit.sim.wavespeed import SimHandle, start_wavespeed_sim
 
 #: seconds between polls against local servers (they answer in milliseconds)
-LOCAL_POLL = {"EVALKIT_POLL_INITIAL_S": "0.05", "EVALKIT_POLL_MIN_INTERVAL_S": "0.1",
-              "EVALKIT_POLL_MAX_INTERVAL_S": "0.25", "EVALKIT_STABILITY_POLL_S": "0.1"}
+LOCAL_POLL = {
+    "EVALKIT_POLL_INITIAL_S": "0.05",
+    "EVALKIT_POLL_MIN_INTERVAL_S": "0.1",
+    "EVALKIT_POLL_MAX_INTERVAL_S": "0.25",
+    "EVALKIT_STABILITY_POLL_S": "0.1",
+}
 
 
 @dataclass
@@ -40,18 +44,30 @@ class LocalStack:
         from evalkit.providers.wavespeed import PollSchedule
 
         return {
-            "wavespeed": {"base_url": self.wavespeed.base_url, "api_key": Secret(self.wavespeed.api_key, "WAVESPEED_API_KEY"),
-                          "poll": PollSchedule(initial_delay_s=0.05, factor=1.5, quick_polls=3, min_interval_s=0.1,
-                                               max_interval_s=0.25)},
-            "stability": {"base_url": self.stability_server.base_url,
-                          "api_key": Secret(self.stability.api_key, "STABILITY_API_KEY"), "poll_interval_s": 0.1},
-            "huggingface": {"endpoint_url": self.huggingface_server.base_url,
-                            "token": Secret(self.huggingface.token, "HF_TOKEN")},
+            "wavespeed": {
+                "base_url": self.wavespeed.base_url,
+                "api_key": Secret(self.wavespeed.api_key, "WAVESPEED_API_KEY"),
+                "poll": PollSchedule(
+                    initial_delay_s=0.05, factor=1.5, quick_polls=3, min_interval_s=0.1, max_interval_s=0.25
+                ),
+            },
+            "stability": {
+                "base_url": self.stability_server.base_url,
+                "api_key": Secret(self.stability.api_key, "STABILITY_API_KEY"),
+                "poll_interval_s": 0.1,
+            },
+            "huggingface": {
+                "endpoint_url": self.huggingface_server.base_url,
+                "token": Secret(self.huggingface.token, "HF_TOKEN"),
+            },
         }
 
     def judge_overrides(self) -> dict[str, Any]:
-        return {"base_url": self.judge.base_url, "api_key": Secret(self.judge.api_key, "EVALKIT_JUDGE_API_KEY"),
-                "model": self.judge.sim.model}
+        return {
+            "base_url": self.judge.base_url,
+            "api_key": Secret(self.judge.api_key, "EVALKIT_JUDGE_API_KEY"),
+            "model": self.judge.sim.model,
+        }
 
     def env(self) -> dict[str, str]:
         """Environment variables that point a separate process at these servers (keys included: pass
@@ -83,8 +99,9 @@ class LocalStack:
         self.stop()
 
 
-def start_local_stack(*, catalog: Catalog | None = None, time_scale: float = 0.01,
-                      fixed_latency_ms: float | None = None) -> LocalStack:
+def start_local_stack(
+    *, catalog: Catalog | None = None, time_scale: float = 0.01, fixed_latency_ms: float | None = None
+) -> LocalStack:
     """Start all four servers on free loopback ports. ``time_scale`` shrinks the catalogue's simulated
     latencies (0.01: the slowest model, ~120 s, answers in ~1.2 s)."""
     kw: dict[str, Any] = {"time_scale": time_scale}

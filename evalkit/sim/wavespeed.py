@@ -86,7 +86,7 @@ import uuid
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
@@ -134,8 +134,19 @@ TASK_ERRORS: dict[int, str] = {
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 DEFAULT_LATENCY_MS = 5000.0
 #: what stats() counts: requests by kind, then task outcomes
-COUNTED = ("submit", "poll", "download", "upload", "list", "upload_get", "unauthorized", "rejected",
-           "accepted", "completed", "failed")
+COUNTED = (
+    "submit",
+    "poll",
+    "download",
+    "upload",
+    "list",
+    "upload_get",
+    "unauthorized",
+    "rejected",
+    "accepted",
+    "completed",
+    "failed",
+)
 MAX_BODY_BYTES = 100 * 1024 * 1024
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _DATA_URI = re.compile(r"^data:[^,;]*(?:;[^,;]*)*;base64,", re.IGNORECASE)
@@ -192,7 +203,7 @@ class _BadRequest(Exception):
 
 
 def _iso_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _safe_filename(name: Any) -> str:
@@ -201,6 +212,7 @@ def _safe_filename(name: Any) -> str:
 
 
 # ---- rendering ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _RenderJob:
@@ -217,8 +229,17 @@ class _RenderJob:
     @property
     def key(self) -> str:
         blob = json.dumps(
-            [self.model_id, [i.sha256 for i in self.images], self.mask.sha256 if self.mask else None,
-             self.mask_convention, self.prompt, self.seed, self.size, self.mode, self.fmt]
+            [
+                self.model_id,
+                [i.sha256 for i in self.images],
+                self.mask.sha256 if self.mask else None,
+                self.mask_convention,
+                self.prompt,
+                self.seed,
+                self.size,
+                self.mode,
+                self.fmt,
+            ]
         )
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -237,8 +258,9 @@ def render_output(job: _RenderJob) -> bytes:
     """The simulated output's bytes (runs on the render pool: PIL and numpy release the GIL)."""
     images = [i.to_pil() for i in job.images[:2]]  # render_simulated uses at most two
     mask = _mask_white_edit(job.mask.to_pil(), job.mask_convention) if job.mask is not None else None
-    img = render_simulated(images, model_id=job.model_id, prompt=job.prompt, seed=job.seed,
-                           size=job.size, mask=mask, mode=job.mode)
+    img = render_simulated(
+        images, model_id=job.model_id, prompt=job.prompt, seed=job.seed, size=job.size, mask=mask, mode=job.mode
+    )
     buf = io.BytesIO()
     if job.fmt == "jpeg":
         img.convert("RGB").save(buf, format="JPEG", quality=88)
@@ -292,7 +314,7 @@ def decode_image_ref(ref: str | bytes, name: str) -> InputImage:
         m = _DATA_URI.match(ref)
         if ref.startswith("data:") and not m:
             raise _BadRequest(f"{name}: a data URI must be base64-encoded ('data:image/png;base64,...')")
-        payload = ref[m.end():] if m else ref
+        payload = ref[m.end() :] if m else ref
         try:
             ref = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
@@ -307,6 +329,7 @@ def decode_image_ref(ref: str | bytes, name: str) -> InputImage:
 
 
 # ---- per-run state -----------------------------------------------------------------------------
+
 
 @dataclass(eq=False)
 class _Prediction:
@@ -362,6 +385,7 @@ class _State:
 
 # ---- the simulator -----------------------------------------------------------------------------
 
+
 class WaveSpeedSim:
     """The simulator: an ASGI ``app`` plus the state tests inspect (ledger, submits, stats)."""
 
@@ -372,7 +396,9 @@ class WaveSpeedSim:
         self._keys = {ep: accepted_keys(m) for ep, m in self.models.items()}
         self.faults = FaultBook(self.config.seed)
         self._state = _State()
-        self._pool = ThreadPoolExecutor(max_workers=self.config.render_threads, thread_name_prefix="wavespeed-sim-render")
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.config.render_threads, thread_name_prefix="wavespeed-sim-render"
+        )
         cap = int(self.config.output_cache_mb * 1024 * 1024)
         self._outputs = _Memo(cap, self._pool, len)
         self._inputs = _Memo(cap // 2, self._pool, lambda img: len(img.data))
@@ -440,9 +466,11 @@ class WaveSpeedSim:
         self._cancel_tasks(self._state)
         loop, closing = self._loop, self._closing
         if loop is not None and closing is not None and not loop.is_closed():
+
             def _close() -> None:
                 if not closing.done():
                     closing.set_result(None)
+
             self._call_in_loop(_close)
 
     def close(self) -> None:
@@ -492,8 +520,11 @@ class WaveSpeedSim:
 
     def _fault_response(self, fault: Fault, what: str) -> Response:
         if fault.kind in ("rate_limit", "rate_limit_poll"):
-            return self._error(429, "Too many requests: rate limit exceeded, please retry later (simulated)",
-                               {"Retry-After": f"{fault.retry_after_s:g}"})
+            return self._error(
+                429,
+                "Too many requests: rate limit exceeded, please retry later (simulated)",
+                {"Retry-After": f"{fault.retry_after_s:g}"},
+            )
         return self._error(fault.http_status, f"{what} failed: simulated server error (HTTP {fault.http_status})")
 
     async def _slow(self, kind: str, model_keys: tuple[str, ...]) -> None:
@@ -546,7 +577,7 @@ class WaveSpeedSim:
         if method == "GET" and path == "predictions":
             return self._list(request)
         if method == "GET" and path.startswith("predictions/"):
-            pid, _, tail = path[len("predictions/"):].partition("/")
+            pid, _, tail = path[len("predictions/") :].partition("/")
             if tail in ("", "result"):
                 return await self._poll(request, pid)
         if method == "POST" and path in self.models:
@@ -600,7 +631,7 @@ class WaveSpeedSim:
     async def _wait_sync(self, p: _Prediction) -> Response:
         try:
             await asyncio.wait_for(p.done.wait(), timeout=self.config.sync_timeout_s)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             pass
         if p.status in ("completed", "failed"):
             return self._json(await self._envelope(p))
@@ -613,13 +644,26 @@ class WaveSpeedSim:
         )
         return self._json(env)
 
-    def _create(self, st: _State, spec: ModelSpec, body: dict[str, Any], base_url: str,
-                images: tuple[InputImage, ...], mask: InputImage | None, unreachable: str | None) -> _Prediction:
+    def _create(
+        self,
+        st: _State,
+        spec: ModelSpec,
+        body: dict[str, Any],
+        base_url: str,
+        images: tuple[InputImage, ...],
+        mask: InputImage | None,
+        unreachable: str | None,
+    ) -> _Prediction:
         cfg = self.config
-        latency_ms = cfg.fixed_latency_ms if cfg.fixed_latency_ms is not None else \
-            float(spec.sim.get("latency_ms", DEFAULT_LATENCY_MS)) * cfg.time_scale
+        latency_ms = (
+            cfg.fixed_latency_ms
+            if cfg.fixed_latency_ms is not None
+            else float(spec.sim.get("latency_ms", DEFAULT_LATENCY_MS)) * cfg.time_scale
+        )
         fmt = body.get(spec.output_format_param) if spec.output_format_param else None
-        fmt = str(fmt or spec.default_output_format or (spec.output_formats[0] if spec.output_formats else "png")).lower()
+        fmt = str(
+            fmt or spec.default_output_format or (spec.output_formats[0] if spec.output_formats else "png")
+        ).lower()
         fmt = "jpeg" if fmt == "jpg" else fmt if fmt in CONTENT_TYPES else "png"
         render = None
         price_params = dict(body)
@@ -629,8 +673,17 @@ class WaveSpeedSim:
                 price_params[spec.size.param] = chosen
             mode = "zoom_out" if "zoom_out" in spec.operations else "inpaint" if mask is not None else "edit"
             seed = body.get(spec.seed.param, spec.seed.default) if spec.seed else None
-            render = _RenderJob(spec.id, images, mask, spec.mask.convention if spec.mask else "white_edit",
-                                body.get("prompt"), seed, size, mode, fmt)
+            render = _RenderJob(
+                spec.id,
+                images,
+                mask,
+                spec.mask.convention if spec.mask else "white_edit",
+                body.get("prompt"),
+                seed,
+                size,
+                mode,
+                fmt,
+            )
         price = spec.price_usd(price_params)
         if price is None:
             try:
@@ -638,9 +691,15 @@ class WaveSpeedSim:
             except InvalidInputError:
                 price = 0.0
         p = _Prediction(
-            id=uuid.uuid4().hex, spec=spec, base_url=base_url, created_at=_iso_now(),
-            latency_s=max(0.0, latency_ms) / 1000.0, fmt=fmt,
-            base64_output=body.get("enable_base64_output") is True, render=render, price_usd=float(price),
+            id=uuid.uuid4().hex,
+            spec=spec,
+            base_url=base_url,
+            created_at=_iso_now(),
+            latency_s=max(0.0, latency_ms) / 1000.0,
+            fmt=fmt,
+            base64_output=body.get("enable_base64_output") is True,
+            render=render,
+            price_usd=float(price),
         )
         if unreachable is not None:
             p.fail_at_start = (1402, TASK_ERRORS[1402])
@@ -717,12 +776,16 @@ class WaveSpeedSim:
         st.processing -= 1
 
     # ---- images -------------------------------------------------------------------------------
-    async def _resolve_images(self, spec: ModelSpec, body: dict[str, Any], request: Request
-                              ) -> tuple[tuple[InputImage, ...], InputImage | None, str | None]:
+    async def _resolve_images(
+        self, spec: ModelSpec, body: dict[str, Any], request: Request
+    ) -> tuple[tuple[InputImage, ...], InputImage | None, str | None]:
         """Decode the body's images; (images, mask, first URL that cannot be fetched)."""
         raw = body[spec.inputs.param]
-        refs = [(f"{spec.inputs.param}[{i}]", s) for i, s in enumerate(raw)] if isinstance(raw, list) \
+        refs = (
+            [(f"{spec.inputs.param}[{i}]", s) for i, s in enumerate(raw)]
+            if isinstance(raw, list)
             else [(spec.inputs.param, raw)]
+        )
         mask_ref = body.get(spec.mask.param) if spec.mask is not None else None
         if mask_ref is not None:
             refs.append((spec.mask.param, mask_ref))
@@ -778,8 +841,10 @@ class WaveSpeedSim:
             return self._error(404, f"prediction {pid!r} not found")
         fault = self.faults.draw("poll", model_keys)
         if fault is not None and fault.kind == "garbage_poll":
-            return Response(b'{"code":200,"message":"success","data":{"id":"' + pid.encode()[:32] + b'","sta',
-                            media_type="application/json")
+            return Response(
+                b'{"code":200,"message":"success","data":{"id":"' + pid.encode()[:32] + b'","sta',
+                media_type="application/json",
+            )
         if fault is not None:
             return self._fault_response(fault, "get result")
         return self._json(await self._envelope(p))
@@ -846,7 +911,11 @@ class WaveSpeedSim:
         base_url = f"{request.url.scheme}://{request.url.netloc}"
         size = body.get("size") if _is_int(body.get("size")) else 0
         data = self._upload_data(base_url, upload_id, u, size)
-        data["upload"] = {"method": "PUT", "url": f"{base_url}/_sim/upload-slots/{token}", "headers": {"Content-Type": ctype}}
+        data["upload"] = {
+            "method": "PUT",
+            "url": f"{base_url}/_sim/upload-slots/{token}",
+            "headers": {"Content-Type": ctype},
+        }
         return self._json({"code": 200, "message": "success", "data": data})
 
     async def _put_upload(self, request: Request) -> Response:
@@ -873,8 +942,11 @@ class WaveSpeedSim:
         msg = BytesParser(policy=email.policy.HTTP).parsebytes(
             b"Content-Type: " + ctype.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n" + raw
         )
-        part = next((p for p in msg.iter_parts() if p.get_param("name", header="content-disposition") == "file"), None) \
-            if msg.is_multipart() else None
+        part = (
+            next((p for p in msg.iter_parts() if p.get_param("name", header="content-disposition") == "file"), None)
+            if msg.is_multipart()
+            else None
+        )
         data = part.get_payload(decode=True) if part is not None else None
         if not data:
             return self._error(400, "multipart field 'file' is missing or empty")
@@ -882,7 +954,9 @@ class WaveSpeedSim:
         upload_id = uuid.uuid4().hex
         st.uploads[upload_id] = u
         base_url = f"{request.url.scheme}://{request.url.netloc}"
-        return self._json({"code": 200, "message": "success", "data": self._upload_data(base_url, upload_id, u, len(data))})
+        return self._json(
+            {"code": 200, "message": "success", "data": self._upload_data(base_url, upload_id, u, len(data))}
+        )
 
     async def _get_upload(self, request: Request) -> Response:
         st = self._state
@@ -901,7 +975,9 @@ class WaveSpeedSim:
         if not self._loopback(request):
             return self._error(403, "control endpoints answer loopback clients only")
         st = self._state
-        return self._json({"entries": [asdict(e) for e in st.ledger], "count": len(st.ledger), "total_usd": self.billed_usd})
+        return self._json(
+            {"entries": [asdict(e) for e in st.ledger], "count": len(st.ledger), "total_usd": self.billed_usd}
+        )
 
     async def _ctl_stats(self, request: Request) -> Response:
         if not self._loopback(request):
@@ -928,11 +1004,13 @@ class WaveSpeedSim:
         return self._json({"reset": True})
 
     async def _index(self, request: Request) -> Response:
-        return self._json({
-            "service": "evalkit WaveSpeed simulator — outputs are SIMULATED, not model results",
-            "models": sorted(self.models),
-            "api": "/api/v3/<endpoint>",
-        })
+        return self._json(
+            {
+                "service": "evalkit WaveSpeed simulator — outputs are SIMULATED, not model results",
+                "models": sorted(self.models),
+                "api": "/api/v3/<endpoint>",
+            }
+        )
 
 
 class _SimulatedHeader:
@@ -958,6 +1036,7 @@ class _SimulatedHeader:
 
 # ---- running it ----------------------------------------------------------------------------------
 
+
 @dataclass
 class SimHandle(SimServerHandle):
     """A started simulator: ``base_url``, ``api_key``, ``sim``; ``stop()`` (also as a context manager)."""
@@ -974,7 +1053,9 @@ class SimHandle(SimServerHandle):
         self.sim.close()
 
 
-def start_wavespeed_sim(catalog: Catalog | None = None, *, host: str = "127.0.0.1", port: int = 0, **config_kw: Any) -> SimHandle:
+def start_wavespeed_sim(
+    catalog: Catalog | None = None, *, host: str = "127.0.0.1", port: int = 0, **config_kw: Any
+) -> SimHandle:
     """Start a simulator in a background thread on ``host:port`` (0 = a free port)."""
     sim = WaveSpeedSim(catalog, SimConfig(**config_kw))
     try:
@@ -985,8 +1066,14 @@ def start_wavespeed_sim(catalog: Catalog | None = None, *, host: str = "127.0.0.
     return SimHandle(sim=sim, server=server)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, *, port_file: str | os.PathLike | None = None,
-          catalog: Catalog | None = None, **config_kw: Any) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    port_file: str | os.PathLike | None = None,
+    catalog: Catalog | None = None,
+    **config_kw: Any,
+) -> None:
     """Run the simulator in the foreground until SIGINT/SIGTERM (``evalkit sim``, ``python -m evalkit.sim``).
 
     Writes the bound port to ``port_file`` (atomically) when given — use ``port=0`` with it.
@@ -1002,7 +1089,8 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, port_file: str | os.Path
         print(
             f"evalkit WaveSpeed simulator on {handle.base_url} ({len(handle.sim.models)} models) — "
             "outputs are SIMULATED. Point a client at this base URL with the configured sim key. Ctrl-C stops.",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
         wait_for_stop_signal()
     finally:

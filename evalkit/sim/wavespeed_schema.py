@@ -86,7 +86,9 @@ def body_problem(spec: ModelSpec, body: dict[str, Any], keys: frozenset[str] | N
     if spec.seed is not None and spec.seed.param in body:
         seed = body[spec.seed.param]
         if not _is_int(seed) or not (spec.seed.min <= seed <= spec.seed.max):
-            return f"parameter {spec.seed.param!r} must be an integer within {spec.seed.min}–{spec.seed.max}, got {seed!r}"
+            return (
+                f"parameter {spec.seed.param!r} must be an integer within {spec.seed.min}–{spec.seed.max}, got {seed!r}"
+            )
     for name, pspec in spec.params.items():
         if name in body:
             try:
@@ -122,13 +124,18 @@ def _size_problem(spec: ModelSpec, body: dict[str, Any]) -> str | None:
     elif rule.kind == "enum" and rule.param in body and body[rule.param] not in rule.values:
         return f"parameter {rule.param!r} must be one of {list(rule.values)}, got {body[rule.param]!r}"
     elif rule.kind == "aspect_ratio":
-        for param, allowed in ((rule.aspect_ratio_param, rule.aspect_ratios), (rule.resolution_param, rule.resolutions)):
+        for param, allowed in (
+            (rule.aspect_ratio_param, rule.aspect_ratios),
+            (rule.resolution_param, rule.resolutions),
+        ):
             if allowed and param in body and body[param] not in allowed:
                 return f"parameter {param!r} must be one of {list(allowed)}, got {body[param]!r}"
     return None
 
 
-def output_size(spec: ModelSpec, body: dict[str, Any], input_wh: tuple[int, int], max_side: int) -> tuple[tuple[int, int], str | None]:
+def output_size(
+    spec: ModelSpec, body: dict[str, Any], input_wh: tuple[int, int], max_side: int
+) -> tuple[tuple[int, int], str | None]:
     """(simulated output size, the enum size chosen for ``auto``) — the request's size, long side capped."""
     rule = spec.size
     w, h = input_wh

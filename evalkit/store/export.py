@@ -11,8 +11,13 @@ from evalkit.store.workspace import Workspace
 FORMATS = {"csv": "csv", "parquet": "parquet", "jsonl": "jsonl"}
 
 
-def export_calls(run_id: str, fmt: str = "csv", output: str | os.PathLike | None = None, *,
-                 workspace: Workspace | str | os.PathLike | None = None) -> Path:
+def export_calls(
+    run_id: str,
+    fmt: str = "csv",
+    output: str | os.PathLike | None = None,
+    *,
+    workspace: Workspace | str | os.PathLike | None = None,
+) -> Path:
     """Write one row per call of ``run_id``; returns the path written."""
     fmt = fmt.lower()
     if fmt not in FORMATS:

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,7 @@ TERMINAL_STATUSES = ("completed", "failed", "not_applicable", "unknown")
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def check_id(value: str, what: str) -> str:
@@ -212,14 +212,19 @@ def _translate_sqlite_error(exc: Exception, path: Path) -> WorkspaceError:
             f"the workspace disk is full ({path}); nothing already written was lost",
             hint="free space (or move the workspace with --workspace) and re-run to resume",
         )
-    if "readonly" in text or "read-only" in text or getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if (
+        "readonly" in text
+        or "read-only" in text
+        or getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM)
+    ):
         return WorkspaceError(
             f"the workspace {path} is read-only; nothing already written was lost",
             hint="point --workspace at a writable directory",
         )
     if "locked" in text or "busy" in text:
         return WorkspaceError(
-            f"the workspace database {path} stayed locked by another process", hint="wait for it or use another workspace"
+            f"the workspace database {path} stayed locked by another process",
+            hint="wait for it or use another workspace",
         )
     if "not a database" in text or "malformed" in text:
         return WorkspaceError(f"{path} is not a readable evalkit database ({exc})", hint="restore it from a backup")
@@ -244,7 +249,9 @@ class Workspace:
                 for sub in ("blobs", "spool", "catalog"):
                     (self.path / sub).mkdir(parents=True, exist_ok=True)
             elif not (self.path / DB_NAME).exists():
-                raise WorkspaceError(f"no evalkit workspace at {self.path}", hint="run `evalkit run` or pass --workspace")
+                raise WorkspaceError(
+                    f"no evalkit workspace at {self.path}", hint="run `evalkit run` or pass --workspace"
+                )
         except OSError as exc:
             raise _translate_sqlite_error(exc, self.path) from None
         self.db_path = self.path / DB_NAME
@@ -445,8 +452,21 @@ class Workspace:
                 "INSERT INTO runs(run_id, created_at, updated_at, status, suite_name, suite_path, suite_fingerprint, "
                 "catalog_fingerprint, models, repeats, budget_usd, config, evalkit_version) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, now, now, "created", suite_name, suite_path, suite_fingerprint, catalog_fingerprint,
-                 json.dumps(models), repeats, budget_usd, json.dumps(dict(config), default=str), evalkit_version),
+                (
+                    run_id,
+                    now,
+                    now,
+                    "created",
+                    suite_name,
+                    suite_path,
+                    suite_fingerprint,
+                    catalog_fingerprint,
+                    json.dumps(models),
+                    repeats,
+                    budget_usd,
+                    json.dumps(dict(config), default=str),
+                    evalkit_version,
+                ),
             )
         except sqlite3.IntegrityError:
             raise InvalidInputError(
@@ -486,9 +506,24 @@ class Workspace:
             "SUM(c.status NOT IN ('not_applicable')) AS planned, COALESCE(SUM(c.cost_usd), 0) AS cost_usd "
             "FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created_at"
         )
-        df = pd.DataFrame([dict(r) for r in rows], columns=[
-            "run_id", "created_at", "status", "suite_name", "models", "repeats", "budget_usd", "simulated", "wall_s",
-            "completed", "failed", "planned", "cost_usd"])
+        df = pd.DataFrame(
+            [dict(r) for r in rows],
+            columns=[
+                "run_id",
+                "created_at",
+                "status",
+                "suite_name",
+                "models",
+                "repeats",
+                "budget_usd",
+                "simulated",
+                "wall_s",
+                "completed",
+                "failed",
+                "planned",
+                "cost_usd",
+            ],
+        )
         if not df.empty:
             df["models"] = df["models"].map(lambda s: len(json.loads(s)))
             df["simulated"] = df["simulated"].astype(bool)
@@ -505,9 +540,20 @@ class Workspace:
                 conn.execute(
                     "INSERT OR IGNORE INTO cases(run_id, case_id, operation, category, prompt, language, input_sha256, "
                     "mask_sha256, target_width, target_height, tags, params) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (run_id, r["case_id"], r["operation"], r.get("category"), r.get("prompt"), r.get("language"),
-                     json.dumps(list(r["input_sha256"])), r.get("mask_sha256"), r.get("target_width"),
-                     r.get("target_height"), json.dumps(list(r.get("tags") or [])), json.dumps(dict(r.get("params") or {}))),
+                    (
+                        run_id,
+                        r["case_id"],
+                        r["operation"],
+                        r.get("category"),
+                        r.get("prompt"),
+                        r.get("language"),
+                        json.dumps(list(r["input_sha256"])),
+                        r.get("mask_sha256"),
+                        r.get("target_width"),
+                        r.get("target_height"),
+                        json.dumps(list(r.get("tags") or [])),
+                        json.dumps(dict(r.get("params") or {})),
+                    ),
                 )
 
     def cases(self, run_id: str) -> pd.DataFrame:
@@ -519,7 +565,9 @@ class Workspace:
         return df
 
     def case_images(self, run_id: str, case_id: str) -> tuple[list[bytes], bytes | None]:
-        rows = self._query("SELECT input_sha256, mask_sha256 FROM cases WHERE run_id = ? AND case_id = ?", (run_id, case_id))
+        rows = self._query(
+            "SELECT input_sha256, mask_sha256 FROM cases WHERE run_id = ? AND case_id = ?", (run_id, case_id)
+        )
         if not rows:
             raise InvalidInputError(f"no case {case_id!r} in run {run_id!r}")
         inputs = [self.read_blob(s) for s in json.loads(rows[0]["input_sha256"])]
@@ -537,11 +585,27 @@ class Workspace:
                     "INSERT OR IGNORE INTO calls(call_id, run_id, case_id, model_id, provider, operation, category, repeat, seed, "
                     "fingerprint, status, reason, created_at, price_usd, reserved_usd, requested_width, requested_height, params, notes) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (r["call_id"], r["run_id"], r["case_id"], r["model_id"], r["provider"], r["operation"], r.get("category"),
-                     r["repeat"], r.get("seed"), r.get("fingerprint"), r.get("status", "planned"), r.get("reason"), now,
-                     r.get("price_usd"), r.get("reserved_usd"), r.get("requested_width"), r.get("requested_height"),
-                     json.dumps(r.get("params")) if r.get("params") is not None else None,
-                     json.dumps(list(r.get("notes") or []))),
+                    (
+                        r["call_id"],
+                        r["run_id"],
+                        r["case_id"],
+                        r["model_id"],
+                        r["provider"],
+                        r["operation"],
+                        r.get("category"),
+                        r["repeat"],
+                        r.get("seed"),
+                        r.get("fingerprint"),
+                        r.get("status", "planned"),
+                        r.get("reason"),
+                        now,
+                        r.get("price_usd"),
+                        r.get("reserved_usd"),
+                        r.get("requested_width"),
+                        r.get("requested_height"),
+                        json.dumps(r.get("params")) if r.get("params") is not None else None,
+                        json.dumps(list(r.get("notes") or [])),
+                    ),
                 )
                 n += cur.rowcount
         return n
@@ -569,8 +633,15 @@ class Workspace:
             (call_id,),
         )
 
-    def mark_status(self, call_id: str, status: str, *, reason: str | None = None, error_category: str | None = None,
-                    error_message: str | None = None) -> None:
+    def mark_status(
+        self,
+        call_id: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        error_category: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
         self._execute(
             "UPDATE calls SET status = ?, reason = COALESCE(?, reason), error_category = COALESCE(?, error_category), "
             "error_message = COALESCE(?, error_message), completed_at = CASE WHEN ? IN ('failed','unknown') THEN ? ELSE completed_at END "
@@ -584,13 +655,17 @@ class Workspace:
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"unknown call fields {sorted(bad)}")
-        values = {k: (json.dumps(v, default=str) if k in ("params", "notes", "metadata") and v is not None else v) for k, v in fields.items()}
+        values = {
+            k: (json.dumps(v, default=str) if k in ("params", "notes", "metadata") and v is not None else v)
+            for k, v in fields.items()
+        }
         values.setdefault("completed_at", utcnow())
         cols = ", ".join(f"{k} = ?" for k in values)
         self._execute(f"UPDATE calls SET {cols} WHERE call_id = ?", (*values.values(), call_id))
 
-    def call_rows(self, run_id: str, statuses: Iterable[str] | None = None,
-                  columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def call_rows(
+        self, run_id: str, statuses: Iterable[str] | None = None, columns: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """The run's call rows (optionally only those in ``statuses``, only ``columns``), in plan order."""
         what = "*"
         if columns:
@@ -671,9 +746,19 @@ class Workspace:
         return float(row[0][0])
 
     # ---- usage ledger -----------------------------------------------------------------------
-    def record_usage(self, *, model_id: str, operation: str | None, cost_usd: float | None, cost_source: str | None,
-                     source: str, user_id: str | None = None, run_id: str | None = None, call_id: str | None = None,
-                     prediction_id: str | None = None) -> None:
+    def record_usage(
+        self,
+        *,
+        model_id: str,
+        operation: str | None,
+        cost_usd: float | None,
+        cost_source: str | None,
+        source: str,
+        user_id: str | None = None,
+        run_id: str | None = None,
+        call_id: str | None = None,
+        prediction_id: str | None = None,
+    ) -> None:
         self._execute(
             "INSERT INTO usage(at, user_id, model_id, operation, cost_usd, cost_source, run_id, call_id, prediction_id, source) "
             "VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -681,9 +766,22 @@ class Workspace:
         )
 
     def usage(self) -> pd.DataFrame:
-        return pd.DataFrame([dict(r) for r in self._query("SELECT * FROM usage ORDER BY usage_id")],
-                            columns=["usage_id", "at", "user_id", "model_id", "operation", "cost_usd", "cost_source",
-                                     "run_id", "call_id", "prediction_id", "source"])
+        return pd.DataFrame(
+            [dict(r) for r in self._query("SELECT * FROM usage ORDER BY usage_id")],
+            columns=[
+                "usage_id",
+                "at",
+                "user_id",
+                "model_id",
+                "operation",
+                "cost_usd",
+                "cost_source",
+                "run_id",
+                "call_id",
+                "prediction_id",
+                "source",
+            ],
+        )
 
     # ---- scores -----------------------------------------------------------------------------
     def put_scores(self, rows: Iterable[Mapping[str, Any]]) -> int:
@@ -698,14 +796,27 @@ class Workspace:
                     "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id, metric, source, version) DO UPDATE SET "
                     "value = excluded.value, status = excluded.status, reason = excluded.reason, detail = excluded.detail, "
                     "created_at = excluded.created_at",
-                    (r["run_id"], r["call_id"], r["metric"], r["source"], r["version"],
-                     None if value is None else float(value), status, r.get("reason"), r.get("detail"), now),
+                    (
+                        r["run_id"],
+                        r["call_id"],
+                        r["metric"],
+                        r["source"],
+                        r["version"],
+                        None if value is None else float(value),
+                        status,
+                        r.get("reason"),
+                        r.get("detail"),
+                        now,
+                    ),
                 )
                 n += 1
         return n
 
     def scored_keys(self, run_id: str, source: str, version: str) -> set[tuple[str, str]]:
-        rows = self._query("SELECT call_id, metric FROM scores WHERE run_id = ? AND source = ? AND version = ?", (run_id, source, version))
+        rows = self._query(
+            "SELECT call_id, metric FROM scores WHERE run_id = ? AND source = ? AND version = ?",
+            (run_id, source, version),
+        )
         return {(r[0], r[1]) for r in rows}
 
     def scores(self, run_id: str) -> pd.DataFrame:
@@ -715,9 +826,23 @@ class Workspace:
             "s.status, s.reason, s.detail FROM scores s JOIN calls c ON c.call_id = s.call_id WHERE s.run_id = ? ORDER BY s.rowid",
             (run_id,),
         )
-        return pd.DataFrame([dict(r) for r in rows], columns=[
-            "call_id", "model_id", "case_id", "operation", "category", "metric", "value", "source", "version",
-            "status", "reason", "detail"])
+        return pd.DataFrame(
+            [dict(r) for r in rows],
+            columns=[
+                "call_id",
+                "model_id",
+                "case_id",
+                "operation",
+                "category",
+                "metric",
+                "value",
+                "source",
+                "version",
+                "status",
+                "reason",
+                "detail",
+            ],
+        )
 
     def rankings(self, run_id: str, *, source: str | None = None) -> pd.DataFrame:
         """Bradley–Terry strengths (with bootstrap 95% intervals) from the run's pairwise votes."""
@@ -726,10 +851,23 @@ class Workspace:
         return rankings(self, run_id, source=source)
 
     # ---- ratings ----------------------------------------------------------------------------
-    def add_rating(self, *, run_id: str, case_id: str, rater: str, source: str = "human", kind: str = "pair",
-                   call_left: str | None = None, call_right: str | None = None, choice: str | None = None,
-                   call_id: str | None = None, instruction: int | None = None, quality: int | None = None,
-                   preservation: int | None = None, detail: str | None = None) -> int:
+    def add_rating(
+        self,
+        *,
+        run_id: str,
+        case_id: str,
+        rater: str,
+        source: str = "human",
+        kind: str = "pair",
+        call_left: str | None = None,
+        call_right: str | None = None,
+        choice: str | None = None,
+        call_id: str | None = None,
+        instruction: int | None = None,
+        quality: int | None = None,
+        preservation: int | None = None,
+        detail: str | None = None,
+    ) -> int:
         if kind == "pair":
             if choice not in ("left", "right", "tie", "both_bad"):
                 raise InvalidInputError(f"pair choice must be left, right, tie or both_bad, got {choice!r}")
@@ -753,8 +891,24 @@ class Workspace:
         cur = self._execute(
             "INSERT INTO ratings(run_id, case_id, rater, source, kind, call_left, call_right, model_left, model_right, choice, "
             "call_id, instruction, quality, preservation, detail, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (run_id, case_id, rater, source, kind, call_left, call_right, models.get("model_left"), models.get("model_right"),
-             choice, call_id, instruction, quality, preservation, detail, utcnow()),
+            (
+                run_id,
+                case_id,
+                rater,
+                source,
+                kind,
+                call_left,
+                call_right,
+                models.get("model_left"),
+                models.get("model_right"),
+                choice,
+                call_id,
+                instruction,
+                quality,
+                preservation,
+                detail,
+                utcnow(),
+            ),
         )
         return int(cur.lastrowid)
 
@@ -764,9 +918,28 @@ class Workspace:
             sql += " AND source = ?"
             params.append(source)
         rows = self._query(sql + " ORDER BY rating_id", params)
-        return pd.DataFrame([dict(r) for r in rows], columns=[
-            "rating_id", "run_id", "case_id", "rater", "source", "kind", "call_left", "call_right", "model_left",
-            "model_right", "choice", "call_id", "instruction", "quality", "preservation", "detail", "created_at"])
+        return pd.DataFrame(
+            [dict(r) for r in rows],
+            columns=[
+                "rating_id",
+                "run_id",
+                "case_id",
+                "rater",
+                "source",
+                "kind",
+                "call_left",
+                "call_right",
+                "model_left",
+                "model_right",
+                "choice",
+                "call_id",
+                "instruction",
+                "quality",
+                "preservation",
+                "detail",
+                "created_at",
+            ],
+        )
 
     # ---- judge cache ------------------------------------------------------------------------
     def judge_cache_get(self, key: str) -> dict[str, Any] | None:
@@ -782,9 +955,20 @@ class Workspace:
         self._execute(
             "INSERT OR REPLACE INTO judge_cache(key, judge_model, prompt_version, mode, encoding, status, reason, parsed, "
             "reply_raw, cost_usd, latency_ms, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (r["key"], r["judge_model"], r["prompt_version"], r["mode"], r["encoding"], r["status"], r.get("reason"),
-             json.dumps(r.get("parsed")) if r.get("parsed") is not None else None, r.get("reply_raw"),
-             r.get("cost_usd"), r.get("latency_ms"), r.get("created_at") or utcnow()),
+            (
+                r["key"],
+                r["judge_model"],
+                r["prompt_version"],
+                r["mode"],
+                r["encoding"],
+                r["status"],
+                r.get("reason"),
+                json.dumps(r.get("parsed")) if r.get("parsed") is not None else None,
+                r.get("reply_raw"),
+                r.get("cost_usd"),
+                r.get("latency_ms"),
+                r.get("created_at") or utcnow(),
+            ),
         )
 
     # ---- locks ------------------------------------------------------------------------------

@@ -191,6 +191,7 @@ class SuiteInfo:
 
 # ---- finding suites ---------------------------------------------------------------------------
 
+
 def suite_dirs(search_paths: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """Folders searched for suites by name, in order: ``search_paths``, $EVALKIT_SUITES_PATH, bundled."""
     dirs = [Path(p) for p in search_paths]
@@ -227,7 +228,9 @@ def list_suites(search_paths: Sequence[str | os.PathLike] = ()) -> list[SuiteInf
             except SuiteError as exc:
                 infos.append(SuiteInfo(sub.name, sub, 0, (), (), (), "", error=str(exc)))
                 continue
-            infos.append(SuiteInfo(s.name, s.path, len(s.cases), s.operations, s.categories, s.languages, s.description))
+            infos.append(
+                SuiteInfo(s.name, s.path, len(s.cases), s.operations, s.categories, s.languages, s.description)
+            )
     return infos
 
 
@@ -258,6 +261,7 @@ def _locate(name_or_path: str | os.PathLike, search_paths: Sequence[str | os.Pat
 
 # ---- loading and validation --------------------------------------------------------------------
 
+
 def _suggest(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=2, cutoff=0.6)
     return f" — did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -282,7 +286,9 @@ class _SuiteLoader:
             self.problems.append(f"{SUITE_FILE}: no [[case]] tables (a suite needs at least one case)")
             raw_cases = []
         elif not isinstance(raw_cases, list):
-            self.problems.append(f"{SUITE_FILE}: 'case' must be an array of tables ([[case]]), got {type(raw_cases).__name__}")
+            self.problems.append(
+                f"{SUITE_FILE}: 'case' must be an array of tables ([[case]]), got {type(raw_cases).__name__}"
+            )
             raw_cases = []
         for index, raw in enumerate(raw_cases, start=1):
             case = self._case(index, raw)
@@ -374,7 +380,9 @@ class _SuiteLoader:
         if operation is not None:
             operation = OPERATION_ALIASES.get(operation, operation) if isinstance(operation, str) else operation
             if operation not in OPERATIONS:
-                add(f"unknown operation {operation!r}{_suggest(str(operation), OPERATIONS)} (known: {', '.join(OPERATIONS)})")
+                add(
+                    f"unknown operation {operation!r}{_suggest(str(operation), OPERATIONS)} (known: {', '.join(OPERATIONS)})"
+                )
                 operation = None
         category = raw.get("category")
         if category is not None and category not in CATEGORIES:
@@ -463,7 +471,11 @@ class _SuiteLoader:
             return None
         mask_img = self._decoded(checked[1])
         first = self._decoded(images[0][1]) if images else None
-        if mask_img is not None and first is not None and (mask_img.width, mask_img.height) != (first.width, first.height):
+        if (
+            mask_img is not None
+            and first is not None
+            and (mask_img.width, mask_img.height) != (first.width, first.height)
+        ):
             add(
                 f"mask {value!r} is {mask_img.width}×{mask_img.height} but the first image is "
                 f"{first.width}×{first.height}; they must match"
@@ -557,7 +569,7 @@ class _SuiteLoader:
     @staticmethod
     def _params(value: Any, add) -> dict[str, Any]:
         if not isinstance(value, dict):
-            add("params must be a table, e.g. params = { search_prompt = \"cat\" }")
+            add('params must be a table, e.g. params = { search_prompt = "cat" }')
             return {}
         for key in TEXT_PARAMS:
             if key in value and (not isinstance(value[key], str) or not value[key].strip()):

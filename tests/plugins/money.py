@@ -41,8 +41,17 @@ CATEGORIES = frozenset(c.value for c in Category)
 #: statuses a call may have once a run has finished (``submitted`` only for a job still running)
 FINAL_STATUSES = frozenset({"completed", "failed", "unknown", "not_applicable", "submitted"})
 #: WaveSpeed task codes → the category evalkit must record (reference §1.6)
-TASK_CODE_CATEGORY = {1200: "moderation", 1400: "bad_request", 1401: "bad_request", 1402: "bad_request",
-                      1403: "task_failed", 1405: "task_failed", 5000: "server", 5003: "server", 5004: "server"}
+TASK_CODE_CATEGORY = {
+    1200: "moderation",
+    1400: "bad_request",
+    1401: "bad_request",
+    1402: "bad_request",
+    1403: "task_failed",
+    1405: "task_failed",
+    5000: "server",
+    5003: "server",
+    5004: "server",
+}
 #: money compared "to the cent" — in practice every sum here is exact up to float rounding
 CENT = 0.005
 
@@ -135,7 +144,8 @@ def reconcile_wavespeed(handle, ws_path: str | Path, run_ids: Iterable[str] | No
     for model, n in orphans_by_model.items():
         assert n <= unknown_by_model[model], (
             f"{model}: {n} accepted jobs belong to no call but only {unknown_by_model[model]} calls have an unknown "
-            "outcome — an accepted submit was sent again (paid twice)")
+            "outcome — an accepted submit was sent again (paid twice)"
+        )
 
     # per call: the recorded cost is exactly what the server billed for that call's job
     for r in own:
@@ -146,17 +156,21 @@ def reconcile_wavespeed(handle, ws_path: str | Path, run_ids: Iterable[str] | No
         if r["status"] == "completed":
             assert pid and pid in billed_by_pid, f"{r['call_id']} completed but its job was never billed"
             assert abs((r["cost_usd"] or 0.0) - billed) < 1e-9, (
-                f"{r['call_id']}: recorded ${r['cost_usd']} but the server billed ${billed}")
+                f"{r['call_id']}: recorded ${r['cost_usd']} but the server billed ${billed}"
+            )
         elif r["status"] == "failed":
             assert r["cost_usd"] is not None, (
                 f"{r['call_id']} failed with an unknown cost although its job is {predictions[pid].status if pid else 'absent'}: "
-                f"{r['error_category']}: {r['error_message']}")
+                f"{r['error_category']}: {r['error_message']}"
+            )
             assert abs(r["cost_usd"] - billed) < 1e-9, (
-                f"{r['call_id']} ({r['error_category']}): recorded ${r['cost_usd']} but the server billed ${billed}")
+                f"{r['call_id']} ({r['error_category']}): recorded ${r['cost_usd']} but the server billed ${billed}"
+            )
         elif r["status"] == "submitted":
             assert pid, f"{r['call_id']} is left 'submitted' without a prediction id: it cannot be resumed"
             assert predictions[pid].status in ("created", "processing") and pid not in billed_by_pid, (
-                f"{r['call_id']} is still 'submitted' but its job is {predictions[pid].status}")
+                f"{r['call_id']} is still 'submitted' but its job is {predictions[pid].status}"
+            )
         elif r["status"] == "unknown":
             assert r["cost_usd"] is None and r["cost_source"] == "unknown"
         else:
@@ -168,12 +182,21 @@ def reconcile_wavespeed(handle, ws_path: str | Path, run_ids: Iterable[str] | No
     billed = sim.billed_usd
     assert abs(billed - (recorded + orphan_billed)) < CENT, (
         f"server billed ${billed:.4f}; the workspace recorded ${recorded:.4f} and orphaned jobs account for "
-        f"${orphan_billed:.4f}")
+        f"${orphan_billed:.4f}"
+    )
     assert orphan_billed <= unknown_reserved + 1e-9, (
-        f"orphaned jobs billed ${orphan_billed:.4f}, more than the ${unknown_reserved:.4f} reserved for unknown calls")
-    return Reconciliation(rows=rows, predictions=predictions, billed_by_pid=billed_by_pid, billed_usd=billed,
-                          recorded_usd=recorded, orphans=orphans, orphan_billed_usd=orphan_billed,
-                          unknown_reserved_usd=unknown_reserved)
+        f"orphaned jobs billed ${orphan_billed:.4f}, more than the ${unknown_reserved:.4f} reserved for unknown calls"
+    )
+    return Reconciliation(
+        rows=rows,
+        predictions=predictions,
+        billed_by_pid=billed_by_pid,
+        billed_usd=billed,
+        recorded_usd=recorded,
+        orphans=orphans,
+        orphan_billed_usd=orphan_billed,
+        unknown_reserved_usd=unknown_reserved,
+    )
 
 
 def assert_every_call_accounted(rows: Iterable[dict[str, Any]]) -> None:

@@ -37,15 +37,30 @@ from evalkit.store.workspace import Workspace
 
 RUN_ID = "synth"
 MODELS = ["alpha", "beta", "gamma", "delta", "base", "mystery"]
-PROVIDERS = {"alpha": "wavespeed", "beta": "wavespeed", "gamma": "wavespeed", "delta": "wavespeed",
-             "base": "local", "mystery": "huggingface"}
-VENDORS = {"alpha": "Acme", "beta": "Acme", "gamma": "Globex", "delta": "Initech", "base": "evalkit",
-           "mystery": "Umbrella"}
+PROVIDERS = {
+    "alpha": "wavespeed",
+    "beta": "wavespeed",
+    "gamma": "wavespeed",
+    "delta": "wavespeed",
+    "base": "local",
+    "mystery": "huggingface",
+}
+VENDORS = {
+    "alpha": "Acme",
+    "beta": "Acme",
+    "gamma": "Globex",
+    "delta": "Initech",
+    "base": "evalkit",
+    "mystery": "Umbrella",
+}
 PRICES = {"alpha": 0.04, "beta": 0.02, "gamma": 0.15, "delta": 0.01, "base": 0.0, "mystery": None}
 GENERAL_CASES = [f"g{i}" for i in range(1, 9)]
 ERASE_CASES = ["e1", "e2", "e3"]
-CATEGORY = {**{c: "color" for c in GENERAL_CASES[:4]}, **{c: "style" for c in GENERAL_CASES[4:]},
-            **{c: "object" for c in ERASE_CASES}}
+CATEGORY = {
+    **{c: "color" for c in GENERAL_CASES[:4]},
+    **{c: "style" for c in GENERAL_CASES[4:]},
+    **{c: "object" for c in ERASE_CASES},
+}
 ERASE_MODELS = ("alpha", "base")
 AUTO_VERSION = "auto-1"
 JUDGE_VERSION = "judge-v1"
@@ -84,8 +99,12 @@ JUDGE = {  # viescore_o, 0–10; gamma g8 is an unscored row (reply did not pars
     "mystery": [6, 6, 7, 6, 7, 6, 7, 6],
 }
 DELTA_FAILURES = {  # case -> (status, error_category)
-    "g3": ("failed", "timeout"), "g4": ("failed", "timeout"), "g5": ("failed", "timeout"),
-    "g6": ("failed", "server"), "g7": ("unknown", "unknown_outcome"), "g8": ("failed", "moderation"),
+    "g3": ("failed", "timeout"),
+    "g4": ("failed", "timeout"),
+    "g5": ("failed", "timeout"),
+    "g6": ("failed", "server"),
+    "g7": ("unknown", "unknown_outcome"),
+    "g8": ("failed", "moderation"),
 }
 ERASE_TOTAL_MS = {"alpha": [2000, 2100, 2200], "base": [20, 20, 20]}
 ERASE_INFERENCE_MS = {"alpha": [1500, 1600, 1700], "base": [10, 10, 10]}
@@ -121,8 +140,9 @@ def textured_png(seed: int, size: tuple[int, int] = (256, 192)) -> bytes:
     w, h = size
     x = np.linspace(0, 1, w)[None, :, None]
     y = np.linspace(0, 1, h)[:, None, None]
-    base = np.concatenate([x * 255 * np.ones((h, 1, 1)), y * 255 * np.ones((1, w, 1)),
-                           (x + y) * 127 * np.ones((h, w, 1))], axis=2)
+    base = np.concatenate(
+        [x * 255 * np.ones((h, 1, 1)), y * 255 * np.ones((1, w, 1)), (x + y) * 127 * np.ones((h, w, 1))], axis=2
+    )
     arr = np.clip(base + rng.normal(0, 18, size=(h, w, 3)), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(arr, "RGB").save(buf, format="PNG")
@@ -141,22 +161,50 @@ class SyntheticRun:
 
 
 def _call_row(model: str, case: str, operation: str, status: str = "planned", reason: str | None = None) -> dict:
-    return {"call_id": call_id(model, case), "run_id": RUN_ID, "case_id": case, "model_id": model,
-            "provider": PROVIDERS[model], "operation": operation, "category": CATEGORY[case], "repeat": 0,
-            "seed": 1, "status": status, "reason": reason, "price_usd": PRICES[model],
-            "reserved_usd": PRICES[model] or 0.05}
+    return {
+        "call_id": call_id(model, case),
+        "run_id": RUN_ID,
+        "case_id": case,
+        "model_id": model,
+        "provider": PROVIDERS[model],
+        "operation": operation,
+        "category": CATEGORY[case],
+        "repeat": 0,
+        "seed": 1,
+        "status": status,
+        "reason": reason,
+        "price_usd": PRICES[model],
+        "reserved_usd": PRICES[model] or 0.05,
+    }
 
 
 def build_synthetic_workspace(path: Path) -> SyntheticRun:
     ws = Workspace(path)
-    ws.create_run(RUN_ID, suite_name="synthetic", suite_path=None, suite_fingerprint=None, catalog_fingerprint=None,
-                  models=list(MODELS), repeats=1, budget_usd=None, config={})
+    ws.create_run(
+        RUN_ID,
+        suite_name="synthetic",
+        suite_path=None,
+        suite_fingerprint=None,
+        catalog_fingerprint=None,
+        models=list(MODELS),
+        repeats=1,
+        budget_usd=None,
+        config={},
+    )
     cases = []
     for case in GENERAL_CASES + ERASE_CASES:
         ref = ws.put_blob(flat_png(source_colour(case), (80, 60)), "png")
         op = "erase" if case in ERASE_CASES else "general_edit"
-        cases.append({"case_id": case, "operation": op, "category": CATEGORY[case], "input_sha256": [ref.sha256],
-                      "prompt": f"make case {case} {'disappear' if op == 'erase' else 'bluer'}", "language": "en"})
+        cases.append(
+            {
+                "case_id": case,
+                "operation": op,
+                "category": CATEGORY[case],
+                "input_sha256": [ref.sha256],
+                "prompt": f"make case {case} {'disappear' if op == 'erase' else 'bluer'}",
+                "language": "en",
+            }
+        )
     ws.put_cases(RUN_ID, cases)
 
     rows = [_call_row(m, c, "general_edit") for c in GENERAL_CASES for m in MODELS]
@@ -174,16 +222,30 @@ def build_synthetic_workspace(path: Path) -> SyntheticRun:
             cid = call_id(m, case)
             if m == "delta" and case in DELTA_FAILURES:
                 status, cat = DELTA_FAILURES[case]
-                ws.finish_call(cid, {"status": status, "error_category": cat,
-                                     "error_message": f"{cat} on {case}", "cost_usd": None if status == "unknown" else 0.0,
-                                     "cost_source": "unknown" if status == "unknown" else "list_price"})
+                ws.finish_call(
+                    cid,
+                    {
+                        "status": status,
+                        "error_category": cat,
+                        "error_message": f"{cat} on {case}",
+                        "cost_usd": None if status == "unknown" else 0.0,
+                        "cost_source": "unknown" if status == "unknown" else "list_price",
+                    },
+                )
                 continue
-            _complete(ws, m, case, TOTAL_MS[m][i], INFERENCE_MS[m][i],
-                      cached=(m == "alpha" and case == "g8"))
+            _complete(ws, m, case, TOTAL_MS[m][i], INFERENCE_MS[m][i], cached=(m == "alpha" and case == "g8"))
             scores.append(_score(cid, "ssim", "auto", AUTO_VERSION, SSIM[m][i]))
             j = JUDGE[m][i]
-            scores.append(_score(cid, "viescore_o", "judge", JUDGE_VERSION, j,
-                                 reason=None if j is not None else "judge reply did not parse"))
+            scores.append(
+                _score(
+                    cid,
+                    "viescore_o",
+                    "judge",
+                    JUDGE_VERSION,
+                    j,
+                    reason=None if j is not None else "judge reply did not parse",
+                )
+            )
         if m in ERASE_MODELS:
             for i, case in enumerate(ERASE_CASES):
                 _complete(ws, m, case, ERASE_TOTAL_MS[m][i], ERASE_INFERENCE_MS[m][i])
@@ -195,46 +257,101 @@ def build_synthetic_workspace(path: Path) -> SyntheticRun:
 def _complete(ws: Workspace, model: str, case: str, total_ms: float, inference_ms: float, cached: bool = False) -> None:
     ref = ws.put_blob(flat_png(output_colour(model, case)), "png")
     price = PRICES[model]
-    ws.finish_call(call_id(model, case), {
-        "status": "completed", "total_ms": total_ms, "inference_ms": inference_ms,
-        "submit_ms": 50.0, "queue_ms": 10.0, "download_ms": 5.0,
-        "cost_usd": 0.0 if cached else price, "cost_source": "cache" if cached else ("unknown" if price is None else "list_price"),
-        "output_sha256": ref.sha256, "output_ext": ref.ext, "width": 64, "height": 48, "format": "png",
-    })
+    ws.finish_call(
+        call_id(model, case),
+        {
+            "status": "completed",
+            "total_ms": total_ms,
+            "inference_ms": inference_ms,
+            "submit_ms": 50.0,
+            "queue_ms": 10.0,
+            "download_ms": 5.0,
+            "cost_usd": 0.0 if cached else price,
+            "cost_source": "cache" if cached else ("unknown" if price is None else "list_price"),
+            "output_sha256": ref.sha256,
+            "output_ext": ref.ext,
+            "width": 64,
+            "height": 48,
+            "format": "png",
+        },
+    )
 
 
 def _score(cid: str, metric: str, source: str, version: str, value: float | None, reason: str | None = None) -> dict:
-    return {"run_id": RUN_ID, "call_id": cid, "metric": metric, "source": source, "version": version,
-            "value": value, "status": "scored" if value is not None else "unscored", "reason": reason}
+    return {
+        "run_id": RUN_ID,
+        "call_id": cid,
+        "metric": metric,
+        "source": source,
+        "version": version,
+        "value": value,
+        "status": "scored" if value is not None else "unscored",
+        "reason": reason,
+    }
 
 
-def build_grid_workspace(path: Path, n_cases: int, n_models: int, image_px: tuple[int, int] = (256, 192),
-                         distinct_outputs: int | None = None) -> Workspace:
+def build_grid_workspace(
+    path: Path, n_cases: int, n_models: int, image_px: tuple[int, int] = (256, 192), distinct_outputs: int | None = None
+) -> Workspace:
     """A larger run (every call completed, textured images) for grid size bounds and bench/ timings.
 
     ``distinct_outputs`` limits how many different output images are stored (cells then reuse them),
     which keeps a test's setup fast; None makes every output distinct."""
     ws = Workspace(path)
     models = [f"model-{j:02d}" for j in range(n_models)]
-    ws.create_run("grid", suite_name="synthetic-grid", suite_path=None, suite_fingerprint=None,
-                  catalog_fingerprint=None, models=models, repeats=1, budget_usd=None, config={})
+    ws.create_run(
+        "grid",
+        suite_name="synthetic-grid",
+        suite_path=None,
+        suite_fingerprint=None,
+        catalog_fingerprint=None,
+        models=models,
+        repeats=1,
+        budget_usd=None,
+        config={},
+    )
     cases, calls = [], []
     for i in range(n_cases):
         ref = ws.put_blob(textured_png(10_000 + i, image_px), "png")
-        cases.append({"case_id": f"c{i:02d}", "operation": "general_edit", "category": "color",
-                      "input_sha256": [ref.sha256], "prompt": f"edit number {i}"})
+        cases.append(
+            {
+                "case_id": f"c{i:02d}",
+                "operation": "general_edit",
+                "category": "color",
+                "input_sha256": [ref.sha256],
+                "prompt": f"edit number {i}",
+            }
+        )
         for j, m in enumerate(models):
-            calls.append({"call_id": f"grid-{i}-{j}", "run_id": "grid", "case_id": f"c{i:02d}", "model_id": m,
-                          "provider": "wavespeed", "operation": "general_edit", "category": "color", "repeat": 0,
-                          "price_usd": 0.01 * (j + 1)})
+            calls.append(
+                {
+                    "call_id": f"grid-{i}-{j}",
+                    "run_id": "grid",
+                    "case_id": f"c{i:02d}",
+                    "model_id": m,
+                    "provider": "wavespeed",
+                    "operation": "general_edit",
+                    "category": "color",
+                    "repeat": 0,
+                    "price_usd": 0.01 * (j + 1),
+                }
+            )
     ws.put_cases("grid", cases)
     ws.insert_calls(calls)
     for i in range(n_cases):
         for j in range(n_models):
             k = i * n_models + j
             ref = ws.put_blob(textured_png(k % distinct_outputs if distinct_outputs else k, image_px), "png")
-            ws.finish_call(f"grid-{i}-{j}", {"status": "completed", "total_ms": 1000.0 + j, "cost_usd": 0.01 * (j + 1),
-                                             "output_sha256": ref.sha256, "output_ext": "png"})
+            ws.finish_call(
+                f"grid-{i}-{j}",
+                {
+                    "status": "completed",
+                    "total_ms": 1000.0 + j,
+                    "cost_usd": 0.01 * (j + 1),
+                    "output_sha256": ref.sha256,
+                    "output_ext": "png",
+                },
+            )
     return ws
 
 

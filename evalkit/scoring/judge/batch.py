@@ -31,8 +31,15 @@ from evalkit.scoring.judge.config import MODES
 from evalkit.scoring.judge.prompts import OPERATION_INSTRUCTIONS, SC_OPERATIONS
 from evalkit.store.workspace import Workspace
 
-VIESCORE_METRICS = ("viescore_sc", "viescore_pq", "viescore_o", "vie_editing_success", "vie_over_editing",
-                    "vie_naturalness", "vie_artifacts")
+VIESCORE_METRICS = (
+    "viescore_sc",
+    "viescore_pq",
+    "viescore_o",
+    "vie_editing_success",
+    "vie_over_editing",
+    "vie_naturalness",
+    "vie_artifacts",
+)
 _SC_METRICS = ("viescore_sc", "vie_editing_success", "vie_over_editing")
 _PQ_METRICS = ("viescore_pq", "vie_naturalness", "vie_artifacts")
 
@@ -64,11 +71,15 @@ class JudgeSummary:
         return asdict(self)
 
     def __str__(self) -> str:
-        parts = [f"judge {self.mode} on run {self.run_id} ({self.version}): {self.items} item(s), {self.scored} scored, "
-                 f"{self.unscored} unscored"]
+        parts = [
+            f"judge {self.mode} on run {self.run_id} ({self.version}): {self.items} item(s), {self.scored} scored, "
+            f"{self.unscored} unscored"
+        ]
         if self.reasons:
             parts.append("(" + ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())) + ")")
-        parts.append(f"; {self.requests_sent} request(s) sent, {self.requests_cached} from cache; cost ${self.cost_usd:.4f}")
+        parts.append(
+            f"; {self.requests_sent} request(s) sent, {self.requests_cached} from cache; cost ${self.cost_usd:.4f}"
+        )
         if self.cost_unknown_requests:
             parts.append(f" + {self.cost_unknown_requests} request(s) of unknown cost")
         if self.stopped_by_budget:
@@ -78,9 +89,19 @@ class JudgeSummary:
         return "".join(parts)
 
 
-async def judge_run(ws: Workspace, run_id: str, judge: Judge, *, mode: str = "viescore", concurrency: int = 4,
-                    budget_usd: float | None = None, pairs_per_case: int | None = None, seed: int = 0,
-                    progress: bool = True, retry_unscored: bool | Collection[str] = False) -> JudgeSummary:
+async def judge_run(
+    ws: Workspace,
+    run_id: str,
+    judge: Judge,
+    *,
+    mode: str = "viescore",
+    concurrency: int = 4,
+    budget_usd: float | None = None,
+    pairs_per_case: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    retry_unscored: bool | Collection[str] = False,
+) -> JudgeSummary:
     """Judge every completed call of a run (``viescore``: scores via ``ws.put_scores``) or pairs of
     completed calls of different models per case (``pairwise``: ratings via ``ws.add_rating``).
 
@@ -135,8 +156,15 @@ def _progress_bar(total: int, desc: str) -> Any:
 class _Batch:
     """The per-run work of :func:`judge_run`: building jobs, writing scores/ratings and the usage ledger."""
 
-    def __init__(self, ws: Workspace, run_id: str, judge: Judge, gate: _Gate, summary: JudgeSummary,
-                 retry_unscored: bool | Collection[str]):
+    def __init__(
+        self,
+        ws: Workspace,
+        run_id: str,
+        judge: Judge,
+        gate: _Gate,
+        summary: JudgeSummary,
+        retry_unscored: bool | Collection[str],
+    ):
         self.ws, self.run_id, self.judge, self.gate, self.summary = ws, run_id, judge, gate, summary
         self.retry_unscored = retry_unscored
         self.cases = _case_table(ws, run_id)
@@ -163,9 +191,14 @@ class _Batch:
         prompt = (case.get("prompt") or "").strip()
         instruction = prompt if operation in SC_OPERATIONS and prompt else None
         try:
-            result = await self.judge._viescore(self.source(call["case_id"]), self.ws.output_image(call["call_id"]),
-                                                instruction, cache=self.ws, gate=self.gate,
-                                                retry_unscored=self.retry_unscored)
+            result = await self.judge._viescore(
+                self.source(call["case_id"]),
+                self.ws.output_image(call["call_id"]),
+                instruction,
+                cache=self.ws,
+                gate=self.gate,
+                retry_unscored=self.retry_unscored,
+            )
         except (ImageError, WorkspaceError, InvalidInputError) as exc:
             reason = "bad_image" if isinstance(exc, ImageError) else "missing_image"
             result = VIEScoreResult("unscored", reason, sc_applies=instruction is not None, detail=str(exc))
@@ -176,8 +209,9 @@ class _Batch:
             self.summary.skipped_budget += 1
         else:
             self._count(result.status, result.reason)
-        rows = _viescore_rows(self.run_id, call["call_id"], self.summary.version, result, operation,
-                              no_instruction=not prompt)
+        rows = _viescore_rows(
+            self.run_id, call["call_id"], self.summary.version, result, operation, no_instruction=not prompt
+        )
         if rows:
             self.ws.put_scores(rows)
 
@@ -204,11 +238,14 @@ class _Batch:
                     self.summary.ratings_existing += 1
                     self.summary.scored += 1
                     continue
-                jobs.append(lambda c=case_id, lc=left, rc=right, lf=left_first: self._pairwise_one(c, lc, rc, lf, rater))
+                jobs.append(
+                    lambda c=case_id, lc=left, rc=right, lf=left_first: self._pairwise_one(c, lc, rc, lf, rater)
+                )
         return jobs
 
-    async def _pairwise_one(self, case_id: str, left: dict[str, Any], right: dict[str, Any], left_first: bool,
-                            rater: str) -> None:
+    async def _pairwise_one(
+        self, case_id: str, left: dict[str, Any], right: dict[str, Any], left_first: bool, rater: str
+    ) -> None:
         case = self.cases.get(case_id, {})
         operation = case.get("operation") or left.get("operation") or "general_edit"
         instruction = (case.get("prompt") or "").strip() or OPERATION_INSTRUCTIONS.get(operation, "")
@@ -217,8 +254,15 @@ class _Batch:
             return
         try:
             result = await self.judge._pairwise(
-                self.source(case_id), self.ws.output_image(left["call_id"]), self.ws.output_image(right["call_id"]),
-                instruction, left_first=left_first, cache=self.ws, gate=self.gate, retry_unscored=self.retry_unscored)
+                self.source(case_id),
+                self.ws.output_image(left["call_id"]),
+                self.ws.output_image(right["call_id"]),
+                instruction,
+                left_first=left_first,
+                cache=self.ws,
+                gate=self.gate,
+                retry_unscored=self.retry_unscored,
+            )
         except (ImageError, WorkspaceError, InvalidInputError) as exc:
             reason = "bad_image" if isinstance(exc, ImageError) else "missing_image"
             result = PairwiseResult("unscored", reason, detail=str(exc))
@@ -230,12 +274,26 @@ class _Batch:
         self._count(result.status, result.reason)
         if result.status != "scored":
             return
-        detail = {"version": self.summary.version, "shown_first": result.shown_first, "verdict": result.verdict,
-                  "reasoning": result.reasoning, "key": result.reply.key if result.reply else None,
-                  "cached": bool(result.reply and result.reply.cached), "instruction": instruction}
-        self.ws.add_rating(run_id=self.run_id, case_id=case_id, rater=rater, source="judge", kind="pair",
-                           call_left=left["call_id"], call_right=right["call_id"], choice=result.choice,
-                           detail=json.dumps(detail, ensure_ascii=False))
+        detail = {
+            "version": self.summary.version,
+            "shown_first": result.shown_first,
+            "verdict": result.verdict,
+            "reasoning": result.reasoning,
+            "key": result.reply.key if result.reply else None,
+            "cached": bool(result.reply and result.reply.cached),
+            "instruction": instruction,
+        }
+        self.ws.add_rating(
+            run_id=self.run_id,
+            case_id=case_id,
+            rater=rater,
+            source="judge",
+            kind="pair",
+            call_left=left["call_id"],
+            call_right=right["call_id"],
+            choice=result.choice,
+            detail=json.dumps(detail, ensure_ascii=False),
+        )
         self.summary.ratings_written += 1
 
     # -- accounting ----------------------------------------------------------------------------
@@ -258,8 +316,15 @@ class _Batch:
                 self.summary.cost_unknown_requests += 1
             else:
                 self.summary.cost_usd += r.cost_usd
-            self.ws.record_usage(model_id=model, operation=f"judge:{r.mode}", cost_usd=r.cost_usd,
-                                 cost_source=r.cost_source, source="judge", run_id=self.run_id, call_id=call_id)
+            self.ws.record_usage(
+                model_id=model,
+                operation=f"judge:{r.mode}",
+                cost_usd=r.cost_usd,
+                cost_source=r.cost_source,
+                source="judge",
+                run_id=self.run_id,
+                call_id=call_id,
+            )
 
 
 def _case_table(ws: Workspace, run_id: str) -> dict[str, dict[str, Any]]:
@@ -285,25 +350,30 @@ def _existing_pairs(ws: Workspace, run_id: str, rater: str, version: str) -> set
     return out
 
 
-def _choose_pairs(models: list[str], k: int | None, rng: random.Random, appearances: Counter[str]) -> list[tuple[str, str]]:
+def _choose_pairs(
+    models: list[str], k: int | None, rng: random.Random, appearances: Counter[str]
+) -> list[tuple[str, str]]:
     """All pairs of ``models``, or ``k`` of them chosen so each model's appearance count over the run stays
     as even as possible (ties broken by a seeded shuffle)."""
-    pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]]
     if k is None or k >= len(pairs):
         appearances.update(m for p in pairs for m in p)
         return pairs
     rng.shuffle(pairs)
     chosen: list[tuple[str, str]] = []
     for _ in range(k):
-        best = min(pairs, key=lambda p: (appearances[p[0]] + appearances[p[1]], max(appearances[p[0]], appearances[p[1]])))
+        best = min(
+            pairs, key=lambda p: (appearances[p[0]] + appearances[p[1]], max(appearances[p[0]], appearances[p[1]]))
+        )
         pairs.remove(best)
         chosen.append(best)
         appearances.update(best)
     return chosen
 
 
-def _viescore_rows(run_id: str, call_id: str, version: str, result: VIEScoreResult, operation: str,
-                   *, no_instruction: bool) -> list[dict[str, Any]]:
+def _viescore_rows(
+    run_id: str, call_id: str, version: str, result: VIEScoreResult, operation: str, *, no_instruction: bool
+) -> list[dict[str, Any]]:
     """Score rows for one call: a value for what was scored; value None + status "unscored" + reason for
     what was judged and failed; nothing for what the budget kept from being judged."""
     rows: list[dict[str, Any]] = []
@@ -311,16 +381,30 @@ def _viescore_rows(run_id: str, call_id: str, version: str, result: VIEScoreResu
     def add(metric: str, value: float | None, reply: JudgeReply | None, reason: str | None, detail: Any) -> None:
         if reason == "budget":
             return
-        rows.append({"run_id": run_id, "call_id": call_id, "metric": metric, "source": "judge", "version": version,
-                     "value": value, "status": "scored" if value is not None else "unscored",
-                     "reason": None if value is not None else reason,
-                     "detail": json.dumps(detail, ensure_ascii=False, default=str)})
+        rows.append(
+            {
+                "run_id": run_id,
+                "call_id": call_id,
+                "metric": metric,
+                "source": "judge",
+                "version": version,
+                "value": value,
+                "status": "scored" if value is not None else "unscored",
+                "reason": None if value is not None else reason,
+                "detail": json.dumps(detail, ensure_ascii=False, default=str),
+            }
+        )
 
     def info(reply: JudgeReply | None) -> dict[str, Any]:
         if reply is None:
             return {}
-        return {"key": reply.key, "cached": reply.cached, "reasoning": (reply.parsed or {}).get("reasoning"),
-                "detail": reply.detail, "response_model": reply.response_model}
+        return {
+            "key": reply.key,
+            "cached": reply.cached,
+            "reasoning": (reply.parsed or {}).get("reasoning"),
+            "detail": reply.detail,
+            "response_model": reply.response_model,
+        }
 
     if result.reason in ("bad_image", "missing_image"):
         for m in VIESCORE_METRICS:
@@ -341,10 +425,14 @@ def _viescore_rows(run_id: str, call_id: str, version: str, result: VIEScoreResu
     for metric, value in zip(_PQ_METRICS, (result.pq, result.naturalness, result.artifacts), strict=True):
         add(metric, value, pq, pq_reason, info(pq))
     o_reason = sc_reason if result.sc is None else pq_reason
-    add("viescore_o", result.o, None, o_reason,
-        {"sc_key": sc.key if sc else None, "pq_key": pq.key if pq else None, "formula": "sqrt(SC*PQ)"})
+    add(
+        "viescore_o",
+        result.o,
+        None,
+        o_reason,
+        {"sc_key": sc.key if sc else None, "pq_key": pq.key if pq else None, "formula": "sqrt(SC*PQ)"},
+    )
     return rows
-
 
 
 __all__ = ["JudgeSummary", "VIESCORE_METRICS", "judge_run"]

@@ -76,16 +76,15 @@ from typing import Any
 
 import httpx
 
-from evalkit.engine.budget import Budget
 from evalkit.credentials import redact
+from evalkit.engine.budget import Budget
 from evalkit.errors import BudgetExceededError, ImageError, InvalidInputError
 from evalkit.providers.retry import RetryPolicy, parse_retry_after
+
 # Re-exported (not all used here): the public names of the modules this one was split into.
 from evalkit.scoring.judge.config import (
-    DEFAULT_BASE_URL,
     DEFAULT_IMAGE_ENCODING,
     DEFAULT_USD_PER_CALL_RESERVE,
-    MODES,
     ImageEncoding,
     JudgeConfig,
 )
@@ -232,8 +231,14 @@ class Judge:
     ``transport`` (an httpx transport) and ``retry_policy`` are seams for tests and benchmarks.
     """
 
-    def __init__(self, config: JudgeConfig | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
-                 retry_policy: RetryPolicy | None = None, **overrides: Any):
+    def __init__(
+        self,
+        config: JudgeConfig | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry_policy: RetryPolicy | None = None,
+        **overrides: Any,
+    ):
         if config is None:
             config = JudgeConfig.from_env(**overrides)
         elif overrides:
@@ -253,7 +258,9 @@ class Judge:
         )
 
     def __repr__(self) -> str:
-        return f"Judge(model={self.config.model!r}, base_url={self.config.base_url!r}, version={self.config.version()!r})"
+        return (
+            f"Judge(model={self.config.model!r}, base_url={self.config.base_url!r}, version={self.config.version()!r})"
+        )
 
     async def __aenter__(self) -> Judge:
         return self
@@ -265,23 +272,48 @@ class Judge:
         await self._client.aclose()
 
     # -- public single-item API --------------------------------------------------------------
-    async def viescore(self, source: bytes, edited: bytes, instruction: str | None, *,
-                       cache: Workspace | None = None, budget: Budget | None = None,
-                       retry_unscored: bool | Collection[str] = False) -> VIEScoreResult:
+    async def viescore(
+        self,
+        source: bytes,
+        edited: bytes,
+        instruction: str | None,
+        *,
+        cache: Workspace | None = None,
+        budget: Budget | None = None,
+        retry_unscored: bool | Collection[str] = False,
+    ) -> VIEScoreResult:
         """VIEScore of one edit (SC needs an ``instruction``; without one only PQ is judged). ``cache``
         (a Workspace) reuses and stores answers; ``budget`` caps spending. Raises :class:`ImageError`
         when an image cannot be decoded."""
-        return await self._viescore(source, edited, instruction, cache=cache, gate=_Gate(budget),
-                                    retry_unscored=retry_unscored)
+        return await self._viescore(
+            source, edited, instruction, cache=cache, gate=_Gate(budget), retry_unscored=retry_unscored
+        )
 
-    async def pairwise(self, source: bytes, left: bytes, right: bytes, instruction: str, *, rng: random.Random,
-                       cache: Workspace | None = None, budget: Budget | None = None,
-                       retry_unscored: bool | Collection[str] = False) -> PairwiseResult:
+    async def pairwise(
+        self,
+        source: bytes,
+        left: bytes,
+        right: bytes,
+        instruction: str,
+        *,
+        rng: random.Random,
+        cache: Workspace | None = None,
+        budget: Budget | None = None,
+        retry_unscored: bool | Collection[str] = False,
+    ) -> PairwiseResult:
         """Which of two edits better follows ``instruction`` while preserving the rest. The side shown
         first is drawn from ``rng`` and recorded; the verdict comes back as left / right / tie."""
         left_first = rng.random() < 0.5
-        return await self._pairwise(source, left, right, instruction, left_first=left_first, cache=cache,
-                                    gate=_Gate(budget), retry_unscored=retry_unscored)
+        return await self._pairwise(
+            source,
+            left,
+            right,
+            instruction,
+            left_first=left_first,
+            cache=cache,
+            gate=_Gate(budget),
+            retry_unscored=retry_unscored,
+        )
 
     # -- cache keys ---------------------------------------------------------------------------
     def cache_key(self, mode: str, image_sha256: Iterable[str], instruction: str | None) -> str:
@@ -289,13 +321,23 @@ class Judge:
         hashes, instruction)."""
         c = self.config
         prompt_version = VIESCORE_PROMPT_VERSION if mode.startswith("viescore") else PAIRWISE_PROMPT_VERSION
-        payload = json.dumps([c.model, prompt_version, mode, c.image_encoding, c.settings_tag(), list(image_sha256),
-                              instruction or ""], ensure_ascii=False)
+        payload = json.dumps(
+            [c.model, prompt_version, mode, c.image_encoding, c.settings_tag(), list(image_sha256), instruction or ""],
+            ensure_ascii=False,
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     # -- internals ------------------------------------------------------------------------------
-    async def _viescore(self, source: bytes, edited: bytes, instruction: str | None, *, cache: Workspace | None,
-                        gate: _Gate, retry_unscored: bool | Collection[str]) -> VIEScoreResult:
+    async def _viescore(
+        self,
+        source: bytes,
+        edited: bytes,
+        instruction: str | None,
+        *,
+        cache: Workspace | None,
+        gate: _Gate,
+        retry_unscored: bool | Collection[str],
+    ) -> VIEScoreResult:
         instruction = (instruction or "").strip() or None
         src_sha, edit_sha = hashlib.sha256(source).hexdigest(), hashlib.sha256(edited).hexdigest()
         # PQ sees the edited image resized to the source size, so the source is part of its key too.
@@ -306,34 +348,61 @@ class Judge:
 
         async def encoded() -> dict[str, list[str]]:
             if not images:
+
                 def work() -> dict[str, list[str]]:
                     enc = self._encoding
                     src = enc.load(source, "source")
                     edited_uri = enc.data_uri(enc.load(edited, "edited"), size=src.size)  # as GEdit: source size
                     return {"sc": [enc.data_uri(src), edited_uri], "pq": [edited_uri]}
+
                 images.update(await asyncio.to_thread(work))
             return images
 
         sc_reply = None
         if sc_key is not None:
             sc_reply = await self._judged(
-                "viescore_sc", sc_key, cache, gate, retry_unscored,
-                lambda: self._ask_images("viescore_sc", VIESCORE_SC_PROMPT.replace("<instruction>", instruction or ""),
-                                         encoded, "sc", SCORE_CONTRACT))
+                "viescore_sc",
+                sc_key,
+                cache,
+                gate,
+                retry_unscored,
+                lambda: self._ask_images(
+                    "viescore_sc",
+                    VIESCORE_SC_PROMPT.replace("<instruction>", instruction or ""),
+                    encoded,
+                    "sc",
+                    SCORE_CONTRACT,
+                ),
+            )
         pq_reply = None
         if not (sc_reply is not None and sc_reply.reason == "budget"):
-            pq_reply = await self._judged("viescore_pq", pq_key, cache, gate, retry_unscored,
-                                          lambda: self._ask_images("viescore_pq", VIESCORE_PQ_PROMPT, encoded, "pq",
-                                                                   SCORE_CONTRACT))
+            pq_reply = await self._judged(
+                "viescore_pq",
+                pq_key,
+                cache,
+                gate,
+                retry_unscored,
+                lambda: self._ask_images("viescore_pq", VIESCORE_PQ_PROMPT, encoded, "pq", SCORE_CONTRACT),
+            )
         return _reduce_viescore(sc_reply, pq_reply, sc_applies=instruction is not None)
 
-    async def _pairwise(self, source: bytes, left: bytes, right: bytes, instruction: str, *, left_first: bool,
-                        cache: Workspace | None, gate: _Gate,
-                        retry_unscored: bool | Collection[str]) -> PairwiseResult:
+    async def _pairwise(
+        self,
+        source: bytes,
+        left: bytes,
+        right: bytes,
+        instruction: str,
+        *,
+        left_first: bool,
+        cache: Workspace | None,
+        gate: _Gate,
+        retry_unscored: bool | Collection[str],
+    ) -> PairwiseResult:
         instruction = (instruction or "").strip()
         if not instruction:
-            raise InvalidInputError("pairwise judging needs an instruction",
-                                    hint="pass the edit prompt (or a description of the operation)")
+            raise InvalidInputError(
+                "pairwise judging needs an instruction", hint="pass the edit prompt (or a description of the operation)"
+            )
         src_sha = hashlib.sha256(source).hexdigest()
         l_sha, r_sha = hashlib.sha256(left).hexdigest(), hashlib.sha256(right).hexdigest()
         # The pair is unordered in the key: a re-run in the other display order reuses the answer.
@@ -344,18 +413,35 @@ class Judge:
 
         async def encoded() -> dict[str, list[str]]:
             if not holder:
+
                 def work() -> dict[str, list[str]]:
                     enc = self._encoding
-                    return {"pair": [enc.data_uri(enc.load(source, "source")),
-                                     enc.data_uri(enc.load(first, "first candidate")),
-                                     enc.data_uri(enc.load(second, "second candidate"))]}
+                    return {
+                        "pair": [
+                            enc.data_uri(enc.load(source, "source")),
+                            enc.data_uri(enc.load(first, "first candidate")),
+                            enc.data_uri(enc.load(second, "second candidate")),
+                        ]
+                    }
+
                 holder.update(await asyncio.to_thread(work))
             return holder
 
         reply = await self._judged(
-            "pairwise", key, cache, gate, retry_unscored,
-            lambda: self._ask_images("pairwise", PAIRWISE_PROMPT.replace("<instruction>", instruction), encoded, "pair",
-                                     CHOICE_CONTRACT, order=order))
+            "pairwise",
+            key,
+            cache,
+            gate,
+            retry_unscored,
+            lambda: self._ask_images(
+                "pairwise",
+                PAIRWISE_PROMPT.replace("<instruction>", instruction),
+                encoded,
+                "pair",
+                CHOICE_CONTRACT,
+                order=order,
+            ),
+        )
         # A cached answer may have been given in the other order: map through the order it was asked in.
         asked = reply.order or order
         shown_first = "left" if asked[0] == l_sha else "right"
@@ -364,11 +450,25 @@ class Judge:
         verdict = reply.parsed["choice"]
         other = "right" if shown_first == "left" else "left"
         choice = "tie" if verdict == "tie" else (shown_first if verdict == "A" else other)
-        return PairwiseResult("scored", None, choice=choice, shown_first=shown_first, verdict=verdict,
-                              reasoning=reply.parsed.get("reasoning"), reply=reply)
+        return PairwiseResult(
+            "scored",
+            None,
+            choice=choice,
+            shown_first=shown_first,
+            verdict=verdict,
+            reasoning=reply.parsed.get("reasoning"),
+            reply=reply,
+        )
 
-    async def _judged(self, mode: str, key: str, cache: Workspace | None, gate: _Gate,
-                      retry_unscored: bool | Collection[str], ask: Callable[[], Any]) -> JudgeReply:
+    async def _judged(
+        self,
+        mode: str,
+        key: str,
+        cache: Workspace | None,
+        gate: _Gate,
+        retry_unscored: bool | Collection[str],
+        ask: Callable[[], Any],
+    ) -> JudgeReply:
         """A cached answer when there is one (and it is not to be retried), else a new request under
         the budget; answers worth keeping are stored."""
         if cache is not None:
@@ -396,14 +496,25 @@ class Judge:
             raise
         if reservation is not None:
             # unknown cost (no usage, or an unknown outcome) keeps the whole reservation counted
-            gate.budget.settle(reservation, self.config.usd_per_call_reserve if reply.cost_usd is None  # type: ignore[union-attr]
-                               else reply.cost_usd)
+            gate.budget.settle(
+                reservation,
+                self.config.usd_per_call_reserve
+                if reply.cost_usd is None  # type: ignore[union-attr]
+                else reply.cost_usd,
+            )
         if cache is not None and reply.reason not in _TRANSIENT_REASONS:
             cache.judge_cache_put(_cache_record(self.config, reply))
         return reply
 
-    async def _ask_images(self, mode: str, prompt: str, encoded: Callable[[], Any], which: str,
-                          contract: OutputContract, order: tuple[str, str] | None = None) -> JudgeReply:
+    async def _ask_images(
+        self,
+        mode: str,
+        prompt: str,
+        encoded: Callable[[], Any],
+        which: str,
+        contract: OutputContract,
+        order: tuple[str, str] | None = None,
+    ) -> JudgeReply:
         uris = (await encoded())[which]
         content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
         content += [{"type": "image_url", "image_url": {"url": u}} for u in uris]
@@ -416,8 +527,9 @@ class Judge:
             body["temperature"] = self.config.temperature
         return await self._complete(mode, body, contract, order)
 
-    async def _complete(self, mode: str, body: dict[str, Any], contract: OutputContract,
-                        order: tuple[str, str] | None) -> JudgeReply:
+    async def _complete(
+        self, mode: str, body: dict[str, Any], contract: OutputContract, order: tuple[str, str] | None
+    ) -> JudgeReply:
         """POST /chat/completions with retries on proven-unprocessed failures; never raises for HTTP."""
         payload = json.dumps(body).encode("utf-8")
         base = {"mode": mode, "key": "", "order": order}
@@ -431,23 +543,49 @@ class Judge:
                 # the request never left: safe to try again
                 if attempt < self.retry_policy.max_attempts:
                     wait_s = self.retry_policy.backoff_s(attempt)
-                    log.info("judge: cannot connect (%s); retrying in %.2f s (attempt %d/%d)",
-                             type(exc).__name__, wait_s, attempt, self.retry_policy.max_attempts)
+                    log.info(
+                        "judge: cannot connect (%s); retrying in %.2f s (attempt %d/%d)",
+                        type(exc).__name__,
+                        wait_s,
+                        attempt,
+                        self.retry_policy.max_attempts,
+                    )
                     await asyncio.sleep(wait_s)
                     continue
-                return JudgeReply(**base, status="unscored", reason="connect", cost_usd=0.0, attempts=attempt, sent=False,
-                                  detail=self._redact(f"cannot connect to the judge at {self.config.base_url}: "
-                                                      f"{type(exc).__name__}"))
+                return JudgeReply(
+                    **base,
+                    status="unscored",
+                    reason="connect",
+                    cost_usd=0.0,
+                    attempts=attempt,
+                    sent=False,
+                    detail=self._redact(f"cannot connect to the judge at {self.config.base_url}: {type(exc).__name__}"),
+                )
             except httpx.TimeoutException as exc:
-                return JudgeReply(**base, status="unscored", reason="timeout", cost_usd=None, attempts=attempt, sent=True,
-                                  latency_ms=_ms(started),
-                                  detail=f"no reply within {self.config.timeout_s:g} s ({type(exc).__name__}); "
-                                         "the request may have been processed, so it is not re-sent")
+                return JudgeReply(
+                    **base,
+                    status="unscored",
+                    reason="timeout",
+                    cost_usd=None,
+                    attempts=attempt,
+                    sent=True,
+                    latency_ms=_ms(started),
+                    detail=f"no reply within {self.config.timeout_s:g} s ({type(exc).__name__}); "
+                    "the request may have been processed, so it is not re-sent",
+                )
             except httpx.TransportError as exc:
-                return JudgeReply(**base, status="unscored", reason="network", cost_usd=None, attempts=attempt, sent=True,
-                                  latency_ms=_ms(started),
-                                  detail=self._redact(f"the connection broke after sending ({type(exc).__name__}); "
-                                                      "outcome unknown, not re-sent"))
+                return JudgeReply(
+                    **base,
+                    status="unscored",
+                    reason="network",
+                    cost_usd=None,
+                    attempts=attempt,
+                    sent=True,
+                    latency_ms=_ms(started),
+                    detail=self._redact(
+                        f"the connection broke after sending ({type(exc).__name__}); outcome unknown, not re-sent"
+                    ),
+                )
             latency_ms = _ms(started)
             status = resp.status_code
             text = self._redact(resp.text)
@@ -455,25 +593,53 @@ class Judge:
                 if attempt < self.retry_policy.max_attempts:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                     wait_s = self.retry_policy.backoff_s(attempt, retry_after)
-                    log.info("judge: HTTP %d; retrying in %.2f s (attempt %d/%d)", status, wait_s, attempt,
-                             self.retry_policy.max_attempts)
+                    log.info(
+                        "judge: HTTP %d; retrying in %.2f s (attempt %d/%d)",
+                        status,
+                        wait_s,
+                        attempt,
+                        self.retry_policy.max_attempts,
+                    )
                     await asyncio.sleep(wait_s)
                     continue
                 reason = "rate_limit" if status == 429 else "server"  # (408: the server gave up reading it)
-                return JudgeReply(**base, status="unscored", reason=reason, raw=text, cost_usd=0.0, attempts=attempt,
-                                  sent=True, http_status=status, latency_ms=latency_ms,
-                                  detail=f"HTTP {status} after {attempt} attempt(s): {_error_message(text)}")
+                return JudgeReply(
+                    **base,
+                    status="unscored",
+                    reason=reason,
+                    raw=text,
+                    cost_usd=0.0,
+                    attempts=attempt,
+                    sent=True,
+                    http_status=status,
+                    latency_ms=latency_ms,
+                    detail=f"HTTP {status} after {attempt} attempt(s): {_error_message(text)}",
+                )
             if status >= 400:
-                reason = "content_filter" if _is_content_filter(text) else ("auth" if status in (401, 403) else "bad_request")
+                reason = (
+                    "content_filter"
+                    if _is_content_filter(text)
+                    else ("auth" if status in (401, 403) else "bad_request")
+                )
                 if reason != "content_filter":
                     log.warning("judge: HTTP %d from %s: %s", status, self.config.base_url, _error_message(text))
-                return JudgeReply(**base, status="unscored", reason=reason, raw=text, cost_usd=0.0, attempts=attempt,
-                                  sent=True, http_status=status, latency_ms=latency_ms,
-                                  detail=f"HTTP {status}: {_error_message(text)}")
+                return JudgeReply(
+                    **base,
+                    status="unscored",
+                    reason=reason,
+                    raw=text,
+                    cost_usd=0.0,
+                    attempts=attempt,
+                    sent=True,
+                    http_status=status,
+                    latency_ms=latency_ms,
+                    detail=f"HTTP {status}: {_error_message(text)}",
+                )
             return self._read_completion(base, text, contract, attempt, status, latency_ms)
 
-    def _read_completion(self, base: dict[str, Any], text: str, contract: OutputContract, attempt: int,
-                         status: int, latency_ms: float) -> JudgeReply:
+    def _read_completion(
+        self, base: dict[str, Any], text: str, contract: OutputContract, attempt: int, status: int, latency_ms: float
+    ) -> JudgeReply:
         common = dict(**base, attempts=attempt, sent=True, http_status=status, latency_ms=latency_ms)
         try:
             data = json.loads(text)
@@ -485,8 +651,14 @@ class Judge:
             if content is not None and not isinstance(content, str):
                 raise TypeError("content is not text")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            return JudgeReply(**common, status="unscored", reason="bad_response", raw=_short(text, 2000), cost_usd=None,
-                              detail="the reply is not an OpenAI chat completion")
+            return JudgeReply(
+                **common,
+                status="unscored",
+                reason="bad_response",
+                raw=_short(text, 2000),
+                cost_usd=None,
+                detail="the reply is not an OpenAI chat completion",
+            )
         usage = _usage(data.get("usage"))
         cost = self._cost(usage)
         finish_reason = choice.get("finish_reason")
@@ -495,18 +667,29 @@ class Judge:
         parsed = parse_reply(content, contract, finish_reason=finish_reason, refusal=self._redact(refusal))
         if parsed.status != "scored":
             log.debug("judge: unscored (%s): %s", parsed.reason, parsed.detail)
-        return JudgeReply(**common, status=parsed.status, reason=parsed.reason, detail=parsed.detail, raw=content,
-                          parsed=parsed.parsed, cost_usd=cost, finish_reason=finish_reason,
-                          response_model=data.get("model") if isinstance(data.get("model"), str) else None,
-                          system_fingerprint=data.get("system_fingerprint")
-                          if isinstance(data.get("system_fingerprint"), str) else None,
-                          usage=usage)
+        return JudgeReply(
+            **common,
+            status=parsed.status,
+            reason=parsed.reason,
+            detail=parsed.detail,
+            raw=content,
+            parsed=parsed.parsed,
+            cost_usd=cost,
+            finish_reason=finish_reason,
+            response_model=data.get("model") if isinstance(data.get("model"), str) else None,
+            system_fingerprint=data.get("system_fingerprint")
+            if isinstance(data.get("system_fingerprint"), str)
+            else None,
+            usage=usage,
+        )
 
     def _cost(self, usage: dict[str, int] | None) -> float | None:
         c = self.config
         if usage is None or c.usd_per_1m_input_tokens is None or c.usd_per_1m_output_tokens is None:
             return None
-        return (usage["prompt_tokens"] * c.usd_per_1m_input_tokens + usage["completion_tokens"] * c.usd_per_1m_output_tokens) / 1e6
+        return (
+            usage["prompt_tokens"] * c.usd_per_1m_input_tokens + usage["completion_tokens"] * c.usd_per_1m_output_tokens
+        ) / 1e6
 
     def _redact(self, text: str | None) -> str:
         return redact(text, self.config.api_key)
@@ -559,8 +742,10 @@ def _wants_retry(record: Mapping[str, Any], retry_unscored: bool | Collection[st
 
 
 def _cache_record(config: JudgeConfig, reply: JudgeReply) -> dict[str, Any]:
-    meta = {k: getattr(reply, k) for k in ("detail", "finish_reason", "response_model", "system_fingerprint", "usage",
-                                           "http_status", "attempts")}
+    meta = {
+        k: getattr(reply, k)
+        for k in ("detail", "finish_reason", "response_model", "system_fingerprint", "usage", "http_status", "attempts")
+    }
     meta["order"] = list(reply.order) if reply.order else None
     meta["settings"] = config.settings_tag()
     return {
@@ -582,12 +767,26 @@ def _reply_from_cache(mode: str, key: str, record: Mapping[str, Any]) -> JudgeRe
     envelope = record.get("parsed") or {}
     meta = envelope.get("meta") or {}
     order = meta.get("order")
-    return JudgeReply(mode=mode, key=key, status=record["status"], reason=record.get("reason"),
-                      detail=meta.get("detail"), raw=record.get("reply_raw"), parsed=envelope.get("judge"),
-                      cost_usd=0.0, latency_ms=record.get("latency_ms"), cached=True, sent=False,
-                      attempts=0, http_status=meta.get("http_status"), finish_reason=meta.get("finish_reason"),
-                      response_model=meta.get("response_model"), system_fingerprint=meta.get("system_fingerprint"),
-                      usage=meta.get("usage"), order=tuple(order) if order else None)
+    return JudgeReply(
+        mode=mode,
+        key=key,
+        status=record["status"],
+        reason=record.get("reason"),
+        detail=meta.get("detail"),
+        raw=record.get("reply_raw"),
+        parsed=envelope.get("judge"),
+        cost_usd=0.0,
+        latency_ms=record.get("latency_ms"),
+        cached=True,
+        sent=False,
+        attempts=0,
+        http_status=meta.get("http_status"),
+        finish_reason=meta.get("finish_reason"),
+        response_model=meta.get("response_model"),
+        system_fingerprint=meta.get("system_fingerprint"),
+        usage=meta.get("usage"),
+        order=tuple(order) if order else None,
+    )
 
 
 def _reduce_viescore(sc_reply: JudgeReply | None, pq_reply: JudgeReply | None, *, sc_applies: bool) -> VIEScoreResult:
@@ -610,11 +809,21 @@ def _reduce_viescore(sc_reply: JudgeReply | None, pq_reply: JudgeReply | None, *
         if part.status != "scored":
             reason, detail = part.reason, part.detail
             break
-    return VIEScoreResult("scored" if reason is None else "unscored", reason, sc=sc, pq=pq, o=o, editing_success=es,
-                          over_editing=oe, naturalness=nat, artifacts=art, sc_reply=sc_reply, pq_reply=pq_reply,
-                          sc_applies=sc_applies, detail=detail)
-
-
+    return VIEScoreResult(
+        "scored" if reason is None else "unscored",
+        reason,
+        sc=sc,
+        pq=pq,
+        o=o,
+        editing_success=es,
+        over_editing=oe,
+        naturalness=nat,
+        artifacts=art,
+        sc_reply=sc_reply,
+        pq_reply=pq_reply,
+        sc_applies=sc_applies,
+        detail=detail,
+    )
 
 
 __all__ = [

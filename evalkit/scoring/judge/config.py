@@ -66,8 +66,10 @@ class ImageEncoding:
         except ImageError as exc:
             raise ImageError(f"the {what} image cannot be judged: {exc.message}", hint=exc.hint) from None
         except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageError(f"the {what} image cannot be judged ({type(exc).__name__}: {exc})",
-                             hint="re-export or re-download the image") from None
+            raise ImageError(
+                f"the {what} image cannot be judged ({type(exc).__name__}: {exc})",
+                hint="re-export or re-download the image",
+            ) from None
 
     def data_uri(self, img: Image.Image, size: tuple[int, int] | None = None) -> str:
         """``img`` resized to exactly ``size`` (when given), long side capped, encoded, as a data URI."""
@@ -147,8 +149,9 @@ class JudgeConfig:
             )
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         if not isinstance(self.model, str) or not self.model.strip():
-            raise InvalidInputError("no judge model given",
-                                    hint="set EVALKIT_JUDGE_MODEL to a pinned snapshot, e.g. gpt-4.1-2025-04-14")
+            raise InvalidInputError(
+                "no judge model given", hint="set EVALKIT_JUDGE_MODEL to a pinned snapshot, e.g. gpt-4.1-2025-04-14"
+            )
         ImageEncoding.parse(self.image_encoding)
         if self.temperature is not None and not 0.0 <= float(self.temperature) <= 2.0:
             raise InvalidInputError(f"judge temperature must be within 0–2 or None, got {self.temperature!r}")
@@ -175,15 +178,19 @@ class JudgeConfig:
     def from_env(cls, **overrides: Any) -> JudgeConfig:
         """From ``EVALKIT_JUDGE_BASE_URL`` (default OpenAI's), ``EVALKIT_JUDGE_MODEL`` (required) and
         ``EVALKIT_JUDGE_API_KEY`` (required unless the base URL is loopback); keyword arguments win."""
-        base_url = overrides.pop("base_url", None) or os.environ.get("EVALKIT_JUDGE_BASE_URL", "").strip() or DEFAULT_BASE_URL
+        base_url = (
+            overrides.pop("base_url", None) or os.environ.get("EVALKIT_JUDGE_BASE_URL", "").strip() or DEFAULT_BASE_URL
+        )
         model = overrides.pop("model", None) or os.environ.get("EVALKIT_JUDGE_MODEL", "").strip()
         api_key = overrides.pop("api_key", _UNSET)
         if api_key is _UNSET:
             api_key = key_from_env("EVALKIT_JUDGE_API_KEY", required=not _is_loopback(base_url), provider="the judge")
         unknown = set(overrides) - set(cls.__dataclass_fields__)
         if unknown:
-            raise InvalidInputError(f"unknown judge settings {sorted(unknown)}",
-                                    hint=f"known: {', '.join(sorted(cls.__dataclass_fields__))}")
+            raise InvalidInputError(
+                f"unknown judge settings {sorted(unknown)}",
+                hint=f"known: {', '.join(sorted(cls.__dataclass_fields__))}",
+            )
         return cls(base_url=base_url, model=model, api_key=api_key, **overrides)
 
     @property
@@ -211,7 +218,6 @@ class JudgeConfig:
         parts = [self.model, self.prompt_version(mode), self.image_encoding]
         tag = self.settings_tag()
         return "|".join([*parts, tag] if tag else parts)
-
 
 
 __all__ = [

@@ -159,7 +159,7 @@ def _check_choice(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, str | Non
     choice, reasoning = obj["choice"], obj["reasoning"]
     norm = {"a": "A", "b": "B", "tie": "tie"}.get(choice.strip().lower()) if isinstance(choice, str) else None
     if norm is None:
-        return None, "wrong_shape", f"'choice' must be \"A\", \"B\" or \"tie\", got {_short(choice)}"
+        return None, "wrong_shape", f'\'choice\' must be "A", "B" or "tie", got {_short(choice)}'
     if not isinstance(reasoning, str):
         return None, "wrong_shape", "'reasoning' must be a string"
     return {"choice": norm, "reasoning": reasoning}, None, None
@@ -206,8 +206,9 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
     return found
 
 
-def parse_reply(text: str | None, contract: OutputContract, *, finish_reason: str | None = None,
-                refusal: str | None = None) -> ParsedReply:
+def parse_reply(
+    text: str | None, contract: OutputContract, *, finish_reason: str | None = None, refusal: str | None = None
+) -> ParsedReply:
     """The judge's answer if ``text`` holds exactly one answer object of the contract's shape; otherwise
     unscored with the reason. Never a default or random score."""
     if finish_reason == "content_filter":
@@ -233,8 +234,9 @@ def parse_reply(text: str | None, contract: OutputContract, *, finish_reason: st
         return ParsedReply("unscored", "ambiguous", f"{len(distinct)} different answer objects in one reply")
     obj = answers[0]
     if set(obj) != contract.keys:
-        return ParsedReply("unscored", "wrong_shape",
-                           f"expected exactly the keys {sorted(contract.keys)}, got {sorted(obj)}")
+        return ParsedReply(
+            "unscored", "wrong_shape", f"expected exactly the keys {sorted(contract.keys)}, got {sorted(obj)}"
+        )
     clean, reason, detail = contract.check(obj)
     if clean is None:
         return ParsedReply("unscored", reason, detail)
