@@ -34,8 +34,9 @@ def _width() -> int:
     return max(100, shutil.get_terminal_size((160, 40)).columns)
 
 
-out = Console(width=_width())
-err = Console(stderr=True, width=_width())
+# soft_wrap: a long path or id printed as text is never broken mid-word (tables still fit the width)
+out = Console(width=_width(), soft_wrap=True)
+err = Console(stderr=True, width=_width(), soft_wrap=True)
 
 WorkspaceOpt = Annotated[
     Path | None,
@@ -366,13 +367,13 @@ def tiers(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Choose a default model per price tier and operation; write tier_defaults.json."""
-    from evalkit.decide.tables import default_quality
+    from evalkit.decide.quality import choose_quality
     from evalkit.decide.tiers import choose_defaults, write_tier_defaults
     from evalkit.store.workspace import Workspace
 
     try:
         ws = Workspace(workspace, create=False)
-        decision = choose_defaults(ws, run_id, tiers_file, quality=quality or default_quality(ws, run_id))
+        decision = choose_defaults(ws, run_id, tiers_file, quality=quality or choose_quality(ws, run_id)[0])
         path = write_tier_defaults(decision, output or Path("reports") / run_id / "tier_defaults.json")
     except EvalkitError as exc:
         _fail(exc)

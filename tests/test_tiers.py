@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from evalkit.decide.tables import QualitySpec
+from evalkit.decide.quality import QualitySpec
 from evalkit.decide.tier_config import BUNDLED_TIERS, Tier, TierConfigError, load_tiers, parse_tiers
 from evalkit.decide.tiers import SCHEMA, choose_defaults, paired_test, write_tier_defaults
 from tests.plugins import synthetic as S

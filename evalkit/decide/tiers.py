@@ -82,16 +82,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evalkit.decide.tables import (
-    DEFAULT_QUALITY,
-    QualityLike,
-    QualitySpec,
-    case_quality,
-    format_ms,
-    format_usd,
-    model_table,
-    run_is_simulated,
-)
+from evalkit.decide.quality import DEFAULT_QUALITY, QualityLike, QualitySpec
+from evalkit.decide.tables import case_quality, format_ms, format_usd, model_table, run_is_simulated
 from evalkit.decide.tier_config import Tier, TierConfigError, load_tiers
 from evalkit.errors import InvalidInputError
 from evalkit.store.workspace import Workspace, utcnow
