@@ -374,9 +374,16 @@ def plan_route(
         if not isinstance(model, str) or any(c.model == model for c in cands):
             continue
         why = str(alt.get("rationale") or "")
-        eligible = alt.get("eligible")
-        short = why.startswith("meets the constraints but")
-        if eligible is False or why.startswith("excluded"):
+        # "eligibility" is written by newer evalkits; older files say it only in the rationale's first words
+        eligibility = alt.get("eligibility") or (
+            "excluded"
+            if why.startswith("excluded")
+            else "insufficient_evidence"
+            if why.startswith("meets the constraints but")
+            else "eligible"
+        )
+        short = eligibility == "insufficient_evidence"
+        if eligibility not in ("eligible", "insufficient_evidence"):
             skipped.append((model, why or "excluded by the run's decision"))
             continue
         if short and not allow_provisional:
