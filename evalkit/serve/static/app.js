@@ -64,8 +64,10 @@ function renderHeader(d) {
   $("simulated-banner").hidden = !d.simulated;
   const warn = $("warnings");
   warn.textContent = "";
-  for (const w of d.warnings || []) warn.append(el("div", {}, w));
-  warn.hidden = !(d.warnings || []).length;
+  // the SIMULATED banner already says what the simulated-run warning says
+  const shown = (d.warnings || []).filter((w) => !(d.simulated && w.includes("SIMULATED run")));
+  for (const w of shown) warn.append(el("div", {}, w));
+  warn.hidden = !shown.length;
 }
 
 function renderTabs() {
@@ -138,13 +140,19 @@ function renderTable(op) {
     tr.append(role);
     tr.append(el("td", { class: "num" }, usd(m.cost_usd)));
     tr.append(el("td", { class: "num" }, ms(m.latency_p95_ms)));
-    const ci = m.quality_ci && m.quality_ci[0] !== null && m.quality_ci[0] !== undefined
-      ? " (" + q(m.quality_ci[0]) + "–" + q(m.quality_ci[1]) + ")" : "";
-    tr.append(el("td", { class: "num" }, q(m.quality) + ci));
+    const qcell = el("td", { class: "num" }, q(m.quality));
+    if (m.quality_ci && m.quality_ci[0] !== null && m.quality_ci[0] !== undefined) {
+      qcell.append(el("span", { class: "ci" }, q(m.quality_ci[0]) + "–" + q(m.quality_ci[1])));
+    }
+    tr.append(qcell);
     const ev = m.evidence || {};
     const evText = ev.n === null || ev.n === undefined ? "—"
-      : "n=" + ev.n + (ev.success_rate !== null && ev.success_rate !== undefined ? " · " + Math.round(ev.success_rate * 100) + "% ok" : "");
-    tr.append(el("td", { class: "num" }, evText));
+      : "n=" + ev.n;
+    const evCell = el("td", { class: "num" }, evText);
+    if (ev.success_rate !== null && ev.success_rate !== undefined) {
+      evCell.append(el("span", { class: "ci" }, Math.round(ev.success_rate * 100) + "% succeeded"));
+    }
+    tr.append(evCell);
     body.append(tr);
   }
 }
@@ -153,7 +161,7 @@ function renderChart(op) {
   const box = $("chart");
   box.textContent = "";
   const pts = op.models.filter((m) => m.cost_usd !== null && m.quality !== null);
-  const W = 460, H = 300, L = 52, R = 16, T = 16, B = 40;
+  const W = 460, H = 300, L = 52, R = 28, T = 16, B = 40;
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "cost versus quality" });
   if (state.data.simulated) root.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "watermark" }, "SIMULATED"));
   if (!pts.length) {
@@ -171,14 +179,14 @@ function renderChart(op) {
     const xv = x0 + ((x1 - x0) * i) / 4, yv = y0 + ((y1 - y0) * i) / 4;
     root.append(svg("line", { x1: sx(xv), x2: sx(xv), y1: T, y2: H - B, class: "grid" }));
     root.append(svg("line", { x1: L, x2: W - R, y1: sy(yv), y2: sy(yv), class: "grid" }));
-    root.append(svg("text", { x: sx(xv), y: H - B + 14, "text-anchor": "middle" }, "$" + xv.toFixed(3)));
+    root.append(svg("text", { x: sx(xv), y: H - B + 14, "text-anchor": i === 4 ? "end" : "middle" }, "$" + xv.toFixed(3)));
     root.append(svg("text", { x: L - 6, y: sy(yv) + 4, "text-anchor": "end" }, yv.toFixed(1)));
   }
   root.append(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
   root.append(svg("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
   root.append(svg("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, "price per edit (USD)"));
   root.append(svg("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(T + H - B) / 2})` },
-    "quality" + (state.data.quality ? " · " + state.data.quality.metric : "")));
+    state.data.quality ? state.data.quality.metric : "quality"));
   for (const m of pts) {
     const ci = m.quality_ci || [];
     if (ci[0] !== null && ci[0] !== undefined && ci[1] !== null && ci[1] !== undefined) {
@@ -188,7 +196,10 @@ function renderChart(op) {
     const dot = svg("circle", { cx: sx(m.cost_usd), cy: sy(m.quality), r: m.role === "default" ? 7 : 5, class: cls, "data-model": m.model });
     dot.append(svg("title", {}, `${m.model}: ${usd(m.cost_usd)}, quality ${q(m.quality)}`));
     root.append(dot);
-    root.append(svg("text", { x: sx(m.cost_usd) + 9, y: sy(m.quality) - 7, class: "pt-label" }, m.model));
+    const right = sx(m.cost_usd) > W * 0.62;  // labels near the right edge go to the left of their point
+    root.append(svg("text", {
+      x: sx(m.cost_usd) + (right ? -9 : 9), y: sy(m.quality) - 7, class: "pt-label", "text-anchor": right ? "end" : "start",
+    }, m.model));
   }
   box.append(root);
 }
