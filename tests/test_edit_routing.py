@@ -321,3 +321,32 @@ async def test_a_plain_provider_error_still_raises_when_no_tier_is_given(ws_sim)
     with pytest.raises(ProviderError) as info:
         await agenerate_image_edit(make_png(), "x", model="qwen-edit", workspace=False, provider_options=_opts(ws_sim))
     assert info.value.category == Category.MODERATION
+
+
+def test_routes_follow_a_file_written_by_choose_defaults(synthetic_workspace, tmp_path):
+    """The routing reads what the tiers module really writes (not only the hand-written fixture)."""
+    from evalkit.decide.tiers import choose_defaults, write_tier_defaults
+    from tests.plugins import synthetic as S
+    from tests.test_tiers import JUDGE, tiers
+
+    ws = synthetic_workspace.ws
+    ws.update_run(S.RUN_ID, simulated=1)
+    path = write_tier_defaults(choose_defaults(ws, S.RUN_ID, tiers(), quality=JUDGE), tmp_path / "out")
+    defaults = load_tier_defaults(path, allow_simulated=True)
+    checked = 0
+    for tier, entry in defaults.tiers.items():
+        for op, d in entry["operations"].items():
+            if d["status"] != "ok":
+                with pytest.raises(TierDefaultsError, match=f"tier '{tier}', operation '{op}'"):
+                    plan_route(defaults, tier, op)
+                continue
+            route = plan_route(defaults, tier, op)
+            eligible = [a["model"] for a in d["alternatives"] if a["eligibility"] == "eligible"]
+            assert route.models[0] == d["default"]
+            # eligible alternatives are used, in the file's order, unless re-checking a constraint drops them
+            assert route.models[1:] == [m for m in eligible if m not in dict(route.skipped)]
+            for a in d["alternatives"]:
+                if a["eligibility"] == "excluded":
+                    assert a["model"] not in route.models
+            checked += 1
+    assert checked >= 2

@@ -505,7 +505,15 @@ def create_app(config: ServeConfig) -> Starlette:
 
     tier_file = TierFile(config.tiers, allow_simulated=config.allow_simulated, max_age_days=config.max_age_days)
     tier_file.get()
-    catalog = config.catalog or Catalog.load()
+    from evalkit.store.workspace import Workspace
+
+    # one workspace (usage ledger) for the server's lifetime; False: no ledger
+    workspace = (
+        config.workspace
+        if config.workspace is False or isinstance(config.workspace, Workspace)
+        else Workspace(config.workspace)
+    )
+    catalog = config.catalog or Catalog.load(workspace.path if isinstance(workspace, Workspace) else None)
     limiter = RateLimiter(config.edits_per_minute, clock=config.clock)
 
     def current() -> TierDefaults:
@@ -563,7 +571,7 @@ def create_app(config: ServeConfig) -> Starlette:
             allow_provisional=config.allow_provisional,
             allow_simulated=config.allow_simulated,
             continue_after_unknown=config.continue_after_unknown,
-            workspace=config.workspace,
+            workspace=workspace,
             catalog=catalog,
             provider_options=config.provider_options,
         )
@@ -649,8 +657,6 @@ def serve(
             f"serving tier defaults {config.tiers} (run {d.run_id}{', SIMULATED' if d.simulated else ''}) on {where}"
             + (" — token required" if config.token else "")
         )
-        for w in d.warnings:
-            announce(f"warning: {w}")
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False, access_log=False)
 
 
