@@ -350,3 +350,30 @@ def test_routes_follow_a_file_written_by_choose_defaults(synthetic_workspace, tm
                     assert a["model"] not in route.models
             checked += 1
     assert checked >= 2
+
+
+async def test_a_5xx_submit_known_not_accepted_falls_back_as_a_server_error(ws_sim, tier_file, tmp_path):
+    """With resend_submit_on_503 the provider treats a bare 503 as "not accepted"; after its retries the
+    route moves on (charge none). Without it the same 503 is an unknown outcome (test above)."""
+    ws_sim.sim.add_fault("submit_5xx", model="qwen-edit-plus", status=503)
+    opts = _opts(ws_sim)
+    opts["wavespeed"]["resend_submit_on_503"] = True
+    r = await agenerate_image_edit(
+        make_png(), "x", tier="standard", tiers=tier_file, allow_simulated=True, workspace=False, provider_options=opts
+    )
+    assert r.model_id == "seedream-v4-edit"
+    assert (r.fallbacks[0].category, r.fallbacks[0].charge) == ("server", "none")
+    assert _submitted(ws_sim) == ["seedream-v4-edit"]
+
+
+async def test_a_request_priced_over_the_tier_maximum_is_not_sent(ws_sim, tmp_path):
+    data = tier_defaults()
+    std = data["tiers"]["standard"]
+    std["constraints"]["max_cost_usd"] = 0.035
+    std["operations"]["general_edit"]["default"] = "nano-banana-edit"  # lists $0.039 per edit in the catalogue
+    r = await _edit(ws_sim, write_tier_defaults_file(tmp_path / "t.json", data), tmp_path, tier="standard")
+    assert r.model_id == "seedream-v4-edit"
+    fb = r.fallbacks[0]
+    assert (fb.model, fb.category, fb.charge) == ("nano-banana-edit", "bad_request", "none")
+    assert "> tier standard max $0.035" in fb.reason
+    assert _submitted(ws_sim) == ["seedream-v4-edit"]
