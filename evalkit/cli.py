@@ -464,6 +464,45 @@ def sim(
 
 
 @app.command()
+def serve(
+    tiers_file: Annotated[
+        Path | None,
+        typer.Option("--tiers", help="tier_defaults.json (default: $EVALKIT_TIER_DEFAULTS, else ./tier_defaults.json)"),
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to bind (off loopback: EVALKIT_SERVE_TOKEN)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    default_tier: Annotated[str, typer.Option(help="tier for requests that name neither tier nor model")] = "standard",
+    allow_simulated: Annotated[
+        bool, typer.Option("--allow-simulated", help="serve tier defaults from a SIMULATED run (demos, tests)")
+    ] = False,
+    allow_provisional: Annotated[
+        bool, typer.Option("--allow-provisional", help="serve provisional models where evidence is insufficient")
+    ] = False,
+    max_age_days: Annotated[
+        float | None, typer.Option(help="warn when the tier defaults are older (default 30, env var)")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Serve the Image Studio edit endpoint and the model selector page from a run's tier defaults."""
+    from evalkit.serve import serve as run_server
+
+    try:
+        run_server(
+            tiers_file,
+            host=host,
+            port=port,
+            default_tier=default_tier,
+            allow_simulated=allow_simulated,
+            allow_provisional=allow_provisional,
+            max_age_days=max_age_days,
+            workspace=workspace,
+            announce=lambda text: out.print(escape(text), highlight=False),
+        )
+    except EvalkitError as exc:
+        _fail(exc)
+
+
+@app.command()
 def demo(
     workspace: WorkspaceOpt = None,
     suite: Annotated[str, typer.Option(help="suite to run")] = "core",
