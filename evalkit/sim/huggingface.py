@@ -25,7 +25,6 @@ import binascii
 import io
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +36,7 @@ from starlette.routing import Route
 from evalkit.providers.http import SIMULATED_HEADER
 from evalkit.sim.render import encode_image, render_simulated
 from evalkit.sim.scripted import ScriptedSim
-from evalkit.sim.server import serve_forever
+from evalkit.sim.server import serve_until_stopped, start_in_thread
 
 #: the parameters AsyncInferenceClient.image_to_image can send (huggingface_hub 2.4.0), plus seed
 #: simulated seconds per generation at time_scale 1 (a simulator parameter, not a measurement)
@@ -101,9 +100,6 @@ class HuggingFaceSim(ScriptedSim):
         with self._lock:
             self.requests.clear()
             self.generations.clear()
-
-    def requests_for(self, model: str) -> list[ReceivedInference]:
-        return [r for r in self.requests if r.model == model]
 
     async def _infer(self, request: Request) -> Response:
         model = request.path_params["model_id"]
@@ -205,19 +201,18 @@ class HuggingFaceSim(ScriptedSim):
 def serve(
     host: str = "127.0.0.1", port: int = 8767, *, time_scale: float = 1.0, fixed_latency_ms: float | None = None
 ) -> None:
-    """Run the simulator in the foreground until Ctrl-C. It accepts the token in $HF_TOKEN if set (it
+    """Run the simulator in the foreground until SIGINT/SIGTERM. It accepts the token in $HF_TOKEN if set (it
     never leaves this machine), else ``hf_evalkit_sim``; point the provider at it with
     ``HF_INFERENCE_ENDPOINT=http://host:port``."""
     token = os.environ.get("HF_TOKEN", "").strip()
     sim = HuggingFaceSim(token or "hf_evalkit_sim", time_scale=time_scale, fixed_latency_ms=fixed_latency_ms)
-    print(
-        f"evalkit Hugging Face simulator on http://{host}:{port} — outputs are SIMULATED; it accepts "
+    server = start_in_thread(sim.app, host, port)
+    serve_until_stopped(
+        server,
+        f"evalkit Hugging Face simulator on {server.base_url} — outputs are SIMULATED; it accepts "
         + ("the token in $HF_TOKEN" if token else "the token hf_evalkit_sim")
         + ". Ctrl-C stops.",
-        file=sys.stderr,
-        flush=True,
     )
-    serve_forever(sim.app, host, port)
 
 
 def _decode(data: bytes) -> Image.Image:

@@ -25,7 +25,6 @@ import base64
 import hashlib
 import io
 import os
-import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -40,7 +39,7 @@ from starlette.routing import Route
 from evalkit.providers.http import SIMULATED_HEADER
 from evalkit.sim.render import encode_image, render_simulated
 from evalkit.sim.scripted import ScriptedFault, ScriptedSim
-from evalkit.sim.server import serve_forever
+from evalkit.sim.server import serve_until_stopped, start_in_thread
 
 USD_PER_CREDIT = 0.01
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -444,19 +443,18 @@ class StabilitySim(ScriptedSim):
 def serve(
     host: str = "127.0.0.1", port: int = 8766, *, time_scale: float = 1.0, fixed_latency_ms: float | None = None
 ) -> None:
-    """Run the simulator in the foreground until Ctrl-C. It accepts the key in $STABILITY_API_KEY if set
+    """Run the simulator in the foreground until SIGINT/SIGTERM. It accepts the key in $STABILITY_API_KEY if set
     (it never leaves this machine), else ``sk-evalkit-sim``; point the provider at it with
     ``STABILITY_BASE_URL=http://host:port``."""
     key = os.environ.get("STABILITY_API_KEY", "").strip()
     sim = StabilitySim(key or "sk-evalkit-sim", time_scale=time_scale, fixed_latency_ms=fixed_latency_ms)
-    print(
-        f"evalkit Stability simulator on http://{host}:{port} — outputs are SIMULATED; it accepts "
+    server = start_in_thread(sim.app, host, port)
+    serve_until_stopped(
+        server,
+        f"evalkit Stability simulator on {server.base_url} — outputs are SIMULATED; it accepts "
         + ("the key in $STABILITY_API_KEY" if key else "the key sk-evalkit-sim")
         + ". Ctrl-C stops.",
-        file=sys.stderr,
-        flush=True,
     )
-    serve_forever(sim.app, host, port)
 
 
 # ---- responses -------------------------------------------------------------------------------

@@ -80,7 +80,6 @@ import json
 import os
 import re
 import secrets
-import sys
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
@@ -88,7 +87,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesParser
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -102,9 +100,10 @@ from evalkit.catalog import Catalog
 from evalkit.catalog.spec import ModelSpec
 from evalkit.errors import ImageError, InvalidInputError
 from evalkit.images import InputImage, load_image
+from evalkit.providers.http import is_loopback_host
 from evalkit.sim.faults import SLOW_REQUEST_KINDS, Fault, FaultBook
 from evalkit.sim.render import render_simulated
-from evalkit.sim.server import SimServerHandle, start_in_thread, wait_for_stop_signal
+from evalkit.sim.server import SimServerHandle, serve_until_stopped, start_in_thread
 from evalkit.sim.wavespeed_schema import _is_int, accepted_keys, body_problem, output_size
 
 __all__ = [
@@ -148,7 +147,6 @@ COUNTED = (
     "failed",
 )
 MAX_BODY_BYTES = 100 * 1024 * 1024
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _DATA_URI = re.compile(r"^data:[^,;]*(?:;[^,;]*)*;base64,", re.IGNORECASE)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _NOT_AN_IMAGE = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>upstream error</body></html>\n"
@@ -813,7 +811,7 @@ class WaveSpeedSim:
     async def _local_bytes(self, url: str, request: Request) -> bytes | None:
         """The bytes behind a URL this sim serves (an upload or an output), or None (no network here)."""
         parts = urlsplit(url)
-        if parts.hostname not in _LOOPBACK or parts.port != request.url.port:
+        if not is_loopback_host(parts.hostname) or parts.port != request.url.port:
             return None
         segments = parts.path.strip("/").split("/")
         st = self._state
@@ -969,7 +967,7 @@ class WaveSpeedSim:
     # ---- control --------------------------------------------------------------------------------
     @staticmethod
     def _loopback(request: Request) -> bool:
-        return request.client is None or request.client.host in _LOOPBACK
+        return request.client is None or is_loopback_host(request.client.host)
 
     async def _ctl_ledger(self, request: Request) -> Response:
         if not self._loopback(request):
@@ -1079,21 +1077,9 @@ def serve(
     Writes the bound port to ``port_file`` (atomically) when given — use ``port=0`` with it.
     """
     handle = start_wavespeed_sim(catalog, host=host, port=port, **config_kw)
-    written: Path | None = None
-    try:
-        if port_file is not None:
-            written = Path(port_file)
-            tmp = written.with_name(written.name + ".tmp")
-            tmp.write_text(f"{handle.server.port}\n")
-            os.replace(tmp, written)
-        print(
-            f"evalkit WaveSpeed simulator on {handle.base_url} ({len(handle.sim.models)} models) — "
-            "outputs are SIMULATED. Point a client at this base URL with the configured sim key. Ctrl-C stops.",
-            file=sys.stderr,
-            flush=True,
-        )
-        wait_for_stop_signal()
-    finally:
-        handle.stop()
-        if written is not None:
-            written.unlink(missing_ok=True)
+    serve_until_stopped(
+        handle,
+        f"evalkit WaveSpeed simulator on {handle.base_url} ({len(handle.sim.models)} models) — "
+        "outputs are SIMULATED. Point a client at this base URL with the configured sim key. Ctrl-C stops.",
+        port_file=port_file,
+    )
