@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from evalkit.providers.http import SIMULATED_HEADER
+from evalkit.sim.faults import HUGGINGFACE_FAULTS
 from evalkit.sim.render import encode_image, render_simulated
 from evalkit.sim.scripted import ScriptedSim
 from evalkit.sim.server import serve_until_stopped, start_in_thread
@@ -42,15 +43,6 @@ from evalkit.sim.server import serve_until_stopped, start_in_thread
 #: simulated seconds per generation at time_scale 1 (a simulator parameter, not a measurement)
 NOMINAL_LATENCY_MS = 8000.0
 KNOWN_PARAMETERS = ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "target_size", "seed")
-
-FAULT_KINDS = {
-    "loading": "503 {'error': 'Model … is currently loading', 'estimated_time': retry_after_s}",
-    "rate_limit": "429 + Retry-After: retry_after_s",
-    "payment_required": "402: monthly included credits exhausted",
-    "server_error": "500",
-    "bad_request": "400",
-    "slow": "waits delay_s before answering; the generation still happens",
-}
 
 
 @dataclass
@@ -84,7 +76,7 @@ class HuggingFaceSim(ScriptedSim):
         self, token: str = "hf_evalkit_sim", *, time_scale: float = 0.0, fixed_latency_ms: float | None = None
     ):
         super().__init__(
-            FAULT_KINDS,
+            HUGGINGFACE_FAULTS,
             [Route("/models/{model_id:path}", self._infer, methods=["POST"])],
             time_scale=time_scale,
             fixed_latency_ms=fixed_latency_ms,
@@ -114,7 +106,7 @@ class HuggingFaceSim(ScriptedSim):
                 self.requests.append(received)
             self._faults_for(model)
             img = _decode(received.image)
-            slow = self.faults.draw({"slow"}, model)
+            slow = self.faults.draw("response", model)
             delay_s = (slow.delay_s if slow is not None else 0.0) + self.latency_s
             if delay_s:
                 await asyncio.sleep(delay_s)
@@ -157,7 +149,7 @@ class HuggingFaceSim(ScriptedSim):
             received.image = body
 
     def _faults_for(self, model: str) -> None:
-        fault = self.faults.draw({"loading", "rate_limit", "payment_required", "server_error", "bad_request"}, model)
+        fault = self.faults.draw("request", model)
         if fault is None:
             return
         if fault.kind == "loading":
