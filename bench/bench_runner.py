@@ -220,7 +220,7 @@ class StoreClock:
         self._lock = threading.Lock()
 
     def install(self) -> None:
-        from evalkit.store.workspace import Workspace
+        from evalkit.store import Workspace
 
         for name in self.METHODS:
             original = getattr(Workspace, name)

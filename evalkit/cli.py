@@ -271,7 +271,7 @@ def _print_run_summary(r) -> None:
 @app.command()
 def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the runs in a workspace."""
-    from evalkit.store.workspace import Workspace
+    from evalkit.store import Workspace
 
     try:
         df = Workspace(workspace).runs()
@@ -340,9 +340,10 @@ def score(
         _fail(exc)
     out.print(str(summary))
     if pairwise:
-        from evalkit.store.workspace import Workspace
+        from evalkit.scoring import rankings
+        from evalkit.store import Workspace
 
-        table = Workspace(workspace, create=False).rankings(run_id)
+        table = rankings(Workspace(workspace, create=False), run_id)
         if not table.empty:
             out.print(
                 _table(
@@ -368,7 +369,7 @@ def tiers(
     """Choose a default model per price tier and operation; write tier_defaults.json."""
     from evalkit.decide.tables import default_quality
     from evalkit.decide.tiers import choose_defaults, write_tier_defaults
-    from evalkit.store.workspace import Workspace
+    from evalkit.store import Workspace
 
     try:
         ws = Workspace(workspace, create=False)

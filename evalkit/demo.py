@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 
 @dataclass

@@ -25,7 +25,7 @@ from evalkit.errors import EvalkitError, ImageError, InvalidInputError, Provider
 from evalkit.images import InputImage, load_image
 from evalkit.providers import create_provider
 from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions, Latency
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 #: the original app's default, overridable as it was (WAVESPEED_IMAGE_EDIT_MODEL) or via EVALKIT_DEFAULT_EDIT_MODEL
 DEFAULT_EDIT_MODEL = "qwen-edit-plus"

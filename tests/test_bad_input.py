@@ -55,7 +55,7 @@ from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import PollSchedule, build_body
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.wavespeed import body_problem, start_wavespeed_sim
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 from evalkit.suites import MAX_PROMPT_CHARS, load_suite
 from tests.plugins.common import toml_value
 

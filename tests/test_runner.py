@@ -20,7 +20,7 @@ from evalkit.engine.runner import ProviderLimits, StopController, arun, parse_pr
 from evalkit.errors import InvalidInputError
 from evalkit.providers.wavespeed import PollSchedule
 from evalkit.resources import datasets_dir
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 WS_MODELS = "provider:wavespeed"
 

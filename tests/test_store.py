@@ -11,7 +11,7 @@ import pytest
 
 from evalkit.engine.budget import Budget
 from evalkit.errors import BudgetExceededError, InvalidInputError, WorkspaceError
-from evalkit.store.workspace import SCHEMA_VERSION, Workspace
+from evalkit.store import SCHEMA_VERSION, Workspace
 from tests.plugins.common import make_png
 
 
@@ -161,7 +161,7 @@ def test_read_only_workspace_reported(tmp_path):
     os.chmod(tmp_path, stat.S_IRUSR | stat.S_IXUSR)
     try:
         with pytest.raises(WorkspaceError, match="read-only|cannot"):
-            Workspace(tmp_path).mark_status("r1/c1/m1/0", "failed")
+            Workspace(tmp_path).reset_call("r1/c1/m1/0")
     finally:
         os.chmod(tmp_path, stat.S_IRWXU)
         os.chmod(tmp_path / "evalkit.sqlite", stat.S_IRUSR | stat.S_IWUSR)

@@ -46,7 +46,7 @@ from evalkit.decide.tables import (
 )
 from evalkit.errors import InvalidInputError
 from evalkit.report.sections import AUTO_QUALITY, JUDGE_QUALITY, parse_quality
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 METRICS = {
     "latency_p50": ("p50 latency", "ms"),

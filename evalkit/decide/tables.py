@@ -43,7 +43,7 @@ import pandas as pd
 from scipy import stats
 
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 SIMULATED_NOTE = "SIMULATED — local server outputs, not model outputs"
 ATTEMPTED_STATUSES = ("completed", "failed", "unknown")

@@ -94,7 +94,7 @@ from evalkit.decide.tables import (
 )
 from evalkit.decide.tier_config import Tier, TierConfigError, load_tiers
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace, utcnow
+from evalkit.store import Workspace, utcnow
 
 SCHEMA = "evalkit.tier_defaults/1"
 TEST_NAME = "wilcoxon_signed_rank_one_sided_pratt"

@@ -30,7 +30,7 @@ from evalkit.engine.planning import PlannedCall
 from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
 from evalkit.providers.base import EditOutcome, ImageEditProvider
 from evalkit.providers.retry import RetryPolicy
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 if TYPE_CHECKING:  # the runner builds on this module; its types are only named here
     from evalkit.engine.runner import ProviderLimits, StopController

@@ -45,7 +45,7 @@ from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.providers import create_provider
 from evalkit.providers.base import ImageEditProvider
 from evalkit.providers.retry import RetryPolicy
-from evalkit.store.workspace import Workspace, check_id
+from evalkit.store import Workspace, check_id
 
 #: WaveSpeed account levels: (max concurrent tasks, images per minute) — reference §1.7 (high confidence).
 WAVESPEED_LEVELS = {"bronze": (3, 10), "silver": (100, 500), "gold": (2000, 3000), "ultra": (5000, 5000)}

@@ -40,7 +40,7 @@ from evalkit.decide.tables import (
 )
 from evalkit.errors import InvalidInputError
 from evalkit.images import thumbnail_jpeg
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 DPI = 100
 STATE_COLOURS = {

@@ -34,7 +34,7 @@ from evalkit.decide.tables import (
     scored_values,
 )
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace, check_id
+from evalkit.store import Workspace, check_id
 
 JUDGE_QUALITY = QualitySpec("viescore_o", "judge")
 AUTO_QUALITY = QualitySpec("ssim", "auto")

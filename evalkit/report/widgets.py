@@ -27,7 +27,7 @@ from evalkit.errors import InvalidInputError
 from evalkit.images import decode_output, encode, to_rgb
 from evalkit.report.figures import cached_thumbnail
 from evalkit.scoring.arena import schedule_pairs
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 ALL = "(all)"
 COMPARE_PX = 512

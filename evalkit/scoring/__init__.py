@@ -10,7 +10,7 @@
   where :func:`rankings` fits Bradley–Terry strengths (with human votes, or separately).
 
 Read scores back with ``Workspace.scores(run_id)`` (tidy: call, metric, value, source, version) and
-rankings with ``Workspace.rankings(run_id)``.
+rankings with ``rankings(ws, run_id, source=…)`` (Bradley–Terry, from the ratings table).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from evalkit.errors import EvalkitError, InvalidInputError
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 #: below this many calls, scoring runs in-process (a worker pool costs ~1 s to start)
 _POOL_THRESHOLD = 40

@@ -29,7 +29,7 @@ from evalkit.errors import ImageError, InvalidInputError, WorkspaceError
 from evalkit.scoring.judge.client import Judge, JudgeReply, PairwiseResult, VIEScoreResult, _Gate
 from evalkit.scoring.judge.config import MODES
 from evalkit.scoring.judge.prompts import OPERATION_INSTRUCTIONS, SC_OPERATIONS
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 VIESCORE_METRICS = (
     "viescore_sc",
