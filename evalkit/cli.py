@@ -179,7 +179,7 @@ def run_cmd(
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
     """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
-    from evalkit.engine.runner import parse_provider_limits, run
+    from evalkit.engine import parse_provider_limits, run
 
     if resume_id:
         run_id, resume = resume_id, True
