@@ -92,7 +92,7 @@ def _pick_model(catalog: Catalog, model: str | None, operation: str) -> ModelSpe
         or os.environ.get("WAVESPEED_IMAGE_EDIT_MODEL")
         or catalog.default_edit_model
     )
-    if preferred in catalog and catalog.get(preferred).supports(operation):
+    if preferred and preferred in catalog and catalog.get(preferred).supports(operation):
         return catalog.get(preferred)
     candidates = [m for m in catalog.for_operation(operation) if m.provider != "local"]
     if not candidates:

@@ -77,7 +77,7 @@ class Execution:
         self.simulated = False
         self.stop_message: str | None = None
         self.spool = ws.run_spool(run_id, clean=True)
-        self.counts = {CallStatus.COMPLETED: 0, CallStatus.FAILED: 0, CallStatus.UNKNOWN: 0}
+        self.counts: dict[str, int] = {CallStatus.COMPLETED: 0, CallStatus.FAILED: 0, CallStatus.UNKNOWN: 0}
         self._progress_cb = progress if callable(progress) else None
         self._bar = None
         self._want_bar = progress is True
@@ -464,7 +464,8 @@ class Execution:
                 "cost_usd": None,
                 "cost_source": "unknown",
                 "error_category": str(Category.UNKNOWN_OUTCOME),
-                "error_message": "the run stopped while this request was being submitted (or its provider cannot resume jobs), "
+                "error_message": "the run stopped while this request was being submitted "
+                "(or its provider cannot resume jobs), "
                 "so whether it was accepted is unknown; it was not sent again. "
                 "Re-run with --resubmit-unknown to send it again (this may pay twice).",
             },

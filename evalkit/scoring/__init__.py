@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from evalkit.errors import EvalkitError, InvalidInputError
-from evalkit.store import Workspace
+from evalkit.store import CallStatus, Workspace
 
 #: below this many calls, scoring runs in-process (a worker pool costs ~1 s to start)
 _POOL_THRESHOLD = 40
@@ -84,7 +84,7 @@ def auto_score_run(
     from evalkit.scoring.auto import AUTO_METRICS_VERSION
 
     calls = ws.calls(run_id)
-    done = calls[calls.status == "completed"]
+    done = calls[calls.status == CallStatus.COMPLETED]
     scored = {cid for cid, _ in ws.scored_keys(run_id, "auto", AUTO_METRICS_VERSION)} if not force else set()
     todo = done[~done.call_id.isin(scored)]
     summary = ScoreSummary(run_id=run_id, auto_skipped=len(done) - len(todo))

@@ -30,8 +30,9 @@ class CallsMixin(RunsMixin):
         with self.transaction() as conn:
             for r in rows:
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO calls(call_id, run_id, case_id, model_id, provider, operation, category, repeat, seed, "
-                    "fingerprint, status, reason, created_at, price_usd, reserved_usd, requested_width, requested_height, params, notes) "
+                    "INSERT OR IGNORE INTO calls(call_id, run_id, case_id, model_id, provider, operation, category, "
+                    "repeat, seed, fingerprint, status, reason, created_at, price_usd, reserved_usd, requested_width, "
+                    "requested_height, params, notes) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         r["call_id"],

@@ -23,8 +23,8 @@ class JudgeCacheMixin(Connection):
     def judge_cache_put(self, record: Mapping[str, Any]) -> None:
         r = dict(record)
         self._execute(
-            "INSERT OR REPLACE INTO judge_cache(key, judge_model, prompt_version, mode, encoding, status, reason, parsed, "
-            "reply_raw, cost_usd, latency_ms, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO judge_cache(key, judge_model, prompt_version, mode, encoding, status, reason, "
+            "parsed, reply_raw, cost_usd, latency_ms, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 r["key"],
                 r["judge_model"],

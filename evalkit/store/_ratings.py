@@ -50,8 +50,9 @@ class RatingsMixin(CallsMixin):
                     raise InvalidInputError(f"call {cid!r} is not in run {run_id!r} case {case_id!r}")
                 models[key] = row["model_id"]
         cur = self._execute(
-            "INSERT INTO ratings(run_id, case_id, rater, source, kind, call_left, call_right, model_left, model_right, choice, "
-            "call_id, instruction, quality, preservation, detail, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO ratings(run_id, case_id, rater, source, kind, call_left, call_right, model_left, model_right, "
+            "choice, call_id, instruction, quality, preservation, detail, created_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 case_id,

@@ -88,7 +88,8 @@ class RunsMixin(BlobsMixin):
 
     def runs(self) -> pd.DataFrame:
         rows = self._query(
-            "SELECT r.run_id, r.created_at, r.status, r.suite_name, r.models, r.repeats, r.budget_usd, r.simulated, r.wall_s, "
+            "SELECT r.run_id, r.created_at, r.status, r.suite_name, r.models, r.repeats, r.budget_usd, r.simulated, "
+            "r.wall_s, "
             "SUM(c.status = ?) AS completed, SUM(c.status = ?) AS failed, "
             "SUM(c.status NOT IN (?)) AS planned, COALESCE(SUM(c.cost_usd), 0) AS cost_usd "
             "FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created_at",

@@ -15,7 +15,8 @@ from evalkit.errors import WorkspaceError
 SCHEMA_VERSION = 1
 DB_NAME = "evalkit.sqlite"
 
-# Each entry migrates the schema from version i to i+1.
+# Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
+# calls.status values are the CallStatus values (evalkit/store/status.py).
 _MIGRATIONS: list[str] = [
     """
     CREATE TABLE runs (
@@ -168,7 +169,8 @@ def migrate(conn: sqlite3.Connection, lock: threading.RLock, path: Path) -> None
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
             raise WorkspaceError(
-                f"workspace {path} was written by a newer evalkit (schema {version}; this evalkit reads ≤ {SCHEMA_VERSION})",
+                f"workspace {path} was written by a newer evalkit "
+                f"(schema {version}; this evalkit reads ≤ {SCHEMA_VERSION})",
                 hint="upgrade evalkit (pip install -U evalkit) or use another workspace; nothing was changed",
             )
         for target in range(version, SCHEMA_VERSION):

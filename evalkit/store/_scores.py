@@ -21,10 +21,10 @@ class ScoresMixin(Connection):
                 value = r.get("value")
                 status = r.get("status") or ("scored" if value is not None else "unscored")
                 conn.execute(
-                    "INSERT INTO scores(run_id, call_id, metric, source, version, value, status, reason, detail, created_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id, metric, source, version) DO UPDATE SET "
-                    "value = excluded.value, status = excluded.status, reason = excluded.reason, detail = excluded.detail, "
-                    "created_at = excluded.created_at",
+                    "INSERT INTO scores(run_id, call_id, metric, source, version, value, status, reason, detail, "
+                    "created_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id, metric, source, version) DO UPDATE "
+                    "SET value = excluded.value, status = excluded.status, reason = excluded.reason, "
+                    "detail = excluded.detail, created_at = excluded.created_at",
                     (
                         r["run_id"],
                         r["call_id"],
@@ -52,7 +52,8 @@ class ScoresMixin(Connection):
         """Tidy scores: one row per (call, metric, source, version), with the call's model and case."""
         rows = self._query(
             "SELECT s.call_id, c.model_id, c.case_id, c.operation, c.category, s.metric, s.value, s.source, s.version, "
-            "s.status, s.reason, s.detail FROM scores s JOIN calls c ON c.call_id = s.call_id WHERE s.run_id = ? ORDER BY s.rowid",
+            "s.status, s.reason, s.detail FROM scores s JOIN calls c ON c.call_id = s.call_id WHERE s.run_id = ? "
+            "ORDER BY s.rowid",
             (run_id,),
         )
         return pd.DataFrame(

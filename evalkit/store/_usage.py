@@ -24,8 +24,8 @@ class UsageMixin(Connection):
         prediction_id: str | None = None,
     ) -> None:
         self._execute(
-            "INSERT INTO usage(at, user_id, model_id, operation, cost_usd, cost_source, run_id, call_id, prediction_id, source) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO usage(at, user_id, model_id, operation, cost_usd, cost_source, run_id, call_id, "
+            "prediction_id, source) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (utcnow(), user_id, model_id, operation, cost_usd, cost_source, run_id, call_id, prediction_id, source),
         )
 

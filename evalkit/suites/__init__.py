@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from evalkit import images as _images
+import evalkit.images as _images
 from evalkit.catalog.spec import OPERATION_ALIASES, OPERATIONS
 from evalkit.errors import ImageError, InvalidInputError, SuiteError
 from evalkit.images import InputImage, load_image

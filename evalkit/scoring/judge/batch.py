@@ -29,7 +29,7 @@ from evalkit.errors import ImageError, InvalidInputError, WorkspaceError
 from evalkit.scoring.judge.client import Judge, JudgeReply, PairwiseResult, VIEScoreResult, _Gate
 from evalkit.scoring.judge.config import MODES
 from evalkit.scoring.judge.prompts import OPERATION_INSTRUCTIONS, SC_OPERATIONS
-from evalkit.store import Workspace
+from evalkit.store import CallStatus, Workspace
 
 VIESCORE_METRICS = (
     "viescore_sc",
@@ -179,7 +179,7 @@ class _Batch:
         return self._sources[case_id]
 
     def completed_calls(self) -> list[dict[str, Any]]:
-        return [c for c in self.ws.call_rows(self.run_id, ["completed"]) if c.get("output_sha256")]
+        return [c for c in self.ws.call_rows(self.run_id, [CallStatus.COMPLETED]) if c.get("output_sha256")]
 
     # -- viescore ------------------------------------------------------------------------------
     def viescore_jobs(self) -> list[Callable[[], Any]]:
