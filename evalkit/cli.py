@@ -180,7 +180,7 @@ def run_cmd(
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
     """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
-    from evalkit.engine.runner import parse_provider_limits, run
+    from evalkit.engine import parse_provider_limits, run
 
     if resume_id:
         run_id, resume = resume_id, True
@@ -272,7 +272,7 @@ def _print_run_summary(r) -> None:
 @app.command()
 def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the runs in a workspace."""
-    from evalkit.store.workspace import Workspace
+    from evalkit.store import Workspace
 
     try:
         df = Workspace(workspace).runs()
@@ -341,9 +341,10 @@ def score(
         _fail(exc)
     out.print(str(summary))
     if pairwise:
-        from evalkit.store.workspace import Workspace
+        from evalkit.scoring import rankings
+        from evalkit.store import Workspace
 
-        table = Workspace(workspace, create=False).rankings(run_id)
+        table = rankings(Workspace(workspace, create=False), run_id)
         if not table.empty:
             out.print(
                 _table(
@@ -369,7 +370,7 @@ def tiers(
     """Choose a default model per price tier and operation; write tier_defaults.json."""
     from evalkit.decide.quality import choose_quality
     from evalkit.decide.tiers import choose_defaults, write_tier_defaults
-    from evalkit.store.workspace import Workspace
+    from evalkit.store import Workspace
 
     try:
         ws = Workspace(workspace, create=False)

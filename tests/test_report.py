@@ -40,7 +40,7 @@ from evalkit.report import (
 )
 from evalkit.report.build import _kernel_transport_config
 from evalkit.scoring import score_run
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 from tests.plugins.common import local_stack_in_env
 from tests.plugins.synthetic import ERASE_MODELS as S_ERASE_MODELS
 from tests.plugins.synthetic import build_grid_workspace

@@ -10,7 +10,7 @@
   where :func:`rankings` fits Bradley–Terry strengths (with human votes, or separately).
 
 Read scores back with ``Workspace.scores(run_id)`` (tidy: call, metric, value, source, version) and
-rankings with ``Workspace.rankings(run_id)``.
+rankings with ``rankings(ws, run_id, source=…)`` (Bradley–Terry, from the ratings table).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pandas as pd
 
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.progress import progress_bar
-from evalkit.store.workspace import Workspace
+from evalkit.store import CallStatus, Workspace
 
 #: below this many calls, scoring runs in-process (a worker pool costs ~1 s to start)
 _POOL_THRESHOLD = 40
@@ -85,7 +85,7 @@ def auto_score_run(
     from evalkit.scoring.auto import AUTO_METRICS_VERSION
 
     calls = ws.calls(run_id)
-    done = calls[calls.status == "completed"]
+    done = calls[calls.status == CallStatus.COMPLETED]
     scored = {cid for cid, _ in ws.scored_keys(run_id, "auto", AUTO_METRICS_VERSION)} if not force else set()
     todo = done[~done.call_id.isin(scored)]
     summary = ScoreSummary(run_id=run_id, auto_skipped=len(done) - len(todo))

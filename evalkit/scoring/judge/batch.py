@@ -30,7 +30,7 @@ from evalkit.progress import progress_bar
 from evalkit.scoring.judge.client import Judge, JudgeReply, PairwiseResult, VIEScoreResult, _Gate
 from evalkit.scoring.judge.config import MODES
 from evalkit.scoring.judge.prompts import OPERATION_INSTRUCTIONS, SC_OPERATIONS
-from evalkit.store.workspace import Workspace
+from evalkit.store import CallStatus, Workspace
 
 VIESCORE_METRICS = (
     "viescore_sc",
@@ -174,7 +174,7 @@ class _Batch:
         return self._sources[case_id]
 
     def completed_calls(self) -> list[dict[str, Any]]:
-        return [c for c in self.ws.call_rows(self.run_id, ["completed"]) if c.get("output_sha256")]
+        return [c for c in self.ws.call_rows(self.run_id, [CallStatus.COMPLETED]) if c.get("output_sha256")]
 
     # -- viescore ------------------------------------------------------------------------------
     def viescore_jobs(self) -> list[Callable[[], Any]]:

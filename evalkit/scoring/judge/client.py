@@ -103,7 +103,7 @@ from evalkit.scoring.judge.prompts import (
     _short,
     parse_reply,
 )
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 log = logging.getLogger(__name__)
 
