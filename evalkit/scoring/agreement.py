@@ -191,7 +191,9 @@ def _coincidences(units: Iterable[Iterable[float]]) -> tuple[np.ndarray, np.ndar
     return values, per_unit
 
 
-def _alpha_from(values: np.ndarray, per_unit: np.ndarray, *, level: str, weights: np.ndarray | None = None) -> float | None:
+def _alpha_from(
+    values: np.ndarray, per_unit: np.ndarray, *, level: str, weights: np.ndarray | None = None
+) -> float | None:
     if level not in ALPHA_LEVELS:
         raise InvalidInputError(f"Krippendorff level must be one of {', '.join(ALPHA_LEVELS)}, got {level!r}")
     if len(values) == 0:
