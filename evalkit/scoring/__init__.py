@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from evalkit.errors import EvalkitError, InvalidInputError
+from evalkit.scoring.agreement import Agreement, Estimate, judge_human_agreement, run_agreement, swap_consistency
 from evalkit.store.workspace import Workspace
 
 #: below this many calls, scoring runs in-process (a worker pool costs ~1 s to start)
@@ -157,10 +158,15 @@ async def ajudge_score_run(
     budget_usd: float | None = None,
     pairs_per_case: int | None = None,
     progress: bool = True,
+    judge_preset: str | None = None,
+    swap_fraction: float = 0.0,
 ) -> Any:
     from evalkit.scoring.judge import Judge, JudgeConfig, judge_run
 
-    config = JudgeConfig.from_env(**dict(judge_overrides or {}))
+    overrides = dict(judge_overrides or {})
+    if judge_preset:
+        overrides.setdefault("preset", judge_preset)
+    config = JudgeConfig.from_env(**overrides)
     async with Judge(config) as judge:
         return await judge_run(
             ws,
@@ -171,6 +177,7 @@ async def ajudge_score_run(
             budget_usd=budget_usd,
             pairs_per_case=pairs_per_case,
             progress=progress,
+            swap_fraction=swap_fraction,
         )
 
 
@@ -187,8 +194,12 @@ async def ascore_run(
     pairs_per_case: int | None = None,
     workers: int | None = None,
     progress: bool = True,
+    judge_preset: str | None = None,
+    swap_fraction: float = 0.0,
 ) -> ScoreSummary:
-    """Async :func:`score_run` (for notebooks: ``await evalkit.scoring.ascore_run(...)``)."""
+    """Async :func:`score_run` (for notebooks: ``await evalkit.scoring.ascore_run(...)``).
+    ``judge_preset`` (or ``EVALKIT_JUDGE_PRESET``) pins the judge (:mod:`evalkit.scoring.judge.presets`);
+    ``swap_fraction`` asks that share of pairwise pairs in both orders (position-bias check)."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws, create=False)
     ws.get_run(run_id)  # a clear error for an unknown run
     if not (auto or judge or pairwise):
@@ -205,6 +216,7 @@ async def ascore_run(
             concurrency=concurrency,
             budget_usd=budget_usd,
             progress=progress,
+            judge_preset=judge_preset,
         )
     if pairwise:
         summary.pairwise = await ajudge_score_run(
@@ -216,6 +228,8 @@ async def ascore_run(
             budget_usd=budget_usd,
             pairs_per_case=pairs_per_case,
             progress=progress,
+            judge_preset=judge_preset,
+            swap_fraction=swap_fraction,
         )
     return summary
 
@@ -293,8 +307,13 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
 
 
 __all__ = [
+    "Agreement",
+    "Estimate",
     "ScoreSummary",
     "agreement",
+    "judge_human_agreement",
+    "run_agreement",
+    "swap_consistency",
     "ascore_run",
     "auto_score_run",
     "rankings",

@@ -410,7 +410,224 @@ __all__ = [
     "Estimate",
     "MIN_OUTPUTS",
     "PROTOCOLS",
+    "RunAgreement",
+    "SWAP_CONSISTENCY_WARN",
+    "human_scores",
     "judge_human_agreement",
+    "run_agreement",
+    "swap_consistency",
     "krippendorff_alpha",
     "viescore_paper_scores",
 ]
+
+
+# ---- a run's judge against its human ratings -----------------------------------------------------------------
+
+#: below this swap-consistency rate the report warns (evalkit's threshold; the literature reports position
+#: bias flipping text judges' verdicts in up to 45 % of swaps — issue 16 / evaluation-anchors.md §0)
+SWAP_CONSISTENCY_WARN = 0.8
+
+
+def human_scores(ws: Any, run_id: str) -> pd.DataFrame:
+    """The run's human *scores* (the Rater's scoring mode) as ``item, model, rater, score, operation, scale``.
+
+    One score per (rater, output): the rater's latest. ``imagenhub`` scale: O = sqrt(SC · PR) on 0–1
+    (ImagenHub's humaneval.py, geometric mean). ``1-5`` scale: O = sqrt(SC · quality) with SC =
+    min(instruction, preservation) when both are given, else instruction — VIEScore's shape (SC includes
+    over-editing). A rating without the needed parts gives no score (never a default)."""
+    cols = ["item", "model", "rater", "score", "operation", "scale", "call_id"]
+    r = ws.ratings(run_id, source="human")
+    r = r[r["kind"] == "single"] if not r.empty else r
+    if r.empty:
+        return pd.DataFrame(columns=cols)
+    r = r.drop_duplicates(subset=["call_id", "rater"], keep="last")
+    calls = ws.calls(run_id).set_index("call_id")
+    rows = []
+    for x in r.to_dict("records"):
+        if x["call_id"] not in calls.index:
+            continue
+        scale = x.get("scale") or "1-5"
+        instr, qual, pres = (_num(x.get(k)) for k in ("instruction", "quality", "preservation"))
+        if instr is None or qual is None:
+            continue
+        sc = instr if scale == "imagenhub" or pres is None else min(instr, pres)
+        call = calls.loc[x["call_id"]]
+        rows.append(
+            {
+                "item": str(x["case_id"]),
+                "model": str(call["model_id"]),
+                "rater": str(x["rater"]),
+                "score": math.sqrt(sc * qual),
+                "operation": str(call["operation"]),
+                "scale": scale,
+                "call_id": x["call_id"],
+            }
+        )
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def swap_consistency(ws: Any, run_id: str) -> pd.DataFrame:
+    """Per judge (rater and version): pairs asked in both display orders, how many kept their verdict, and
+    the rate. Read from the ``swap_check`` the pairwise judge stores in each rating's detail."""
+    cols = ["rater", "version", "pairs_checked", "consistent", "rate"]
+    r = ws.ratings(run_id, source="judge")
+    counts: dict[tuple[str, str], list[int]] = {}
+    for x in r.to_dict("records") if not r.empty else []:
+        try:
+            d = json.loads(x.get("detail") or "{}")
+        except ValueError:
+            continue
+        check = d.get("swap_check")
+        if not isinstance(check, dict):
+            continue
+        c = counts.setdefault((str(x["rater"]), str(d.get("version"))), [0, 0])
+        c[0] += 1
+        c[1] += int(bool(check.get("consistent")))
+    rows = [
+        {"rater": k[0], "version": k[1], "pairs_checked": n, "consistent": ok, "rate": ok / n}
+        for k, (n, ok) in sorted(counts.items())
+    ]
+    return pd.DataFrame(rows, columns=cols)
+
+
+@dataclass
+class RunAgreement:
+    """:func:`run_agreement`'s result: which judge, what it left unscored, how far it agrees with people."""
+
+    run_id: str
+    metric: str
+    version: str | None
+    preset: str | None
+    prompt_version: str | None
+    judge_scored: int
+    unscored: dict[str, int]
+    human_ratings: int
+    overall: Agreement | None
+    by_operation: dict[str, Agreement]
+    swap: list[dict[str, Any]]
+    expected_instance_spearman: float | None
+    expected_source: str | None
+    other_versions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("overall", "by_operation")}
+        out["overall"] = self.overall.as_dict() if self.overall else None
+        out["by_operation"] = {k: a.as_dict() for k, a in self.by_operation.items()}
+        return out
+
+    def __str__(self) -> str:
+        lines = [
+            f"run {self.run_id}: judge {self.version or '(none)'} — preset {self.preset or '(none)'}, "
+            f"{self.judge_scored} {self.metric} scores, unscored: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(self.unscored.items())) or "none")
+            + f"; {self.human_ratings} human score(s)"
+        ]
+        if self.overall is not None:
+            lines.append("overall:\n" + str(self.overall))
+        for op, a in sorted(self.by_operation.items()):
+            lines.append(
+                f"{op}: {a.n_outputs} outputs, instance Spearman {a.instance_spearman}, model Kendall {a.model_kendall}"
+            )
+        for s in self.swap:
+            lines.append(
+                f"swap consistency {s['rater']}: {s['consistent']}/{s['pairs_checked']} = {s['rate']:.0%} "
+                f"({s['version']})"
+            )
+        lines.extend(f"WARNING: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+def run_agreement(
+    ws: Any,
+    run_id: str,
+    *,
+    metric: str = "viescore_o",
+    version: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> RunAgreement:
+    """The run's judge scores (``metric``, one judge ``version`` — by default the one with most scores)
+    against its human scores, overall and per operation, with unscored reasons, swap consistency and
+    plain warnings (too few ratings; agreement below the literature for the judge's preset; swaps)."""
+    from evalkit.scoring.judge.presets import preset_for_version
+
+    ws.get_run(run_id)
+    scores = ws.scores(run_id)
+    judged = scores[(scores["source"] == "judge") & (scores["metric"] == metric)] if not scores.empty else scores
+    versions = judged["version"].value_counts() if not judged.empty else pd.Series(dtype=int)
+    if version is None and len(versions):
+        version = str(versions.index[0])
+    if version is not None and not judged.empty:
+        judged = judged[judged["version"] == version]
+    ok = judged[judged["status"] == "scored"] if not judged.empty else judged
+    unscored = (
+        {
+            str(k): int(v)
+            for k, v in judged[judged["status"] != "scored"]["reason"].fillna("unknown").value_counts().items()
+        }
+        if not judged.empty
+        else {}
+    )
+    preset = preset_for_version(version)
+    humans = human_scores(ws, run_id)
+    warnings: list[str] = []
+    overall = None
+    by_op: dict[str, Agreement] = {}
+    if not ok.empty and not humans.empty:
+        jf = pd.DataFrame({"item": ok["case_id"], "model": ok["model_id"], "score": ok["value"], "op": ok["operation"]})
+        overall = judge_human_agreement(jf, humans, n_boot=n_boot, seed=seed)
+        for op in sorted(set(jf["op"]) & set(humans["operation"])):
+            by_op[op] = judge_human_agreement(
+                jf[jf["op"] == op], humans[humans["operation"] == op], n_boot=n_boot, seed=seed
+            )
+    if humans.empty:
+        warnings.append(
+            "no human scores for this run: agreement with people is unknown — rate some outputs in the Rater's "
+            "scoring mode (evalkit.report.Rater(..., mode='score'))"
+        )
+    elif overall is None or overall.n_outputs < MIN_OUTPUTS:
+        n = 0 if overall is None else overall.n_outputs
+        warnings.append(
+            f"too few human ratings to say how far to trust the judge: {n} output(s) have both a judge score and "
+            f"a human score (need at least {MIN_OUTPUTS})"
+        )
+    expected = preset.expected.instance_spearman if preset else None
+    if overall is not None and expected is not None and overall.instance_spearman.value is not None:
+        if overall.instance_spearman.value < expected:
+            warnings.append(
+                f"the judge agrees with people less than the literature reports for it: instance Spearman "
+                f"{overall.instance_spearman} vs {expected:.3f} ({preset.expected.source if preset else ''})"
+            )
+    swap = swap_consistency(ws, run_id)
+    for s in swap.to_dict("records"):
+        if s["rate"] < SWAP_CONSISTENCY_WARN:
+            warnings.append(
+                f"position bias: {s['rater']} kept its verdict in only {s['rate']:.0%} of {s['pairs_checked']} "
+                f"pairs asked in both orders (flips count as ties)"
+            )
+    return RunAgreement(
+        run_id=run_id,
+        metric=metric,
+        version=version,
+        preset=preset.name if preset else None,
+        prompt_version=version.split("|")[1] if version and "|" in version else None,
+        judge_scored=int(len(ok)),
+        unscored=unscored,
+        human_ratings=int(len(humans)),
+        overall=overall,
+        by_operation=by_op,
+        swap=swap.to_dict("records"),
+        expected_instance_spearman=expected,
+        expected_source=preset.expected.source if preset else None,
+        other_versions=[str(v) for v in versions.index if str(v) != version],
+        warnings=warnings,
+    )

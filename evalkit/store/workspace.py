@@ -37,7 +37,7 @@ import pandas as pd
 
 from evalkit.errors import Category, InvalidInputError, WorkspaceError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "evalkit.sqlite"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -175,7 +175,12 @@ _MIGRATIONS: list[str] = [
         source TEXT NOT NULL           -- generate_image_edit | run | judge
     );
     """,
+    # 1 → 2: single ratings say their scale: "1-5" (instruction/quality/preservation 1..5) or "imagenhub"
+    # (ImagenHub's protocol: SC in `instruction`, PR in `quality`, each 0, 0.5 or 1). NULL = "1-5".
+    "ALTER TABLE ratings ADD COLUMN scale TEXT",
 ]
+#: scales of single ratings and their allowed values
+RATING_SCALES = {"1-5": (1, 2, 3, 4, 5), "imagenhub": (0, 0.5, 1)}
 
 CALL_COLUMNS = (
     "call_id run_id case_id model_id provider operation category repeat seed fingerprint status reason prediction_id "
@@ -867,6 +872,7 @@ class Workspace:
         quality: int | None = None,
         preservation: int | None = None,
         detail: str | None = None,
+        scale: str | None = None,
     ) -> int:
         if kind == "pair":
             if choice not in ("left", "right", "tie", "both_bad"):
@@ -876,9 +882,16 @@ class Workspace:
         elif kind == "single":
             if not call_id:
                 raise InvalidInputError("a single rating needs call_id")
+            scale = scale or "1-5"
+            if scale not in RATING_SCALES:
+                raise InvalidInputError(f"rating scale must be one of {', '.join(RATING_SCALES)}, got {scale!r}")
+            if scale == "imagenhub" and preservation is not None:
+                raise InvalidInputError("the imagenhub scale has SC (instruction) and PR (quality) only")
+            allowed = RATING_SCALES[scale]
             for name, v in (("instruction", instruction), ("quality", quality), ("preservation", preservation)):
-                if v is not None and not (isinstance(v, int) and 1 <= v <= 5):
-                    raise InvalidInputError(f"{name} must be an integer 1–5, got {v!r}")
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v in allowed
+                if v is not None and not (ok and (scale != "1-5" or isinstance(v, int))):
+                    raise InvalidInputError(f"{name} must be one of {allowed} on the {scale} scale, got {v!r}")
         else:
             raise InvalidInputError(f"rating kind must be pair or single, got {kind!r}")
         models = {}
@@ -890,7 +903,7 @@ class Workspace:
                 models[key] = row["model_id"]
         cur = self._execute(
             "INSERT INTO ratings(run_id, case_id, rater, source, kind, call_left, call_right, model_left, model_right, choice, "
-            "call_id, instruction, quality, preservation, detail, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "call_id, instruction, quality, preservation, detail, created_at, scale) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 case_id,
@@ -908,6 +921,7 @@ class Workspace:
                 preservation,
                 detail,
                 utcnow(),
+                scale if kind == "single" else None,
             ),
         )
         return int(cur.lastrowid)
@@ -938,6 +952,7 @@ class Workspace:
                 "preservation",
                 "detail",
                 "created_at",
+                "scale",
             ],
         )
 
