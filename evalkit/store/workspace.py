@@ -891,7 +891,8 @@ class Workspace:
             for name, v in (("instruction", instruction), ("quality", quality), ("preservation", preservation)):
                 ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v in allowed
                 if v is not None and not (ok and (scale != "1-5" or isinstance(v, int))):
-                    raise InvalidInputError(f"{name} must be one of {allowed} on the {scale} scale, got {v!r}")
+                    want = "an integer 1–5" if scale == "1-5" else "0, 0.5 or 1 (ImagenHub's SC/PR)"
+                    raise InvalidInputError(f"{name} must be {want} on the {scale} scale, got {v!r}")
         else:
             raise InvalidInputError(f"rating kind must be pair or single, got {kind!r}")
         models = {}
@@ -903,7 +904,8 @@ class Workspace:
                 models[key] = row["model_id"]
         cur = self._execute(
             "INSERT INTO ratings(run_id, case_id, rater, source, kind, call_left, call_right, model_left, model_right, choice, "
-            "call_id, instruction, quality, preservation, detail, created_at, scale) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "call_id, instruction, quality, preservation, detail, created_at, scale) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 case_id,
