@@ -240,3 +240,19 @@ def test_cli_agreement_json_and_text(ws):
     assert text.exit_code == 0 and "instance_spearman" in text.output and "refused 1" in text.output
     bad = runner.invoke(app, ["agreement", "nope", "--workspace", str(ws.path)])
     assert bad.exit_code == 2
+
+
+def test_agreement_below_the_literature_is_a_warning_in_the_report_section(ws):
+    from evalkit.decide.tables import QualitySpec
+    from evalkit.report.trust import quality_trust_html
+
+    _, version = _scored_run(ws, n_cases=12)
+    # turn the judge upside down: it now ranks outputs against the people
+    with ws.transaction() as conn:
+        conn.execute("UPDATE scores SET value = 10 - value WHERE value IS NOT NULL")
+    res = run_agreement(ws, "h1", n_boot=0)
+    assert res.overall.instance_spearman.value < 0
+    assert any("less than the literature reports" in w and "0.589" in w for w in res.warnings)
+    page = quality_trust_html(ws, "h1", QualitySpec("viescore_o", "judge"), n_boot=50)
+    assert "gedit-gpt-4.1" in page and "viescore-gedit-v1" in page and "instance Spearman ≈ 0.589" in page
+    assert "less than the literature reports" in page and "refused: 1" in page

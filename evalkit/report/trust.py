@@ -52,7 +52,8 @@ def quality_trust_html(
     parts = res.version.split("|") if res.version else []
     rows = [
         ("judge preset", f"{preset.name} — {preset.title}" if preset else "none (custom judge settings)"),
-        ("judge model", parts[0] if parts else "no judge scores in this run"),
+        ("judge version", res.version or "no judge scores in this run"),
+        ("judge model", parts[0] if len(parts) > 1 else "—"),
         ("prompt version", res.prompt_version or "—"),
         ("image encoding", parts[2] if len(parts) > 2 else "—"),
         ("scored outputs", f"{res.judge_scored} ({res.metric})"),
