@@ -321,9 +321,19 @@ def score(
     pairs_per_case: Annotated[
         int | None, typer.Option(min=1, help="pairwise: pairs judged per case (default all)")
     ] = None,
+    judge_preset: Annotated[
+        str | None,
+        typer.Option(
+            "--judge-preset",
+            envvar="EVALKIT_JUDGE_PRESET",
+            help="pin the judge: " + ", ".join(_judge_presets()) + " (described above)",
+        ),
+    ] = None,
+    swap_fraction: Annotated[
+        float, typer.Option(min=0, max=1, help="pairwise: share of pairs also asked in the other order")
+    ] = 0.0,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Score a run's outputs: automatic metrics, a pinned VLM judge, pairwise votes."""
     from evalkit.scoring import score_run
 
     try:
@@ -336,6 +346,8 @@ def score(
             budget_usd=budget,
             concurrency=concurrency,
             pairs_per_case=pairs_per_case,
+            judge_preset=judge_preset,
+            swap_fraction=swap_fraction,
         )
     except EvalkitError as exc:
         _fail(exc)
@@ -516,6 +528,42 @@ def demo(
         run_demo(workspace=workspace, suite=suite, out_dir=out_dir, console=out)
     except EvalkitError as exc:
         _fail(exc)
+
+
+def _judge_presets() -> dict[str, str]:
+    from evalkit.scoring.judge.presets import JUDGE_PRESETS
+
+    return {name: p.describe() for name, p in JUDGE_PRESETS.items()}
+
+
+score.__doc__ = (
+    "Score a run's outputs: automatic metrics, a pinned VLM judge, pairwise votes.\n\n"
+    "Judge presets (--judge-preset / EVALKIT_JUDGE_PRESET) and the agreement with people the literature "
+    "reports for each:\n\n" + "\n\n".join(_judge_presets().values())
+)
+
+
+@app.command()
+def agreement(
+    run_id: str,
+    metric: Annotated[str, typer.Option(help="the judge metric compared with human scores")] = "viescore_o",
+    n_boot: Annotated[int, typer.Option("--n-boot", min=0, help="bootstrap resamples over cases")] = 1000,
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """How far the run's judge agrees with its human scores (Rater scoring mode), overall and per
+    operation, with bootstrap intervals, unscored reasons, swap consistency and warnings."""
+    from evalkit.scoring.agreement import run_agreement
+    from evalkit.store import Workspace
+
+    try:
+        res = run_agreement(Workspace(workspace, create=False), run_id, metric=metric, n_boot=n_boot)
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(res.as_dict(), default=str, indent=2))
+    else:
+        out.print(escape(str(res)))
 
 
 def main() -> None:
