@@ -212,8 +212,8 @@ async def agenerate_image_edit(
         ws = None
     elif isinstance(workspace, Workspace):
         ws = workspace
-    else:
-        ws = Workspace(workspace)  # default: $EVALKIT_WORKSPACE or ./evalkit-workspace
+    else:  # default (None or True): $EVALKIT_WORKSPACE or ./evalkit-workspace
+        ws = Workspace(None if workspace is True else workspace)
     catalog = catalog or Catalog.load(ws.path if ws else None)
 
     async def call(spec: ModelSpec, source: str, route: Any = None) -> tuple[EditOutcome, Any]:
