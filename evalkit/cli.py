@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -125,9 +126,23 @@ def models(
     )
 
 
-@app.command()
-def suites(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List the edit-case suites evalkit can find (bundled, and $EVALKIT_SUITES_PATH)."""
+suites_app = typer.Typer(
+    help="List the edit-case suites evalkit can find; `evalkit suites import` makes one from your own file.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(suites_app, name="suites")
+
+
+@suites_app.callback()
+def suites(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="full paths and every category")] = False,
+) -> None:
+    """List the edit-case suites evalkit can find (bundled, ./suites and $EVALKIT_SUITES_PATH)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from evalkit.suites import list_suites
 
     try:
@@ -135,16 +150,70 @@ def suites(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     except EvalkitError as exc:
         _fail(exc)
     if as_json:
-        typer.echo(
-            json.dumps([vars(i) if not hasattr(i, "_asdict") else i._asdict() for i in infos], indent=2, default=str)
-        )
+        typer.echo(json.dumps([asdict(i) for i in infos], indent=2, default=str))
         return
     t = Table(header_style="bold")
-    for col in ("name", "cases", "operations", "languages", "path"):
-        t.add_column(col, overflow="fold")
+    t.add_column("name", no_wrap=True)
+    t.add_column("cases", justify="right")
+    t.add_column("operations", overflow="fold")
+    t.add_column("languages")
+    t.add_column("path", no_wrap=True, overflow="ellipsis", max_width=None if wide else 40)
     for i in infos:
-        t.add_row(i.name, str(i.n_cases), ", ".join(i.operations), ", ".join(i.languages), str(i.path))
+        path = str(i.path) if wide else _short_path(i.path)
+        t.add_row(
+            i.name,
+            str(i.n_cases) if not i.error else "[red]error[/]",
+            ", ".join(i.operations),
+            ", ".join(i.languages),
+            escape(path),
+        )
     out.print(t)
+    bad = [i for i in infos if i.error]
+    for i in bad:
+        out.print(
+            f"[red]{escape(i.name)}[/] does not load: {escape(i.error.splitlines()[0])} (`--json` lists every problem)"
+        )
+
+
+@suites_app.command("import")
+def suites_import(
+    src: Annotated[Path, typer.Argument(help="CSV, JSON Lines, or GEdit-Bench records (Parquet file/folder, JSONL)")],
+    name: Annotated[str, typer.Option("--name", "-n", help="suite name (a slug: lowercase a-z, 0-9, -, _)")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="folder to write the suite into (default ./suites)")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-f", help="csv | jsonl | gedit-bench (default: from the extension)")
+    ] = None,
+) -> None:
+    """Turn your own cases into a validated suite folder (suite.toml + copied images and masks).
+
+    Columns: image (paths relative to the file, ';'-separated), prompt; optional id, operation, mask,
+    category, language, target_size (WxH), tags (';'-separated).
+    """
+    from evalkit.suites.importer import import_suite
+
+    try:
+        result = import_suite(src, name, out=out_dir, fmt=fmt)
+    except EvalkitError as exc:
+        _fail(exc)
+    typer.echo(str(result.path))
+    typer.echo(result.summary())
+
+
+def _short_path(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it, else ~-abbreviated."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        pass
+    home = str(Path.home())
+    text = str(path)
+    if text.startswith(home + "/"):
+        text = "~" + text[len(home) :]
+    if len(text) > 40:
+        text = "…" + text[-39:]
+    return text
 
 
 # ---- runs ----------------------------------------------------------------------------------------
