@@ -216,6 +216,35 @@ def _short_path(path: Path) -> str:
     return text
 
 
+@app.command()
+def doctor(
+    judge: Annotated[
+        bool, typer.Option("--judge", help="also send the judge one paid 1-token request (otherwise all free)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (one object per provider)")] = False,
+) -> None:
+    """Pre-flight check before money is spent: per provider its key (never shown), base URL, reachability,
+    balance and the limits evalkit will use. Exits 1 when a configured provider fails."""
+    from evalkit.doctor import run_doctor
+
+    try:
+        checks = run_doctor(paid_judge=judge)
+    except EvalkitError as exc:
+        _fail(exc)
+    failed = [c for c in checks if c.configured and not c.ok]
+    if as_json:
+        typer.echo(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        for c in checks:
+            colour = "dim" if not c.configured else "green" if c.ok else "red"
+            out.print(f"[{colour}]{escape(c.line())}[/]", highlight=False)
+        out.print("local: ok — offline baselines, no key needed", style="green", highlight=False)
+        if not any(c.configured for c in checks):
+            out.print("no provider is configured: `evalkit run --models all` runs the local baselines only")
+    if failed:
+        raise typer.Exit(1)
+
+
 # ---- runs ----------------------------------------------------------------------------------------
 
 

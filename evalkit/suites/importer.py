@@ -246,7 +246,7 @@ def _read_rows(source: Path, fmt: str, problems: list[str]) -> Iterator[tuple[in
         _check_header(header, source.name, problems)
         try:
             for number, raw in enumerate(reader, start=1):
-                extra = raw.pop(None, None)  # type: ignore[call-overload]
+                extra = raw.pop(None, None)
                 if extra:
                     problems.append(f"row {number}: {len(extra)} more value(s) than header columns")
                 record = {(k or "").strip(): v for k, v in raw.items()}
@@ -568,7 +568,7 @@ def _check_inputs(drafts: list[_Draft], problems: list[str]) -> None:
 def _check_ids(drafts: list[_Draft], problems: list[str]) -> None:
     first: dict[str, int] = {}
     for d in drafts:
-        cid = d.case.get("id")
+        cid = str(d.case.get("id"))
         if cid in first:
             problems.append(f"row {d.row}: id {cid!r} is already used by row {first[cid]}")
         else:
