@@ -52,25 +52,70 @@ def _fail(exc: EvalkitError) -> None:
     raise typer.Exit(2)
 
 
-def _table(df, title: str | None = None, money: tuple[str, ...] = ()) -> Table:
-    """A rich table of a DataFrame; ``money`` columns print as dollars."""
-    t = Table(title=title, show_lines=False, header_style="bold")
-    for col in df.columns:
-        t.add_column(str(col), justify="right" if df[col].dtype.kind in "if" else "left")
-    for _, row in df.iterrows():
-        cells = []
-        for col in df.columns:
-            v = row[col]
-            if v is None or (isinstance(v, float) and v != v):
-                cells.append("—")
-            elif col in money and isinstance(v, (int, float)):
-                cells.append(f"${v:,.4f}")
-            elif isinstance(v, float):
-                cells.append(f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) >= 1 else f"{v:.3f}")
-            else:
-                cells.append(str(v))
-        t.add_row(*(escape(c) for c in cells))
+def _cell(v, money: bool) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "—"
+    if money and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"${v:,.4f}"
+    if isinstance(v, float):
+        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) >= 1 else f"{v:.3f}"
+    return str(v)
+
+
+def _table(
+    df,
+    title: str | None = None,
+    money: tuple[str, ...] = (),
+    *,
+    labels: dict[str, str] | None = None,
+    wide: bool = False,
+    width: int | None = None,
+    wrap: tuple[str, ...] = (),
+) -> Table:
+    """A rich table of a DataFrame that fits ``width`` (default: the terminal, at least 100 columns).
+
+    No cell is ever wrapped or cut mid-word: columns are kept left to right while they fit at their full
+    width, and the ones that do not fit are named in the caption (``--wide`` / ``--json`` show them).
+    ``money`` columns print as dollars; ``labels`` gives shorter headers; ``wrap`` columns (lists) may
+    wrap between words, so they need only their longest word's width.
+    """
+    from rich.cells import cell_len
+
+    labels = labels or {}
+    cols = [str(c) for c in df.columns]
+    cells = {c: [_cell(v, c in money) for v in df[c]] for c in cols}
+    need = {c: max([cell_len(labels.get(c, c))] + [cell_len(x) for x in cells[c]]) for c in cols}
+    least = {
+        c: max([cell_len(labels.get(c, c))] + [cell_len(w) for x in cells[c] for w in x.split()])
+        if c in wrap
+        else need[c]
+        for c in cols
+    }
+    budget = (width or _width()) - 1  # the left border
+    shown, hidden = [], []
+    for c in cols:
+        cost = least[c] + 3  # padding and a border
+        if wide or not shown or cost <= budget:
+            shown.append(c)
+            budget -= cost
+        else:
+            hidden.append(c)
+    caption = f"more columns with --wide or --json: {', '.join(hidden)}" if hidden else None
+    t = Table(title=title, header_style="bold", caption=caption, caption_justify="left")
+    for c in shown:
+        right = df[c].dtype.kind in "if" or c in money
+        t.add_column(labels.get(c, c), justify="right" if right else "left", no_wrap=c not in wrap, min_width=least[c])
+    for i in range(len(df)):
+        t.add_row(*(escape(cells[c][i]) for c in shown))
     return t
+
+
+def _print_wide(table: Table, wide: bool) -> None:
+    """Print a table; with ``wide`` at its natural width even past the terminal's edge."""
+    if wide:
+        Console(width=100_000).print(table, crop=False)
+    else:
+        out.print(table)
 
 
 # ---- catalogue and suites ------------------------------------------------------------------------
@@ -78,51 +123,73 @@ def _table(df, title: str | None = None, money: tuple[str, ...] = ()) -> Table:
 
 @app.command()
 def models(
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON (every fact, with sources)")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (every fact, with its source and confidence)")
+    ] = False,
     provider: Annotated[str | None, typer.Option(help="only this provider")] = None,
     operation: Annotated[str | None, typer.Option(help="only models supporting this operation")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="also endpoint, price rule, inputs and size")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """List the catalogue: id, provider, endpoint, price rule and a 1024×1024 price, limits, operations."""
-    from evalkit.catalog import Catalog
+    """List the catalogue: id, provider, a 1024×1024 price, operations (--wide: endpoint, price rule, limits)."""
+    from evalkit.catalog import Catalog, normalise_operation
 
     try:
         cat = Catalog.load(workspace)
-        specs = [
-            m
-            for m in cat
-            if (provider is None or m.provider == provider) and (operation is None or m.supports(operation))
-        ]
+        providers = sorted({m.provider for m in cat})
+        if provider is not None and provider not in providers:
+            raise EvalkitError(
+                f"no provider named {provider!r} in the catalogue", hint=f"providers: {', '.join(providers)}"
+            )
+        op = normalise_operation(operation) if operation is not None else None
+        specs = [m for m in cat if (provider is None or m.provider == provider) and (op is None or op in m.operations)]
     except EvalkitError as exc:
         _fail(exc)
     if as_json:
-        typer.echo(json.dumps([m.summary() for m in specs], indent=2, default=str))
+        typer.echo(json.dumps([m.details() for m in specs], indent=2, default=str))
         return
-    t = Table(title=f"{len(specs)} models", header_style="bold")
-    for col in ("id", "provider", "endpoint", "price (1024²)", "price rule", "inputs", "size", "operations"):
-        t.add_column(col, overflow="fold")
+    if not specs:
+        ops = sorted({o for m in cat if m.provider == provider for o in m.operations})
+        out.print(
+            f"no {provider} model supports {op!r}; its operations: {', '.join(ops)}", highlight=False, soft_wrap=True
+        )
+        return
+    import pandas as pd
+
+    rows = []
     for m in specs:
+        price_fact = m.facts.get("price")
         p = m.price_for_1024()
+        price = "unknown" if p is None else f"${p:.3f}"
+        if p is not None and price_fact is not None and price_fact.confidence != "high":
+            price += " ?" if price_fact.confidence == "low" else " ~"
+        other = any(f.confidence == "low" for k, f in m.facts.items() if k != "price")
         size = {
             "wh": f"{m.size.min_px}–{m.size.max_px} px/side",
             "aspect_ratio": "aspect ratio" + (f" + {'/'.join(m.size.resolutions)}" if m.size.resolutions else ""),
             "enum": "/".join(m.size.values),
             "none": "follows input",
         }[m.size.kind]
-        low = " [yellow]*[/]" if any(f.confidence == "low" for f in m.facts.values()) else ""
-        t.add_row(
-            m.id + low,
-            m.provider,
-            m.endpoint,
-            "unknown" if p is None else f"${p:.3f}",
-            m.price.describe(),
-            f"{m.inputs.param} ≤{m.inputs.max_images}" + (" +mask" if m.mask else ""),
-            size,
-            ", ".join(m.operations),
+        rows.append(
+            {
+                "id": m.id + (" *" if other else ""),
+                "provider": m.provider,
+                "$ 1024²": price,
+                "operations": ", ".join(m.operations),
+                "endpoint": m.endpoint,
+                "price rule": m.price.describe(),
+                "inputs": f"{m.inputs.param} ≤{m.inputs.max_images}" + (" +mask" if m.mask else ""),
+                "size": size,
+            }
         )
-    out.print(t)
+    df = pd.DataFrame(rows)
+    if not wide:
+        df = df[["id", "provider", "$ 1024²", "operations"]]
+    _print_wide(_table(df, title=f"{len(specs)} models", wide=wide, wrap=("operations",)), wide)
     out.print(
-        "[yellow]*[/] has low-confidence facts (price, limits…): `evalkit models --json` shows each fact's source"
+        "price: [bold]~[/] medium confidence, [bold]?[/] low confidence (unverified); [bold]*[/] other "
+        "low-confidence facts — `evalkit models --json` shows every fact with its source",
+        highlight=False,
     )
 
 
@@ -314,7 +381,14 @@ def run_cmd(
                 )
             )
         else:
-            out.print(_table(result.estimate, "Plan (nothing was spent)", money=("list_price_usd", "max_usd")))
+            out.print(
+                _table(
+                    result.estimate,
+                    "Plan (nothing was spent)",
+                    money=("list_price_usd", "max_usd"),
+                    labels=PLAN_LABELS,
+                )
+            )
             out.print(f"{result.planned} calls; {result.not_applicable} (case, model) pairs not applicable.")
         return
     if as_json:
@@ -366,8 +440,21 @@ def _print_run_summary(r) -> None:
     out.print(f"  workspace: {r.workspace}")
 
 
+PLAN_LABELS = {
+    "model_id": "model",
+    "not_applicable": "n/a",
+    "list_price_usd": "list $",
+    "max_usd": "max $",
+    "unknown_price_calls": "price?",
+}
+
+
 @app.command()
-def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def runs(
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="every column (budget, repeats, wall time…)")] = False,
+) -> None:
     """List the runs in a workspace."""
     from evalkit.store.workspace import Workspace
 
@@ -380,7 +467,21 @@ def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("
     elif df.empty:
         out.print("no runs yet — `evalkit run --suite smoke --dry-run` shows a plan")
     else:
-        out.print(_table(df, money=("budget_usd", "cost_usd")))
+        view = df.copy()
+        view["created_at"] = view["created_at"].astype(str).str.slice(0, 16).str.replace("T", " ")
+        view["done"] = [f"{c}/{p}" for c, p in zip(view["completed"], view["planned"], strict=True)]
+        view["simulated"] = view["simulated"].map(lambda v: "SIM" if v else "")
+        order = ["run_id", "status", "suite_name", "done", "failed", "cost_usd", "simulated", "created_at", "models"]
+        rest = [c for c in view.columns if c not in order and c not in ("completed", "planned")]
+        view = view[order + (rest if wide else [])]
+        labels = {
+            "created_at": "created (UTC)",
+            "suite_name": "suite",
+            "cost_usd": "cost",
+            "budget_usd": "budget",
+            "simulated": "",
+        }
+        _print_wide(_table(view, money=("budget_usd", "cost_usd"), labels=labels, wide=wide), wide)
 
 
 @app.command()
@@ -482,6 +583,7 @@ def tiers(
             money=("cost_usd",),
             title=f"Tier defaults for run {run_id} — quality = {decision.quality.metric} ({decision.quality.source})"
             + (" — SIMULATED run" if decision.simulated else ""),
+            wrap=("rationale",),
         )
     )
     out.print(f"wrote {path}")
