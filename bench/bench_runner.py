@@ -133,13 +133,13 @@ def request_bodies(suite: Path, calls: int) -> list[dict[str, Any]]:
     """The exact bodies evalkit sends for this suite (its own ``build_body``), seed 1000+i: every tool sends these."""
     from evalkit.catalog import Catalog
     from evalkit.providers.base import EditRequest, ImageEditOptions
-    from evalkit.providers.wavespeed import build_body
+    from evalkit.providers.wavespeed import WaveSpeedEditProvider
     from evalkit.suites import load_suite
 
     case = load_suite(str(suite)).cases[0]
     images, _ = case.load_inputs()
     model = Catalog.load().select(MODEL_ID)[0]
-    template = build_body(
+    template = WaveSpeedEditProvider().build_body(
         EditRequest(
             model=model,
             images=tuple(images),

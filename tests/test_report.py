@@ -12,7 +12,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from evalkit.decide.tables import QualitySpec, model_table, style_table
+from evalkit.decide.quality import QualitySpec
+from evalkit.decide.tables import model_table, style_table
 from evalkit.engine.runner import run
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.report import (

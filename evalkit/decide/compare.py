@@ -33,19 +33,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evalkit.decide.tables import (
-    ATTEMPTED_STATUSES,
-    PERCENTILE_METHOD,
+from evalkit.decide.quality import (
+    AUTO_QUALITY,
+    JUDGE_QUALITY,
     QualityLike,
     QualitySpec,
     as_quality,
-    case_quality,
     resolve_quality,
-    run_is_simulated,
     scored_values,
 )
+from evalkit.decide.tables import (
+    ATTEMPTED_STATUSES,
+    PERCENTILE_METHOD,
+    case_quality,
+    run_is_simulated,
+)
 from evalkit.errors import InvalidInputError
-from evalkit.report.sections import AUTO_QUALITY, JUDGE_QUALITY, parse_quality
 from evalkit.store.workspace import Workspace
 
 METRICS = {
@@ -408,7 +411,7 @@ def _shared_quality(
     VIEScore when both runs have it, else SSIM (auto)."""
     scores = {rid: ws.scores(rid) for rid in (base_run, new_run)}
     if quality is not None:
-        spec = parse_quality(quality) if isinstance(quality, str) else as_quality(quality)
+        spec = as_quality(quality)
     elif all(not scored_values(s, resolve_quality(s, JUDGE_QUALITY)).empty for s in scores.values()):
         spec = JUDGE_QUALITY
     else:

@@ -35,13 +35,19 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from evalkit.decide.quality import (
+    DEFAULT_QUALITY,
+    QualityLike,
+    QualitySpec,
+    resolve_quality,
+    scored_values,
+)
 from evalkit.errors import InvalidInputError
 from evalkit.store.workspace import Workspace
 
@@ -51,87 +57,7 @@ FAILED_STATUSES = ("failed", "unknown")
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
 PERCENTILE_METHOD = "linear"
-#: automatic metrics where a smaller number is the better edit (evalkit.scoring.auto)
-LOWER_IS_BETTER = frozenset({"l1", "l1_outside_mask", "aspect_ratio_error", "size_error", "clipping", "noise_sigma"})
 GROUPINGS = (None, "operation", "category")
-
-
-@dataclass(frozen=True)
-class QualitySpec:
-    """Which score counts as "quality": one metric from one source (auto | judge | human), one version."""
-
-    metric: str
-    source: str = "auto"
-    version: str | None = None
-    higher_is_better: bool = True
-
-    @property
-    def label(self) -> str:
-        return f"{self.metric} ({self.source})"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-DEFAULT_QUALITY = QualitySpec("ssim", "auto")
-QualityLike = QualitySpec | tuple | str
-
-
-#: the judge's overall VIEScore, when a run has it: what the field reports for instruction edits
-JUDGE_QUALITY = QualitySpec("viescore_o", "judge")
-
-
-def default_quality(ws: Workspace, run_id: str) -> QualitySpec:
-    """The quality a run's tables and tier choices use unless told otherwise: the judge's VIEScore O
-    when any call has one, else the automatic SSIM — which measures preservation only (the null edit
-    scores 1.0), so reports built on it say so."""
-    scores = ws.scores(run_id)
-    judged = scores[
-        (scores.metric == JUDGE_QUALITY.metric) & (scores.source == JUDGE_QUALITY.source) & (scores.status == "scored")
-    ]
-    return JUDGE_QUALITY if not judged.empty else DEFAULT_QUALITY
-
-
-def as_quality(quality: QualityLike) -> QualitySpec:
-    """Accept ``QualitySpec``, ``(metric, source)``, ``(metric, source, version)`` or ``"metric:source"``."""
-    if isinstance(quality, QualitySpec):
-        return quality
-    if isinstance(quality, str):
-        metric, _, source = quality.partition(":")
-        parts: tuple = (metric, source or "auto")
-    elif isinstance(quality, tuple) and 1 <= len(quality) <= 3:
-        parts = quality
-    else:
-        raise InvalidInputError(
-            f"quality must be (metric, source[, version]) or 'metric:source', got {quality!r}",
-            hint='e.g. quality=("ssim", "auto") or quality=("viescore_o", "judge")',
-        )
-    metric = str(parts[0])
-    source = str(parts[1]) if len(parts) > 1 else "auto"
-    version = str(parts[2]) if len(parts) > 2 and parts[2] is not None else None
-    if source not in ("auto", "judge", "human"):
-        raise InvalidInputError(f"quality source must be auto, judge or human, got {source!r}")
-    return QualitySpec(metric, source, version, metric not in LOWER_IS_BETTER)
-
-
-def resolve_quality(scores: pd.DataFrame, quality: QualityLike) -> QualitySpec:
-    """Fill in the version: the most recently written one for that metric and source (None if no scores)."""
-    spec = as_quality(quality)
-    if spec.version is not None:
-        return spec
-    rows = scores[(scores["metric"] == spec.metric) & (scores["source"] == spec.source)]
-    if rows.empty:
-        return spec
-    return replace(spec, version=str(rows["version"].iloc[-1]))
-
-
-def scored_values(scores: pd.DataFrame, spec: QualitySpec) -> pd.DataFrame:
-    """The scored rows (value present) of one quality: columns call_id, model_id, case_id, …, value."""
-    rows = scores[(scores["metric"] == spec.metric) & (scores["source"] == spec.source)]
-    if spec.version is not None:
-        rows = rows[rows["version"] == spec.version]
-    rows = rows[(rows["status"] == "scored") & rows["value"].notna()]
-    return rows.assign(value=rows["value"].astype(float))
 
 
 def run_is_simulated(ws: Workspace, run_id: str, calls: pd.DataFrame | None = None) -> bool:
@@ -540,12 +466,7 @@ def failure_table(ws: Workspace, run_id: str) -> pd.DataFrame:
 
 
 __all__ = [
-    "QualitySpec",
-    "DEFAULT_QUALITY",
     "SIMULATED_NOTE",
-    "as_quality",
-    "resolve_quality",
-    "scored_values",
     "case_quality",
     "model_table",
     "style_table",

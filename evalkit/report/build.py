@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.credentials import redact
-from evalkit.decide.tables import QualityLike
+from evalkit.decide.quality import QualityLike
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.report.sections import ReportData, prepare_report, quality_string
 from evalkit.store.workspace import Workspace, check_id

@@ -28,10 +28,9 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 from PIL import Image, ImageDraw
 
+from evalkit.decide.quality import DEFAULT_QUALITY, QualityLike
 from evalkit.decide.tables import (
-    DEFAULT_QUALITY,
     SIMULATED_NOTE,
-    QualityLike,
     comparison_cells,
     failure_table,
     format_ms,

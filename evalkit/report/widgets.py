@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from evalkit.decide.tables import DEFAULT_QUALITY, SIMULATED_NOTE, QualityLike, comparison_cells
+from evalkit.decide.quality import DEFAULT_QUALITY, QualityLike
+from evalkit.decide.tables import SIMULATED_NOTE, comparison_cells
 from evalkit.errors import InvalidInputError
 from evalkit.images import decode_output, encode, to_rgb
 from evalkit.report.figures import cached_thumbnail

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from evalkit.errors import EvalkitError, InvalidInputError
+from evalkit.progress import progress_bar
 from evalkit.store.workspace import Workspace
 
 #: below this many calls, scoring runs in-process (a worker pool costs ~1 s to start)
@@ -103,7 +104,7 @@ def auto_score_run(
             items.append((r.call_id, r.output_path, r.operation, req))
         tasks.append((inputs[0], mask, items))
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
-    bar = _bar(len(todo), f"auto metrics {run_id}", progress)
+    bar = progress_bar(len(todo), f"auto metrics {run_id}", enabled=progress)
     try:
         if workers > 1 and len(todo) >= _POOL_THRESHOLD:
             with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -282,14 +283,6 @@ def agreement(ws: Workspace, run_id: str) -> dict[str, Any]:
         if len(set(h_s) & set(j_s)) >= 2:
             out["judge_vs_human"] = rank_agreement(j_s, h_s)
     return out
-
-
-def _bar(total: int, desc: str, progress: bool) -> Any:
-    if not progress or os.environ.get("TQDM_DISABLE"):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="call")
 
 
 __all__ = [
