@@ -187,10 +187,9 @@ def models(
     if not wide:
         df = df[["id", "provider", "$ 1024²", "operations"]]
     _print_wide(_table(df, title=f"{len(specs)} models", wide=wide, wrap=("operations",)), wide)
+    out.print("price: [bold]~[/] medium confidence, [bold]?[/] low confidence (unverified)", highlight=False)
     out.print(
-        "price: [bold]~[/] medium confidence, [bold]?[/] low confidence (unverified); [bold]*[/] other "
-        "low-confidence facts — `evalkit models --json` shows every fact with its source",
-        highlight=False,
+        "[bold]*[/] other low-confidence facts — `evalkit models --json`: every fact and its source", highlight=False
     )
 
 
@@ -305,7 +304,7 @@ def doctor(
     else:
         for c in checks:
             colour = "dim" if not c.configured else "green" if c.ok else "red"
-            out.print(f"[{colour}]{escape(c.line())}[/]", highlight=False)
+            out.print(f"[{colour}]{escape(c.line())}[/]", highlight=False, soft_wrap=False)  # wraps between words
         out.print("local: ok — offline baselines, no key needed", style="green", highlight=False)
         if not any(c.configured for c in checks):
             out.print("no provider is configured: `evalkit run --models all` runs the local baselines only")
