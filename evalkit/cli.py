@@ -643,23 +643,20 @@ def compare(
 # ---- local servers and demo ----------------------------------------------------------------------
 
 
-@app.command()
-def sim(
-    host: Annotated[str, typer.Option(help="loopback address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port (0 = any free port)")] = 8765,
-    provider: Annotated[str, typer.Option(help="wavespeed | stability | huggingface | judge")] = "wavespeed",
-    time_scale: Annotated[float, typer.Option(help="multiply simulated model latencies")] = 1.0,
-    fixed_latency_ms: Annotated[float | None, typer.Option(help="one latency for every model")] = None,
-) -> None:
-    """Serve a local provider-compatible server (SIMULATED outputs) for offline runs and tests."""
-    import importlib
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def sim(ctx: typer.Context) -> None:
+    """Serve local provider-compatible servers (SIMULATED outputs) and print the export lines a client needs.
 
-    mod = importlib.import_module(f"evalkit.sim.{provider}")
-    kw = {"time_scale": time_scale}
-    if fixed_latency_ms is not None:
-        kw["fixed_latency_ms"] = fixed_latency_ms
-    out.print(f"serving a SIMULATED {provider} API on http://{host}:{port} (Ctrl-C to stop)")
-    mod.serve(host, port, **kw)
+    Same options as `python -m evalkit.sim` (`evalkit sim --help` lists them): --provider
+    wavespeed|stability|huggingface|judge|all, --api-key, --port, --port-file, --max-concurrent, --time-scale,
+    --fixed-latency-ms, --fault, --balance.
+    """
+    from evalkit.sim.launch import main as sim_main
+
+    sim_main(ctx.args, prog="evalkit sim")
 
 
 @app.command()
