@@ -220,7 +220,7 @@ class StoreClock:
         self._lock = threading.Lock()
 
     def install(self) -> None:
-        from evalkit.store.workspace import Workspace
+        from evalkit.store import Workspace
 
         for name in self.METHODS:
             original = getattr(Workspace, name)
@@ -363,7 +363,7 @@ def client_evalkit(
 
 def record_memory_phases() -> list[tuple[str, float, float, float]]:
     """(phase, RSS MB, peak MB since the reset, perf_counter) at the edges of a run's phases, from wrappers around
-    evalkit.engine.execution's ``_Execution.execute`` and evalkit.engine.runner's ``summarise`` (this process only)."""
+    evalkit.engine.execution's ``Execution.execute`` and evalkit.engine.runner's ``summarise`` (this process only)."""
     import evalkit.engine.execution as execution
     import evalkit.engine.runner as runner
 
@@ -372,7 +372,7 @@ def record_memory_phases() -> list[tuple[str, float, float, float]]:
     def mark(phase: str) -> None:
         marks.append((phase, rss_mb(), peak_rss_mb(), time.perf_counter()))
 
-    execute = execution._Execution.execute
+    execute = execution.Execution.execute
 
     async def timed_execute(self):  # type: ignore[no-untyped-def]
         mark("planned + inserted")
@@ -389,7 +389,7 @@ def record_memory_phases() -> list[tuple[str, float, float, float]]:
         finally:
             mark("summarised")
 
-    execution._Execution.execute = timed_execute  # type: ignore[method-assign]
+    execution.Execution.execute = timed_execute  # type: ignore[method-assign]
     runner.summarise = timed_summarise  # type: ignore[assignment]
     return marks
 

@@ -344,7 +344,7 @@ def run_cmd(
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
     """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
-    from evalkit.engine.runner import parse_provider_limits, run
+    from evalkit.engine import parse_provider_limits, run
 
     if resume_id:
         run_id, resume = resume_id, True
@@ -456,7 +456,7 @@ def runs(
     wide: Annotated[bool, typer.Option("--wide", help="every column (budget, repeats, wall time…)")] = False,
 ) -> None:
     """List the runs in a workspace."""
-    from evalkit.store.workspace import Workspace
+    from evalkit.store import Workspace
 
     try:
         df = Workspace(workspace).runs()
@@ -519,9 +519,19 @@ def score(
     pairs_per_case: Annotated[
         int | None, typer.Option(min=1, help="pairwise: pairs judged per case (default all)")
     ] = None,
+    judge_preset: Annotated[
+        str | None,
+        typer.Option(
+            "--judge-preset",
+            envvar="EVALKIT_JUDGE_PRESET",
+            help="pin the judge: " + ", ".join(_judge_presets()) + " (described above)",
+        ),
+    ] = None,
+    swap_fraction: Annotated[
+        float, typer.Option(min=0, max=1, help="pairwise: share of pairs also asked in the other order")
+    ] = 0.0,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Score a run's outputs: automatic metrics, a pinned VLM judge, pairwise votes."""
     from evalkit.scoring import score_run
 
     try:
@@ -534,14 +544,17 @@ def score(
             budget_usd=budget,
             concurrency=concurrency,
             pairs_per_case=pairs_per_case,
+            judge_preset=judge_preset,
+            swap_fraction=swap_fraction,
         )
     except EvalkitError as exc:
         _fail(exc)
     out.print(str(summary))
     if pairwise:
-        from evalkit.store.workspace import Workspace
+        from evalkit.scoring import rankings
+        from evalkit.store import Workspace
 
-        table = Workspace(workspace, create=False).rankings(run_id)
+        table = rankings(Workspace(workspace, create=False), run_id)
         if not table.empty:
             out.print(
                 _table(
@@ -567,7 +580,7 @@ def tiers(
     """Choose a default model per price tier and operation; write tier_defaults.json."""
     from evalkit.decide.quality import choose_quality
     from evalkit.decide.tiers import choose_defaults, write_tier_defaults
-    from evalkit.store.workspace import Workspace
+    from evalkit.store import Workspace
 
     try:
         ws = Workspace(workspace, create=False)
@@ -711,6 +724,42 @@ def demo(
         run_demo(workspace=workspace, suite=suite, out_dir=out_dir, console=out)
     except EvalkitError as exc:
         _fail(exc)
+
+
+def _judge_presets() -> dict[str, str]:
+    from evalkit.scoring.judge.presets import JUDGE_PRESETS
+
+    return {name: p.describe() for name, p in JUDGE_PRESETS.items()}
+
+
+score.__doc__ = (
+    "Score a run's outputs: automatic metrics, a pinned VLM judge, pairwise votes.\n\n"
+    "Judge presets (--judge-preset / EVALKIT_JUDGE_PRESET) and the agreement with people the literature "
+    "reports for each:\n\n" + "\n\n".join(_judge_presets().values())
+)
+
+
+@app.command()
+def agreement(
+    run_id: str,
+    metric: Annotated[str, typer.Option(help="the judge metric compared with human scores")] = "viescore_o",
+    n_boot: Annotated[int, typer.Option("--n-boot", min=0, help="bootstrap resamples over cases")] = 1000,
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """How far the run's judge agrees with its human scores (Rater scoring mode), overall and per
+    operation, with bootstrap intervals, unscored reasons, swap consistency and warnings."""
+    from evalkit.scoring.agreement import run_agreement
+    from evalkit.store import Workspace
+
+    try:
+        res = run_agreement(Workspace(workspace, create=False), run_id, metric=metric, n_boot=n_boot)
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(res.as_dict(), default=str, indent=2))
+    else:
+        out.print(escape(str(res)))
 
 
 def main() -> None:

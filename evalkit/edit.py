@@ -25,10 +25,7 @@ from evalkit.errors import Category, EvalkitError, ImageError, InvalidInputError
 from evalkit.images import InputImage, load_image
 from evalkit.providers import create_provider
 from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions, Latency
-from evalkit.store.workspace import Workspace
-
-#: the original app's default, overridable as it was (WAVESPEED_IMAGE_EDIT_MODEL) or via EVALKIT_DEFAULT_EDIT_MODEL
-DEFAULT_EDIT_MODEL = "qwen-edit-plus"
+from evalkit.store import Workspace
 
 ImageInput = bytes | str | os.PathLike | InputImage | Any  # Any: a PIL image
 
@@ -92,12 +89,14 @@ def _as_input_image(value: ImageInput, name: str) -> InputImage:
 def _pick_model(catalog: Catalog, model: str | None, operation: str) -> ModelSpec:
     if model:
         return catalog.get(model)
+    # the catalogue's default (the original app's), overridable as it was (WAVESPEED_IMAGE_EDIT_MODEL)
+    # or via EVALKIT_DEFAULT_EDIT_MODEL
     preferred = (
         os.environ.get("EVALKIT_DEFAULT_EDIT_MODEL")
         or os.environ.get("WAVESPEED_IMAGE_EDIT_MODEL")
-        or DEFAULT_EDIT_MODEL
+        or catalog.default_edit_model
     )
-    if preferred in catalog and catalog.get(preferred).supports(operation):
+    if preferred and preferred in catalog and catalog.get(preferred).supports(operation):
         return catalog.get(preferred)
     candidates = [m for m in catalog.for_operation(operation) if m.provider != "local"]
     if not candidates:

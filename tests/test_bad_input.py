@@ -56,7 +56,7 @@ from evalkit.providers.wavespeed import PollSchedule, WaveSpeedEditProvider
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.wavespeed import start_wavespeed_sim
 from evalkit.sim.wavespeed.schema import body_problem
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 from evalkit.suites import MAX_PROMPT_CHARS, load_suite
 from tests.plugins.common import toml_value
 

@@ -13,7 +13,7 @@ from evalkit.decide.compare import Threshold, compare_runs, model_metrics, parse
 from evalkit.engine.runner import run
 from evalkit.errors import InvalidInputError
 from evalkit.providers.wavespeed import PollSchedule
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 # -- parsing ------------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 #: automatic metrics where a smaller number is the better edit (evalkit.scoring.auto)
 LOWER_IS_BETTER = frozenset({"l1", "l1_outside_mask", "aspect_ratio_error", "size_error", "clipping", "noise_sigma"})

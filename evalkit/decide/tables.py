@@ -49,11 +49,11 @@ from evalkit.decide.quality import (
     scored_values,
 )
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace
+from evalkit.store import ATTEMPTED_STATUSES, CallStatus, Workspace
 
 SIMULATED_NOTE = "SIMULATED — local server outputs, not model outputs"
-ATTEMPTED_STATUSES = ("completed", "failed", "unknown")
-FAILED_STATUSES = ("failed", "unknown")
+#: calls that ended badly: failed, or with an unknown outcome
+FAILED_STATUSES = (CallStatus.FAILED, CallStatus.UNKNOWN)
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
 PERCENTILE_METHOD = "linear"
@@ -162,7 +162,7 @@ def model_table(
         key = key if isinstance(key, tuple) else (key,)
         status = group["status"]
         attempted = group[status.isin(ATTEMPTED_STATUSES)]
-        completed = group[status == "completed"]
+        completed = group[status == CallStatus.COMPLETED]
         n_calls, n_done = len(attempted), len(completed)
         row: dict[str, Any] = dict(zip(keys, key, strict=True))
         row["provider"] = str(group["provider"].iloc[0])
@@ -177,7 +177,7 @@ def model_table(
             calls=n_calls,
             completed=n_done,
             failed=int(attempted["status"].isin(FAILED_STATUSES).sum()),
-            not_applicable=int((status == "not_applicable").sum()),
+            not_applicable=int((status == CallStatus.NOT_APPLICABLE).sum()),
             success_rate=(n_done / n_calls) if n_calls else math.nan,
             mean_cost_usd=mean_cost,
             total_cost_usd=math.fsum(group["cost_usd"].dropna().astype(float)),
@@ -357,7 +357,7 @@ def comparison_cells(
     all_models = run_models + [m for m in dict.fromkeys(calls["model_id"]) if m not in run_models]
     case_list = _check_subset(cases, all_cases, "case")
     model_list = _check_subset(models, all_models, "model")
-    calls = calls.assign(_done=(calls["status"] != "completed").astype(int)).sort_values(
+    calls = calls.assign(_done=(calls["status"] != CallStatus.COMPLETED).astype(int)).sort_values(
         ["_done", "repeat"], kind="stable"
     )
     chosen = calls.drop_duplicates(["case_id", "model_id"], keep="first").set_index(["case_id", "model_id"])
@@ -371,10 +371,10 @@ def comparison_cells(
             c = chosen.loc[(case_id, model_id)]
             status = c["status"]
             state = {
-                "completed": "ok",
-                "failed": "failed",
-                "not_applicable": "not_applicable",
-                "unknown": "unknown",
+                CallStatus.COMPLETED: "ok",
+                CallStatus.FAILED: "failed",
+                CallStatus.NOT_APPLICABLE: "not_applicable",
+                CallStatus.UNKNOWN: "unknown",
             }.get(status, "not_run")
             score = score_by_call.get(c["call_id"], math.nan)
             if state == "ok":

@@ -89,7 +89,7 @@ from evalkit.decide.quality import DEFAULT_QUALITY, QualityLike, QualitySpec
 from evalkit.decide.tables import case_quality, format_ms, format_usd, model_table, run_is_simulated
 from evalkit.decide.tier_config import Tier, TierConfigError, load_tiers
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace, utcnow
+from evalkit.store import Workspace, utcnow
 
 SCHEMA = "evalkit.tier_defaults/1"
 TEST_NAME = "wilcoxon_signed_rank_one_sided_pratt"

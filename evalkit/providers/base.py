@@ -166,24 +166,39 @@ class EditError:
 class EditOutcome:
     """The result of one call, successful or not."""
 
+    #: True when the call produced an output image
     ok: bool
+    #: the catalogue id of the model called
     model_id: str
+    #: the output's bytes (None on failure, or when streamed to ``image_path``)
     image: bytes | None = field(default=None, repr=False)
     #: set instead of ``image`` when the provider streamed the output to ``EditRequest.spool_dir``
     image_path: Path | None = None
+    #: sha256 of the output's bytes, when the provider computed it while streaming
     image_sha256: str | None = None
+    #: the output's image format (png, jpeg, webp)
     format: str | None = None
+    #: the output's width in pixels
     width: int | None = None
+    #: the output's height in pixels
     height: int | None = None
+    #: what this call cost in USD; None when nobody says (e.g. Hugging Face)
     cost_usd: float | None = None
     #: list_price (catalogue price of an accepted call) | reported (by the provider) | unknown | free
     cost_source: str = "list_price"
+    #: where the time went: submit, queue, inference, download, total (ms)
     latency: Latency = field(default_factory=Latency)
+    #: the provider's job id once it accepted the request (what ``resume`` polls)
     prediction_id: str | None = None
+    #: why the call failed (category, message, code); None on success
     error: EditError | None = None
+    #: the provider flagged the output as NSFW
     nsfw: bool = False
+    #: the provider's content filter replaced or refused the output
     content_filtered: bool = False
+    #: an input was shrunk to fit the model's limits before sending
     input_resized: bool = False
+    #: the answer came from a local simulator, not the real API (reports label it SIMULATED)
     simulated: bool = False
     #: the provider accepted the job and its result can still be collected with ``resume(prediction_id)``
     #: without paying again (we stopped waiting, polls kept failing, or a completed output failed to

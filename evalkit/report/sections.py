@@ -39,7 +39,7 @@ from evalkit.decide.tables import (
     run_is_simulated,
 )
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace, check_id
+from evalkit.store import ATTEMPTED_STATUSES, CallStatus, Workspace, check_id
 
 #: thumbnails in the report's grids: this size up to GRID_CELL_BUDGET cells, smaller beyond (HTML size)
 REPORT_THUMB_PX = 112
@@ -116,7 +116,7 @@ def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
     calls = ws.calls(run_id)
     scores = ws.scores(run_id)
     status = calls["status"].value_counts()
-    attempted = int(status.reindex(["completed", "failed", "unknown"]).fillna(0).sum())
+    attempted = int(status.reindex(list(ATTEMPTED_STATUSES)).fillna(0).sum())
     cached = int((calls["cost_source"] == "cache").sum())
     started = calls["submitting_at"].dropna()
     finished = calls["completed_at"].dropna()
@@ -130,9 +130,9 @@ def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
         "models": f"{len(run['models'])}: {', '.join(run['models'])}",
         "repeats": str(run["repeats"]),
         "calls": (
-            f"{attempted} attempted — {int(status.get('completed', 0))} completed ({cached} from the cache), "
-            f"{int(status.get('failed', 0))} failed, {int(status.get('unknown', 0))} unknown outcome; "
-            f"{int(status.get('not_applicable', 0))} not applicable"
+            f"{attempted} attempted — {int(status.get(CallStatus.COMPLETED, 0))} completed ({cached} from the cache), "
+            f"{int(status.get(CallStatus.FAILED, 0))} failed, {int(status.get(CallStatus.UNKNOWN, 0))} unknown outcome; "
+            f"{int(status.get(CallStatus.NOT_APPLICABLE, 0))} not applicable"
         ),
         "cost": f"${math.fsum(calls['cost_usd'].dropna().astype(float)):.4f} billed",
         "wall time": "—" if wall is None else format_ms(float(wall) * 1000),
@@ -553,7 +553,7 @@ def category_grids(
 
     frame = select_cases(ws, run_id, categories=categories, cases=cases)
     calls = ws.calls(run_id)
-    ran = calls[calls["status"] != "not_applicable"]
+    ran = calls[calls["status"] != CallStatus.NOT_APPLICABLE]
     n_cells = sum(
         len(g) * (1 + ran.loc[ran["case_id"].isin(g["case_id"]), "model_id"].nunique())
         for _, g in frame.groupby("category", sort=True)
@@ -627,3 +627,11 @@ __all__ = [
     "failures_html",
     "grid_thumb_px",
 ]
+
+
+def trust_html(data: ReportData) -> str:
+    """ "How far to trust the quality column": judge, preset, prompt version, unscored reasons, agreement
+    with the run's human scores (with intervals), swap consistency and warnings (:mod:`evalkit.report.trust`)."""
+    from evalkit.report.trust import quality_trust_html
+
+    return quality_trust_html(data.ws, data.run_id, data.quality, simulated=data.simulated)

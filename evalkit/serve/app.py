@@ -505,7 +505,7 @@ def create_app(config: ServeConfig) -> Starlette:
 
     tier_file = TierFile(config.tiers, allow_simulated=config.allow_simulated, max_age_days=config.max_age_days)
     tier_file.get()
-    from evalkit.store.workspace import Workspace
+    from evalkit.store import Workspace
 
     # one workspace (usage ledger) for the server's lifetime; False: no ledger
     workspace = (
