@@ -184,18 +184,25 @@ def _json(resp: httpx.Response) -> Any:
         return None
 
 
-def _limits(provider: str, base_url: str) -> str:
-    from evalkit.engine.runner import default_provider_limits
+def _limits(provider: str, base_url: str, env: Mapping[str, str]) -> str:
+    """The limits a run will apply to ``provider`` (catalogue data; none against a local server)."""
+    from evalkit.catalog import Catalog
 
-    lim = default_provider_limits(provider, base_url)
-    if lim.max_concurrent is None and lim.images_per_minute is None:
-        return "none (local server)" if _loopback(base_url) else "none"
+    if _loopback(base_url):
+        return "none (local server)"
+    info = Catalog.load().provider(provider)
+    conc, per_min = info.default_limits(env)
     parts = []
-    if lim.max_concurrent is not None:
-        parts.append(f"{lim.max_concurrent} concurrent")
-    if lim.images_per_minute is not None:
-        parts.append(f"{lim.images_per_minute:g} images/min")
-    return " / ".join(parts)
+    if conc is not None:
+        parts.append(f"{conc} concurrent")
+    if per_min is not None:
+        parts.append(f"{per_min:g} images/min")
+    text = " / ".join(parts) or "none"
+    level = info.level(env)
+    if level is not None:
+        chosen = info.level_env and (env.get(info.level_env) or "").lower() in info.levels
+        text = f"level {level}: {text}" + ("" if chosen else f" (assumed; set {info.level_env})")
+    return text
 
 
 def _balance_problem(check: ProviderCheck) -> None:
@@ -216,12 +223,7 @@ def _wavespeed(client: httpx.Client, env: Mapping[str, str]) -> ProviderCheck:
     check = ProviderCheck("wavespeed", var, "set" if key else "not set", safe_url(base), configured=key is not None)
     if not key:
         return check
-    level = env.get("EVALKIT_WAVESPEED_LEVEL", "").strip().lower()
-    check.limits = _limits("wavespeed", base)
-    if not _loopback(base):
-        check.limits = f"level {level or 'bronze'}: {check.limits}" + (
-            "" if level else " (assumed; set EVALKIT_WAVESPEED_LEVEL)"
-        )
+    check.limits = _limits("wavespeed", base, env)
     for path in WAVESPEED_BALANCE_PATHS:
         resp = _get(client, base + path, key, check)
         if resp is None:
@@ -263,7 +265,7 @@ def _stability(client: httpx.Client, env: Mapping[str, str]) -> ProviderCheck:
     check = ProviderCheck("stability", var, "set" if key else "not set", safe_url(base), configured=key is not None)
     if not key:
         return check
-    check.limits = _limits("stability", base)
+    check.limits = _limits("stability", base, env)
     resp = _get(client, base + STABILITY_BALANCE_PATH, key, check)
     if resp is None or _status_problem(resp, check, STABILITY_BALANCE_PATH):
         return check
@@ -289,7 +291,7 @@ def _huggingface(client: httpx.Client, env: Mapping[str, str]) -> ProviderCheck:
     check = ProviderCheck("huggingface", var, "set" if key else "not set", safe_url(base), configured=key is not None)
     if not key:
         return check
-    check.limits = _limits("huggingface", base)
+    check.limits = _limits("huggingface", base, env)
     # the token is checked where the hub answers: the local server itself when one is configured
     hub = (endpoint if endpoint else _key(env, "HF_ENDPOINT") or HF_HUB_URL).rstrip("/")
     resp = _get(client, hub + HF_WHOAMI_PATH, key, check)
