@@ -373,6 +373,7 @@ def run_cmd(
                 json.dumps(
                     {
                         "dry_run": True,
+                        "models_left_out": result.models_left_out,
                         "planned": result.planned,
                         "not_applicable": result.not_applicable,
                         "estimate": result.estimate.to_dict(orient="records"),
@@ -409,6 +410,8 @@ def run_cmd(
                         "cost_usd",
                         "wall_s",
                         "stop_reason",
+                        "stop_message",
+                        "models_left_out",
                         "simulated",
                     )
                 }
@@ -418,6 +421,8 @@ def run_cmd(
         _print_run_summary(result)
     if result.stop_reason == "interrupted":
         raise typer.Exit(130)
+    if result.stop_reason == "balance":
+        raise typer.Exit(1)  # an account ran dry: the run is not finished (cron and CI notice)
     if result.completed == 0 and (result.failed or result.unknown):
         raise typer.Exit(1)  # nothing worked (wrong base URL? expired key?): let cron and CI notice
 
@@ -432,10 +437,13 @@ def _print_run_summary(r) -> None:
     )
     if r.failures_by_category:
         out.print("  failures: " + ", ".join(f"{k} {v}" for k, v in r.failures_by_category.items()))
+    if r.stop_message:
+        out.print(f"  [yellow]stopped ({r.stop_reason}):[/] {escape(r.stop_message)}", soft_wrap=False)
     if r.stop_reason or r.pending or r.skipped:
         why = f"stopped: {r.stop_reason}" if r.stop_reason else "unfinished"
         out.print(
-            f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it (accepted jobs are polled, never re-sent)"
+            f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it "
+            "(accepted jobs are polled, never re-sent)"
         )
     out.print(f"  workspace: {r.workspace}")
 
