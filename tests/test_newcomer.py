@@ -265,3 +265,35 @@ def test_the_cli_reports_what_ran_out_and_exits_1(tmp_path, monkeypatch) -> None
     data = json.loads(res.stdout)
     assert data["stop_reason"] == "balance" and data["failed"] == 0 and data["skipped"] == 1
     assert "top up, then `evalkit run --resume" in data["stop_message"]
+
+
+async def test_hugging_face_402_and_stability_402_leave_the_calls_planned(tmp_path) -> None:
+    from evalkit.sim.huggingface import HuggingFaceSim
+    from evalkit.sim.server import start_in_thread
+    from evalkit.sim.stability import StabilitySim
+
+    hf, st = HuggingFaceSim("hf_dry"), StabilitySim("sk-dry", balance_credits=3.0)  # one inpaint (3 credits)
+    with start_in_thread(hf.app) as hf_server, start_in_thread(st.app) as st_server:
+        opts = {
+            "huggingface": {"endpoint_url": hf_server.base_url, "token": Secret("hf_dry")},
+            "stability": {"base_url": st_server.base_url, "api_key": Secret("sk-dry"), "poll_interval_s": 0.01},
+        }
+        hf.inject("payment_required", count=1)
+        res = await arun(
+            "smoke",
+            "hf-qwen-image-edit,stability-inpaint",
+            repeats=2,
+            concurrency=1,
+            workspace=tmp_path,
+            run_id="dry2",
+            provider_options=opts,
+            progress=False,
+        )
+        calls = Workspace(tmp_path).calls("dry2").query("status != 'not_applicable'")
+        by_model = calls.groupby("model_id")["status"].apply(sorted).to_dict()
+        assert by_model == {"hf-qwen-image-edit": ["planned", "planned"], "stability-inpaint": ["completed", "planned"]}
+        assert res.stop_reason == "balance" and res.failed == 0
+        assert "huggingface, stability accounts ran out of balance" in res.stop_message
+        st.top_up(100)
+        again = await arun(None, workspace=tmp_path, run_id="dry2", resume=True, provider_options=opts, progress=False)
+        assert again.stop_reason is None and again.completed == 4 and len(st.ledger) == 2
