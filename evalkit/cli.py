@@ -93,7 +93,8 @@ def _table(
         for c in cols
     }
     budget = (width or _width()) - 1  # the left border
-    shown, hidden = [], []
+    shown: list[str] = []
+    hidden: list[str] = []
     for c in cols:
         cost = least[c] + 3  # padding and a border
         if wide or not shown or cost <= budget:
@@ -238,7 +239,7 @@ def suites(
     bad = [i for i in infos if i.error]
     for i in bad:
         out.print(
-            f"[red]{escape(i.name)}[/] does not load: {escape(i.error.splitlines()[0])} (`--json` lists every problem)"
+            f"[red]{escape(i.name)}[/] does not load: {escape((i.error or '').splitlines()[0])} (`--json` lists every problem)"
         )
 
 

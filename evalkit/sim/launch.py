@@ -165,6 +165,7 @@ def start(provider: str, args: argparse.Namespace, port: int, env: dict[str, str
     """Start one provider's server in a background thread."""
     key = resolve_key(provider, args.api_key, env)
     latency: dict[str, Any] = {"time_scale": args.time_scale, "fixed_latency_ms": args.fixed_latency_ms}
+    sim: Any
     if provider == "wavespeed":
         from evalkit.sim.wavespeed import start_wavespeed_sim
 
