@@ -239,7 +239,8 @@ def suites(
     bad = [i for i in infos if i.error]
     for i in bad:
         out.print(
-            f"[red]{escape(i.name)}[/] does not load: {escape((i.error or '').splitlines()[0])} (`--json` lists every problem)"
+            f"[red]{escape(i.name)}[/] does not load: {escape((i.error or '').splitlines()[0])} "
+            "(`--json` lists every problem)"
         )
 
 
