@@ -441,7 +441,7 @@ def _print_run_summary(r) -> None:
         out.print("  failures: " + ", ".join(f"{k} {v}" for k, v in r.failures_by_category.items()))
     if r.stop_message:
         out.print(f"  [yellow]stopped ({r.stop_reason}):[/] {escape(r.stop_message)}", soft_wrap=False)
-    if r.stop_reason or r.pending or r.skipped:
+    if not r.stop_message and (r.stop_reason or r.pending or r.skipped):
         why = f"stopped: {r.stop_reason}" if r.stop_reason else "unfinished"
         out.print(
             f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it "

@@ -423,7 +423,7 @@ def summarise(
 def _dry_message(dry: Mapping[str, str], res: RunResult) -> str:
     """What ran out, what was spent, and how to go on."""
     names = ", ".join(sorted(dry))
-    said = next(iter(dry.values()))
+    said = next(iter(dry.values())).split(" — ", 1)[0]  # the provider's words, without the hint repeated below
     return (
         f"the {names} account{'s' if len(dry) > 1 else ''} ran out of balance ({said}); "
         f"${res.cost_usd:.4f} spent in this run; {res.skipped} call(s) left planned, none failed for it — "
