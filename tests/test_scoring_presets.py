@@ -15,7 +15,8 @@ from evalkit.cli import app
 from evalkit.errors import InvalidInputError
 from evalkit.scoring.agreement import human_scores, run_agreement, swap_consistency
 from evalkit.scoring.judge import Judge, JudgeConfig, judge_run
-from evalkit.scoring.judge.presets import JUDGE_PRESETS, preset_for_version, resolve_preset
+from evalkit.scoring.judge.config import preset_for_version
+from evalkit.scoring.judge.presets import JUDGE_PRESETS, resolve_preset
 from evalkit.scoring.judge.prompts import EDITSCORE_PQ_PROMPT, EDITSCORE_SC_PROMPT, VIESCORE_SC_PROMPT
 from evalkit.store import Workspace
 from tests.plugins.common import make_png

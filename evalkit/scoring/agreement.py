@@ -558,7 +558,7 @@ def run_agreement(
     """The run's judge scores (``metric``, one judge ``version`` — by default the one with most scores)
     against its human scores, overall and per operation, with unscored reasons, swap consistency and
     plain warnings (too few ratings; agreement below the literature for the judge's preset; swaps)."""
-    from evalkit.scoring.judge.presets import preset_for_version
+    from evalkit.scoring.judge.config import preset_for_version
 
     ws.get_run(run_id)
     scores = ws.scores(run_id)

@@ -22,9 +22,10 @@ from evalkit.credentials import Secret, key_from_env
 from evalkit.errors import ImageError, InvalidInputError
 from evalkit.images import decode_output, encode, to_rgb
 from evalkit.providers.http import is_loopback_url
+from evalkit.scoring.judge.presets import JUDGE_PRESETS, PINNED_IMAGE_ENCODING, JudgePreset, resolve_preset
 from evalkit.scoring.judge.prompts import PAIRWISE_PROMPT_VERSION, PROMPT_SETS
 
-DEFAULT_IMAGE_ENCODING = "jpeg-q90-max1024"
+DEFAULT_IMAGE_ENCODING = PINNED_IMAGE_ENCODING
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 #: What the budget holds back per request unless configured. Reasoning (an assumption, not a quote:
@@ -175,8 +176,6 @@ class JudgeConfig:
         ``EVALKIT_JUDGE_API_KEY`` (required unless the base URL is loopback); keyword arguments win.
         ``preset=<name>`` (or ``EVALKIT_JUDGE_PRESET``) pins model, prompts, image encoding and sampling
         from :data:`evalkit.scoring.judge.presets.JUDGE_PRESETS`: keyword arguments > preset > environment."""
-        from evalkit.scoring.judge.presets import resolve_preset
-
         preset = resolve_preset(overrides.pop("preset", None))
         if preset is not None:
             overrides = {**preset.settings(), **overrides}
@@ -224,7 +223,19 @@ class JudgeConfig:
         return "|".join([*parts, tag] if tag else parts)
 
 
+def preset_for_version(version: str | None) -> JudgePreset | None:
+    """The preset whose pinned settings produce this stored judge version (model|prompts|encoding…)."""
+    if not version:
+        return None
+    for p in JUDGE_PRESETS.values():
+        cfg = JudgeConfig(base_url="http://127.0.0.1", **p.settings())
+        if version in (cfg.version("viescore"), cfg.version("pairwise")):
+            return p
+    return None
+
+
 __all__ = [
+    "preset_for_version",
     "DEFAULT_BASE_URL",
     "DEFAULT_IMAGE_ENCODING",
     "DEFAULT_USD_PER_CALL_RESERVE",

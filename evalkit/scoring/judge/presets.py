@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalkit.errors import InvalidInputError
-from evalkit.scoring.judge.config import DEFAULT_IMAGE_ENCODING
 from evalkit.scoring.judge.prompts import PROMPT_SETS
+
+#: the image encoding every preset pins (a preset is a pin: it must not follow a changed default)
+PINNED_IMAGE_ENCODING = "jpeg-q90-max1024"
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ JUDGE_PRESETS: dict[str, JudgePreset] = {
             title="GEdit-Bench's VIEScore with GPT-4.1 (evalkit's default)",
             model="gpt-4.1-2025-04-14",
             prompt_set="viescore",
-            image_encoding=DEFAULT_IMAGE_ENCODING,
+            image_encoding=PINNED_IMAGE_ENCODING,
             temperature=0.0,
             max_tokens=1400,
             expected=_VIESCORE_GPT4O,
@@ -99,7 +101,7 @@ JUDGE_PRESETS: dict[str, JudgePreset] = {
             title="Qwen2.5-VL-72B-Instruct with GEdit-Bench's VIEScore prompts, on an OpenAI-compatible server",
             model="Qwen/Qwen2.5-VL-72B-Instruct",
             prompt_set="viescore",
-            image_encoding=DEFAULT_IMAGE_ENCODING,
+            image_encoding=PINNED_IMAGE_ENCODING,
             temperature=0.1,
             max_tokens=512,
             expected=LiteratureAgreement(
@@ -118,7 +120,7 @@ JUDGE_PRESETS: dict[str, JudgePreset] = {
             title="EditScore-7B (VectorSpaceLab): VIEScore rules, reasoning first, 0–25 scale",
             model="EditScore/EditScore-7B",
             prompt_set="editscore",
-            image_encoding=DEFAULT_IMAGE_ENCODING,
+            image_encoding=PINNED_IMAGE_ENCODING,
             temperature=0.7,
             max_tokens=512,
             expected=LiteratureAgreement(
@@ -153,19 +155,6 @@ def resolve_preset(name: str | None = None) -> JudgePreset | None:
     return JUDGE_PRESETS[name]
 
 
-def preset_for_version(version: str | None) -> JudgePreset | None:
-    """The preset whose pinned settings produce this stored judge version (model|prompts|encoding…)."""
-    if not version:
-        return None
-    from evalkit.scoring.judge.config import JudgeConfig
-
-    for p in JUDGE_PRESETS.values():
-        cfg = JudgeConfig(base_url="http://127.0.0.1", **p.settings())
-        if version in (cfg.version("viescore"), cfg.version("pairwise")):
-            return p
-    return None
-
-
 def presets_help() -> str:
     """One paragraph per preset (for ``evalkit score --help`` and the report)."""
     return "\n\n".join(p.describe() for p in JUDGE_PRESETS.values())
@@ -176,7 +165,6 @@ __all__ = [
     "JUDGE_PRESETS",
     "JudgePreset",
     "LiteratureAgreement",
-    "preset_for_version",
     "presets_help",
     "resolve_preset",
 ]
