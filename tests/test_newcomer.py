@@ -297,3 +297,27 @@ async def test_hugging_face_402_and_stability_402_leave_the_calls_planned(tmp_pa
         st.top_up(100)
         again = await arun(None, workspace=tmp_path, run_id="dry2", resume=True, provider_options=opts, progress=False)
         assert again.stop_reason is None and again.completed == 4 and len(st.ledger) == 2
+
+
+def test_evalkit_sim_and_the_module_take_the_same_options() -> None:
+    from evalkit.cli import app
+
+    cli_help = CliRunner().invoke(app, ["sim", "--help"])
+    module_help = subprocess.run(
+        [sys.executable, "-m", "evalkit.sim", "--help"], capture_output=True, text=True, env={**os.environ}, cwd=ROOT
+    )
+    assert cli_help.exit_code == 0 and module_help.returncode == 0
+    options = {o for o in re.findall(r"--[a-z-]+", module_help.stdout)}
+    assert options == {o for o in re.findall(r"--[a-z-]+", cli_help.output)}
+    assert {"--api-key", "--port-file", "--max-concurrent", "--time-scale", "--fixed-latency-ms"} <= options
+    assert {"--fault", "--balance", "--provider"} <= options
+
+
+def test_evalkit_sim_all_serves_every_provider_and_doctor_accepts_the_printed_lines() -> None:
+    from evalkit.doctor import run_doctor
+
+    env = {k: v for k, v in os.environ.items() if k not in ALL_KEYS}
+    with sim_process("evalkit", "sim", "--provider", "all", env=env) as exported:
+        checks = run_doctor(env={k: v for k, v in exported.items() if not k.startswith("_")})
+    assert [c.provider for c in checks] == ["wavespeed", "stability", "huggingface", "judge"]
+    assert all(c.configured and c.ok and c.reachable for c in checks), [c.line() for c in checks]
