@@ -72,6 +72,7 @@ def _table(
     wide: bool = False,
     width: int | None = None,
     wrap: tuple[str, ...] = (),
+    more: str = "--wide or --json",
 ) -> Table:
     """A rich table of a DataFrame that fits ``width`` (default: the terminal, at least 100 columns).
 
@@ -102,7 +103,7 @@ def _table(
             budget -= cost
         else:
             hidden.append(c)
-    caption = f"more columns with --wide or --json: {', '.join(hidden)}" if hidden else None
+    caption = f"more columns with {more}: {', '.join(hidden)}" if hidden else None
     t = Table(title=title, header_style="bold", caption=caption, caption_justify="left")
     for c in shown:
         right = df[c].dtype.kind in "if" or c in money
@@ -599,16 +600,22 @@ def tiers(
     except EvalkitError as exc:
         _fail(exc)
     frame = decision.to_frame()
-    frame["rationale"] = frame["rationale"].map(lambda r: r if not isinstance(r, str) or len(r) <= 90 else r[:89] + "…")
     out.print(
         _table(
-            frame,
+            frame.drop(columns=["rationale"]),
             money=("cost_usd",),
             title=f"Tier defaults for run {run_id} — quality = {decision.quality.metric} ({decision.quality.source})"
             + (" — SIMULATED run" if decision.simulated else ""),
-            wrap=("rationale",),
+            more="the JSON file",
         )
     )
+    for _, row in frame.iterrows():  # the why, one line per (tier, operation), wrapped between words
+        if isinstance(row.get("rationale"), str) and row["rationale"]:
+            out.print(
+                f"  {escape(str(row['tier']))} / {escape(str(row['operation']))}: {escape(row['rationale'])}",
+                soft_wrap=False,
+                highlight=False,
+            )
     out.print(f"wrote {path}")
 
 
