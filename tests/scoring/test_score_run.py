@@ -14,7 +14,7 @@ from evalkit.engine.runner import arun
 from evalkit.scoring import auto_score_run, rankings, score_run
 from evalkit.scoring.auto import AUTO_METRICS_VERSION
 from evalkit.store import Workspace
-from tests.test_runner import FAST_POLL
+from tests.engine.test_runner import FAST_POLL
 
 
 @pytest.fixture
