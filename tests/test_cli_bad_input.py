@@ -24,6 +24,9 @@ from tests.plugins.bad_input import (
     write_suite,
 )
 
+#: each test starts the CLI in a fresh process (several seconds apiece): not in the fast lane
+pytestmark = pytest.mark.e2e
+
 
 def test_cli_refuses_bad_input_with_one_line_and_exit_2(sim, ws, tmp_path):
     env = cli_env(sim)

@@ -152,6 +152,7 @@ def test_agreement_between_raters_and_with_the_judge(small_run, judge_sim):
     assert result["judge_vs_human"]["spearman_rho"] == pytest.approx(1.0)
 
 
+@pytest.mark.e2e
 def test_score_cli(small_run):
     ws, run_id = small_run
     env = dict(os.environ, TQDM_DISABLE="1")
