@@ -12,8 +12,8 @@ from PIL import Image
 from evalkit import ImageEditOptions, Workspace, agenerate_image_edit, generate_image_edit
 from evalkit.credentials import Secret
 from evalkit.errors import Category, EvalkitError, ProviderError
+from tests.engine.test_runner import FAST_POLL
 from tests.plugins.common import make_png
-from tests.test_runner import FAST_POLL
 
 
 def _opts(sim) -> dict:

@@ -74,7 +74,7 @@ _VIESCORE_GPT4O = LiteratureAgreement(
     ),
     source=(
         "VIEScore stored answers (TIGER-AI-Lab/VIEScore 2cbea4e) × ImagenHub ratings, recomputed by "
-        "tests/test_scoring_agreement.py; table: https://tiger-ai-lab.github.io/VIEScore/"
+        "tests/scoring/test_agreement.py; table: https://tiger-ai-lab.github.io/VIEScore/"
     ),
 )
 

@@ -1,6 +1,6 @@
 """One smoke test: evalkit's Explorer in a real JupyterLab page, driven in headless Chromium.
 
-Widget callbacks are tested without a browser in test_widgets.py; this test checks the part those
+Widget callbacks are tested without a browser in tests/report/test_widgets.py; this test checks the part those
 cannot: that the widgets render in JupyterLab's front end (the ipywidgets lab extension from the
 pip wheels), that the images arrive as real decodable pictures, and that a change made in the page
 goes to the kernel and the kernel's answer comes back to the page.
@@ -109,7 +109,7 @@ def _lab_env(home: Path) -> dict[str, str]:
     notification = home / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True, exist_ok=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
     env["JUPYTER_PLATFORM_DIRS"] = "1"
     env["TQDM_DISABLE"] = "1"

@@ -18,7 +18,7 @@ from scipy import stats
 from evalkit.errors import InvalidInputError
 from evalkit.scoring.agreement import judge_human_agreement, krippendorff_alpha, viescore_paper_scores
 
-DATA = Path(__file__).parent / "data" / "imagenhub"
+DATA = Path(__file__).parents[1] / "data" / "imagenhub"
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,10 @@ from evalkit.serve import ServeConfig, create_app, make_config
 from evalkit.serve.app import RateLimiter, is_loopback
 from evalkit.sim.wavespeed import SimHandle, start_wavespeed_sim
 from evalkit.store import Workspace
+from tests.engine.test_runner import FAST_POLL
 from tests.plugins.common import make_png
 from tests.plugins.sim_wavespeed import FAST_TIME_SCALE
 from tests.plugins.tier_files import tier_defaults, write_tier_defaults_file
-from tests.test_runner import FAST_POLL
 
 EDIT = "/api/image-studio/edit/process"
 MODELS = "/api/image-studio/edit/models"

@@ -267,7 +267,7 @@ def test_rank_agreement_known_values():
 
 # ---- GenAI-Arena's published editing leaderboard (real votes, tests/data/imagenhub) -------------------------
 
-_ARENA = Path(__file__).parent / "data" / "imagenhub"
+_ARENA = Path(__file__).parents[1] / "data" / "imagenhub"
 
 
 @pytest.mark.parametrize(("anony", "column"), [(True, "Arena Elo rating (anony)"), (False, "Arena Elo rating (full)")])

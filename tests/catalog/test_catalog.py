@@ -222,6 +222,7 @@ colour = "red"
         Catalog.load(tmp_path)
 
 
+@pytest.mark.e2e
 def test_models_json_cli_lists_every_required_id():
     proc = subprocess.run(
         [sys.executable, "-m", "evalkit.cli", "models", "--json"], capture_output=True, text=True, timeout=120

@@ -29,10 +29,10 @@ from evalkit.decide.routing import (
 from evalkit.errors import Category, InvalidInputError, ProviderError
 from evalkit.providers.retry import RetryPolicy
 from evalkit.sim.wavespeed import SimHandle, start_wavespeed_sim
+from tests.engine.test_runner import FAST_POLL
 from tests.plugins.common import make_png
 from tests.plugins.sim_wavespeed import FAST_TIME_SCALE
 from tests.plugins.tier_files import tier_defaults, write_tier_defaults_file
-from tests.test_runner import FAST_POLL
 
 pytestmark = pytest.mark.filterwarnings("ignore::evalkit.decide.routing.TierDefaultsWarning")
 NO_WAIT_RETRY = RetryPolicy(max_attempts=2, base_s=0.0, jitter=False)
@@ -326,8 +326,8 @@ async def test_a_plain_provider_error_still_raises_when_no_tier_is_given(ws_sim)
 def test_routes_follow_a_file_written_by_choose_defaults(synthetic_workspace, tmp_path):
     """The routing reads what the tiers module really writes (not only the hand-written fixture)."""
     from evalkit.decide.tiers import choose_defaults, write_tier_defaults
+    from tests.decide.test_tiers import JUDGE, tiers
     from tests.plugins import synthetic as S
-    from tests.test_tiers import JUDGE, tiers
 
     ws = synthetic_workspace.ws
     ws.update_run(S.RUN_ID, simulated=1)

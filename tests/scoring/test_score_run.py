@@ -14,7 +14,7 @@ from evalkit.engine.runner import arun
 from evalkit.scoring import auto_score_run, rankings, score_run
 from evalkit.scoring.auto import AUTO_METRICS_VERSION
 from evalkit.store import Workspace
-from tests.test_runner import FAST_POLL
+from tests.engine.test_runner import FAST_POLL
 
 
 @pytest.fixture
@@ -152,6 +152,7 @@ def test_agreement_between_raters_and_with_the_judge(small_run, judge_sim):
     assert result["judge_vs_human"]["spearman_rho"] == pytest.approx(1.0)
 
 
+@pytest.mark.e2e
 def test_score_cli(small_run):
     ws, run_id = small_run
     env = dict(os.environ, TQDM_DISABLE="1")

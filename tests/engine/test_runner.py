@@ -335,6 +335,7 @@ def _cli(args, env, timeout=180):
     )
 
 
+@pytest.mark.e2e
 def test_cli_run_json_runs_and_export(wavespeed_sim, tmp_path):
     env = _cli_env(wavespeed_sim)
     ws = str(tmp_path / "ws")

@@ -20,7 +20,7 @@ from evalkit.scoring.judge.presets import JUDGE_PRESETS, resolve_preset
 from evalkit.scoring.judge.prompts import EDITSCORE_PQ_PROMPT, EDITSCORE_SC_PROMPT, VIESCORE_SC_PROMPT
 from evalkit.store import Workspace
 from tests.plugins.common import make_png
-from tests.test_scoring_judge import FAST_RETRY, build_run, pairwise_run
+from tests.scoring.test_judge import FAST_RETRY, build_run, pairwise_run
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ from evalkit.credentials import Secret
 from evalkit.serve import ServeConfig, create_app
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.wavespeed import start_wavespeed_sim
+from tests.engine.test_runner import FAST_POLL
 from tests.plugins.common import make_png
 from tests.plugins.sim_wavespeed import FAST_TIME_SCALE
 from tests.plugins.tier_files import write_tier_defaults_file
-from tests.test_runner import FAST_POLL
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
