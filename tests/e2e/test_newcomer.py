@@ -26,7 +26,7 @@ from evalkit.providers.wavespeed import PollSchedule
 from evalkit.sim.wavespeed import start_wavespeed_sim
 from evalkit.store import Workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ALL_KEYS = ("WAVESPEED_API_KEY", "STABILITY_API_KEY", "HF_TOKEN", "EVALKIT_JUDGE_API_KEY", "EVALKIT_SIM_API_KEY")
 ALL_URLS = ("WAVESPEED_BASE_URL", "STABILITY_BASE_URL", "HF_INFERENCE_ENDPOINT", "EVALKIT_JUDGE_BASE_URL")
 FAST_POLL = PollSchedule(initial_delay_s=0.01, factor=1.5, quick_polls=3, min_interval_s=0.02, max_interval_s=0.1)
