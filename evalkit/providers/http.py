@@ -162,8 +162,8 @@ def server_message(response: httpx.Response, secrets: Iterable[Secret | str | No
     body = json_or_none(response)
     parts: list[str] = []
     if isinstance(body, dict):
-        data = body.get("data") if isinstance(body.get("data"), dict) else {}
-        for src in (body, data):
+        data = body.get("data")
+        for src in (body, data if isinstance(data, dict) else {}):
             for key in ("message", "error", "detail", "msg"):
                 v = src.get(key)
                 if isinstance(v, str) and v.strip() and v.strip().lower() != "success" and v.strip() not in parts:

@@ -52,7 +52,7 @@ from evalkit.providers.retry import RetryPolicy, parse_retry_after
 try:  # warms huggingface_hub's (lru-cached, blocking) Hub lookup in a thread instead of the event loop
     from huggingface_hub.inference._providers._common import _fetch_inference_provider_mapping
 except ImportError:  # pragma: no cover - a future huggingface_hub without it: the lookup runs inline
-    _fetch_inference_provider_mapping = None
+    _fetch_inference_provider_mapping = None  # type: ignore[assignment]
 
 KEY_ENV = "HF_TOKEN"
 ENDPOINT_ENV = "HF_INFERENCE_ENDPOINT"
@@ -186,6 +186,7 @@ class HuggingFaceEditProvider:
     def _api_token(self) -> Secret:
         if self._token is None:
             self._token = key_from_env(KEY_ENV, provider="huggingface")
+        assert self._token is not None  # key_from_env raises when the key is required and missing
         return self._token
 
     def _url_for(self, hub_model: str) -> str:
@@ -196,7 +197,10 @@ class HuggingFaceEditProvider:
         client = self._clients.get(route)
         if client is None:
             client = _RecordingInferenceClient(
-                provider=route, token=token.reveal(), timeout=self.timeout_s, bill_to=self.bill_to
+                provider=route,  # type: ignore[arg-type]  # a route name from the catalogue, checked by the Hub
+                token=token.reveal(),
+                timeout=self.timeout_s,
+                bill_to=self.bill_to,
             )
             self._clients[route] = client
         return client

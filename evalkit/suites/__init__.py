@@ -609,4 +609,6 @@ class _SuiteLoader:
 
 def _has_no_white(mask: InputImage) -> bool:
     gray = mask.to_pil().convert("L")
-    return gray.getextrema()[1] <= 127
+    low_high = gray.getextrema()
+    assert isinstance(low_high[1], (int, float))  # one band ("L")
+    return low_high[1] <= 127

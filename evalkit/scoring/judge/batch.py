@@ -17,6 +17,7 @@ What is stored
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 from collections import Counter
@@ -188,7 +189,7 @@ class _Batch:
 
     # -- viescore ------------------------------------------------------------------------------
     def viescore_jobs(self) -> list[Callable[[], Any]]:
-        return [lambda call=call: self._viescore_one(call) for call in self.completed_calls()]
+        return [functools.partial(self._viescore_one, call) for call in self.completed_calls()]
 
     async def _viescore_one(self, call: dict[str, Any]) -> None:
         case = self.cases.get(call["case_id"], {})
@@ -244,11 +245,7 @@ class _Batch:
                     self.summary.ratings_existing += 1
                     self.summary.scored += 1
                     continue
-                jobs.append(
-                    lambda c=case_id, lc=left, rc=right, lf=left_first, sw=swap: self._pairwise_one(
-                        c, lc, rc, lf, rater, swap=sw
-                    )
-                )
+                jobs.append(functools.partial(self._pairwise_one, case_id, left, right, left_first, rater, swap=swap))
         return jobs
 
     async def _pairwise_one(
