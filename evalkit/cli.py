@@ -7,6 +7,7 @@ after the run has stopped cleanly.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -123,6 +124,66 @@ def models(
     out.print(
         "[yellow]*[/] has low-confidence facts (price, limits…): `evalkit models --json` shows each fact's source"
     )
+
+
+catalog_app = typer.Typer(help="The model catalogue: compare it with the provider's own list and prices.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("sync")
+def catalog_sync(
+    provider: Annotated[str, typer.Option(help="wavespeed (model list + pricing API) or stability")] = "wavespeed",
+    workspace: WorkspaceOpt = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="write <workspace>/catalog/wavespeed-sync.toml (reviewable override)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the diff as JSON")] = False,
+) -> None:
+    """Diff the catalogue against the provider: new edit models, removed ones, quoted prices, schema changes.
+
+    Reads GET /api/v3/models and asks POST /api/v3/model/pricing for a 1024×1024 sample per model
+    ($WAVESPEED_API_KEY; $WAVESPEED_BASE_URL points it at another server). The bundled catalogue is
+    never changed; --write puts quoted prices (confidence high, with source and date) and new models as
+    drafts into one workspace file that later catalogue loads pick up.
+    """
+    from evalkit.catalog import Catalog
+    from evalkit.catalog.pricing import WaveSpeedCatalogClient
+    from evalkit.catalog.sync import stability_report, sync_wavespeed, write_override
+
+    try:
+        ws = workspace or Path(os.environ.get("EVALKIT_WORKSPACE") or "evalkit-workspace")  # as Workspace() does
+        cat = Catalog.load(ws)
+        if provider == "stability":
+            rep = stability_report(cat)
+            if as_json:
+                typer.echo(json.dumps(rep, indent=2, default=str))
+                return
+            out.print(escape(rep["note"]), highlight=False)
+            for r in rep["models"]:
+                out.print(
+                    escape(
+                        f"  {r['id']}: {r['credits']:g} credits = ${r['usd']:.3f} "
+                        f"(reserve ${r['reserve_usd']:.3f}; {r['confidence']}) — {r['source']}"
+                    ),
+                    highlight=False,
+                )
+            return
+        if provider != "wavespeed":
+            from evalkit.errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"catalog sync knows no provider {provider!r}", hint="use --provider wavespeed or --provider stability"
+            )
+        with WaveSpeedCatalogClient() as client:
+            report = sync_wavespeed(cat, client)
+        if write:
+            write_override(report, cat, ws)
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        out.print(escape(report.to_text()), highlight=False, soft_wrap=True)
 
 
 @app.command()

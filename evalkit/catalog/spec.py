@@ -259,6 +259,31 @@ class ModelSpec:
     def needs_key(self) -> bool:
         return self.provider != "local"
 
+    def body_keys(self) -> frozenset[str]:
+        """The request-body parameter names this entry may send (WaveSpeed flags only where listed)."""
+        keys = {self.inputs.param, *self.params, *self.defaults, *self.requires_case_params}
+        if self.prompt != "none":
+            keys.add("prompt")
+        if self.mask is not None:
+            keys.add(self.mask.param)
+        if self.seed is not None:
+            keys.add(self.seed.param)
+        if self.output_format_param:
+            keys.add(self.output_format_param)
+        rule = self.size
+        if rule.kind in ("wh", "enum"):
+            keys.add(rule.param)
+        elif rule.kind == "aspect_ratio":
+            if rule.aspect_ratios:
+                keys.add(rule.aspect_ratio_param)
+            if rule.resolutions:
+                keys.add(rule.resolution_param)
+        if self.sync_mode:
+            keys.add("enable_sync_mode")
+        if self.base64_output:
+            keys.add("enable_base64_output")
+        return frozenset(keys)
+
     def uncertain_facts(self) -> dict[str, Fact]:
         return {k: f for k, f in self.facts.items() if f.confidence != "high"}
 
