@@ -110,8 +110,9 @@ def models(
             "none": "follows input",
         }[m.size.kind]
         low = " [yellow]*[/]" if any(f.confidence == "low" for f in m.facts.values()) else ""
+        draft = " [magenta](draft)[/]" if m.draft else ""
         t.add_row(
-            m.id + low,
+            m.id + low + draft,
             m.provider,
             m.endpoint,
             "unknown" if p is None else f"${p:.3f}",
@@ -124,6 +125,11 @@ def models(
     out.print(
         "[yellow]*[/] has low-confidence facts (price, limits…): `evalkit models --json` shows each fact's source"
     )
+    if any(m.draft for m in specs):
+        out.print(
+            "[magenta](draft)[/] written by `evalkit catalog sync --write`: not run by `--models all` until a person "
+            "reviews it and deletes `draft = true` from its entry"
+        )
 
 
 catalog_app = typer.Typer(help="The model catalogue: compare it with the provider's own list and prices.")

@@ -242,7 +242,11 @@ def pricing_inputs(params: Mapping[str, Any]) -> dict[str, Any]:
             return [sub(x) for x in v]
         return v
 
-    return {k: sub(v) for k, v in params.items()}
+    return {k: sub(v) for k, v in params.items() if k not in _NOT_PRICED}
+
+
+#: transport flags: they change how the result is delivered, not what it costs
+_NOT_PRICED = ("enable_sync_mode", "enable_base64_output")
 
 
 def quote_key(model_id: str, params: Mapping[str, Any]) -> str:
@@ -253,6 +257,8 @@ def quote_key(model_id: str, params: Mapping[str, Any]) -> str:
 
 @dataclass
 class Quote:
+    """The pricing API's answer for one (model, parameters): ``usd``, or ``error`` when it failed."""
+
     model_id: str
     params: dict[str, Any]
     usd: float | None
