@@ -60,6 +60,9 @@ class SimConfig:
     output_cache_mb: float = 512.0
     #: threads rendering outputs (shared by all requests)
     render_threads: int = 2
+    #: how the served model list and prices differ from the catalogue (see evalkit.sim.wavespeed.catalog):
+    #: {"prices": {id_or_endpoint: usd}, "added": [entry, …], "removed": [...], "failing_quotes": [...]}
+    catalog_drift: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.api_key:
