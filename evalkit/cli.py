@@ -244,6 +244,14 @@ def run_cmd(
         bool, typer.Option(help="on resume, retry calls that failed with a transient error")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
+    quote_prices: Annotated[
+        bool,
+        typer.Option(
+            "--quote-prices",
+            help="ask WaveSpeed's pricing API for each distinct request before sending; the quotes drive the "
+            "estimate, budget and recorded costs (a failed quote falls back to the catalogue price)",
+        ),
+    ] = False,
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
     """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
@@ -267,9 +275,18 @@ def run_cmd(
             progress=not as_json,
             resubmit_unknown=resubmit_unknown,
             retry_failed=retry_failed,
+            quote_prices=quote_prices,
         )
     except EvalkitError as exc:
         _fail(exc)
+    pq = result.price_quotes
+    if pq is not None and not as_json:
+        out.print(f"prices quoted by the provider: {pq['quoted']} distinct requests", highlight=False)
+        for model_id, why in pq["errors"].items():
+            err.print(
+                escape(f"warning: price quote failed for {model_id} ({why}); the catalogue price is used"),
+                highlight=False,
+            )
     if dry_run:
         if as_json:
             typer.echo(
@@ -279,6 +296,7 @@ def run_cmd(
                         "planned": result.planned,
                         "not_applicable": result.not_applicable,
                         "estimate": result.estimate.to_dict(orient="records"),
+                        "price_quotes": result.price_quotes,
                     },
                     default=float,
                 )
@@ -306,6 +324,7 @@ def run_cmd(
                         "wall_s",
                         "stop_reason",
                         "simulated",
+                        "price_quotes",
                     )
                 }
             )

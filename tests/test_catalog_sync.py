@@ -211,8 +211,6 @@ def test_sync_reports_new_removed_changed_and_schema_drift(catalog, client, api)
     changes = {c["id"]: c for c in report.price_changes if c["catalogue_usd"] is not None}
     assert set(changes) == {"qwen-edit"}
     assert (changes["qwen-edit"]["catalogue_usd"], changes["qwen-edit"]["quoted_usd"]) == (0.02, 0.025)
-    unknown_before = {c["id"] for c in report.price_changes if c["catalogue_usd"] is None}
-    assert unknown_before == {m.id for m in catalog if m.provider == "wavespeed" and m.price_for_1024() is None}
     assert [f["id"] for f in report.quote_failures] == ["seededit-v3"]
     assert "pricing backend unavailable" in report.quote_failures[0]["error"]
     # schema drift: the dropped aspect ratio is something evalkit could send → refused
@@ -247,9 +245,15 @@ def test_write_makes_one_reviewable_override_and_leaves_bundled_files_alone(cata
     assert q.facts["price"].confidence == "high"
     assert "model/pricing" in q.facts["price"].source and report.checked_at in q.facts["price"].source
     assert q.params == catalog.get("qwen-edit").params and q.size == catalog.get("qwen-edit").size  # rest kept
-    # a price quoted where the catalogue had none becomes a known price; its reserve stays as a ceiling
-    gpt2 = cat.get("gpt-image-2-edit")
-    assert gpt2.price_for_1024() == pytest.approx(0.40) and gpt2.facts["price"].confidence == "high"
+    # a low-confidence price the quote confirms is written at high confidence; a flat quote needs no reserve
+    flux2 = cat.get("flux-2-pro-edit")
+    assert catalog.get("flux-2-pro-edit").reserve_usd({}) == 0.08
+    assert flux2.origin == str(path) and flux2.facts["price"].confidence == "high"
+    assert flux2.price_for_1024() == 0.04 and flux2.reserve_usd({}) == 0.04
+    # a table rule the catalogue only estimated is quoted per key (gpt-image-1.5: quality × square/other)
+    gpt15 = cat.get("gpt-image-1.5-edit")
+    assert gpt15.origin == str(path) and gpt15.price.kind == "per_quality_size"
+    assert gpt15.price_usd({"quality": "high", "size": "1536*1024"}) == 0.20
     # a failed quote leaves the catalogue price as it was
     assert cat.get("seededit-v3").origin != str(path)
     # a table rule is quoted per key

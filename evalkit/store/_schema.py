@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -150,6 +150,11 @@ _MIGRATIONS: list[str] = [
         source TEXT NOT NULL           -- generate_image_edit | run | judge
     );
     """,
+    # 1 → 2: where each call's price came from — catalogue | quoted (the provider's pricing API for exactly
+    # this request, `evalkit run --quote-prices`) | catalogue_quote_failed. NULL for calls planned before.
+    """
+    ALTER TABLE calls ADD COLUMN price_source TEXT
+    """,
 ]
 
 CALL_COLUMNS = (
@@ -157,7 +162,7 @@ CALL_COLUMNS = (
     "attempt created_at submitting_at submitted_at completed_at submit_ms queue_ms inference_ms download_ms total_ms "
     "price_usd reserved_usd cost_usd cost_source error_category error_message error_code output_sha256 output_ext "
     "width height format requested_width requested_height nsfw content_filtered input_resized simulated cached_from "
-    "params notes metadata"
+    "params notes metadata price_source"
 ).split()
 
 
