@@ -250,8 +250,9 @@ _NOT_PRICED = ("enable_sync_mode", "enable_base64_output")
 
 
 def quote_key(model_id: str, params: Mapping[str, Any]) -> str:
-    """Identity of a (model, parameters) pair for quoting: images and prompt do not change a price."""
-    priced = {k: v for k, v in pricing_inputs(params).items() if k not in ("prompt", "negative_prompt")}
+    """Identity of a (model, parameters) pair for quoting: image bytes, prompt and seed do not change a price
+    (the number of images does: the key keeps one placeholder per image)."""
+    priced = {k: v for k, v in pricing_inputs(params).items() if k not in ("prompt", "negative_prompt", "seed")}
     return model_id + "|" + json.dumps(priced, sort_keys=True, default=str)
 
 

@@ -423,10 +423,14 @@ def sync_wavespeed(
         sample = schema_sample(lm)
         new_quote: float | None = None
         error = ""
+        tiers: dict[str, float] = {}
         try:
             new_quote = _round(client.quote(lm.model_id, sample))
+            res = _enum(lm.properties.get("resolution"))
+            if res and "resolution" in sample:  # priced per tier, like the catalogue's per_resolution rules
+                tiers = {str(r): _round(client.quote(lm.model_id, {**sample, "resolution": r})) for r in res}
         except ProviderError as exc:
-            error = exc.message
+            error = error or exc.message
         report.new_models.append(
             {
                 "model_id": lm.model_id,
@@ -441,6 +445,7 @@ def sync_wavespeed(
                 "draft_id": _slug(lm.endpoint, taken),
                 "_listed": lm,
                 "_sample": sample,
+                "_tiers": tiers,
             }
         )
     if report.simulated:
@@ -606,7 +611,14 @@ def _draft_entry(n: dict[str, Any], today: str, base_url: str) -> dict[str, Any]
     if params:
         e["params"] = params
     src = f"GET /api/v3/models request schema ({lm.schema_location or 'none given'}) at {base_url}, {today}"
-    if n["quoted_usd"] is not None:
+    if n["quoted_usd"] is not None and n.get("_tiers") and (e.get("size") or {}).get("resolutions"):
+        e["price"] = {"kind": "per_resolution", "param": "resolution", "table": dict(n["_tiers"])}
+        price_fact = {
+            "source": f"POST /api/v3/model/pricing at {base_url}, {today}, one quote per resolution tier",
+            "confidence": "high",
+            "note": "quoted for 1024×1024-class samples; other parameters may change the price",
+        }
+    elif n["quoted_usd"] is not None:
         e["price"] = {"kind": "flat", "usd": n["quoted_usd"], "reserve_usd": max(n["quoted_usd"] * 2, 0.05)}
         price_fact = {
             "source": f"POST /api/v3/model/pricing at {base_url}, {today}, sample {n['sample'] or '1024×1024'}",
