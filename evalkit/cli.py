@@ -281,7 +281,8 @@ def run_cmd(
         _fail(exc)
     pq = result.price_quotes
     if pq is not None and not as_json:
-        out.print(f"prices quoted by the provider: {pq['quoted']} distinct requests", highlight=False)
+        n = pq["quoted"]
+        out.print(f"prices quoted by the provider: {n} distinct request{'' if n == 1 else 's'}", highlight=False)
         for model_id, why in pq["errors"].items():
             err.print(
                 escape(f"warning: price quote failed for {model_id} ({why}); the catalogue price is used"),
@@ -538,14 +539,28 @@ def sim(
     provider: Annotated[str, typer.Option(help="wavespeed | stability | huggingface | judge")] = "wavespeed",
     time_scale: Annotated[float, typer.Option(help="multiply simulated model latencies")] = 1.0,
     fixed_latency_ms: Annotated[float | None, typer.Option(help="one latency for every model")] = None,
+    catalog_drift: Annotated[
+        Path | None,
+        typer.Option(
+            help="wavespeed: a JSON file making the served model list and prices differ from the catalogue "
+            "(prices, added, removed, failing_quotes) — to try `evalkit catalog sync` and --quote-prices offline"
+        ),
+    ] = None,
 ) -> None:
     """Serve a local provider-compatible server (SIMULATED outputs) for offline runs and tests."""
     import importlib
 
     mod = importlib.import_module(f"evalkit.sim.{provider}")
-    kw = {"time_scale": time_scale}
+    kw: dict = {"time_scale": time_scale}
     if fixed_latency_ms is not None:
         kw["fixed_latency_ms"] = fixed_latency_ms
+    if catalog_drift is not None:
+        if provider != "wavespeed":
+            _fail(EvalkitError("--catalog-drift applies to the wavespeed simulator only"))
+        try:
+            kw["catalog_drift"] = json.loads(catalog_drift.read_text())
+        except (OSError, ValueError) as exc:
+            _fail(EvalkitError(f"cannot read {catalog_drift}: {exc}", hint="give a JSON file (see evalkit sim --help)"))
     out.print(f"serving a SIMULATED {provider} API on http://{host}:{port} (Ctrl-C to stop)")
     mod.serve(host, port, **kw)
 

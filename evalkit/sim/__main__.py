@@ -40,7 +40,19 @@ def main(argv: list[str] | None = None) -> None:
         "--output-max-side", type=int, default=defaults.output_max_side, help="cap on the long side of outputs"
     )
     ap.add_argument("--seed", type=int, default=defaults.seed, help="seed of probabilistic faults")
+    ap.add_argument(
+        "--catalog-drift",
+        metavar="JSON_FILE",
+        help='serve a catalogue that differs from evalkit\'s: {"prices": {...}, "added": [...], "removed": [...], '
+        '"failing_quotes": [...]} (see evalkit.sim.wavespeed.catalog; also POST /_sim/catalog)',
+    )
     args = ap.parse_args(argv)
+    drift = None
+    if args.catalog_drift:
+        import json
+        from pathlib import Path
+
+        drift = json.loads(Path(args.catalog_drift).read_text())
     serve(
         args.host,
         args.port,
@@ -52,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         sync_timeout_s=args.sync_timeout_s,
         output_max_side=args.output_max_side,
         seed=args.seed,
+        catalog_drift=drift,
     )
 
 
