@@ -503,8 +503,9 @@ async def _guarded(pc: PlannedCall, call: Any) -> EditOutcome:
         )
 
 
-def _submitting_fields(p: PreparedRequest) -> dict[str, Any]:
+def _submitting_fields(p: PreparedRequest | None) -> dict[str, Any]:
     """What mark_submitting records: the reservation, the request's identity and its price (and source)."""
+    assert p is not None, "a call is built before it is submitted"
     return {
         "reserved_usd": p.reserve_usd,
         "fingerprint": p.fingerprint,
