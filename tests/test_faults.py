@@ -474,7 +474,8 @@ STABILITY_FAULTS = [  # (kind, keyword arguments) — count-based: each fires on
 HF_FAULTS = [
     ("loading", {"count": 2, "retry_after_s": 0.01}),
     ("rate_limit", {"count": 2, "retry_after_s": 0.01}),
-    ("payment_required", {"count": 1}),
+    # (402 payment_required is an account that ran dry: it stops that provider's submits and is tested on its
+    # own in test_newcomer.py, where the untried calls stay planned)
     ("server_error", {"count": 1}),
     ("slow", {"count": 2, "delay_s": 0.2}),
 ]
@@ -581,14 +582,13 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
     assert stability_sim.sim.total_usd == pytest.approx(sum(r["cost_usd"] or 0 for r in st), abs=1e-9)
     assert len(stability_sim.sim.ledger) == sum(r["status"] == "completed" for r in st)
 
-    # Hugging Face: 503-loading and 429 were re-sent, 402 and 500 were not; costs are never guessed
+    # Hugging Face: 503-loading and 429 were re-sent, a 500 was not; costs are never guessed
     hf = by_provider["huggingface"]
     assert len(hf) == 12  # 4 models × 1 applicable smoke case × 3 repeats
-    assert Counter(r["error_category"] for r in hf if r["status"] == "failed") == {"auth": 1, "server": 1}
-    assert sum(r["status"] == "completed" for r in hf) == len(huggingface_sim.sim.generations) == 10
+    assert Counter(r["error_category"] for r in hf if r["status"] == "failed") == {"server": 1}
+    assert sum(r["status"] == "completed" for r in hf) == len(huggingface_sim.sim.generations) == 11
     assert len(huggingface_sim.sim.requests) == len(hf) + 4
     assert all(r["cost_usd"] is None and r["cost_source"] == "unknown" for r in hf)
-    assert "out of Inference Providers credit" in next(r["error_message"] for r in hf if r["error_category"] == "auth")
 
     # the free local baselines are untouched by the others' trouble
     assert all(r["status"] == "completed" and r["cost_usd"] == 0 for r in by_provider["local"])

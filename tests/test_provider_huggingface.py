@@ -169,7 +169,7 @@ async def test_503_until_attempts_run_out_is_a_retryable_server_failure(catalog,
 async def test_402_is_reported_as_out_of_credit_and_not_retried(catalog, provider, huggingface_sim):
     huggingface_sim.inject("payment_required")
     out = await provider.edit(request_for(catalog))
-    assert not out.ok and out.error.category == Category.AUTH and out.error.status_code == 402
+    assert not out.ok and out.error.category == Category.BALANCE and out.error.status_code == 402
     assert "out of Inference Providers credit" in out.error.message and "settings/billing" in out.error.message
     assert len(huggingface_sim.sim.requests) == 1 and out.cost_usd is None
 

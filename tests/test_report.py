@@ -430,3 +430,40 @@ def test_no_key_reaches_any_file_or_output(tmp_path, capfd):
         assert key not in printed.out and key not in printed.err
     if "KernelManager" in _kernel_transport_config():  # the kernel's sockets were encrypted: no TCP warning
         assert "without encryption" not in printed.err
+
+
+# ---- "How far to trust the quality column" -----------------------------------------------------------------
+
+
+def test_trust_section_names_the_judge_unscored_reasons_and_warns_without_ratings(synthetic_workspace):
+    from evalkit.report import trust_html
+
+    data = prepare_report(synthetic_workspace.ws, synthetic_workspace.run_id)
+    page = trust_html(data)
+    assert "judge-v1" in page  # the stored judge version (no preset matches a custom judge)
+    assert "none (custom judge settings)" in page
+    assert re.search(r"unscored outputs</th><td>\d+ — \w+", page)  # the count with its reasons
+    assert "no human scores for this run" in page and "Warning:" in page
+    assert "Agreement with the run" not in page  # no table without ratings
+
+
+def test_trust_section_shows_agreement_with_intervals_and_too_few_ratings(synthetic_workspace):
+    from evalkit.report import trust_html
+
+    ws = synthetic_workspace.ws
+    scores = ws.scores(synthetic_workspace.run_id)
+    judged = scores[(scores["metric"] == "viescore_o") & (scores["status"] == "scored")]
+    for i, row in enumerate(judged.itertuples()):
+        for rater, shift in (("ana", 0.0), ("bo", 0.5)):
+            v = min(1.0, max(0.0, round(2 * (row.value / 10 + (shift if i % 3 == 0 else 0))) / 2))
+            ws.add_rating(
+                run_id=synthetic_workspace.run_id, case_id=row.case_id, rater=rater, kind="single",
+                call_id=row.call_id, instruction=v, quality=1, scale="imagenhub",
+            )  # fmt: skip
+    data = prepare_report(ws, synthetic_workspace.run_id)
+    page = trust_html(data)
+    assert "Agreement with the run" in page and "all operations" in page and "general_edit" in page
+    assert re.search(r"<td>-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]</td>", page)  # value [interval]
+    n = len(judged)
+    assert n == 41 and f"<td>all operations</td><td>{n}</td>" in page
+    assert "too few human ratings" not in page and "no human scores" not in page  # 41 ≥ 30 rated outputs

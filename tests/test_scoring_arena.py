@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -262,3 +263,41 @@ def test_rank_agreement_known_values():
     assert one_swap["kendall_tau"] == pytest.approx(0.8)  # 9 concordant, 1 discordant of 10 pairs
     assert 0 < one_swap["spearman_p"] < 1 and 0 < one_swap["kendall_p"] < 1
     assert rank_agreement({"m1": 1, "m2": 2}, {"m1": 1, "m2": 2})["spearman_rho"] is None  # too few
+
+
+# ---- GenAI-Arena's published editing leaderboard (real votes, tests/data/imagenhub) -------------------------
+
+_ARENA = Path(__file__).parent / "data" / "imagenhub"
+
+
+@pytest.mark.parametrize(("anony", "column"), [(True, "Arena Elo rating (anony)"), (False, "Arena Elo rating (full)")])
+def test_both_bad_as_tie_reproduces_the_genai_arena_editing_leaderboard(anony, column):
+    from evalkit.scoring.arena import GENAI_ARENA_L2
+
+    votes = pd.read_json(_ARENA / "genai_arena_editing_votes.jsonl", lines=True)
+    votes = votes[votes["anony"]] if anony else votes
+    board = pd.read_csv(_ARENA / "genai_arena_editing_leaderboard.csv")
+    published = board.set_index("key")[column].sort_values(ascending=False)
+    assert len(votes) == (64 if anony else 83)
+
+    # the arena convention with evalkit's default prior: the published order, Elo within ~50 points
+    tie = bradley_terry(votes, both_bad="tie", n_bootstrap=0)
+    assert list(tie["model"]) == list(published.index)
+    assert np.abs(tie.set_index("model")["elo"].reindex(published.index) - published).max() < 60
+    assert tie["both_bad"].sum() > 0  # both_bad votes are still counted as such
+
+    # with GenAI-Arena's own penalty (sklearn C=1 on doubled battles) the ratings themselves reproduce
+    exact = bradley_terry(votes, both_bad="tie", l2=GENAI_ARENA_L2, n_bootstrap=0).set_index("model")["elo"]
+    assert np.abs(exact.reindex(published.index) - published).max() < 0.05
+
+    # dropping both_bad votes (evalkit's default) gives a different order: the option matters on this data
+    dropped = bradley_terry(votes, both_bad="drop", n_bootstrap=0)
+    assert list(dropped["model"]) != list(published.index)
+
+
+def test_both_bad_option_is_checked():
+    votes = pd.DataFrame({"model_a": ["x"], "model_b": ["y"], "winner": ["a"]})
+    with pytest.raises(InvalidInputError, match="both_bad"):
+        bradley_terry(votes, both_bad="half")
+    with pytest.raises(InvalidInputError, match="l2"):
+        bradley_terry(votes, l2=0)

@@ -237,3 +237,112 @@ def test_rater_with_nothing_to_compare(synthetic_workspace):
     assert r.current is None and "nothing to compare" in r.instruction.value
     assert r.button_a.disabled and r.keys.disabled
     assert r.vote("left") is None and ws.ratings("solo").empty
+
+
+# -- every input of a multi-image case -------------------------------------------------------------------
+
+INPUT_COLOURS = [(250, 20, 20), (20, 250, 20), (20, 20, 250)]
+MULTI_OUT = {"alpha": (200, 200, 40), "beta": (40, 200, 200)}
+
+
+def multi_image_run(ws) -> None:
+    """Run "multi": one multi_image case with three inputs (red, green, blue), two models' outputs."""
+    ws.create_run(
+        "multi", suite_name=None, suite_path=None, suite_fingerprint=None, catalog_fingerprint=None,
+        models=list(MULTI_OUT), repeats=1, budget_usd=None, config={},
+    )  # fmt: skip
+    shas = [ws.put_blob(S.flat_png(c), "png").sha256 for c in INPUT_COLOURS]
+    ws.put_cases("multi", [{"case_id": "mi", "operation": "multi_image", "input_sha256": shas, "prompt": "combine"}])
+    ws.insert_calls(
+        [
+            {"call_id": f"multi-{m}", "run_id": "multi", "case_id": "mi", "model_id": m, "provider": "wavespeed",
+             "operation": "multi_image", "repeat": 0}
+            for m in MULTI_OUT
+        ]
+    )  # fmt: skip
+    for m, colour in MULTI_OUT.items():
+        ref = ws.put_blob(S.flat_png(colour), "png")
+        ws.finish_call(f"multi-{m}", {"status": "completed", "output_sha256": ref.sha256, "output_ext": "png"})
+
+
+def test_explorer_and_rater_show_every_source_image(synthetic_workspace):
+    ws = synthetic_workspace.ws
+    multi_image_run(ws)
+    ex = Explorer(ws, "multi")
+    assert len(ex.source_images) == 3
+    assert all(shows(img, c) for img, c in zip(ex.source_images, INPUT_COLOURS, strict=True))
+    # a single-input case shows exactly one
+    single = Explorer(ws, S.RUN_ID)
+    assert len(single.source_images) == 1 and shows(single.source_images[0], S.source_colour("g1"))
+    r = Rater(ws, "multi", rater="ana")
+    assert r.current is not None and len(r.source_images) == 3
+    assert all(shows(img, c) for img, c in zip(r.source_images, INPUT_COLOURS, strict=True))
+    s = Rater(ws, "multi", rater="ana", mode="score")
+    assert len(s.source_images) == 3
+    assert all(shows(img, c) for img, c in zip(s.source_images, INPUT_COLOURS, strict=True))
+
+
+# -- scoring mode ------------------------------------------------------------------------------------------
+
+
+def shown_output(r, case_id: str) -> str:
+    matches = [
+        m for m in S.MODELS if (case_id, m) in {(o.case_id, o.model_id) for o in r.outputs}
+        and shows(r.output_image.value, S.output_colour(m, case_id))
+    ]  # fmt: skip
+    assert len(matches) == 1, matches
+    return S.call_id(matches[0], case_id)
+
+
+def test_score_mode_imagenhub_scale_stores_sc_and_pr_per_rater(synthetic_workspace):
+    from evalkit.report.widgets import ScoreRater
+
+    ws = synthetic_workspace.ws
+    r = Rater(ws, S.RUN_ID, rater="ana", mode="score", scale="imagenhub", seed=1)
+    assert isinstance(r, ScoreRater) and list(r.dimensions) == ["instruction", "quality"]
+    text = " ".join(visible_text(r.widget))
+    assert not any(m in text for m in S.MODELS)  # blind
+    assert "SC" in text and "PR" in text and "Instruction:" in r.instruction.value
+    assert r.save_button.disabled  # nothing chosen yet
+    expected = []
+    for sc, pr in [(1, 0.5), (0, 0), (0.5, 1)]:
+        call = shown_output(r, r.current.case_id)
+        assert call == r.current.call_id
+        r.dimensions["instruction"].value = sc
+        assert r.save_button.disabled  # PR still missing
+        r.dimensions["quality"].value = pr
+        assert not r.save_button.disabled
+        r.save_button.click()
+        expected.append((call, sc, pr))
+    stored = ws.ratings(S.RUN_ID)
+    got = list(zip(stored["call_id"], stored["instruction"], stored["quality"], strict=True))
+    assert got == expected
+    assert set(stored["kind"]) == {"single"} and set(stored["scale"]) == {"imagenhub"}
+    assert set(stored["rater"]) == {"ana"} and stored["preservation"].isna().all()
+    assert len(set(stored["call_id"])) == 3  # never the same output twice for one rater
+    assert r.progress_label.value.startswith("3 / ")
+    # a second rater is shown the outputs nobody has scored yet first
+    bo = Rater(ws, S.RUN_ID, rater="bo", mode="score")
+    assert bo.current.call_id not in {c for c, _, _ in expected}
+
+
+def test_score_mode_one_to_five_and_skip(synthetic_workspace):
+    ws = synthetic_workspace.ws
+    r = Rater(ws, S.RUN_ID, rater="cy", mode="score", scale="1-5")
+    assert list(r.dimensions) == ["instruction", "preservation", "quality"]
+    first = r.current.call_id
+    r.skip_button.click()
+    assert r.current.call_id != first and ws.ratings(S.RUN_ID).empty
+    r.dimensions["instruction"].value = 5
+    r.dimensions["preservation"].value = 2
+    r.dimensions["quality"].value = 4
+    r.save_button.click()
+    row = ws.ratings(S.RUN_ID).iloc[0]
+    assert (row["instruction"], row["preservation"], row["quality"], row["scale"]) == (5, 2, 4, "1-5")
+    assert all(b.value is None for b in r.dimensions.values())  # reset for the next output
+    with pytest.raises(InvalidInputError):
+        r.save()  # nothing chosen
+    with pytest.raises(InvalidInputError):
+        Rater(ws, S.RUN_ID, rater="cy", mode="score", scale="0-100")
+    with pytest.raises(InvalidInputError):
+        Rater(ws, S.RUN_ID, rater="cy", mode="stars")

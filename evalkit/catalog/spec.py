@@ -478,6 +478,26 @@ class ModelSpec:
             "draft": self.draft,
         }
 
+    def details(self) -> dict[str, Any]:
+        """:meth:`summary` plus every fact with its source and confidence (high ones too), the notes,
+        sync/base64 support and the default output format — what `evalkit models --json` prints."""
+        d = self.summary()
+        d.update(
+            {
+                "facts": {k: vars(f) for k, f in self.facts.items()},
+                "price_confidence": self.facts["price"].confidence if "price" in self.facts else None,
+                "notes": self.notes,
+                "sync_mode": self.sync_mode,
+                "base64_output": self.base64_output,
+                "default_output_format": self.default_output_format,
+                "output_format_param": self.output_format_param,
+                "seed_rule": vars(self.seed) if self.seed else None,
+                "requires_key": self.needs_key,
+                "aliases": list(self.aliases),
+            }
+        )
+        return d
+
 
 # ---- pure size helpers -----------------------------------------------------------------------
 

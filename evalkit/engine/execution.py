@@ -76,6 +76,9 @@ class Execution:
         self.budget = Budget(budget_usd)
         self.simulated = False
         self.stop_message: str | None = None
+        #: providers whose account ran dry in this run → what the provider said; their workers stopped
+        #: submitting and their untried calls stay planned (a resume after a top-up sends them)
+        self.dry_accounts: dict[str, str] = {}
         self.spool = ws.run_spool(run_id, clean=True)
         self.counts: dict[str, int] = {CallStatus.COMPLETED: 0, CallStatus.FAILED: 0, CallStatus.UNKNOWN: 0}
         self._progress_cb = progress if callable(progress) else None
@@ -211,7 +214,7 @@ class Execution:
         limiter: AsyncLimiter | None,
     ) -> None:
         provider = self.providers[provider_name]
-        while queue and not self.controller.stop_submitting.is_set():
+        while queue and not self.controller.stop_submitting.is_set() and provider_name not in self.dry_accounts:
             pc = queue.popleft().build(provider)
             if not self.no_cache and self._serve_from_cache(pc):
                 pc.release()
@@ -219,7 +222,7 @@ class Execution:
             async with provider_sem, self.global_sem:
                 if limiter is not None:
                     await limiter.acquire()
-                if self.controller.stop_submitting.is_set():
+                if self.controller.stop_submitting.is_set() or provider_name in self.dry_accounts:
                     queue.appendleft(pc)
                     return
                 try:
@@ -242,6 +245,15 @@ class Execution:
                     self.budget.settle(reservation, 0.0)
                     self.ws.reset_call(pc.call_id)
                     queue.appendleft(pc)
+                    return
+                if _out_of_balance(outcome):
+                    # the account ran dry: nothing was created, so the call stays planned (not failed); this
+                    # provider stops submitting, calls in flight finish, and a resume after a top-up sends the rest
+                    self.budget.settle(reservation, 0.0)
+                    self.ws.reset_call(pc.call_id)
+                    queue.appendleft(pc)
+                    err = outcome.error
+                    self.dry_accounts.setdefault(provider_name, redact(err.message if err else "out of balance"))
                     return
                 await self._store(pc, outcome, reservation)
                 pc.release()  # done: don't hold its request for the rest of the run
@@ -470,6 +482,16 @@ def _final_status(outcome: EditOutcome, unknown: bool) -> CallStatus:
 def _still_running(outcome: EditOutcome) -> bool:
     """A job the provider accepted whose result can still be collected without paying again."""
     return not outcome.ok and outcome.prediction_id is not None and outcome.resumable
+
+
+def _out_of_balance(outcome: EditOutcome) -> bool:
+    """A submit refused because the provider account has no balance left (nothing was created)."""
+    return (
+        not outcome.ok
+        and outcome.prediction_id is None
+        and outcome.error is not None
+        and outcome.error.category == Category.BALANCE
+    )
 
 
 def _refused(outcome: EditOutcome) -> bool:

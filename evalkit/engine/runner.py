@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,6 +46,7 @@ from evalkit.engine.limits import ProviderLimits, default_provider_limits
 from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan, quote_plan_prices
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.providers import create_provider
+from evalkit.providers.availability import select_models
 from evalkit.providers.base import ImageEditProvider
 from evalkit.providers.http import safe_url
 from evalkit.providers.retry import RetryPolicy
@@ -82,7 +84,8 @@ class RunResult:
     cost_usd: float = 0.0
     #: wall-clock seconds of the run (of this invocation when just run; as recorded otherwise)
     wall_s: float = 0.0
-    #: why the run stopped early: ``budget``, ``interrupted``, ``workspace_error``, or None
+    #: why the run stopped early: ``budget``, ``balance`` (a provider account ran dry), ``interrupted``,
+    #: ``workspace_error``, or None
     stop_reason: str | None = None
     #: True when any output came from a local simulator (reports label it SIMULATED)
     simulated: bool = False
@@ -94,6 +97,10 @@ class RunResult:
     failures_by_category: dict[str, int] = field(default_factory=dict)
     #: with ``quote_prices``: {"quoted": n, "failed": n, "errors": {model_id: why}} (None without)
     price_quotes: dict[str, Any] | None = None
+    #: with ``models="all"``: providers left out for want of a key → the variable that would add them
+    models_left_out: dict[str, str] = field(default_factory=dict)
+    #: what stopped the run early, in words (what ran out, what was spent, how to continue); None otherwise
+    stop_message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -178,9 +185,13 @@ async def arun(
         raise InvalidInputError("no suite given", hint="pass --suite NAME|PATH (see `evalkit suites`)")
     the_suite = load_suite(suite)
     catalog = catalog or Catalog.load(ws.path)
-    specs = catalog.select(models)
+    # "all" means every model that can be called: its provider has a key (env or provider_options)
+    selection = select_models(catalog, models, provider_options)
+    specs = selection.models
     if not specs:
         raise InvalidInputError(f"no models selected by {models!r}", hint="use --models all or a list of ids")
+    if selection.note() and progress is True:
+        print(selection.note(), file=sys.stderr, flush=True)
     if existing is not None and existing["suite_fingerprint"] != the_suite.fingerprint:
         raise InvalidInputError(
             f"suite {the_suite.name!r} changed since run {run_id!r} started (files or suite.toml differ), "
@@ -205,7 +216,9 @@ async def arun(
                 run_id, the_suite.cases, specs, providers, repeats=repeats, base_seed=base_seed, inputs=inputs
             )
 
-        result = RunResult(run_id=run_id, workspace=str(ws.path), dry_run=dry_run)
+        result = RunResult(
+            run_id=run_id, workspace=str(ws.path), dry_run=dry_run, models_left_out=dict(selection.left_out)
+        )
         if quote_prices:  # before the estimate: every later planning pass prices by the quotes
             result.price_quotes = await asyncio.to_thread(quote_plan_prices, plan(), providers)
         result.estimate = estimate(plan())
@@ -286,16 +299,25 @@ async def arun(
                 raise
             finally:
                 execution.close_progress()
-            status = {None: "completed", "budget": "budget_exhausted", "interrupted": "interrupted"}.get(
-                controller.reason, "stopped"
-            )
+            reason = controller.reason or ("balance" if execution.dry_accounts else None)
+            status = {
+                None: "completed",
+                "budget": "budget_exhausted",
+                "balance": "balance_exhausted",
+                "interrupted": "interrupted",
+            }.get(reason, "stopped")
             wall = time.monotonic() - t0
             ws.update_run(
                 run_id, status=status, wall_s=wall, simulated=int(execution.simulated), note=execution.stop_message
             )
-            summary = summarise(ws, run_id, wall_s=wall, stop_reason=controller.reason, estimate_df=result.estimate)
-            summary.price_quotes = result.price_quotes
-            return summary
+            done = summarise(ws, run_id, wall_s=wall, stop_reason=reason, estimate_df=result.estimate)
+            done.models_left_out = dict(selection.left_out)
+            done.price_quotes = result.price_quotes
+            done.stop_message = execution.stop_message
+            if execution.dry_accounts:
+                done.stop_message = _dry_message(execution.dry_accounts, done)
+                ws.update_run(run_id, note=done.stop_message)
+            return done
     finally:
         for p in providers.values():
             with contextlib.suppress(Exception):
@@ -410,6 +432,17 @@ def summarise(
     res.estimate = estimate_df
     res.failures_by_category = agg["failures_by_category"]
     return res
+
+
+def _dry_message(dry: Mapping[str, str], res: RunResult) -> str:
+    """What ran out, what was spent, and how to go on."""
+    names = ", ".join(sorted(dry))
+    said = next(iter(dry.values())).split(" — ", 1)[0]  # the provider's words, without the hint repeated below
+    return (
+        f"the {names} account{'s' if len(dry) > 1 else ''} ran out of balance ({said}); "
+        f"${res.cost_usd:.4f} spent in this run; {res.skipped} call(s) left planned, none failed for it — "
+        f"top up, then `evalkit run --resume {res.run_id}`"
+    )
 
 
 def _record_cases(ws: Workspace, run_id: str, suite: Any) -> None:

@@ -17,9 +17,9 @@ Things to know:
   has ``cost_usd = None`` and ``cost_source = "unknown"``; budgets hold the entry's ``reserve_usd``.
 * **Retries**: 429 (Retry-After) and 503 (model loading, ``estimated_time``) prove the call was not
   run, so they are retried with backoff; so is a connection that never opened. Nothing else is.
-* **402** ("out of Inference Providers credit") is reported with category ``auth``: like a bad token,
-  it is account-level and every later call fails the same way until credit is added. (``budget`` is
-  evalkit's own spending cap and is not used for it.)
+* **402** ("out of Inference Providers credit") is reported with category ``insufficient_balance``: it is
+  account-level and every later call fails the same way until credit is added, so a run stops submitting
+  and leaves the untried calls planned. (``budget`` is evalkit's own spending cap and is not used for it.)
 * huggingface_hub's ``image_to_image`` returns only a decoded PIL image, so the client subclass below
   also records the HTTP response (headers, and the image bytes when the answer is an image) for the
   calling task; without it the output is re-encoded as PNG and the simulator flag is lost.
@@ -322,7 +322,7 @@ class HuggingFaceEditProvider:
         what = f"Hugging Face answered {status}" + (f": {detail}" if detail else "")
         hint, retryable = None, False
         if status == 402:
-            category = Category.AUTH
+            category = Category.BALANCE
             what = f"out of Inference Providers credit (402){': ' + detail if detail else ''}"
             hint = "add credit or a billing method at https://huggingface.co/settings/billing, then re-run"
         elif status in (401, 403):

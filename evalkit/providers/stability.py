@@ -453,7 +453,8 @@ class StabilityEditProvider:
         elif status == 401:
             category, hint = Category.AUTH, f"check {KEY_ENV}"
         elif status == 402:
-            category, hint = Category.AUTH, "the Stability account has no credits left: top up, then re-run"
+            category = Category.BALANCE
+            hint = "the Stability account has no credits left: top up, then `evalkit run --resume RUN_ID`"
         elif status == 403:
             category = Category.MODERATION
             what += "" if "not charged" in what else " (content moderation; you were not charged)"

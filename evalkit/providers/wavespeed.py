@@ -64,6 +64,7 @@ from evalkit.providers.http import (
     error_for_response,
     error_for_transport,
     image_from_bytes,
+    is_balance_refusal,
     is_simulated,
     json_or_none,
     new_client,
@@ -621,7 +622,9 @@ class WaveSpeedEditProvider:
                 if isinstance(env_code, int) and 400 <= env_code < 500:
                     # HTTP 200 carrying a 4xx envelope: the API refused the request (nothing was created)
                     cat = (
-                        Category.AUTH
+                        Category.BALANCE
+                        if is_balance_refusal(env_code, server_message(resp, [key]))
+                        else Category.AUTH
                         if env_code in (401, 403)
                         else Category.RATE_LIMIT
                         if env_code == 429

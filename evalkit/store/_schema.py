@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -150,12 +150,17 @@ _MIGRATIONS: list[str] = [
         source TEXT NOT NULL           -- generate_image_edit | run | judge
     );
     """,
-    # 1 → 2: where each call's price came from — catalogue | quoted (the provider's pricing API for exactly
+    # 1 → 2: single ratings say their scale: "1-5" (instruction/quality/preservation 1..5) or "imagenhub"
+    # (ImagenHub's protocol: SC in `instruction`, PR in `quality`, each 0, 0.5 or 1). NULL = "1-5".
+    "ALTER TABLE ratings ADD COLUMN scale TEXT",
+    # 2 → 3: where each call's price came from — catalogue | quoted (the provider's pricing API for exactly
     # this request, `evalkit run --quote-prices`) | catalogue_quote_failed. NULL for calls planned before.
     """
     ALTER TABLE calls ADD COLUMN price_source TEXT
     """,
 ]
+#: scales of single ratings and their allowed values
+RATING_SCALES = {"1-5": (1, 2, 3, 4, 5), "imagenhub": (0, 0.5, 1)}
 
 CALL_COLUMNS = (
     "call_id run_id case_id model_id provider operation category repeat seed fingerprint status reason prediction_id "

@@ -50,12 +50,20 @@ Billing
     :attr:`WaveSpeedSim.ledger`. Failed tasks are not billed: the real API's rule for failed tasks is
     unknown, and the sim bills completed tasks only.
 
+Balance
+    ``GET /api/v3/balance`` (``data.balance``) and ``GET /api/v3/account/balance`` (``data: {balance,
+    currency}``) — the two documented shapes. ``SimConfig.balance_usd`` (``--balance``) gives the account a
+    balance (default unlimited): an accepted task holds its list price until it finishes (released if it
+    fails), and a submit that costs more than what is left gets HTTP 403 ``Insufficient balance …`` and
+    creates no task. ``sim.top_up(usd)`` / ``sim.set_balance(usd)`` or ``POST /_sim/balance``.
+
 Faults
     ``sim.add_fault(kind, rate=…|count=…, model=…, status=…, code=…, retry_after_s=…, delay_s=…)`` or
     ``POST /_sim/faults`` — see :mod:`evalkit.sim.faults` for the kinds and what each does.
 
 Control endpoints (no auth, loopback clients only)
-    ``GET /_sim/ledger`` · ``GET /_sim/stats`` · ``GET|POST|DELETE /_sim/faults`` · ``POST /_sim/reset``.
+    ``GET /_sim/ledger`` · ``GET /_sim/stats`` · ``GET|POST|DELETE /_sim/faults`` · ``POST /_sim/reset`` ·
+    ``GET|POST /_sim/balance``.
 
 Test fixtures (tests/plugins/sim_wavespeed.py)
     ``wavespeed_sim`` — a started sim (every model finishes in ≤ ~50 ms), yields a :class:`SimHandle`

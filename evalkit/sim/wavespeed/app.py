@@ -40,7 +40,7 @@ from evalkit.sim.wavespeed.state import (
     SimState,
     SubmitRecord,
 )
-from evalkit.sim.wavespeed.tasks import TaskQueue
+from evalkit.sim.wavespeed.tasks import InsufficientBalance, TaskQueue
 from evalkit.sim.wavespeed.uploads import UploadRoutes
 
 _NOT_AN_IMAGE = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>upstream error</body></html>\n"
@@ -58,6 +58,7 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
         self._keys = {ep: accepted_keys(m) for ep, m in self.models.items()}
         self.faults = FaultBook(self.config.seed)
         self._state = SimState()
+        self.balance_usd = self.config.balance_usd
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.render_threads, thread_name_prefix="wavespeed-sim-render"
         )
@@ -77,6 +78,7 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             Route("/_sim/faults", self._ctl_faults, methods=["GET", "POST", "DELETE"]),
             Route("/_sim/reset", self._ctl_reset, methods=["POST"]),
             Route("/_sim/catalog", self._ctl_catalog, methods=["GET", "POST", "DELETE"]),
+            Route("/_sim/balance", self._ctl_balance, methods=["GET", "POST"]),
             Route("/", self._index, methods=["GET"]),
         ]
         self.app = _SimulatedHeader(Starlette(routes=routes), self)
@@ -105,6 +107,7 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
     def reset(self) -> None:
         """Forget tasks (cancelling running ones), uploads, ledger, submits, counters and faults."""
         old, self._state = self._state, SimState()
+        self.balance_usd = self.config.balance_usd
         self.faults.reset()
         self._cancel_tasks(old)
 
@@ -118,6 +121,7 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             peak_in_flight=st.peak_in_flight,
             peak_processing=st.peak_processing,
             billed_usd=self.billed_usd,
+            balance_usd=self.available_usd(),
             renders=self._outputs.computed,
             fault_hits=self.faults.hits(),
         )
@@ -236,6 +240,11 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             return await self._upload_ticket(request)
         if method == "POST" and path == "media/upload/binary":
             return await self._upload_binary(request)
+        if method == "GET" and path in ("balance", "account/balance"):
+            # the two documented shapes (wavespeed-models-2026.md §4): data.balance, data {balance, currency}
+            balance = round(self.available_usd(), 6)
+            data = {"balance": balance} if path == "balance" else {"balance": balance, "currency": "USD"}
+            return self._json({"code": 200, "message": "success", "data": data})
         if method == "GET" and path == "predictions":
             return self._list(request)
         if method == "GET" and path.startswith("predictions/"):
@@ -286,7 +295,15 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             return self._json({"code": 200, "message": "success", "data": {"status": "created", "outputs": []}})
 
         st = self._state  # the current one, should a reset have happened while this request waited
-        p = self._create(st, spec, body, base_url, images, mask, unreachable)
+        try:
+            p = self._create(st, spec, body, base_url, images, mask, unreachable)
+        except InsufficientBalance as exc:
+            st.counts["rejected"] += 1
+            return self._error(
+                403,
+                f"Insufficient balance: this request costs ${exc.price_usd:.4f} and the account holds "
+                f"${max(0.0, exc.available_usd):.4f}; please top up (simulated)",
+            )
         st.submits.append(SubmitRecord(p.id, spec.id, hashlib.sha256(raw).hexdigest(), time.time()))
         after = self.faults.draw("accepted", model_keys)
         if after is not None and after.kind == "submit_accepted_5xx":
@@ -436,6 +453,23 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
                 return self._error(400, f"bad fault: {exc}")
             return self._json({"fault": fault.as_dict()})
         return self._json({"faults": [f.as_dict() for f in self.faults.faults]})
+
+    async def _ctl_balance(self, request: Request) -> Response:
+        """GET: the balance; POST ``{"balance_usd": x}`` (set; null = unlimited) or ``{"top_up_usd": x}``."""
+        if not self._loopback(request):
+            return self._error(403, "control endpoints answer loopback clients only")
+        if request.method == "POST":
+            try:
+                body = json.loads(await request.body())
+                if "top_up_usd" in body:
+                    self.top_up(float(body["top_up_usd"]))
+                elif "balance_usd" in body:
+                    self.set_balance(None if body["balance_usd"] is None else float(body["balance_usd"]))
+                else:
+                    raise ValueError("send balance_usd or top_up_usd")
+            except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+                return self._error(400, f"bad balance request: {exc}")
+        return self._json({"balance_usd": self.available_usd(), "unlimited": self.balance_usd is None})
 
     async def _ctl_reset(self, request: Request) -> Response:
         if not self._loopback(request):

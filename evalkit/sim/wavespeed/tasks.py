@@ -22,6 +22,7 @@ from evalkit.sim.wavespeed.state import (
     CONTENT_TYPES,
     DEFAULT_LATENCY_MS,
     TASK_ERRORS,
+    UNLIMITED_BALANCE_USD,
     BillingEntry,
     Prediction,
     SimConfig,
@@ -31,6 +32,14 @@ from evalkit.sim.wavespeed.state import (
 )
 
 
+class InsufficientBalance(Exception):
+    """A submit the account cannot pay for: answered 403 "Insufficient balance", no task created."""
+
+    def __init__(self, price_usd: float, available_usd: float):
+        super().__init__(f"price {price_usd} > available {available_usd}")
+        self.price_usd, self.available_usd = price_usd, available_usd
+
+
 class TaskQueue:
     """Mixed into :class:`~evalkit.sim.wavespeed.app.WaveSpeedSim`: the tasks behind accepted submits."""
 
@@ -38,6 +47,8 @@ class TaskQueue:
     faults: FaultBook
     _state: SimState
     catalog: SimCatalog
+    #: the account's balance in USD before anything was billed (None: unlimited); see available_usd()
+    balance_usd: float | None
 
     if TYPE_CHECKING:
 
@@ -57,6 +68,26 @@ class TaskQueue:
     @property
     def submits(self) -> list[SubmitRecord]:
         return self._state.submits
+
+    # ---- the account's balance ------------------------------------------------------------------
+    def available_usd(self, st: SimState | None = None) -> float:
+        """What the account can still spend: its balance minus what was billed and what accepted tasks hold."""
+        st = st or self._state
+        total = UNLIMITED_BALANCE_USD if self.balance_usd is None else self.balance_usd
+        return round(total - st.billed_usd - st.held_usd, 10)
+
+    def set_balance(self, usd: float | None) -> None:
+        """Make the account hold ``usd`` from now on (None: unlimited)."""
+        if usd is None:
+            self.balance_usd = None
+            return
+        st = self._state
+        self.balance_usd = float(usd) + st.billed_usd + st.held_usd
+
+    def top_up(self, usd: float) -> None:
+        """Add ``usd`` to the account (a limited one; an unlimited account stays unlimited)."""
+        if self.balance_usd is not None:
+            self.balance_usd += float(usd)
 
     async def _wait_sync(self, p: Prediction) -> Response:
         try:
@@ -115,6 +146,8 @@ class TaskQueue:
                 fmt,
             )
         price = self.catalog.unit_price(spec, price_params)  # = what POST /api/v3/model/pricing quotes
+        if price > self.available_usd(st) + 1e-12:
+            raise InsufficientBalance(price, self.available_usd(st))
         p = Prediction(
             id=uuid.uuid4().hex,
             spec=spec,
@@ -136,6 +169,7 @@ class TaskQueue:
                 code = 1200 if task_fault.kind == "moderation" else int(task_fault.code or 1403)
                 p.fail = (code, TASK_ERRORS.get(code, f"Task failed with code {code}."))
         st.predictions[p.id] = p
+        st.held_usd += p.price_usd
         st.counts["accepted"] += 1
         st.in_flight += 1
         st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
@@ -169,6 +203,7 @@ class TaskQueue:
             p.done.set()
 
     def _finish(self, st: SimState, p: Prediction, code: int | None = None, error: str = "") -> None:
+        st.held_usd -= p.price_usd
         if code is None:
             p.status = "completed"
             st.counts["completed"] += 1
