@@ -275,6 +275,11 @@ def test_write_makes_one_reviewable_override_and_leaves_bundled_files_alone(cata
     again = sync_wavespeed(cat, client)
     assert {c["id"] for c in again.price_changes} == set()
     assert again.new_models == []
+    # and writing again keeps what the first sync wrote (quotes, drafts), though nothing changed this time
+    write_override(again, cat, tmp_path)
+    cat2 = Catalog.load(tmp_path)
+    assert cat2.get("qwen-edit").price_for_1024() == 0.025 and cat2.get("pixel-edit-3-edit").draft
+    assert cat2.get("seededit-v3").origin != str(path) and _bundled_hashes() == before
 
 
 def test_dumps_entry_round_trips():

@@ -658,10 +658,14 @@ def write_override(report: SyncReport, catalog: Catalog, workspace: str | Path) 
     changed = {c["id"] for c in report.price_changes}
     for spec in catalog:
         q = report._quotes.get(spec.id)
-        if spec.provider != "wavespeed" or q is None:
+        from_sync = bool(spec.origin) and Path(spec.origin).resolve() == path.resolve()
+        if spec.provider != "wavespeed" or (q is None and not from_sync):
+            continue
+        if q is None:  # written by an earlier sync (a draft, an earlier quote) and not re-quoted: kept as it is
+            entries.append(_raw_entry(spec))
             continue
         fact = spec.facts.get("price")
-        if spec.id not in changed and fact is not None and fact.confidence == "high":
+        if not from_sync and spec.id not in changed and fact is not None and fact.confidence == "high":
             continue  # confirmed at high confidence: no override needed (it would shadow bundled updates)
         raw = _raw_entry(spec)
         old = spec.price.describe()
