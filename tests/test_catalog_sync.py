@@ -296,3 +296,37 @@ def test_dumps_entry_round_trips():
         "sim": {},
     }
     assert tomllib.loads("[[model]]\n" + dumps_entry(entry))["model"][0] == entry
+
+
+def test_stability_has_nothing_to_sync_against_and_says_what_it_has(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalkit", "catalog", "sync", "--provider", "stability", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["api"] is None and "no model-list or pricing API" in rep["note"]
+    credits = {r["id"]: (r["credits"], r["confidence"]) for r in rep["models"]}
+    assert credits["stability-erase"] == (5, "low") and credits["stability-replace-background-relight"] == (8, "low")
+    assert not (tmp_path / "evalkit-workspace").exists()  # nothing written
+
+
+def test_a_bad_drift_file_is_refused_before_the_server_starts(tmp_path):
+    import argparse
+
+    from evalkit.sim.launch import _read_drift
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"prices": {"qwen-edit": 0.025}, "removed": ["step1x-edit"]}))
+    assert _read_drift(str(good))["prices"] == {"qwen-edit": 0.025}
+    for text, needle in (("{", "cannot use"), ('{"price": {}}', "unknown drift key"), ('{"prices": {"x": -1}}', "USD")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(argparse.ArgumentTypeError, match=needle):
+            _read_drift(str(bad))
