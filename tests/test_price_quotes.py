@@ -154,7 +154,7 @@ def test_catalog_sync_reports_drift_and_write_makes_runs_bill_to_the_cent(sim, t
     _cli(sim, "catalog", "sync", "--workspace", str(ws), "--write")
     override = ws / "catalog" / "wavespeed-sync.toml"
     assert override.exists() and "SIMULATED" in override.read_text()
-    rows = {r["id"]: r for r in json.loads(_cli(sim, "models", "--json", "--workspace", str(ws)).stdout)}
+    rows = {m.id: m.summary() for m in Catalog.load(ws)}  # what `evalkit models --json --workspace` prints
     assert rows["qwen-edit"]["price_1024_usd"] == 0.025 and rows["qwen-edit"]["origin"] == str(override)
     assert rows["pixel-edit-3-edit"]["draft"] is True
     assert "pixel-edit-3-edit" not in {m.id for m in Catalog.load(ws).select("all")}
