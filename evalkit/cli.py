@@ -7,6 +7,7 @@ after the run has stopped cleanly.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -175,7 +176,7 @@ def models(
         }[m.size.kind]
         rows.append(
             {
-                "id": m.id + (" *" if other else ""),
+                "id": m.id + (" *" if other else "") + (" (draft)" if m.draft else ""),
                 "provider": m.provider,
                 "$ 1024²": price,
                 "operations": ", ".join(m.operations),
@@ -193,6 +194,71 @@ def models(
     out.print(
         "[bold]*[/] other low-confidence facts — `evalkit models --json`: every fact and its source", highlight=False
     )
+    if any(m.draft for m in specs):
+        out.print(
+            "[magenta](draft)[/] written by `evalkit catalog sync --write`: not run by `--models all` until a person "
+            "reviews it and deletes `draft = true` from its entry"
+        )
+
+
+catalog_app = typer.Typer(help="The model catalogue: compare it with the provider's own list and prices.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("sync")
+def catalog_sync(
+    provider: Annotated[str, typer.Option(help="wavespeed (model list + pricing API) or stability")] = "wavespeed",
+    workspace: WorkspaceOpt = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="write <workspace>/catalog/wavespeed-sync.toml (reviewable override)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the diff as JSON")] = False,
+) -> None:
+    """Diff the catalogue against the provider: new edit models, removed ones, quoted prices, schema changes.
+
+    Reads GET /api/v3/models and asks POST /api/v3/model/pricing for a 1024×1024 sample per model
+    ($WAVESPEED_API_KEY; $WAVESPEED_BASE_URL points it at another server). The bundled catalogue is
+    never changed; --write puts quoted prices (confidence high, with source and date) and new models as
+    drafts into one workspace file that later catalogue loads pick up.
+    """
+    from evalkit.catalog import Catalog
+    from evalkit.catalog.pricing import WaveSpeedCatalogClient
+    from evalkit.catalog.sync import stability_report, sync_wavespeed, write_override
+
+    try:
+        ws = workspace or Path(os.environ.get("EVALKIT_WORKSPACE") or "evalkit-workspace")  # as Workspace() does
+        cat = Catalog.load(ws)
+        if provider == "stability":
+            rep = stability_report(cat)
+            if as_json:
+                typer.echo(json.dumps(rep, indent=2, default=str))
+                return
+            out.print(escape(rep["note"]), highlight=False)
+            for r in rep["models"]:
+                out.print(
+                    escape(
+                        f"  {r['id']}: {r['credits']:g} credits = ${r['usd']:.3f} "
+                        f"(reserve ${r['reserve_usd']:.3f}; {r['confidence']}) — {r['source']}"
+                    ),
+                    highlight=False,
+                )
+            return
+        if provider != "wavespeed":
+            from evalkit.errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"catalog sync knows no provider {provider!r}", hint="use --provider wavespeed or --provider stability"
+            )
+        with WaveSpeedCatalogClient() as client:
+            report = sync_wavespeed(cat, client)
+        if write:
+            write_override(report, cat, ws)
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        out.print(escape(report.to_text()), highlight=False, soft_wrap=True)
 
 
 suites_app = typer.Typer(
@@ -344,6 +410,14 @@ def run_cmd(
         bool, typer.Option(help="on resume, retry calls that failed with a transient error")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
+    quote_prices: Annotated[
+        bool,
+        typer.Option(
+            "--quote-prices",
+            help="ask WaveSpeed's pricing API for each distinct request before sending; the quotes drive the "
+            "estimate, budget and recorded costs (a failed quote falls back to the catalogue price)",
+        ),
+    ] = False,
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
     """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
@@ -367,9 +441,19 @@ def run_cmd(
             progress=not as_json,
             resubmit_unknown=resubmit_unknown,
             retry_failed=retry_failed,
+            quote_prices=quote_prices,
         )
     except EvalkitError as exc:
         _fail(exc)
+    pq = result.price_quotes
+    if pq is not None and not as_json:
+        n = pq["quoted"]
+        out.print(f"prices quoted by the provider: {n} distinct request{'' if n == 1 else 's'}", highlight=False)
+        for model_id, why in pq["errors"].items():
+            err.print(
+                escape(f"warning: price quote failed for {model_id} ({why}); the catalogue price is used"),
+                highlight=False,
+            )
     if dry_run:
         if as_json:
             typer.echo(
@@ -380,6 +464,7 @@ def run_cmd(
                         "planned": result.planned,
                         "not_applicable": result.not_applicable,
                         "estimate": result.estimate.to_dict(orient="records"),
+                        "price_quotes": result.price_quotes,
                     },
                     default=float,
                 )
@@ -416,6 +501,7 @@ def run_cmd(
                         "stop_message",
                         "models_left_out",
                         "simulated",
+                        "price_quotes",
                     )
                 }
             )
@@ -682,7 +768,7 @@ def sim(ctx: typer.Context) -> None:
 
     Same options as `python -m evalkit.sim` (`evalkit sim --help` lists them): --provider
     wavespeed|stability|huggingface|judge|all, --api-key, --port, --port-file, --max-concurrent, --time-scale,
-    --fixed-latency-ms, --fault, --balance.
+    --fixed-latency-ms, --fault, --balance, --catalog-drift.
     """
     from evalkit.sim.launch import main as sim_main
 

@@ -30,7 +30,7 @@ from evalkit.engine.limits import ProviderLimits
 from evalkit.engine.planning import PlannedCall
 from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
 from evalkit.progress import progress_bar
-from evalkit.providers.base import EditOutcome, ImageEditProvider
+from evalkit.providers.base import EditOutcome, ImageEditProvider, PreparedRequest
 from evalkit.providers.retry import RetryPolicy
 from evalkit.store import CallStatus, Workspace
 
@@ -233,9 +233,7 @@ class Execution:
                     queue.appendleft(pc)
                     return
                 try:
-                    self.ws.mark_submitting(
-                        pc.call_id, reserved_usd=pc.prepared.reserve_usd, fingerprint=pc.prepared.fingerprint
-                    )
+                    self.ws.mark_submitting(pc.call_id, **_submitting_fields(pc.prepared))
                 except WorkspaceError as exc:
                     self.budget.settle(reservation, 0.0)
                     self._workspace_failed(exc)
@@ -304,9 +302,7 @@ class Execution:
                 self.ws.reset_call(pc.call_id)  # provably not accepted: a crash while waiting loses nothing
             await asyncio.sleep(self.patience.backoff_s(attempt))
             if refused:
-                self.ws.mark_submitting(
-                    pc.call_id, reserved_usd=pc.prepared.reserve_usd, fingerprint=pc.prepared.fingerprint
-                )
+                self.ws.mark_submitting(pc.call_id, **_submitting_fields(pc.prepared))
                 outcome = await _guarded(pc, provider.edit(request, on_submitted=on_submitted))
             else:
                 outcome = await _guarded(pc, provider.resume(request, outcome.prediction_id))
@@ -527,6 +523,17 @@ async def _guarded(pc: PlannedCall, call: Any) -> EditOutcome:
             f"unexpected {type(exc).__name__} from the {pc.model.provider} provider: "
             f"{redact(str(exc))[:300]}; not sent again",
         )
+
+
+def _submitting_fields(p: PreparedRequest | None) -> dict[str, Any]:
+    """What mark_submitting records: the reservation, the request's identity and its price (and source)."""
+    assert p is not None, "a call is built before it is submitted"
+    return {
+        "reserved_usd": p.reserve_usd,
+        "fingerprint": p.fingerprint,
+        "price_usd": p.price_usd,
+        "price_source": p.price_source,
+    }
 
 
 def _add_cost(prior: float, cost: float | None) -> float | None:

@@ -43,7 +43,7 @@ from evalkit.catalog import Catalog
 from evalkit.engine.control import StopController
 from evalkit.engine.execution import Execution
 from evalkit.engine.limits import ProviderLimits, default_provider_limits
-from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan
+from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan, quote_plan_prices
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.providers import create_provider
 from evalkit.providers.availability import select_models
@@ -95,6 +95,8 @@ class RunResult:
     estimate: pd.DataFrame | None = field(default=None, repr=False)
     #: failed calls per error category (auth, rate_limit, server, …)
     failures_by_category: dict[str, int] = field(default_factory=dict)
+    #: with ``quote_prices``: {"quoted": n, "failed": n, "errors": {model_id: why}} (None without)
+    price_quotes: dict[str, Any] | None = None
     #: with ``models="all"``: providers left out for want of a key → the variable that would add them
     models_left_out: dict[str, str] = field(default_factory=dict)
     #: what stopped the run early, in words (what ran out, what was spent, how to continue); None otherwise
@@ -140,8 +142,14 @@ async def arun(
     retry_failed: bool = False,
     controller: StopController | None = None,
     patience: RetryPolicy | None = None,
+    quote_prices: bool = False,
 ) -> RunResult:
-    """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``."""
+    """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``.
+
+    ``quote_prices=True`` asks each provider's pricing API (WaveSpeed ``POST /api/v3/model/pricing``) once per
+    distinct (model, parameters) of the plan before anything is sent, and uses the quotes for the estimate,
+    the budget reservations and each call's recorded cost; a failed quote keeps the catalogue price and says so
+    (``RunResult.price_quotes``, the call's notes and ``price_source``)."""
     from evalkit.suites import load_suite
 
     t0 = time.monotonic()
@@ -211,6 +219,8 @@ async def arun(
         result = RunResult(
             run_id=run_id, workspace=str(ws.path), dry_run=dry_run, models_left_out=dict(selection.left_out)
         )
+        if quote_prices:  # before the estimate: every later planning pass prices by the quotes
+            result.price_quotes = await asyncio.to_thread(quote_plan_prices, plan(), providers)
         result.estimate = estimate(plan())
         per_model = result.estimate[result.estimate["model_id"] != "TOTAL"]
         if dry_run:  # no keys needed to see a plan
@@ -231,6 +241,7 @@ async def arun(
             "no_cache": no_cache,
             "provider_base_urls": {n: _base_url(p) for n, p in providers.items()},
             "provider_limits": {k: asdict(v) for k, v in (provider_limits or {}).items()},
+            "quote_prices": bool(quote_prices),
         }
         if existing is None:
             ws.create_run(
@@ -301,6 +312,7 @@ async def arun(
             )
             done = summarise(ws, run_id, wall_s=wall, stop_reason=reason, estimate_df=result.estimate)
             done.models_left_out = dict(selection.left_out)
+            done.price_quotes = result.price_quotes
             done.stop_message = execution.stop_message
             if execution.dry_accounts:
                 done.stop_message = _dry_message(execution.dry_accounts, done)
@@ -334,6 +346,7 @@ def run(
     retry_failed: bool = False,
     controller: StopController | None = None,
     patience: RetryPolicy | None = None,
+    quote_prices: bool = False,
 ) -> RunResult:
     """Synchronous :func:`arun` (same parameters) for scripts and the CLI.
 
@@ -378,6 +391,7 @@ def run(
                 retry_failed=retry_failed,
                 controller=ctl,
                 patience=patience,
+                quote_prices=quote_prices,
             )
         finally:
             if installed:

@@ -581,6 +581,13 @@ def _outpaint_margins(request: EditRequest, image: InputImage, params: dict[str,
             f"{mid}: zoom_out needs a target size larger than the input",
             hint="set the case's width/height, or pass left/right/up/down (px) in options.extra",
         )
+    for side, px in margins.items():  # each side 0–2000 px (catalogue params.<side>.max)
+        spec = request.model.params.get(side)
+        if spec is not None and spec.max is not None and px > spec.max:
+            raise InvalidInputError(
+                f"{mid}: zoom_out needs {px} px on the {side} side; Stability allows at most {spec.max:g} px per side",
+                hint="ask for a smaller target size (or a smaller input), at most that many pixels added per side",
+            )
     return margins
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit.errors import EvalkitError
 from evalkit.sim.server import wait_for_stop_signal
 from evalkit.sim.stack import LOCAL_POLL
 
@@ -151,6 +152,15 @@ def build_parser(prog: str = "python -m evalkit.sim") -> argparse.ArgumentParser
         "once it is spent",
     )
     ap.add_argument(
+        "--catalog-drift",
+        type=_read_drift,
+        default=None,
+        metavar="JSON_FILE",
+        help='WaveSpeed: serve a model list and prices that differ from the catalogue — {"prices": {id: usd}, '
+        '"added": [entry], "removed": [id], "failing_quotes": [id]} (also POST /_sim/catalog); to try '
+        "`evalkit catalog sync` and `evalkit run --quote-prices` offline",
+    )
+    ap.add_argument(
         "--fault",
         action="append",
         type=parse_fault,
@@ -159,6 +169,21 @@ def build_parser(prog: str = "python -m evalkit.sim") -> argparse.ArgumentParser
         help="inject a fault, e.g. rate_limit:rate=0.1 or task_failed:count=2,code=1403 (repeatable)",
     )
     return ap
+
+
+def _read_drift(path: str) -> dict[str, Any]:
+    import json
+
+    from evalkit.sim.wavespeed.catalog import CatalogDrift
+
+    try:
+        drift = json.loads(Path(path).read_text())
+        CatalogDrift.from_dict(drift)  # refuse a bad file before anything starts
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot use {path} as a catalogue drift: {exc}") from None
+    except EvalkitError as exc:
+        raise argparse.ArgumentTypeError(f"{path}: {exc.message}") from None
+    return drift
 
 
 def start(provider: str, args: argparse.Namespace, port: int, env: dict[str, str] | None = None) -> Served:
@@ -178,6 +203,7 @@ def start(provider: str, args: argparse.Namespace, port: int, env: dict[str, str
             output_max_side=args.output_max_side,
             seed=args.seed,
             balance_usd=args.balance,
+            catalog_drift=args.catalog_drift,
             **latency,
         )
         sim, served = ws.sim, Served(provider, ws.base_url, ws.server.port, key, ws)

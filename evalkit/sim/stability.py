@@ -71,13 +71,16 @@ class EditEndpoint:
 
 
 _COMMON = ("seed", "output_format")
+#: credits billed per success. No official table after Stability's Aug-2025 change: erase, inpaint and
+#: search-and-replace (5) and relight (8) are implied by a reseller's prices; the rest keep the pre-Aug-2025
+#: snapshot (shared/reference/wavespeed-models-2026.md §3). A simulator parameter, like the catalogue's.
 ENDPOINTS: dict[str, EditEndpoint] = {
     e.name: e
     for e in (
-        EditEndpoint("erase", 3, ("image",), ("mask", "grow_mask", *_COMMON), render_mode="inpaint"),
+        EditEndpoint("erase", 5, ("image",), ("mask", "grow_mask", *_COMMON), render_mode="inpaint"),
         EditEndpoint(
             "inpaint",
-            3,
+            5,
             ("image", "prompt"),
             ("mask", "negative_prompt", "grow_mask", "style_preset", *_COMMON),
             render_mode="inpaint",
@@ -91,7 +94,7 @@ ENDPOINTS: dict[str, EditEndpoint] = {
         ),
         EditEndpoint(
             "search-and-replace",
-            4,
+            5,
             ("image", "prompt", "search_prompt"),
             ("negative_prompt", "grow_mask", "style_preset", *_COMMON),
         ),

@@ -370,7 +370,7 @@ async def test_a_request_priced_over_the_tier_maximum_is_not_sent(ws_sim, tmp_pa
     data = tier_defaults()
     std = data["tiers"]["standard"]
     std["constraints"]["max_cost_usd"] = 0.035
-    std["operations"]["general_edit"]["default"] = "nano-banana-edit"  # lists $0.039 per edit in the catalogue
+    std["operations"]["general_edit"]["default"] = "nano-banana-edit"  # lists $0.038 per edit in the catalogue
     r = await _edit(ws_sim, write_tier_defaults_file(tmp_path / "t.json", data), tmp_path, tier="standard")
     assert r.model_id == "seedream-v4-edit"
     fb = r.fallbacks[0]

@@ -272,7 +272,10 @@ async def test_hugging_face_402_and_stability_402_leave_the_calls_planned(tmp_pa
     from evalkit.sim.server import start_in_thread
     from evalkit.sim.stability import StabilitySim
 
-    hf, st = HuggingFaceSim("hf_dry"), StabilitySim("sk-dry", balance_credits=3.0)  # one inpaint (3 credits)
+    from evalkit.catalog import Catalog
+
+    one_inpaint = float(Catalog.load().get("stability-inpaint").price.credits)  # room for one inpaint, not two
+    hf, st = HuggingFaceSim("hf_dry"), StabilitySim("sk-dry", balance_credits=one_inpaint)
     with start_in_thread(hf.app) as hf_server, start_in_thread(st.app) as st_server:
         opts = {
             "huggingface": {"endpoint_url": hf_server.base_url, "token": Secret("hf_dry")},

@@ -83,7 +83,23 @@ def test_catalogue_has_one_entry_per_endpoint(catalog):
         assert m.price_usd() == pytest.approx(m.price.credits * 0.01)
         assert m.limits.min_input_side == 64 and m.limits.max_input_pixels == 9437184
         assert m.limits.max_request_bytes == 10 * 2**20
-        assert m.facts["price"].confidence == "medium" and "pricing page was not read" in m.facts["price"].note
+        # no official credit table after Aug 2025 (wavespeed-models-2026.md §3): every figure is low, with a source
+        assert m.facts["price"].confidence == "low" and m.facts["price"].source and m.facts["price"].note
+    # reseller-implied credits (§3); the endpoints whose credits were not found keep a reserve above the old figure
+    assert {
+        m.endpoint.removeprefix("stable-image/edit/"): m.price.credits for m in models if m.price.reserve_usd is None
+    } == {
+        "erase": 5,
+        "inpaint": 5,
+        "search-and-replace": 5,
+        "replace-background-and-relight": 8,
+    }
+    for mid in ("stability-outpaint", "stability-search-recolor", "stability-remove-background"):
+        m = catalog.get(mid)
+        assert m.reserve_usd() > m.price_usd()
+    outpaint = catalog.get("stability-outpaint")
+    assert [outpaint.params[s].max for s in ("left", "right", "up", "down")] == [2000] * 4
+    assert (outpaint.params["creativity"].min, outpaint.params["creativity"].max) == (0, 1)
     assert catalog.get("stability-search-replace").requires_case_params == ("search_prompt",)
     assert catalog.get("stability-search-recolor").requires_case_params == ("select_prompt",)
     relight = catalog.get(RELIGHT_ID)
@@ -170,6 +186,9 @@ def test_outpaint_margins_may_be_given_directly(catalog, provider):
         (ImageEditOptions(), "target size larger than the input"),
         (ImageEditOptions(width=80, height=64), "smaller than the input"),
         (ImageEditOptions(width=160, height=96, extra={"left": 5}), "not both"),
+        # Stability's limit: at most 2000 px added per side (wavespeed-models-2026.md §3)
+        (ImageEditOptions(width=96 + 4100, height=64), "at most 2000 px per side"),
+        (ImageEditOptions(extra={"left": 2001}), "outside 0–2000"),
     ],
 )
 def test_outpaint_needs_a_larger_target(options, complaint, catalog, provider):

@@ -37,8 +37,9 @@ CDN = "https://cdn.test"
 STORAGE = "https://storage.test"
 PID = "0123456789abcdef0123456789abcdef"
 
-# Parameter names each model's documentation lists (shared/reference/wavespeed-api.md §3). A body may
-# only use these — independent of the catalogue, so a catalogue typo fails here.
+# Parameter names each model's documentation lists (shared/reference/wavespeed-api.md §3 and the 2026
+# addendum wavespeed-models-2026.md §1–2). A body may only use these — independent of the catalogue, so a
+# catalogue typo fails here. Flags only where the page lists them (addendum §1.5).
 SYNC_B64 = {"enable_sync_mode", "enable_base64_output"}
 DOCUMENTED_KEYS: dict[str, set[str]] = {
     "qwen-edit": {"prompt", "image", "size", "seed", "output_format"} | SYNC_B64,
@@ -48,17 +49,30 @@ DOCUMENTED_KEYS: dict[str, set[str]] = {
     "nano-banana-edit": {"prompt", "images", "aspect_ratio", "output_format"} | SYNC_B64,
     "seedream-v4.5-edit": {"prompt", "images", "size"} | SYNC_B64,
     "seedream-v4-edit": {"prompt", "images", "size"} | SYNC_B64,
-    "step1x-edit": {"prompt", "image", "negative_prompt", "seed", "guidance_scale", "num_inference_steps"} | SYNC_B64,
+    "step1x-edit": {"prompt", "image", "negative_prompt", "seed", "guidance_scale", "num_inference_steps"},
     "hidream-e1-full": {"prompt", "image", "seed", "output_format", "enable_base64_output"},
     "seededit-v3": {"prompt", "image", "guidance_scale", "seed", "enable_base64_output"},
-    "wan-2.5-image-edit": {"prompt", "images", "size", "seed"} | SYNC_B64,
-    "flux-kontext-pro": {"prompt", "image", "guidance_scale", "aspect_ratio"} | SYNC_B64,
-    "flux-kontext-pro-multi": {"prompt", "images", "seed", "guidance_scale", "aspect_ratio"} | SYNC_B64,
-    "flux-kontext-max": {"prompt", "image", "seed", "guidance_scale", "aspect_ratio"} | SYNC_B64,
+    "wan-2.5-image-edit": {"prompt", "images", "size", "seed", "negative_prompt"},
+    "flux-kontext-pro": {"prompt", "image", "guidance_scale", "aspect_ratio", "enable_sync_mode"},
+    "flux-kontext-pro-multi": {"prompt", "images", "seed", "guidance_scale", "aspect_ratio", "enable_sync_mode"},
+    "flux-kontext-max": {"prompt", "image", "seed", "guidance_scale", "aspect_ratio", "enable_sync_mode"},
     "ideogram-character": {"prompt", "image", "style", "rendering_speed", "aspect_ratio", "enable_base64_output"},
     "gpt-image-1-edit": {"prompt", "image", "quality", "mask_image", "size"} | SYNC_B64,
     "z-image-turbo-inpaint": {"prompt", "image", "mask_image", "size", "seed", "output_format"} | SYNC_B64,
     "image-zoom-out": {"image", "size", "output_format"} | SYNC_B64,
+    # newer edit models (addendum §2)
+    "qwen-edit-2511": {"prompt", "images", "size", "seed", "output_format"},
+    "qwen-image-2.0-edit": {"prompt", "images", "seed"},
+    "nano-banana-2-edit": {"prompt", "images", "aspect_ratio", "resolution", "output_format"},
+    "nano-banana-pro-edit-multi": {"prompt", "images", "aspect_ratio", "num_images", "output_format"},
+    "gpt-image-1.5-edit": {"prompt", "images", "size", "quality", "background"},
+    "gpt-image-2-edit": {"prompt", "images", "aspect_ratio", "resolution", "quality"},
+    "seedream-v5.0-lite-edit": {"prompt", "images"} | SYNC_B64,
+    "grok-imagine-v2-edit": {"prompt", "images", "resolution", "quality"},
+    "flux-2-pro-edit": {"prompt", "images", "seed"},
+    "flux-2-dev-edit": {"prompt", "images"},
+    "wan-2.6-image-edit": {"prompt", "images", "size", "seed"},
+    "flux-kontext-max-multi": {"prompt", "images", "aspect_ratio", "enable_sync_mode"},
 }
 
 
@@ -262,6 +276,8 @@ def test_every_catalogue_model_has_a_documented_parameter_table(catalog):
 @pytest.mark.parametrize("model_id", wavespeed_ids())
 def test_body_uses_documented_names_and_ranges(catalog, img, model_id):
     m = catalog.get(model_id)
+    if (m.limits.min_input_side or 0) > min(img.width, img.height):  # e.g. Qwen-Image 2.0: sides ≥ 384 px
+        img = load_image(png_bytes(600, 400, seed=5), name="input.png")  # same 3:2 aspect
     mask = load_image(half_white_mask(300, 200), name="mask.png") if m.mask else None
     req = request_for(catalog, model_id, img, mask=mask, options=ImageEditOptions(seed=7))
     provider = WaveSpeedEditProvider(base_url=BASE, sync_mode=True, base64_output=True)
@@ -291,12 +307,17 @@ def test_body_uses_documented_names_and_ranges(catalog, img, model_id):
         assert m.size.min_px <= w <= m.size.max_px and m.size.min_px <= h <= m.size.max_px
         assert abs(w / h - 300 / 200) < 0.01  # aspect kept
     elif m.size.kind == "aspect_ratio":
-        assert body["aspect_ratio"] == nearest_aspect_ratio(300, 200, m.size.aspect_ratios)
-        assert body["aspect_ratio"] in m.size.aspect_ratios
+        if m.size.aspect_ratios:
+            assert body["aspect_ratio"] == nearest_aspect_ratio(300, 200, m.size.aspect_ratios)
+            assert body["aspect_ratio"] in m.size.aspect_ratios
+        else:  # the ratio list is unknown: none is sent, the provider follows the input (gpt-image-2, grok v2)
+            assert "aspect_ratio" not in body
         if m.size.resolutions:
             assert body["resolution"] == m.size.default_resolution  # size from the input: cheapest tier
     elif m.size.kind == "enum":
         assert body["size"] in m.size.values
+    else:  # no known size rule: nothing size-like is sent (the provider validates / decides)
+        assert not {"size", "aspect_ratio", "resolution"} & set(body)
     # a mask goes in mask_image only where the model takes one
     assert ("mask_image" in body) == (m.mask is not None)
 

@@ -173,7 +173,7 @@ def test_body_must_be_a_json_object(quick_sim, raw):
 def test_valid_variants_are_accepted(wavespeed_sim):
     bodies = [
         (HIDREAM, {"prompt": "x", "image": NAKED, "enable_sync_mode": False}),  # the default is fine anywhere
-        (GPT, {"prompt": "x", "image": URI, "size": "auto", "quality": "low"}),
+        (GPT, {"prompt": "x", "image": URI, "size": "1024*1536", "quality": "low"}),
         (NANO_PRO, {"prompt": "x", "images": [URI, NAKED], "aspect_ratio": "16:9", "resolution": "4k"}),
         (
             STEP1X,
@@ -246,10 +246,11 @@ def test_async_lifecycle_envelopes_download_and_billing(wavespeed_sim_factory):
     [
         (NANO_PRO, {"aspect_ratio": "16:9", "resolution": "4k"}, (1024, 576), 0.24),
         (NANO_PRO, {}, (1024, 683), 0.14),  # default 1k tier, the input's aspect ratio
-        (NANO, {"aspect_ratio": "9:16"}, (54, 96), 0.039),  # no tiers: the input's long side
+        (NANO, {"aspect_ratio": "9:16"}, (54, 96), 0.038),  # no tiers: the input's long side
         (SEEDREAM, {}, (1024, 1024), 0.04),  # the model's default 2048*2048, capped
         (STEP1X, {}, (96, 64), 0.03),  # no size parameter: the input's size
-        (GPT, {"size": "auto", "quality": "medium"}, (1024, 683), 0.063),  # auto → 1536*1024 (non-square price)
+        # gpt-image-1's size enum has no 'auto' (wavespeed-models-2026.md §1.8): a non-square size, the other price
+        (GPT, {"size": "1536*1024", "quality": "medium"}, (1024, 683), 0.063),
         (GPT, {"size": "1024*1024", "quality": "high"}, (1024, 1024), 0.167),
         (IDEOGRAM, {"rendering_speed": "Quality", "aspect_ratio": "4:3"}, (96, 72), 0.20),
     ],

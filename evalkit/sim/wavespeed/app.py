@@ -24,9 +24,11 @@ from starlette.routing import Route
 
 from evalkit.catalog import Catalog
 from evalkit.catalog.spec import ModelSpec
+from evalkit.errors import InvalidInputError
 from evalkit.images import InputImage
 from evalkit.providers.http import is_loopback_host
 from evalkit.sim.faults import SLOW_REQUEST_KINDS, Fault, FaultBook
+from evalkit.sim.wavespeed.catalog import CatalogDrift, SimCatalog
 from evalkit.sim.wavespeed.images import BadRequest, Memo, decode_image_ref, render_output
 from evalkit.sim.wavespeed.schema import accepted_keys, body_problem
 from evalkit.sim.wavespeed.state import (
@@ -50,7 +52,9 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
     def __init__(self, catalog: Catalog | None = None, config: SimConfig | None = None):
         self.config = config or SimConfig()
         catalog = catalog if catalog is not None else Catalog.load()
-        self.models: dict[str, ModelSpec] = {m.endpoint: m for m in catalog if m.provider == "wavespeed"}
+        base = {m.endpoint: m for m in catalog if m.provider == "wavespeed"}
+        #: what is served, listed and priced: the catalogue with ``config.catalog_drift`` applied
+        self.catalog = SimCatalog(base, CatalogDrift.from_dict(self.config.catalog_drift))
         self._keys = {ep: accepted_keys(m) for ep, m in self.models.items()}
         self.faults = FaultBook(self.config.seed)
         self._state = SimState()
@@ -73,6 +77,7 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             Route("/_sim/stats", self._ctl_stats, methods=["GET"]),
             Route("/_sim/faults", self._ctl_faults, methods=["GET", "POST", "DELETE"]),
             Route("/_sim/reset", self._ctl_reset, methods=["POST"]),
+            Route("/_sim/catalog", self._ctl_catalog, methods=["GET", "POST", "DELETE"]),
             Route("/_sim/balance", self._ctl_balance, methods=["GET", "POST"]),
             Route("/", self._index, methods=["GET"]),
         ]
@@ -80,6 +85,17 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
 
     def __repr__(self) -> str:
         return f"WaveSpeedSim(models={len(self.models)}, config={self.config!r})"
+
+    @property
+    def models(self) -> dict[str, ModelSpec]:
+        """endpoint → the entry served there (drift applied)."""
+        return self.catalog.models
+
+    def set_catalog_drift(self, drift: CatalogDrift | dict[str, Any] | None) -> None:
+        """Make the served list, prices and models differ from evalkit's catalogue (None = no drift)."""
+        d = drift if isinstance(drift, CatalogDrift) else CatalogDrift.from_dict(drift)
+        self.catalog.set_drift(d)
+        self._keys = {ep: accepted_keys(m) for ep, m in self.models.items()}
 
     # ---- public, callable from any thread --------------------------------------------------
     def add_fault(self, kind: str, **kw: Any) -> Fault:
@@ -235,6 +251,15 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             pid, _, tail = path[len("predictions/") :].partition("/")
             if tail in ("", "result"):
                 return await self._poll(request, pid)
+        if method == "GET" and path == "models":
+            return self._json(self.catalog.models_payload(f"{request.url.scheme}://{request.url.netloc}"))
+        if method == "POST" and path == "model/pricing":
+            try:
+                body = json.loads(await request.body())
+            except (ValueError, UnicodeDecodeError):
+                return self._error(400, "request body must be JSON")
+            status, reply = self.catalog.pricing(body)
+            return self._json(reply, status)
         if method == "POST" and path in self.models:
             return await self._submit(request, self.models[path])
         return self._error(404, f"no such endpoint: {method} /api/v3/{path}")
@@ -451,6 +476,20 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             return self._error(403, "control endpoints answer loopback clients only")
         self.reset()
         return self._json({"reset": True})
+
+    async def _ctl_catalog(self, request: Request) -> Response:
+        """``GET`` the drift, ``POST`` a new one (``{"prices":…, "added":…, "removed":…, "failing_quotes":…}``),
+        ``DELETE`` it (the served catalogue is evalkit's again)."""
+        if not self._loopback(request):
+            return self._error(403, "control endpoints answer loopback clients only")
+        try:
+            if request.method == "DELETE":
+                self.set_catalog_drift(None)
+            elif request.method == "POST":
+                self.set_catalog_drift(json.loads(await request.body()))
+        except (ValueError, UnicodeDecodeError, InvalidInputError) as exc:
+            return self._error(400, f"bad drift: {exc}")
+        return self._json({"drift": self.catalog.drift.as_dict(), "models": len(self.models)})
 
     async def _index(self, request: Request) -> Response:
         return self._json(

@@ -60,6 +60,9 @@ class SimConfig:
     output_cache_mb: float = 512.0
     #: threads rendering outputs (shared by all requests)
     render_threads: int = 2
+    #: how the served model list and prices differ from the catalogue (see evalkit.sim.wavespeed.catalog):
+    #: {"prices": {id_or_endpoint: usd}, "added": [entry, …], "removed": [...], "failing_quotes": [...]}
+    catalog_drift: dict | None = None
     #: the account's balance in USD; None = unlimited (the balance endpoints then report
     #: UNLIMITED_BALANCE_USD minus what was billed). A submit that costs more than what is left is
     #: refused with HTTP 403 "Insufficient balance …" and creates no task.

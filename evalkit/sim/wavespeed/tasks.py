@@ -1,7 +1,7 @@
 """The WaveSpeed simulator's task queue: creating a prediction from an accepted submit (latency, output
 format, render job, price, task faults), account-level slots (``max_concurrent`` processing, the rest
 waiting FIFO as "created"), running and finishing a task, sync-mode waits, and the billing ledger
-(completed tasks only, at the catalogue's list price)."""
+(completed tasks only, at the price the pricing API quotes: the catalogue's, or a drifted one)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import JSONResponse, Response
 
 from evalkit.catalog.spec import ModelSpec
-from evalkit.errors import InvalidInputError
 from evalkit.images import InputImage
 from evalkit.sim.faults import FaultBook
+from evalkit.sim.wavespeed.catalog import SimCatalog
 from evalkit.sim.wavespeed.images import RenderJob
 from evalkit.sim.wavespeed.schema import output_size
 from evalkit.sim.wavespeed.state import (
@@ -46,6 +46,7 @@ class TaskQueue:
     config: SimConfig
     faults: FaultBook
     _state: SimState
+    catalog: SimCatalog
     #: the account's balance in USD before anything was billed (None: unlimited); see available_usd()
     balance_usd: float | None
 
@@ -144,13 +145,7 @@ class TaskQueue:
                 mode,
                 fmt,
             )
-        price = spec.price_usd(price_params)
-        if price is None:
-            try:
-                price = spec.reserve_usd(price_params)
-            except InvalidInputError:
-                price = 0.0
-        price = float(price)
+        price = self.catalog.unit_price(spec, price_params)  # = what POST /api/v3/model/pricing quotes
         if price > self.available_usd(st) + 1e-12:
             raise InsufficientBalance(price, self.available_usd(st))
         p = Prediction(
