@@ -227,6 +227,9 @@ async def agenerate_image_edit(
                 too_dear = price_problem(route, prepared.price_usd)
                 if too_dear:
                     raise AttemptFailed(Category.BAD_REQUEST, too_dear)
+            check = getattr(provider, "ensure_credentials", None)
+            if check is not None:
+                check()  # a missing key fails here: nothing sent, nothing written
             # the ledger row exists before the result is awaited: a crash leaves it "pending", never missing
             usage_id: int | None = None
             if ws is not None:
