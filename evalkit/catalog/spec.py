@@ -165,6 +165,12 @@ class ParamSpec:
         return value
 
 
+def _req(value: float | None) -> float:
+    """A figure the rule's kind requires (checked when the entry was parsed)."""
+    assert value is not None, "a price rule figure its kind requires is missing"
+    return float(value)
+
+
 @dataclass(frozen=True)
 class PriceRule:
     kind: str
@@ -194,7 +200,7 @@ class PriceRule:
             text = f"${self.usd_per_image:g} per output image" + (f" × {self.count_param}" if self.count_param else "")
             return text + (f"; ${self.reserve_usd:g} reserved per call" if self.reserve_usd else "")
         if k == "credits":
-            text = f"{self.credits:g} credits × ${self.usd_per_credit:g} = ${self.credits * self.usd_per_credit:g}"
+            text = f"{self.credits:g} credits × ${self.usd_per_credit:g} = ${_req(self.credits) * _req(self.usd_per_credit):g}"
             return text + (f"; ${self.reserve_usd:g} reserved per call" if self.reserve_usd else "")
         return "unknown (recorded as reported by the provider)" + (
             f"; ${self.reserve_usd:g} reserved per call" if self.reserve_usd else ""
@@ -374,16 +380,16 @@ class ModelSpec:
         params = params or {}
         p = self.price
         if p.kind == "flat":
-            return float(p.usd)
+            return _req(p.usd)
         if p.kind in ("per_resolution", "per_option"):
-            key = params.get(p.param)
+            key = params.get(p.param or "")
             if key is None:
-                key = self._default_for(p.param)
+                key = self._default_for(p.param or "")
             if key is None or str(key) not in p.table:
                 return None
             return float(p.table[str(key)])
         if p.kind == "per_quality_size":
-            quality = params.get(p.param) or self._default_for(p.param)
+            quality = params.get(p.param or "") or self._default_for(p.param or "")
             sizes = p.table.get(str(quality))
             if sizes is None:
                 return None
@@ -400,9 +406,9 @@ class ModelSpec:
                 if count is None:
                     count = self._default_for(p.count_param)
                 n = int(count or 1)
-            return float(p.usd_per_image) * n
+            return _req(p.usd_per_image) * n
         if p.kind == "credits":
-            return float(p.credits) * float(p.usd_per_credit)
+            return _req(p.credits) * _req(p.usd_per_credit)
         return None
 
     def reserve_usd(self, params: dict[str, Any] | None = None) -> float:
@@ -414,7 +420,7 @@ class ModelSpec:
         if p.kind in ("per_resolution", "per_option") and p.table:
             return float(max(p.table.values()))
         if p.kind == "per_quality_size" and p.table:
-            quality = (params or {}).get(p.param) or self._default_for(p.param)
+            quality = (params or {}).get(p.param or "") or self._default_for(p.param or "")
             rows = [p.table[quality]] if quality in p.table else list(p.table.values())
             return float(max(max(r.values()) for r in rows))
         if p.reserve_usd is not None:
@@ -665,6 +671,7 @@ def parse_model(raw: dict[str, Any], origin: str) -> ModelSpec:
             f"catalogue entry {mid!r} in {origin} has {len(problems)} problem(s): " + "; ".join(problems),
             hint="fix the entry (see evalkit/catalog/spec.py for the format)",
         )
+    assert price is not None  # a missing or bad price is one of the problems above
     return ModelSpec(
         id=mid,
         display_name=raw.get("display_name", mid),

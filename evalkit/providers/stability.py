@@ -240,6 +240,7 @@ class StabilityEditProvider:
     def _api_key(self) -> Secret:
         if self._key is None:
             self._key = key_from_env(KEY_ENV, provider="stability")
+        assert self._key is not None  # key_from_env raises when the key is required and missing
         return self._key
 
     def _http(self) -> httpx.AsyncClient:
@@ -561,7 +562,7 @@ def _outpaint_margins(request: EditRequest, image: InputImage, params: dict[str,
     given = {s: int(params[s]) for s in OUTPAINT_SIDES if s in params}
     o = request.options
     mid = request.model.id
-    if o.explicit_size():
+    if o.width is not None and o.height is not None:  # an explicit target size
         if given:
             raise InvalidInputError(f"{mid}: give either a target size (width/height) or left/right/up/down, not both")
         src = request.images[0]
@@ -594,7 +595,9 @@ def _outpaint_margins(request: EditRequest, image: InputImage, params: dict[str,
 def _has_alpha(image: InputImage) -> bool:
     if image.mode not in ("RGBA", "LA", "PA"):
         return False
-    return image.to_pil().getchannel("A").getextrema()[0] < 255
+    low = image.to_pil().getchannel("A").getextrema()[0]
+    assert isinstance(low, (int, float))  # one band
+    return low < 255
 
 
 def _error_detail(reply: _Reply) -> tuple[str, str]:

@@ -327,9 +327,9 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             if isinstance(raw, list)
             else [(spec.inputs.param, raw)]
         )
-        mask_ref = body.get(spec.mask.param) if spec.mask is not None else None
-        if mask_ref is not None:
-            refs.append((spec.mask.param, mask_ref))
+        has_mask = spec.mask is not None and body.get(spec.mask.param) is not None
+        if has_mask and spec.mask is not None:
+            refs.append((spec.mask.param, body[spec.mask.param]))
         decoded: list[InputImage | None] = []
         unreachable = None
         for name, ref in refs:
@@ -339,7 +339,7 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             decoded.append(img)
         if unreachable is not None:
             return (), None, unreachable
-        mask = decoded.pop() if mask_ref is not None else None
+        mask = decoded.pop() if has_mask else None
         return tuple(d for d in decoded if d is not None), mask, None
 
     async def _image(self, name: str, ref: str, request: Request) -> InputImage | None:

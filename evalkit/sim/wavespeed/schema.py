@@ -142,8 +142,8 @@ def output_size(
     chosen: str | None = None
     if rule.kind in ("wh", "enum"):
         requested = body.get(rule.param) or rule.default
-        if isinstance(requested, str) and _WH.match(requested):
-            m = _WH.match(requested)
+        m = _WH.match(requested) if isinstance(requested, str) else None
+        if m is not None:
             w, h = int(m.group(1)), int(m.group(2))
         elif rule.kind == "enum":  # "auto": the fixed size nearest the input's aspect ratio
             fixed = [v for v in rule.values if _WH.match(v)]
