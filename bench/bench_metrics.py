@@ -195,7 +195,8 @@ def score_case(rows: list[dict]) -> list[tuple[float, float]]:
     out = []
     for row in rows:
         metrics = auto_metrics(src, Path(row["output"]), operation=row["operation"],
-                               mask=Path(row["mask"]) if row["mask"] else None, requested_size=(1024, 1024))  # fmt: skip
+                               mask=Path(row["mask"]) if row["mask"] else None,
+                               requested_size=(1024, 1024))  # fmt: skip
         out.append((metrics[0].value or 0.0, time.process_time() - cpu0))
         cpu0 = time.process_time()
     return out

@@ -699,7 +699,9 @@ def format_row(row: Row) -> str:
         row.ok,
         _num(row.load, ".1f"),
     )
-    return " ".join(f"{c:<{w}}" if t in ("tool", "ok") else f"{c:>{w}}" for c, (t, w) in zip(cells, COLUMNS))
+    return " ".join(
+        f"{c:<{w}}" if t in ("tool", "ok") else f"{c:>{w}}" for c, (t, w) in zip(cells, COLUMNS, strict=True)
+    )
 
 
 def runner_rows(
@@ -1094,7 +1096,8 @@ def print_diagnostics(concurrency: int, poll_s: float, output_max_side: int = 64
     for r in http_client_probe(concurrency, gap_s=poll_s):
         lo, hi = r["req_per_s_range"]
         print(
-            f"{r['client']:<26} {r['workers']:>5} {r['requests']:>8} {r['req_per_s']:>7.0f} {f'({lo:.0f}–{hi:.0f})':>11} "
+            f"{r['client']:<26} {r['workers']:>5} {r['requests']:>8} {r['req_per_s']:>7.0f} "
+            f"{f'({lo:.0f}–{hi:.0f})':>11} "
             f"{r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['cpu_us']:>10.0f}",
             flush=True,
         )

@@ -728,7 +728,8 @@ def report(
         _fail(exc)
     out.print(f"report: {result.html}")
     out.print(
-        f"  also: {result.tier_defaults.name}, {', '.join(p.name for p in result.tables)}, {result.notebook.name} in {result.out_dir}"
+        f"  also: {result.tier_defaults.name}, {', '.join(p.name for p in result.tables)}, "
+        f"{result.notebook.name} in {result.out_dir}"
     )
 
 

@@ -54,7 +54,8 @@ def run_demo(
         )
         say(
             f"run {result.run_id}: {result.completed} completed, {result.failed} failed, "
-            f"{result.not_applicable} not applicable, ${result.cost_usd:.2f} billed by the simulators, {result.wall_s:.1f} s"
+            f"{result.not_applicable} not applicable, ${result.cost_usd:.2f} billed by the simulators, "
+            f"{result.wall_s:.1f} s"
         )
         _print_calls(ws, result.run_id, console)
         scoring = _score(ws, result.run_id, stack, judge=judge, progress=progress)

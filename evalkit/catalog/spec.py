@@ -200,7 +200,8 @@ class PriceRule:
             text = f"${self.usd_per_image:g} per output image" + (f" × {self.count_param}" if self.count_param else "")
             return text + (f"; ${self.reserve_usd:g} reserved per call" if self.reserve_usd else "")
         if k == "credits":
-            text = f"{self.credits:g} credits × ${self.usd_per_credit:g} = ${_req(self.credits) * _req(self.usd_per_credit):g}"
+            usd = _req(self.credits) * _req(self.usd_per_credit)
+            text = f"{self.credits:g} credits × ${self.usd_per_credit:g} = ${usd:g}"
             return text + (f"; ${self.reserve_usd:g} reserved per call" if self.reserve_usd else "")
         return "unknown (recorded as reported by the provider)" + (
             f"; ${self.reserve_usd:g} reserved per call" if self.reserve_usd else ""

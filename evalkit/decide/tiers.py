@@ -448,7 +448,10 @@ def _decide(
         provisional = max(scored, key=lambda c: (sign * c.quality, -c.cost)) if scored else None
         shorts = "; ".join(f"{c.model}: {c.short_evidence}" for c in meets)
         if provisional is None:
-            rationale = f"insufficient evidence: no scored {spec.label} on {operation} for the models meeting the constraints ({shorts})"
+            rationale = (
+                f"insufficient evidence: no scored {spec.label} on {operation} "
+                f"for the models meeting the constraints ({shorts})"
+            )
         else:
             rationale = (
                 f"insufficient evidence: {len(meets)} model(s) meet the constraints but none has enough "

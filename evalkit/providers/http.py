@@ -207,7 +207,10 @@ def error_for_response(
         key = key_env or "the API key"
         hint = f"check the key ({key}) and the account balance" if status == 403 else f"check the key ({key})"
     elif cat == Category.RATE_LIMIT:
-        hint = "lower the concurrency / images-per-minute for this provider, or wait and run again (completed calls are kept)"
+        hint = (
+            "lower the concurrency / images-per-minute for this provider, or wait and run again "
+            "(completed calls are kept)"
+        )
     elif cat == Category.BAD_REQUEST:
         hint = "the request was rejected as invalid; check the model's parameters (`evalkit models`)"
     elif cat == Category.SERVER:

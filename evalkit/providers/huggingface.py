@@ -331,7 +331,10 @@ class HuggingFaceEditProvider:
             hint = "add credit or a billing method at https://huggingface.co/settings/billing, then re-run"
         elif status in (401, 403):
             category = Category.AUTH
-            hint = f"check {KEY_ENV} (it needs the 'Make calls to Inference Providers' permission; gated models need access)"
+            hint = (
+                f"check {KEY_ENV} (it needs the 'Make calls to Inference Providers' permission; "
+                "gated models need access)"
+            )
         elif status == 429:
             category, retryable = Category.RATE_LIMIT, True
             hint = "lower the concurrency for huggingface"

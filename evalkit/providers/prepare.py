@@ -97,7 +97,8 @@ def fit_inputs(request: EditRequest) -> tuple[tuple[InputImage, ...], InputImage
             mask = resize_mask(mask, out[0].width, out[0].height)
         else:
             raise InvalidInputError(
-                f"mask is {mask.width}×{mask.height} but the image is {request.images[0].width}×{request.images[0].height}",
+                f"mask is {mask.width}×{mask.height} but the image is "
+                f"{request.images[0].width}×{request.images[0].height}",
                 hint="masks must have the same size as the first input image",
             )
     return tuple(out), mask, notes, changed
@@ -121,9 +122,9 @@ def mask_for_convention(mask: InputImage, convention: str) -> InputImage:
         buf = io.BytesIO()
         img.save(buf, format="PNG")
     elif convention == "transparent_edit":
-        l = _mask_l(mask.to_pil())
-        rgba = Image.new("RGBA", l.size, (0, 0, 0, 255))
-        rgba.putalpha(l.point(lambda v: 0 if v >= 128 else 255))
+        luma = _mask_l(mask.to_pil())
+        rgba = Image.new("RGBA", luma.size, (0, 0, 0, 255))
+        rgba.putalpha(luma.point(lambda v: 0 if v >= 128 else 255))
         buf = io.BytesIO()
         rgba.save(buf, format="PNG")
     else:

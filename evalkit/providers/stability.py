@@ -152,7 +152,8 @@ class StabilityEditProvider:
         limit = m.limits.max_request_bytes
         if limit and size + _FORM_OVERHEAD_BYTES > limit:
             raise InvalidInputError(
-                f"{m.id}: the images add up to {size / 2**20:.1f} MiB; Stability refuses requests over {limit / 2**20:.0f} MiB",
+                f"{m.id}: the images add up to {size / 2**20:.1f} MiB; "
+                f"Stability refuses requests over {limit / 2**20:.0f} MiB",
                 hint="downscale the input or re-encode it as JPEG",
             )
         return replace(
@@ -334,7 +335,8 @@ class StabilityEditProvider:
                 return self._failure(
                     prepared,
                     Category.TIMEOUT,
-                    f"job {generation_id} still running after {self.max_wait_s:g}s; it may still finish (and be charged)",
+                    f"job {generation_id} still running after {self.max_wait_s:g}s; "
+                    "it may still finish (and be charged)",
                     retryable=True,
                     cost_usd=None,
                     prediction_id=generation_id,

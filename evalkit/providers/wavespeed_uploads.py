@@ -103,7 +103,8 @@ async def upload_media(
             or not isinstance(data.get("download_url"), str)
         ):
             raise ProviderError(
-                f"WaveSpeed media upload ticket reply was not understood: {server_message(resp, [key]) or 'unexpected shape'}",
+                "WaveSpeed media upload ticket reply was not understood: "
+                + (server_message(resp, [key]) or "unexpected shape"),
                 category=Category.SERVER,
                 retryable=True,
             )

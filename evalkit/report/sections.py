@@ -131,7 +131,8 @@ def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
         "repeats": str(run["repeats"]),
         "calls": (
             f"{attempted} attempted — {int(status.get(CallStatus.COMPLETED, 0))} completed ({cached} from the cache), "
-            f"{int(status.get(CallStatus.FAILED, 0))} failed, {int(status.get(CallStatus.UNKNOWN, 0))} unknown outcome; "
+            f"{int(status.get(CallStatus.FAILED, 0))} failed, "
+            f"{int(status.get(CallStatus.UNKNOWN, 0))} unknown outcome; "
             f"{int(status.get(CallStatus.NOT_APPLICABLE, 0))} not applicable"
         ),
         "cost": f"${math.fsum(calls['cost_usd'].dropna().astype(float)):.4f} billed",
@@ -263,7 +264,8 @@ def recommendations_html(data: ReportData) -> str:
             p95 = format_ms(dec.latency_p95_ms) if named and dec.latency_p95_ms is not None else "—"
             out.append(
                 f"<tr><td>{_esc(op)}</td><td>{who}</td><td>{_esc(price)}</td>"
-                f"<td style='white-space:nowrap'>{_esc(p95)}</td><td style='white-space:nowrap'>{_q(dec.quality)}{ci}</td>"
+                f"<td style='white-space:nowrap'>{_esc(p95)}</td>"
+                f"<td style='white-space:nowrap'>{_q(dec.quality)}{ci}</td>"
                 f"<td>{'—' if dec.n is None else dec.n}</td><td>{_esc(dec.rationale)}</td></tr>"
             )
         out.append("</table>")
@@ -547,8 +549,8 @@ def category_grids(
     """One HTML comparison grid (JPEG thumbnails as data URIs) per case category: (category, html).
 
     Each grid has columns only for the models that ran on at least one of its cases, best mean score
-    first (the source before them); a line above it counts and names the models not applicable there. Thumbnails shrink when
-    the grids together have more than GRID_CELL_BUDGET cells."""
+    first (the source before them); a line above it counts and names the models not applicable there.
+    Thumbnails shrink when the grids together have more than GRID_CELL_BUDGET cells."""
     from evalkit.report.figures import comparison_grid_html
 
     frame = select_cases(ws, run_id, categories=categories, cases=cases)

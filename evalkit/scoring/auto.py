@@ -32,13 +32,15 @@ How the numbers are computed (``AUTO_METRICS_VERSION`` changes when any of this 
 * **zoom_out** is not compared pixel-for-pixel: the output should *contain* the source, smaller. The
   source is searched for inside the output by multi-scale normalised cross-correlation (OpenCV
   ``matchTemplate``, ``TM_CCOEFF_NORMED`` on luma; a coarse pass at 256 px over scales 0.2–1.0 of the
-  output width, then neighbouring scales near the coarse position at up to 1024 px). ``zoom_consistency`` is the best correlation (−1…1; ≳ 0.9 means
-  the source is there), ``zoom_scale`` the fraction of the output's width it occupies. ``ssim``,
+  output width, then neighbouring scales near the coarse position at up to 1024 px).
+  ``zoom_consistency`` is the best correlation (−1…1; ≳ 0.9 means the source is there), ``zoom_scale``
+  the fraction of the output's width it occupies. ``ssim``,
   ``psnr`` and ``l1`` are then computed between the source and the *matched region* of the output
   (cropped at full resolution), i.e. how well the original survived inside the wider canvas. A mask
   is not used for zoom_out (the canvas outside the source is new by design).
 * **No-reference quality** of the output: ``sharpness`` = variance of the Laplacian of the 8-bit luma
-  (0–255, the scale of the common "below ~100 looks blurred" rule of thumb) after resizing the output to a long side of ``SHARPNESS_LONG_SIDE_PX`` (512 px, up or down).
+  (0–255, the scale of the common "below ~100 looks blurred" rule of thumb) after resizing the output to a
+  long side of ``SHARPNESS_LONG_SIDE_PX`` (512 px, up or down).
   Laplacian variance grows as an image is downscaled (edges get steeper per pixel), so measuring every
   output at one display size makes a 2048-px and a 1024-px render of the same picture score alike;
   noise also raises it, so read it together with ``noise_sigma``. ``clipping`` = fraction of pixels
@@ -194,7 +196,8 @@ def auto_metrics(
             "no_change",
             1.0 if is_null else 0.0,
             False,
-            f"1 = output is practically the source (l1={direct.l1:.4f}, ssim={_fmt(direct.ssim)}): the edit was ignored",
+            f"1 = output is practically the source (l1={direct.l1:.4f}, ssim={_fmt(direct.ssim)}): "
+            "the edit was ignored",
         )
     )
     metrics += _quality(out)
@@ -468,7 +471,8 @@ def _quality(out: np.ndarray) -> list[Metric]:
             "sharpness",
             sharpness,
             True,
-            f"variance of the Laplacian of 8-bit luma at a long side of {SHARPNESS_LONG_SIDE_PX} px (noise raises it too)",
+            f"variance of the Laplacian of 8-bit luma at a long side of {SHARPNESS_LONG_SIDE_PX} px "
+            "(noise raises it too)",
         ),
         Metric("clipping", clipping, False, "fraction of pixels with a channel at 0 or 255"),
         Metric("noise_sigma", noise, False, f"wavelet estimate, 8-bit levels, native-resolution centre crop ≤{c} px"),

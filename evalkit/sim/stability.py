@@ -415,8 +415,8 @@ class StabilitySim(ScriptedSim):
         seed = int(float(fields.get("seed", 0))) or _derived_seed(r)
         size = None
         if ep.render_mode == "zoom_out":
-            l, rt, u, d = (int(float(fields.get(s, 0))) for s in OUTPAINT_SIDES)
-            size = (src.width + l + rt, src.height + u + d)
+            left, rt, u, d = (int(float(fields.get(s, 0))) for s in OUTPAINT_SIDES)
+            size = (src.width + left + rt, src.height + u + d)
         mask = images.get("mask")
         if mask is None and ep.render_mode == "inpaint" and src.mode in ("RGBA", "LA"):
             mask = src.getchannel("A").point(lambda v: 255 if v < 128 else 0)  # transparent = edit

@@ -63,7 +63,8 @@ _MIGRATIONS: list[str] = [
         repeat INTEGER NOT NULL,
         seed INTEGER,
         fingerprint TEXT,
-        status TEXT NOT NULL,          -- planned | submitting | submitted | completed | failed | not_applicable | unknown
+        status TEXT NOT NULL,          -- CallStatus: planned | submitting | submitted | completed | failed |
+                                       --   not_applicable | unknown
         reason TEXT,                   -- why not applicable / skipped
         prediction_id TEXT,
         attempt INTEGER NOT NULL DEFAULT 0,

@@ -403,7 +403,8 @@ class _SuiteLoader:
             operation = OPERATION_ALIASES.get(operation, operation) if isinstance(operation, str) else operation
             if operation not in OPERATIONS:
                 add(
-                    f"unknown operation {operation!r}{_suggest(str(operation), OPERATIONS)} (known: {', '.join(OPERATIONS)})"
+                    f"unknown operation {operation!r}{_suggest(str(operation), OPERATIONS)} "
+                    f"(known: {', '.join(OPERATIONS)})"
                 )
                 operation = None
         category = raw.get("category")

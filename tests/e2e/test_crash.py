@@ -1,4 +1,5 @@
-"""Crash suite: ``kill -9`` the CLI many times over ONE run, resume after each, and prove nothing was lost or paid twice.
+"""Crash suite: ``kill -9`` the CLI many times over ONE run, resume after each, and prove nothing was lost or
+paid twice.
 
 The run (``python -m evalkit run … --run-id crashy``) talks to a local WaveSpeed server started in this
 process, with slow responses at a steady rate to widen every window. Each kill lands at a chosen kind

@@ -269,11 +269,10 @@ def test_the_cli_reports_what_ran_out_and_exits_1(tmp_path, monkeypatch) -> None
 
 
 async def test_hugging_face_402_and_stability_402_leave_the_calls_planned(tmp_path) -> None:
+    from evalkit.catalog import Catalog
     from evalkit.sim.huggingface import HuggingFaceSim
     from evalkit.sim.server import start_in_thread
     from evalkit.sim.stability import StabilitySim
-
-    from evalkit.catalog import Catalog
 
     one_inpaint = float(Catalog.load().get("stability-inpaint").price.credits)  # room for one inpaint, not two
     hf, st = HuggingFaceSim("hf_dry"), StabilitySim("sk-dry", balance_credits=one_inpaint)

@@ -160,7 +160,8 @@ def reconcile_wavespeed(handle, ws_path: str | Path, run_ids: Iterable[str] | No
             )
         elif r["status"] == "failed":
             assert r["cost_usd"] is not None, (
-                f"{r['call_id']} failed with an unknown cost although its job is {predictions[pid].status if pid else 'absent'}: "
+                f"{r['call_id']} failed with an unknown cost although its job is "
+                f"{predictions[pid].status if pid else 'absent'}: "
                 f"{r['error_category']}: {r['error_message']}"
             )
             assert abs(r["cost_usd"] - billed) < 1e-9, (

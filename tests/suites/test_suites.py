@@ -219,7 +219,9 @@ def test_malformed_suite_reports_all_problems_in_one_error(tmp_path):
         "0-byte image": "case 'zero-bytes': images[0]: images/empty.png is empty (0 bytes)",
         "typo": "case 'typo': unknown key 'promtp' — did you mean 'prompt'?",
         "missing prompt": "case 'no-prompt': prompt is required for operation 'general_edit'",
-        "unknown category": "case 'bad-category': unknown category 'background-change' — did you mean 'background_change'",
+        "unknown category": (
+            "case 'bad-category': unknown category 'background-change' — did you mean 'background_change'"
+        ),
         "bad language": "case 'bad-language': language 'english'",
         "bad target_size": "case 'bad-target': target_size [0, 10]",
         "empty images": "case 'no-images': images is empty",
