@@ -37,6 +37,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -54,6 +55,7 @@ from evalkit.providers.base import (
     materialise,
     prepare_json_request,
 )
+from evalkit.providers.history import HistoryPage, parse_history_page
 from evalkit.providers.http import (
     DEFAULT_MAX_DOWNLOAD_BYTES,
     DEFAULT_TIMEOUT,
@@ -431,6 +433,85 @@ class WaveSpeedEditProvider:
             return await self._finish(call, request, key, deadline, first=None)
         except _Failed as failed:
             return self._finalise(call, failed.outcome)
+
+    #: how many predictions one history page holds at most (reference wavespeed-models-2026.md §4)
+    MAX_HISTORY_PAGE_SIZE = 100
+
+    async def list_predictions(
+        self,
+        model: str,
+        created_after: datetime,
+        created_before: datetime,
+        page: int = 1,
+        page_size: int = 100,
+        include_inputs: bool = True,
+    ) -> HistoryPage:
+        """One page of the account's recent predictions (kept 7 days, newest first): ``POST /api/v3/predictions``
+        with ``page``, ``page_size`` (≤ 100), ``model`` (the endpoint path, e.g. ``wavespeed-ai/qwen-image/edit-plus``),
+        ``created_after`` / ``created_before`` (ISO 8601) and ``include_inputs``.
+
+        Free and idempotent, so retried like a poll (429, 5xx, transport errors, unreadable replies). Both
+        documented shapes are read (``data: {page, total, items}`` and ``data: [items]``); items that cannot
+        be read are counted in :attr:`HistoryPage.unreadable`, never dropped silently. Raises
+        :class:`~evalkit.errors.ProviderError` when no page can be had (``bad_request`` when the endpoint is
+        not offered: HTTP 404/405)."""
+        if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+            raise InvalidInputError(f"page must be a whole number ≥ 1, got {page!r}")
+        if (
+            not isinstance(page_size, int)
+            or isinstance(page_size, bool)
+            or not 1 <= page_size <= self.MAX_HISTORY_PAGE_SIZE
+        ):
+            raise InvalidInputError(f"page_size must be within 1–{self.MAX_HISTORY_PAGE_SIZE}, got {page_size!r}")
+        key = self._key()
+        body = {
+            "page": page,
+            "page_size": page_size,
+            "model": model,
+            "created_after": _iso(created_after),
+            "created_before": _iso(created_before),
+            "include_inputs": bool(include_inputs),
+        }
+        url = f"{self.base_url}/api/v3/predictions"
+
+        async def attempt() -> HistoryPage:
+            try:
+                resp = await self.client.post(url, json=body, headers=self._auth(key))
+            except httpx.HTTPError as exc:
+                raise error_for_transport(exc, service=SERVICE, what="history") from None
+            if resp.status_code in (404, 405):
+                raise ProviderError(
+                    f"WaveSpeed does not offer the prediction history here (HTTP {resp.status_code})",
+                    category=Category.BAD_REQUEST,
+                    status_code=resp.status_code,
+                    hint="unknown submits cannot be settled from the history; check them in the WaveSpeed dashboard",
+                )
+            if resp.status_code != 200:
+                raise error_for_response(resp, service=SERVICE, what="history", secrets=[key], key_env=KEY_ENV)
+            envelope = json_or_none(resp)
+            env_code = envelope.get("code") if isinstance(envelope, dict) else None
+            if isinstance(env_code, int) and not isinstance(env_code, bool) and env_code >= 400:
+                raise ProviderError(
+                    f"WaveSpeed history answered code {env_code}: {server_message(resp, [key])}",
+                    category=Category.AUTH if env_code in (401, 403) else Category.SERVER,
+                    status_code=200,
+                    code=env_code,
+                    retryable=env_code == 429 or env_code >= 500,
+                )
+            parsed = parse_history_page(envelope, page)
+            if parsed is None:
+                raise ProviderError(
+                    "WaveSpeed history returned "
+                    + ("a reply that is not JSON" if envelope is None else "JSON without a list of predictions"),
+                    category=Category.SERVER,
+                    status_code=200,
+                    retryable=True,
+                )
+            return parsed
+
+        return await with_retries(
+            attempt, policy=self.retry, what=f"wavespeed history page {page} of {model}", sleep=self._sleep, logger=log
+        )
 
     async def aclose(self) -> None:
         if self._own_client and self._client is not None:
@@ -891,6 +972,12 @@ class WaveSpeedEditProvider:
             )
         data = decode_base64_output(output, what="WaveSpeed output", max_bytes=self.max_download_bytes)
         return await image_from_bytes(data, what="WaveSpeed base64 output", max_bytes=self.max_download_bytes)
+
+
+def _iso(t: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` (naive datetimes are taken as UTC)."""
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _task_hint(cat: Category) -> str:
