@@ -74,6 +74,7 @@ from evalkit.providers.http import (
     server_message,
     with_retries,
 )
+from evalkit.providers.pacing import PacerConfig, PollPacer
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed_uploads import UploadCache, upload_media
 
@@ -139,6 +140,10 @@ class PollSchedule:
     #: this run): no task can be done sooner, so the polls before that are wasted. Later polls follow
     #: the schedule. ``EVALKIT_POLL_LEARN_FIRST_DELAY=0`` turns it off.
     learn_first_delay: bool = True
+    #: pace the polls of a newly accepted task with :class:`~evalkit.providers.pacing.PollPacer`: the first
+    #: poll at a high quantile of the model's completion times (plus a margin), every later one at least
+    #: ``min_interval_s`` after the previous. ``False`` keeps the fixed schedule above (``EVALKIT_POLL_ADAPTIVE=0``).
+    adaptive: bool = True
 
     def __post_init__(self) -> None:
         if (
@@ -172,12 +177,28 @@ class PollSchedule:
                     kw[field_name] = float(raw)
                 except ValueError:
                     raise InvalidInputError(f"{var}={raw!r} is not a number of seconds") from None
-        learn = os.environ.get("EVALKIT_POLL_LEARN_FIRST_DELAY", "").strip().lower()
-        if learn:
-            if learn not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
-                raise InvalidInputError(f"EVALKIT_POLL_LEARN_FIRST_DELAY={learn!r} is not 0 or 1")
-            kw["learn_first_delay"] = learn in ("1", "true", "yes", "on")
+        for field_name, var in (
+            ("learn_first_delay", "EVALKIT_POLL_LEARN_FIRST_DELAY"),
+            ("adaptive", "EVALKIT_POLL_ADAPTIVE"),
+        ):
+            flag = os.environ.get(var, "").strip().lower()
+            if flag:
+                if flag not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+                    raise InvalidInputError(f"{var}={flag!r} is not 0 or 1")
+                kw[field_name] = flag in ("1", "true", "yes", "on")
         return cls(**kw)
+
+    def pacer(self, priors: dict[str, float] | None = None) -> PollPacer | None:
+        """The :class:`PollPacer` this schedule asks for (None when not ``adaptive``)."""
+        if not self.adaptive:
+            return None
+        config = PacerConfig(
+            min_interval_s=self.min_interval_s,
+            max_interval_s=max(self.max_interval_s, self.min_interval_s),
+            fallback_first_s=self.delay_s(0),
+            max_first_s=self.timeout_s / 2,
+        )
+        return PollPacer(config, priors=priors)
 
     def delay_s(self, n: int) -> float:
         """Seconds to wait before poll number ``n`` (0-based)."""
@@ -251,6 +272,8 @@ class _Call:
     prediction_id: str | None = None
     simulated: bool = False
     accepted_at: float | None = None
+    #: the last moment a poll saw the task unfinished (for the pacer's completion-time sample)
+    last_unfinished_at: float | None = None
     last_created_at: float | None = None
     left_created_at: float | None = None
     polls: int = 0
@@ -261,6 +284,8 @@ class _Call:
 
     def observe(self, status: str, at: float) -> None:
         """Record a status seen at monotonic time ``at`` (for the queue-time estimate)."""
+        if status not in ("completed", *FAILED_STATUSES):
+            self.last_unfinished_at = at
         if status == "created":
             self.last_created_at = at
         elif self.left_created_at is None:
@@ -373,6 +398,8 @@ class WaveSpeedEditProvider:
             pool=DEFAULT_TIMEOUT.pool,
         )
         self._sleep = sleep
+        #: paces the polls of new tasks (PollSchedule.adaptive); the engine seeds it with earlier runs' times
+        self.pacer: PollPacer | None = self.poll.pacer()
         self._uploads = UploadCache()
         #: model id → the fastest inference (s) the server reported for it (PollSchedule.learn_first_delay)
         self._fastest_s: dict[str, float] = {}
@@ -828,6 +855,10 @@ class WaveSpeedEditProvider:
         waits the model's fastest reported inference when that is longer (PollSchedule.learn_first_delay).
         A resumed task (accepted earlier, maybe long done) is polled on the plain schedule."""
         scheduled = self.poll.delay_s(n)
+        if self.pacer is not None and call.accepted_at is not None and self.poll.first_delay_s is None:
+            if n == 0:
+                return self.pacer.first_delay_s(call.model_id)
+            return self.pacer.next_delay_s(time.monotonic() - call.accepted_at)
         if n or call.accepted_at is None or self.poll.first_delay_s is not None or not self.poll.learn_first_delay:
             return scheduled
         fastest = self._fastest_s.get(call.model_id)
@@ -836,7 +867,10 @@ class WaveSpeedEditProvider:
         # at most half the call's timeout, so a task slower than that is still polled before the timeout
         return max(scheduled, min(fastest, self.poll.timeout_s / 2))
 
-    def _learn(self, model_id: str, inference_ms: float | None) -> None:
+    def _learn(self, model_id: str, inference_ms: float | None, call: _Call | None = None) -> None:
+        if self.pacer is not None and call is not None and call.accepted_at is not None and not call.sync:
+            unfinished = call.last_unfinished_at - call.accepted_at if call.last_unfinished_at is not None else None
+            self.pacer.observe(model_id, PollPacer.sample(inference_ms / 1000 if inference_ms else None, unfinished))
         if inference_ms is not None and inference_ms > 0:
             s = inference_ms / 1000
             if s < self._fastest_s.get(model_id, float("inf")):
@@ -910,7 +944,7 @@ class WaveSpeedEditProvider:
                 content_filtered=cat == Category.MODERATION,
                 metadata=meta,
             )
-        self._learn(call.model_id, call.latency.inference_ms)
+        self._learn(call.model_id, call.latency.inference_ms, call)
         price = call.prepared.price_usd
         paid = {"cost_usd": price, "cost_source": "list_price" if price is not None else "unknown"}
         outputs = data.get("outputs")

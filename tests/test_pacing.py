@@ -1,0 +1,80 @@
+"""PollPacer: first polls timed from a model's completion times, later polls at the provider's pace."""
+
+from __future__ import annotations
+
+import pytest
+
+from evalkit.errors import InvalidInputError
+from evalkit.providers.pacing import PacerConfig, PollPacer
+
+
+def test_without_samples_or_prior_the_first_poll_uses_the_fallback():
+    p = PollPacer(PacerConfig(fallback_first_s=1.5))
+    assert p.estimate_s("m") is None and p.first_delay_s("m") == 1.5
+
+
+def test_the_prior_times_the_first_wave_until_enough_samples_exist():
+    p = PollPacer(PacerConfig(min_samples=3, margin_s=0.1, margin_frac=0.0), priors={"m": 7.0})
+    assert p.first_delay_s("m") == pytest.approx(7.1)
+    p.observe("m", 3.0)
+    p.observe("m", 3.0)
+    assert p.first_delay_s("m") == pytest.approx(7.1)  # two samples are not yet trusted
+    p.observe("m", 3.0)
+    assert p.first_delay_s("m") == pytest.approx(3.1)
+    assert p.first_delay_s("other") == PacerConfig().fallback_first_s
+
+
+def test_the_first_poll_aims_at_a_high_quantile_plus_a_margin():
+    p = PollPacer(PacerConfig(quantile=0.9, margin_s=0.1, margin_frac=0.05))
+    p.seed("m", [float(s) for s in range(1, 11)])  # 1 … 10 s
+    assert p.estimate_s("m") == 9.0
+    assert p.first_delay_s("m") == pytest.approx(9.0 + 0.45)
+    p.seed("fast", [0.5] * 5)
+    assert p.first_delay_s("fast") == pytest.approx(0.6)  # the absolute margin wins for fast models
+
+
+def test_only_the_most_recent_window_counts():
+    p = PollPacer(PacerConfig(window=4, quantile=1.0, margin_s=0.0, margin_frac=0.0))
+    p.seed("m", [30.0, 30.0, 3.0, 3.0, 3.0, 3.0])
+    assert p.estimate_s("m") == 3.0
+
+
+def test_bad_observations_are_ignored():
+    p = PollPacer(PacerConfig(min_samples=1))
+    for bad in (None, 0.0, -1.0, float("nan"), float("inf")):
+        p.observe("m", bad)
+    assert p.samples("m") == 0
+
+
+def test_the_first_poll_is_capped():
+    p = PollPacer(PacerConfig(min_samples=1, max_first_s=60.0))
+    p.observe("slow", 600.0)
+    assert p.first_delay_s("slow") == 60.0
+
+
+def test_later_polls_keep_the_minimum_interval_and_back_off_for_long_tasks():
+    p = PollPacer(PacerConfig(min_interval_s=2.0, max_interval_s=5.0))
+    assert p.next_delay_s(3.0) == 2.0
+    assert p.next_delay_s(35.0) == pytest.approx(3.5)
+    assert p.next_delay_s(600.0) == 5.0
+    assert PollPacer(PacerConfig(min_interval_s=0.5, max_interval_s=0.5)).next_delay_s(1.0) == 0.5
+
+
+def test_the_sample_is_a_lower_bound_that_does_not_feed_the_margin_back():
+    # inference reported 3.0 s; a poll at 3.2 s found it done: the sample stays 3.0, so waves do not creep up
+    assert PollPacer.sample(3.0, None) == 3.0
+    # a poll at 3.1 s still saw it queued / processing: the task took longer than 3.1 s from acceptance
+    assert PollPacer.sample(3.0, 3.1) == 3.1
+    assert PollPacer.sample(None, None) is None
+    p = PollPacer(PacerConfig(min_samples=1, quantile=1.0, margin_s=0.1, margin_frac=0.0))
+    for _ in range(20):  # steady 3 s tasks polled at the estimate: the first delay stays put
+        p.observe("m", PollPacer.sample(3.0, None))
+    assert p.first_delay_s("m") == pytest.approx(3.1)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"min_interval_s": -1}, {"quantile": 0}, {"quantile": 1.5}, {"window": 0}, {"margin_s": -0.1}]
+)
+def test_bad_configuration_is_a_clear_error(kw):
+    with pytest.raises(InvalidInputError):
+        PacerConfig(**kw)
