@@ -175,6 +175,14 @@ def run_cmd(
     retry_failed: Annotated[
         bool, typer.Option(help="on resume, retry calls that failed with a transient error")
     ] = False,
+    sync_mode: Annotated[
+        bool,
+        typer.Option(
+            "--sync-mode",
+            help="WaveSpeed: wait on the submit itself instead of polling, for models whose endpoint supports it "
+            "(a dropped connection is settled from the prediction history, never paid twice)",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
@@ -199,6 +207,7 @@ def run_cmd(
             progress=not as_json,
             resubmit_unknown=resubmit_unknown,
             retry_failed=retry_failed,
+            provider_options={"wavespeed": {"sync_mode": True}} if sync_mode else None,
         )
     except EvalkitError as exc:
         _fail(exc)
@@ -266,6 +275,40 @@ def _print_run_summary(r) -> None:
             f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it (accepted jobs are polled, never re-sent)"
         )
     out.print(f"  workspace: {r.workspace}")
+
+
+@app.command("reconcile")
+def reconcile_cmd(
+    run_id: Annotated[str, typer.Argument(help="the run whose unknown submits to settle")],
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Settle a run's `unknown` submits from the provider's prediction history (WaveSpeed keeps 7 days).
+
+    A listed prediction with the body evalkit sent → the call takes it (`--resume` collects it; nothing is
+    re-sent); none listed over the whole window → proven unaccepted (`--resume` sends it); anything
+    ambiguous stays unknown with the reason."""
+    import asyncio
+
+    from evalkit.engine.settle import areconcile_run
+
+    try:
+        report = asyncio.run(areconcile_run(run_id, workspace=workspace, wait_for_settle_s=90.0))
+    except EvalkitError as exc:
+        _fail(exc)
+    summary = report.as_dict()
+    if as_json:
+        typer.echo(json.dumps({"run_id": run_id, **summary}))
+        return
+    out.print(
+        f"run {run_id}: {summary['matched']} matched to an accepted prediction, {summary['resubmit']} proven not "
+        f"accepted, {summary['unknown']} still unknown"
+        + (f", {summary['skipped']} not reconcilable (provider keeps no history)" if summary["skipped"] else "")
+    )
+    for reason in summary["reasons"]:
+        out.print(f"  unknown: {reason}")
+    if summary["matched"] or summary["resubmit"]:
+        out.print(f"  `evalkit run --resume {run_id}` collects the matched jobs and sends the proven-unaccepted ones")
 
 
 @app.command()

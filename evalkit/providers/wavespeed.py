@@ -35,7 +35,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -55,7 +55,7 @@ from evalkit.providers.base import (
     materialise,
     prepare_json_request,
 )
-from evalkit.providers.history import HistoryPage, parse_history_page
+from evalkit.providers.history import HistoryPage, compact_body, parse_history_page
 from evalkit.providers.http import (
     DEFAULT_MAX_DOWNLOAD_BYTES,
     DEFAULT_TIMEOUT,
@@ -351,6 +351,9 @@ class WaveSpeedEditProvider:
 
     name = "wavespeed"
     resumable = True
+    #: lists its predictions (list_predictions) and reports the body it sends (edit(on_sending=…)):
+    #: unknown submits can be settled from the history (evalkit.engine.reconcile)
+    reconcilable = True
 
     def __init__(
         self,
@@ -425,8 +428,18 @@ class WaveSpeedEditProvider:
         prepared = self.prepare(request)
         return materialise(prepared.params, prepared.images, prepared.mask, image_encoder)
 
-    async def edit(self, request: EditRequest, *, on_submitted: SubmitHook | None = None) -> EditOutcome:
-        """Submit, poll and download one edit. Call failures are returned as ``EditOutcome.error``."""
+    async def edit(
+        self,
+        request: EditRequest,
+        *,
+        on_submitted: SubmitHook | None = None,
+        on_sending: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> EditOutcome:
+        """Submit, poll and download one edit. Call failures are returned as ``EditOutcome.error``.
+
+        ``on_sending(compact_body)`` is awaited just before the submit is sent, with the body in
+        :func:`~evalkit.providers.history.compact_body` form, so the caller can record what was sent: an
+        unknown outcome is later recognised among the account's predictions (:meth:`list_predictions`)."""
         prepared = self.prepare(request)
         key = self._key()
         call = _Call(request.model.id, prepared)
@@ -435,6 +448,12 @@ class WaveSpeedEditProvider:
             refs = await self._image_refs(call, prepared, key)
             body = materialise(prepared.params, prepared.images, prepared.mask, lambda img: refs[img.sha256])
             call.sync = bool(body.get("enable_sync_mode"))
+            if on_sending is not None:
+                try:
+                    await on_sending(compact_body(body))
+                except Exception as exc:  # noqa: BLE001 - not recorded: the call can still be sent; reconciling it is harder
+                    call.hook_error = redact(f"on_sending: {type(exc).__name__}: {exc}", self._api_key)
+                    log.warning("wavespeed: %s", call.hook_error)
             data = await self._submit(call, body, key)
             call.accepted_at = time.monotonic()
             call.prediction_id = data["id"]
