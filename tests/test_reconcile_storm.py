@@ -1,0 +1,116 @@
+"""Unknown submits settled from the simulator's prediction history: whole runs in a fault storm, then one resume.
+
+The storm mixes submits accepted-then-500, refused 500s, connections dropped after the body was sent, 429s,
+poll and download 5xx and failing tasks. After one ``--resume`` (with a short settle policy — the server is
+local) no call is ``unknown`` where the history settles it, no accepted job belongs to no call (so no
+accepted body was sent twice), and the bill equals the recorded cost to the cent. Where the history cannot
+settle a call (it fails), the call stays ``unknown`` with the reason, and nothing is re-sent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from evalkit.engine.reconcile import ReconcilePolicy
+from evalkit.engine.runner import arun
+from evalkit.store.workspace import Workspace
+from tests.plugins.money import CENT, assert_every_call_accounted, assert_outputs_intact, reconcile_wavespeed, wait_until_idle
+from tests.test_faults import FAST_PATIENCE, SIM, counts_add_up, rows_of, run_wavespeed, wavespeed_options
+
+pytestmark = pytest.mark.faults
+
+#: the simulator is local: a prediction is listed the moment it exists
+FAST_SETTLE = ReconcilePolicy(clock_skew_s=1.0, settle_s=0.3, max_submit_s=10.0)
+SETTLE_WAIT_S = 3.0
+
+STORM = [
+    ("submit_accepted_5xx", {"rate": 0.08}),
+    ("submit_accepted_drop", {"rate": 0.08}),
+    ("submit_5xx", {"rate": 0.08}),
+    ("rate_limit", {"rate": 0.06, "retry_after_s": 0.01}),
+    ("poll_5xx", {"rate": 0.08}),
+    ("download_5xx", {"rate": 0.08}),
+    ("task_failed", {"rate": 0.05, "code": 1403}),
+]
+UNKNOWN_KINDS = ("submit_accepted_5xx", "submit_accepted_drop", "submit_5xx")
+
+
+def storm(sim) -> dict:
+    return {kind: sim.add_fault(kind, **kw) for kind, kw in STORM}
+
+
+async def resume(handle, ws_path, run_id, **kw):
+    return await arun(
+        None,
+        workspace=ws_path,
+        run_id=run_id,
+        resume=True,
+        progress=False,
+        patience=FAST_PATIENCE,
+        provider_options={"wavespeed": wavespeed_options(handle)},
+        reconcile_policy=FAST_SETTLE,
+        settle_wait_s=SETTLE_WAIT_S,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+async def test_one_resume_settles_every_unknown_submit_from_the_history_and_pays_once(mode, wavespeed_sim_factory, tmp_path):
+    handle = wavespeed_sim_factory(seed=7, sync_timeout_s=2.0, **SIM)
+    faults = storm(handle.sim)
+    extra = {"sync_mode": True, "sync_read_timeout_s": 3.0} if mode == "sync" else {}
+    res = await run_wavespeed(handle, tmp_path, repeats=3, wavespeed_kw=extra)
+    counts_add_up(res)
+    unknown_after_run = res.unknown
+    assert unknown_after_run > 0 and all(faults[k].hits > 0 for k in UNKNOWN_KINDS), {k: f.hits for k, f in faults.items()}
+    submits_before = len(handle.sim.submits)
+
+    res = await resume(handle, tmp_path, res.run_id)
+    wait_until_idle(handle.sim)
+    rows = rows_of(tmp_path, res.run_id)
+    assert_every_call_accounted(rows)
+    by_status = Counter(r["status"] for r in rows)
+    assert by_status["unknown"] == 0, [r["error_message"] for r in rows if r["status"] == "unknown"][:3]
+    assert res.unknown == 0 and res.pending == 0
+    rec = reconcile_wavespeed(handle, tmp_path)
+    # every accepted job belongs to exactly one call: no accepted body was sent twice, no orphan is left
+    assert not rec.orphans
+    assert abs(rec.billed_usd - rec.recorded_usd) < CENT
+    # the accepted-then-lost ones were collected from the history, the refused ones sent again (and only those)
+    adopted = [r for r in rows if "reconciled" in str(r["metadata"] or "") or r["attempt"] > 1]
+    assert adopted
+    resent = len(handle.sim.submits) - submits_before
+    assert resent <= faults["submit_5xx"].hits + faults["submit_accepted_5xx"].hits + faults["submit_accepted_drop"].hits
+    assert assert_outputs_intact(tmp_path, rows) == by_status["completed"]
+
+
+async def test_when_the_history_cannot_be_read_unknown_calls_stay_unknown_with_the_reason(wavespeed_sim_factory, tmp_path):
+    handle = wavespeed_sim_factory(seed=3, **SIM)
+    handle.sim.add_fault("submit_accepted_5xx", rate=0.2)
+    handle.sim.add_fault("history_5xx")  # every history request fails
+    res = await run_wavespeed(handle, tmp_path, repeats=2)
+    assert res.unknown > 0
+    submits = len(handle.sim.submits)
+    res2 = await resume(handle, tmp_path, res.run_id)
+    assert len(handle.sim.submits) == submits  # nothing re-sent
+    assert res2.unknown == res.unknown
+    unknown = [r for r in rows_of(tmp_path, res.run_id) if r["status"] == "unknown"]
+    assert unknown and all("history" in r["error_message"] and "could not be read" in r["error_message"] for r in unknown)
+    wait_until_idle(handle.sim)
+    rec = reconcile_wavespeed(handle, tmp_path)  # orphans bounded by the unknown calls' reservations
+    assert len(rec.orphans) == res.unknown
+
+
+async def test_evalkit_runs_shows_unknown_calls_and_what_they_may_have_cost(wavespeed_sim_factory, tmp_path):
+    handle = wavespeed_sim_factory(seed=3, **SIM)
+    handle.sim.add_fault("submit_accepted_5xx", rate=0.3)
+    res = await run_wavespeed(handle, tmp_path, repeats=2)
+    assert res.unknown > 0
+    with Workspace(tmp_path, create=False) as ws:
+        runs = ws.runs()
+        reserved = sum(r["reserved_usd"] for r in ws.call_rows(res.run_id, ["unknown"]))
+    row = runs.set_index("run_id").loc[res.run_id]
+    assert row["unknown"] == res.unknown
+    assert row["unknown_max_usd"] == pytest.approx(reserved) and reserved > 0
