@@ -24,6 +24,12 @@ Protocol (what a client sees)
       simulated latency (catalogue ``sim.latency_ms`` × ``time_scale``, or ``fixed_latency_ms``), then
       complete or fail. ``GET /api/v3/predictions/<id>/result`` and ``…/predictions/<id>`` return the
       current envelope; ``GET /api/v3/predictions`` lists recent ones.
+    * History: ``POST /api/v3/predictions`` with ``page``, ``page_size`` (1–100), ``model``, ``status``,
+      ``created_after`` / ``created_before`` (ISO 8601) and ``include_inputs`` → ``data: {page, total,
+      items}``, newest first (reference wavespeed-models-2026.md §4). With ``include_inputs`` each item has
+      ``input``: the body as received, its long strings (inline images) given as ``sha256:<hex>`` of the
+      string (a simplification: the sim keeps that compact form, not megabytes per prediction).
+      ``SimConfig.history_inputs=False`` makes it never return inputs (the field is undocumented).
     * Sync mode blocks the POST until the task ends; past ``sync_timeout_s`` it returns 200 with status
       "processing", code 5004 and the text the SDK recognises.
     * Uploads: the SDK's ticket flow (``POST /api/v3/media/uploads`` then ``PUT`` to the returned URL,
@@ -102,6 +108,7 @@ from evalkit.catalog import Catalog
 from evalkit.catalog.spec import ModelSpec
 from evalkit.errors import ImageError, InvalidInputError
 from evalkit.images import InputImage, load_image
+from evalkit.providers.history import compact_body, parse_time
 from evalkit.sim.faults import SLOW_REQUEST_KINDS, Fault, FaultBook
 from evalkit.sim.render import render_simulated
 from evalkit.sim.server import SimServerHandle, start_in_thread, wait_for_stop_signal
@@ -140,6 +147,7 @@ COUNTED = (
     "download",
     "upload",
     "list",
+    "history",
     "upload_get",
     "unauthorized",
     "rejected",
@@ -172,6 +180,8 @@ class SimConfig:
     output_cache_mb: float = 512.0
     #: threads rendering outputs (shared by all requests)
     render_threads: int = 2
+    #: the prediction history returns each item's ``input`` when asked (``include_inputs``)
+    history_inputs: bool = True
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -345,6 +355,8 @@ class _Prediction:
     fail_at_start: tuple[int, str] | None = None
     fail: tuple[int, str] | None = None
     never_finish: bool = False
+    #: the request body in compact form (evalkit.providers.history.compact_body), for the history
+    input: Any = None
     status: str = "created"
     code: int | None = None
     error: str = ""
@@ -576,6 +588,8 @@ class WaveSpeedSim:
             return await self._upload_binary(request)
         if method == "GET" and path == "predictions":
             return self._list(request)
+        if method == "POST" and path == "predictions":
+            return await self._history(request)
         if method == "GET" and path.startswith("predictions/"):
             pid, _, tail = path[len("predictions/") :].partition("/")
             if tail in ("", "result"):
@@ -617,9 +631,12 @@ class WaveSpeedSim:
         st = self._state  # the current one, should a reset have happened while this request waited
         p = self._create(st, spec, body, base_url, images, mask, unreachable)
         st.submits.append(SubmitRecord(p.id, spec.id, hashlib.sha256(raw).hexdigest(), time.time()))
+        p.input = compact_body(body)
         after = self.faults.draw("accepted", model_keys)
         if after is not None and after.kind == "submit_accepted_5xx":
             return self._fault_response(after, "submit")
+        if after is not None and after.kind == "submit_accepted_drop":
+            return _DroppedResponse()
         if body.get("enable_sync_mode") is True:
             response = await self._wait_sync(p)
         else:
@@ -863,6 +880,56 @@ class WaveSpeedSim:
         ]
         return self._json({"code": 200, "message": "success", "data": {"items": items, "total": len(st.predictions)}})
 
+    async def _history(self, request: Request) -> Response:
+        """``POST /api/v3/predictions``: the account's predictions, filtered and paged, newest first."""
+        st = self._state
+        st.counts["history"] += 1
+        fault = self.faults.draw("history", ())
+        if fault is not None:
+            return self._fault_response(fault, "history")
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return self._error(400, "request body must be JSON")
+        if not isinstance(body, dict):
+            return self._error(400, "request body must be a JSON object")
+        page, size = body.get("page", 1), body.get("page_size", 100)
+        if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+            return self._error(400, "page must be an integer ≥ 1")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 100:
+            return self._error(400, "page_size must be an integer within 1–100")
+        bounds = []
+        for key in ("created_after", "created_before"):
+            raw = body.get(key)
+            t = parse_time(raw) if raw is not None else None
+            if raw is not None and t is None:
+                return self._error(400, f"{key} must be an ISO 8601 time")
+            bounds.append(t)
+        after, before = bounds
+        model, status = body.get("model"), body.get("status")
+        with_inputs = body.get("include_inputs") is True and self.config.history_inputs
+        chosen = []
+        for p in reversed(list(st.predictions.values())):  # newest first
+            if model and p.spec.endpoint != model and p.spec.id != model:
+                continue
+            if status and p.status != status:
+                continue
+            created = parse_time(p.created_at)
+            if (after is not None and created < after) or (before is not None and created > before):
+                continue
+            chosen.append(p)
+        items = []
+        for p in chosen[(page - 1) * size : page * size]:
+            item = (await self._envelope(p))["data"]
+            if p.status == "completed" and p.base64_output:
+                item["outputs"] = [p.output_url]  # the history lists URLs, not megabytes of base64
+            if with_inputs:
+                item["input"] = p.input
+            items.append(item)
+        return self._json(
+            {"code": 200, "message": "success", "data": {"page": page, "total": len(chosen), "items": items}}
+        )
+
     async def _get_output(self, request: Request) -> Response:
         st = self._state
         st.counts["download"] += 1
@@ -1011,6 +1078,29 @@ class WaveSpeedSim:
                 "api": "/api/v3/<endpoint>",
             }
         )
+
+
+class _DroppedResponse(Response):
+    """A reply that starts, promises more than it sends, and breaks the connection (a dropped connection
+    after the request arrived whole: the client cannot tell whether the task was created)."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"code": 200, "data": {"id"', "more_body": True})
+        raise _ConnectionDropped("simulated: connection dropped after the submit was accepted")
+
+
+class _ConnectionDropped(Exception):
+    """Raised inside the ASGI app to make the server close the connection mid-reply (a simulated fault)."""
 
 
 class _SimulatedHeader:

@@ -37,7 +37,7 @@ import pandas as pd
 
 from evalkit.errors import Category, InvalidInputError, WorkspaceError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "evalkit.sqlite"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -175,6 +175,11 @@ _MIGRATIONS: list[str] = [
         source TEXT NOT NULL           -- generate_image_edit | run | judge
     );
     """,
+    # 1 → 2: the body each submit sent (compact: long strings as sha256), so an unknown outcome can be
+    # recognised among the provider's predictions (evalkit.engine.reconcile)
+    """
+    ALTER TABLE calls ADD COLUMN sent_body TEXT;
+    """,
 ]
 
 CALL_COLUMNS = (
@@ -182,7 +187,7 @@ CALL_COLUMNS = (
     "attempt created_at submitting_at submitted_at completed_at submit_ms queue_ms inference_ms download_ms total_ms "
     "price_usd reserved_usd cost_usd cost_source error_category error_message error_code output_sha256 output_ext "
     "width height format requested_width requested_height nsfw content_filtered input_resized simulated cached_from "
-    "params notes metadata"
+    "params notes metadata sent_body"
 ).split()
 
 TERMINAL_STATUSES = ("completed", "failed", "not_applicable", "unknown")
@@ -503,7 +508,9 @@ class Workspace:
         rows = self._query(
             "SELECT r.run_id, r.created_at, r.status, r.suite_name, r.models, r.repeats, r.budget_usd, r.simulated, r.wall_s, "
             "SUM(c.status = 'completed') AS completed, SUM(c.status = 'failed') AS failed, "
-            "SUM(c.status NOT IN ('not_applicable')) AS planned, COALESCE(SUM(c.cost_usd), 0) AS cost_usd "
+            "SUM(c.status NOT IN ('not_applicable')) AS planned, COALESCE(SUM(c.cost_usd), 0) AS cost_usd, "
+            "COALESCE(SUM(c.status = 'unknown'), 0) AS unknown, "
+            "COALESCE(SUM(CASE WHEN c.status = 'unknown' THEN c.reserved_usd END), 0) AS unknown_max_usd "
             "FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created_at"
         )
         df = pd.DataFrame(
@@ -522,6 +529,8 @@ class Workspace:
                 "failed",
                 "planned",
                 "cost_usd",
+                "unknown",
+                "unknown_max_usd",
             ],
         )
         if not df.empty:
@@ -617,6 +626,45 @@ class Workspace:
             "fingerprint = COALESCE(?, fingerprint) WHERE call_id = ?",
             (utcnow(), reserved_usd, fingerprint, call_id),
         )
+
+    def record_sent_body(self, call_id: str, compact_body: Any) -> None:
+        """The body a submit is about to send (compact form), written before it goes out."""
+        self._execute(
+            "UPDATE calls SET sent_body = ? WHERE call_id = ?", (json.dumps(compact_body, sort_keys=True), call_id)
+        )
+
+    def adopt_prediction(self, call_id: str, prediction_id: str, *, note: str | None = None) -> None:
+        """An unknown submit found in the provider's history: the call becomes ``submitted`` with that id
+        (error and unknown cost cleared), so the engine collects it like any accepted job."""
+        meta = json.dumps({"reconciled": note or True})
+        self._execute(
+            "UPDATE calls SET status = 'submitted', prediction_id = ?, submitted_at = ?, error_category = NULL, "
+            "error_message = NULL, error_code = NULL, cost_usd = NULL, cost_source = NULL, completed_at = NULL, "
+            "metadata = ? WHERE call_id = ?",
+            (prediction_id, utcnow(), meta, call_id),
+        )
+
+    def note_unknown(self, call_id: str, reason: str) -> None:
+        """Keep (or make) a call ``unknown`` with why its history cannot settle it. The first recorded
+        moment of the unknown outcome (``completed_at``, the end of its submit window) is kept."""
+        rows = self._query("SELECT error_message FROM calls WHERE call_id = ?", (call_id,))
+        before = (rows[0][0] or "") if rows else ""
+        before = before.split(" — history: ")[0]
+        message = f"{before} — history: {reason}" if before else reason
+        self._execute(
+            "UPDATE calls SET status = 'unknown', error_category = ?, error_message = ?, cost_usd = NULL, "
+            "cost_source = 'unknown' WHERE call_id = ?",
+            (str(Category.UNKNOWN_OUTCOME), message, call_id),
+        )
+
+    def claimed_prediction_ids(self, provider: str) -> set[str]:
+        """Every prediction id some call of ``provider`` owns (any run): never handed to a second call."""
+        rows = self._query(
+            "SELECT DISTINCT prediction_id FROM calls WHERE provider = ? AND prediction_id IS NOT NULL "
+            "AND (cost_source IS NULL OR cost_source != 'cache')",
+            (provider,),
+        )
+        return {r[0] for r in rows}
 
     def mark_submitted(self, call_id: str, prediction_id: str) -> None:
         """The provider accepted the job: its id is written before anything waits for the result."""
