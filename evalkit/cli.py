@@ -183,6 +183,15 @@ def run_cmd(
             "(a dropped connection is settled from the prediction history, never paid twice)",
         ),
     ] = False,
+    settle_wait: Annotated[
+        float,
+        typer.Option(
+            "--settle-wait",
+            min=0,
+            help="seconds to wait for the provider's history to settle unknown submits (at the end of the run and "
+            "on --resume); 0 settles only what the history already can",
+        ),
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
@@ -208,6 +217,7 @@ def run_cmd(
             resubmit_unknown=resubmit_unknown,
             retry_failed=retry_failed,
             provider_options={"wavespeed": {"sync_mode": True}} if sync_mode else None,
+            settle_wait_s=settle_wait,
         )
     except EvalkitError as exc:
         _fail(exc)
@@ -247,6 +257,8 @@ def run_cmd(
                         "wall_s",
                         "stop_reason",
                         "simulated",
+                        "reconciled",
+                        "unknown_max_usd",
                     )
                 }
             )
@@ -269,6 +281,16 @@ def _print_run_summary(r) -> None:
     )
     if r.failures_by_category:
         out.print("  failures: " + ", ".join(f"{k} {v}" for k, v in r.failures_by_category.items()))
+    if r.reconciled:
+        out.print(
+            f"  reconciled from the provider's history: {r.reconciled.get('matched', 0)} collected (accepted earlier), "
+            f"{r.reconciled.get('resubmit', 0)} sent again (proven not accepted), {r.reconciled.get('unknown', 0)} still unknown"
+        )
+    if r.unknown:
+        out.print(
+            f"  [yellow]{r.unknown} unknown[/] — may have cost up to ${r.unknown_max_usd:.4f} more; "
+            f"`evalkit reconcile {r.run_id}` settles them from the provider's history"
+        )
     if r.stop_reason or r.pending or r.skipped:
         why = f"stopped: {r.stop_reason}" if r.stop_reason else "unfinished"
         out.print(
@@ -325,7 +347,12 @@ def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("
     elif df.empty:
         out.print("no runs yet — `evalkit run --suite smoke --dry-run` shows a plan")
     else:
-        out.print(_table(df, money=("budget_usd", "cost_usd")))
+        out.print(_table(df, money=("budget_usd", "cost_usd", "unknown_max_usd")))
+        if int(df["unknown"].sum()):
+            out.print(
+                "[yellow]unknown[/]: submits whose acceptance is not known (not sent again); unknown_max_usd is the most "
+                "they may have cost. `evalkit reconcile RUN_ID` settles them from the provider's history."
+            )
 
 
 @app.command()

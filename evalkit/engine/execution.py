@@ -276,9 +276,18 @@ class _Execution:
         async def on_submitted(pid: str, _pc: PlannedCall = pc) -> None:
             self.ws.mark_submitted(_pc.call_id, pid)
 
+        async def on_sending(body: Any, _pc: PlannedCall = pc) -> None:
+            self.ws.record_sent_body(_pc.call_id, body)
+
+        # a provider that lists its predictions reports the body it sends: an unknown outcome can then be
+        # recognised in its history (evalkit.engine.reconcile) instead of staying unknown
+        hooks: dict[str, Any] = {"on_submitted": on_submitted}
+        if getattr(provider, "reconcilable", False):
+            hooks["on_sending"] = on_sending
+
         attempt = 0
         if submit:
-            outcome = await _guarded(pc, provider.edit(request, on_submitted=on_submitted))
+            outcome = await _guarded(pc, provider.edit(request, **hooks))
         else:
             outcome = await _guarded(pc, provider.resume(request, prediction_id))
         while attempt + 1 < self.patience.max_attempts and not self.controller.abandon.is_set():
@@ -297,7 +306,7 @@ class _Execution:
                 self.ws.mark_submitting(
                     pc.call_id, reserved_usd=pc.prepared.reserve_usd, fingerprint=pc.prepared.fingerprint
                 )
-                outcome = await _guarded(pc, provider.edit(request, on_submitted=on_submitted))
+                outcome = await _guarded(pc, provider.edit(request, **hooks))
             else:
                 outcome = await _guarded(pc, provider.resume(request, outcome.prediction_id))
         return outcome

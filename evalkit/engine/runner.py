@@ -41,6 +41,8 @@ import pandas as pd
 from evalkit.catalog import Catalog
 from evalkit.engine.execution import _Execution
 from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan
+from evalkit.engine.reconcile import ReconcilePolicy
+from evalkit.engine.settle import SettleReport, policy_from_env, settle_unknown
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.providers import create_provider
 from evalkit.providers.base import ImageEditProvider
@@ -112,6 +114,10 @@ class RunResult:
     dry_run: bool = False
     estimate: pd.DataFrame | None = field(default=None, repr=False)
     failures_by_category: dict[str, int] = field(default_factory=dict)
+    #: unknown submits settled from the provider's history in this call: matched / resubmit / unknown
+    reconciled: dict[str, int] = field(default_factory=dict)
+    #: the most the calls still ``unknown`` may have cost (their reservations)
+    unknown_max_usd: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -178,6 +184,8 @@ async def arun(
     retry_failed: bool = False,
     controller: StopController | None = None,
     patience: RetryPolicy | None = None,
+    reconcile_policy: ReconcilePolicy | None = None,
+    settle_wait_s: float = 0.0,
 ) -> RunResult:
     """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``."""
     from evalkit import __version__
@@ -292,6 +300,15 @@ async def arun(
 
             ws.insert_calls(rows())
             ws.update_run(run_id, status="running")
+            policy = reconcile_policy or policy_from_env()
+            endpoints = {m.id: m.endpoint for m in specs}
+            settled = SettleReport()
+            if existing is not None:
+                # unknown submits (and submits a crash interrupted) are settled from the provider's history first:
+                # a listed prediction is collected, a proven-unaccepted submit is sent again, the rest stay unknown
+                settled = await settle_unknown(
+                    ws, run_id, providers, endpoints, policy=policy, wait_for_settle_s=settle_wait_s
+                )
             given_limits = provider_limits or {}
             limits = {
                 name: given_limits.get(name) or default_provider_limits(name, getattr(p, "base_url", None))
@@ -315,6 +332,37 @@ async def arun(
             )
             try:
                 await execution.execute()
+                if (
+                    settle_wait_s > 0
+                    and execution.counts.get("unknown", 0) > 0
+                    and not controller.stop_submitting.is_set()
+                    and any(getattr(p, "reconcilable", False) for p in providers.values())
+                ):
+                    # submits lost in this run (a 500 after sending, a dropped connection, a sync POST cut off):
+                    # settle them from the history now, then collect / re-send what it proved
+                    again = await settle_unknown(
+                        ws, run_id, providers, endpoints, policy=policy, wait_for_settle_s=settle_wait_s
+                    )
+                    settled.decisions.extend(again.decisions)
+                    if again.matched or again.resubmit:
+                        execution.close_progress()
+                        execution = _Execution(
+                            ws=ws,
+                            run_id=run_id,
+                            planned=planned,
+                            providers=providers,
+                            budget_usd=budget_usd,
+                            concurrency=concurrency,
+                            limits=limits,
+                            no_cache=no_cache,
+                            progress=progress,
+                            grace_period_s=grace_period_s,
+                            resubmit_unknown=resubmit_unknown,
+                            retry_failed=False,
+                            controller=controller,
+                            patience=patience or DEFAULT_PATIENCE,
+                        )
+                        await execution.execute()
             except asyncio.CancelledError:
                 ws.update_run(run_id, status="interrupted", wall_s=time.monotonic() - t0)
                 raise
@@ -327,7 +375,10 @@ async def arun(
             ws.update_run(
                 run_id, status=status, wall_s=wall, simulated=int(execution.simulated), note=execution.stop_message
             )
-            return summarise(ws, run_id, wall_s=wall, stop_reason=controller.reason, estimate_df=result.estimate)
+            summary = summarise(ws, run_id, wall_s=wall, stop_reason=controller.reason, estimate_df=result.estimate)
+            if settled.decisions:
+                summary.reconciled = {k: v for k, v in settled.as_dict().items() if k != "reasons"}
+            return summary
     finally:
         for p in providers.values():
             with contextlib.suppress(Exception):
@@ -391,6 +442,7 @@ def summarise(
     res.simulated = bool(run.get("simulated"))
     res.estimate = estimate_df
     res.failures_by_category = agg["failures_by_category"]
+    res.unknown_max_usd = float(agg.get("unknown_max_usd", 0.0) or 0.0)
     return res
 
 

@@ -772,12 +772,21 @@ class Workspace:
         """A run's call counts and money, aggregated in SQL (cheap for runs of any size)."""
         rows = self._query(
             "SELECT status, (prediction_id IS NOT NULL) AS has_id, cost_source = 'cache' AS cached, error_category, "
-            "COUNT(*) AS n, COALESCE(SUM(cost_usd), 0) AS cost FROM calls WHERE run_id = ? "
-            "GROUP BY status, has_id, cached, error_category",
+            "COUNT(*) AS n, COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(reserved_usd), 0) AS reserved "
+            "FROM calls WHERE run_id = ? GROUP BY status, has_id, cached, error_category",
             (run_id,),
         )
-        out: dict[str, Any] = {"by_status": {}, "pending": 0, "cached": 0, "cost_usd": 0.0, "failures_by_category": {}}
+        out: dict[str, Any] = {
+            "by_status": {},
+            "pending": 0,
+            "cached": 0,
+            "cost_usd": 0.0,
+            "failures_by_category": {},
+            "unknown_max_usd": 0.0,
+        }
         for r in rows:
+            if r["status"] == "unknown":  # may have been billed: the most it can have cost is what was reserved
+                out["unknown_max_usd"] += float(r["reserved"])
             out["by_status"][r["status"]] = out["by_status"].get(r["status"], 0) + r["n"]
             if r["status"] == "submitted" and r["has_id"]:
                 out["pending"] += r["n"]
