@@ -407,3 +407,85 @@ async def test_list_predictions_rejects_a_page_size_over_100():
     with pytest.raises(InvalidInputError):
         await p.list_predictions(MODEL, T0, T0, page=0)
     assert seen == []
+
+
+# ---- acting on the decisions (evalkit.engine.settle) ---------------------------------------------
+
+from evalkit.engine.settle import settle_unknown  # noqa: E402
+
+
+class FakeStore:
+    """The few Workspace methods settle_unknown uses, over rows in memory."""
+
+    def __init__(self, rows, claimed=()):
+        self.rows = {r["call_id"]: r for r in rows}
+        self.claimed = set(claimed)
+        self.actions: list[tuple] = []
+
+    def call_rows(self, run_id, statuses=None, columns=None):
+        return [dict(r) for r in self.rows.values() if statuses is None or r["status"] in statuses]
+
+    def claimed_prediction_ids(self, provider):
+        return set(self.claimed)
+
+    def adopt_prediction(self, call_id, pid, note=None):
+        self.actions.append(("adopt", call_id, pid))
+        self.rows[call_id].update(status="submitted")
+        self.claimed.add(pid)
+
+    def reset_call(self, call_id):
+        self.actions.append(("reset", call_id))
+        self.rows[call_id].update(status="planned")
+
+    def note_unknown(self, call_id, reason):
+        self.actions.append(("unknown", call_id, reason))
+
+
+class FakeProvider:
+    reconcilable = True
+
+    def __init__(self, history):
+        self.history = history
+
+    async def list_predictions(self, model, after, before, page=1, page_size=100, include_inputs=True):
+        return await self.history(model, after, before, page, page_size)
+
+
+def _row(cid, start, end, prompt, status="unknown"):
+    iso = "%Y-%m-%dT%H:%M:%S.%fZ"
+    return {
+        "call_id": cid,
+        "model_id": "qwen-edit-plus",
+        "provider": "wavespeed",
+        "status": status,
+        "submitting_at": start.strftime(iso),
+        "completed_at": end.strftime(iso) if end else None,
+        "sent_body": __import__("json").dumps(compact_body(body(prompt))),
+    }
+
+
+async def test_settle_waits_for_a_recent_window_and_never_hands_one_prediction_to_two_calls():
+    now = datetime.now(UTC)
+    old = now - timedelta(seconds=30)
+    # two calls with the same body (a seedless model's repeats): the first window is settled, the second closes now
+    store = FakeStore(
+        [_row("c1", old, old + timedelta(seconds=1), "same"), _row("c2", now - timedelta(seconds=1), now, "same")]
+    )
+    history = History([item("p1", (old - T0).total_seconds() + 0.5, "same")])
+    providers = {"wavespeed": FakeProvider(history)}
+    policy = ReconcilePolicy(clock_skew_s=40, settle_s=0.3)
+    report = await settle_unknown(store, "r", providers, {"qwen-edit-plus": MODEL}, policy=policy, wait_for_settle_s=2)
+    assert ("adopt", "c1", "p1") in store.actions and ("reset", "c2") in store.actions
+    assert report.matched == 1 and report.resubmit == 1 and report.unknown == 0
+
+
+async def test_settle_skips_calls_of_providers_without_a_history_and_keeps_ambiguous_ones_unknown():
+    now = datetime.now(UTC) - timedelta(seconds=60)
+    rows = [_row("c1", now, now + timedelta(seconds=1), "x"), {**_row("c2", now, None, "y"), "provider": "stability"}]
+    store = FakeStore(rows)
+    history = History([], fail_on_page=1)
+    report = await settle_unknown(
+        store, "r", {"wavespeed": FakeProvider(history), "stability": object()}, {}, policy=POLICY
+    )
+    assert report.skipped == 1 and report.unknown == 1
+    assert store.actions[0][0] == "unknown" and "could not be read" in store.actions[0][2]

@@ -153,6 +153,8 @@ async def settle_unknown(
             await asyncio.sleep(max(waits) + 0.05)
             again = {d.call_id for d in decisions if d.retry_after_s is not None}
             redo = [c for c in calls if c.call_id in again]
+            # what the first pass handed out is owned now: never give it to a second call
+            claimed = set(claimed) | {d.prediction_id for d in decisions if d.prediction_id}
             fresh = {d.call_id: d for d in await reconcile(redo, fetch, claimed=claimed, policy=policy)}
             decisions = [fresh.get(d.call_id, d) for d in decisions]
         _apply(ws, decisions)

@@ -1121,7 +1121,10 @@ class _SimulatedHeader:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-evalkit-simulated", b"1")]}
             await send(message)
 
-        await self.app(scope, receive, send_marked)
+        try:
+            await self.app(scope, receive, send_marked)
+        except _ConnectionDropped:
+            return  # the reply is left incomplete: the server closes the connection (the simulated drop)
 
 
 # ---- running it ----------------------------------------------------------------------------------
