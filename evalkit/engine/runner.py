@@ -39,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from evalkit.catalog import Catalog
-from evalkit.engine.execution import _Execution
+from evalkit.engine.execution import CallSource, _Execution
 from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan
 from evalkit.engine.reconcile import ReconcilePolicy
 from evalkit.engine.settle import SettleReport, policy_from_env, settle_unknown
@@ -290,15 +290,16 @@ async def arun(
             ws.update_run(run_id, budget_usd=budget_usd)
         with ws.run_lock(run_id):
             _record_cases(ws, run_id, the_suite)
-            planned: list[PlannedCall] = []
 
             def rows() -> Iterator[dict[str, Any]]:
                 for pc in plan():
                     yield pc.row()
-                    pc.release()  # rebuilt when it runs
-                    planned.append(pc)
+                    pc.release()
 
             ws.insert_calls(rows())
+            # nothing is held per call: the engine reads the planned calls back from the workspace a chunk at a
+            # time and rebuilds each request when it runs (planning is pure and deterministic)
+            source = CallSource(run_id, {c.id: c for c in the_suite.cases}, {m.id: m for m in specs}, inputs)
             ws.update_run(run_id, status="running")
             policy = reconcile_policy or policy_from_env()
             endpoints = {m.id: m.endpoint for m in specs}
@@ -317,7 +318,7 @@ async def arun(
             execution = _Execution(
                 ws=ws,
                 run_id=run_id,
-                planned=planned,
+                source=source,
                 providers=providers,
                 budget_usd=budget_usd,
                 concurrency=concurrency,
@@ -349,7 +350,7 @@ async def arun(
                         execution = _Execution(
                             ws=ws,
                             run_id=run_id,
-                            planned=planned,
+                            source=source,
                             providers=providers,
                             budget_usd=budget_usd,
                             concurrency=concurrency,

@@ -731,6 +731,33 @@ class Workspace:
             rows = self._query(f"SELECT {what} FROM calls WHERE run_id = ? ORDER BY rowid", (run_id,))
         return [dict(r) for r in rows]
 
+    def planned_chunk(self, run_id: str, provider: str, *, after_rowid: int, limit: int) -> list[dict[str, Any]]:
+        """The next ``limit`` calls of ``provider`` still ``planned``, in plan order after ``after_rowid``
+        (each with its ``rowid``): the engine feeds its queues from here a chunk at a time."""
+        rows = self._query(
+            "SELECT rowid, call_id, case_id, model_id, repeat, seed, operation, category, cost_usd FROM calls "
+            "WHERE run_id = ? AND provider = ? AND status = 'planned' AND rowid > ? ORDER BY rowid LIMIT ?",
+            (run_id, provider, after_rowid, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def planned_counts(self, run_id: str) -> dict[str, int]:
+        """Calls still ``planned``, per provider."""
+        rows = self._query(
+            "SELECT provider, COUNT(*) FROM calls WHERE run_id = ? AND status = 'planned' GROUP BY provider", (run_id,)
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def committed_usd(self, run_id: str) -> tuple[float, int]:
+        """What the run's finished calls count against its budget (a cost nobody reported counts at what was
+        reserved for it), and how many they are."""
+        row = self._query(
+            "SELECT COALESCE(SUM(COALESCE(cost_usd, reserved_usd, 0)), 0), COUNT(*) FROM calls "
+            "WHERE run_id = ? AND status IN ('completed', 'failed', 'unknown')",
+            (run_id,),
+        )[0]
+        return float(row[0]), int(row[1])
+
     def get_call(self, call_id: str) -> dict[str, Any]:
         rows = self._query("SELECT * FROM calls WHERE call_id = ?", (call_id,))
         if not rows:
