@@ -133,13 +133,13 @@ def request_bodies(suite: Path, calls: int) -> list[dict[str, Any]]:
     """The exact bodies evalkit sends for this suite (its own ``build_body``), seed 1000+i: every tool sends these."""
     from evalkit.catalog import Catalog
     from evalkit.providers.base import EditRequest, ImageEditOptions
-    from evalkit.providers.wavespeed import build_body
+    from evalkit.providers.wavespeed import WaveSpeedEditProvider
     from evalkit.suites import load_suite
 
     case = load_suite(str(suite)).cases[0]
     images, _ = case.load_inputs()
     model = Catalog.load().select(MODEL_ID)[0]
-    template = build_body(
+    template = WaveSpeedEditProvider().build_body(
         EditRequest(
             model=model,
             images=tuple(images),
@@ -220,7 +220,7 @@ class StoreClock:
         self._lock = threading.Lock()
 
     def install(self) -> None:
-        from evalkit.store.workspace import Workspace
+        from evalkit.store import Workspace
 
         for name in self.METHODS:
             original = getattr(Workspace, name)
@@ -363,7 +363,7 @@ def client_evalkit(
 
 def record_memory_phases() -> list[tuple[str, float, float, float]]:
     """(phase, RSS MB, peak MB since the reset, perf_counter) at the edges of a run's phases, from wrappers around
-    evalkit.engine.execution's ``_Execution.execute`` and evalkit.engine.runner's ``summarise`` (this process only)."""
+    evalkit.engine.execution's ``Execution.execute`` and evalkit.engine.runner's ``summarise`` (this process only)."""
     import evalkit.engine.execution as execution
     import evalkit.engine.runner as runner
 
@@ -372,7 +372,7 @@ def record_memory_phases() -> list[tuple[str, float, float, float]]:
     def mark(phase: str) -> None:
         marks.append((phase, rss_mb(), peak_rss_mb(), time.perf_counter()))
 
-    execute = execution._Execution.execute
+    execute = execution.Execution.execute
 
     async def timed_execute(self):  # type: ignore[no-untyped-def]
         mark("planned + inserted")
@@ -389,7 +389,7 @@ def record_memory_phases() -> list[tuple[str, float, float, float]]:
         finally:
             mark("summarised")
 
-    execution._Execution.execute = timed_execute  # type: ignore[method-assign]
+    execution.Execution.execute = timed_execute  # type: ignore[method-assign]
     runner.summarise = timed_summarise  # type: ignore[assignment]
     return marks
 

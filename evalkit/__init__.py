@@ -14,8 +14,7 @@ Everything else lives in the package of its pipeline stage: evalkit.catalog, .pr
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from evalkit._version import __version__
 from evalkit.catalog import Catalog, ModelSpec
 from evalkit.edit import ImageEditResult, agenerate_image_edit, generate_image_edit
 from evalkit.engine import RunResult, arun, run

@@ -34,8 +34,9 @@ def _width() -> int:
     return max(100, shutil.get_terminal_size((160, 40)).columns)
 
 
-out = Console(width=_width())
-err = Console(stderr=True, width=_width())
+# soft_wrap: a long path or id printed as text is never broken mid-word (tables still fit the width)
+out = Console(width=_width(), soft_wrap=True)
+err = Console(stderr=True, width=_width(), soft_wrap=True)
 
 WorkspaceOpt = Annotated[
     Path | None,
@@ -196,7 +197,7 @@ def run_cmd(
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
     """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
-    from evalkit.engine.runner import parse_provider_limits, run
+    from evalkit.engine import parse_provider_limits, run
 
     if resume_id:
         run_id, resume = resume_id, True
@@ -336,7 +337,7 @@ def reconcile_cmd(
 @app.command()
 def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the runs in a workspace."""
-    from evalkit.store.workspace import Workspace
+    from evalkit.store import Workspace
 
     try:
         df = Workspace(workspace).runs()
@@ -410,9 +411,10 @@ def score(
         _fail(exc)
     out.print(str(summary))
     if pairwise:
-        from evalkit.store.workspace import Workspace
+        from evalkit.scoring import rankings
+        from evalkit.store import Workspace
 
-        table = Workspace(workspace, create=False).rankings(run_id)
+        table = rankings(Workspace(workspace, create=False), run_id)
         if not table.empty:
             out.print(
                 _table(
@@ -436,13 +438,13 @@ def tiers(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Choose a default model per price tier and operation; write tier_defaults.json."""
-    from evalkit.decide.tables import default_quality
+    from evalkit.decide.quality import choose_quality
     from evalkit.decide.tiers import choose_defaults, write_tier_defaults
-    from evalkit.store.workspace import Workspace
+    from evalkit.store import Workspace
 
     try:
         ws = Workspace(workspace, create=False)
-        decision = choose_defaults(ws, run_id, tiers_file, quality=quality or default_quality(ws, run_id))
+        decision = choose_defaults(ws, run_id, tiers_file, quality=quality or choose_quality(ws, run_id)[0])
         path = write_tier_defaults(decision, output or Path("reports") / run_id / "tier_defaults.json")
     except EvalkitError as exc:
         _fail(exc)
@@ -530,6 +532,45 @@ def sim(
         kw["fixed_latency_ms"] = fixed_latency_ms
     out.print(f"serving a SIMULATED {provider} API on http://{host}:{port} (Ctrl-C to stop)")
     mod.serve(host, port, **kw)
+
+
+@app.command()
+def serve(
+    tiers_file: Annotated[
+        Path | None,
+        typer.Option("--tiers", help="tier_defaults.json (default: $EVALKIT_TIER_DEFAULTS, else ./tier_defaults.json)"),
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to bind (off loopback: EVALKIT_SERVE_TOKEN)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    default_tier: Annotated[str, typer.Option(help="tier for requests that name neither tier nor model")] = "standard",
+    allow_simulated: Annotated[
+        bool, typer.Option("--allow-simulated", help="serve tier defaults from a SIMULATED run (demos, tests)")
+    ] = False,
+    allow_provisional: Annotated[
+        bool, typer.Option("--allow-provisional", help="serve provisional models where evidence is insufficient")
+    ] = False,
+    max_age_days: Annotated[
+        float | None, typer.Option(help="warn when the tier defaults are older (default 30, env var)")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Serve the Image Studio edit endpoint and the model selector page from a run's tier defaults."""
+    from evalkit.serve import serve as run_server
+
+    try:
+        run_server(
+            tiers_file,
+            host=host,
+            port=port,
+            default_tier=default_tier,
+            allow_simulated=allow_simulated,
+            allow_provisional=allow_provisional,
+            max_age_days=max_age_days,
+            workspace=workspace,
+            announce=lambda text: out.print(escape(text), highlight=False),
+        )
+    except EvalkitError as exc:
+        _fail(exc)
 
 
 @app.command()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evalkit.store.workspace import Workspace
+from evalkit.store import CallStatus, Workspace
 
 
 @dataclass
@@ -85,12 +85,12 @@ def _score(ws: Workspace, run_id: str, stack: Any, *, judge: bool, progress: boo
 def _print_calls(ws: Workspace, run_id: str, console: Any) -> None:
     """One line per model: status counts, median latency, cost, output size (the pre-report demo table)."""
     df = ws.calls(run_id)
-    df = df[df.status != "not_applicable"]
+    df = df[df.status != CallStatus.NOT_APPLICABLE]
     if df.empty:
         return
     rows = []
     for model_id, g in df.groupby("model_id", sort=False):
-        done = g[g.status == "completed"]
+        done = g[g.status == CallStatus.COMPLETED]
         sizes = sorted(
             {f"{int(w)}×{int(h)}" for w, h in zip(done.width, done.height, strict=True) if w == w and h == h}
         )
@@ -98,7 +98,7 @@ def _print_calls(ws: Workspace, run_id: str, console: Any) -> None:
             {
                 "model": model_id,
                 "ok/calls": f"{len(done)}/{len(g)}",
-                "failed": int((g.status == "failed").sum()),
+                "failed": int((g.status == CallStatus.FAILED).sum()),
                 "p50 latency ms": None if done.empty else round(float(done.total_ms.median()), 1),
                 "cost $": round(float(g.cost_usd.fillna(0).sum()), 4),
                 "output sizes": ", ".join(sizes[:3]) + (" …" if len(sizes) > 3 else ""),

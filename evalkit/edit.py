@@ -21,14 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.catalog import Catalog, ModelSpec, normalise_operation
-from evalkit.errors import EvalkitError, ImageError, InvalidInputError, ProviderError
+from evalkit.errors import Category, EvalkitError, ImageError, InvalidInputError, ProviderError
 from evalkit.images import InputImage, load_image
 from evalkit.providers import create_provider
 from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions, Latency
-from evalkit.store.workspace import Workspace
-
-#: the original app's default, overridable as it was (WAVESPEED_IMAGE_EDIT_MODEL) or via EVALKIT_DEFAULT_EDIT_MODEL
-DEFAULT_EDIT_MODEL = "qwen-edit-plus"
+from evalkit.store import Workspace
 
 ImageInput = bytes | str | os.PathLike | InputImage | Any  # Any: a PIL image
 
@@ -51,6 +48,10 @@ class ImageEditResult:
     simulated: bool
     notes: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: the price tier that routed this edit (None: an explicit or default model)
+    tier: str | None = None
+    #: attempts that did not serve, in order (evalkit.decide.routing.Fallback: model, category, reason, charge)
+    fallbacks: tuple[Any, ...] = ()
 
 
 def _as_input_image(value: ImageInput, name: str) -> InputImage:
@@ -88,12 +89,14 @@ def _as_input_image(value: ImageInput, name: str) -> InputImage:
 def _pick_model(catalog: Catalog, model: str | None, operation: str) -> ModelSpec:
     if model:
         return catalog.get(model)
+    # the catalogue's default (the original app's), overridable as it was (WAVESPEED_IMAGE_EDIT_MODEL)
+    # or via EVALKIT_DEFAULT_EDIT_MODEL
     preferred = (
         os.environ.get("EVALKIT_DEFAULT_EDIT_MODEL")
         or os.environ.get("WAVESPEED_IMAGE_EDIT_MODEL")
-        or DEFAULT_EDIT_MODEL
+        or catalog.default_edit_model
     )
-    if preferred in catalog and catalog.get(preferred).supports(operation):
+    if preferred and preferred in catalog and catalog.get(preferred).supports(operation):
         return catalog.get(preferred)
     candidates = [m for m in catalog.for_operation(operation) if m.provider != "local"]
     if not candidates:
@@ -101,68 +104,67 @@ def _pick_model(catalog: Catalog, model: str | None, operation: str) -> ModelSpe
     return candidates[0]
 
 
-async def agenerate_image_edit(
-    image: ImageInput | Sequence[ImageInput],
-    prompt: str | None,
-    operation: str = "general_edit",
-    model: str | None = None,
-    options: ImageEditOptions | Mapping[str, Any] | None = None,
-    user_id: str | None = None,
-    *,
-    workspace: Workspace | str | os.PathLike | None | bool = None,
-    catalog: Catalog | None = None,
-    provider_options: Mapping[str, Mapping[str, Any]] | None = None,
-) -> ImageEditResult:
-    """Async twin of :func:`generate_image_edit`."""
-    op = normalise_operation(operation)
-    opts = ImageEditOptions.from_value(options)
-    ws: Workspace | None
-    if workspace is False:
-        ws = None
-    elif isinstance(workspace, Workspace):
-        ws = workspace
-    else:
-        ws = Workspace(workspace)  # default: $EVALKIT_WORKSPACE or ./evalkit-workspace
-    catalog = catalog or Catalog.load(ws.path if ws else None)
-    spec = _pick_model(catalog, model, op)
+def _decode_base64_image(value: Any, name: str) -> InputImage:
+    """One ``image_base64`` value (base64 text or a data URI; never a file path) as an image."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("ascii", errors="replace")
+    if not isinstance(value, str):
+        raise ImageError(f"{name} must be base64 text, got {type(value).__name__}")
+    s = value.strip()
+    if s.startswith("data:"):
+        s = s.split(",", 1)[1] if "," in s else ""
+    try:
+        raw = base64.b64decode("".join(s.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError(f"{name} is not valid base64 image data", hint="pass base64 text or a data: URI") from None
+    if not raw:
+        raise ImageError(f"{name} is empty")
+    return load_image(raw, name=name)
+
+
+def _input_images(image: Any, image_base64: Any) -> tuple[InputImage, ...]:
+    if image is not None and image_base64 is not None:
+        raise InvalidInputError("pass image= or image_base64=, not both")
+    if image_base64 is not None:
+        values = list(image_base64) if isinstance(image_base64, (list, tuple)) else [image_base64]
+        if not values:
+            raise InvalidInputError("image_base64 is an empty list")
+        names = [f"image_base64[{i}]" if len(values) > 1 else "image_base64" for i in range(len(values))]
+        return tuple(_decode_base64_image(v, n) for v, n in zip(values, names, strict=True))
+    if image is None:
+        raise InvalidInputError("no input image given", hint="pass image=… (bytes, path, PIL) or image_base64=…")
     images_in = list(image) if isinstance(image, (list, tuple)) else [image]
     if not images_in:
         raise InvalidInputError("no input image given")
-    images = tuple(
+    return tuple(
         _as_input_image(v, f"image {i + 1}" if len(images_in) > 1 else "image") for i, v in enumerate(images_in)
     )
-    mask = _as_input_image(opts.mask, "mask") if opts.mask is not None else None
-    request = EditRequest(model=spec, images=images, prompt=prompt, operation=op, options=opts, mask=mask)
-    provider = create_provider(spec.provider, **dict((provider_options or {}).get(spec.provider, {})))
-    try:
-        prepared = provider.prepare(request)  # raises InvalidInputError before anything is spent
-        outcome: EditOutcome = await provider.edit(request)
-    finally:
-        await provider.aclose()
-    if ws is not None:
-        ws.record_usage(
-            model_id=spec.id,
-            operation=op,
-            cost_usd=outcome.cost_usd,
-            cost_source=outcome.cost_source,
-            source="generate_image_edit",
-            user_id=user_id,
-            prediction_id=outcome.prediction_id,
-        )
-    if not outcome.ok:
-        err = outcome.error
-        raise ProviderError(
-            f"{spec.id} could not edit the image: {err.message if err else 'failed'}",
-            category=err.category if err else "task_failed",
-            status_code=err.status_code if err else None,
-            code=err.code if err else None,
-            retryable=err.retryable if err else False,
-            prediction_id=outcome.prediction_id,
-            hint="see the category; `evalkit models` shows each model's limits",
-        )
-    data = outcome.read_image()
-    if data is None:
-        raise EvalkitError(f"{spec.id} reported success but returned no image", category="bad_output")
+
+
+def _provider_error(spec: ModelSpec, outcome: EditOutcome) -> ProviderError:
+    err = outcome.error
+    return ProviderError(
+        f"{spec.id} could not edit the image: {err.message if err else 'failed'}",
+        category=err.category if err else Category.TASK_FAILED,
+        status_code=err.status_code if err else None,
+        code=err.code if err else None,
+        retryable=err.retryable if err else False,
+        prediction_id=outcome.prediction_id,
+        hint="see the category; `evalkit models` shows each model's limits",
+    )
+
+
+def _charge(outcome: EditOutcome) -> str:
+    """none (proven: nothing billed) | known | unknown (the submit may have been accepted and billed)."""
+    category = outcome.error.category if outcome.error else None
+    if category == Category.UNKNOWN_OUTCOME or outcome.resumable:
+        return "unknown"
+    if outcome.cost_usd is None or outcome.cost_source == "unknown":
+        return "unknown"
+    return "known" if outcome.cost_usd > 0 else "none"
+
+
+def _result(spec: ModelSpec, op: str, outcome: EditOutcome, prepared: Any, data: bytes) -> ImageEditResult:
     return ImageEditResult(
         image_bytes=data,
         format=outcome.format,
@@ -181,16 +183,176 @@ async def agenerate_image_edit(
     )
 
 
+async def agenerate_image_edit(
+    image: ImageInput | Sequence[ImageInput] | None = None,
+    prompt: str | None = None,
+    operation: str = "general_edit",
+    model: str | None = None,
+    options: ImageEditOptions | Mapping[str, Any] | None = None,
+    user_id: str | None = None,
+    *,
+    image_base64: str | Sequence[str] | None = None,
+    tier: str | None = None,
+    tiers: Any = None,
+    allow_provisional: bool = False,
+    allow_simulated: bool = False,
+    max_age_days: float | None = None,
+    continue_after_unknown: bool = False,
+    workspace: Workspace | str | os.PathLike | None | bool = None,
+    catalog: Catalog | None = None,
+    provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ImageEditResult:
+    """Async twin of :func:`generate_image_edit`."""
+    op = normalise_operation(operation)
+    opts = ImageEditOptions.from_value(options)
+    images = _input_images(image, image_base64)  # a broken image fails here, before any model is tried
+    mask = _as_input_image(opts.mask, "mask") if opts.mask is not None else None
+    ws: Workspace | None
+    if workspace is False:
+        ws = None
+    elif isinstance(workspace, Workspace):
+        ws = workspace
+    else:
+        ws = Workspace(workspace)  # default: $EVALKIT_WORKSPACE or ./evalkit-workspace
+    catalog = catalog or Catalog.load(ws.path if ws else None)
+
+    async def call(spec: ModelSpec, source: str, route: Any = None) -> tuple[EditOutcome, Any]:
+        request = EditRequest(model=spec, images=images, prompt=prompt, operation=op, options=opts, mask=mask)
+        provider = create_provider(spec.provider, **dict((provider_options or {}).get(spec.provider, {})))
+        try:
+            prepared = provider.prepare(request)  # raises InvalidInputError before anything is spent
+            if route is not None:
+                from evalkit.decide.routing import AttemptFailed, price_problem
+
+                too_dear = price_problem(route, prepared.price_usd)
+                if too_dear:
+                    raise AttemptFailed(Category.BAD_REQUEST, too_dear)
+            outcome: EditOutcome = await provider.edit(request)
+        finally:
+            await provider.aclose()
+        if ws is not None:
+            ws.record_usage(
+                model_id=spec.id,
+                operation=op,
+                cost_usd=outcome.cost_usd,
+                cost_source=outcome.cost_source,
+                source=source,
+                user_id=user_id,
+                prediction_id=outcome.prediction_id,
+            )
+        return outcome, prepared
+
+    if model or not tier:
+        spec = catalog.get(model) if model else _pick_model(catalog, None, op)
+        outcome, prepared = await call(spec, "generate_image_edit")
+        if not outcome.ok:
+            raise _provider_error(spec, outcome)
+        data = outcome.read_image()
+        if data is None:
+            raise EvalkitError(f"{spec.id} reported success but returned no image", category=Category.BAD_OUTPUT)
+        result = _result(spec, op, outcome, prepared, data)
+        if model and tier:
+            result.notes = (*result.notes, f"model={model} given explicitly: tier {tier!r} routing not used")
+        return result
+    return await _routed_edit(
+        call, catalog, op, tier, tiers, allow_provisional, allow_simulated, max_age_days, continue_after_unknown
+    )
+
+
+async def _routed_edit(
+    call: Any,
+    catalog: Catalog,
+    op: str,
+    tier: str,
+    tiers: Any,
+    allow_provisional: bool,
+    allow_simulated: bool,
+    max_age_days: float | None,
+    continue_after_unknown: bool,
+) -> ImageEditResult:
+    """``tier=`` given: the tier's default, then its alternatives (evalkit.decide.routing)."""
+    from evalkit.decide.routing import AttemptFailed, Candidate, load_tier_defaults, plan_route, route_call
+
+    defaults = load_tier_defaults(tiers, allow_simulated=allow_simulated, max_age_days=max_age_days)
+    route = plan_route(defaults, tier, op, allow_provisional=allow_provisional, catalog=catalog)
+    after: list[str] = []
+
+    async def attempt(cand: Candidate) -> ImageEditResult:
+        source = f"generate_image_edit tier={tier} role={cand.role}" + (f" after={','.join(after)}" if after else "")
+        try:
+            spec = catalog.get(cand.model)
+            outcome, prepared = await call(spec, source, route)
+        except AttemptFailed as failed:
+            after.append(f"{cand.model}:{failed.category.value}")
+            raise
+        except EvalkitError as exc:  # this model's limits, a missing key for its provider, not in the catalogue
+            after.append(f"{cand.model}:{exc.category.value}")
+            raise AttemptFailed(exc.category, str(exc), charge="none", error=exc) from None
+        if not outcome.ok:
+            err = _provider_error(spec, outcome)
+            after.append(f"{cand.model}:{err.category.value}")
+            raise AttemptFailed(
+                err.category,
+                err.message,
+                charge=_charge(outcome),
+                cost_usd=outcome.cost_usd,
+                prediction_id=outcome.prediction_id,
+                error=err,
+            )
+        data = outcome.read_image()
+        if data is None:
+            after.append(f"{cand.model}:bad_output")
+            raise AttemptFailed(
+                Category.BAD_OUTPUT,
+                f"{spec.id} reported success but returned no image",
+                charge=_charge(outcome),
+                cost_usd=outcome.cost_usd,
+                prediction_id=outcome.prediction_id,
+            )
+        return _result(spec, op, outcome, prepared, data)
+
+    routed = await route_call(route, attempt, continue_after_unknown=continue_after_unknown)
+    result = routed.value
+    result.tier = tier
+    result.fallbacks = tuple(routed.fallbacks)
+    notes = list(result.notes) + list(defaults.warnings) + routed.notes
+    if routed.candidate.role == "provisional":
+        notes.append(f"{routed.model} is tier {tier}'s PROVISIONAL model for {op} (insufficient evidence)")
+    for fb in routed.fallbacks:
+        notes.append(f"fell back from {fb.model}: {fb.category} ({fb.reason})")
+    result.notes = tuple(notes)
+    result.metadata["routing"] = {
+        "tier": tier,
+        "role": routed.candidate.role,
+        "tier_defaults": defaults.source,
+        "run_id": defaults.run_id,
+        "tier_defaults_simulated": defaults.simulated,
+        "candidates": route.models,
+        "skipped": [list(s) for s in route.skipped],
+    }
+    return result
+
+
 def generate_image_edit(
-    image: ImageInput | Sequence[ImageInput],
-    prompt: str | None,
+    image: ImageInput | Sequence[ImageInput] | None = None,
+    prompt: str | None = None,
     operation: str = "general_edit",
     model: str | None = None,
     options: ImageEditOptions | Mapping[str, Any] | None = None,
     user_id: str | None = None,
     **kwargs: Any,
 ) -> ImageEditResult:
-    """Edit one image with one model (synchronous). In a notebook, ``await agenerate_image_edit(...)``."""
+    """Edit one image (synchronous). In a notebook, ``await agenerate_image_edit(...)``.
+
+    The image: ``image=`` (bytes, a path, a PIL image, base64 text; a list for multi-image) or, as the
+    original app passed it, ``image_base64=`` (base64 text or a data URI, or a list of them).
+
+    The model: ``model=`` (explicit, always wins); else ``tier=`` routes by a run's decision
+    (``tiers=`` path or dict, default ``$EVALKIT_TIER_DEFAULTS`` or ./tier_defaults.json; keywords
+    ``allow_provisional``, ``allow_simulated``, ``max_age_days``, ``continue_after_unknown`` — see
+    :mod:`evalkit.decide.routing`); else the original default model. With a tier, ``result.tier``,
+    ``result.fallbacks`` and the usage ledger's ``source`` say which model served and why others did not.
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:

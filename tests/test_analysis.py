@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evalkit.decide.quality import QualitySpec, as_quality, resolve_quality
 from evalkit.decide.tables import (
-    QualitySpec,
-    as_quality,
     bootstrap_ci,
     case_quality,
     comparison_cells,
@@ -18,7 +17,6 @@ from evalkit.decide.tables import (
     model_table,
     pareto_front,
     percentile,
-    resolve_quality,
     style_table,
 )
 from evalkit.errors import InvalidInputError

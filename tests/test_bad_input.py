@@ -52,10 +52,11 @@ from evalkit.errors import (
 from evalkit.images import InputImage, load_image
 from evalkit.providers.base import EditRequest, ImageEditOptions
 from evalkit.providers.retry import RetryPolicy
-from evalkit.providers.wavespeed import PollSchedule, build_body
+from evalkit.providers.wavespeed import PollSchedule, WaveSpeedEditProvider
 from evalkit.sim.server import start_in_thread
-from evalkit.sim.wavespeed import body_problem, start_wavespeed_sim
-from evalkit.store.workspace import Workspace
+from evalkit.sim.wavespeed import start_wavespeed_sim
+from evalkit.sim.wavespeed.schema import body_problem
+from evalkit.store import Workspace
 from evalkit.suites import MAX_PROMPT_CHARS, load_suite
 from tests.plugins.common import toml_value
 
@@ -960,7 +961,8 @@ def edit_requests(draw) -> dict:
 def test_any_request_builds_a_body_the_api_accepts_or_is_invalid_input(parts, sync, b64):
     try:
         request = EditRequest(**{**parts, "options": ImageEditOptions(**parts["options"])})
-        body = build_body(request, lambda img: f"data:{img.mime};base64,AAAA", sync_mode=sync, base64_output=b64)
+        provider = WaveSpeedEditProvider(base_url="http://127.0.0.1:9", sync_mode=sync, base64_output=b64)
+        body = provider.build_body(request, lambda img: f"data:{img.mime};base64,AAAA")
     except InvalidInputError as exc:
         assert exc.message  # refused, with a reason
         event("refused")

@@ -220,7 +220,7 @@ def write_explorer_notebook(path: Path, workspace: Path, run_id: str) -> None:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.cells = [
         nbformat.v4.new_code_cell(
-            "from evalkit.store.workspace import Workspace\n"
+            "from evalkit.store import Workspace\n"
             "from evalkit.report.widgets import Explorer\n"
             f"explorer = Explorer(Workspace({str(workspace)!r}, create=False), {run_id!r})"
         ),

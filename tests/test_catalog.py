@@ -143,6 +143,61 @@ price = { kind = "flat", usd = 0.015 }
     assert len(cat) == len(Catalog.load()) + 1
 
 
+def test_provider_facts_are_data_and_a_workspace_file_can_replace_them(tmp_path):
+    bundled = Catalog.load()
+    assert bundled.default_edit_model == "qwen-edit-plus"  # the original app's default, as catalogue data
+    assert bundled.default_edit_model in bundled
+    (tmp_path / "catalog").mkdir()
+    (tmp_path / "catalog" / "mine.toml").write_text(
+        """
+[provider]
+name = "wavespeed"
+level_env = "MY_LEVEL"
+default_level = "team"
+levels.team = { max_concurrent = 7, images_per_minute = 70 }
+default_edit_model = "qwen-edit"
+facts.levels = { source = "our contract", confidence = "high" }
+
+[[model]]
+id = "my-edit"
+display_name = "My edit"
+vendor = "Me"
+provider = "wavespeed"
+endpoint = "me/my-edit"
+operations = ["general_edit"]
+inputs = { param = "image" }
+price = { kind = "flat", usd = 0.5 }
+"""
+    )
+    cat = Catalog.load(tmp_path)
+    info = cat.provider("wavespeed")
+    assert info.origin.endswith("mine.toml") and cat.default_edit_model == "qwen-edit"
+    assert info.default_limits({}) == (7, 70.0) and info.default_limits({"MY_LEVEL": "nope"}) == (7, 70.0)
+    (tmp_path / "catalog" / "mine.toml").write_text(
+        """
+[provider]
+name = "wavespeed"
+max_concurrent = 0
+default_level = "gold"
+colour = "red"
+
+[[model]]
+id = "my-edit"
+display_name = "My edit"
+vendor = "Me"
+provider = "wavespeed"
+endpoint = "me/my-edit"
+operations = ["general_edit"]
+inputs = { param = "image" }
+price = { kind = "flat", usd = 0.5 }
+"""
+    )
+    with pytest.raises(CatalogError) as ei:
+        Catalog.load(tmp_path)
+    for needle in ("max_concurrent must be a whole number", "colour"):
+        assert needle in str(ei.value)
+
+
 def test_bad_catalogue_file_lists_every_problem(tmp_path):
     (tmp_path / "catalog").mkdir()
     (tmp_path / "catalog" / "bad.toml").write_text(
@@ -173,7 +228,7 @@ def test_models_json_cli_lists_every_required_id():
     )
     assert proc.returncode == 0, proc.stderr
     rows = {r["id"]: r for r in json.loads(proc.stdout)}
-    for mid, endpoint, param, max_images, price in REFERENCE:
+    for mid, endpoint, _param, max_images, price in REFERENCE:
         r = rows[mid]
         assert r["endpoint"] == endpoint
         assert r["price_1024_usd"] == pytest.approx(price)

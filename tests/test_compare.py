@@ -13,7 +13,7 @@ from evalkit.decide.compare import Threshold, compare_runs, model_metrics, parse
 from evalkit.engine.runner import run
 from evalkit.errors import InvalidInputError
 from evalkit.providers.wavespeed import PollSchedule
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 # -- parsing ------------------------------------------------------------------------------------------
 
@@ -154,7 +154,7 @@ def two_runs(tmp_path):
 
 
 def test_model_metrics_match_hand_computation(two_runs):
-    from evalkit.decide.tables import QualitySpec
+    from evalkit.decide.quality import QualitySpec
 
     m = model_metrics(two_runs, "base", QualitySpec("viescore_o", "judge", "j1"))
     # numpy linear percentile of [100, 200, 300, 400]: rank 0.95·3 = 2.85 → 300 + 0.85·100

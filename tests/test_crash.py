@@ -44,7 +44,7 @@ from evalkit.engine.runner import arun
 from evalkit.providers.wavespeed import PollSchedule
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.wavespeed import SimConfig, SimHandle, WaveSpeedSim
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 from tests.plugins.money import assert_every_call_accounted, assert_outputs_intact, reconcile_wavespeed, wait_until_idle
 
 pytestmark = pytest.mark.crash

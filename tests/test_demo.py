@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 #: keys a user might have exported: the demo must not need, use, or write any of them
 CANARIES = {

@@ -28,7 +28,7 @@ from evalkit.credentials import Secret
 from evalkit.engine.runner import arun
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import PollSchedule
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 from tests.plugins.money import (
     TASK_CODE_CATEGORY,
     assert_every_call_accounted,

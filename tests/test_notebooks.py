@@ -12,7 +12,7 @@ import pytest
 from evalkit.report.build import execute_notebook
 from evalkit.resources import notebooks_dir
 from evalkit.scoring import score_run
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 from tests.plugins.common import local_stack_in_env
 
 pytestmark = pytest.mark.notebook

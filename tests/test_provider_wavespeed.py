@@ -20,14 +20,13 @@ from PIL import Image
 
 from evalkit.catalog.spec import nearest_aspect_ratio
 from evalkit.errors import Category, InvalidInputError, MissingKeyError
-from evalkit.images import load_image
+from evalkit.images import InputImage, load_image
 from evalkit.providers.base import EditRequest, ImageEditOptions, ImageEditProvider
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import (
     DEFAULT_BASE_URL,
     PollSchedule,
     WaveSpeedEditProvider,
-    build_body,
     category_for_task,
 )
 from tests.plugins.common import make_png
@@ -233,6 +232,11 @@ async def h():
 @pytest.fixture
 def img():
     return load_image(png_bytes(300, 200, seed=5), name="input.png")
+
+
+def build_body(request: EditRequest, image_encoder=InputImage.data_uri) -> dict:
+    """The JSON body the provider would POST for ``request`` (no I/O)."""
+    return WaveSpeedEditProvider(base_url=BASE).build_body(request, image_encoder)
 
 
 def request_for(catalog, model_id: str, image, **kw) -> EditRequest:

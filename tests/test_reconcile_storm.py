@@ -15,7 +15,7 @@ import pytest
 
 from evalkit.engine.reconcile import ReconcilePolicy
 from evalkit.engine.runner import arun
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 from tests.plugins.money import (
     CENT,
     assert_every_call_accounted,

@@ -12,7 +12,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from evalkit.decide.tables import QualitySpec, model_table, style_table
+from evalkit.decide.quality import QualitySpec
+from evalkit.decide.tables import model_table, style_table
 from evalkit.engine.runner import run
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.report import (
@@ -39,7 +40,7 @@ from evalkit.report import (
 )
 from evalkit.report.build import _kernel_transport_config
 from evalkit.scoring import score_run
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 from tests.plugins.common import local_stack_in_env
 from tests.plugins.synthetic import ERASE_MODELS as S_ERASE_MODELS
 from tests.plugins.synthetic import build_grid_workspace

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import shutil
@@ -16,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from evalkit.credentials import Secret
-from evalkit.engine.runner import ProviderLimits, StopController, arun, parse_provider_limits
+from evalkit.engine import ProviderLimits, StopController, arun, default_provider_limits, parse_provider_limits, run
 from evalkit.errors import InvalidInputError
 from evalkit.providers.wavespeed import PollSchedule
 from evalkit.resources import datasets_dir
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 WS_MODELS = "provider:wavespeed"
 
@@ -282,6 +283,34 @@ def test_provider_limit_parsing():
     }
     with pytest.raises(InvalidInputError, match="NAME=CONCURRENT"):
         parse_provider_limits("wavespeed:100")
+
+
+def test_run_has_the_signature_of_arun():
+    assert list(inspect.signature(run).parameters.values()) == list(inspect.signature(arun).parameters.values())
+
+
+def test_default_provider_limits_come_from_the_catalogue(catalog, monkeypatch):
+    """The account levels and default limits are catalogue data; the engine only reads them."""
+    ws = catalog.provider("wavespeed")
+    assert set(ws.levels) == {"bronze", "silver", "gold", "ultra"} and ws.level_env == "EVALKIT_WAVESPEED_LEVEL"
+    monkeypatch.delenv("EVALKIT_WAVESPEED_LEVEL", raising=False)
+    bronze = ws.levels["bronze"]
+    assert default_provider_limits(ws, "https://api.wavespeed.ai") == ProviderLimits(
+        bronze.max_concurrent, bronze.images_per_minute
+    )
+    monkeypatch.setenv("EVALKIT_WAVESPEED_LEVEL", "Silver")
+    silver = default_provider_limits(ws, "https://api.wavespeed.ai")
+    assert silver == ProviderLimits(ws.levels["silver"].max_concurrent, ws.levels["silver"].images_per_minute)
+    monkeypatch.setenv("EVALKIT_WAVESPEED_LEVEL", "platinum")  # unknown: the default level
+    assert default_provider_limits(ws, None) == ProviderLimits(bronze.max_concurrent, bronze.images_per_minute)
+    # a local simulator gets no limits; a provider the catalogue says nothing about gets none either
+    assert default_provider_limits(ws, "http://127.0.0.1:8080") == ProviderLimits()
+    assert default_provider_limits(catalog.provider("no-such-provider"), None) == ProviderLimits()
+    st = catalog.provider("stability")
+    assert default_provider_limits(st, None) == ProviderLimits(st.max_concurrent, st.images_per_minute)
+    assert default_provider_limits(catalog.provider("local"), None).max_concurrent >= 1
+    for name in ("wavespeed", "stability", "huggingface", "local"):  # every fact says where it came from
+        assert catalog.provider(name).facts and catalog.provider(name).origin.endswith(f"{name}.toml")
 
 
 # ---- the CLI in a separate process: --json, kill -9 and resume, Ctrl-C -----------------------------

@@ -30,7 +30,7 @@ from evalkit.scoring.judge import (
     parse_reply,
 )
 from evalkit.sim.judge import simulated_reply
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 from tests.plugins.common import make_png, refused_port
 
 SC_OK = '{"score": [6, 8], "reasoning": "the sky is purple"}'

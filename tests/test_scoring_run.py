@@ -13,7 +13,7 @@ from evalkit.credentials import Secret
 from evalkit.engine.runner import arun
 from evalkit.scoring import auto_score_run, rankings, score_run
 from evalkit.scoring.auto import AUTO_METRICS_VERSION
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 from tests.test_runner import FAST_POLL
 
 
@@ -85,7 +85,7 @@ def test_judge_and_pairwise_through_score_run(small_run, judge_sim):
     scores = ws.scores(run_id)
     judged = scores[(scores.source == "judge") & (scores.metric == "viescore_o") & (scores.status == "scored")]
     assert not judged.empty and judged.value.between(0, 10).all()
-    table = ws.rankings(run_id, source="judge")
+    table = rankings(ws, run_id, source="judge")
     assert (
         set(table.model) <= {"qwen-edit", "seededit-v3", "identity", "z-image-turbo-inpaint", "image-zoom-out"}
         and table["rank"].min() == 1

@@ -11,7 +11,7 @@ import pytest
 
 from evalkit.engine.budget import Budget
 from evalkit.errors import BudgetExceededError, InvalidInputError, WorkspaceError
-from evalkit.store.workspace import SCHEMA_VERSION, Workspace
+from evalkit.store import SCHEMA_VERSION, CallStatus, Workspace
 from tests.plugins.common import make_png
 
 
@@ -93,6 +93,26 @@ def test_call_lifecycle_and_readers(tmp_path):
     )
 
 
+def test_call_status_values_are_the_stored_strings(tmp_path):
+    """CallStatus is a StrEnum: existing workspaces keep their values, and rows read back compare equal."""
+    assert [s.value for s in CallStatus] == [
+        "planned",
+        "submitting",
+        "submitted",
+        "completed",
+        "failed",
+        "not_applicable",
+        "unknown",
+    ]
+    ws = Workspace(tmp_path)
+    _run(ws)
+    ws.mark_submitting("r1/c1/m1/0", reserved_usd=0.02)
+    rows = ws._conn.execute("SELECT status, typeof(status) FROM calls ORDER BY rowid").fetchall()
+    assert [tuple(r) for r in rows] == [("submitting", "text"), ("not_applicable", "text")]
+    assert ws.get_call("r1/c1/m1/0")["status"] == CallStatus.SUBMITTING
+    assert CallStatus.COMPLETED.terminal and not CallStatus.SUBMITTED.terminal
+
+
 def test_insert_is_idempotent_for_resume(tmp_path):
     ws = Workspace(tmp_path)
     _run(ws)
@@ -161,7 +181,7 @@ def test_read_only_workspace_reported(tmp_path):
     os.chmod(tmp_path, stat.S_IRUSR | stat.S_IXUSR)
     try:
         with pytest.raises(WorkspaceError, match="read-only|cannot"):
-            Workspace(tmp_path).mark_status("r1/c1/m1/0", "failed")
+            Workspace(tmp_path).reset_call("r1/c1/m1/0")
     finally:
         os.chmod(tmp_path, stat.S_IRWXU)
         os.chmod(tmp_path / "evalkit.sqlite", stat.S_IRUSR | stat.S_IWUSR)

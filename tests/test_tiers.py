@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from evalkit.decide.tables import QualitySpec
+from evalkit.decide.quality import QualitySpec
 from evalkit.decide.tier_config import BUNDLED_TIERS, Tier, TierConfigError, load_tiers, parse_tiers
 from evalkit.decide.tiers import SCHEMA, choose_defaults, paired_test, write_tier_defaults
 from tests.plugins import synthetic as S
@@ -275,7 +275,25 @@ def test_tier_defaults_json_shape(synthetic_workspace, tmp_path):
     assert set(ge) == keys
     assert ge["default"] == "beta" and ge["status"] == "ok" and len(ge["quality_ci"]) == 2
     for alt in ge["alternatives"]:
-        assert set(alt) == {"model", "cost_usd", "latency_p95_ms", "quality", "rationale"}
+        assert set(alt) == {
+            "model",
+            "cost_usd",
+            "latency_p95_ms",
+            "quality",
+            "rationale",
+            "eligibility",
+            "quality_ci",
+            "n",
+            "completed",
+            "success_rate",
+        }
+        assert alt["eligibility"] == (
+            "excluded"
+            if alt["rationale"].startswith("excluded")
+            else "insufficient_evidence"
+            if alt["rationale"].startswith("meets the constraints but")
+            else "eligible"
+        )
     mystery = next(a for a in ge["alternatives"] if a["model"] == "mystery")
     assert mystery["cost_usd"] is None  # unknown price: null, never NaN
     for tier in doc["tiers"].values():

@@ -4,6 +4,9 @@ Bundled entries live in ``evalkit/catalog/*.toml`` (one file per provider). A us
 overrides a bundled one by id, by dropping a ``*.toml`` file with ``[[model]]`` tables into
 ``<workspace>/catalog/`` (or a directory named in ``$EVALKIT_CATALOG_PATH``, ``:``-separated) —
 no code. Later files win; each entry remembers the file it came from (``ModelSpec.origin``).
+
+A file may also hold one ``[provider]`` table: facts about the provider as a whole — default request
+limits, account levels, the default edit model (:class:`~evalkit.catalog.provider.ProviderInfo`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from evalkit.catalog.provider import ProviderInfo, ProviderLevel, parse_provider
 from evalkit.catalog.spec import (
     OPERATIONS,
     Fact,
@@ -41,6 +45,8 @@ __all__ = [
     "MaskRule",
     "ParamSpec",
     "PriceRule",
+    "ProviderInfo",
+    "ProviderLevel",
     "SeedRule",
     "SizeRule",
     "load_catalog",
@@ -60,7 +66,7 @@ def _read_toml(path: Path) -> dict:
         raise CatalogError(f"catalogue file {path} cannot be read: {exc.strerror}") from None
 
 
-def _entries(path: Path) -> list[ModelSpec]:
+def _entries(path: Path) -> tuple[list[ModelSpec], ProviderInfo | None]:
     data = _read_toml(path)
     models = data.get("model")
     if not isinstance(models, list):
@@ -75,17 +81,21 @@ def _entries(path: Path) -> list[ModelSpec]:
             problems.append(str(exc.message))
     if problems:
         raise CatalogError("\n".join(problems), hint="fix the catalogue file (see evalkit/catalog/spec.py)")
-    return specs
+    provider = parse_provider(data["provider"], str(path)) if "provider" in data else None
+    return specs, provider
 
 
 class Catalog:
     """An ordered, id-indexed set of :class:`ModelSpec`."""
 
-    def __init__(self, models: Iterable[ModelSpec]):
+    def __init__(self, models: Iterable[ModelSpec], providers: Iterable[ProviderInfo] = ()):
         self._models: dict[str, ModelSpec] = {}
         for m in models:
             self._models[m.id] = m  # later entries override earlier ones
         self._aliases = {a: m.id for m in self._models.values() for a in m.aliases}
+        self._providers: dict[str, ProviderInfo] = {}
+        for p in providers:
+            self._providers[p.name] = p  # a later file's [provider] table replaces an earlier one
 
     @classmethod
     def load(cls, workspace: str | os.PathLike | None = None, extra_dirs: Iterable[str | os.PathLike] = ()) -> Catalog:
@@ -102,9 +112,23 @@ class Catalog:
             elif d.is_dir():
                 files += sorted(d.glob("*.toml"))
         specs: list[ModelSpec] = []
+        providers: list[ProviderInfo] = []
         for f in files:
-            specs += _entries(f)
-        return cls(specs)
+            models, provider = _entries(f)
+            specs += models
+            if provider is not None:
+                providers.append(provider)
+        return cls(specs, providers)
+
+    def provider(self, name: str) -> ProviderInfo:
+        """Facts about provider ``name`` (limits, account levels); an empty :class:`ProviderInfo` if none."""
+        return self._providers.get(name) or ProviderInfo(name=name)
+
+    @property
+    def default_edit_model(self) -> str | None:
+        """The model ``generate_image_edit`` uses when none is named, as the catalogue data says."""
+        named = [p.default_edit_model for p in self._providers.values() if p.default_edit_model]
+        return named[-1] if named else None
 
     def get(self, model_id: str) -> ModelSpec:
         mid = self._aliases.get(model_id, model_id)

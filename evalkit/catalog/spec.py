@@ -206,32 +206,59 @@ class Limits:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """One edit model as the catalogue describes it (a ``[[model]]`` table); see the module docstring."""
+
+    #: the model's id, unique across the catalogue (what ``--models`` and ``model=`` take)
     id: str
+    #: a human-readable name for tables and reports
     display_name: str
+    #: who made the model (Alibaba, Google, ByteDance, …)
     vendor: str
+    #: which provider serves it: wavespeed | stability | huggingface | local | a custom one
     provider: str
+    #: the provider's path (or Hub id) for this model
     endpoint: str
+    #: the operations it can do (general_edit, inpaint, …)
     operations: tuple[str, ...]
+    #: how a request's price is computed
     price: PriceRule
+    #: how input images are sent (parameter name, how many)
     inputs: InputsRule
+    #: how an output size is asked for (kind, parameter, range)
     size: SizeRule = field(default_factory=SizeRule)
+    #: whether it takes an instruction: required | optional | none
     prompt: str = "required"
+    #: prompt languages it understands
     languages: tuple[str, ...] = ("en",)
+    #: output formats it can return
     output_formats: tuple[str, ...] = ("png",)
+    #: the parameter choosing the output format (None: the model has none)
     output_format_param: str | None = None
+    #: the format asked for when a case names none
     default_output_format: str | None = None
+    #: how a seed is sent (None: the model takes no seed)
     seed: SeedRule | None = None
+    #: how a mask is sent (None: the model takes no mask)
     mask: MaskRule | None = None
+    #: optional parameters it accepts, by name (type, range, the case option that fills it)
     params: dict[str, ParamSpec] = field(default_factory=dict)
+    #: extra parameters always sent
     defaults: dict[str, Any] = field(default_factory=dict)
     #: case parameters a model needs to run a case at all (e.g. Stability search-and-replace: search_prompt)
     requires_case_params: tuple[str, ...] = ()
+    #: accepts ``enable_sync_mode`` (WaveSpeed: the answer comes with the submit)
     sync_mode: bool = False
+    #: accepts ``enable_base64_output`` (the output comes inline, not as a URL)
     base64_output: bool = False
+    #: input and request limits (sides, pixels, bytes, prompt length)
     limits: Limits = field(default_factory=Limits)
+    #: where each group of facts came from, with its confidence (high | medium | low)
     facts: dict[str, Fact] = field(default_factory=dict)
+    #: parameters of evalkit's local simulator only (e.g. latency_ms) — not measurements of the model
     sim: dict[str, Any] = field(default_factory=dict)
+    #: free text shown with the model
     notes: str = ""
+    #: other ids that name this model
     aliases: tuple[str, ...] = ()
     #: where this entry came from (bundled file or a workspace override)
     origin: str = ""
@@ -239,10 +266,6 @@ class ModelSpec:
     # ---- capabilities -------------------------------------------------------------------------
     def supports(self, operation: str) -> bool:
         return normalise_operation(operation) in self.operations
-
-    @property
-    def takes_prompt(self) -> bool:
-        return self.prompt != "none"
 
     @property
     def needs_key(self) -> bool:

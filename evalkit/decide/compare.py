@@ -33,20 +33,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evalkit.decide.tables import (
-    ATTEMPTED_STATUSES,
-    PERCENTILE_METHOD,
+from evalkit.decide.quality import (
+    AUTO_QUALITY,
+    JUDGE_QUALITY,
     QualityLike,
     QualitySpec,
     as_quality,
-    case_quality,
     resolve_quality,
-    run_is_simulated,
     scored_values,
 )
+from evalkit.decide.tables import (
+    PERCENTILE_METHOD,
+    case_quality,
+    run_is_simulated,
+)
 from evalkit.errors import InvalidInputError
-from evalkit.report.sections import AUTO_QUALITY, JUDGE_QUALITY, parse_quality
-from evalkit.store.workspace import Workspace
+from evalkit.store import ATTEMPTED_STATUSES, CallStatus, Workspace
 
 METRICS = {
     "latency_p50": ("p50 latency", "ms"),
@@ -275,7 +277,7 @@ def model_metrics(ws: Workspace, run_id: str, quality: QualitySpec) -> pd.DataFr
     for model in dict.fromkeys(calls["model_id"]):
         g = fresh[fresh["model_id"] == model]
         attempted = g[g["status"].isin(ATTEMPTED_STATUSES)]
-        done = g[(g["status"] == "completed") & g["total_ms"].notna()]
+        done = g[(g["status"] == CallStatus.COMPLETED) & g["total_ms"].notna()]
         lat = done["total_ms"].to_numpy(float)
         cost = attempted["cost_usd"].dropna().astype(float)
         rows.append(
@@ -284,7 +286,9 @@ def model_metrics(ws: Workspace, run_id: str, quality: QualitySpec) -> pd.DataFr
                 "latency_p50": float(np.percentile(lat, 50, method=PERCENTILE_METHOD)) if lat.size else math.nan,
                 "latency_p95": float(np.percentile(lat, 95, method=PERCENTILE_METHOD)) if lat.size else math.nan,
                 "cost": math.fsum(cost) / len(cost) if len(cost) else math.nan,
-                "success": (attempted["status"] == "completed").sum() / len(attempted) if len(attempted) else math.nan,
+                "success": (attempted["status"] == CallStatus.COMPLETED).sum() / len(attempted)
+                if len(attempted)
+                else math.nan,
                 "quality": float(q.loc[model, "mean"]) if model in q.index else math.nan,
                 "n_latency": int(lat.size),
                 "n_cost": int(len(cost)),
@@ -408,7 +412,7 @@ def _shared_quality(
     VIEScore when both runs have it, else SSIM (auto)."""
     scores = {rid: ws.scores(rid) for rid in (base_run, new_run)}
     if quality is not None:
-        spec = parse_quality(quality) if isinstance(quality, str) else as_quality(quality)
+        spec = as_quality(quality)
     elif all(not scored_values(s, resolve_quality(s, JUDGE_QUALITY)).empty for s in scores.values()):
         spec = JUDGE_QUALITY
     else:

@@ -35,103 +35,29 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from evalkit.decide.quality import (
+    DEFAULT_QUALITY,
+    QualityLike,
+    QualitySpec,
+    resolve_quality,
+    scored_values,
+)
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace
+from evalkit.store import ATTEMPTED_STATUSES, CallStatus, Workspace
 
 SIMULATED_NOTE = "SIMULATED — local server outputs, not model outputs"
-ATTEMPTED_STATUSES = ("completed", "failed", "unknown")
-FAILED_STATUSES = ("failed", "unknown")
+#: calls that ended badly: failed, or with an unknown outcome
+FAILED_STATUSES = (CallStatus.FAILED, CallStatus.UNKNOWN)
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
 PERCENTILE_METHOD = "linear"
-#: automatic metrics where a smaller number is the better edit (evalkit.scoring.auto)
-LOWER_IS_BETTER = frozenset({"l1", "l1_outside_mask", "aspect_ratio_error", "size_error", "clipping", "noise_sigma"})
 GROUPINGS = (None, "operation", "category")
-
-
-@dataclass(frozen=True)
-class QualitySpec:
-    """Which score counts as "quality": one metric from one source (auto | judge | human), one version."""
-
-    metric: str
-    source: str = "auto"
-    version: str | None = None
-    higher_is_better: bool = True
-
-    @property
-    def label(self) -> str:
-        return f"{self.metric} ({self.source})"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-DEFAULT_QUALITY = QualitySpec("ssim", "auto")
-QualityLike = QualitySpec | tuple | str
-
-
-#: the judge's overall VIEScore, when a run has it: what the field reports for instruction edits
-JUDGE_QUALITY = QualitySpec("viescore_o", "judge")
-
-
-def default_quality(ws: Workspace, run_id: str) -> QualitySpec:
-    """The quality a run's tables and tier choices use unless told otherwise: the judge's VIEScore O
-    when any call has one, else the automatic SSIM — which measures preservation only (the null edit
-    scores 1.0), so reports built on it say so."""
-    scores = ws.scores(run_id)
-    judged = scores[
-        (scores.metric == JUDGE_QUALITY.metric) & (scores.source == JUDGE_QUALITY.source) & (scores.status == "scored")
-    ]
-    return JUDGE_QUALITY if not judged.empty else DEFAULT_QUALITY
-
-
-def as_quality(quality: QualityLike) -> QualitySpec:
-    """Accept ``QualitySpec``, ``(metric, source)``, ``(metric, source, version)`` or ``"metric:source"``."""
-    if isinstance(quality, QualitySpec):
-        return quality
-    if isinstance(quality, str):
-        metric, _, source = quality.partition(":")
-        parts: tuple = (metric, source or "auto")
-    elif isinstance(quality, tuple) and 1 <= len(quality) <= 3:
-        parts = quality
-    else:
-        raise InvalidInputError(
-            f"quality must be (metric, source[, version]) or 'metric:source', got {quality!r}",
-            hint='e.g. quality=("ssim", "auto") or quality=("viescore_o", "judge")',
-        )
-    metric = str(parts[0])
-    source = str(parts[1]) if len(parts) > 1 else "auto"
-    version = str(parts[2]) if len(parts) > 2 and parts[2] is not None else None
-    if source not in ("auto", "judge", "human"):
-        raise InvalidInputError(f"quality source must be auto, judge or human, got {source!r}")
-    return QualitySpec(metric, source, version, metric not in LOWER_IS_BETTER)
-
-
-def resolve_quality(scores: pd.DataFrame, quality: QualityLike) -> QualitySpec:
-    """Fill in the version: the most recently written one for that metric and source (None if no scores)."""
-    spec = as_quality(quality)
-    if spec.version is not None:
-        return spec
-    rows = scores[(scores["metric"] == spec.metric) & (scores["source"] == spec.source)]
-    if rows.empty:
-        return spec
-    return replace(spec, version=str(rows["version"].iloc[-1]))
-
-
-def scored_values(scores: pd.DataFrame, spec: QualitySpec) -> pd.DataFrame:
-    """The scored rows (value present) of one quality: columns call_id, model_id, case_id, …, value."""
-    rows = scores[(scores["metric"] == spec.metric) & (scores["source"] == spec.source)]
-    if spec.version is not None:
-        rows = rows[rows["version"] == spec.version]
-    rows = rows[(rows["status"] == "scored") & rows["value"].notna()]
-    return rows.assign(value=rows["value"].astype(float))
 
 
 def run_is_simulated(ws: Workspace, run_id: str, calls: pd.DataFrame | None = None) -> bool:
@@ -236,7 +162,7 @@ def model_table(
         key = key if isinstance(key, tuple) else (key,)
         status = group["status"]
         attempted = group[status.isin(ATTEMPTED_STATUSES)]
-        completed = group[status == "completed"]
+        completed = group[status == CallStatus.COMPLETED]
         n_calls, n_done = len(attempted), len(completed)
         row: dict[str, Any] = dict(zip(keys, key, strict=True))
         row["provider"] = str(group["provider"].iloc[0])
@@ -251,7 +177,7 @@ def model_table(
             calls=n_calls,
             completed=n_done,
             failed=int(attempted["status"].isin(FAILED_STATUSES).sum()),
-            not_applicable=int((status == "not_applicable").sum()),
+            not_applicable=int((status == CallStatus.NOT_APPLICABLE).sum()),
             success_rate=(n_done / n_calls) if n_calls else math.nan,
             mean_cost_usd=mean_cost,
             total_cost_usd=math.fsum(group["cost_usd"].dropna().astype(float)),
@@ -431,7 +357,7 @@ def comparison_cells(
     all_models = run_models + [m for m in dict.fromkeys(calls["model_id"]) if m not in run_models]
     case_list = _check_subset(cases, all_cases, "case")
     model_list = _check_subset(models, all_models, "model")
-    calls = calls.assign(_done=(calls["status"] != "completed").astype(int)).sort_values(
+    calls = calls.assign(_done=(calls["status"] != CallStatus.COMPLETED).astype(int)).sort_values(
         ["_done", "repeat"], kind="stable"
     )
     chosen = calls.drop_duplicates(["case_id", "model_id"], keep="first").set_index(["case_id", "model_id"])
@@ -445,10 +371,10 @@ def comparison_cells(
             c = chosen.loc[(case_id, model_id)]
             status = c["status"]
             state = {
-                "completed": "ok",
-                "failed": "failed",
-                "not_applicable": "not_applicable",
-                "unknown": "unknown",
+                CallStatus.COMPLETED: "ok",
+                CallStatus.FAILED: "failed",
+                CallStatus.NOT_APPLICABLE: "not_applicable",
+                CallStatus.UNKNOWN: "unknown",
             }.get(status, "not_run")
             score = score_by_call.get(c["call_id"], math.nan)
             if state == "ok":
@@ -540,12 +466,7 @@ def failure_table(ws: Workspace, run_id: str) -> pd.DataFrame:
 
 
 __all__ = [
-    "QualitySpec",
-    "DEFAULT_QUALITY",
     "SIMULATED_NOTE",
-    "as_quality",
-    "resolve_quality",
-    "scored_values",
     "case_quality",
     "model_table",
     "style_table",

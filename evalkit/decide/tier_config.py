@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import check_id
+from evalkit.store import check_id
 
 BUNDLED_TIERS = Path(__file__).with_name("tiers.toml")
 SCHEMA = "evalkit.tiers/1"

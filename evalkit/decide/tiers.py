@@ -58,7 +58,10 @@ Written by :func:`write_tier_defaults`, read by a product's model selector: look
               "quality": 7.4, "quality_ci": [7.1, 7.7], "n": 24,   # n = cases with a scored quality
               "rationale": "one or two sentences",
               "alternatives": [{"model": "…", "cost_usd": …, "latency_p95_ms": …, "quality": …,
-                                "rationale": "one line"}]
+                                "rationale": "one line",
+                                # added within schema /1 (readers must not require them):
+                                "eligibility": "eligible" | "insufficient_evidence" | "excluded",
+                                "quality_ci": [lo, hi], "n": 24, "completed": 24, "success_rate": 0.96}]
             }}}}}
 
 Numbers that do not exist (unknown price, no quality, fewer than two cases for an interval) are
@@ -82,19 +85,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evalkit.decide.tables import (
-    DEFAULT_QUALITY,
-    QualityLike,
-    QualitySpec,
-    case_quality,
-    format_ms,
-    format_usd,
-    model_table,
-    run_is_simulated,
-)
+from evalkit.decide.quality import DEFAULT_QUALITY, QualityLike, QualitySpec
+from evalkit.decide.tables import case_quality, format_ms, format_usd, model_table, run_is_simulated
 from evalkit.decide.tier_config import Tier, TierConfigError, load_tiers
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace, utcnow
+from evalkit.store import Workspace, utcnow
 
 SCHEMA = "evalkit.tier_defaults/1"
 TEST_NAME = "wilcoxon_signed_rank_one_sided_pratt"
@@ -107,6 +102,12 @@ class Alternative:
     latency_p95_ms: float | None
     quality: float | None
     rationale: str
+    #: eligible (meets every constraint with enough evidence) | insufficient_evidence | excluded
+    eligibility: str = "eligible"
+    quality_ci: tuple[float | None, float | None] = (None, None)
+    n: int | None = None
+    completed: int | None = None
+    success_rate: float | None = None
 
 
 @dataclass
@@ -145,6 +146,11 @@ class OperationDecision:
                     "latency_p95_ms": _num(a.latency_p95_ms),
                     "quality": _num(a.quality),
                     "rationale": a.rationale,
+                    "eligibility": a.eligibility,
+                    "quality_ci": [_num(a.quality_ci[0]), _num(a.quality_ci[1])],
+                    "n": a.n,
+                    "completed": a.completed,
+                    "success_rate": _num(a.success_rate),
                 }
                 for a in self.alternatives
             ],
@@ -502,7 +508,20 @@ def _decision(
         else:
             why = "excluded: " + "; ".join([*c.not_allowed, *c.failures.values()])
         s = _stats(c)
-        alternatives.append(Alternative(c.model, s["cost_usd"], s["latency_p95_ms"], s["quality"], why))
+        alternatives.append(
+            Alternative(
+                c.model,
+                s["cost_usd"],
+                s["latency_p95_ms"],
+                s["quality"],
+                why,
+                eligibility="eligible" if c.ready else "insufficient_evidence" if c.meets else "excluded",
+                quality_ci=s["quality_ci"],
+                n=s["n"],
+                completed=s["completed"],
+                success_rate=s["success_rate"],
+            )
+        )
     return OperationDecision(
         operation=operation,
         status=status,

@@ -41,10 +41,6 @@ class Budget:
     def committed_usd(self) -> float:
         return self.spent_usd + self.reserved_usd
 
-    @property
-    def remaining_usd(self) -> float | None:
-        return None if self.cap_usd is None else max(0.0, self.cap_usd - self.committed_usd)
-
     def can_reserve(self, amount_usd: float) -> bool:
         return self.cap_usd is None or self.committed_usd + amount_usd <= self.cap_usd + _EPS
 

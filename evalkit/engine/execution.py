@@ -2,7 +2,7 @@
 docstring (planned → submitting → submitted → completed / failed / unknown), writing each step to the
 workspace before the next one can spend money.
 
-:class:`_Execution` fans the calls out over per-provider queues and workers under one global semaphore,
+:class:`Execution` fans the calls out over per-provider queues and workers under one global semaphore,
 per-provider semaphores and images-per-minute limiters; reserves each call's maximum price in the
 :class:`~evalkit.engine.budget.Budget` before sending; waits out rate limits and transient polling trouble
 (the runner's patience); collects accepted jobs on resume instead of re-sending them; serves
@@ -15,25 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiolimiter import AsyncLimiter
 
 from evalkit.credentials import redact
 from evalkit.engine.budget import Budget, Reservation
+from evalkit.engine.control import StopController
+from evalkit.engine.limits import ProviderLimits
 from evalkit.engine.planning import PlannedCall
 from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
+from evalkit.progress import progress_bar
 from evalkit.providers.base import EditOutcome, ImageEditProvider
 from evalkit.providers.retry import RetryPolicy
-from evalkit.store.workspace import Workspace
-
-if TYPE_CHECKING:  # the runner builds on this module; its types are only named here
-    from evalkit.engine.runner import ProviderLimits, StopController
+from evalkit.store import CallStatus, Workspace
 
 #: planned calls read from the workspace at a time, per provider (the queues never hold the whole plan)
 CHUNK = 256
@@ -75,12 +74,13 @@ class CallSource:
         )
 
 
-#: errors of an accepted job worth polling again within the run (a TIMEOUT already waited the whole poll
-#: schedule, so it is left `submitted` for `--resume` instead)
-_TRANSIENT = (Category.RATE_LIMIT, Category.SERVER, Category.NETWORK)
+#: errors that may pass if tried again later: a failed call with one of these is re-sent by `--retry-failed`;
+#: an accepted job whose polls failed with one is polled again within the run — except TIMEOUT, which
+#: already waited the whole poll schedule, so that job is left `submitted` for `--resume` instead
+TRANSIENT_CATEGORIES = frozenset({Category.RATE_LIMIT, Category.SERVER, Category.NETWORK, Category.TIMEOUT})
 
 
-class _Execution:
+class Execution:
     """Fan-out of one run's remaining calls: per-provider queues and workers, one global semaphore."""
 
     def __init__(
@@ -119,35 +119,22 @@ class _Execution:
         self.simulated = False
         self.stop_message: str | None = None
         self.spool = ws.run_spool(run_id, clean=True)
-        self.counts = {"completed": 0, "failed": 0, "unknown": 0}
+        self.counts: dict[str, int] = {CallStatus.COMPLETED: 0, CallStatus.FAILED: 0, CallStatus.UNKNOWN: 0}
         self._progress_cb = progress if callable(progress) else None
         self._bar = None
         self._want_bar = progress is True
 
     # ---- progress -----------------------------------------------------------------------------
     def _open_progress(self, total: int, initial: int) -> None:
-        if not self._want_bar or os.environ.get("TQDM_DISABLE"):
-            return
-        import sys
-
-        from tqdm.auto import tqdm
-
-        quiet = not getattr(sys.stderr, "isatty", lambda: False)()  # a log file: update every few seconds, not per call
-        self._bar = tqdm(
-            total=total,
-            initial=initial,
-            desc=f"run {self.run_id}",
-            unit="call",
-            dynamic_ncols=True,
-            mininterval=5.0 if quiet else 0.2,
-        )
-        self._refresh_progress()
+        self._bar = progress_bar(total, f"run {self.run_id}", initial=initial, enabled=self._want_bar)
+        if self._bar is not None:
+            self._refresh_progress()
 
     def _refresh_progress(self) -> None:
         info = {
-            "done": self.counts["completed"],
-            "failed": self.counts["failed"],
-            "unknown": self.counts["unknown"],
+            "done": self.counts[CallStatus.COMPLETED],
+            "failed": self.counts[CallStatus.FAILED],
+            "unknown": self.counts[CallStatus.UNKNOWN],
             "cost_usd": round(self.budget.spent_usd, 4),
             "in_flight_reserved_usd": round(self.budget.reserved_usd, 4),
         }
@@ -174,14 +161,14 @@ class _Execution:
         spent, done_before = self.ws.committed_usd(self.run_id)
         self.budget.record_spent(spent)
         counts = self.ws.call_counts(self.run_id)["by_status"]
-        for status in ("completed", "failed", "unknown"):
+        for status in (CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.UNKNOWN):
             self.counts[status] += counts.get(status, 0)
         # only calls that need something other than a plain submit are read here (usually few)
-        wanted = ["submitting", "submitted"]
+        wanted = [CallStatus.SUBMITTING, CallStatus.SUBMITTED]
         if self.retry_failed:
-            wanted.append("failed")
+            wanted.append(CallStatus.FAILED)
         if self.resubmit_unknown:
-            wanted.append("unknown")
+            wanted.append(CallStatus.UNKNOWN)
         to_resume: list[tuple[PlannedCall, dict[str, Any]]] = []
         for row in self.ws.call_rows(
             self.run_id,
@@ -202,21 +189,21 @@ class _Execution:
             ),
         ):
             status = row["status"]
-            if status == "failed":
-                if _retryable(row["error_category"]):
+            if status == CallStatus.FAILED:
+                if row["error_category"] in TRANSIENT_CATEGORIES:
                     self.ws.reset_call(row["call_id"])  # back to planned: its queue reads it again, prior cost kept
                     done_before -= 1
-                    self.counts["failed"] -= 1
+                    self.counts[CallStatus.FAILED] -= 1
                 continue
-            if status == "unknown":
+            if status == CallStatus.UNKNOWN:
                 self.ws.reset_call(row["call_id"])
                 done_before -= 1
-                self.counts["unknown"] -= 1
+                self.counts[CallStatus.UNKNOWN] -= 1
                 continue
             pc = self.source.stub(row)
             if pc is None:
                 continue
-            if status == "submitted" and row["prediction_id"]:
+            if status == CallStatus.SUBMITTED and row["prediction_id"]:
                 to_resume.append((pc, row))
             elif self.resubmit_unknown:
                 self.ws.reset_call(row["call_id"])
@@ -373,7 +360,12 @@ class _Execution:
         while attempt + 1 < self.patience.max_attempts and not self.controller.abandon.is_set():
             err = outcome.error
             refused = _refused(outcome)
-            collectable = _still_running(outcome) and err is not None and err.category in _TRANSIENT
+            collectable = (
+                _still_running(outcome)
+                and err is not None
+                and err.category in TRANSIENT_CATEGORIES
+                and err.category != Category.TIMEOUT
+            )
             if not (refused or collectable):
                 break
             attempt += 1
@@ -432,7 +424,7 @@ class _Execution:
         )
         fields = {k: hit[k] for k in keep}
         fields.update(
-            status="completed",
+            status=CallStatus.COMPLETED,
             cost_usd=0.0,
             cost_source="cache",
             cached_from=hit["call_id"],
@@ -444,7 +436,7 @@ class _Execution:
             fields["metadata"] = json.loads(fields["metadata"])
         self.ws.finish_call(pc.call_id, fields)
         self.simulated = self.simulated or bool(hit["simulated"])
-        self.counts["completed"] += 1
+        self.counts[CallStatus.COMPLETED] += 1
         self._tick()
         return True
 
@@ -488,14 +480,14 @@ class _Execution:
         except WorkspaceError as exc:
             self._workspace_failed(exc)
             return
-        key = "completed" if outcome.ok else ("unknown" if unknown else "failed")
+        key = _final_status(outcome, unknown)
         self.counts[key] += 1
         self._tick()
 
     def _fields(self, pc: PlannedCall, o: EditOutcome, unknown: bool) -> dict[str, Any]:
         lat = o.latency
         fields: dict[str, Any] = {
-            "status": "completed" if o.ok else ("unknown" if unknown else "failed"),
+            "status": _final_status(o, unknown),
             "prediction_id": o.prediction_id,
             "submit_ms": lat.submit_ms,
             "queue_ms": lat.queue_ms,
@@ -538,21 +530,28 @@ class _Execution:
         self.ws.finish_call(
             pc.call_id,
             {
-                "status": "unknown",
+                "status": CallStatus.UNKNOWN,
                 "cost_usd": None,
                 "cost_source": "unknown",
                 "error_category": str(Category.UNKNOWN_OUTCOME),
-                "error_message": "the run stopped while this request was being submitted (or its provider cannot resume jobs), "
+                "error_message": "the run stopped while this request was being submitted "
+                "(or its provider cannot resume jobs), "
                 "so whether it was accepted is unknown; it was not sent again. "
                 "Re-run with --resubmit-unknown to send it again (this may pay twice).",
             },
         )
         self.budget.record_spent(row.get("reserved_usd") or 0.0)
-        self.counts["unknown"] += 1
+        self.counts[CallStatus.UNKNOWN] += 1
 
     def _workspace_failed(self, exc: WorkspaceError) -> None:
         self.stop_message = str(exc)
         self.controller.request_stop("workspace_error")
+
+
+def _final_status(outcome: EditOutcome, unknown: bool) -> CallStatus:
+    if outcome.ok:
+        return CallStatus.COMPLETED
+    return CallStatus.UNKNOWN if unknown else CallStatus.FAILED
 
 
 def _still_running(outcome: EditOutcome) -> bool:
@@ -596,10 +595,6 @@ def _add_cost(prior: float, cost: float | None) -> float | None:
     if cost is None:
         return prior or None
     return prior + cost
-
-
-def _retryable(category: str | None) -> bool:
-    return category in ("rate_limit", "server", "network", "timeout")
 
 
 def _ext(fmt: str | None) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 from evalkit.catalog import ModelSpec
 from evalkit.errors import EvalkitError
 from evalkit.providers.base import EditRequest, ImageEditOptions, ImageEditProvider, PreparedRequest
+from evalkit.store import CallStatus
 
 #: seed of repeat r is BASE_SEED + r: the same for every model, so repeats are comparable across models.
 BASE_SEED = 1000
@@ -28,17 +29,29 @@ class PlannedCall:
     once the call's row is written and rebuilt when it runs (:meth:`build`; planning is pure and
     deterministic), so a run holds a few hundred bytes per waiting call, not its whole request."""
 
+    #: ``run/case/model/repeat``: the call's primary key in the workspace
     call_id: str
+    #: the run it belongs to
     run_id: str
+    #: the suite case it edits
     case_id: str
+    #: the catalogue entry of the model it calls
     model: ModelSpec
+    #: which repeat of the (case, model) pair, from 0
     repeat: int
+    #: the case's operation (general_edit, inpaint, …)
     operation: str
+    #: the case's category, for per-category tables (None when the suite gives none)
     category: str | None
+    #: the seed sent (``base_seed + repeat``), or None when the model takes no seed
     seed: int | None
+    #: the provider-neutral request (None once released, or when not applicable)
     request: EditRequest | None = field(default=None, repr=False)
+    #: the provider's prepared body, price, reservation and fingerprint (None once released / not applicable)
     prepared: PreparedRequest | None = field(default=None, repr=False)
-    status: str = "planned"  # planned | not_applicable
+    #: ``planned``, or ``not_applicable`` when the model cannot do the case (``reason`` says why)
+    status: CallStatus = CallStatus.PLANNED
+    #: why the call is not applicable
     reason: str | None = None
     #: what earlier attempts of this call already cost (a retried paid failure)
     prior_cost_usd: float = 0.0
@@ -52,7 +65,7 @@ class PlannedCall:
 
     def build(self, provider: ImageEditProvider) -> PlannedCall:
         """Make ``request`` and ``prepared`` again after :meth:`release` (a no-op when they are there)."""
-        if self.status == "planned" and (self.request is None or self.prepared is None):
+        if self.status == CallStatus.PLANNED and (self.request is None or self.prepared is None):
             if self.case is None or self.inputs is None:
                 raise EvalkitError(f"call {self.call_id} was released without what it needs to be rebuilt")
             self.request = _request_for(self.case, self.model, self.repeat, self.seed, self.inputs)
@@ -146,14 +159,14 @@ def iter_plan(
                     seed=seed,
                 )
                 if case.operation not in model.operations:
-                    pc.status, pc.reason = "not_applicable", f"{model.id} does not support {case.operation}"
+                    pc.status, pc.reason = CallStatus.NOT_APPLICABLE, f"{model.id} does not support {case.operation}"
                     yield pc
                     continue
                 pc.case, pc.inputs = case, case_inputs
                 try:
                     pc.build(providers[model.provider])
                 except EvalkitError as exc:
-                    pc.status, pc.reason, pc.request = "not_applicable", exc.message, None
+                    pc.status, pc.reason, pc.request = CallStatus.NOT_APPLICABLE, exc.message, None
                     pc.case = pc.inputs = None
                 yield pc
 
@@ -175,7 +188,7 @@ def estimate(planned: Iterable[PlannedCall]) -> pd.DataFrame:
                 "unknown_price_calls": 0,
             },
         )
-        if pc.status == "not_applicable":
+        if pc.status == CallStatus.NOT_APPLICABLE:
             r["not_applicable"] += 1
             continue
         r["calls"] += 1

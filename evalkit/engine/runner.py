@@ -34,85 +34,68 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
+from evalkit._version import __version__
 from evalkit.catalog import Catalog
-from evalkit.engine.execution import CallSource, _Execution
+from evalkit.engine.control import StopController
+from evalkit.engine.execution import CallSource, Execution
+from evalkit.engine.limits import ProviderLimits, default_provider_limits
 from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan
 from evalkit.engine.reconcile import ReconcilePolicy
 from evalkit.engine.settle import SettleReport, policy_from_env, settle_unknown
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.providers import create_provider
 from evalkit.providers.base import ImageEditProvider
+from evalkit.providers.http import safe_url
 from evalkit.providers.retry import RetryPolicy
-from evalkit.store.workspace import Workspace, check_id
+from evalkit.store import CallStatus, Workspace, check_id
 
-#: WaveSpeed account levels: (max concurrent tasks, images per minute) — reference §1.7 (high confidence).
-WAVESPEED_LEVELS = {"bronze": (3, 10), "silver": (100, 500), "gold": (2000, 3000), "ultra": (5000, 5000)}
+#: rounds of "settle unknown submits from the history, then collect / re-send" at the end of a run (settle_wait_s > 0)
+SETTLE_ROUNDS = 5
 
 #: how the runner waits out rate limits and transient polling trouble on top of the provider's own retries
 DEFAULT_PATIENCE = RetryPolicy(max_attempts=8, base_s=1.0, factor=2.0, max_backoff_s=60.0)
 
 
-@dataclass(frozen=True)
-class ProviderLimits:
-    max_concurrent: int | None = None
-    images_per_minute: float | None = None
-
-
-def default_provider_limits(name: str, base_url: str | None) -> ProviderLimits:
-    """Per-provider defaults. A provider pointed at a loopback server (a local simulator) gets none."""
-    if base_url and (urlsplit(base_url).hostname or "") in ("127.0.0.1", "localhost", "::1"):
-        return ProviderLimits()
-    if name == "wavespeed":
-        level = os.environ.get("EVALKIT_WAVESPEED_LEVEL", "bronze").lower()
-        conc, per_min = WAVESPEED_LEVELS.get(level, WAVESPEED_LEVELS["bronze"])
-        return ProviderLimits(conc, per_min)
-    if name == "stability":
-        return ProviderLimits(10, 600)  # Stability allows 150 requests / 10 s; stay well below
-    if name == "huggingface":
-        return ProviderLimits(4, None)
-    if name == "local":
-        return ProviderLimits(max(1, (os.cpu_count() or 2)), None)
-    return ProviderLimits()
-
-
-def parse_provider_limits(spec: str | None) -> dict[str, ProviderLimits]:
-    """``"wavespeed=100/500,stability=10"`` → limits (concurrent[/images per minute])."""
-    out: dict[str, ProviderLimits] = {}
-    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
-        try:
-            name, value = part.split("=", 1)
-            conc, _, rate = value.partition("/")
-            out[name.strip()] = ProviderLimits(int(conc) if conc else None, float(rate) if rate else None)
-        except ValueError:
-            raise InvalidInputError(
-                f"bad provider limit {part!r}", hint="write NAME=CONCURRENT[/IMAGES_PER_MINUTE], e.g. wavespeed=100/500"
-            ) from None
-    return out
-
-
 @dataclass
 class RunResult:
+    """What a run did, as recorded in its workspace (:func:`summarise` rebuilds it from there)."""
+
+    #: the run's id (pass it to ``--resume``, ``evalkit report``, ``Workspace.calls``)
     run_id: str
+    #: the workspace directory holding its rows and images
     workspace: str
+    #: calls the run is to make (every applicable case × model × repeat)
     planned: int = 0
+    #: calls with an output
     completed: int = 0
+    #: calls that failed (``failures_by_category`` says why)
     failed: int = 0
+    #: calls not sent, because the run stopped (budget, Ctrl-C); a resume sends them
     skipped: int = 0
+    #: (case, model) pairs the model cannot do; never sent
     not_applicable: int = 0
+    #: calls whose outcome is unknown (the process died while sending); never re-sent automatically
     unknown: int = 0
     #: accepted jobs still running when the run stopped waiting: `--resume` polls them (never re-submits)
     pending: int = 0
+    #: completed calls served from an identical earlier request (cost 0)
     cached: int = 0
+    #: what the run's calls cost in USD, as recorded (a call of unknown cost adds nothing)
     cost_usd: float = 0.0
+    #: wall-clock seconds of the run (of this invocation when just run; as recorded otherwise)
     wall_s: float = 0.0
+    #: why the run stopped early: ``budget``, ``interrupted``, ``workspace_error``, or None
     stop_reason: str | None = None
+    #: True when any output came from a local simulator (reports label it SIMULATED)
     simulated: bool = False
+    #: True for ``dry_run=True``: only the plan and its estimate, nothing sent or written
     dry_run: bool = False
+    #: the plan's estimate per model (calls, list and maximum price); None when summarised from the workspace
     estimate: pd.DataFrame | None = field(default=None, repr=False)
+    #: failed calls per error category (auth, rate_limit, server, …)
     failures_by_category: dict[str, int] = field(default_factory=dict)
     #: unknown submits settled from the provider's history in this call: matched / resubmit / unknown
     reconciled: dict[str, int] = field(default_factory=dict)
@@ -127,35 +110,10 @@ class RunResult:
         return d
 
 
-class StopController:
-    """Ctrl-C handling: the first interrupt stops submitting and gives in-flight calls a grace period;
-    a second one stops waiting for them (their rows stay resumable)."""
-
-    def __init__(self) -> None:
-        self.stop_submitting = asyncio.Event()
-        self.abandon = asyncio.Event()
-        self.reason: str | None = None
-
-    def request_stop(self, reason: str) -> None:
-        if not self.stop_submitting.is_set():
-            self.reason = reason
-            self.stop_submitting.set()
-
-    def interrupt(self) -> None:
-        if self.stop_submitting.is_set() and self.reason == "interrupted":
-            self.abandon.set()
-        self.request_stop("interrupted")
-
-
-def _safe_url(url: str | None) -> str | None:
-    """A base URL without any userinfo (never store credentials)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+def _base_url(provider: ImageEditProvider) -> str | None:
+    """A provider's base URL as recorded with the run: without user info, query or fragment (no credentials)."""
+    url = getattr(provider, "base_url", None)
+    return safe_url(url) if url else url
 
 
 def new_run_id() -> str:
@@ -188,7 +146,6 @@ async def arun(
     settle_wait_s: float = 0.0,
 ) -> RunResult:
     """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``."""
-    from evalkit import __version__
     from evalkit.suites import load_suite
 
     t0 = time.monotonic()
@@ -270,7 +227,7 @@ async def arun(
             "concurrency": concurrency,
             "base_seed": base_seed,
             "no_cache": no_cache,
-            "provider_base_urls": {n: _safe_url(getattr(p, "base_url", None)) for n, p in providers.items()},
+            "provider_base_urls": {n: _base_url(p) for n, p in providers.items()},
             "provider_limits": {k: asdict(v) for k, v in (provider_limits or {}).items()},
         }
         if existing is None:
@@ -312,10 +269,11 @@ async def arun(
                 )
             given_limits = provider_limits or {}
             limits = {
-                name: given_limits.get(name) or default_provider_limits(name, getattr(p, "base_url", None))
+                name: given_limits.get(name)
+                or default_provider_limits(catalog.provider(name), getattr(p, "base_url", None))
                 for name, p in providers.items()
             }
-            execution = _Execution(
+            execution = Execution(
                 ws=ws,
                 run_id=run_id,
                 source=source,
@@ -333,37 +291,41 @@ async def arun(
             )
             try:
                 await execution.execute()
-                if (
-                    settle_wait_s > 0
-                    and execution.counts.get("unknown", 0) > 0
-                    and not controller.stop_submitting.is_set()
-                    and any(getattr(p, "reconcilable", False) for p in providers.values())
-                ):
+                for _round in range(SETTLE_ROUNDS):
+                    if not (
+                        settle_wait_s > 0
+                        and execution.counts.get(CallStatus.UNKNOWN, 0) > 0
+                        and not controller.stop_submitting.is_set()
+                        and any(getattr(p, "reconcilable", False) for p in providers.values())
+                    ):
+                        break
                     # submits lost in this run (a 500 after sending, a dropped connection, a sync POST cut off):
-                    # settle them from the history now, then collect / re-send what it proved
+                    # settle them from the history now, then collect / re-send what it proved (a re-sent one may
+                    # be lost again: a few rounds)
                     again = await settle_unknown(
                         ws, run_id, providers, endpoints, policy=policy, wait_for_settle_s=settle_wait_s
                     )
                     settled.decisions.extend(again.decisions)
-                    if again.matched or again.resubmit:
-                        execution.close_progress()
-                        execution = _Execution(
-                            ws=ws,
-                            run_id=run_id,
-                            source=source,
-                            providers=providers,
-                            budget_usd=budget_usd,
-                            concurrency=concurrency,
-                            limits=limits,
-                            no_cache=no_cache,
-                            progress=progress,
-                            grace_period_s=grace_period_s,
-                            resubmit_unknown=resubmit_unknown,
-                            retry_failed=False,
-                            controller=controller,
-                            patience=patience or DEFAULT_PATIENCE,
-                        )
-                        await execution.execute()
+                    if not (again.matched or again.resubmit):
+                        break
+                    execution.close_progress()
+                    execution = Execution(
+                        ws=ws,
+                        run_id=run_id,
+                        source=source,
+                        providers=providers,
+                        budget_usd=budget_usd,
+                        concurrency=concurrency,
+                        limits=limits,
+                        no_cache=no_cache,
+                        progress=progress,
+                        grace_period_s=grace_period_s,
+                        resubmit_unknown=resubmit_unknown,
+                        retry_failed=False,
+                        controller=controller,
+                        patience=patience or DEFAULT_PATIENCE,
+                    )
+                    await execution.execute()
             except asyncio.CancelledError:
                 ws.update_run(run_id, status="interrupted", wall_s=time.monotonic() - t0)
                 raise
@@ -386,8 +348,34 @@ async def arun(
                 await p.aclose()
 
 
-def run(*args: Any, **kwargs: Any) -> RunResult:
-    """Synchronous :func:`arun` for scripts and the CLI. Ctrl-C stops submitting and keeps everything done."""
+def run(
+    suite: str | os.PathLike | None = None,
+    models: str | Sequence[str] = "all",
+    *,
+    repeats: int = 1,
+    concurrency: int = 16,
+    budget_usd: float | None = None,
+    workspace: Workspace | str | os.PathLike | None = None,
+    run_id: str | None = None,
+    resume: bool = False,
+    no_cache: bool = False,
+    dry_run: bool = False,
+    base_seed: int = BASE_SEED,
+    provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+    provider_limits: Mapping[str, ProviderLimits] | None = None,
+    catalog: Catalog | None = None,
+    progress: bool | Callable[[dict[str, Any]], None] = True,
+    grace_period_s: float = 15.0,
+    resubmit_unknown: bool = False,
+    retry_failed: bool = False,
+    controller: StopController | None = None,
+    patience: RetryPolicy | None = None,
+    reconcile_policy: ReconcilePolicy | None = None,
+    settle_wait_s: float = 0.0,
+) -> RunResult:
+    """Synchronous :func:`arun` (same parameters) for scripts and the CLI.
+
+    Ctrl-C stops submitting and keeps everything done; a second Ctrl-C stops waiting for calls in flight."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -399,15 +387,38 @@ def run(*args: Any, **kwargs: Any) -> RunResult:
         )
 
     async def main() -> RunResult:
-        controller = kwargs.pop("controller", None) or StopController()
+        ctl = controller or StopController()
         loop = asyncio.get_running_loop()
         installed = False
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGINT, controller.interrupt)
-            loop.add_signal_handler(signal.SIGTERM, controller.interrupt)
+            loop.add_signal_handler(signal.SIGINT, ctl.interrupt)
+            loop.add_signal_handler(signal.SIGTERM, ctl.interrupt)
             installed = True
         try:
-            return await arun(*args, controller=controller, **kwargs)
+            return await arun(
+                suite,
+                models,
+                repeats=repeats,
+                concurrency=concurrency,
+                budget_usd=budget_usd,
+                workspace=workspace,
+                run_id=run_id,
+                resume=resume,
+                no_cache=no_cache,
+                dry_run=dry_run,
+                base_seed=base_seed,
+                provider_options=provider_options,
+                provider_limits=provider_limits,
+                catalog=catalog,
+                progress=progress,
+                grace_period_s=grace_period_s,
+                resubmit_unknown=resubmit_unknown,
+                retry_failed=retry_failed,
+                controller=ctl,
+                patience=patience,
+                reconcile_policy=reconcile_policy,
+                settle_wait_s=settle_wait_s,
+            )
         finally:
             if installed:
                 loop.remove_signal_handler(signal.SIGINT)
@@ -429,13 +440,16 @@ def summarise(
     agg = ws.call_counts(run_id)  # aggregated in SQL: a 10,000-call run is not loaded to count it
     counts = agg["by_status"]
     res = RunResult(run_id=run_id, workspace=str(ws.path))
-    res.not_applicable = counts.get("not_applicable", 0)
+    res.not_applicable = counts.get(CallStatus.NOT_APPLICABLE, 0)
     res.planned = int(sum(counts.values()) - res.not_applicable)
-    res.completed = counts.get("completed", 0)
-    res.failed = counts.get("failed", 0)
-    res.unknown = counts.get("unknown", 0)
+    res.completed = counts.get(CallStatus.COMPLETED, 0)
+    res.failed = counts.get(CallStatus.FAILED, 0)
+    res.unknown = counts.get(CallStatus.UNKNOWN, 0)
     res.pending = agg["pending"]
-    res.skipped = int(sum(counts.get(s, 0) for s in ("planned", "submitting", "submitted"))) - res.pending
+    res.skipped = (
+        int(sum(counts.get(s, 0) for s in (CallStatus.PLANNED, CallStatus.SUBMITTING, CallStatus.SUBMITTED)))
+        - res.pending
+    )
     res.cached = agg["cached"]
     res.cost_usd = agg["cost_usd"]
     res.wall_s = float(wall_s if wall_s is not None else (run.get("wall_s") or 0.0))

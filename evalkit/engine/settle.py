@@ -192,7 +192,7 @@ async def areconcile_run(
     and proven-unaccepted ones sent, by ``evalkit run --resume RUN_ID``)."""
     from evalkit.catalog import Catalog
     from evalkit.providers import create_provider
-    from evalkit.store.workspace import Workspace, check_id
+    from evalkit.store import Workspace, check_id
 
     check_id(run_id, "run id")
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)

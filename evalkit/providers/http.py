@@ -17,6 +17,8 @@ What lives here, and why it is shared:
   and verified to decode as an image (:func:`evalkit.images.decode_output`) before anyone trusts it;
   :meth:`DownloadedImage.outcome` turns such a verified image into a successful
   :class:`~evalkit.providers.base.EditOutcome` (every provider's success path, the local baselines' too).
+* :func:`is_loopback_host` / :func:`is_loopback_url` — the one test for "this is a local server" (the
+  runner's defaults for local simulators, the judge's optional key, the simulators' bind and control checks).
 
 Nothing in here knows a provider's URL layout; it only knows HTTP.
 """
@@ -28,6 +30,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import os
 import tempfile
@@ -88,6 +91,24 @@ def is_simulated(response: httpx.Response) -> bool:
 
 def retry_after_s(response: httpx.Response) -> float | None:
     return parse_retry_after(response.headers.get("Retry-After"))
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for ``localhost`` and any loopback address (127.0.0.0/8, ``::1``, IPv4-mapped loopback)."""
+    host = (host or "").strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def is_loopback_url(url: str | httpx.URL) -> bool:
+    """True when the URL's host is loopback (a local server such as a simulator)."""
+    return is_loopback_host(urlsplit(str(url)).hostname)
 
 
 def safe_url(url: str | httpx.URL) -> str:

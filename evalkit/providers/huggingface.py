@@ -44,8 +44,9 @@ from huggingface_hub.utils import get_async_session
 
 from evalkit.credentials import Secret, key_from_env, redact
 from evalkit.errors import Category, ProviderError
-from evalkit.providers.base import EditOutcome, EditRequest, Latency, PreparedRequest, SubmitHook, prepare_json_request
+from evalkit.providers.base import EditOutcome, EditRequest, Latency, PreparedRequest, SubmitHook
 from evalkit.providers.http import SIMULATED_HEADER, image_from_bytes
+from evalkit.providers.prepare import prepare_json_request
 from evalkit.providers.retry import RetryPolicy, parse_retry_after
 
 try:  # warms huggingface_hub's (lru-cached, blocking) Hub lookup in a thread instead of the event loop

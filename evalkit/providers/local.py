@@ -31,10 +31,9 @@ from evalkit.providers.base import (
     Latency,
     PreparedRequest,
     SubmitHook,
-    fingerprint,
-    prepare_json_request,
 )
 from evalkit.providers.http import image_from_bytes
+from evalkit.providers.prepare import fingerprint, prepare_json_request
 
 IDENTITY = "identity"
 OPENCV_INPAINT = "opencv-inpaint"

@@ -40,8 +40,6 @@ from evalkit.providers.base import (
     Latency,
     PreparedRequest,
     SubmitHook,
-    fingerprint,
-    prepare_json_request,
 )
 from evalkit.providers.http import (
     NOT_SENT_ERRORS,
@@ -50,6 +48,7 @@ from evalkit.providers.http import (
     image_from_bytes,
     new_client,
 )
+from evalkit.providers.prepare import fingerprint, prepare_json_request
 from evalkit.providers.retry import RetryPolicy, parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.stability.ai"

@@ -52,8 +52,6 @@ from evalkit.providers.base import (
     Latency,
     PreparedRequest,
     SubmitHook,
-    materialise,
-    prepare_json_request,
 )
 from evalkit.providers.history import HistoryPage, compact_body, parse_history_page
 from evalkit.providers.http import (
@@ -75,10 +73,11 @@ from evalkit.providers.http import (
     with_retries,
 )
 from evalkit.providers.pacing import PacerConfig, PollPacer
+from evalkit.providers.prepare import materialise, prepare_json_request
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed_uploads import UploadCache, upload_media
 
-__all__ = ["WaveSpeedEditProvider", "PollSchedule", "build_body", "category_for_task", "DEFAULT_BASE_URL"]
+__all__ = ["WaveSpeedEditProvider", "PollSchedule", "category_for_task", "DEFAULT_BASE_URL"]
 
 log = logging.getLogger("evalkit.providers.wavespeed")
 
@@ -241,24 +240,6 @@ def _with_flags(
     if base64_output and model_b64:
         params["enable_base64_output"] = True
     return replace(prepared, params=params)
-
-
-def build_body(
-    request: EditRequest,
-    image_encoder: Callable[[InputImage], Any] = InputImage.data_uri,
-    *,
-    sync_mode: bool = False,
-    base64_output: bool = False,
-) -> dict[str, Any]:
-    """The JSON body that would be POSTed for ``request``, without sending it.
-
-    Images are encoded by ``image_encoder`` (default: a data URI); pass e.g. ``lambda i: f"<{i.sha256[:8]}>"``
-    to show a body without pixel data. Raises :class:`InvalidInputError` on bad input.
-    """
-    prepared = _with_flags(
-        prepare_json_request(request), request.model.sync_mode, request.model.base64_output, sync_mode, base64_output
-    )
-    return materialise(prepared.params, prepared.images, prepared.mask, image_encoder)
 
 
 @dataclass

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.credentials import redact
-from evalkit.decide.tables import QualityLike
+from evalkit.decide.quality import QualityLike
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.report.sections import ReportData, prepare_report, quality_string
-from evalkit.store.workspace import Workspace, check_id
+from evalkit.store import Workspace, check_id
 
 REPORT_NOTEBOOK = "model_choice_report.ipynb"
 

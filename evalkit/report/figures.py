@@ -28,10 +28,9 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 from PIL import Image, ImageDraw
 
+from evalkit.decide.quality import DEFAULT_QUALITY, QualityLike
 from evalkit.decide.tables import (
-    DEFAULT_QUALITY,
     SIMULATED_NOTE,
-    QualityLike,
     comparison_cells,
     failure_table,
     format_ms,
@@ -40,7 +39,7 @@ from evalkit.decide.tables import (
 )
 from evalkit.errors import InvalidInputError
 from evalkit.images import thumbnail_jpeg
-from evalkit.store.workspace import Workspace
+from evalkit.store import CallStatus, Workspace
 
 DPI = 100
 STATE_COLOURS = {
@@ -746,7 +745,7 @@ def latency_distribution(
     if column not in ("total_ms", "inference_ms", "queue_ms", "submit_ms", "download_ms"):
         raise InvalidInputError(f"column must be a latency column (total_ms, inference_ms, …), got {column!r}")
     calls = ws.calls(run_id)
-    done = calls[(calls["status"] == "completed") & calls[column].notna() & (calls[column] > 0)]
+    done = calls[(calls["status"] == CallStatus.COMPLETED) & calls[column].notna() & (calls[column] > 0)]
     if models is not None:
         done = done[done["model_id"].isin(list(models))]
     groups = {m: g[column].to_numpy(float) for m, g in done.groupby("model_id")}

@@ -20,24 +20,27 @@ from typing import Any
 
 import pandas as pd
 
-from evalkit.decide.tables import (
-    SIMULATED_NOTE,
+from evalkit.decide.quality import (
+    AUTO_CAVEAT,
+    AUTO_QUALITY,
+    JUDGE_QUALITY,
     QualityLike,
     QualitySpec,
-    as_quality,
+    choose_quality,
+    parse_quality,
+    quality_string,
+)
+from evalkit.decide.tables import (
+    SIMULATED_NOTE,
     failure_table,
     format_ms,
     format_usd,
     model_table,
-    resolve_quality,
     run_is_simulated,
-    scored_values,
 )
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace, check_id
+from evalkit.store import ATTEMPTED_STATUSES, CallStatus, Workspace, check_id
 
-JUDGE_QUALITY = QualitySpec("viescore_o", "judge")
-AUTO_QUALITY = QualitySpec("ssim", "auto")
 #: thumbnails in the report's grids: this size up to GRID_CELL_BUDGET cells, smaller beyond (HTML size)
 REPORT_THUMB_PX = 112
 GRID_CELL_BUDGET = 600
@@ -54,11 +57,6 @@ JUDGE_CAVEATS = (
     "agree with each other at ≈ 0.45); pairwise votes rank models more reliably than pointwise scores.",
     "Judges refuse or fail silently on some images (e.g. photos of people); such replies are stored as "
     "unscored, never guessed, so a model's quality rests on its scored cases only (see the unscored counts).",
-)
-AUTO_CAVEAT = (
-    "No judge scores in this run, so quality is {metric} ({source}): a pixel metric against the source image. "
-    "It measures how much of the source was preserved, not whether the instruction was followed — an "
-    "unchanged output scores best. Score the run with the VLM judge before choosing models on quality."
 )
 
 
@@ -77,68 +75,6 @@ class ReportData:
     by_category: pd.DataFrame
     failures: pd.DataFrame
     decision: Any  # evalkit.decide.tiers.TierDecision
-
-
-# -- quality ------------------------------------------------------------------------------------------
-
-
-def parse_quality(text: str | None) -> QualitySpec | None:
-    """``"metric[:source][@version]"`` → QualitySpec; empty → None (choose automatically).
-
-    The version comes after ``@`` because judge versions contain ``|`` and may contain ``:``."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    head, at, version = text.partition("@")
-    metric, _, source = head.partition(":")
-    if not metric.strip() or (at and not version.strip()):
-        raise InvalidInputError(
-            f"bad quality spec {text!r}", hint="write METRIC[:SOURCE][@VERSION], e.g. viescore_o:judge"
-        )
-    spec = as_quality((metric.strip(), source.strip() or "auto", version.strip() or None))
-    return spec
-
-
-def quality_string(quality: QualityLike | None) -> str:
-    """The inverse of :func:`parse_quality` (what build_report passes to the notebook)."""
-    if quality is None:
-        return ""
-    spec = parse_quality(quality) if isinstance(quality, str) else as_quality(quality)
-    return f"{spec.metric}:{spec.source}" + (f"@{spec.version}" if spec.version else "")
-
-
-def choose_quality(ws: Workspace, run_id: str, quality: QualityLike | None = None) -> tuple[QualitySpec, str]:
-    """The quality a report ranks by, and a sentence saying why.
-
-    Named explicitly: it must have scored values in the run (else InvalidInputError listing what is
-    scored). Otherwise the judge's overall VIEScore when the run has it, else SSIM (auto) with a
-    warning that it measures preservation, else SSIM with nothing scored (the report then says so)."""
-    scores = ws.scores(run_id)
-    if quality is not None:
-        spec = parse_quality(quality) if isinstance(quality, str) else as_quality(quality)
-        spec = resolve_quality(scores, spec)
-        if scored_values(scores, spec).empty:
-            have = sorted({f"{m}:{s}" for m, s in zip(scores["metric"], scores["source"], strict=True)})
-            raise InvalidInputError(
-                f"run {run_id!r} has no scored values for quality {spec.label}"
-                + (f" version {spec.version}" if spec.version else ""),
-                hint=f"scored in this run: {', '.join(have[:15])}"
-                if have
-                else "score the run first (evalkit.scoring.score_run)",
-            )
-        return spec, f"Quality is {spec.label}, as requested."
-    for candidate in (JUDGE_QUALITY, AUTO_QUALITY):
-        spec = resolve_quality(scores, candidate)
-        if not scored_values(scores, spec).empty:
-            if spec.source == "judge":
-                why = (
-                    f"Quality is the VLM judge's overall VIEScore ({spec.metric}, 0–10; judge {spec.version}), "
-                    "the measure GEdit-Bench and model cards use for instruction-based edits."
-                )
-            else:
-                why = AUTO_CAVEAT.format(metric=spec.metric, source=spec.source)
-            return spec, why
-    return AUTO_QUALITY, "The run has no scores yet: quality columns are empty and no tier default can be chosen."
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -180,7 +116,7 @@ def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
     calls = ws.calls(run_id)
     scores = ws.scores(run_id)
     status = calls["status"].value_counts()
-    attempted = int(status.reindex(["completed", "failed", "unknown"]).fillna(0).sum())
+    attempted = int(status.reindex(list(ATTEMPTED_STATUSES)).fillna(0).sum())
     cached = int((calls["cost_source"] == "cache").sum())
     started = calls["submitting_at"].dropna()
     finished = calls["completed_at"].dropna()
@@ -194,9 +130,9 @@ def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
         "models": f"{len(run['models'])}: {', '.join(run['models'])}",
         "repeats": str(run["repeats"]),
         "calls": (
-            f"{attempted} attempted — {int(status.get('completed', 0))} completed ({cached} from the cache), "
-            f"{int(status.get('failed', 0))} failed, {int(status.get('unknown', 0))} unknown outcome; "
-            f"{int(status.get('not_applicable', 0))} not applicable"
+            f"{attempted} attempted — {int(status.get(CallStatus.COMPLETED, 0))} completed ({cached} from the cache), "
+            f"{int(status.get(CallStatus.FAILED, 0))} failed, {int(status.get(CallStatus.UNKNOWN, 0))} unknown outcome; "
+            f"{int(status.get(CallStatus.NOT_APPLICABLE, 0))} not applicable"
         ),
         "cost": f"${math.fsum(calls['cost_usd'].dropna().astype(float)):.4f} billed" + _unknown_cost_note(calls),
         "wall time": "—" if wall is None else format_ms(float(wall) * 1000),
@@ -629,7 +565,7 @@ def category_grids(
 
     frame = select_cases(ws, run_id, categories=categories, cases=cases)
     calls = ws.calls(run_id)
-    ran = calls[calls["status"] != "not_applicable"]
+    ran = calls[calls["status"] != CallStatus.NOT_APPLICABLE]
     n_cells = sum(
         len(g) * (1 + ran.loc[ran["case_id"].isin(g["case_id"]), "model_id"].nunique())
         for _, g in frame.groupby("category", sort=True)

@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from evalkit.decide.tables import DEFAULT_QUALITY, SIMULATED_NOTE, QualityLike, comparison_cells
+from evalkit.decide.quality import DEFAULT_QUALITY, QualityLike
+from evalkit.decide.tables import SIMULATED_NOTE, comparison_cells
 from evalkit.errors import InvalidInputError
 from evalkit.images import decode_output, encode, to_rgb
 from evalkit.report.figures import cached_thumbnail
 from evalkit.scoring.arena import schedule_pairs
-from evalkit.store.workspace import Workspace
+from evalkit.store import CallStatus, Workspace
 
 ALL = "(all)"
 COMPARE_PX = 512
@@ -313,7 +314,7 @@ class Rater:
             source,
         )
         calls = ws.calls(run_id)
-        done = calls[(calls["status"] == "completed") & calls["output_sha256"].notna()].sort_values("repeat")
+        done = calls[(calls["status"] == CallStatus.COMPLETED) & calls["output_sha256"].notna()].sort_values("repeat")
         done = done.drop_duplicates(["case_id", "model_id"])
         self.output_call = {(r.case_id, r.model_id): r.call_id for r in done.itertuples()}
         self.models = list(dict.fromkeys(done["model_id"]))

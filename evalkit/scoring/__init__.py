@@ -10,7 +10,7 @@
   where :func:`rankings` fits Bradley–Terry strengths (with human votes, or separately).
 
 Read scores back with ``Workspace.scores(run_id)`` (tidy: call, metric, value, source, version) and
-rankings with ``Workspace.rankings(run_id)``.
+rankings with ``rankings(ws, run_id, source=…)`` (Bradley–Terry, from the ratings table).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from evalkit.errors import EvalkitError, InvalidInputError
-from evalkit.store.workspace import Workspace
+from evalkit.progress import progress_bar
+from evalkit.store import CallStatus, Workspace
 
 #: below this many calls, scoring runs in-process (a worker pool costs ~1 s to start)
 _POOL_THRESHOLD = 40
@@ -84,7 +85,7 @@ def auto_score_run(
     from evalkit.scoring.auto import AUTO_METRICS_VERSION
 
     calls = ws.calls(run_id)
-    done = calls[calls.status == "completed"]
+    done = calls[calls.status == CallStatus.COMPLETED]
     scored = {cid for cid, _ in ws.scored_keys(run_id, "auto", AUTO_METRICS_VERSION)} if not force else set()
     todo = done[~done.call_id.isin(scored)]
     summary = ScoreSummary(run_id=run_id, auto_skipped=len(done) - len(todo))
@@ -103,7 +104,7 @@ def auto_score_run(
             items.append((r.call_id, r.output_path, r.operation, req))
         tasks.append((inputs[0], mask, items))
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
-    bar = _bar(len(todo), f"auto metrics {run_id}", progress)
+    bar = progress_bar(len(todo), f"auto metrics {run_id}", enabled=progress)
     try:
         if workers > 1 and len(todo) >= _POOL_THRESHOLD:
             with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -282,14 +283,6 @@ def agreement(ws: Workspace, run_id: str) -> dict[str, Any]:
         if len(set(h_s) & set(j_s)) >= 2:
             out["judge_vs_human"] = rank_agreement(j_s, h_s)
     return out
-
-
-def _bar(total: int, desc: str, progress: bool) -> Any:
-    if not progress or os.environ.get("TQDM_DISABLE"):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="call")
 
 
 __all__ = [

@@ -25,7 +25,6 @@ import binascii
 import io
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,23 +34,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from evalkit.providers.http import SIMULATED_HEADER
+from evalkit.sim.faults import HUGGINGFACE_FAULTS
 from evalkit.sim.render import encode_image, render_simulated
 from evalkit.sim.scripted import ScriptedSim
-from evalkit.sim.server import serve_forever
+from evalkit.sim.server import serve_until_stopped, start_in_thread
 
 #: the parameters AsyncInferenceClient.image_to_image can send (huggingface_hub 2.4.0), plus seed
 #: simulated seconds per generation at time_scale 1 (a simulator parameter, not a measurement)
 NOMINAL_LATENCY_MS = 8000.0
 KNOWN_PARAMETERS = ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "target_size", "seed")
-
-FAULT_KINDS = {
-    "loading": "503 {'error': 'Model … is currently loading', 'estimated_time': retry_after_s}",
-    "rate_limit": "429 + Retry-After: retry_after_s",
-    "payment_required": "402: monthly included credits exhausted",
-    "server_error": "500",
-    "bad_request": "400",
-    "slow": "waits delay_s before answering; the generation still happens",
-}
 
 
 @dataclass
@@ -85,7 +76,7 @@ class HuggingFaceSim(ScriptedSim):
         self, token: str = "hf_evalkit_sim", *, time_scale: float = 0.0, fixed_latency_ms: float | None = None
     ):
         super().__init__(
-            FAULT_KINDS,
+            HUGGINGFACE_FAULTS,
             [Route("/models/{model_id:path}", self._infer, methods=["POST"])],
             time_scale=time_scale,
             fixed_latency_ms=fixed_latency_ms,
@@ -102,9 +93,6 @@ class HuggingFaceSim(ScriptedSim):
             self.requests.clear()
             self.generations.clear()
 
-    def requests_for(self, model: str) -> list[ReceivedInference]:
-        return [r for r in self.requests if r.model == model]
-
     async def _infer(self, request: Request) -> Response:
         model = request.path_params["model_id"]
         received = ReceivedInference(model=model, content_type=request.headers.get("content-type", ""))
@@ -118,7 +106,7 @@ class HuggingFaceSim(ScriptedSim):
                 self.requests.append(received)
             self._faults_for(model)
             img = _decode(received.image)
-            slow = self.faults.draw({"slow"}, model)
+            slow = self.faults.draw("response", model)
             delay_s = (slow.delay_s if slow is not None else 0.0) + self.latency_s
             if delay_s:
                 await asyncio.sleep(delay_s)
@@ -161,7 +149,7 @@ class HuggingFaceSim(ScriptedSim):
             received.image = body
 
     def _faults_for(self, model: str) -> None:
-        fault = self.faults.draw({"loading", "rate_limit", "payment_required", "server_error", "bad_request"}, model)
+        fault = self.faults.draw("request", model)
         if fault is None:
             return
         if fault.kind == "loading":
@@ -205,19 +193,18 @@ class HuggingFaceSim(ScriptedSim):
 def serve(
     host: str = "127.0.0.1", port: int = 8767, *, time_scale: float = 1.0, fixed_latency_ms: float | None = None
 ) -> None:
-    """Run the simulator in the foreground until Ctrl-C. It accepts the token in $HF_TOKEN if set (it
+    """Run the simulator in the foreground until SIGINT/SIGTERM. It accepts the token in $HF_TOKEN if set (it
     never leaves this machine), else ``hf_evalkit_sim``; point the provider at it with
     ``HF_INFERENCE_ENDPOINT=http://host:port``."""
     token = os.environ.get("HF_TOKEN", "").strip()
     sim = HuggingFaceSim(token or "hf_evalkit_sim", time_scale=time_scale, fixed_latency_ms=fixed_latency_ms)
-    print(
-        f"evalkit Hugging Face simulator on http://{host}:{port} — outputs are SIMULATED; it accepts "
+    server = start_in_thread(sim.app, host, port)
+    serve_until_stopped(
+        server,
+        f"evalkit Hugging Face simulator on {server.base_url} — outputs are SIMULATED; it accepts "
         + ("the token in $HF_TOKEN" if token else "the token hf_evalkit_sim")
         + ". Ctrl-C stops.",
-        file=sys.stderr,
-        flush=True,
     )
-    serve_forever(sim.app, host, port)
 
 
 def _decode(data: bytes) -> Image.Image:

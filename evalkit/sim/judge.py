@@ -71,7 +71,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from evalkit.sim.server import SimServerHandle, start_in_thread, wait_for_stop_signal
+from evalkit.sim.server import SimServerHandle, serve_until_stopped, start_in_thread
 
 #: the key ``evalkit sim --provider judge`` accepts when EVALKIT_JUDGE_API_KEY is not set (not a secret).
 PUBLIC_SIM_KEY = "evalkit-sim-judge"
@@ -149,11 +149,6 @@ class JudgeSim:
                 raise TypeError(f"a scripted reply is a str or dict, got {type(r).__name__}")
         with self._lock:
             self._script.extend(replies)
-
-    @property
-    def pending_script(self) -> int:
-        with self._lock:
-            return len(self._script)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -455,12 +450,10 @@ def serve(
     """
     key = api_key or os.environ.get("EVALKIT_JUDGE_API_KEY", "").strip() or PUBLIC_SIM_KEY
     handle = start_judge_sim(host=host, port=port, api_key=key, model=model, latency_ms=fixed_latency_ms or 0.0)
-    try:
-        hint = "the key in EVALKIT_JUDGE_API_KEY" if key != PUBLIC_SIM_KEY else f"the public key {PUBLIC_SIM_KEY!r}"
-        print(f"SIMULATED judge at {handle.base_url} (model {model!r}; accepts {hint}); Ctrl-C to stop", flush=True)
-        wait_for_stop_signal()
-    finally:
-        handle.stop()
+    hint = "the key in EVALKIT_JUDGE_API_KEY" if key != PUBLIC_SIM_KEY else f"the public key {PUBLIC_SIM_KEY!r}"
+    serve_until_stopped(
+        handle, f"SIMULATED judge at {handle.base_url} (model {model!r}; accepts {hint}); Ctrl-C to stop"
+    )
 
 
 __all__ = [

@@ -1,16 +1,15 @@
-"""What the Stability and Hugging Face simulators share: faults scripted by a test or a demo, simulated
-latency settings, and the ``/_sim/ledger`` + ``/_sim/faults`` control routes.
+"""What the Stability and Hugging Face simulators share: simulated latency settings and the
+``/_sim/ledger`` + ``/_sim/faults`` control routes over the one fault book (:mod:`evalkit.sim.faults`).
 
-Their faults are *scripted* — "the next ``count`` matching requests fail this way" — rather than drawn
-at a seeded rate like the WaveSpeed simulator's (:mod:`evalkit.sim.faults`): these servers stand in
-for providers whose failure modes tests pin down one at a time.
+Their faults are usually *scripted* — "the next ``count`` matching requests fail this way" (the book's
+default count is 1 here) — rather than drawn at a seeded rate as a WaveSpeed benchmark does: these
+servers stand in for providers whose failure modes tests pin down one at a time.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,69 +17,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-
-@dataclass
-class ScriptedFault:
-    """A fault that fires on the next ``count`` matching requests (``None``: on every one)."""
-
-    kind: str
-    count: int | None = 1
-    endpoint: str | None = None
-    retry_after_s: float = 1.0
-    delay_s: float = 0.0
-    fired: int = 0
-
-
-class ScriptedFaults:
-    """Faults queued by a test or a demo, drawn in insertion order; safe to change from another thread."""
-
-    def __init__(self, kinds: dict[str, str]):
-        self.kinds = kinds
-        self._lock = threading.Lock()
-        self._faults: list[ScriptedFault] = []
-
-    def inject(
-        self,
-        kind: str,
-        *,
-        count: int | None = 1,
-        endpoint: str | None = None,
-        retry_after_s: float = 1.0,
-        delay_s: float = 0.0,
-    ) -> ScriptedFault:
-        if kind not in self.kinds:
-            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(self.kinds)}")
-        fault = ScriptedFault(kind, count, endpoint, retry_after_s, delay_s)
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def draw(self, kinds: set[str], endpoint: str, *, wildcard: bool = True) -> ScriptedFault | None:
-        """The first live fault of one of ``kinds`` for ``endpoint`` (counting its use), or None."""
-        with self._lock:
-            for f in self._faults:
-                if f.kind not in kinds or (f.count is not None and f.fired >= f.count):
-                    continue
-                if f.endpoint == endpoint or (wildcard and f.endpoint is None):
-                    f.fired += 1
-                    return f
-        return None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
+from evalkit.sim.faults import Fault, FaultBook
 
 
 class ScriptedSim:
     """A simulator with scripted faults: ``.app`` serves ``routes`` plus ``GET /_sim/ledger`` (the
     subclass's :meth:`_ledger_view`) and ``POST|DELETE /_sim/faults`` (inject / clear faults).
 
-    ``time_scale`` multiplies a nominal latency, ``fixed_latency_ms`` replaces it (:meth:`_simulated_s`);
+    ``fault_kinds`` maps the simulator's fault kinds to their events (:data:`~evalkit.sim.faults.STABILITY_FAULTS`,
+    …). ``time_scale`` multiplies a nominal latency, ``fixed_latency_ms`` replaces it (:meth:`_simulated_s`);
     ``_lock`` guards the subclass's records."""
 
     def __init__(
         self,
-        fault_kinds: dict[str, str],
+        fault_kinds: Mapping[str, str],
         routes: Sequence[BaseRoute],
         *,
         time_scale: float,
@@ -90,7 +40,7 @@ class ScriptedSim:
             raise ValueError("time_scale and fixed_latency_ms must be ≥ 0")
         self.time_scale = time_scale
         self.fixed_latency_ms = fixed_latency_ms
-        self.faults = ScriptedFaults(fault_kinds)
+        self.faults = FaultBook(kinds=fault_kinds, default_count=1)
         self._lock = threading.Lock()
         self.app = Starlette(
             routes=[
@@ -100,7 +50,8 @@ class ScriptedSim:
             ]
         )
 
-    def inject(self, kind: str, **kw: Any) -> ScriptedFault:
+    def inject(self, kind: str, **kw: Any) -> Fault:
+        """Fail the next ``count`` (default 1; None = every) requests of ``endpoint`` (default: any) this way."""
         return self.faults.inject(kind, **kw)
 
     def _simulated_s(self, nominal_ms: float) -> float:
@@ -120,7 +71,7 @@ class ScriptedSim:
             self.faults.clear()
             return self._control_json({"cleared": True})
         try:
-            fault = self.inject(**(await request.json()))
+            fault = self.faults.add_dict(await request.json())
         except (TypeError, ValueError) as exc:
             return self._control_json({"error": str(exc)}, 400)
-        return self._control_json(asdict(fault))
+        return self._control_json(fault.as_dict())

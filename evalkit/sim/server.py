@@ -1,4 +1,5 @@
-"""Run an ASGI app (a local provider-compatible server) on loopback: in a thread, or in the foreground.
+"""Run an ASGI app (a local provider-compatible server) on loopback: in a thread (:func:`start_in_thread`),
+and in the foreground until a signal (:func:`serve_until_stopped`, every simulator's ``serve()``).
 
 A real HTTP server, not an in-process mock: other processes (a notebook kernel, the CLI) can reach it.
 """
@@ -6,14 +7,19 @@ A real HTTP server, not an in-process mock: other processes (a notebook kernel, 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+from evalkit.providers.http import is_loopback_host
 
 
 @dataclass
@@ -97,7 +103,7 @@ def _config(app, host: str, port: int | None, sock: socket.socket | None = None)
 
 def start_in_thread(app, host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 15.0) -> RunningServer:
     """Start ``app`` with uvicorn on ``host:port`` (0 = a free port) in a daemon thread; returns when it listens."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback_host(host):
         raise ValueError("local servers bind loopback only")
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -126,6 +132,23 @@ def start_in_thread(app, host: str = "127.0.0.1", port: int = 0, startup_timeout
     return RunningServer(host=host, port=real_port, _server=server, _thread=thread)
 
 
-def serve_forever(app, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Run in the foreground until Ctrl-C (what `evalkit sim` does)."""
-    uvicorn.Server(_config(app, host, port)).run()
+def serve_until_stopped(
+    server: SimServerHandle | RunningServer, banner: str, *, port_file: str | os.PathLike | None = None
+) -> None:
+    """The foreground ``serve()`` of every simulator (``evalkit sim``, ``python -m evalkit.sim``): given a
+    server already started in a thread, write its port to ``port_file`` when given (atomically; removed at
+    exit — use port 0 with it), print ``banner`` to stderr, block until SIGINT/SIGTERM, then stop it."""
+    written: Path | None = None
+    try:
+        if port_file is not None:
+            port = server.server.port if isinstance(server, SimServerHandle) else server.port
+            written = Path(port_file)
+            tmp = written.with_name(written.name + ".tmp")
+            tmp.write_text(f"{port}\n")
+            os.replace(tmp, written)
+        print(banner, file=sys.stderr, flush=True)
+        wait_for_stop_signal()
+    finally:
+        server.stop()
+        if written is not None:
+            written.unlink(missing_ok=True)

@@ -11,7 +11,9 @@ unknown form fields are a 400, and every image field must decode and respect the
 
 Every image is drawn by :func:`evalkit.sim.render.render_simulated` (labelled SIMULATED) and every
 response carries ``X-Evalkit-Simulated: 1``. A billing ledger records successful generations in
-credits and USD. Faults are injected with :meth:`StabilitySim.inject` (or ``POST /_sim/faults``).
+credits and USD. Faults are injected with :meth:`StabilitySim.inject` (or ``POST /_sim/faults``); the kinds are
+:data:`evalkit.sim.faults.STABILITY_FAULTS` (documented in :mod:`evalkit.sim.faults`). ``endpoint`` on a fault
+narrows it to one op, or to "results" (polls).
 
 Latency: instant by default (tests); ``time_scale`` multiplies each endpoint's nominal ``latency_ms``
 (a simulator parameter, NOT a measurement of Stability) and ``fixed_latency_ms`` sets one for all.
@@ -25,7 +27,6 @@ import base64
 import hashlib
 import io
 import os
-import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -38,9 +39,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from evalkit.providers.http import SIMULATED_HEADER
+from evalkit.sim.faults import STABILITY_FAULTS, Fault
 from evalkit.sim.render import encode_image, render_simulated
-from evalkit.sim.scripted import ScriptedFault, ScriptedSim
-from evalkit.sim.server import serve_forever
+from evalkit.sim.scripted import ScriptedSim
+from evalkit.sim.server import serve_until_stopped, start_in_thread
 
 USD_PER_CREDIT = 0.01
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -131,18 +133,6 @@ ENDPOINTS: dict[str, EditEndpoint] = {
     )
 }
 
-#: fault kinds and what each does. ``endpoint`` on a fault narrows it to one op, or to "results" (polls).
-FAULT_KINDS = {
-    "rate_limit": "429 + Retry-After; nothing generated (also on polls when endpoint='results')",
-    "moderation": "403 content_moderation; not charged",
-    "payload_too_large": "413",
-    "unprocessable": "422 well-formed but rejected",
-    "server_error": "500; nothing generated (also on polls when endpoint='results')",
-    "content_filtered": "200 with finish-reason CONTENT_FILTERED and a blurred image (charged)",
-    "never_finish": "relight job stays 202 forever",
-    "slow": "waits delay_s before answering; the generation still happens and is charged",
-}
-
 
 @dataclass(frozen=True)
 class LedgerEntry:
@@ -196,7 +186,7 @@ class StabilitySim(ScriptedSim):
         fixed_latency_ms: float | None = None,
     ):
         super().__init__(
-            FAULT_KINDS,
+            STABILITY_FAULTS,
             [
                 Route("/v2beta/stable-image/edit/{op}", self._edit, methods=["POST"]),
                 Route("/v2beta/results/{generation_id}", self._result, methods=["GET"]),
@@ -251,7 +241,7 @@ class StabilitySim(ScriptedSim):
             self.requests.append(received)
             await self._request_faults(op)
             images = self._validate(endpoint, received)
-            slow = self.faults.draw({"slow"}, op)
+            slow = self.faults.draw("response", op)
             delay_s = (slow.delay_s if slow is not None else 0.0) + (
                 0.0 if endpoint.is_async else self.latency_s(endpoint)
             )
@@ -320,7 +310,7 @@ class StabilitySim(ScriptedSim):
                 received.fields[name] = str(value)
 
     async def _request_faults(self, op: str) -> None:
-        fault = self.faults.draw({"rate_limit", "moderation", "payload_too_large", "unprocessable", "server_error"}, op)
+        fault = self.faults.draw("request", op)
         if fault is not None:
             raise _fault_rejection(fault)
 
@@ -411,7 +401,7 @@ class StabilitySim(ScriptedSim):
             mode=ep.render_mode,
         )
         finish = "SUCCESS"
-        if self.faults.draw({"content_filtered"}, ep.name) is not None:
+        if self.faults.draw("output", ep.name) is not None:
             finish = "CONTENT_FILTERED"
             out = out.filter(ImageFilter.GaussianBlur(radius=max(4, out.width // 24)))
         fmt = fields.get("output_format", "png")
@@ -419,7 +409,7 @@ class StabilitySim(ScriptedSim):
         r.status = 200
         gid = uuid.uuid4().hex + uuid.uuid4().hex
         if ep.is_async:
-            never = self.faults.draw({"never_finish"}, ep.name) is not None
+            never = self.faults.draw("job", ep.name) is not None
             with self._lock:
                 self._jobs[gid] = _Job(
                     self.api_key,
@@ -444,19 +434,18 @@ class StabilitySim(ScriptedSim):
 def serve(
     host: str = "127.0.0.1", port: int = 8766, *, time_scale: float = 1.0, fixed_latency_ms: float | None = None
 ) -> None:
-    """Run the simulator in the foreground until Ctrl-C. It accepts the key in $STABILITY_API_KEY if set
+    """Run the simulator in the foreground until SIGINT/SIGTERM. It accepts the key in $STABILITY_API_KEY if set
     (it never leaves this machine), else ``sk-evalkit-sim``; point the provider at it with
     ``STABILITY_BASE_URL=http://host:port``."""
     key = os.environ.get("STABILITY_API_KEY", "").strip()
     sim = StabilitySim(key or "sk-evalkit-sim", time_scale=time_scale, fixed_latency_ms=fixed_latency_ms)
-    print(
-        f"evalkit Stability simulator on http://{host}:{port} — outputs are SIMULATED; it accepts "
+    server = start_in_thread(sim.app, host, port)
+    serve_until_stopped(
+        server,
+        f"evalkit Stability simulator on {server.base_url} — outputs are SIMULATED; it accepts "
         + ("the key in $STABILITY_API_KEY" if key else "the key sk-evalkit-sim")
         + ". Ctrl-C stops.",
-        file=sys.stderr,
-        flush=True,
     )
-    serve_forever(sim.app, host, port)
 
 
 # ---- responses -------------------------------------------------------------------------------
@@ -471,7 +460,7 @@ def _error(exc: _Rejected) -> JSONResponse:
     return _json({"id": uuid.uuid4().hex, "name": exc.name, "errors": exc.errors}, exc.status, headers)
 
 
-def _fault_rejection(fault: ScriptedFault) -> _Rejected:
+def _fault_rejection(fault: Fault) -> _Rejected:
     kind = fault.kind
     if kind == "rate_limit":
         return _Rejected(

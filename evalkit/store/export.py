@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from evalkit.errors import InvalidInputError
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 FORMATS = {"csv": "csv", "parquet": "parquet", "jsonl": "jsonl"}
 

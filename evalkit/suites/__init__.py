@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from evalkit import images as _images
+import evalkit.images as _images
 from evalkit.catalog.spec import OPERATION_ALIASES, OPERATIONS
 from evalkit.errors import ImageError, InvalidInputError, SuiteError
 from evalkit.images import InputImage, load_image
@@ -90,15 +90,25 @@ _REQUIRED_CASE_KEYS = ("id", "operation", "category", "images")
 class EditCase:
     """One edit request to run against every model: inputs, instruction and what it tests."""
 
+    #: the case's id, unique in its suite (a safe slug: it appears in call ids and file names)
     id: str
+    #: what kind of edit it asks for (general_edit, inpaint, erase, …; see ``evalkit.catalog.OPERATIONS``)
     operation: str
+    #: the group it is reported under (e.g. "text", "object removal")
     category: str
+    #: the instruction sent to the model (None for operations that take none, e.g. erase)
     prompt: str | None
+    #: the prompt's language (en, zh, …); models that do not list it are not applicable
     language: str
+    #: the input image files, in order (several for multi-image / character-reference cases)
     images: tuple[Path, ...]
+    #: the mask file for inpaint / erase (white = edit), or None
     mask: Path | None = None
+    #: the output size asked for, as (width, height), or None for the model's default
     target_size: tuple[int, int] | None = None
+    #: free labels for slicing results
     tags: tuple[str, ...] = ()
+    #: extra case parameters some models need (e.g. a search prompt for search-and-replace)
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     #: the inputs as decoded when the suite was loaded (None for a case built by hand).
     _decoded: tuple[tuple[InputImage, ...], InputImage | None] | None = field(

@@ -34,7 +34,7 @@ import httpx
 from PIL import Image
 
 from evalkit.errors import Category
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 #: every value a stored error_category may take
 CATEGORIES = frozenset(c.value for c in Category)

@@ -1,4 +1,4 @@
-"""Fixtures for the local WaveSpeed simulator (evalkit/sim/wavespeed.py). Stable: other areas use them.
+"""Fixtures for the local WaveSpeed simulator (evalkit/sim/wavespeed/). Stable: other areas use them.
 
 ``wavespeed_sim``
     Function scope. A started simulator whose models all finish in ≤ ~50 ms (``time_scale`` =

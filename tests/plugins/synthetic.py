@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 RUN_ID = "synth"
 MODELS = ["alpha", "beta", "gamma", "delta", "base", "mystery"]

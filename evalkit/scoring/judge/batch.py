@@ -26,10 +26,11 @@ from typing import Any
 
 from evalkit.engine.budget import Budget
 from evalkit.errors import ImageError, InvalidInputError, WorkspaceError
+from evalkit.progress import progress_bar
 from evalkit.scoring.judge.client import Judge, JudgeReply, PairwiseResult, VIEScoreResult, _Gate
 from evalkit.scoring.judge.config import MODES
 from evalkit.scoring.judge.prompts import OPERATION_INSTRUCTIONS, SC_OPERATIONS
-from evalkit.store.workspace import Workspace
+from evalkit.store import CallStatus, Workspace
 
 VIESCORE_METRICS = (
     "viescore_sc",
@@ -129,7 +130,7 @@ async def judge_run(
     else:
         jobs = batch.pairwise_jobs(pairs_per_case, seed)
     summary.items = len(jobs) + summary.ratings_existing
-    bar = _progress_bar(len(jobs), f"judge {mode} {run_id}") if progress else None
+    bar = progress_bar(len(jobs), f"judge {mode} {run_id}", unit="item", enabled=progress)
     sem = asyncio.Semaphore(concurrency)
 
     async def run_one(job: Callable[[], Any]) -> None:
@@ -145,12 +146,6 @@ async def judge_run(
             bar.close()
     summary.stopped_by_budget = gate.stopped
     return summary
-
-
-def _progress_bar(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
 
 
 class _Batch:
@@ -179,7 +174,7 @@ class _Batch:
         return self._sources[case_id]
 
     def completed_calls(self) -> list[dict[str, Any]]:
-        return [c for c in self.ws.call_rows(self.run_id, ["completed"]) if c.get("output_sha256")]
+        return [c for c in self.ws.call_rows(self.run_id, [CallStatus.COMPLETED]) if c.get("output_sha256")]
 
     # -- viescore ------------------------------------------------------------------------------
     def viescore_jobs(self) -> list[Callable[[], Any]]:

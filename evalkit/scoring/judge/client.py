@@ -103,7 +103,7 @@ from evalkit.scoring.judge.prompts import (
     _short,
     parse_reply,
 )
-from evalkit.store.workspace import Workspace
+from evalkit.store import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -494,13 +494,11 @@ class Judge:
             if reservation is not None:
                 gate.budget.settle(reservation, self.config.usd_per_call_reserve)  # type: ignore[union-attr]
             raise
-        if reservation is not None:
+        if reservation is not None and gate.budget is not None:
             # unknown cost (no usage, or an unknown outcome) keeps the whole reservation counted
             gate.budget.settle(
                 reservation,
-                self.config.usd_per_call_reserve
-                if reply.cost_usd is None  # type: ignore[union-attr]
-                else reply.cost_usd,
+                self.config.usd_per_call_reserve if reply.cost_usd is None else reply.cost_usd,
             )
         if cache is not None and reply.reason not in _TRANSIENT_REASONS:
             cache.judge_cache_put(_cache_record(self.config, reply))
@@ -532,7 +530,7 @@ class Judge:
     ) -> JudgeReply:
         """POST /chat/completions with retries on proven-unprocessed failures; never raises for HTTP."""
         payload = json.dumps(body).encode("utf-8")
-        base = {"mode": mode, "key": "", "order": order}
+        base: dict[str, Any] = {"mode": mode, "key": "", "order": order}
         attempt = 0
         while True:
             attempt += 1
@@ -703,7 +701,7 @@ def _usage(raw: Any) -> dict[str, int] | None:
     if not isinstance(raw, Mapping):
         return None
     p, c = raw.get("prompt_tokens"), raw.get("completion_tokens")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (p, c)):
+    if not (isinstance(p, int) and isinstance(c, int)) or isinstance(p, bool) or isinstance(c, bool) or min(p, c) < 0:
         return None
     return {"prompt_tokens": p, "completion_tokens": c}
 
@@ -738,7 +736,7 @@ def _is_content_filter(text: str) -> bool:
 def _wants_retry(record: Mapping[str, Any], retry_unscored: bool | Collection[str]) -> bool:
     if record.get("status") == "scored" or not retry_unscored:
         return False
-    return retry_unscored is True or record.get("reason") in retry_unscored  # type: ignore[operator]
+    return retry_unscored is True or (not isinstance(retry_unscored, bool) and record.get("reason") in retry_unscored)
 
 
 def _cache_record(config: JudgeConfig, reply: JudgeReply) -> dict[str, Any]:

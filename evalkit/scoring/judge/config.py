@@ -9,7 +9,6 @@ non-default sampling setting — is stored with every score and is part of every
 from __future__ import annotations
 
 import base64
-import ipaddress
 import math
 import os
 import re
@@ -22,6 +21,7 @@ from PIL import Image
 from evalkit.credentials import Secret, key_from_env
 from evalkit.errors import ImageError, InvalidInputError
 from evalkit.images import decode_output, encode, to_rgb
+from evalkit.providers.http import is_loopback_url
 from evalkit.scoring.judge.prompts import PAIRWISE_PROMPT_VERSION, VIESCORE_PROMPT_VERSION
 
 DEFAULT_IMAGE_ENCODING = "jpeg-q90-max1024"
@@ -87,16 +87,6 @@ class ImageEncoding:
 
 # ---- configuration ------------------------------------------------------------------------------
 _UNSET: Any = object()
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -184,7 +174,9 @@ class JudgeConfig:
         model = overrides.pop("model", None) or os.environ.get("EVALKIT_JUDGE_MODEL", "").strip()
         api_key = overrides.pop("api_key", _UNSET)
         if api_key is _UNSET:
-            api_key = key_from_env("EVALKIT_JUDGE_API_KEY", required=not _is_loopback(base_url), provider="the judge")
+            api_key = key_from_env(
+                "EVALKIT_JUDGE_API_KEY", required=not is_loopback_url(base_url), provider="the judge"
+            )
         unknown = set(overrides) - set(cls.__dataclass_fields__)
         if unknown:
             raise InvalidInputError(

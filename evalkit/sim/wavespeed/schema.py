@@ -6,7 +6,7 @@ aspect ratio / resolution not in the lists, ``params.*`` type/range/choices, see
 images, a sync/base64 flag the model does not support, an output format it does not make), checked
 against the model's :class:`~evalkit.catalog.spec.ModelSpec`; :func:`accepted_keys` is the set of body
 keys a model takes; :func:`output_size` is the simulated output's size (the requested one, long side
-capped). :mod:`evalkit.sim.wavespeed` (the server) applies them; no I/O here.
+capped). The server (:mod:`evalkit.sim.wavespeed.app`) applies them; no I/O here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,63 @@
+"""Running the WaveSpeed simulator: in a background thread (:func:`start_wavespeed_sim`, tests and the
+demo) or in the foreground until a signal (:func:`serve`, ``evalkit sim`` and ``python -m evalkit.sim``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from evalkit.catalog import Catalog
+from evalkit.sim.server import SimServerHandle, serve_until_stopped, start_in_thread
+from evalkit.sim.wavespeed.app import WaveSpeedSim
+from evalkit.sim.wavespeed.state import SimConfig
+
+
+@dataclass
+class SimHandle(SimServerHandle):
+    """A started simulator: ``base_url``, ``api_key``, ``sim``; ``stop()`` (also as a context manager)."""
+
+    sim: WaveSpeedSim
+
+    @property
+    def api_key(self) -> str:
+        return self.sim.config.api_key
+
+    def _shut_down(self) -> None:
+        self.sim.shutdown()
+        self.server.stop()
+        self.sim.close()
+
+
+def start_wavespeed_sim(
+    catalog: Catalog | None = None, *, host: str = "127.0.0.1", port: int = 0, **config_kw: Any
+) -> SimHandle:
+    """Start a simulator in a background thread on ``host:port`` (0 = a free port)."""
+    sim = WaveSpeedSim(catalog, SimConfig(**config_kw))
+    try:
+        server = start_in_thread(sim.app, host=host, port=port)
+    except BaseException:
+        sim.close()
+        raise
+    return SimHandle(sim=sim, server=server)
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    port_file: str | os.PathLike | None = None,
+    catalog: Catalog | None = None,
+    **config_kw: Any,
+) -> None:
+    """Run the simulator in the foreground until SIGINT/SIGTERM (``evalkit sim``, ``python -m evalkit.sim``).
+
+    Writes the bound port to ``port_file`` (atomically) when given — use ``port=0`` with it.
+    """
+    handle = start_wavespeed_sim(catalog, host=host, port=port, **config_kw)
+    serve_until_stopped(
+        handle,
+        f"evalkit WaveSpeed simulator on {handle.base_url} ({len(handle.sim.models)} models) — "
+        "outputs are SIMULATED. Point a client at this base URL with the configured sim key. Ctrl-C stops.",
+        port_file=port_file,
+    )
