@@ -78,3 +78,44 @@ def test_the_sample_is_a_lower_bound_that_does_not_feed_the_margin_back():
 def test_bad_configuration_is_a_clear_error(kw):
     with pytest.raises(InvalidInputError):
         PacerConfig(**kw)
+
+
+def test_the_engine_seeds_each_pacer_with_the_catalogue_prior_and_earlier_runs(catalog):
+    from evalkit.engine.runner import _seed_pacers
+
+    ultra = catalog.get("nano-banana-pro-edit-ultra")
+    qwen = catalog.get("qwen-edit")
+    assert ultra.typical_latency_s == 120.0 and qwen.typical_latency_s is None
+
+    class Store:
+        def completion_times(self, model_id, limit=256):
+            return [4.0, 4.0, 4.0, 5.0] if model_id == "qwen-edit" else []
+
+    class Provider:
+        pacer = PollPacer(PacerConfig(quantile=1.0, margin_s=0.0, margin_frac=0.0, min_samples=3))
+
+    class Plain:  # a provider without a pacer is left alone
+        pass
+
+    p = Provider()
+    _seed_pacers(Store(), {"wavespeed": p, "local": Plain()}, [ultra, qwen])
+    assert p.pacer.first_delay_s("nano-banana-pro-edit-ultra") == 120.0  # the prior: nothing seen yet
+    assert p.pacer.first_delay_s("qwen-edit") == 5.0  # earlier runs' completion times
+
+
+def test_a_bad_typical_latency_is_a_catalogue_error():
+    from evalkit.catalog.spec import parse_model
+    from evalkit.errors import EvalkitError
+
+    raw = {
+        "id": "m",
+        "provider": "wavespeed",
+        "endpoint": "a/b",
+        "operations": ["general_edit"],
+        "price": {"kind": "flat", "usd": 0.01},
+        "inputs": {"param": "image"},
+        "typical_latency_s": -3,
+    }
+    with pytest.raises(EvalkitError, match="typical_latency_s"):
+        parse_model(raw, "test")
+    assert parse_model({**raw, "typical_latency_s": 7}, "test").typical_latency_s == 7.0

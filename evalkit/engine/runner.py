@@ -258,6 +258,7 @@ async def arun(
             # time and rebuilds each request when it runs (planning is pure and deterministic)
             source = CallSource(run_id, {c.id: c for c in the_suite.cases}, {m.id: m for m in specs}, inputs)
             ws.update_run(run_id, status="running")
+            _seed_pacers(ws, providers, specs)
             policy = reconcile_policy or policy_from_env()
             endpoints = {m.id: m.endpoint for m in specs}
             settled = SettleReport()
@@ -459,6 +460,17 @@ def summarise(
     res.failures_by_category = agg["failures_by_category"]
     res.unknown_max_usd = float(agg.get("unknown_max_usd", 0.0) or 0.0)
     return res
+
+
+def _seed_pacers(ws: Workspace, providers: Mapping[str, ImageEditProvider], specs: Sequence[Any]) -> None:
+    """Give each provider's poll pacer (if it has one) the catalogue's latency prior and the completion times
+    earlier runs in this workspace saw, so even the first wave of tasks is polled near when it finishes."""
+    for m in specs:
+        pacer = getattr(providers.get(m.provider), "pacer", None)
+        if pacer is None:
+            continue
+        pacer.set_prior(m.id, m.typical_latency_s)
+        pacer.seed(m.id, ws.completion_times(m.id))
 
 
 def _record_cases(ws: Workspace, run_id: str, suite: Any) -> None:
