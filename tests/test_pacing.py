@@ -60,6 +60,15 @@ def test_later_polls_keep_the_minimum_interval_and_back_off_for_long_tasks():
     assert PollPacer(PacerConfig(min_interval_s=0.5, max_interval_s=0.5)).next_delay_s(1.0) == 0.5
 
 
+def test_a_later_poll_aims_at_the_estimate_when_it_is_still_ahead():
+    # a first-wave task polled early (nothing known yet); meanwhile the model showed 30 s tasks
+    p = PollPacer(PacerConfig(min_samples=1, quantile=1.0, margin_s=0.5, margin_frac=0.0))
+    p.observe("m", 30.0)
+    assert p.next_delay_s(1.0, "m") == pytest.approx(29.5)  # not 2 s polls for half a minute
+    assert p.next_delay_s(31.0, "m") == pytest.approx(3.1)  # past the estimate: the usual spacing
+    assert p.next_delay_s(1.0, "unseen") == 2.0
+
+
 def test_the_sample_is_a_lower_bound_that_does_not_feed_the_margin_back():
     # inference reported 3.0 s; a poll at 3.2 s found it done: the sample stays 3.0, so waves do not creep up
     assert PollPacer.sample(3.0, None) == 3.0

@@ -269,7 +269,7 @@ class Execution:
             try:
                 pc.build(provider)
             except EvalkitError as exc:  # the pair cannot run any more (e.g. the catalogue changed since planning)
-                self.ws.mark_status(pc.call_id, "not_applicable", reason=exc.message)
+                self.ws.finish_call(pc.call_id, {"status": CallStatus.NOT_APPLICABLE, "reason": exc.message})
                 continue
             if not self.no_cache and self._serve_from_cache(pc):
                 pc.release()

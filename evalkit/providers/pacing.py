@@ -39,8 +39,8 @@ class PacerConfig:
     #: which quantile of a model's completion times the first poll aims at
     quantile: float = 0.9
     #: added to the quantile: at least ``margin_s``, or ``margin_frac`` of it when that is more
-    margin_s: float = 0.1
-    margin_frac: float = 0.03
+    margin_s: float = 0.2
+    margin_frac: float = 0.05
     #: samples kept per model (the most recent)
     window: int = 256
     #: samples needed before they replace the prior
@@ -122,7 +122,14 @@ class PollPacer:
         margin = max(self.config.margin_s, est * self.config.margin_frac)
         return min(est + margin, self.config.max_first_s)
 
-    def next_delay_s(self, waited_s: float) -> float:
-        """Seconds from one poll of a task to the next, ``waited_s`` after its acceptance."""
+    def next_delay_s(self, waited_s: float, model: str | None = None) -> float:
+        """Seconds from one poll of a task to the next, ``waited_s`` after its acceptance: at least
+        ``min_interval_s``; when the model's estimate (learnt meanwhile, e.g. while the first wave ran) is
+        still ahead, aimed at it; otherwise backing off for long tasks (a tenth of the time waited)."""
         c = self.config
-        return max(c.min_interval_s, min(c.max_interval_s, 0.1 * max(0.0, waited_s)))
+        delay = max(c.min_interval_s, min(c.max_interval_s, 0.1 * max(0.0, waited_s)))
+        if model is not None and self.estimate_s(model) is not None:
+            until_expected = self.first_delay_s(model) - waited_s
+            if until_expected > delay:
+                delay = min(until_expected, c.max_first_s)
+        return delay

@@ -858,7 +858,7 @@ class WaveSpeedEditProvider:
         if self.pacer is not None and call.accepted_at is not None and self.poll.first_delay_s is None:
             if n == 0:
                 return self.pacer.first_delay_s(call.model_id)
-            return self.pacer.next_delay_s(time.monotonic() - call.accepted_at)
+            return self.pacer.next_delay_s(time.monotonic() - call.accepted_at, call.model_id)
         if n or call.accepted_at is None or self.poll.first_delay_s is not None or not self.poll.learn_first_delay:
             return scheduled
         fastest = self._fastest_s.get(call.model_id)
