@@ -422,7 +422,7 @@ async def test_adaptive_pacing_polls_new_tasks_once_just_after_they_finish_and_k
     assert p.pacer is not None
     qwen = request_for(catalog, "qwen-edit", img)
     first = await _edit_and_record_sleeps(h, p, qwen, inference_ms=3000)
-    assert first[0] == PollSchedule().delay_s(0) and all(d >= 2.0 for d in first[1:])
+    assert first[0] == PollSchedule().min_interval_s and all(d >= 2.0 for d in first[1:])
     for _ in range(3):
         await _edit_and_record_sleeps(h, p, qwen, inference_ms=3000)
     cfg = p.pacer.config

@@ -194,7 +194,9 @@ class PollSchedule:
         config = PacerConfig(
             min_interval_s=self.min_interval_s,
             max_interval_s=max(self.max_interval_s, self.min_interval_s),
-            fallback_first_s=self.delay_s(0),
+            # nothing known about the model yet: the first poll as late as the 2 s spacing allows anyway (a 3 s task
+            # is then seen at 4 s, not at 1 s, 3 s (miss), 5 s)
+            fallback_first_s=max(self.delay_s(0), self.min_interval_s),
             max_first_s=self.timeout_s / 2,
         )
         return PollPacer(config, priors=priors)
