@@ -15,10 +15,12 @@ def test_without_samples_or_prior_the_first_poll_uses_the_fallback():
 
 def test_the_prior_times_the_first_wave_until_enough_samples_exist():
     p = PollPacer(PacerConfig(min_samples=3, margin_s=0.1, margin_frac=0.0), priors={"m": 7.0})
-    assert p.first_delay_s("m") == pytest.approx(7.1)
+    # a prior is a reported figure: the first poll at half of it, the next one aimed at it
+    assert p.first_delay_s("m") == pytest.approx(3.55) and p.from_prior("m")
+    assert p.next_delay_s(3.55, "m") == pytest.approx(3.55)
     p.observe("m", 3.0)
     p.observe("m", 3.0)
-    assert p.first_delay_s("m") == pytest.approx(7.1)  # two samples are not yet trusted
+    assert p.first_delay_s("m") == pytest.approx(3.55)  # two samples are not yet trusted
     p.observe("m", 3.0)
     assert p.first_delay_s("m") == pytest.approx(3.1)
     assert p.first_delay_s("other") == PacerConfig().fallback_first_s
@@ -97,19 +99,26 @@ def test_the_engine_seeds_each_pacer_with_the_catalogue_prior_and_earlier_runs(c
     assert ultra.typical_latency_s == 120.0 and qwen.typical_latency_s is None
 
     class Store:
-        def completion_times(self, model_id, limit=256):
+        def completion_times(self, model_id, limit=256, simulated=None):
             return [4.0, 4.0, 4.0, 5.0] if model_id == "qwen-edit" else []
 
     class Provider:
-        pacer = PollPacer(PacerConfig(quantile=1.0, margin_s=0.0, margin_frac=0.0, min_samples=3))
+        base_url = "https://api.wavespeed.ai"
+
+        def __init__(self):
+            self.pacer = PollPacer(PacerConfig(quantile=1.0, margin_s=0.0, margin_frac=0.0, min_samples=3))
 
     class Plain:  # a provider without a pacer is left alone
         pass
 
     p = Provider()
     _seed_pacers(Store(), {"wavespeed": p, "local": Plain()}, [ultra, qwen])
-    assert p.pacer.first_delay_s("nano-banana-pro-edit-ultra") == 120.0  # the prior: nothing seen yet
+    assert p.pacer.first_delay_s("nano-banana-pro-edit-ultra") == 60.0  # half the prior: nothing seen yet
     assert p.pacer.first_delay_s("qwen-edit") == 5.0  # earlier runs' completion times
+    local = Provider()
+    local.base_url = "http://127.0.0.1:8765"  # a simulator is not the real model: no catalogue prior
+    _seed_pacers(Store(), {"wavespeed": local}, [ultra])
+    assert local.pacer.first_delay_s("nano-banana-pro-edit-ultra") == local.pacer.config.fallback_first_s
 
 
 def test_a_bad_typical_latency_is_a_catalogue_error():

@@ -123,7 +123,7 @@ async def test_when_the_history_cannot_be_read_unknown_calls_stay_unknown_with_t
     assert len(rec.orphans) == res.unknown
 
 
-async def test_evalkit_runs_shows_unknown_calls_and_what_they_may_have_cost(wavespeed_sim_factory, tmp_path):
+async def test_evalkit_runs_and_the_report_show_unknown_calls_and_what_they_may_have_cost(wavespeed_sim_factory, tmp_path):
     handle = wavespeed_sim_factory(seed=3, **SIM)
     handle.sim.add_fault("submit_accepted_5xx", rate=0.3)
     res = await run_wavespeed(handle, tmp_path, repeats=2)
@@ -134,3 +134,9 @@ async def test_evalkit_runs_shows_unknown_calls_and_what_they_may_have_cost(wave
     row = runs.set_index("run_id").loc[res.run_id]
     assert row["unknown"] == res.unknown
     assert row["unknown_max_usd"] == pytest.approx(reserved) and reserved > 0
+    assert res.unknown_max_usd == pytest.approx(reserved)
+    from evalkit.report.sections import run_overview
+
+    with Workspace(tmp_path, create=False) as ws:
+        cost = run_overview(ws, res.run_id)["cost"]
+    assert f"{res.unknown} call(s) with an unknown outcome may have cost up to ${reserved:.4f} more" in cost

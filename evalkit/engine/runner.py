@@ -48,7 +48,7 @@ from evalkit.engine.settle import SettleReport, policy_from_env, settle_unknown
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.providers import create_provider
 from evalkit.providers.base import ImageEditProvider
-from evalkit.providers.http import safe_url
+from evalkit.providers.http import is_loopback_url, safe_url
 from evalkit.providers.retry import RetryPolicy
 from evalkit.store import CallStatus, Workspace, check_id
 
@@ -466,11 +466,15 @@ def _seed_pacers(ws: Workspace, providers: Mapping[str, ImageEditProvider], spec
     """Give each provider's poll pacer (if it has one) the catalogue's latency prior and the completion times
     earlier runs in this workspace saw, so even the first wave of tasks is polled near when it finishes."""
     for m in specs:
-        pacer = getattr(providers.get(m.provider), "pacer", None)
+        provider = providers.get(m.provider)
+        pacer = getattr(provider, "pacer", None)
         if pacer is None:
             continue
-        pacer.set_prior(m.id, m.typical_latency_s)
-        pacer.seed(m.id, ws.completion_times(m.id))
+        # a local simulator is not the real model: no catalogue prior, and only earlier simulated runs count
+        simulated = is_loopback_url(getattr(provider, "base_url", None) or "")
+        if not simulated:
+            pacer.set_prior(m.id, m.typical_latency_s)
+        pacer.seed(m.id, ws.completion_times(m.id, simulated=simulated))
 
 
 def _record_cases(ws: Workspace, run_id: str, suite: Any) -> None:

@@ -49,6 +49,9 @@ class PacerConfig:
     fallback_first_s: float = 1.0
     #: no first poll later than this (a bad estimate must not hide a finished task for long)
     max_first_s: float = 300.0
+    #: a catalogue prior is a reported figure, often of low confidence: the first poll comes at this fraction
+    #: of it (a faster task is not kept waiting), the next one aims at the prior itself
+    prior_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if min(self.min_interval_s, self.max_interval_s, self.margin_s, self.margin_frac, self.fallback_first_s) < 0:
@@ -114,13 +117,25 @@ class PollPacer:
             self._cached[model] = value
         return value
 
-    def first_delay_s(self, model: str) -> float:
-        """Seconds from acceptance to the first poll of a new task of ``model``."""
+    def from_prior(self, model: str) -> bool:
+        """Whether the model's estimate is the catalogue prior (not enough samples yet)."""
+        return self.samples(model) < self.config.min_samples and model in self._priors
+
+    def _target_s(self, model: str) -> float | None:
         est = self.estimate_s(model)
         if est is None:
-            return self.config.fallback_first_s
+            return None
         margin = max(self.config.margin_s, est * self.config.margin_frac)
         return min(est + margin, self.config.max_first_s)
+
+    def first_delay_s(self, model: str) -> float:
+        """Seconds from acceptance to the first poll of a new task of ``model``."""
+        target = self._target_s(model)
+        if target is None:
+            return self.config.fallback_first_s
+        if self.from_prior(model):
+            return max(self.config.fallback_first_s, target * self.config.prior_fraction)
+        return target
 
     def next_delay_s(self, waited_s: float, model: str | None = None) -> float:
         """Seconds from one poll of a task to the next, ``waited_s`` after its acceptance: at least
@@ -128,8 +143,9 @@ class PollPacer:
         still ahead, aimed at it; otherwise backing off for long tasks (a tenth of the time waited)."""
         c = self.config
         delay = max(c.min_interval_s, min(c.max_interval_s, 0.1 * max(0.0, waited_s)))
-        if model is not None and self.estimate_s(model) is not None:
-            until_expected = self.first_delay_s(model) - waited_s
+        target = self._target_s(model) if model is not None else None
+        if target is not None:
+            until_expected = target - waited_s
             if until_expected > delay:
                 delay = min(until_expected, c.max_first_s)
         return delay

@@ -183,12 +183,13 @@ class CallsMixin(RunsMixin):
         )[0]
         return float(row[0]), int(row[1])
 
-    def completion_times(self, model_id: str, limit: int = 256) -> list[float]:
+    def completion_times(self, model_id: str, limit: int = 256, *, simulated: bool | None = None) -> list[float]:
         """Seconds the model's most recent completed calls (any run, cache hits excluded) took on the provider's
         side (its reported inference time), oldest first: what the poll pacer learns from."""
+        only = "" if simulated is None else f"AND simulated = {int(simulated)} "
         rows = self._query(
             "SELECT inference_ms FROM calls WHERE model_id = ? AND status = ? AND inference_ms > 0 "
-            "AND (cost_source IS NULL OR cost_source != 'cache') ORDER BY completed_at DESC LIMIT ?",
+            f"AND (cost_source IS NULL OR cost_source != 'cache') {only}ORDER BY completed_at DESC LIMIT ?",
             (model_id, CallStatus.COMPLETED, limit),
         )
         return [float(r[0]) / 1000 for r in reversed(rows)]
