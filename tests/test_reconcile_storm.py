@@ -123,7 +123,9 @@ async def test_when_the_history_cannot_be_read_unknown_calls_stay_unknown_with_t
     assert len(rec.orphans) == res.unknown
 
 
-async def test_evalkit_runs_and_the_report_show_unknown_calls_and_what_they_may_have_cost(wavespeed_sim_factory, tmp_path):
+async def test_evalkit_runs_and_the_report_show_unknown_calls_and_what_they_may_have_cost(
+    wavespeed_sim_factory, tmp_path
+):
     handle = wavespeed_sim_factory(seed=3, **SIM)
     handle.sim.add_fault("submit_accepted_5xx", rate=0.3)
     res = await run_wavespeed(handle, tmp_path, repeats=2)
@@ -140,3 +142,38 @@ async def test_evalkit_runs_and_the_report_show_unknown_calls_and_what_they_may_
     with Workspace(tmp_path, create=False) as ws:
         cost = run_overview(ws, res.run_id)["cost"]
     assert f"{res.unknown} call(s) with an unknown outcome may have cost up to ${reserved:.4f} more" in cost
+
+
+def test_evalkit_reconcile_settles_a_run_on_demand_and_resume_collects(wavespeed_sim_factory, tmp_path, monkeypatch):
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app
+
+    handle = wavespeed_sim_factory(seed=5, **SIM)
+    handle.sim.add_fault("submit_accepted_5xx", count=2)
+    handle.sim.add_fault("submit_5xx", count=2)
+    res = asyncio.run(run_wavespeed(handle, tmp_path, repeats=1))
+    assert res.unknown == 4
+    handle.sim.clear_faults()
+    monkeypatch.setenv("WAVESPEED_BASE_URL", handle.base_url)
+    monkeypatch.setenv("WAVESPEED_API_KEY", handle.api_key)
+    monkeypatch.setenv("EVALKIT_RECONCILE_SKEW_S", "1")
+    monkeypatch.setenv("EVALKIT_RECONCILE_SETTLE_S", "0.2")
+    submits = len(handle.sim.submits)
+    out = CliRunner().invoke(app, ["reconcile", res.run_id, "--workspace", str(tmp_path), "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.output)
+    assert (summary["matched"], summary["resubmit"], summary["unknown"]) == (2, 2, 0), summary
+    assert len(handle.sim.submits) == submits  # deciding sends nothing
+    with Workspace(tmp_path, create=False) as ws:
+        statuses = [r["status"] for r in ws.call_rows(res.run_id)]
+    assert statuses.count("unknown") == 0 and statuses.count("planned") == 2 and statuses.count("submitted") == 2
+    res2 = asyncio.run(resume(handle, tmp_path, res.run_id))
+    assert res2.unknown == 0 and res2.completed == res2.planned
+    wait_until_idle(handle.sim)
+    rec = reconcile_wavespeed(handle, tmp_path)
+    assert not rec.orphans and abs(rec.billed_usd - rec.recorded_usd) < CENT
+    assert len(handle.sim.submits) == submits + 2  # only the two refused ones were sent again
