@@ -285,7 +285,8 @@ def _print_run_summary(r) -> None:
     if r.reconciled:
         out.print(
             f"  reconciled from the provider's history: {r.reconciled.get('matched', 0)} collected (accepted earlier), "
-            f"{r.reconciled.get('resubmit', 0)} sent again (proven not accepted), {r.reconciled.get('unknown', 0)} still unknown"
+            f"{r.reconciled.get('resubmit', 0)} sent again (proven not accepted), "
+            f"{r.reconciled.get('unknown', 0)} still unknown"
         )
     if r.unknown:
         out.print(
@@ -351,8 +352,8 @@ def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("
         out.print(_table(df, money=("budget_usd", "cost_usd", "unknown_max_usd")))
         if int(df["unknown"].sum()):
             out.print(
-                "[yellow]unknown[/]: submits whose acceptance is not known (not sent again); unknown_max_usd is the most "
-                "they may have cost. `evalkit reconcile RUN_ID` settles them from the provider's history."
+                "[yellow]unknown[/]: submits whose acceptance is not known (not sent again); unknown_max_usd is the "
+                "most they may have cost. `evalkit reconcile RUN_ID` settles them from the provider's history."
             )
 
 
