@@ -7,7 +7,9 @@ after the run has stopped cleanly.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -52,25 +54,72 @@ def _fail(exc: EvalkitError) -> None:
     raise typer.Exit(2)
 
 
-def _table(df, title: str | None = None, money: tuple[str, ...] = ()) -> Table:
-    """A rich table of a DataFrame; ``money`` columns print as dollars."""
-    t = Table(title=title, show_lines=False, header_style="bold")
-    for col in df.columns:
-        t.add_column(str(col), justify="right" if df[col].dtype.kind in "if" else "left")
-    for _, row in df.iterrows():
-        cells = []
-        for col in df.columns:
-            v = row[col]
-            if v is None or (isinstance(v, float) and v != v):
-                cells.append("—")
-            elif col in money and isinstance(v, (int, float)):
-                cells.append(f"${v:,.4f}")
-            elif isinstance(v, float):
-                cells.append(f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) >= 1 else f"{v:.3f}")
-            else:
-                cells.append(str(v))
-        t.add_row(*(escape(c) for c in cells))
+def _cell(v, money: bool) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "—"
+    if money and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"${v:,.4f}"
+    if isinstance(v, float):
+        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) >= 1 else f"{v:.3f}"
+    return str(v)
+
+
+def _table(
+    df,
+    title: str | None = None,
+    money: tuple[str, ...] = (),
+    *,
+    labels: dict[str, str] | None = None,
+    wide: bool = False,
+    width: int | None = None,
+    wrap: tuple[str, ...] = (),
+    more: str = "--wide or --json",
+) -> Table:
+    """A rich table of a DataFrame that fits ``width`` (default: the terminal, at least 100 columns).
+
+    No cell is ever wrapped or cut mid-word: columns are kept left to right while they fit at their full
+    width, and the ones that do not fit are named in the caption (``--wide`` / ``--json`` show them).
+    ``money`` columns print as dollars; ``labels`` gives shorter headers; ``wrap`` columns (lists) may
+    wrap between words, so they need only their longest word's width.
+    """
+    from rich.cells import cell_len
+
+    labels = labels or {}
+    cols = [str(c) for c in df.columns]
+    cells = {c: [_cell(v, c in money) for v in df[c]] for c in cols}
+    need = {c: max([cell_len(labels.get(c, c))] + [cell_len(x) for x in cells[c]]) for c in cols}
+    least = {
+        c: max([cell_len(labels.get(c, c))] + [cell_len(w) for x in cells[c] for w in x.split()])
+        if c in wrap
+        else need[c]
+        for c in cols
+    }
+    budget = (width or _width()) - 1  # the left border
+    shown: list[str] = []
+    hidden: list[str] = []
+    for c in cols:
+        cost = least[c] + 3  # padding and a border
+        if wide or not shown or cost <= budget:
+            shown.append(c)
+            budget -= cost
+        else:
+            hidden.append(c)
+    caption = f"more columns with {more}: {', '.join(hidden)}" if hidden else None
+    t = Table(title=title, header_style="bold", caption=caption, caption_justify="left")
+    for c in shown:
+        right = df[c].dtype.kind in "if" or c in money
+        t.add_column(labels.get(c, c), justify="right" if right else "left", no_wrap=c not in wrap, min_width=least[c])
+    for i in range(len(df)):
+        t.add_row(*(escape(cells[c][i]) for c in shown))
     return t
+
+
+def _print_wide(table: Table, wide: bool) -> None:
+    """Print a table; with ``wide`` at its natural width even past the terminal's edge."""
+    if wide:
+        Console(width=100_000).print(table, crop=False)
+    else:
+        out.print(table)
 
 
 # ---- catalogue and suites ------------------------------------------------------------------------
@@ -78,57 +127,157 @@ def _table(df, title: str | None = None, money: tuple[str, ...] = ()) -> Table:
 
 @app.command()
 def models(
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON (every fact, with sources)")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (every fact, with its source and confidence)")
+    ] = False,
     provider: Annotated[str | None, typer.Option(help="only this provider")] = None,
     operation: Annotated[str | None, typer.Option(help="only models supporting this operation")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="also endpoint, price rule, inputs and size")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """List the catalogue: id, provider, endpoint, price rule and a 1024×1024 price, limits, operations."""
-    from evalkit.catalog import Catalog
+    """List the catalogue: id, provider, a 1024×1024 price, operations (--wide: endpoint, price rule, limits)."""
+    from evalkit.catalog import Catalog, normalise_operation
 
     try:
         cat = Catalog.load(workspace)
-        specs = [
-            m
-            for m in cat
-            if (provider is None or m.provider == provider) and (operation is None or m.supports(operation))
-        ]
+        providers = sorted({m.provider for m in cat})
+        if provider is not None and provider not in providers:
+            raise EvalkitError(
+                f"no provider named {provider!r} in the catalogue", hint=f"providers: {', '.join(providers)}"
+            )
+        op = normalise_operation(operation) if operation is not None else None
+        specs = [m for m in cat if (provider is None or m.provider == provider) and (op is None or op in m.operations)]
     except EvalkitError as exc:
         _fail(exc)
     if as_json:
-        typer.echo(json.dumps([m.summary() for m in specs], indent=2, default=str))
+        typer.echo(json.dumps([m.details() for m in specs], indent=2, default=str))
         return
-    t = Table(title=f"{len(specs)} models", header_style="bold")
-    for col in ("id", "provider", "endpoint", "price (1024²)", "price rule", "inputs", "size", "operations"):
-        t.add_column(col, overflow="fold")
+    if not specs:
+        ops = sorted({o for m in cat if m.provider == provider for o in m.operations})
+        out.print(
+            f"no {provider} model supports {op!r}; its operations: {', '.join(ops)}", highlight=False, soft_wrap=True
+        )
+        return
+    import pandas as pd
+
+    rows = []
     for m in specs:
+        price_fact = m.facts.get("price")
         p = m.price_for_1024()
+        price = "unknown" if p is None else f"${p:.3f}"
+        if p is not None and price_fact is not None and price_fact.confidence != "high":
+            price += " ?" if price_fact.confidence == "low" else " ~"
+        other = any(f.confidence == "low" for k, f in m.facts.items() if k != "price")
         size = {
             "wh": f"{m.size.min_px}–{m.size.max_px} px/side",
             "aspect_ratio": "aspect ratio" + (f" + {'/'.join(m.size.resolutions)}" if m.size.resolutions else ""),
             "enum": "/".join(m.size.values),
             "none": "follows input",
         }[m.size.kind]
-        low = " [yellow]*[/]" if any(f.confidence == "low" for f in m.facts.values()) else ""
-        t.add_row(
-            m.id + low,
-            m.provider,
-            m.endpoint,
-            "unknown" if p is None else f"${p:.3f}",
-            m.price.describe(),
-            f"{m.inputs.param} ≤{m.inputs.max_images}" + (" +mask" if m.mask else ""),
-            size,
-            ", ".join(m.operations),
+        rows.append(
+            {
+                "id": m.id + (" *" if other else "") + (" (draft)" if m.draft else ""),
+                "provider": m.provider,
+                "$ 1024²": price,
+                "operations": ", ".join(m.operations),
+                "endpoint": m.endpoint,
+                "price rule": m.price.describe(),
+                "inputs": f"{m.inputs.param} ≤{m.inputs.max_images}" + (" +mask" if m.mask else ""),
+                "size": size,
+            }
         )
-    out.print(t)
+    df = pd.DataFrame(rows)
+    if not wide:
+        df = df[["id", "provider", "$ 1024²", "operations"]]
+    _print_wide(_table(df, title=f"{len(specs)} models", wide=wide, wrap=("operations",)), wide)
+    out.print("price: [bold]~[/] medium confidence, [bold]?[/] low confidence (unverified)", highlight=False)
     out.print(
-        "[yellow]*[/] has low-confidence facts (price, limits…): `evalkit models --json` shows each fact's source"
+        "[bold]*[/] other low-confidence facts — `evalkit models --json`: every fact and its source", highlight=False
     )
+    if any(m.draft for m in specs):
+        out.print(
+            "[magenta](draft)[/] written by `evalkit catalog sync --write`: not run by `--models all` until a person "
+            "reviews it and deletes `draft = true` from its entry"
+        )
 
 
-@app.command()
-def suites(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List the edit-case suites evalkit can find (bundled, and $EVALKIT_SUITES_PATH)."""
+catalog_app = typer.Typer(help="The model catalogue: compare it with the provider's own list and prices.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("sync")
+def catalog_sync(
+    provider: Annotated[str, typer.Option(help="wavespeed (model list + pricing API) or stability")] = "wavespeed",
+    workspace: WorkspaceOpt = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="write <workspace>/catalog/wavespeed-sync.toml (reviewable override)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the diff as JSON")] = False,
+) -> None:
+    """Diff the catalogue against the provider: new edit models, removed ones, quoted prices, schema changes.
+
+    Reads GET /api/v3/models and asks POST /api/v3/model/pricing for a 1024×1024 sample per model
+    ($WAVESPEED_API_KEY; $WAVESPEED_BASE_URL points it at another server). The bundled catalogue is
+    never changed; --write puts quoted prices (confidence high, with source and date) and new models as
+    drafts into one workspace file that later catalogue loads pick up.
+    """
+    from evalkit.catalog import Catalog
+    from evalkit.catalog.pricing import WaveSpeedCatalogClient
+    from evalkit.catalog.sync import stability_report, sync_wavespeed, write_override
+
+    try:
+        ws = workspace or Path(os.environ.get("EVALKIT_WORKSPACE") or "evalkit-workspace")  # as Workspace() does
+        cat = Catalog.load(ws)
+        if provider == "stability":
+            rep = stability_report(cat)
+            if as_json:
+                typer.echo(json.dumps(rep, indent=2, default=str))
+                return
+            out.print(escape(rep["note"]), highlight=False)
+            for r in rep["models"]:
+                out.print(
+                    escape(
+                        f"  {r['id']}: {r['credits']:g} credits = ${r['usd']:.3f} "
+                        f"(reserve ${r['reserve_usd']:.3f}; {r['confidence']}) — {r['source']}"
+                    ),
+                    highlight=False,
+                )
+            return
+        if provider != "wavespeed":
+            from evalkit.errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"catalog sync knows no provider {provider!r}", hint="use --provider wavespeed or --provider stability"
+            )
+        with WaveSpeedCatalogClient() as client:
+            report = sync_wavespeed(cat, client)
+        if write:
+            write_override(report, cat, ws)
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        out.print(escape(report.to_text()), highlight=False, soft_wrap=True)
+
+
+suites_app = typer.Typer(
+    help="List the edit-case suites evalkit can find; `evalkit suites import` makes one from your own file.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(suites_app, name="suites")
+
+
+@suites_app.callback()
+def suites(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="full paths and every category")] = False,
+) -> None:
+    """List the edit-case suites evalkit can find (bundled, ./suites and $EVALKIT_SUITES_PATH)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from evalkit.suites import list_suites
 
     try:
@@ -136,16 +285,100 @@ def suites(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     except EvalkitError as exc:
         _fail(exc)
     if as_json:
-        typer.echo(
-            json.dumps([vars(i) if not hasattr(i, "_asdict") else i._asdict() for i in infos], indent=2, default=str)
-        )
+        typer.echo(json.dumps([asdict(i) for i in infos], indent=2, default=str))
         return
     t = Table(header_style="bold")
-    for col in ("name", "cases", "operations", "languages", "path"):
-        t.add_column(col, overflow="fold")
+    t.add_column("name", no_wrap=True)
+    t.add_column("cases", justify="right")
+    t.add_column("operations", overflow="fold")
+    t.add_column("languages")
+    t.add_column("path", no_wrap=True, overflow="ellipsis", max_width=None if wide else 40)
     for i in infos:
-        t.add_row(i.name, str(i.n_cases), ", ".join(i.operations), ", ".join(i.languages), str(i.path))
+        path = str(i.path) if wide else _short_path(i.path)
+        t.add_row(
+            i.name,
+            str(i.n_cases) if not i.error else "[red]error[/]",
+            ", ".join(i.operations),
+            ", ".join(i.languages),
+            escape(path),
+        )
     out.print(t)
+    bad = [i for i in infos if i.error]
+    for i in bad:
+        out.print(
+            f"[red]{escape(i.name)}[/] does not load: {escape((i.error or '').splitlines()[0])} "
+            "(`--json` lists every problem)"
+        )
+
+
+@suites_app.command("import")
+def suites_import(
+    src: Annotated[Path, typer.Argument(help="CSV, JSON Lines, or GEdit-Bench records (Parquet file/folder, JSONL)")],
+    name: Annotated[str, typer.Option("--name", "-n", help="suite name (a slug: lowercase a-z, 0-9, -, _)")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="folder to write the suite into (default ./suites)")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-f", help="csv | jsonl | gedit-bench (default: from the extension)")
+    ] = None,
+) -> None:
+    """Turn your own cases into a validated suite folder (suite.toml + copied images and masks).
+
+    Columns: image (paths relative to the file, ';'-separated), prompt; optional id, operation, mask,
+    category, language, target_size (WxH), tags (';'-separated).
+    """
+    from evalkit.suites.importer import import_suite
+
+    try:
+        result = import_suite(src, name, out=out_dir, fmt=fmt)
+    except EvalkitError as exc:
+        _fail(exc)
+    typer.echo(str(result.path))
+    typer.echo(result.summary())
+
+
+def _short_path(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it, else ~-abbreviated."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        pass
+    home = str(Path.home())
+    text = str(path)
+    if text.startswith(home + "/"):
+        text = "~" + text[len(home) :]
+    if len(text) > 40:
+        text = "…" + text[-39:]
+    return text
+
+
+@app.command()
+def doctor(
+    judge: Annotated[
+        bool, typer.Option("--judge", help="also send the judge one paid 1-token request (otherwise all free)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (one object per provider)")] = False,
+) -> None:
+    """Pre-flight check before money is spent: per provider its key (never shown), base URL, reachability,
+    balance and the limits evalkit will use. Exits 1 when a configured provider fails."""
+    from evalkit.doctor import run_doctor
+
+    try:
+        checks = run_doctor(paid_judge=judge)
+    except EvalkitError as exc:
+        _fail(exc)
+    failed = [c for c in checks if c.configured and not c.ok]
+    if as_json:
+        typer.echo(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        for c in checks:
+            colour = "dim" if not c.configured else "green" if c.ok else "red"
+            out.print(f"[{colour}]{escape(c.line())}[/]", highlight=False, soft_wrap=False)  # wraps between words
+        out.print("local: ok — offline baselines, no key needed", style="green", highlight=False)
+        if not any(c.configured for c in checks):
+            out.print("no provider is configured: `evalkit run --models all` runs the local baselines only")
+    if failed:
+        raise typer.Exit(1)
 
 
 # ---- runs ----------------------------------------------------------------------------------------
@@ -194,6 +427,14 @@ def run_cmd(
         ),
     ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
+    quote_prices: Annotated[
+        bool,
+        typer.Option(
+            "--quote-prices",
+            help="ask WaveSpeed's pricing API for each distinct request before sending; the quotes drive the "
+            "estimate, budget and recorded costs (a failed quote falls back to the catalogue price)",
+        ),
+    ] = False,
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
     """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
@@ -219,24 +460,43 @@ def run_cmd(
             retry_failed=retry_failed,
             provider_options={"wavespeed": {"sync_mode": True}} if sync_mode else None,
             settle_wait_s=settle_wait,
+            quote_prices=quote_prices,
         )
     except EvalkitError as exc:
         _fail(exc)
+    pq = result.price_quotes
+    if pq is not None and not as_json:
+        n = pq["quoted"]
+        out.print(f"prices quoted by the provider: {n} distinct request{'' if n == 1 else 's'}", highlight=False)
+        for model_id, why in pq["errors"].items():
+            err.print(
+                escape(f"warning: price quote failed for {model_id} ({why}); the catalogue price is used"),
+                highlight=False,
+            )
     if dry_run:
         if as_json:
             typer.echo(
                 json.dumps(
                     {
                         "dry_run": True,
+                        "models_left_out": result.models_left_out,
                         "planned": result.planned,
                         "not_applicable": result.not_applicable,
-                        "estimate": result.estimate.to_dict(orient="records"),
+                        "estimate": [] if result.estimate is None else result.estimate.to_dict(orient="records"),
+                        "price_quotes": result.price_quotes,
                     },
                     default=float,
                 )
             )
         else:
-            out.print(_table(result.estimate, "Plan (nothing was spent)", money=("list_price_usd", "max_usd")))
+            out.print(
+                _table(
+                    result.estimate,
+                    "Plan (nothing was spent)",
+                    money=("list_price_usd", "max_usd"),
+                    labels=PLAN_LABELS,
+                )
+            )
             out.print(f"{result.planned} calls; {result.not_applicable} (case, model) pairs not applicable.")
         return
     if as_json:
@@ -257,9 +517,12 @@ def run_cmd(
                         "cost_usd",
                         "wall_s",
                         "stop_reason",
+                        "stop_message",
+                        "models_left_out",
                         "simulated",
                         "reconciled",
                         "unknown_max_usd",
+                        "price_quotes",
                     )
                 }
             )
@@ -268,6 +531,8 @@ def run_cmd(
         _print_run_summary(result)
     if result.stop_reason == "interrupted":
         raise typer.Exit(130)
+    if result.stop_reason == "balance":
+        raise typer.Exit(1)  # an account ran dry: the run is not finished (cron and CI notice)
     if result.completed == 0 and (result.failed or result.unknown):
         raise typer.Exit(1)  # nothing worked (wrong base URL? expired key?): let cron and CI notice
 
@@ -293,10 +558,13 @@ def _print_run_summary(r) -> None:
             f"  [yellow]{r.unknown} unknown[/] — may have cost up to ${r.unknown_max_usd:.4f} more; "
             f"`evalkit reconcile {r.run_id}` settles them from the provider's history"
         )
-    if r.stop_reason or r.pending or r.skipped:
+    if r.stop_message:
+        out.print(f"  [yellow]stopped ({r.stop_reason}):[/] {escape(r.stop_message)}", soft_wrap=False)
+    if not r.stop_message and (r.stop_reason or r.pending or r.skipped):
         why = f"stopped: {r.stop_reason}" if r.stop_reason else "unfinished"
         out.print(
-            f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it (accepted jobs are polled, never re-sent)"
+            f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it "
+            "(accepted jobs are polled, never re-sent)"
         )
     out.print(f"  workspace: {r.workspace}")
 
@@ -335,8 +603,21 @@ def reconcile_cmd(
         out.print(f"  `evalkit run --resume {run_id}` collects the matched jobs and sends the proven-unaccepted ones")
 
 
+PLAN_LABELS = {
+    "model_id": "model",
+    "not_applicable": "n/a",
+    "list_price_usd": "list $",
+    "max_usd": "max $",
+    "unknown_price_calls": "price?",
+}
+
+
 @app.command()
-def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def runs(
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="every column (budget, repeats, wall time…)")] = False,
+) -> None:
     """List the runs in a workspace."""
     from evalkit.store import Workspace
 
@@ -349,11 +630,28 @@ def runs(workspace: WorkspaceOpt = None, as_json: Annotated[bool, typer.Option("
     elif df.empty:
         out.print("no runs yet — `evalkit run --suite smoke --dry-run` shows a plan")
     else:
-        out.print(_table(df, money=("budget_usd", "cost_usd", "unknown_max_usd")))
+        view = df.copy()
+        view["created_at"] = view["created_at"].astype(str).str.slice(0, 16).str.replace("T", " ")
+        view["done"] = [f"{c}/{p}" for c, p in zip(view["completed"], view["planned"], strict=True)]
+        view["simulated"] = view["simulated"].map(lambda v: "SIM" if v else "")
+        order = ["run_id", "status", "suite_name", "done", "failed", "cost_usd", "simulated", "created_at", "models"]
+        if int(view["unknown"].sum()):  # submits whose acceptance is not known, and the most they may have cost
+            order[5:5] = ["unknown", "unknown_max_usd"]
+        rest = [c for c in view.columns if c not in order and c not in ("completed", "planned")]
+        view = view[order + (rest if wide else [])]
+        labels = {
+            "created_at": "created (UTC)",
+            "suite_name": "suite",
+            "cost_usd": "cost",
+            "budget_usd": "budget",
+            "simulated": "",
+            "unknown_max_usd": "unknown may cost",
+        }
+        _print_wide(_table(view, money=("budget_usd", "cost_usd", "unknown_max_usd"), labels=labels, wide=wide), wide)
         if int(df["unknown"].sum()):
             out.print(
-                "[yellow]unknown[/]: submits whose acceptance is not known (not sent again); unknown_max_usd is the "
-                "most they may have cost. `evalkit reconcile RUN_ID` settles them from the provider's history."
+                "[yellow]unknown[/]: submits whose acceptance is not known (not sent again); 'unknown may cost' is "
+                "the most they may have cost. `evalkit reconcile RUN_ID` settles them from the provider's history."
             )
 
 
@@ -392,9 +690,19 @@ def score(
     pairs_per_case: Annotated[
         int | None, typer.Option(min=1, help="pairwise: pairs judged per case (default all)")
     ] = None,
+    judge_preset: Annotated[
+        str | None,
+        typer.Option(
+            "--judge-preset",
+            envvar="EVALKIT_JUDGE_PRESET",
+            help="pin the judge: " + ", ".join(_judge_presets()) + " (described above)",
+        ),
+    ] = None,
+    swap_fraction: Annotated[
+        float, typer.Option(min=0, max=1, help="pairwise: share of pairs also asked in the other order")
+    ] = 0.0,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Score a run's outputs: automatic metrics, a pinned VLM judge, pairwise votes."""
     from evalkit.scoring import score_run
 
     try:
@@ -407,6 +715,8 @@ def score(
             budget_usd=budget,
             concurrency=concurrency,
             pairs_per_case=pairs_per_case,
+            judge_preset=judge_preset,
+            swap_fraction=swap_fraction,
         )
     except EvalkitError as exc:
         _fail(exc)
@@ -450,15 +760,22 @@ def tiers(
     except EvalkitError as exc:
         _fail(exc)
     frame = decision.to_frame()
-    frame["rationale"] = frame["rationale"].map(lambda r: r if not isinstance(r, str) or len(r) <= 90 else r[:89] + "…")
     out.print(
         _table(
-            frame,
+            frame.drop(columns=["rationale"]),
             money=("cost_usd",),
             title=f"Tier defaults for run {run_id} — quality = {decision.quality.metric} ({decision.quality.source})"
             + (" — SIMULATED run" if decision.simulated else ""),
+            more="the JSON file",
         )
     )
+    for _, row in frame.iterrows():  # the why, one line per (tier, operation), wrapped between words
+        if isinstance(row.get("rationale"), str) and row["rationale"]:
+            out.print(
+                f"  {escape(str(row['tier']))} / {escape(str(row['operation']))}: {escape(row['rationale'])}",
+                soft_wrap=False,
+                highlight=False,
+            )
     out.print(f"wrote {path}")
 
 
@@ -475,9 +792,12 @@ def report(
 ) -> None:
     """Execute the report notebook with papermill → self-contained HTML, tier_defaults.json, tables as CSV."""
     from evalkit.report.build import build_report
+    from evalkit.store import default_workspace_path
 
     try:
-        result = build_report(workspace, run_id, out_dir=out_dir, quality=quality, tiers=tiers_file)
+        result = build_report(
+            workspace or default_workspace_path(), run_id, out_dir=out_dir, quality=quality, tiers=tiers_file
+        )
     except EvalkitError as exc:
         _fail(exc)
     out.print(f"report: {result.html}")
@@ -501,9 +821,12 @@ def compare(
 ) -> None:
     """Per-model changes between two runs; exits 1 when a --fail-on threshold is crossed (for cron/CI alerts)."""
     from evalkit.decide.compare import compare_runs
+    from evalkit.store import default_workspace_path
 
     try:
-        comparison = compare_runs(workspace, base_run, new_run, quality=quality, fail_on=fail_on)
+        comparison = compare_runs(
+            workspace or default_workspace_path(), base_run, new_run, quality=quality, fail_on=fail_on
+        )
     except EvalkitError as exc:
         _fail(exc)
     if as_json:
@@ -516,23 +839,20 @@ def compare(
 # ---- local servers and demo ----------------------------------------------------------------------
 
 
-@app.command()
-def sim(
-    host: Annotated[str, typer.Option(help="loopback address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port (0 = any free port)")] = 8765,
-    provider: Annotated[str, typer.Option(help="wavespeed | stability | huggingface | judge")] = "wavespeed",
-    time_scale: Annotated[float, typer.Option(help="multiply simulated model latencies")] = 1.0,
-    fixed_latency_ms: Annotated[float | None, typer.Option(help="one latency for every model")] = None,
-) -> None:
-    """Serve a local provider-compatible server (SIMULATED outputs) for offline runs and tests."""
-    import importlib
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def sim(ctx: typer.Context) -> None:
+    """Serve local provider-compatible servers (SIMULATED outputs) and print the export lines a client needs.
 
-    mod = importlib.import_module(f"evalkit.sim.{provider}")
-    kw = {"time_scale": time_scale}
-    if fixed_latency_ms is not None:
-        kw["fixed_latency_ms"] = fixed_latency_ms
-    out.print(f"serving a SIMULATED {provider} API on http://{host}:{port} (Ctrl-C to stop)")
-    mod.serve(host, port, **kw)
+    Same options as `python -m evalkit.sim` (`evalkit sim --help` lists them): --provider
+    wavespeed|stability|huggingface|judge|all, --api-key, --port, --port-file, --max-concurrent, --time-scale,
+    --fixed-latency-ms, --fault, --balance, --catalog-drift.
+    """
+    from evalkit.sim.launch import main as sim_main
+
+    sim_main(ctx.args, prog="evalkit sim")
 
 
 @app.command()
@@ -587,6 +907,42 @@ def demo(
         run_demo(workspace=workspace, suite=suite, out_dir=out_dir, console=out)
     except EvalkitError as exc:
         _fail(exc)
+
+
+def _judge_presets() -> dict[str, str]:
+    from evalkit.scoring.judge.presets import JUDGE_PRESETS
+
+    return {name: p.describe() for name, p in JUDGE_PRESETS.items()}
+
+
+score.__doc__ = (
+    "Score a run's outputs: automatic metrics, a pinned VLM judge, pairwise votes.\n\n"
+    "Judge presets (--judge-preset / EVALKIT_JUDGE_PRESET) and the agreement with people the literature "
+    "reports for each:\n\n" + "\n\n".join(_judge_presets().values())
+)
+
+
+@app.command()
+def agreement(
+    run_id: str,
+    metric: Annotated[str, typer.Option(help="the judge metric compared with human scores")] = "viescore_o",
+    n_boot: Annotated[int, typer.Option("--n-boot", min=0, help="bootstrap resamples over cases")] = 1000,
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """How far the run's judge agrees with its human scores (Rater scoring mode), overall and per
+    operation, with bootstrap intervals, unscored reasons, swap consistency and warnings."""
+    from evalkit.scoring.agreement import run_agreement
+    from evalkit.store import Workspace
+
+    try:
+        res = run_agreement(Workspace(workspace, create=False), run_id, metric=metric, n_boot=n_boot)
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(res.as_dict(), default=str, indent=2))
+    else:
+        out.print(escape(str(res)))
 
 
 def main() -> None:

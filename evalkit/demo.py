@@ -62,22 +62,16 @@ def run_demo(
             say(scoring)
     html = None
     if report:
-        try:
-            from evalkit.report.build import build_report
-        except ImportError:  # the report module is optional until it lands
-            build_report = None
-        if build_report is not None:
-            built = build_report(ws, result.run_id, out_dir=out_dir)
-            html = built.html
-            say(f"report: {html}")
+        from evalkit.report.build import build_report
+
+        html = build_report(ws, result.run_id, out_dir=out_dir).html
+        say(f"report: {html}")
     return DemoResult(result.run_id, ws.path, html, result)
 
 
 def _score(ws: Workspace, run_id: str, stack: Any, *, judge: bool, progress: bool) -> str | None:
-    try:
-        from evalkit.scoring import score_run
-    except ImportError:
-        return None
+    from evalkit.scoring import score_run
+
     summary = score_run(ws, run_id, auto=True, judge=judge, judge_overrides=stack.judge_overrides(), progress=progress)
     return str(summary)
 

@@ -212,8 +212,8 @@ async def agenerate_image_edit(
         ws = None
     elif isinstance(workspace, Workspace):
         ws = workspace
-    else:
-        ws = Workspace(workspace)  # default: $EVALKIT_WORKSPACE or ./evalkit-workspace
+    else:  # default (None or True): $EVALKIT_WORKSPACE or ./evalkit-workspace
+        ws = Workspace(None if workspace is True else workspace)
     catalog = catalog or Catalog.load(ws.path if ws else None)
 
     async def call(spec: ModelSpec, source: str, route: Any = None) -> tuple[EditOutcome, Any]:
@@ -227,17 +227,38 @@ async def agenerate_image_edit(
                 too_dear = price_problem(route, prepared.price_usd)
                 if too_dear:
                     raise AttemptFailed(Category.BAD_REQUEST, too_dear)
-            outcome: EditOutcome = await provider.edit(request)
+            check = getattr(provider, "ensure_credentials", None)
+            if check is not None:
+                check()  # a missing key fails here: nothing sent, nothing written
+            # the ledger row exists before the result is awaited: a crash leaves it "pending", never missing
+            usage_id: int | None = None
+            if ws is not None:
+                usage_id = ws.record_usage(
+                    model_id=spec.id,
+                    operation=op,
+                    cost_usd=None,
+                    cost_source="pending",
+                    source=source,
+                    user_id=user_id,
+                )
+
+            async def on_submitted(prediction_id: str) -> None:
+                if ws is not None and usage_id is not None:
+                    ws.settle_usage(usage_id, cost_usd=None, prediction_id=prediction_id)
+
+            try:
+                outcome: EditOutcome = await provider.edit(request, on_submitted=on_submitted)
+            except BaseException:
+                if ws is not None and usage_id is not None:
+                    ws.settle_usage(usage_id, cost_usd=None, cost_source="unknown")
+                raise
         finally:
             await provider.aclose()
-        if ws is not None:
-            ws.record_usage(
-                model_id=spec.id,
-                operation=op,
+        if ws is not None and usage_id is not None:
+            ws.settle_usage(
+                usage_id,
                 cost_usd=outcome.cost_usd,
                 cost_source=outcome.cost_source,
-                source=source,
-                user_id=user_id,
                 prediction_id=outcome.prediction_id,
             )
         return outcome, prepared

@@ -22,6 +22,9 @@ class Category(StrEnum):
     SERVER = "server"
     BAD_OUTPUT = "bad_output"
     BUDGET = "budget"
+    #: the provider account has run dry (WaveSpeed: 403 whose message mentions the balance; HTTP 402
+    #: elsewhere). Nothing was created; a run stops submitting and leaves the untried calls planned.
+    BALANCE = "insufficient_balance"
     INVALID_INPUT = "invalid_input"
     #: the submit may or may not have been accepted (e.g. a read timeout after the request was sent);
     #: evalkit never re-sends such a submit on its own.

@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.plugins.sim_others",
     "tests.plugins.sim_judge",
     "tests.plugins.synthetic",
+    "tests.plugins.bad_input",
 ]

@@ -12,8 +12,8 @@ from PIL import Image
 from evalkit import ImageEditOptions, Workspace, agenerate_image_edit, generate_image_edit
 from evalkit.credentials import Secret
 from evalkit.errors import Category, EvalkitError, ProviderError
+from tests.engine.test_runner import FAST_POLL
 from tests.plugins.common import make_png
-from tests.test_runner import FAST_POLL
 
 
 def _opts(sim) -> dict:
@@ -134,3 +134,48 @@ async def test_the_sync_call_inside_an_event_loop_says_what_to_do():
     with pytest.raises(EvalkitError, match="agenerate_image_edit"):
         generate_image_edit(make_png(), "x", model="qwen-edit", workspace=False)
     await asyncio.sleep(0)
+
+
+async def test_the_ledger_row_exists_before_the_result_is_awaited(wavespeed_sim_factory, tmp_path):
+    """Money rule: a paid request is in the usage ledger before its result is awaited — pending, then settled."""
+    import pandas as pd
+
+    from tests.plugins.common import wait_until
+
+    sim = wavespeed_sim_factory(fixed_latency_ms=1500)
+    task = asyncio.create_task(
+        agenerate_image_edit(
+            make_png(), "make it blue", model="qwen-edit", workspace=tmp_path, provider_options=_opts(sim)
+        )
+    )
+
+    def accepted_and_noted() -> bool:
+        usage = Workspace(tmp_path).usage()
+        return bool(len(usage)) and usage.prediction_id.notna().any()
+
+    await wait_until(accepted_and_noted, tries=250)
+    pending = Workspace(tmp_path).usage()
+    assert not task.done(), "the job finished before the check: the test proves nothing"
+    assert len(pending) == 1 and pending.cost_source.iloc[0] == "pending" and pd.isna(pending.cost_usd.iloc[0])
+    assert pending.prediction_id.iloc[0] == sim.sim.submits[0].prediction_id  # noted when accepted
+    result = await task
+    settled = Workspace(tmp_path).usage()
+    assert len(settled) == 1 and settled.cost_usd.iloc[0] == result.cost_usd == 0.02
+    assert settled.cost_source.iloc[0] not in ("pending", "unknown")
+
+
+async def test_a_request_that_dies_while_awaited_stays_in_the_ledger_as_unknown(wavespeed_sim_factory, tmp_path):
+    from tests.plugins.common import wait_until
+
+    sim = wavespeed_sim_factory(fixed_latency_ms=5000)
+    task = asyncio.create_task(
+        agenerate_image_edit(
+            make_png(), "make it blue", model="qwen-edit", workspace=tmp_path, provider_options=_opts(sim)
+        )
+    )
+    await wait_until(lambda: bool(sim.sim.submits), tries=250)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    usage = Workspace(tmp_path).usage()
+    assert len(usage) == 1 and usage.cost_source.iloc[0] == "unknown"  # possibly paid: kept, not dropped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 
@@ -10,8 +11,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from evalkit.edit import agenerate_image_edit
+from evalkit.engine.runner import arun
 from evalkit.errors import ImageError
 from evalkit.images import decode_output, fit_within, load_image, thumbnail_jpeg
+from tests.plugins.bad_input import (
+    JPEG,
+    PNG,
+    animated_gif,
+    assert_clear,
+    assert_intact,
+    edit_case,
+    encode,
+    photo,
+    png_declaring,
+    request_count,
+    state,
+    write_suite,
+    ws_options,
+)
 from tests.plugins.common import make_png
 
 
@@ -103,3 +121,84 @@ def test_fit_within_never_upscales():
     assert fit_within(8000, 4000, 4096, None) == (4096, 2048)
     w, h = fit_within(3000, 3000, None, 4_000_000)
     assert w * h <= 4_000_000 and w == h
+
+
+# ---- bad and odd images at the entry points (generate_image_edit, a suite run) -------------------
+
+
+BROKEN_IMAGES = {  # name -> (bytes, words the message must contain)
+    "random bytes": (os.urandom(512), ["not an image evalkit can read"]),
+    "text named .png": (b"just some notes, not pixels\n", ["not an image evalkit can read"]),
+    "truncated png": (PNG[: len(PNG) // 2], ["corrupt or truncated"]),
+    "truncated jpeg": (JPEG[: len(JPEG) * 2 // 3], ["truncated"]),
+    "empty": (b"", ["empty (0 bytes)"]),
+    "bomb over evalkit's cap": (png_declaring(10_000, 10_000), ["decompression-bomb guard"]),
+    "bomb over PIL's cap": (png_declaring(100_000, 100_000), ["decompression-bomb guard"]),
+}
+
+
+ODD_BUT_FINE = {  # accepted and normalised to something every provider takes
+    "cmyk jpeg": encode(photo().convert("CMYK"), "JPEG"),
+    "16-bit png": encode(Image.new("I;16", (96, 64), 40000), "PNG"),
+    "animated gif": animated_gif(),
+    "palette png with transparency": encode(photo().convert("P"), "PNG", transparency=0),
+    "png named .jpg": PNG,
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN_IMAGES))
+async def test_broken_image_is_refused_before_anything_is_sent(name, sim, ws):
+    data, words = BROKEN_IMAGES[name]
+    before = state(ws)
+    with pytest.raises(ImageError) as info:
+        await agenerate_image_edit(
+            data, "make it blue", model="qwen-edit", workspace=ws, provider_options=ws_options(sim)
+        )
+    assert_clear(info.value, ImageError, "image", *words)
+    assert request_count(sim) == 0
+    assert_intact(before, ws)
+
+
+async def test_broken_image_files_are_named_in_the_error(sim, tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError) as info:
+        await agenerate_image_edit(empty, "x", model="qwen-edit", workspace=False, provider_options=ws_options(sim))
+    assert_clear(info.value, ImageError, "empty.png", "0 bytes")
+    with pytest.raises(ImageError) as info:
+        await agenerate_image_edit(
+            tmp_path / "nope.png", "x", model="qwen-edit", workspace=False, provider_options=ws_options(sim)
+        )
+    assert_clear(info.value, ImageError, "nope.png", "not found")
+    with pytest.raises(ImageError) as info:  # a string that is neither a file nor base64
+        await agenerate_image_edit(
+            "./no/such/photo.jpg", "x", model="qwen-edit", workspace=False, provider_options=ws_options(sim)
+        )
+    assert_clear(info.value, ImageError, "neither an existing file path nor valid base64")
+    assert request_count(sim) == 0
+
+
+@pytest.mark.parametrize("name", list(ODD_BUT_FINE))
+async def test_odd_but_valid_images_are_normalised_and_run(name, sim, tmp_path):
+    path = tmp_path / ("photo.jpg" if name.endswith(".jpg") else "input.bin")
+    path.write_bytes(ODD_BUT_FINE[name])
+    result = await agenerate_image_edit(
+        path, "make it blue", model="qwen-edit", workspace=False, provider_options=ws_options(sim)
+    )
+    assert result.image_bytes and result.simulated and result.width and result.height
+    sent = load_image(ODD_BUT_FINE[name])
+    assert sent.mime in ("image/png", "image/jpeg") and sent.mode in ("RGB", "RGBA", "L", "LA")
+    assert len(sim.sim.submits) == 1
+
+
+async def test_odd_but_valid_images_run_through_a_suite(sim, tmp_path):
+    images = {
+        f"images/{i}.{'gif' if 'gif' in n else 'jpg' if 'jpeg' in n else 'png'}": d
+        for i, (n, d) in enumerate(ODD_BUT_FINE.items())
+    }
+    cases = [edit_case(f"odd-{i}", rel) for i, rel in enumerate(images)]
+    suite = write_suite(tmp_path / "odd", cases, images)
+    res = await arun(
+        str(suite), models="qwen-edit", workspace=tmp_path / "ws", progress=False, provider_options=ws_options(sim)
+    )
+    assert res.completed == res.planned == len(ODD_BUT_FINE) and res.failed == 0

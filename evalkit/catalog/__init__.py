@@ -150,16 +150,20 @@ class Catalog:
         return list(self._models)
 
     def select(self, spec: str | Iterable[str] | None) -> list[ModelSpec]:
-        """Models named by ``"all"``, ``"provider:wavespeed"``, ``"id,id"`` or a list of ids."""
+        """Models named by ``"all"``, ``"provider:wavespeed"``, ``"id,id"`` or a list of ids.
+
+        Draft entries (``draft = true``) are left out of ``all`` and ``provider:NAME``; naming one by id
+        selects it.
+        """
         if spec is None or spec == "all":
-            return list(self)
+            return [m for m in self if not m.draft]
         names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
         out: list[ModelSpec] = []
         for name in names:
             if not name:
                 continue
             if name.startswith("provider:"):
-                out += [m for m in self if m.provider == name.split(":", 1)[1]]
+                out += [m for m in self if m.provider == name.split(":", 1)[1] and not m.draft]
             else:
                 out.append(self.get(name))
         seen, unique = set(), []
@@ -171,7 +175,7 @@ class Catalog:
 
     def for_operation(self, operation: str) -> list[ModelSpec]:
         op = normalise_operation(operation)
-        return [m for m in self if op in m.operations]
+        return [m for m in self if op in m.operations and not m.draft]
 
     def fingerprint(self) -> str:
         """A hash of every entry's facts (changes when a price or parameter changes)."""

@@ -29,7 +29,11 @@ Catalogue file format (one ``[[model]]`` table per model)::
     defaults = { }                       # extra parameters always sent
     facts.price = { source = "…", confidence = "medium", note = "…" }
     sim = { latency_ms = 6000 }          # local simulator only; not a measurement
+    draft = true                         # listed, but not run by `--models all` until a person removes it
     typical_latency_s = 120              # seconds from submit to result, when a source says (poll pacing prior)
+
+A known price rule with uncertain figures may add ``price.reserve_usd``: budgets hold back the larger of
+the rule's price and that figure, so a low-confidence price never lets a run overspend its cap.
 """
 
 from __future__ import annotations
@@ -162,6 +166,12 @@ class ParamSpec:
         return value
 
 
+def _req(value: float | None) -> float:
+    """A figure the rule's kind requires (checked when the entry was parsed)."""
+    assert value is not None, "a price rule figure its kind requires is missing"
+    return float(value)
+
+
 @dataclass(frozen=True)
 class PriceRule:
     kind: str
@@ -172,13 +182,15 @@ class PriceRule:
     count_param: str | None = None
     credits: float | None = None
     usd_per_credit: float | None = None
-    #: what to reserve against the budget when the price is not known in advance (kind = "unknown")
+    #: what to reserve against the budget when the price is not known in advance (kind = "unknown"), or,
+    #: for a known rule whose figures are uncertain (low confidence), the most a call may cost: budgets
+    #: then hold back max(price, reserve_usd) while estimates and recorded costs use the price
     reserve_usd: float | None = None
 
     def describe(self) -> str:
         k = self.kind
         if k == "flat":
-            return f"flat ${self.usd:g}"
+            return f"flat ${self.usd:g}" + (f"; ${self.reserve_usd:g} reserved per call" if self.reserve_usd else "")
         if k in ("per_resolution", "per_option"):
             parts = ", ".join(f"{key} ${v:g}" for key, v in self.table.items())
             return f"by {self.param}: {parts}"
@@ -186,9 +198,11 @@ class PriceRule:
             parts = "; ".join(f"{q}: " + "/".join(f"${v:g}" for v in sizes.values()) for q, sizes in self.table.items())
             return f"by quality × size (square/other): {parts}"
         if k == "per_output_image":
-            return f"${self.usd_per_image:g} per output image" + (f" × {self.count_param}" if self.count_param else "")
+            text = f"${self.usd_per_image:g} per output image" + (f" × {self.count_param}" if self.count_param else "")
+            return text + (f"; ${self.reserve_usd:g} reserved per call" if self.reserve_usd else "")
         if k == "credits":
-            return f"{self.credits:g} credits × ${self.usd_per_credit:g} = ${self.credits * self.usd_per_credit:g}"
+            text = f"{self.credits:g} credits × ${self.usd_per_credit:g} = ${_req(self.credits) * _req(self.usd_per_credit):g}"
+            return text + (f"; ${self.reserve_usd:g} reserved per call" if self.reserve_usd else "")
         return "unknown (recorded as reported by the provider)" + (
             f"; ${self.reserve_usd:g} reserved per call" if self.reserve_usd else ""
         )
@@ -266,6 +280,9 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     #: where this entry came from (bundled file or a workspace override)
     origin: str = ""
+    #: a draft entry (e.g. written by `evalkit catalog sync --write` from the provider's schema) is listed
+    #: but never picked by "all", "provider:NAME" or an automatic choice until a person removes the mark
+    draft: bool = False
 
     # ---- capabilities -------------------------------------------------------------------------
     def supports(self, operation: str) -> bool:
@@ -274,6 +291,31 @@ class ModelSpec:
     @property
     def needs_key(self) -> bool:
         return self.provider != "local"
+
+    def body_keys(self) -> frozenset[str]:
+        """The request-body parameter names this entry may send (WaveSpeed flags only where listed)."""
+        keys = {self.inputs.param, *self.params, *self.defaults, *self.requires_case_params}
+        if self.prompt != "none":
+            keys.add("prompt")
+        if self.mask is not None:
+            keys.add(self.mask.param)
+        if self.seed is not None:
+            keys.add(self.seed.param)
+        if self.output_format_param:
+            keys.add(self.output_format_param)
+        rule = self.size
+        if rule.kind in ("wh", "enum"):
+            keys.add(rule.param)
+        elif rule.kind == "aspect_ratio":
+            if rule.aspect_ratios:
+                keys.add(rule.aspect_ratio_param)
+            if rule.resolutions:
+                keys.add(rule.resolution_param)
+        if self.sync_mode:
+            keys.add("enable_sync_mode")
+        if self.base64_output:
+            keys.add("enable_base64_output")
+        return frozenset(keys)
 
     def uncertain_facts(self) -> dict[str, Fact]:
         return {k: f for k, f in self.facts.items() if f.confidence != "high"}
@@ -342,16 +384,16 @@ class ModelSpec:
         params = params or {}
         p = self.price
         if p.kind == "flat":
-            return float(p.usd)
+            return _req(p.usd)
         if p.kind in ("per_resolution", "per_option"):
-            key = params.get(p.param)
+            key = params.get(p.param or "")
             if key is None:
-                key = self._default_for(p.param)
+                key = self._default_for(p.param or "")
             if key is None or str(key) not in p.table:
                 return None
             return float(p.table[str(key)])
         if p.kind == "per_quality_size":
-            quality = params.get(p.param) or self._default_for(p.param)
+            quality = params.get(p.param or "") or self._default_for(p.param or "")
             sizes = p.table.get(str(quality))
             if sizes is None:
                 return None
@@ -362,22 +404,27 @@ class ModelSpec:
                 return None  # the provider decides: unknown in advance
             return float(sizes["other"])
         if p.kind == "per_output_image":
-            n = int(params.get(p.count_param, 1) or 1) if p.count_param else 1
-            return float(p.usd_per_image) * n
+            n = 1
+            if p.count_param:
+                count = params.get(p.count_param)
+                if count is None:
+                    count = self._default_for(p.count_param)
+                n = int(count or 1)
+            return _req(p.usd_per_image) * n
         if p.kind == "credits":
-            return float(p.credits) * float(p.usd_per_credit)
+            return _req(p.credits) * _req(p.usd_per_credit)
         return None
 
     def reserve_usd(self, params: dict[str, Any] | None = None) -> float:
         """What a budget must hold back before this call is submitted: its price, or its maximum."""
         price = self.price_usd(params)
-        if price is not None:
-            return price
         p = self.price
+        if price is not None:
+            return max(price, float(p.reserve_usd)) if p.reserve_usd is not None else price
         if p.kind in ("per_resolution", "per_option") and p.table:
             return float(max(p.table.values()))
         if p.kind == "per_quality_size" and p.table:
-            quality = (params or {}).get(p.param) or self._default_for(p.param)
+            quality = (params or {}).get(p.param or "") or self._default_for(p.param or "")
             rows = [p.table[quality]] if quality in p.table else list(p.table.values())
             return float(max(max(r.values()) for r in rows))
         if p.reserve_usd is not None:
@@ -438,7 +485,28 @@ class ModelSpec:
             "requires_case_params": list(self.requires_case_params),
             "uncertain": {k: vars(f) for k, f in self.uncertain_facts().items()},
             "origin": self.origin,
+            "draft": self.draft,
         }
+
+    def details(self) -> dict[str, Any]:
+        """:meth:`summary` plus every fact with its source and confidence (high ones too), the notes,
+        sync/base64 support and the default output format — what `evalkit models --json` prints."""
+        d = self.summary()
+        d.update(
+            {
+                "facts": {k: vars(f) for k, f in self.facts.items()},
+                "price_confidence": self.facts["price"].confidence if "price" in self.facts else None,
+                "notes": self.notes,
+                "sync_mode": self.sync_mode,
+                "base64_output": self.base64_output,
+                "default_output_format": self.default_output_format,
+                "output_format_param": self.output_format_param,
+                "seed_rule": vars(self.seed) if self.seed else None,
+                "requires_key": self.needs_key,
+                "aliases": list(self.aliases),
+            }
+        )
+        return d
 
 
 # ---- pure size helpers -----------------------------------------------------------------------
@@ -527,6 +595,7 @@ _TOP_KEYS = {
     "sim",
     "notes",
     "aliases",
+    "draft",
 }
 
 
@@ -608,6 +677,7 @@ def parse_model(raw: dict[str, Any], origin: str) -> ModelSpec:
             f"catalogue entry {mid!r} in {origin} has {len(problems)} problem(s): " + "; ".join(problems),
             hint="fix the entry (see evalkit/catalog/spec.py for the format)",
         )
+    assert price is not None  # a missing or bad price is one of the problems above
     return ModelSpec(
         id=mid,
         display_name=raw.get("display_name", mid),
@@ -637,6 +707,7 @@ def parse_model(raw: dict[str, Any], origin: str) -> ModelSpec:
         notes=raw.get("notes", ""),
         aliases=tuple(raw.get("aliases", ())),
         origin=origin,
+        draft=bool(raw.get("draft", False)),
     )
 
 

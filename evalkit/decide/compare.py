@@ -43,8 +43,8 @@ from evalkit.decide.quality import (
     scored_values,
 )
 from evalkit.decide.tables import (
-    PERCENTILE_METHOD,
     case_quality,
+    percentile,
     run_is_simulated,
 )
 from evalkit.errors import InvalidInputError
@@ -283,8 +283,8 @@ def model_metrics(ws: Workspace, run_id: str, quality: QualitySpec) -> pd.DataFr
         rows.append(
             {
                 "model_id": model,
-                "latency_p50": float(np.percentile(lat, 50, method=PERCENTILE_METHOD)) if lat.size else math.nan,
-                "latency_p95": float(np.percentile(lat, 95, method=PERCENTILE_METHOD)) if lat.size else math.nan,
+                "latency_p50": percentile(lat, 50),
+                "latency_p95": percentile(lat, 95),
                 "cost": math.fsum(cost) / len(cost) if len(cost) else math.nan,
                 "success": (attempted["status"] == CallStatus.COMPLETED).sum() / len(attempted)
                 if len(attempted)
@@ -367,7 +367,7 @@ def compare_runs(
                     "breached": crossed,
                 }
             )
-            if crossed:
+            if crossed and t is not None:
                 breaches.append(Breach(model, metric, b, n, delta, pct, t))
     table = pd.DataFrame(
         rows,

@@ -374,14 +374,7 @@ def plan_route(
         if not isinstance(model, str) or any(c.model == model for c in cands):
             continue
         why = str(alt.get("rationale") or "")
-        # "eligibility" is written by newer evalkits; older files say it only in the rationale's first words
-        eligibility = alt.get("eligibility") or (
-            "excluded"
-            if why.startswith("excluded")
-            else "insufficient_evidence"
-            if why.startswith("meets the constraints but")
-            else "eligible"
-        )
+        eligibility = alternative_eligibility(alt)
         short = eligibility == "insufficient_evidence"
         if eligibility not in ("eligible", "insufficient_evidence"):
             skipped.append((model, why or "excluded by the run's decision"))
@@ -542,7 +535,24 @@ async def route_call(
     )
 
 
+def alternative_eligibility(alt: Mapping[str, Any]) -> str:
+    """``eligible`` | ``insufficient_evidence`` | ``excluded`` for one alternative of a tier file. Newer
+    evalkits write ``eligibility``; older files say it only in the rationale's first words."""
+    why = str(alt.get("rationale") or "")
+    return str(
+        alt.get("eligibility")
+        or (
+            "excluded"
+            if why.startswith("excluded")
+            else "insufficient_evidence"
+            if why.startswith("meets the constraints but")
+            else "eligible"
+        )
+    )
+
+
 __all__ = [
+    "alternative_eligibility",
     "AttemptFailed",
     "Candidate",
     "Fallback",

@@ -92,7 +92,7 @@ def bootstrap_ci(
 def percentile(values: Iterable[float], q: float) -> float:
     """numpy's default (linear, type 7) percentile of the non-missing values; NaN when there are none."""
     arr = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
-    return float(np.percentile(arr, q, method=PERCENTILE_METHOD)) if arr.size else math.nan
+    return float(np.percentile(arr, q, method="linear")) if arr.size else math.nan  # = PERCENTILE_METHOD
 
 
 def case_quality(

@@ -30,7 +30,7 @@ from evalkit.engine.limits import ProviderLimits
 from evalkit.engine.planning import PlannedCall
 from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
 from evalkit.progress import progress_bar
-from evalkit.providers.base import EditOutcome, ImageEditProvider
+from evalkit.providers.base import EditOutcome, ImageEditProvider, PreparedRequest
 from evalkit.providers.retry import RetryPolicy
 from evalkit.store import CallStatus, Workspace
 
@@ -118,6 +118,9 @@ class Execution:
         self.budget = Budget(budget_usd)
         self.simulated = False
         self.stop_message: str | None = None
+        #: providers whose account ran dry in this run → what the provider said; their workers stopped
+        #: submitting and their untried calls stay planned (a resume after a top-up sends them)
+        self.dry_accounts: dict[str, str] = {}
         self.spool = ws.run_spool(run_id, clean=True)
         self.counts: dict[str, int] = {CallStatus.COMPLETED: 0, CallStatus.FAILED: 0, CallStatus.UNKNOWN: 0}
         self._progress_cb = progress if callable(progress) else None
@@ -260,7 +263,7 @@ class Execution:
         limiter: AsyncLimiter | None,
     ) -> None:
         provider = self.providers[provider_name]
-        while not self.controller.stop_submitting.is_set():
+        while not self.controller.stop_submitting.is_set() and provider_name not in self.dry_accounts:
             if not queue:
                 self._refill(provider_name, queue)
                 if not queue:
@@ -277,7 +280,7 @@ class Execution:
             async with provider_sem, self.global_sem:
                 if limiter is not None:
                     await limiter.acquire()
-                if self.controller.stop_submitting.is_set():
+                if self.controller.stop_submitting.is_set() or provider_name in self.dry_accounts:
                     queue.appendleft(pc)
                     return
                 try:
@@ -288,9 +291,7 @@ class Execution:
                     queue.appendleft(pc)
                     return
                 try:
-                    self.ws.mark_submitting(
-                        pc.call_id, reserved_usd=pc.prepared.reserve_usd, fingerprint=pc.prepared.fingerprint
-                    )
+                    self.ws.mark_submitting(pc.call_id, **_submitting_fields(pc.prepared))
                 except WorkspaceError as exc:
                     self.budget.settle(reservation, 0.0)
                     self._workspace_failed(exc)
@@ -302,6 +303,15 @@ class Execution:
                     self.budget.settle(reservation, 0.0)
                     self.ws.reset_call(pc.call_id)
                     queue.appendleft(pc)
+                    return
+                if _out_of_balance(outcome):
+                    # the account ran dry: nothing was created, so the call stays planned (not failed); this
+                    # provider stops submitting, calls in flight finish, and a resume after a top-up sends the rest
+                    self.budget.settle(reservation, 0.0)
+                    self.ws.reset_call(pc.call_id)
+                    queue.appendleft(pc)
+                    err = outcome.error
+                    self.dry_accounts.setdefault(provider_name, redact(err.message if err else "out of balance"))
                     return
                 await self._store(pc, outcome, reservation)
                 pc.release()  # done: don't hold its request for the rest of the run
@@ -375,9 +385,7 @@ class Execution:
                 self.ws.reset_call(pc.call_id)  # provably not accepted: a crash while waiting loses nothing
             await asyncio.sleep(self.patience.backoff_s(attempt))
             if refused:
-                self.ws.mark_submitting(
-                    pc.call_id, reserved_usd=pc.prepared.reserve_usd, fingerprint=pc.prepared.fingerprint
-                )
+                self.ws.mark_submitting(pc.call_id, **_submitting_fields(pc.prepared))
                 outcome = await _guarded(pc, provider.edit(request, **hooks))
             else:
                 outcome = await _guarded(pc, provider.resume(request, outcome.prediction_id))
@@ -559,6 +567,16 @@ def _still_running(outcome: EditOutcome) -> bool:
     return not outcome.ok and outcome.prediction_id is not None and outcome.resumable
 
 
+def _out_of_balance(outcome: EditOutcome) -> bool:
+    """A submit refused because the provider account has no balance left (nothing was created)."""
+    return (
+        not outcome.ok
+        and outcome.prediction_id is None
+        and outcome.error is not None
+        and outcome.error.category == Category.BALANCE
+    )
+
+
 def _refused(outcome: EditOutcome) -> bool:
     """A submit the provider provably did not accept because of its rate limit."""
     return (
@@ -588,6 +606,17 @@ async def _guarded(pc: PlannedCall, call: Any) -> EditOutcome:
             f"unexpected {type(exc).__name__} from the {pc.model.provider} provider: "
             f"{redact(str(exc))[:300]}; not sent again",
         )
+
+
+def _submitting_fields(p: PreparedRequest | None) -> dict[str, Any]:
+    """What mark_submitting records: the reservation, the request's identity and its price (and source)."""
+    assert p is not None, "a call is built before it is submitted"
+    return {
+        "reserved_usd": p.reserve_usd,
+        "fingerprint": p.fingerprint,
+        "price_usd": p.price_usd,
+        "price_source": p.price_source,
+    }
 
 
 def _add_cost(prior: float, cost: float | None) -> float | None:

@@ -98,6 +98,7 @@ class PlannedCall:
             "reason": self.reason,
             "price_usd": p.price_usd if p else None,
             "reserved_usd": p.reserve_usd if p else None,
+            "price_source": p.price_source if p else None,
             "requested_width": req_w,
             "requested_height": req_h,
             "params": p.public_params() if p else None,
@@ -169,6 +170,29 @@ def iter_plan(
                     pc.status, pc.reason, pc.request = CallStatus.NOT_APPLICABLE, exc.message, None
                     pc.case = pc.inputs = None
                 yield pc
+
+
+def quote_plan_prices(planned: Iterable[PlannedCall], providers: Mapping[str, ImageEditProvider]) -> dict[str, Any]:
+    """Ask every provider that has a pricing API (``quote_prices``: WaveSpeed) for the plan's prices.
+
+    Each distinct (model, parameters) is quoted once; the providers keep the quotes, so the planning
+    passes that follow price, reserve and record those calls at the quoted price. A failed quote leaves
+    the catalogue price (the call's notes and ``price_source`` say so). Blocking: run it off the event loop.
+    """
+    wanted: dict[str, tuple[Any, list[PreparedRequest]]] = {}
+    for pc in planned:
+        quote = getattr(providers.get(pc.model.provider), "quote_prices", None)
+        if pc.status == "planned" and pc.prepared is not None and quote is not None:
+            wanted.setdefault(pc.model.provider, (quote, []))[1].append(pc.prepared)
+    summary: dict[str, Any] = {"quoted": 0, "failed": 0, "errors": {}}
+    for quote, prepared in wanted.values():
+        for q in quote(prepared).values():
+            if q.usd is None:
+                summary["failed"] += 1
+                summary["errors"].setdefault(q.model_id, q.error)
+            else:
+                summary["quoted"] += 1
+    return summary
 
 
 def estimate(planned: Iterable[PlannedCall]) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,11 +43,12 @@ from evalkit.catalog import Catalog
 from evalkit.engine.control import StopController
 from evalkit.engine.execution import CallSource, Execution
 from evalkit.engine.limits import ProviderLimits, default_provider_limits
-from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan
+from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan, quote_plan_prices
 from evalkit.engine.reconcile import ReconcilePolicy
 from evalkit.engine.settle import SettleReport, policy_from_env, settle_unknown
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.providers import create_provider
+from evalkit.providers.availability import select_models
 from evalkit.providers.base import ImageEditProvider
 from evalkit.providers.http import is_loopback_url, safe_url
 from evalkit.providers.retry import RetryPolicy
@@ -87,7 +89,8 @@ class RunResult:
     cost_usd: float = 0.0
     #: wall-clock seconds of the run (of this invocation when just run; as recorded otherwise)
     wall_s: float = 0.0
-    #: why the run stopped early: ``budget``, ``interrupted``, ``workspace_error``, or None
+    #: why the run stopped early: ``budget``, ``balance`` (a provider account ran dry), ``interrupted``,
+    #: ``workspace_error``, or None
     stop_reason: str | None = None
     #: True when any output came from a local simulator (reports label it SIMULATED)
     simulated: bool = False
@@ -101,6 +104,12 @@ class RunResult:
     reconciled: dict[str, int] = field(default_factory=dict)
     #: the most the calls still ``unknown`` may have cost (their reservations)
     unknown_max_usd: float = 0.0
+    #: with ``quote_prices``: {"quoted": n, "failed": n, "errors": {model_id: why}} (None without)
+    price_quotes: dict[str, Any] | None = None
+    #: with ``models="all"``: providers left out for want of a key → the variable that would add them
+    models_left_out: dict[str, str] = field(default_factory=dict)
+    #: what stopped the run early, in words (what ran out, what was spent, how to continue); None otherwise
+    stop_message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -144,8 +153,14 @@ async def arun(
     patience: RetryPolicy | None = None,
     reconcile_policy: ReconcilePolicy | None = None,
     settle_wait_s: float = 0.0,
+    quote_prices: bool = False,
 ) -> RunResult:
-    """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``."""
+    """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``.
+
+    ``quote_prices=True`` asks each provider's pricing API (WaveSpeed ``POST /api/v3/model/pricing``) once per
+    distinct (model, parameters) of the plan before anything is sent, and uses the quotes for the estimate,
+    the budget reservations and each call's recorded cost; a failed quote keeps the catalogue price and says so
+    (``RunResult.price_quotes``, the call's notes and ``price_source``)."""
     from evalkit.suites import load_suite
 
     t0 = time.monotonic()
@@ -181,9 +196,13 @@ async def arun(
         raise InvalidInputError("no suite given", hint="pass --suite NAME|PATH (see `evalkit suites`)")
     the_suite = load_suite(suite)
     catalog = catalog or Catalog.load(ws.path)
-    specs = catalog.select(models)
+    # "all" means every model that can be called: its provider has a key (env or provider_options)
+    selection = select_models(catalog, models, provider_options)
+    specs = selection.models
     if not specs:
         raise InvalidInputError(f"no models selected by {models!r}", hint="use --models all or a list of ids")
+    if selection.note() and progress is True:
+        print(selection.note(), file=sys.stderr, flush=True)
     if existing is not None and existing["suite_fingerprint"] != the_suite.fingerprint:
         raise InvalidInputError(
             f"suite {the_suite.name!r} changed since run {run_id!r} started (files or suite.toml differ), "
@@ -208,7 +227,11 @@ async def arun(
                 run_id, the_suite.cases, specs, providers, repeats=repeats, base_seed=base_seed, inputs=inputs
             )
 
-        result = RunResult(run_id=run_id, workspace=str(ws.path), dry_run=dry_run)
+        result = RunResult(
+            run_id=run_id, workspace=str(ws.path), dry_run=dry_run, models_left_out=dict(selection.left_out)
+        )
+        if quote_prices:  # before the estimate: every later planning pass prices by the quotes
+            result.price_quotes = await asyncio.to_thread(quote_plan_prices, plan(), providers)
         result.estimate = estimate(plan())
         per_model = result.estimate[result.estimate["model_id"] != "TOTAL"]
         if dry_run:  # no keys needed to see a plan
@@ -229,6 +252,7 @@ async def arun(
             "no_cache": no_cache,
             "provider_base_urls": {n: _base_url(p) for n, p in providers.items()},
             "provider_limits": {k: asdict(v) for k, v in (provider_limits or {}).items()},
+            "quote_prices": bool(quote_prices),
         }
         if existing is None:
             ws.create_run(
@@ -332,17 +356,27 @@ async def arun(
                 raise
             finally:
                 execution.close_progress()
-            status = {None: "completed", "budget": "budget_exhausted", "interrupted": "interrupted"}.get(
-                controller.reason, "stopped"
-            )
+            reason = controller.reason or ("balance" if execution.dry_accounts else None)
+            status = {
+                None: "completed",
+                "budget": "budget_exhausted",
+                "balance": "balance_exhausted",
+                "interrupted": "interrupted",
+            }.get(reason, "stopped")
             wall = time.monotonic() - t0
             ws.update_run(
                 run_id, status=status, wall_s=wall, simulated=int(execution.simulated), note=execution.stop_message
             )
-            summary = summarise(ws, run_id, wall_s=wall, stop_reason=controller.reason, estimate_df=result.estimate)
+            done = summarise(ws, run_id, wall_s=wall, stop_reason=reason, estimate_df=result.estimate)
+            done.models_left_out = dict(selection.left_out)
+            done.price_quotes = result.price_quotes
+            done.stop_message = execution.stop_message
+            if execution.dry_accounts:
+                done.stop_message = _dry_message(execution.dry_accounts, done)
+                ws.update_run(run_id, note=done.stop_message)
             if settled.decisions:
-                summary.reconciled = {k: v for k, v in settled.as_dict().items() if k != "reasons"}
-            return summary
+                done.reconciled = {k: v for k, v in settled.as_dict().items() if k != "reasons"}
+            return done
     finally:
         for p in providers.values():
             with contextlib.suppress(Exception):
@@ -373,6 +407,7 @@ def run(
     patience: RetryPolicy | None = None,
     reconcile_policy: ReconcilePolicy | None = None,
     settle_wait_s: float = 0.0,
+    quote_prices: bool = False,
 ) -> RunResult:
     """Synchronous :func:`arun` (same parameters) for scripts and the CLI.
 
@@ -419,6 +454,7 @@ def run(
                 patience=patience,
                 reconcile_policy=reconcile_policy,
                 settle_wait_s=settle_wait_s,
+                quote_prices=quote_prices,
             )
         finally:
             if installed:
@@ -475,6 +511,17 @@ def _seed_pacers(ws: Workspace, providers: Mapping[str, ImageEditProvider], spec
         if not simulated:
             pacer.set_prior(m.id, m.typical_latency_s)
         pacer.seed(m.id, ws.completion_times(m.id, simulated=simulated))
+
+
+def _dry_message(dry: Mapping[str, str], res: RunResult) -> str:
+    """What ran out, what was spent, and how to go on."""
+    names = ", ".join(sorted(dry))
+    said = next(iter(dry.values())).split(" — ", 1)[0]  # the provider's words, without the hint repeated below
+    return (
+        f"the {names} account{'s' if len(dry) > 1 else ''} ran out of balance ({said}); "
+        f"${res.cost_usd:.4f} spent in this run; {res.skipped} call(s) left planned, none failed for it — "
+        f"top up, then `evalkit run --resume {res.run_id}`"
+    )
 
 
 def _record_cases(ws: Workspace, run_id: str, suite: Any) -> None:

@@ -133,6 +133,9 @@ class PreparedRequest:
     images: tuple[InputImage, ...] = field(default=(), repr=False)
     mask: InputImage | None = field(default=None, repr=False)
     expected_size: tuple[int, int] | None = None
+    #: where ``price_usd`` comes from: "catalogue" (the entry's price rule), "quoted" (the provider's
+    #: pricing API for exactly these parameters) or "catalogue_quote_failed" (a quote was asked and failed)
+    price_source: str = "catalogue"
 
     def public_params(self) -> dict[str, Any]:
         """The parameters as stored in the workspace (already free of image data and secrets)."""

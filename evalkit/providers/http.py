@@ -133,6 +133,17 @@ def category_for_status(status: int) -> Category:
     return Category.BAD_REQUEST
 
 
+_BALANCE_WORDS = ("balance", "insufficient", "credit", "top up", "top-up", "recharge", "payment required")
+
+
+def is_balance_refusal(status: int | None, message: str | None) -> bool:
+    """A refusal because the account ran dry: HTTP 402, or a 403 whose message mentions the balance
+    (what WaveSpeed answers — wavespeed-api.md: "403 Insufficient balance", low confidence)."""
+    if status == 402:
+        return True
+    return status == 403 and any(w in (message or "").lower() for w in _BALANCE_WORDS)
+
+
 def is_retryable_status(status: int) -> bool:
     """429 and 5xx: for an *idempotent* request, trying again may help."""
     return status == 429 or status >= 500
@@ -151,8 +162,8 @@ def server_message(response: httpx.Response, secrets: Iterable[Secret | str | No
     body = json_or_none(response)
     parts: list[str] = []
     if isinstance(body, dict):
-        data = body.get("data") if isinstance(body.get("data"), dict) else {}
-        for src in (body, data):
+        data = body.get("data")
+        for src in (body, data if isinstance(data, dict) else {}):
             for key in ("message", "error", "detail", "msg"):
                 v = src.get(key)
                 if isinstance(v, str) and v.strip() and v.strip().lower() != "success" and v.strip() not in parts:
@@ -186,11 +197,13 @@ def error_for_response(
 ) -> ProviderError:
     """A ProviderError for a non-success response, with the server's (redacted) message and a hint."""
     status = response.status_code
-    cat = category or category_for_status(status)
     said = server_message(response, secrets)
+    cat = category or (Category.BALANCE if is_balance_refusal(status, said) else category_for_status(status))
     message = f"{service} {what} failed: HTTP {status}" + (f": {said}" if said else "")
     hint = None
-    if cat == Category.AUTH:
+    if cat == Category.BALANCE:
+        hint = f"the {service} account balance ran out: top up, then `evalkit run --resume RUN_ID`"
+    elif cat == Category.AUTH:
         key = key_env or "the API key"
         hint = f"check the key ({key}) and the account balance" if status == 403 else f"check the key ({key})"
     elif cat == Category.RATE_LIMIT:

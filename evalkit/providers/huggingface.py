@@ -17,9 +17,9 @@ Things to know:
   has ``cost_usd = None`` and ``cost_source = "unknown"``; budgets hold the entry's ``reserve_usd``.
 * **Retries**: 429 (Retry-After) and 503 (model loading, ``estimated_time``) prove the call was not
   run, so they are retried with backoff; so is a connection that never opened. Nothing else is.
-* **402** ("out of Inference Providers credit") is reported with category ``auth``: like a bad token,
-  it is account-level and every later call fails the same way until credit is added. (``budget`` is
-  evalkit's own spending cap and is not used for it.)
+* **402** ("out of Inference Providers credit") is reported with category ``insufficient_balance``: it is
+  account-level and every later call fails the same way until credit is added, so a run stops submitting
+  and leaves the untried calls planned. (``budget`` is evalkit's own spending cap and is not used for it.)
 * huggingface_hub's ``image_to_image`` returns only a decoded PIL image, so the client subclass below
   also records the HTTP response (headers, and the image bytes when the answer is an image) for the
   calling task; without it the output is re-encoded as PNG and the simulator flag is lost.
@@ -52,7 +52,7 @@ from evalkit.providers.retry import RetryPolicy, parse_retry_after
 try:  # warms huggingface_hub's (lru-cached, blocking) Hub lookup in a thread instead of the event loop
     from huggingface_hub.inference._providers._common import _fetch_inference_provider_mapping
 except ImportError:  # pragma: no cover - a future huggingface_hub without it: the lookup runs inline
-    _fetch_inference_provider_mapping = None
+    _fetch_inference_provider_mapping = None  # type: ignore[assignment]
 
 KEY_ENV = "HF_TOKEN"
 ENDPOINT_ENV = "HF_INFERENCE_ENDPOINT"
@@ -186,6 +186,7 @@ class HuggingFaceEditProvider:
     def _api_token(self) -> Secret:
         if self._token is None:
             self._token = key_from_env(KEY_ENV, provider="huggingface")
+        assert self._token is not None  # key_from_env raises when the key is required and missing
         return self._token
 
     def _url_for(self, hub_model: str) -> str:
@@ -196,7 +197,10 @@ class HuggingFaceEditProvider:
         client = self._clients.get(route)
         if client is None:
             client = _RecordingInferenceClient(
-                provider=route, token=token.reveal(), timeout=self.timeout_s, bill_to=self.bill_to
+                provider=route,  # type: ignore[arg-type]  # a route name from the catalogue, checked by the Hub
+                token=token.reveal(),
+                timeout=self.timeout_s,
+                bill_to=self.bill_to,
             )
             self._clients[route] = client
         return client
@@ -322,7 +326,7 @@ class HuggingFaceEditProvider:
         what = f"Hugging Face answered {status}" + (f": {detail}" if detail else "")
         hint, retryable = None, False
         if status == 402:
-            category = Category.AUTH
+            category = Category.BALANCE
             what = f"out of Inference Providers credit (402){': ' + detail if detail else ''}"
             hint = "add credit or a billing method at https://huggingface.co/settings/billing, then re-run"
         elif status in (401, 403):

@@ -80,7 +80,8 @@ class LocalEditProvider:
                     hint="the target must be at least the input size on both sides, and larger on one",
                 )
             if mask is not None:
-                params.pop(m.mask.param, None)
+                if m.mask is not None:
+                    params.pop(m.mask.param, None)
                 mask = None
                 notes.append("zoom_out fills the border; the mask was not used")
         else:
@@ -97,7 +98,7 @@ class LocalEditProvider:
             params=params,
             mask=mask,
             notes=tuple(notes),
-            expected_size=tuple(int(v) for v in str(params[size_param]).split("*")),
+            expected_size=_wh(str(params[size_param])),
             fingerprint=fingerprint(m, params, prepared.images, mask, request.sample_index),
         )
 
@@ -181,3 +182,9 @@ def _cv_inpaint(rgb: np.ndarray, fill: np.ndarray, method: str, radius_px: int) 
     out = cv2.inpaint(rgb, fill.astype(np.uint8) * 255, float(radius_px), _CV_METHODS[method])
     out[~fill] = rgb[~fill]  # guarantee: pixels outside the mask are the input's, bit for bit
     return out
+
+
+def _wh(size: str) -> tuple[int, int]:
+    """``"W*H"`` → (W, H)."""
+    w, _, h = size.partition("*")
+    return int(w), int(h)

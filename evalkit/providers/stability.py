@@ -240,6 +240,7 @@ class StabilityEditProvider:
     def _api_key(self) -> Secret:
         if self._key is None:
             self._key = key_from_env(KEY_ENV, provider="stability")
+        assert self._key is not None  # key_from_env raises when the key is required and missing
         return self._key
 
     def _http(self) -> httpx.AsyncClient:
@@ -453,7 +454,8 @@ class StabilityEditProvider:
         elif status == 401:
             category, hint = Category.AUTH, f"check {KEY_ENV}"
         elif status == 402:
-            category, hint = Category.AUTH, "the Stability account has no credits left: top up, then re-run"
+            category = Category.BALANCE
+            hint = "the Stability account has no credits left: top up, then `evalkit run --resume RUN_ID`"
         elif status == 403:
             category = Category.MODERATION
             what += "" if "not charged" in what else " (content moderation; you were not charged)"
@@ -560,7 +562,7 @@ def _outpaint_margins(request: EditRequest, image: InputImage, params: dict[str,
     given = {s: int(params[s]) for s in OUTPAINT_SIDES if s in params}
     o = request.options
     mid = request.model.id
-    if o.explicit_size():
+    if o.width is not None and o.height is not None:  # an explicit target size
         if given:
             raise InvalidInputError(f"{mid}: give either a target size (width/height) or left/right/up/down, not both")
         src = request.images[0]
@@ -580,13 +582,22 @@ def _outpaint_margins(request: EditRequest, image: InputImage, params: dict[str,
             f"{mid}: zoom_out needs a target size larger than the input",
             hint="set the case's width/height, or pass left/right/up/down (px) in options.extra",
         )
+    for side, px in margins.items():  # each side 0–2000 px (catalogue params.<side>.max)
+        spec = request.model.params.get(side)
+        if spec is not None and spec.max is not None and px > spec.max:
+            raise InvalidInputError(
+                f"{mid}: zoom_out needs {px} px on the {side} side; Stability allows at most {spec.max:g} px per side",
+                hint="ask for a smaller target size (or a smaller input), at most that many pixels added per side",
+            )
     return margins
 
 
 def _has_alpha(image: InputImage) -> bool:
     if image.mode not in ("RGBA", "LA", "PA"):
         return False
-    return image.to_pil().getchannel("A").getextrema()[0] < 255
+    low = image.to_pil().getchannel("A").getextrema()[0]
+    assert isinstance(low, (int, float))  # one band
+    return low < 255
 
 
 def _error_detail(reply: _Reply) -> tuple[str, str]:

@@ -56,7 +56,7 @@ class _Stream(httpx.AsyncByteStream):
             raise _remap(exc, self._request) from exc.__cause__
 
     async def aclose(self) -> None:
-        await self._inner.aclose()  # type: ignore[attr-defined]
+        await self._inner.aclose()
 
 
 class SafeAiohttpTransport(AiohttpTransport):

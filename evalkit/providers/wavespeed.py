@@ -35,7 +35,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from evalkit.catalog.pricing import Quote, WaveSpeedCatalogClient, quote_key, quote_requests
 from evalkit.credentials import Secret, key_from_env, redact
 from evalkit.errors import Category, InvalidInputError, ProviderError
 from evalkit.images import InputImage
@@ -65,6 +66,7 @@ from evalkit.providers.http import (
     error_for_response,
     error_for_transport,
     image_from_bytes,
+    is_balance_refusal,
     is_simulated,
     json_or_none,
     new_client,
@@ -244,6 +246,16 @@ def _with_flags(
     return replace(prepared, params=params)
 
 
+def _with_quote(prepared: PreparedRequest, q: Quote | None) -> PreparedRequest:
+    """The prepared request priced by its quote (or marked as a failed quote: catalogue price kept)."""
+    if q is None:
+        return prepared
+    if q.usd is None:
+        note = f"price quote failed ({q.error[:160]}); the catalogue price is used"
+        return replace(prepared, price_source="catalogue_quote_failed", notes=(*prepared.notes, note))
+    return replace(prepared, price_usd=q.usd, reserve_usd=q.usd, price_source="quoted")
+
+
 @dataclass
 class _Call:
     """Book-keeping of one call: timings, ids, what the server told us."""
@@ -389,6 +401,8 @@ class WaveSpeedEditProvider:
         self._uploads = UploadCache()
         #: model id → the fastest inference (s) the server reported for it (PollSchedule.learn_first_delay)
         self._fastest_s: dict[str, float] = {}
+        #: quote_key → the pricing API's answer (set by :meth:`quote_prices`; used by :meth:`prepare`)
+        self.price_quotes: dict[str, Quote] = {}
 
     def __repr__(self) -> str:
         return (
@@ -400,9 +414,24 @@ class WaveSpeedEditProvider:
     def prepare(self, request: EditRequest) -> PreparedRequest:
         """``prepare_json_request`` plus the sync/base64 flags where enabled and listed for the model."""
         m = request.model
-        return _with_flags(
-            prepare_json_request(request), m.sync_mode, m.base64_output, self.sync_mode, self.base64_output
-        )
+        prepared = prepare_json_request(request)
+        if self.price_quotes:
+            prepared = _with_quote(prepared, self.price_quotes.get(quote_key(m.id, prepared.params)))
+        return _with_flags(prepared, m.sync_mode, m.base64_output, self.sync_mode, self.base64_output)
+
+    def quote_prices(self, prepared: Iterable[PreparedRequest]) -> dict[str, Quote]:
+        """Ask ``POST /api/v3/model/pricing`` once per distinct (model, parameters) of ``prepared``.
+
+        Blocking (call it off the event loop). Later :meth:`prepare` calls use the quotes for the price,
+        the budget reservation and the recorded cost (``price_source = "quoted"``, ``cost_source =
+        "quoted"``); a failed quote leaves the catalogue price, says so in the request's notes and marks
+        ``price_source = "catalogue_quote_failed"``. Returns the quotes (also kept in :attr:`price_quotes`).
+        """
+        wanted = [(p.model_id, p.endpoint, p.params) for p in prepared if p.provider == self.name]
+        with WaveSpeedCatalogClient(base_url=self.base_url, api_key=self._api_key) as client:
+            quotes = quote_requests(client, wanted)
+        self.price_quotes.update(quotes)
+        return quotes
 
     def build_body(
         self, request: EditRequest, image_encoder: Callable[[InputImage], Any] = InputImage.data_uri
@@ -722,7 +751,9 @@ class WaveSpeedEditProvider:
                 if isinstance(env_code, int) and 400 <= env_code < 500:
                     # HTTP 200 carrying a 4xx envelope: the API refused the request (nothing was created)
                     cat = (
-                        Category.AUTH
+                        Category.BALANCE
+                        if is_balance_refusal(env_code, server_message(resp, [key]))
+                        else Category.AUTH
                         if env_code in (401, 403)
                         else Category.RATE_LIMIT
                         if env_code == 429
@@ -948,7 +979,8 @@ class WaveSpeedEditProvider:
             )
         self._learn(call.model_id, call.latency.inference_ms, call)
         price = call.prepared.price_usd
-        paid = {"cost_usd": price, "cost_source": "list_price" if price is not None else "unknown"}
+        source = "quoted" if call.prepared.price_source == "quoted" else "list_price"
+        paid = {"cost_usd": price, "cost_source": source if price is not None else "unknown"}
         outputs = data.get("outputs")
         first = outputs[0] if isinstance(outputs, list) and outputs else None
         if isinstance(first, dict):

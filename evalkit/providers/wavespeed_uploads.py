@@ -99,6 +99,7 @@ async def upload_media(
             or not isinstance(instr, dict)
             or str(instr.get("method", "")).upper() != "PUT"
             or not isinstance(instr.get("url"), str)
+            or not isinstance(data, dict)
             or not isinstance(data.get("download_url"), str)
         ):
             raise ProviderError(

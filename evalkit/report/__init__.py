@@ -49,6 +49,7 @@ from evalkit.report.sections import (
     split_ids,
     strip_cases,
     styled,
+    trust_html,
 )
 
 __all__ = [
@@ -87,5 +88,6 @@ __all__ = [
     "split_ids",
     "strip_cases",
     "styled",
+    "trust_html",
     "write_tables",
 ]

@@ -162,7 +162,7 @@ def _draw_front(
         handletextpad=0.2,
         columnspacing=0.8,
     )
-    reasons = []
+    reasons: list[str] = []
     for col in (x, y):
         names = df.loc[df[col].isna(), label].astype(str).tolist()
         names = [n for n in names if not any(n in r for r in reasons)]
@@ -512,8 +512,8 @@ def comparison_grid(
         x0, y0 = col * cell_w + pad // 2, head_h + row * cell_h
         if path is None:
             return
-        with Image.open(_as_bytes_io(cached_thumbnail(path, thumb_px))) as im:
-            im = im.convert("RGB")
+        with Image.open(_as_bytes_io(cached_thumbnail(path, thumb_px))) as opened:
+            im = opened.convert("RGB")
             canvas.paste(im, (x0 + (thumb_px - im.width) // 2, y0 + (thumb_px - im.height) // 2))
 
     texts.append((cell_w / 2, head_h - 4, "source", {"weight": "bold"}))

@@ -639,3 +639,11 @@ __all__ = [
     "failures_html",
     "grid_thumb_px",
 ]
+
+
+def trust_html(data: ReportData) -> str:
+    """ "How far to trust the quality column": judge, preset, prompt version, unscored reasons, agreement
+    with the run's human scores (with intervals), swap consistency and warnings (:mod:`evalkit.report.trust`)."""
+    from evalkit.report.trust import quality_trust_html
+
+    return quality_trust_html(data.ws, data.run_id, data.quality, simulated=data.simulated)

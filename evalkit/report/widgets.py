@@ -50,6 +50,25 @@ def _source_path(ws: Workspace, cases: pd.DataFrame, case_id: str) -> str | None
     return str(p) if p else None
 
 
+def _source_thumbs(ws: Workspace, cases: pd.DataFrame, case_id: str, px: int) -> list[bytes]:
+    """A thumbnail of EVERY input image of a case, in order (multi-image cases have several)."""
+    rows = cases.loc[cases["case_id"] == case_id, "input_sha256"]
+    shas = rows.iloc[0] if len(rows) else []
+    out = []
+    for sha in shas or []:
+        path = ws.find_blob(sha)
+        out.append(cached_thumbnail(str(path), px) if path else b"")
+    return out
+
+
+def _show_sources(first: widgets.Image, more: widgets.Box, thumbs: list[bytes], px: int) -> None:
+    """The first input in ``first``, every further input as its own image in ``more``."""
+    first.value = thumbs[0] if thumbs else b""
+    more.children = tuple(
+        widgets.Image(value=t, format="jpeg", layout=widgets.Layout(width=f"{px}px")) for t in thumbs[1:]
+    )
+
+
 def before_after(source: Image.Image, output: Image.Image, split_pct: int, max_side: int = COMPARE_PX) -> bytes:
     """JPEG of the output with the source pasted over its left ``split_pct`` % (the source is scaled to
     the output's size), and a divider line: drag the split to wipe between before and after."""
@@ -103,6 +122,7 @@ class Explorer:
         self.case = widgets.Dropdown(description="case", layout=widgets.Layout(width="420px"))
         self.prompt = widgets.HTML()
         self.source_image = widgets.Image(format="jpeg", layout=widgets.Layout(width=f"{thumb_px}px"))
+        self.more_sources = widgets.VBox()  # the 2nd, 3rd… input of a multi-image case
         self.source_enlarge = widgets.Button(description="enlarge", tooltip="show the source full size")
         self.source_enlarge.on_click(lambda _b: self.enlarge(None))
         self.images: dict[str, widgets.Image] = {}
@@ -110,7 +130,7 @@ class Explorer:
         self.enlarge_buttons: dict[str, widgets.Button] = {}
         tiles = [
             widgets.VBox(
-                [widgets.HTML("<b>source</b>"), self.source_image, self.prompt, self.source_enlarge],
+                [widgets.HTML("<b>source</b>"), self.source_image, self.more_sources, self.prompt, self.source_enlarge],
                 layout=widgets.Layout(width=f"{thumb_px + 16}px"),
             )
         ]
@@ -171,6 +191,11 @@ class Explorer:
             self.case.value = ids[0]
         self._show_case()
 
+    @property
+    def source_images(self) -> list[bytes]:
+        """The thumbnails shown for the case's inputs (every one of a multi-image case)."""
+        return [self.source_image.value, *(w.value for w in self.more_sources.children)]
+
     def cell(self, model_id: str) -> pd.Series:
         rows = self.cells[(self.cells["case_id"] == self.case.value) & (self.cells["model_id"] == model_id)]
         return rows.iloc[0]
@@ -178,7 +203,7 @@ class Explorer:
     def _show_case(self) -> None:
         case_id = self.case.value
         if case_id is None:  # the filters match no case
-            self.source_image.value = b""
+            _show_sources(self.source_image, self.more_sources, [], self.thumb_px)
             self.prompt.value = "<small>no case matches these filters</small>"
             for m in self.models:
                 self.images[m].value = b""
@@ -187,8 +212,10 @@ class Explorer:
             self.compare_model.options = []
             self._show_compare()
             return
-        src = _source_path(self.ws, self.case_frame, case_id)
-        self.source_image.value = cached_thumbnail(src, self.thumb_px) if src else b""
+        _show_sources(
+            self.source_image, self.more_sources, _source_thumbs(self.ws, self.case_frame, case_id, self.thumb_px),
+            self.thumb_px,
+        )  # fmt: skip
         row = self.case_frame[self.case_frame["case_id"] == case_id].iloc[0]
         self.prompt.value = (
             f"<small>{_esc(case_id)} · {_esc(row['operation'])}"
@@ -290,7 +317,17 @@ class Rater:
     the text box is the keyboard path: click into it once, then type ``a`` / ``b`` / ``t`` / ``x``
     — each key records a vote and clears the box. ``target`` (default: 3 votes per model pair, at
     most 300) only drives the progress bar; rating can go on past it.
+
+    ``mode="score"`` gives a :class:`ScoreRater` instead (one output at a time, scored on ImagenHub's
+    SC/PR scale or 1–5 scales): ``Rater(ws, run_id, "ana", mode="score", scale="imagenhub")``.
     """
+
+    def __new__(cls, ws: Workspace, run_id: str, rater: str = "anonymous", *, mode: str = "pair", **kw: Any) -> Any:
+        if mode == "score":
+            return ScoreRater(ws, run_id, rater, **kw)
+        if mode != "pair":
+            raise InvalidInputError(f"Rater mode must be 'pair' or 'score', got {mode!r}")
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -298,6 +335,7 @@ class Rater:
         run_id: str,
         rater: str = "anonymous",
         *,
+        mode: str = "pair",
         target: int | None = None,
         seed: int = 0,
         thumb_px: int = 384,
@@ -329,6 +367,7 @@ class Rater:
         self.progress_label = widgets.Label()
         self.instruction = widgets.HTML()
         self.source_image = widgets.Image(format="jpeg", layout=widgets.Layout(width=f"{thumb_px}px"))
+        self.more_sources = widgets.VBox()  # the 2nd, 3rd… input of a multi-image case
         self.image_a = widgets.Image(format="jpeg", layout=widgets.Layout(width=f"{thumb_px}px"))
         self.image_b = widgets.Image(format="jpeg", layout=widgets.Layout(width=f"{thumb_px}px"))
         self.button_a = widgets.Button(description="A is better [a]", tooltip="key: a")
@@ -355,7 +394,7 @@ class Rater:
                 self.instruction,
                 widgets.HBox(
                     [
-                        widgets.VBox([widgets.HTML("<b>source</b>"), self.source_image], layout=col),
+                        widgets.VBox([widgets.HTML("<b>source</b>"), self.source_image, self.more_sources], layout=col),
                         widgets.VBox([widgets.HTML("<b>A</b>"), self.image_a], layout=col),
                         widgets.VBox([widgets.HTML("<b>B</b>"), self.image_b], layout=col),
                     ]
@@ -410,8 +449,8 @@ class Rater:
         prompt = self.case_frame.loc[self.case_frame["case_id"] == case_id, "prompt"]
         text = str(prompt.iloc[0]) if len(prompt) and prompt.iloc[0] else "(no instruction)"
         self.instruction.value = f"<b>Instruction:</b> {_esc(text)}<br><small>Which edit follows it better?</small>"
-        src = _source_path(self.ws, self.case_frame, case_id)
-        self.source_image.value = cached_thumbnail(src, self.thumb_px) if src else b""
+        thumbs = _source_thumbs(self.ws, self.case_frame, case_id, self.thumb_px)
+        _show_sources(self.source_image, self.more_sources, thumbs, self.thumb_px)
         self.image_a.value = cached_thumbnail(self._path(self.current.call_left), self.thumb_px)
         self.image_b.value = cached_thumbnail(self._path(self.current.call_right), self.thumb_px)
         self._set_enabled(True)
@@ -469,7 +508,202 @@ class Rater:
         self.instruction.value = f"<b>{_esc(message)}</b>"
         for img in (self.source_image, self.image_a, self.image_b):
             img.value = b""
+        self.more_sources.children = ()
         self._set_enabled(False)
 
+    @property
+    def source_images(self) -> list[bytes]:
+        """The thumbnails shown for the case's inputs (every one of a multi-image case)."""
+        return [self.source_image.value, *(w.value for w in self.more_sources.children)]
 
-__all__ = ["Explorer", "Rater", "ShownPair", "before_after"]
+
+# -- scoring one output at a time ------------------------------------------------------------------------
+
+#: the scoring mode's scales: (stored column, label, allowed values). ``imagenhub`` is ImagenHub's human
+#: protocol (docs/Guidelines/humaneval.md: SC and PR each 0, 0.5 or 1; overall = sqrt(SC·PR)).
+SCORE_SCALES: dict[str, list[tuple[str, str, tuple[float, ...]]]] = {
+    "imagenhub": [
+        ("instruction", "SC — the edit does what the instruction asks (0 no · 0.5 partly · 1 yes)", (0, 0.5, 1)),
+        ("quality", "PR — the result looks natural, without artifacts (0 no · 0.5 partly · 1 yes)", (0, 0.5, 1)),
+    ],
+    "1-5": [
+        ("instruction", "instruction followed (1 not at all … 5 perfectly)", (1, 2, 3, 4, 5)),
+        ("preservation", "the rest of the image preserved (1 changed … 5 untouched)", (1, 2, 3, 4, 5)),
+        ("quality", "visual quality (1 broken … 5 flawless)", (1, 2, 3, 4, 5)),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class ShownOutput:
+    """What a scoring rater sees: one output (model hidden) and the call behind it."""
+
+    case_id: str
+    call_id: str
+    model_id: str
+
+
+class ScoreRater:
+    """Blind scoring of single outputs, stored per rater with ``ws.add_rating(kind="single", scale=…)``.
+
+    The next output is one this rater has not scored yet, among those with the fewest scores from
+    anyone (seeded order among equals), so a few raters cover the outputs evenly and overlap where they
+    meet. The case's instruction and EVERY input image are shown, then the output; the model is never
+    named. Pick a value per dimension (toggle buttons), then "Save" (enabled once all are set) or
+    "Skip". ``evalkit agreement`` / :func:`evalkit.scoring.agreement.run_agreement` compares these scores
+    with the judge's.
+    """
+
+    def __init__(
+        self,
+        ws: Workspace,
+        run_id: str,
+        rater: str = "anonymous",
+        *,
+        scale: str = "imagenhub",
+        target: int | None = None,
+        seed: int = 0,
+        thumb_px: int = 384,
+        source: str = "human",
+    ):
+        if not isinstance(rater, str) or not rater.strip():
+            raise InvalidInputError(
+                "rater must be a non-empty name", hint='e.g. Rater(ws, run_id, "ana", mode="score")'
+            )
+        if scale not in SCORE_SCALES:
+            raise InvalidInputError(f"scale must be one of {', '.join(SCORE_SCALES)}, got {scale!r}")
+        self.ws, self.run_id, self.rater, self.scale = ws, run_id, rater.strip(), scale
+        self.seed, self.thumb_px, self.source = seed, thumb_px, source
+        calls = ws.calls(run_id)
+        done = calls[(calls["status"] == "completed") & calls["output_sha256"].notna()].sort_values("repeat")
+        done = done.drop_duplicates(["case_id", "model_id"])
+        self.outputs = [ShownOutput(r.case_id, r.call_id, r.model_id) for r in done.itertuples()]
+        rng = np.random.default_rng(seed)
+        self._order = {o.call_id: float(x) for o, x in zip(self.outputs, rng.random(len(self.outputs)), strict=True)}
+        self.case_frame = ws.cases(run_id)
+        self.target = int(target) if target is not None else len(self.outputs)
+        self.current: ShownOutput | None = None
+
+        self.progress = widgets.IntProgress(min=0, max=max(1, self.target), description="scored")
+        self.progress_label = widgets.Label()
+        self.instruction = widgets.HTML()
+        self.source_image = widgets.Image(format="jpeg", layout=widgets.Layout(width=f"{thumb_px}px"))
+        self.more_sources = widgets.VBox()
+        self.output_image = widgets.Image(format="jpeg", layout=widgets.Layout(width=f"{thumb_px}px"))
+        self.dimensions: dict[str, widgets.ToggleButtons] = {}
+        rows = []
+        for column, label, values in SCORE_SCALES[scale]:
+            buttons = widgets.ToggleButtons(options=[(f"{v:g}", v) for v in values], value=None)
+            buttons.observe(lambda _c: self._update_save(), "value")
+            self.dimensions[column] = buttons
+            rows.append(widgets.VBox([widgets.HTML(f"<b>{_esc(label)}</b>"), buttons]))
+        self.save_button = widgets.Button(description="Save", button_style="primary", disabled=True)
+        self.save_button.on_click(lambda _b: self.save())
+        self.skip_button = widgets.Button(description="Skip")
+        self.skip_button.on_click(lambda _b: self.skip())
+        self.status = widgets.HTML()
+        col = widgets.Layout(width=f"{thumb_px + 12}px")
+        self.widget = widgets.VBox(
+            [
+                _banner(bool(calls["simulated"].any()) or bool(ws.get_run(run_id).get("simulated"))),
+                widgets.HBox([self.progress, self.progress_label]),
+                self.instruction,
+                widgets.HBox(
+                    [
+                        widgets.VBox([widgets.HTML("<b>source</b>"), self.source_image, self.more_sources], layout=col),
+                        widgets.VBox([widgets.HTML("<b>edited</b>"), self.output_image], layout=col),
+                    ]
+                ),
+                *rows,
+                widgets.HBox([self.save_button, self.skip_button]),
+                self.status,
+            ]
+        )
+        self._skipped: set[str] = set()
+        self._update_progress()
+        self.next_output()
+
+    @property
+    def source_images(self) -> list[bytes]:
+        return [self.source_image.value, *(w.value for w in self.more_sources.children)]
+
+    def scores(self) -> pd.DataFrame:
+        """This run's single ratings from this source (all raters)."""
+        r = self.ws.ratings(self.run_id, source=self.source)
+        return r[r["kind"] == "single"]
+
+    def n_rated(self) -> int:
+        return int((self.scores()["rater"] == self.rater).sum())
+
+    def next_output(self) -> ShownOutput | None:
+        """Show the next output to score (None, with a message, when this rater has scored them all)."""
+        r = self.scores()
+        mine = set(r.loc[r["rater"] == self.rater, "call_id"])
+        counts = r["call_id"].value_counts()
+        todo = [o for o in self.outputs if o.call_id not in mine and o.call_id not in self._skipped]
+        for column in self.dimensions.values():
+            column.value = None
+        if not todo:
+            self.current = None
+            self.instruction.value = "<b>nothing left to score: every output has your score</b>"
+            for img in (self.source_image, self.output_image):
+                img.value = b""
+            self.more_sources.children = ()
+            self.save_button.disabled = self.skip_button.disabled = True
+            return None
+        self.current = min(todo, key=lambda o: (int(counts.get(o.call_id, 0)), self._order[o.call_id]))
+        case_id = self.current.case_id
+        prompt = self.case_frame.loc[self.case_frame["case_id"] == case_id, "prompt"]
+        text = str(prompt.iloc[0]) if len(prompt) and prompt.iloc[0] else "(no instruction)"
+        self.instruction.value = f"<b>Instruction:</b> {_esc(text)}<br><small>Score the edited image.</small>"
+        _show_sources(
+            self.source_image, self.more_sources, _source_thumbs(self.ws, self.case_frame, case_id, self.thumb_px),
+            self.thumb_px,
+        )  # fmt: skip
+        row = self.ws.get_call(self.current.call_id)
+        path = str(self.ws.blob_path(row["output_sha256"], row["output_ext"]))
+        self.output_image.value = cached_thumbnail(path, self.thumb_px)
+        self.skip_button.disabled = False
+        self._update_save()
+        return self.current
+
+    def _update_save(self) -> None:
+        self.save_button.disabled = self.current is None or any(b.value is None for b in self.dimensions.values())
+
+    def save(self) -> int | None:
+        """Store the chosen values for the shown output, then show the next one."""
+        out = self.current
+        if out is None:
+            return None
+        values = {column: b.value for column, b in self.dimensions.items()}
+        if any(v is None for v in values.values()):
+            missing = [c for c, v in values.items() if v is None]
+            raise InvalidInputError(f"choose a value for {', '.join(missing)} before saving")
+        rating_id = self.ws.add_rating(
+            run_id=self.run_id,
+            case_id=out.case_id,
+            rater=self.rater,
+            source=self.source,
+            kind="single",
+            call_id=out.call_id,
+            scale=self.scale,
+            detail=json.dumps({"ui": "evalkit.report.widgets.ScoreRater"}),
+            **values,
+        )
+        self.status.value = f"<small>saved score {self.n_rated()}</small>"
+        self._update_progress()
+        self.next_output()
+        return rating_id
+
+    def skip(self) -> None:
+        if self.current is not None:
+            self._skipped.add(self.current.call_id)
+        self.next_output()
+
+    def _update_progress(self) -> None:
+        n = self.n_rated()
+        self.progress.value = min(n, self.progress.max)
+        self.progress_label.value = f"{n} / {self.target} scored by {self.rater} ({self.scale} scale)"
+
+
+__all__ = ["Explorer", "Rater", "SCORE_SCALES", "ScoreRater", "ShownOutput", "ShownPair", "before_after"]

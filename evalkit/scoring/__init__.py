@@ -26,6 +26,7 @@ import pandas as pd
 
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.progress import progress_bar
+from evalkit.scoring.agreement import Agreement, Estimate, judge_human_agreement, run_agreement, swap_consistency
 from evalkit.store import CallStatus, Workspace
 
 #: below this many calls, scoring runs in-process (a worker pool costs ~1 s to start)
@@ -158,10 +159,15 @@ async def ajudge_score_run(
     budget_usd: float | None = None,
     pairs_per_case: int | None = None,
     progress: bool = True,
+    judge_preset: str | None = None,
+    swap_fraction: float = 0.0,
 ) -> Any:
     from evalkit.scoring.judge import Judge, JudgeConfig, judge_run
 
-    config = JudgeConfig.from_env(**dict(judge_overrides or {}))
+    overrides = dict(judge_overrides or {})
+    if judge_preset:
+        overrides.setdefault("preset", judge_preset)
+    config = JudgeConfig.from_env(**overrides)
     async with Judge(config) as judge:
         return await judge_run(
             ws,
@@ -172,6 +178,7 @@ async def ajudge_score_run(
             budget_usd=budget_usd,
             pairs_per_case=pairs_per_case,
             progress=progress,
+            swap_fraction=swap_fraction,
         )
 
 
@@ -188,8 +195,12 @@ async def ascore_run(
     pairs_per_case: int | None = None,
     workers: int | None = None,
     progress: bool = True,
+    judge_preset: str | None = None,
+    swap_fraction: float = 0.0,
 ) -> ScoreSummary:
-    """Async :func:`score_run` (for notebooks: ``await evalkit.scoring.ascore_run(...)``)."""
+    """Async :func:`score_run` (for notebooks: ``await evalkit.scoring.ascore_run(...)``).
+    ``judge_preset`` (or ``EVALKIT_JUDGE_PRESET``) pins the judge (:mod:`evalkit.scoring.judge.presets`);
+    ``swap_fraction`` asks that share of pairwise pairs in both orders (position-bias check)."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws, create=False)
     ws.get_run(run_id)  # a clear error for an unknown run
     if not (auto or judge or pairwise):
@@ -206,6 +217,7 @@ async def ascore_run(
             concurrency=concurrency,
             budget_usd=budget_usd,
             progress=progress,
+            judge_preset=judge_preset,
         )
     if pairwise:
         summary.pairwise = await ajudge_score_run(
@@ -217,6 +229,8 @@ async def ascore_run(
             budget_usd=budget_usd,
             pairs_per_case=pairs_per_case,
             progress=progress,
+            judge_preset=judge_preset,
+            swap_fraction=swap_fraction,
         )
     return summary
 
@@ -286,8 +300,13 @@ def agreement(ws: Workspace, run_id: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "Agreement",
+    "Estimate",
     "ScoreSummary",
     "agreement",
+    "judge_human_agreement",
+    "run_agreement",
+    "swap_consistency",
     "ascore_run",
     "auto_score_run",
     "rankings",

@@ -23,6 +23,9 @@ from evalkit.errors import InvalidInputError
 
 #: ridge penalty λ/2·Σθ² on the log-strengths (a N(0, 10²) prior): keeps a model with only wins finite.
 L2_PRIOR = 0.01
+#: GenAI-Arena's fit (sklearn LogisticRegression, C=1, features ±ln 10, every battle counted twice) is this
+#: model with penalty ½‖c‖² on c = θ/ln 10 over doubled data, i.e. λ = 1/(2·ln² 10) on θ with each vote once.
+GENAI_ARENA_L2 = 1.0 / (2.0 * math.log(10.0) ** 2)
 ELO_SCALE = 400.0 / math.log(10.0)
 ELO_BASE = 1000.0
 WINNERS = ("a", "b", "tie", "both_bad")
@@ -80,7 +83,13 @@ def normalise_votes(votes: pd.DataFrame, *, need: Sequence[str] = ()) -> pd.Data
 
 
 def bradley_terry(
-    comparisons: pd.DataFrame, *, n_bootstrap: int = 200, seed: int = 0, ci: float = 0.95
+    comparisons: pd.DataFrame,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    ci: float = 0.95,
+    both_bad: str = "drop",
+    l2: float = L2_PRIOR,
 ) -> pd.DataFrame:
     """Bradley–Terry strengths with bootstrap intervals, one row per model, best first.
 
@@ -90,7 +99,11 @@ def bradley_terry(
     needs an extra parameter per dataset; half-wins keep the numbers comparable with the arenas.
     **both_bad** votes say nothing about which model is better, so they are left out of the fit and
     only counted (column ``both_bad``; FastChat counts ``tie (bothbad)`` as a tie instead); a model
-    seen only in both_bad votes has no strength (NaN).
+    seen only in both_bad votes has no strength (NaN). ``both_bad="tie"`` follows the arena convention
+    instead: a both_bad vote is fitted as a tie (half a win each) and still counted in ``both_bad``.
+
+    ``l2`` is the ridge penalty (default :data:`L2_PRIOR`); :data:`GENAI_ARENA_L2` reproduces GenAI-Arena's
+    ``compute_elo_mle_with_tie`` (sklearn ``LogisticRegression(C=1)`` on every battle counted twice).
 
     The fit is the maximum of the log-likelihood minus ``L2_PRIOR``/2·Σθ² (a N(0, 10²) prior per
     log-strength, negligible next to tens of votes), which keeps a model with only wins or only
@@ -107,10 +120,17 @@ def bradley_terry(
         raise InvalidInputError(f"ci must be between 0 and 1, got {ci}")
     if n_bootstrap < 0:
         raise InvalidInputError(f"n_bootstrap must be ≥ 0, got {n_bootstrap}")
+    if both_bad not in ("drop", "tie"):
+        raise InvalidInputError(f"both_bad must be 'drop' or 'tie', got {both_bad!r}")
+    if not (isinstance(l2, (int, float)) and l2 > 0 and math.isfinite(l2)):
+        raise InvalidInputError(f"l2 must be a number > 0, got {l2!r}")
     df = normalise_votes(comparisons)
     models = sorted(set(df["model_a"]) | set(df["model_b"]))
     counts = _vote_counts(df, models)
-    decisive = df[df["winner"] != "both_bad"]
+    if both_bad == "tie":
+        decisive = df.assign(winner=df["winner"].replace("both_bad", "tie"))
+    else:
+        decisive = df[df["winner"] != "both_bad"]
     fitted = sorted(set(decisive["model_a"]) | set(decisive["model_b"]))
 
     result = counts.assign(strength=np.nan, ci_low=np.nan, ci_high=np.nan)
@@ -120,10 +140,10 @@ def bradley_terry(
         ib = decisive["model_b"].map(index).to_numpy()
         score_a = decisive["winner"].map({"a": 1.0, "b": 0.0, "tie": 0.5}).to_numpy()
         k = len(fitted)
-        theta = _fit(_win_matrix(ia, ib, score_a, np.ones(len(ia)), k))
+        theta = _fit(_win_matrix(ia, ib, score_a, np.ones(len(ia)), k), l2=l2)
         result.loc[fitted, "strength"] = theta
         if n_bootstrap > 0:
-            boot = _bootstrap(ia, ib, score_a, decisive.get("case_id"), k, n_bootstrap, seed, theta)
+            boot = _bootstrap(ia, ib, score_a, decisive.get("case_id"), k, n_bootstrap, seed, theta, l2)
             alpha = (1.0 - ci) / 2.0
             result.loc[fitted, "ci_low"] = np.quantile(boot, alpha, axis=0)
             result.loc[fitted, "ci_high"] = np.quantile(boot, 1.0 - alpha, axis=0)
@@ -136,7 +156,7 @@ def bradley_terry(
     result = result.sort_values(["strength", "model"], ascending=[False, True], na_position="last")
     result = result[RESULT_COLUMNS].reset_index(drop=True)
     result.attrs.update(
-        method="bradley_terry", ties="half a win each", l2_prior=L2_PRIOR, ci=ci,
+        method="bradley_terry", ties="half a win each", l2_prior=l2, both_bad=both_bad, ci=ci,
         n_bootstrap=n_bootstrap, resampled="cases" if "case_id" in df.columns else "votes", seed=seed,
     )  # fmt: skip
     return result
@@ -171,22 +191,22 @@ def _win_matrix(ia: np.ndarray, ib: np.ndarray, score_a: np.ndarray, weight: np.
     return w.reshape(k, k)
 
 
-def _fit(wins: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+def _fit(wins: np.ndarray, start: np.ndarray | None = None, l2: float = L2_PRIOR) -> np.ndarray:
     """Mean-centred MAP log-strengths for a win matrix (convex: Newton trust region converges fast)."""
     k = wins.shape[0]
     games = wins + wins.T
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         d = theta[:, None] - theta[None, :]
-        nll = -float(np.sum(wins * log_expit(d))) + 0.5 * L2_PRIOR * float(theta @ theta)
-        grad = -(wins - games * expit(d)).sum(axis=1) + L2_PRIOR * theta
+        nll = -float(np.sum(wins * log_expit(d))) + 0.5 * l2 * float(theta @ theta)
+        grad = -(wins - games * expit(d)).sum(axis=1) + l2 * theta
         return nll, grad
 
     def hessian(theta: np.ndarray) -> np.ndarray:
         p = expit(theta[:, None] - theta[None, :])
         c = games * p * (1.0 - p)
         h = -c
-        h[np.diag_indices(k)] = c.sum(axis=1) - np.diag(c) + L2_PRIOR
+        h[np.diag_indices(k)] = c.sum(axis=1) - np.diag(c) + l2
         return h
 
     x0 = np.zeros(k) if start is None else start
@@ -204,6 +224,7 @@ def _bootstrap(
     n_bootstrap: int,
     seed: int,
     start: np.ndarray,
+    l2: float = L2_PRIOR,
 ) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = len(ia)
@@ -215,7 +236,7 @@ def _bootstrap(
     out = np.empty((n_bootstrap, k))
     for b in range(n_bootstrap):
         unit_weight = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units).astype(float)
-        out[b] = _fit(_win_matrix(ia, ib, score_a, unit_weight[codes], k), start)
+        out[b] = _fit(_win_matrix(ia, ib, score_a, unit_weight[codes], k), start, l2)
     return out
 
 

@@ -371,7 +371,7 @@ def _zoom_out(src: PreparedSource, out: np.ndarray) -> list[Metric]:
         if spread is None:
             widths = best[1] * step ** np.linspace(-0.6, 0.6, 9) * size[0]
         else:
-            widths = np.arange(-spread, spread + 1) + best[3][0] * r
+            widths = (np.arange(-spread, spread + 1) + best[3][0] * r).astype(np.float64)
         near = (int(round(best[2][0] * r)), int(round(best[2][1] * r)), int(math.ceil(2 * r)) + 2)
         found = _best_match(image, src, src_aspect, widths, near=near)
         if found is None:

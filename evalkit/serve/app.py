@@ -63,7 +63,13 @@ from starlette.staticfiles import StaticFiles
 
 from evalkit.catalog import Catalog, normalise_operation
 from evalkit.credentials import redact
-from evalkit.decide.routing import TierDefaults, TierDefaultsError, load_tier_defaults, plan_route
+from evalkit.decide.routing import (
+    TierDefaults,
+    TierDefaultsError,
+    alternative_eligibility,
+    load_tier_defaults,
+    plan_route,
+)
 from evalkit.errors import Category, EvalkitError, ImageError, InvalidInputError
 from evalkit.images import InputImage, load_image
 
@@ -430,13 +436,7 @@ def models_listing(defaults: TierDefaults, catalog: Catalog, tier: str | None, a
                 )
             for alt in d.get("alternatives") or []:
                 why = str(alt.get("rationale") or "")
-                eligibility = alt.get("eligibility") or (
-                    "excluded"
-                    if why.startswith("excluded")
-                    else "insufficient_evidence"
-                    if why.startswith("meets the constraints but")
-                    else "eligible"
-                )
+                eligibility = alternative_eligibility(alt)
                 models.append(
                     {
                         "model": alt.get("model"),

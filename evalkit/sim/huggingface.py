@@ -77,7 +77,10 @@ class HuggingFaceSim(ScriptedSim):
     ):
         super().__init__(
             HUGGINGFACE_FAULTS,
-            [Route("/models/{model_id:path}", self._infer, methods=["POST"])],
+            [
+                Route("/models/{model_id:path}", self._infer, methods=["POST"]),
+                Route("/api/whoami-v2", self._whoami, methods=["GET"]),
+            ],
             time_scale=time_scale,
             fixed_latency_ms=fixed_latency_ms,
         )
@@ -92,6 +95,17 @@ class HuggingFaceSim(ScriptedSim):
         with self._lock:
             self.requests.clear()
             self.generations.clear()
+
+    async def _whoami(self, request: Request) -> Response:
+        """``GET /api/whoami-v2``: who the token belongs to (the hub's token check; no balance is published)."""
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer ") or auth[7:] != self.token:
+            return JSONResponse(
+                {"error": "Invalid credentials in Authorization header"}, 401, headers={SIMULATED_HEADER: "1"}
+            )
+        return JSONResponse(
+            {"type": "user", "name": "evalkit-sim", "canPay": False, "simulated": True}, headers={SIMULATED_HEADER: "1"}
+        )
 
     async def _infer(self, request: Request) -> Response:
         model = request.path_params["model_id"]

@@ -196,8 +196,7 @@ class JudgeSim:
         if scripted is None:
             if self.latency_ms:
                 await asyncio.sleep(self.latency_ms / 1000.0)
-            content = json.dumps(simulated_reply(rec.text, rec.images))
-            return self._completion(rec, body, content, "stop", None, _UNSET)
+            return self._completion(rec, body, json.dumps(simulated_reply(rec.text, rec.images)), "stop", None, _UNSET)
         if isinstance(scripted, str):
             return self._completion(rec, body, scripted, "stop", None, _UNSET)
         if scripted.get("delay_s"):
@@ -223,7 +222,7 @@ class JudgeSim:
             err.update(scripted.get("error") or {})
             return JSONResponse({"error": err}, status_code=status, headers={**headers, **SIM_HEADERS})
         finish = scripted.get("finish_reason", "stop")
-        content = scripted.get("content")
+        content: str | None = scripted.get("content")
         if "content" not in scripted and finish != "content_filter":
             content = json.dumps(simulated_reply(rec.text, rec.images))
         return self._completion(

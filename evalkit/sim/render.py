@@ -23,7 +23,7 @@ def _unit(*parts: object) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # very old Pillow
@@ -105,7 +105,9 @@ def render_simulated(
 
 def _fill_colour(img: Image.Image) -> tuple[int, int, int]:
     small = img.resize((1, 1), Image.Resampling.BOX)
-    return tuple(small.getpixel((0, 0)))[:3]  # type: ignore[return-value]
+    px = small.convert("RGB").getpixel((0, 0))
+    assert isinstance(px, tuple)
+    return (int(px[0]), int(px[1]), int(px[2]))
 
 
 def _hue_rgb(h: float) -> tuple[float, float, float]:

@@ -111,7 +111,7 @@ def start_in_thread(app, host: str = "127.0.0.1", port: int = 0, startup_timeout
     sock.bind((host, port))
     real_port = sock.getsockname()[1]
     server = uvicorn.Server(_config(app, host, real_port))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  (not the main thread)
+    setattr(server, "install_signal_handlers", lambda: None)  # noqa: B010 — not the main thread; newer uvicorn lacks it
 
     def run() -> None:
         loop = asyncio.new_event_loop()

@@ -71,13 +71,16 @@ class EditEndpoint:
 
 
 _COMMON = ("seed", "output_format")
+#: credits billed per success. No official table after Stability's Aug-2025 change: erase, inpaint and
+#: search-and-replace (5) and relight (8) are implied by a reseller's prices; the rest keep the pre-Aug-2025
+#: snapshot (shared/reference/wavespeed-models-2026.md §3). A simulator parameter, like the catalogue's.
 ENDPOINTS: dict[str, EditEndpoint] = {
     e.name: e
     for e in (
-        EditEndpoint("erase", 3, ("image",), ("mask", "grow_mask", *_COMMON), render_mode="inpaint"),
+        EditEndpoint("erase", 5, ("image",), ("mask", "grow_mask", *_COMMON), render_mode="inpaint"),
         EditEndpoint(
             "inpaint",
-            3,
+            5,
             ("image", "prompt"),
             ("mask", "negative_prompt", "grow_mask", "style_preset", *_COMMON),
             render_mode="inpaint",
@@ -91,7 +94,7 @@ ENDPOINTS: dict[str, EditEndpoint] = {
         ),
         EditEndpoint(
             "search-and-replace",
-            4,
+            5,
             ("image", "prompt", "search_prompt"),
             ("negative_prompt", "grow_mask", "style_preset", *_COMMON),
         ),
@@ -184,17 +187,21 @@ class StabilitySim(ScriptedSim):
         relight_polls_before_done: int = 1,
         time_scale: float = 0.0,
         fixed_latency_ms: float | None = None,
+        balance_credits: float | None = None,
     ):
         super().__init__(
             STABILITY_FAULTS,
             [
                 Route("/v2beta/stable-image/edit/{op}", self._edit, methods=["POST"]),
                 Route("/v2beta/results/{generation_id}", self._result, methods=["GET"]),
+                Route("/v1/user/balance", self._balance, methods=["GET"]),
             ],
             time_scale=time_scale,
             fixed_latency_ms=fixed_latency_ms,
         )
         self.api_key = api_key
+        #: the account's credits before anything was charged (None: unlimited; 1 credit = US$0.01)
+        self.balance_credits = balance_credits
         self.relight_polls_before_done = relight_polls_before_done
         self.ledger: list[LedgerEntry] = []
         self.requests: list[ReceivedRequest] = []
@@ -214,6 +221,24 @@ class StabilitySim(ScriptedSim):
     @property
     def total_credits(self) -> int:
         return sum(e.credits for e in self.ledger)
+
+    @property
+    def available_credits(self) -> float:
+        """Credits left: the balance minus what was charged (an unlimited account reports 100,000 minus it)."""
+        total = 100_000.0 if self.balance_credits is None else self.balance_credits
+        return total - self.total_credits
+
+    def top_up(self, credits: float) -> None:
+        if self.balance_credits is not None:
+            self.balance_credits += credits
+
+    async def _balance(self, request: Request) -> Response:
+        """``GET /v1/user/balance`` → ``{"credits": n}`` (Stability's v1 user API)."""
+        try:
+            self._check_key(request)
+        except _Rejected as exc:
+            return _error(exc)
+        return _json({"credits": self.available_credits})
 
     @property
     def total_usd(self) -> float:
@@ -241,6 +266,13 @@ class StabilitySim(ScriptedSim):
             self.requests.append(received)
             await self._request_faults(op)
             images = self._validate(endpoint, received)
+            if self.balance_credits is not None and endpoint.credits > self.available_credits:
+                raise _Rejected(
+                    402,
+                    "payment_required",
+                    f"insufficient credits: this request costs {endpoint.credits} credits, "
+                    f"the account holds {max(0.0, self.available_credits):g} (simulated)",
+                )
             slow = self.faults.draw("response", op)
             delay_s = (slow.delay_s if slow is not None else 0.0) + (
                 0.0 if endpoint.is_async else self.latency_s(endpoint)

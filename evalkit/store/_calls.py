@@ -32,8 +32,8 @@ class CallsMixin(RunsMixin):
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO calls(call_id, run_id, case_id, model_id, provider, operation, category, "
                     "repeat, seed, fingerprint, status, reason, created_at, price_usd, reserved_usd, requested_width, "
-                    "requested_height, params, notes) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "requested_height, params, notes, price_source) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         r["call_id"],
                         r["run_id"],
@@ -54,17 +54,30 @@ class CallsMixin(RunsMixin):
                         r.get("requested_height"),
                         json.dumps(r.get("params")) if r.get("params") is not None else None,
                         json.dumps(list(r.get("notes") or [])),
+                        r.get("price_source"),
                     ),
                 )
                 n += cur.rowcount
         return n
 
-    def mark_submitting(self, call_id: str, *, reserved_usd: float, fingerprint: str | None = None) -> None:
-        """Recorded before the request goes out: a crash after this point is never blindly re-sent."""
+    def mark_submitting(
+        self,
+        call_id: str,
+        *,
+        reserved_usd: float,
+        fingerprint: str | None = None,
+        price_usd: float | None = None,
+        price_source: str | None = None,
+    ) -> None:
+        """Recorded before the request goes out: a crash after this point is never blindly re-sent.
+
+        ``price_usd``/``price_source``, when given, replace the planned price (a resumed run may have
+        quoted it since)."""
         self._execute(
             "UPDATE calls SET status = ?, submitting_at = ?, reserved_usd = ?, attempt = attempt + 1, "
-            "fingerprint = COALESCE(?, fingerprint) WHERE call_id = ?",
-            (CallStatus.SUBMITTING, utcnow(), reserved_usd, fingerprint, call_id),
+            "fingerprint = COALESCE(?, fingerprint), price_usd = COALESCE(?, price_usd), "
+            "price_source = COALESCE(?, price_source) WHERE call_id = ?",
+            (CallStatus.SUBMITTING, utcnow(), reserved_usd, fingerprint, price_usd, price_source, call_id),
         )
 
     def record_sent_body(self, call_id: str, compact_body: Any) -> None:

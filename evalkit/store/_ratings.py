@@ -7,6 +7,7 @@ import pandas as pd
 from evalkit.errors import InvalidInputError
 from evalkit.store._calls import CallsMixin
 from evalkit.store._db import utcnow
+from evalkit.store._schema import RATING_SCALES
 
 
 class RatingsMixin(CallsMixin):
@@ -24,10 +25,11 @@ class RatingsMixin(CallsMixin):
         call_right: str | None = None,
         choice: str | None = None,
         call_id: str | None = None,
-        instruction: int | None = None,
-        quality: int | None = None,
-        preservation: int | None = None,
+        instruction: float | None = None,
+        quality: float | None = None,
+        preservation: float | None = None,
         detail: str | None = None,
+        scale: str | None = None,
     ) -> int:
         if kind == "pair":
             if choice not in ("left", "right", "tie", "both_bad"):
@@ -37,9 +39,17 @@ class RatingsMixin(CallsMixin):
         elif kind == "single":
             if not call_id:
                 raise InvalidInputError("a single rating needs call_id")
+            scale = scale or "1-5"
+            if scale not in RATING_SCALES:
+                raise InvalidInputError(f"rating scale must be one of {', '.join(RATING_SCALES)}, got {scale!r}")
+            if scale == "imagenhub" and preservation is not None:
+                raise InvalidInputError("the imagenhub scale has SC (instruction) and PR (quality) only")
+            allowed = RATING_SCALES[scale]
             for name, v in (("instruction", instruction), ("quality", quality), ("preservation", preservation)):
-                if v is not None and not (isinstance(v, int) and 1 <= v <= 5):
-                    raise InvalidInputError(f"{name} must be an integer 1–5, got {v!r}")
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v in allowed
+                if v is not None and not (ok and (scale != "1-5" or isinstance(v, int))):
+                    want = "an integer 1–5" if scale == "1-5" else "0, 0.5 or 1 (ImagenHub's SC/PR)"
+                    raise InvalidInputError(f"{name} must be {want} on the {scale} scale, got {v!r}")
         else:
             raise InvalidInputError(f"rating kind must be pair or single, got {kind!r}")
         models = {}
@@ -51,8 +61,8 @@ class RatingsMixin(CallsMixin):
                 models[key] = row["model_id"]
         cur = self._execute(
             "INSERT INTO ratings(run_id, case_id, rater, source, kind, call_left, call_right, model_left, model_right, "
-            "choice, call_id, instruction, quality, preservation, detail, created_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "choice, call_id, instruction, quality, preservation, detail, created_at, scale) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 case_id,
@@ -70,6 +80,7 @@ class RatingsMixin(CallsMixin):
                 preservation,
                 detail,
                 utcnow(),
+                scale if kind == "single" else None,
             ),
         )
         assert cur.lastrowid is not None  # an INSERT into a rowid table
@@ -101,5 +112,6 @@ class RatingsMixin(CallsMixin):
                 "preservation",
                 "detail",
                 "created_at",
+                "scale",
             ],
         )

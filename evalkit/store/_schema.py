@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -150,19 +150,29 @@ _MIGRATIONS: list[str] = [
         source TEXT NOT NULL           -- generate_image_edit | run | judge
     );
     """,
-    # 1 → 2: the body each submit sent (compact: long strings as sha256), so an unknown outcome can be
+    # 1 → 2: single ratings say their scale: "1-5" (instruction/quality/preservation 1..5) or "imagenhub"
+    # (ImagenHub's protocol: SC in `instruction`, PR in `quality`, each 0, 0.5 or 1). NULL = "1-5".
+    "ALTER TABLE ratings ADD COLUMN scale TEXT",
+    # 2 → 3: where each call's price came from — catalogue | quoted (the provider's pricing API for exactly
+    # this request, `evalkit run --quote-prices`) | catalogue_quote_failed. NULL for calls planned before.
+    """
+    ALTER TABLE calls ADD COLUMN price_source TEXT
+    """,
+    # 3 → 4: the body each submit sent (compact: long strings as sha256), so an unknown outcome can be
     # recognised among the provider's predictions (evalkit.engine.reconcile)
     """
-    ALTER TABLE calls ADD COLUMN sent_body TEXT;
+    ALTER TABLE calls ADD COLUMN sent_body TEXT
     """,
 ]
+#: scales of single ratings and their allowed values
+RATING_SCALES = {"1-5": (1, 2, 3, 4, 5), "imagenhub": (0, 0.5, 1)}
 
 CALL_COLUMNS = (
     "call_id run_id case_id model_id provider operation category repeat seed fingerprint status reason prediction_id "
     "attempt created_at submitting_at submitted_at completed_at submit_ms queue_ms inference_ms download_ms total_ms "
     "price_usd reserved_usd cost_usd cost_source error_category error_message error_code output_sha256 output_ext "
     "width height format requested_width requested_height nsfw content_filtered input_resized simulated cached_from "
-    "params notes metadata sent_body"
+    "params notes metadata price_source sent_body"
 ).split()
 
 

@@ -13,7 +13,7 @@ Format (one ``[[case]]`` table per case; paths are relative to the suite folder)
     [[case]]
     id = "astronaut-background-beach"      # ^[a-z0-9][a-z0-9_-]{0,63}$
     operation = "general_edit"             # evalkit.catalog.spec.OPERATIONS (aliases: outpaint → zoom_out)
-    category = "background_change"         # CATEGORIES: GEdit-Bench's 11 + one per non-general operation
+    category = "background_change"         # optional, default: the operation (CATEGORIES: GEdit 11 + operations)
     prompt = "Replace the background with a sunny beach"   # omit only for PROMPTLESS_OPERATIONS
     language = "en"                        # default "en"
     images = ["images/astronaut.jpg"]      # 1..n
@@ -58,8 +58,16 @@ GEDIT_CATEGORIES = (
     "text_change",
     "tone_transfer",
 )
-#: categories for cases that are not free-form instruction edits (one per such operation).
-OPERATION_CATEGORIES = ("multi_image", "inpaint", "erase", "zoom_out", "character_reference", "remove_background")
+#: categories named after an operation: a case without a category gets its operation's (one per operation).
+OPERATION_CATEGORIES = (
+    "general_edit",
+    "multi_image",
+    "inpaint",
+    "erase",
+    "zoom_out",
+    "character_reference",
+    "remove_background",
+)
 CATEGORIES = GEDIT_CATEGORIES + OPERATION_CATEGORIES
 
 #: operations whose models take no prompt, so a case may omit it.
@@ -73,6 +81,8 @@ SUITE_FILE = "suite.toml"
 LICENCE_FILES = ("LICENSES.md", "LICENSES", "LICENSES.txt", "LICENSE.md", "LICENSE")
 #: extra folders holding suites, ``os.pathsep``-separated, searched before the bundled ones.
 SUITES_PATH_ENV = "EVALKIT_SUITES_PATH"
+#: folder (relative to the working directory) searched after $EVALKIT_SUITES_PATH; `suites import` writes here.
+LOCAL_SUITES_DIR = "suites"
 
 MAX_SUITE_FILE_BYTES = 1_000_000
 MAX_PROMPT_CHARS = 4000
@@ -83,7 +93,7 @@ _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # always used with fullmatch (n
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 _TOP_KEYS = ("name", "description", "version", "case")
 _CASE_KEYS = ("id", "operation", "category", "prompt", "language", "images", "mask", "target_size", "tags", "params")
-_REQUIRED_CASE_KEYS = ("id", "operation", "category", "images")
+_REQUIRED_CASE_KEYS = ("id", "operation", "images")
 
 
 @dataclass(frozen=True)
@@ -203,9 +213,11 @@ class SuiteInfo:
 
 
 def suite_dirs(search_paths: Sequence[str | os.PathLike] = ()) -> list[Path]:
-    """Folders searched for suites by name, in order: ``search_paths``, $EVALKIT_SUITES_PATH, bundled."""
+    """Folders searched for suites by name, in order: ``search_paths``, $EVALKIT_SUITES_PATH, ``./suites``
+    (where ``evalkit suites import`` writes by default), bundled."""
     dirs = [Path(p) for p in search_paths]
     dirs += [Path(p) for p in os.environ.get(SUITES_PATH_ENV, "").split(os.pathsep) if p]
+    dirs.append(Path.cwd() / LOCAL_SUITES_DIR)
     try:
         dirs.append(datasets_dir())
     except FileNotFoundError:
@@ -441,7 +453,7 @@ class _SuiteLoader:
         return EditCase(
             id=case_id,
             operation=operation,
-            category=category,
+            category=category if category is not None else operation,
             prompt=prompt,
             language=language,
             images=tuple(path for path, _ in images),
@@ -597,4 +609,6 @@ class _SuiteLoader:
 
 def _has_no_white(mask: InputImage) -> bool:
     gray = mask.to_pil().convert("L")
-    return gray.getextrema()[1] <= 127
+    low_high = gray.getextrema()
+    assert isinstance(low_high[1], (int, float))  # one band ("L")
+    return low_high[1] <= 127

@@ -17,6 +17,7 @@ What is stored
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 from collections import Counter
@@ -102,6 +103,7 @@ async def judge_run(
     seed: int = 0,
     progress: bool = True,
     retry_unscored: bool | Collection[str] = False,
+    swap_fraction: float = 0.0,
 ) -> JudgeSummary:
     """Judge every completed call of a run (``viescore``: scores via ``ws.put_scores``) or pairs of
     completed calls of different models per case (``pairwise``: ratings via ``ws.add_rating``).
@@ -112,7 +114,14 @@ async def judge_run(
     appears about equally often over the run (default: all pairs); ``seed`` drives that choice and the
     display order. ``retry_unscored`` re-requests cached unscored answers (True, or a set of reasons such
     as ``{"timeout"}``) — a deliberate decision to pay again.
+
+    ``swap_fraction`` (pairwise, 0–1): that share of pairs (seeded draw) is asked in both display orders,
+    each order with its own cache key. Both answers agree → that verdict; they differ (a flip, or a verdict
+    against a tie) → stored as a tie. The rating's ``detail`` holds ``swap_check`` = {consistent, choices,
+    verdicts}; :func:`evalkit.scoring.agreement.swap_consistency` gives the rate per judge.
     """
+    if not isinstance(swap_fraction, (int, float)) or not 0.0 <= swap_fraction <= 1.0:
+        raise InvalidInputError(f"swap_fraction must be within 0–1, got {swap_fraction!r}")
     if mode not in MODES:
         raise InvalidInputError(f"judge mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not isinstance(concurrency, int) or concurrency < 1:
@@ -125,6 +134,7 @@ async def judge_run(
     summary = JudgeSummary(run_id, mode, judge.config.version(mode), budget_usd=budget_usd)
     gate = _Gate(Budget(budget_usd))
     batch = _Batch(ws, run_id, judge, gate, summary, retry_unscored)
+    batch.swap_fraction = float(swap_fraction)
     if mode == "viescore":
         jobs = batch.viescore_jobs()
     else:
@@ -164,6 +174,7 @@ class _Batch:
         self.retry_unscored = retry_unscored
         self.cases = _case_table(ws, run_id)
         self._sources: dict[str, bytes] = {}
+        self.swap_fraction = 0.0
 
     def source(self, case_id: str) -> bytes:
         if case_id not in self._sources:
@@ -178,7 +189,7 @@ class _Batch:
 
     # -- viescore ------------------------------------------------------------------------------
     def viescore_jobs(self) -> list[Callable[[], Any]]:
-        return [lambda call=call: self._viescore_one(call) for call in self.completed_calls()]
+        return [functools.partial(self._viescore_one, call) for call in self.completed_calls()]
 
     async def _viescore_one(self, call: dict[str, Any]) -> None:
         case = self.cases.get(call["case_id"], {})
@@ -229,17 +240,22 @@ class _Batch:
             for model_a, model_b in pairs:
                 left, right = calls[model_a], calls[model_b]
                 left_first = rng.random() < 0.5  # drawn in a fixed order, whatever the concurrency
+                swap = self.swap_fraction > 0 and rng.random() < self.swap_fraction
                 if (case_id, left["call_id"], right["call_id"]) in existing:
                     self.summary.ratings_existing += 1
                     self.summary.scored += 1
                     continue
-                jobs.append(
-                    lambda c=case_id, lc=left, rc=right, lf=left_first: self._pairwise_one(c, lc, rc, lf, rater)
-                )
+                jobs.append(functools.partial(self._pairwise_one, case_id, left, right, left_first, rater, swap=swap))
         return jobs
 
     async def _pairwise_one(
-        self, case_id: str, left: dict[str, Any], right: dict[str, Any], left_first: bool, rater: str
+        self,
+        case_id: str,
+        left: dict[str, Any],
+        right: dict[str, Any],
+        left_first: bool,
+        rater: str,
+        swap: bool = False,
     ) -> None:
         case = self.cases.get(case_id, {})
         operation = case.get("operation") or left.get("operation") or "general_edit"
@@ -247,22 +263,42 @@ class _Batch:
         if not instruction:
             self._count("unscored", "no_instruction")
             return
+        swap_check = None
         try:
-            result = await self.judge._pairwise(
-                self.source(case_id),
-                self.ws.output_image(left["call_id"]),
-                self.ws.output_image(right["call_id"]),
-                instruction,
-                left_first=left_first,
-                cache=self.ws,
-                gate=self.gate,
-                retry_unscored=self.retry_unscored,
-            )
+            ask = [left_first, not left_first] if swap else [left_first]
+            results = [
+                await self.judge._pairwise(
+                    self.source(case_id),
+                    self.ws.output_image(left["call_id"]),
+                    self.ws.output_image(right["call_id"]),
+                    instruction,
+                    left_first=lf,
+                    cache=self.ws,
+                    gate=self.gate,
+                    retry_unscored=self.retry_unscored,
+                    ordered=swap,
+                )
+                for lf in ask
+            ]
         except (ImageError, WorkspaceError, InvalidInputError) as exc:
             reason = "bad_image" if isinstance(exc, ImageError) else "missing_image"
-            result = PairwiseResult("unscored", reason, detail=str(exc))
-        if result.reply is not None:
-            self._account([result.reply])
+            results = [PairwiseResult("unscored", reason, detail=str(exc))]
+        replies = [r.reply for r in results if r.reply is not None]
+        if replies:
+            self._account(replies)
+        failed = next((r for r in results if r.status != "scored"), None)
+        result = failed or results[0]
+        if swap and failed is None:
+            choices = [r.choice for r in results]
+            consistent = choices[0] == choices[1]
+            swap_check = {
+                "consistent": consistent,
+                "choices": choices,
+                "verdicts": [r.verdict for r in results],
+                "shown_first": [r.shown_first for r in results],
+            }
+            if not consistent:  # a verdict that depends on the display order says nothing: a tie
+                result = PairwiseResult("scored", None, choice="tie", shown_first="both", verdict="order-dependent")
         if result.reason == "budget":
             self.summary.skipped_budget += 1
             return
@@ -278,6 +314,9 @@ class _Batch:
             "cached": bool(result.reply and result.reply.cached),
             "instruction": instruction,
         }
+        if swap_check is not None:
+            detail["swap_check"] = swap_check
+            detail["keys"] = [r.reply.key if r.reply else None for r in results]
         self.ws.add_rating(
             run_id=self.run_id,
             case_id=case_id,

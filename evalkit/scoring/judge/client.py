@@ -93,6 +93,7 @@ from evalkit.scoring.judge.prompts import (
     OPERATION_INSTRUCTIONS,
     PAIRWISE_PROMPT,
     PAIRWISE_PROMPT_VERSION,
+    PROMPT_SETS,
     SC_OPERATIONS,
     SCORE_CONTRACT,
     VIESCORE_PQ_PROMPT,
@@ -320,7 +321,7 @@ class Judge:
         """sha256 of (judge model, prompt version, mode, image encoding, sampling settings, image
         hashes, instruction)."""
         c = self.config
-        prompt_version = VIESCORE_PROMPT_VERSION if mode.startswith("viescore") else PAIRWISE_PROMPT_VERSION
+        prompt_version = c.prompt_version("viescore" if mode.startswith("viescore") else "pairwise")
         payload = json.dumps(
             [c.model, prompt_version, mode, c.image_encoding, c.settings_tag(), list(image_sha256), instruction or ""],
             ensure_ascii=False,
@@ -339,6 +340,7 @@ class Judge:
         retry_unscored: bool | Collection[str],
     ) -> VIEScoreResult:
         instruction = (instruction or "").strip() or None
+        prompts = PROMPT_SETS[self.config.prompt_set]
         src_sha, edit_sha = hashlib.sha256(source).hexdigest(), hashlib.sha256(edited).hexdigest()
         # PQ sees the edited image resized to the source size, so the source is part of its key too.
         sc_key = self.cache_key("viescore_sc", [src_sha, edit_sha], instruction) if instruction else None
@@ -368,10 +370,10 @@ class Judge:
                 retry_unscored,
                 lambda: self._ask_images(
                     "viescore_sc",
-                    VIESCORE_SC_PROMPT.replace("<instruction>", instruction or ""),
+                    prompts.sc_prompt.replace("<instruction>", instruction or ""),
                     encoded,
                     "sc",
-                    SCORE_CONTRACT,
+                    prompts.contract,
                 ),
             )
         pq_reply = None
@@ -382,9 +384,9 @@ class Judge:
                 cache,
                 gate,
                 retry_unscored,
-                lambda: self._ask_images("viescore_pq", VIESCORE_PQ_PROMPT, encoded, "pq", SCORE_CONTRACT),
+                lambda: self._ask_images("viescore_pq", prompts.pq_prompt, encoded, "pq", prompts.contract),
             )
-        return _reduce_viescore(sc_reply, pq_reply, sc_applies=instruction is not None)
+        return _reduce_viescore(sc_reply, pq_reply, sc_applies=instruction is not None, divisor=prompts.divisor)
 
     async def _pairwise(
         self,
@@ -397,6 +399,7 @@ class Judge:
         cache: Workspace | None,
         gate: _Gate,
         retry_unscored: bool | Collection[str],
+        ordered: bool = False,
     ) -> PairwiseResult:
         instruction = (instruction or "").strip()
         if not instruction:
@@ -405,10 +408,15 @@ class Judge:
             )
         src_sha = hashlib.sha256(source).hexdigest()
         l_sha, r_sha = hashlib.sha256(left).hexdigest(), hashlib.sha256(right).hexdigest()
-        # The pair is unordered in the key: a re-run in the other display order reuses the answer.
-        key = self.cache_key("pairwise", [src_sha, *sorted((l_sha, r_sha))], instruction)
         first, second = (left, right) if left_first else (right, left)
         order = (hashlib.sha256(first).hexdigest(), hashlib.sha256(second).hexdigest())
+        # The pair is unordered in the key: a re-run in the other display order reuses the answer; a swap
+        # check (``ordered``) asks each display order on its own, so the order is part of its key.
+        key = (
+            self.cache_key("pairwise", [src_sha, "ordered", *order], instruction)
+            if ordered
+            else self.cache_key("pairwise", [src_sha, *sorted((l_sha, r_sha))], instruction)
+        )
         holder: dict[str, list[str]] = {}
 
         async def encoded() -> dict[str, list[str]]:
@@ -787,15 +795,17 @@ def _reply_from_cache(mode: str, key: str, record: Mapping[str, Any]) -> JudgeRe
     )
 
 
-def _reduce_viescore(sc_reply: JudgeReply | None, pq_reply: JudgeReply | None, *, sc_applies: bool) -> VIEScoreResult:
+def _reduce_viescore(
+    sc_reply: JudgeReply | None, pq_reply: JudgeReply | None, *, sc_applies: bool, divisor: float = 1.0
+) -> VIEScoreResult:
     """SC = min(SC scores), PQ = min(PQ scores), O = sqrt(SC × PQ) (GEdit-Bench / VIEScore). A part that
     was never asked (``None``: the budget stopped it) makes the item unscored with reason "budget"."""
     es = oe = nat = art = sc = pq = o = None
     if sc_reply is not None and sc_reply.status == "scored" and sc_reply.parsed:
-        es, oe = (float(v) for v in sc_reply.parsed["score"])
+        es, oe = (float(v) / divisor for v in sc_reply.parsed["score"])
         sc = min(es, oe)
     if pq_reply is not None and pq_reply.status == "scored" and pq_reply.parsed:
-        nat, art = (float(v) for v in pq_reply.parsed["score"])
+        nat, art = (float(v) / divisor for v in pq_reply.parsed["score"])
         pq = min(nat, art)
     if sc is not None and pq is not None:
         o = math.sqrt(sc * pq)

@@ -22,9 +22,10 @@ from evalkit.credentials import Secret, key_from_env
 from evalkit.errors import ImageError, InvalidInputError
 from evalkit.images import decode_output, encode, to_rgb
 from evalkit.providers.http import is_loopback_url
-from evalkit.scoring.judge.prompts import PAIRWISE_PROMPT_VERSION, VIESCORE_PROMPT_VERSION
+from evalkit.scoring.judge.presets import JUDGE_PRESETS, PINNED_IMAGE_ENCODING, JudgePreset, resolve_preset
+from evalkit.scoring.judge.prompts import PAIRWISE_PROMPT_VERSION, PROMPT_SETS
 
-DEFAULT_IMAGE_ENCODING = "jpeg-q90-max1024"
+DEFAULT_IMAGE_ENCODING = PINNED_IMAGE_ENCODING
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 #: What the budget holds back per request unless configured. Reasoning (an assumption, not a quote:
@@ -125,8 +126,13 @@ class JudgeConfig:
     usd_per_call_reserve: float = DEFAULT_USD_PER_CALL_RESERVE
     usd_per_1m_input_tokens: float | None = None
     usd_per_1m_output_tokens: float | None = None
+    prompt_set: str = "viescore"  # the pointwise prompts: viescore (GEdit-Bench) | editscore (see presets)
 
     def __post_init__(self) -> None:
+        if self.prompt_set not in PROMPT_SETS:
+            raise InvalidInputError(
+                f"unknown judge prompt set {self.prompt_set!r}", hint=f"use one of {', '.join(PROMPT_SETS)}"
+            )
         if isinstance(self.api_key, str):
             object.__setattr__(self, "api_key", Secret(self.api_key, "EVALKIT_JUDGE_API_KEY") if self.api_key else None)
         elif self.api_key is not None and not isinstance(self.api_key, Secret):
@@ -167,7 +173,12 @@ class JudgeConfig:
     @classmethod
     def from_env(cls, **overrides: Any) -> JudgeConfig:
         """From ``EVALKIT_JUDGE_BASE_URL`` (default OpenAI's), ``EVALKIT_JUDGE_MODEL`` (required) and
-        ``EVALKIT_JUDGE_API_KEY`` (required unless the base URL is loopback); keyword arguments win."""
+        ``EVALKIT_JUDGE_API_KEY`` (required unless the base URL is loopback); keyword arguments win.
+        ``preset=<name>`` (or ``EVALKIT_JUDGE_PRESET``) pins model, prompts, image encoding and sampling
+        from :data:`evalkit.scoring.judge.presets.JUDGE_PRESETS`: keyword arguments > preset > environment."""
+        preset = resolve_preset(overrides.pop("preset", None))
+        if preset is not None:
+            overrides = {**preset.settings(), **overrides}
         base_url = (
             overrides.pop("base_url", None) or os.environ.get("EVALKIT_JUDGE_BASE_URL", "").strip() or DEFAULT_BASE_URL
         )
@@ -203,7 +214,7 @@ class JudgeConfig:
     def prompt_version(self, mode: str = "viescore") -> str:
         if mode not in MODES:
             raise InvalidInputError(f"judge mode must be one of {', '.join(MODES)}, got {mode!r}")
-        return VIESCORE_PROMPT_VERSION if mode == "viescore" else PAIRWISE_PROMPT_VERSION
+        return PROMPT_SETS[self.prompt_set].version if mode == "viescore" else PAIRWISE_PROMPT_VERSION
 
     def version(self, mode: str = "viescore") -> str:
         """``<model>|<prompt version>|<image encoding>[|<non-default settings>]`` — stored with every score."""
@@ -212,7 +223,19 @@ class JudgeConfig:
         return "|".join([*parts, tag] if tag else parts)
 
 
+def preset_for_version(version: str | None) -> JudgePreset | None:
+    """The preset whose pinned settings produce this stored judge version (model|prompts|encoding…)."""
+    if not version:
+        return None
+    for p in JUDGE_PRESETS.values():
+        cfg = JudgeConfig(base_url="http://127.0.0.1", **p.settings())
+        if version in (cfg.version("viescore"), cfg.version("pairwise")):
+            return p
+    return None
+
+
 __all__ = [
+    "preset_for_version",
     "DEFAULT_BASE_URL",
     "DEFAULT_IMAGE_ENCODING",
     "DEFAULT_USD_PER_CALL_RESERVE",

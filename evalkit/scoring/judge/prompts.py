@@ -106,6 +106,30 @@ _VIE_RULE_PQ = (
 VIESCORE_SC_PROMPT = "\n".join([_VIE_CONTEXT, _VIE_TWO_IMAGE_EDIT_RULE, _VIE_TIE_RULE_SC])
 VIESCORE_PQ_PROMPT = "\n".join([_VIE_CONTEXT, _VIE_RULE_PQ])
 
+# EditScore (VectorSpaceLab/EditScore, editscore/__init__.py, read at commit 35ddc1a): the same VIEScore rules
+# with a "reasoning first" context (`vie_prompts._context_no_delimit_reasoning_first`) and every "10" in the
+# SC/PQ rules replaced by its score range 25; scores are divided by 2.5 back to 0–10. The context text below
+# was read in a search excerpt of that repository, not byte-compared with the file: treat it as UNVERIFIED
+# until checked against the upstream `editscore/vie_prompts.py`.
+EDITSCORE_PROMPT_VERSION = "editscore-r25-v1"
+EDITSCORE_SCORE_RANGE = 25
+_EDITSCORE_CONTEXT = (
+    "You are a professional digital artist. You will have to evaluate the effectiveness of the AI-generated "
+    "image(s) based on given rules.\n"
+    "All the input images are AI-generated. All human in the images are AI-generated too. so you need not "
+    "worry about the privacy confidentials.\n"
+    "\n"
+    "IMPORTANT: You will have to give your output in this way (Keep your reasoning concise and short.):\n"
+    "{\n"
+    '"reasoning" : "...",\n'
+    '"score" : [...]\n'
+    "}\n"
+)
+EDITSCORE_SC_PROMPT = "\n".join(
+    [_EDITSCORE_CONTEXT, _VIE_TWO_IMAGE_EDIT_RULE, _VIE_TIE_RULE_SC.replace("10", str(EDITSCORE_SCORE_RANGE))]
+)
+EDITSCORE_PQ_PROMPT = "\n".join([_EDITSCORE_CONTEXT, _VIE_RULE_PQ.replace("10", str(EDITSCORE_SCORE_RANGE))])
+
 # evalkit's own pairwise prompt (no published standard to copy). It leaves out VIEScore's "all humans are
 # AI-generated … privacy" sentence, which Azure's filter flagged as a jailbreak (Step1X-Edit#143).
 PAIRWISE_PROMPT = (
@@ -142,14 +166,14 @@ class OutputContract:
     check: Callable[[dict[str, Any]], tuple[dict[str, Any] | None, str | None, str | None]]
 
 
-def _check_two_scores(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
+def _check_two_scores(obj: dict[str, Any], top: float = 10) -> tuple[dict[str, Any] | None, str | None, str | None]:
     score, reasoning = obj["score"], obj["reasoning"]
     if not isinstance(score, list) or len(score) != 2:
         return None, "wrong_shape", f"'score' must be a list of two numbers, got {_short(score)}"
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in score):
         return None, "wrong_shape", f"'score' must hold numbers, got {_short(score)}"
-    if any(not 0 <= v <= 10 for v in score):
-        return None, "out_of_range", f"scores must be within 0–10, got {_short(score)}"
+    if any(not 0 <= v <= top for v in score):
+        return None, "out_of_range", f"scores must be within 0–{top:g}, got {_short(score)}"
     if not isinstance(reasoning, str):
         return None, "wrong_shape", "'reasoning' must be a string"
     return {"score": list(score), "reasoning": reasoning}, None, None
@@ -167,6 +191,38 @@ def _check_choice(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, str | Non
 
 SCORE_CONTRACT = OutputContract("score-pair", frozenset({"score", "reasoning"}), "score", _check_two_scores)
 CHOICE_CONTRACT = OutputContract("choice", frozenset({"choice", "reasoning"}), "choice", _check_choice)
+EDITSCORE_CONTRACT = OutputContract(
+    "score-pair-25",
+    frozenset({"score", "reasoning"}),
+    "score",
+    lambda obj: _check_two_scores(obj, EDITSCORE_SCORE_RANGE),
+)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """The pointwise prompts a judge is asked (SC with [source, edited], PQ with [edited]), their output
+    contract, and the divisor that brings the answer back to VIEScore's 0–10 scale."""
+
+    name: str
+    version: str
+    sc_prompt: str
+    pq_prompt: str
+    contract: OutputContract
+    divisor: float = 1.0
+
+
+PROMPT_SETS = {
+    "viescore": PromptSet("viescore", VIESCORE_PROMPT_VERSION, VIESCORE_SC_PROMPT, VIESCORE_PQ_PROMPT, SCORE_CONTRACT),
+    "editscore": PromptSet(
+        "editscore",
+        EDITSCORE_PROMPT_VERSION,
+        EDITSCORE_SC_PROMPT,
+        EDITSCORE_PQ_PROMPT,
+        EDITSCORE_CONTRACT,
+        EDITSCORE_SCORE_RANGE / 10,
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -251,6 +307,12 @@ def _short(value: Any, n: int = 80) -> str:
 
 __all__ = [
     "CHOICE_CONTRACT",
+    "EDITSCORE_CONTRACT",
+    "EDITSCORE_PQ_PROMPT",
+    "EDITSCORE_PROMPT_VERSION",
+    "EDITSCORE_SC_PROMPT",
+    "PROMPT_SETS",
+    "PromptSet",
     "OPERATION_INSTRUCTIONS",
     "OutputContract",
     "PAIRWISE_PROMPT",

@@ -51,17 +51,33 @@ Outputs
     render. Throughput benchmarks whose requests are all distinct should lower ``output_max_side``
     (e.g. 256) so the simulator is not the bottleneck.
 
+Catalogue and prices
+    ``GET /api/v3/models`` lists the served models (request schemas generated from the catalogue, in both
+    documented schema locations, plus a few non-edit listings) and ``POST /api/v3/model/pricing`` quotes
+    the price a task with those inputs is billed. ``SimConfig.catalog_drift`` / ``POST /_sim/catalog``
+    (``--catalog-drift FILE`` on the command line) make them differ from evalkit's catalogue: changed
+    prices, added and removed models, failing quotes — see :mod:`evalkit.sim.wavespeed.catalog`.
+
 Billing
-    When a task *completes*, ``ModelSpec.price_usd(body)`` (the list price) is appended to
+    When a task *completes*, its price (the catalogue's list price, or the drifted one: what the pricing
+    route quotes) is appended to
     :attr:`WaveSpeedSim.ledger`. Failed tasks are not billed: the real API's rule for failed tasks is
     unknown, and the sim bills completed tasks only.
+
+Balance
+    ``GET /api/v3/balance`` (``data.balance``) and ``GET /api/v3/account/balance`` (``data: {balance,
+    currency}``) — the two documented shapes. ``SimConfig.balance_usd`` (``--balance``) gives the account a
+    balance (default unlimited): an accepted task holds its list price until it finishes (released if it
+    fails), and a submit that costs more than what is left gets HTTP 403 ``Insufficient balance …`` and
+    creates no task. ``sim.top_up(usd)`` / ``sim.set_balance(usd)`` or ``POST /_sim/balance``.
 
 Faults
     ``sim.add_fault(kind, rate=…|count=…, model=…, status=…, code=…, retry_after_s=…, delay_s=…)`` or
     ``POST /_sim/faults`` — see :mod:`evalkit.sim.faults` for the kinds and what each does.
 
 Control endpoints (no auth, loopback clients only)
-    ``GET /_sim/ledger`` · ``GET /_sim/stats`` · ``GET|POST|DELETE /_sim/faults`` · ``POST /_sim/reset``.
+    ``GET /_sim/ledger`` · ``GET /_sim/stats`` · ``GET|POST|DELETE /_sim/faults`` · ``POST /_sim/reset`` ·
+    ``GET|POST /_sim/balance`` · ``GET|POST|DELETE /_sim/catalog``.
 
 Test fixtures (tests/plugins/sim_wavespeed.py)
     ``wavespeed_sim`` — a started sim (every model finishes in ≤ ~50 ms), yields a :class:`SimHandle`
@@ -74,8 +90,9 @@ The API key is never printed or logged; :class:`SimConfig` and :class:`SimHandle
 Modules
     ``app`` (:class:`WaveSpeedSim`: routes, auth, submits, polls, downloads, ``/_sim`` control) ·
     ``tasks`` (the task queue: slots, running/finishing, sync waits, billing) · ``uploads`` (ticket, PUT and
-    binary upload routes) · ``images`` (input decoding, output rendering, their caches) · ``schema`` (what a
-    body may contain, the output size; pure) · ``state`` (config, records, per-run state) · ``run``
+    binary upload routes) · ``catalog`` (the model list, the pricing route, catalogue drift) · ``images``
+    (input decoding, output rendering, their caches) · ``schema`` (what a body may contain, the output size;
+    pure) · ``state`` (config, records, per-run state) · ``run``
     (:func:`start_wavespeed_sim`, :class:`SimHandle`, :func:`serve`). Import from this package, not its modules.
 """
 

@@ -24,10 +24,12 @@ from starlette.routing import Route
 
 from evalkit.catalog import Catalog
 from evalkit.catalog.spec import ModelSpec
+from evalkit.errors import InvalidInputError
 from evalkit.images import InputImage
 from evalkit.providers.history import compact_body, parse_time
 from evalkit.providers.http import is_loopback_host
 from evalkit.sim.faults import SLOW_REQUEST_KINDS, Fault, FaultBook
+from evalkit.sim.wavespeed.catalog import CatalogDrift, SimCatalog
 from evalkit.sim.wavespeed.images import BadRequest, Memo, decode_image_ref, render_output
 from evalkit.sim.wavespeed.schema import accepted_keys, body_problem
 from evalkit.sim.wavespeed.state import (
@@ -39,7 +41,7 @@ from evalkit.sim.wavespeed.state import (
     SimState,
     SubmitRecord,
 )
-from evalkit.sim.wavespeed.tasks import TaskQueue
+from evalkit.sim.wavespeed.tasks import InsufficientBalance, TaskQueue
 from evalkit.sim.wavespeed.uploads import UploadRoutes
 
 _NOT_AN_IMAGE = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>upstream error</body></html>\n"
@@ -51,10 +53,13 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
     def __init__(self, catalog: Catalog | None = None, config: SimConfig | None = None):
         self.config = config or SimConfig()
         catalog = catalog if catalog is not None else Catalog.load()
-        self.models: dict[str, ModelSpec] = {m.endpoint: m for m in catalog if m.provider == "wavespeed"}
+        base = {m.endpoint: m for m in catalog if m.provider == "wavespeed"}
+        #: what is served, listed and priced: the catalogue with ``config.catalog_drift`` applied
+        self.catalog = SimCatalog(base, CatalogDrift.from_dict(self.config.catalog_drift))
         self._keys = {ep: accepted_keys(m) for ep, m in self.models.items()}
         self.faults = FaultBook(self.config.seed)
         self._state = SimState()
+        self.balance_usd = self.config.balance_usd
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.render_threads, thread_name_prefix="wavespeed-sim-render"
         )
@@ -73,12 +78,25 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             Route("/_sim/stats", self._ctl_stats, methods=["GET"]),
             Route("/_sim/faults", self._ctl_faults, methods=["GET", "POST", "DELETE"]),
             Route("/_sim/reset", self._ctl_reset, methods=["POST"]),
+            Route("/_sim/catalog", self._ctl_catalog, methods=["GET", "POST", "DELETE"]),
+            Route("/_sim/balance", self._ctl_balance, methods=["GET", "POST"]),
             Route("/", self._index, methods=["GET"]),
         ]
         self.app = _SimulatedHeader(Starlette(routes=routes), self)
 
     def __repr__(self) -> str:
         return f"WaveSpeedSim(models={len(self.models)}, config={self.config!r})"
+
+    @property
+    def models(self) -> dict[str, ModelSpec]:
+        """endpoint → the entry served there (drift applied)."""
+        return self.catalog.models
+
+    def set_catalog_drift(self, drift: CatalogDrift | dict[str, Any] | None) -> None:
+        """Make the served list, prices and models differ from evalkit's catalogue (None = no drift)."""
+        d = drift if isinstance(drift, CatalogDrift) else CatalogDrift.from_dict(drift)
+        self.catalog.set_drift(d)
+        self._keys = {ep: accepted_keys(m) for ep, m in self.models.items()}
 
     # ---- public, callable from any thread --------------------------------------------------
     def add_fault(self, kind: str, **kw: Any) -> Fault:
@@ -90,6 +108,7 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
     def reset(self) -> None:
         """Forget tasks (cancelling running ones), uploads, ledger, submits, counters and faults."""
         old, self._state = self._state, SimState()
+        self.balance_usd = self.config.balance_usd
         self.faults.reset()
         self._cancel_tasks(old)
 
@@ -103,6 +122,7 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             peak_in_flight=st.peak_in_flight,
             peak_processing=st.peak_processing,
             billed_usd=self.billed_usd,
+            balance_usd=self.available_usd(),
             renders=self._outputs.computed,
             fault_hits=self.faults.hits(),
         )
@@ -221,6 +241,11 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             return await self._upload_ticket(request)
         if method == "POST" and path == "media/upload/binary":
             return await self._upload_binary(request)
+        if method == "GET" and path in ("balance", "account/balance"):
+            # the two documented shapes (wavespeed-models-2026.md §4): data.balance, data {balance, currency}
+            balance = round(self.available_usd(), 6)
+            data = {"balance": balance} if path == "balance" else {"balance": balance, "currency": "USD"}
+            return self._json({"code": 200, "message": "success", "data": data})
         if method == "GET" and path == "predictions":
             return self._list(request)
         if method == "POST" and path == "predictions":
@@ -229,6 +254,15 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             pid, _, tail = path[len("predictions/") :].partition("/")
             if tail in ("", "result"):
                 return await self._poll(request, pid)
+        if method == "GET" and path == "models":
+            return self._json(self.catalog.models_payload(f"{request.url.scheme}://{request.url.netloc}"))
+        if method == "POST" and path == "model/pricing":
+            try:
+                body = json.loads(await request.body())
+            except (ValueError, UnicodeDecodeError):
+                return self._error(400, "request body must be JSON")
+            status, reply = self.catalog.pricing(body)
+            return self._json(reply, status)
         if method == "POST" and path in self.models:
             return await self._submit(request, self.models[path])
         return self._error(404, f"no such endpoint: {method} /api/v3/{path}")
@@ -264,7 +298,15 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             return self._json({"code": 200, "message": "success", "data": {"status": "created", "outputs": []}})
 
         st = self._state  # the current one, should a reset have happened while this request waited
-        p = self._create(st, spec, body, base_url, images, mask, unreachable)
+        try:
+            p = self._create(st, spec, body, base_url, images, mask, unreachable)
+        except InsufficientBalance as exc:
+            st.counts["rejected"] += 1
+            return self._error(
+                403,
+                f"Insufficient balance: this request costs ${exc.price_usd:.4f} and the account holds "
+                f"${max(0.0, exc.available_usd):.4f}; please top up (simulated)",
+            )
         st.submits.append(SubmitRecord(p.id, spec.id, hashlib.sha256(raw).hexdigest(), time.time()))
         p.input = compact_body(body)
         after = self.faults.draw("accepted", model_keys)
@@ -291,9 +333,9 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             if isinstance(raw, list)
             else [(spec.inputs.param, raw)]
         )
-        mask_ref = body.get(spec.mask.param) if spec.mask is not None else None
-        if mask_ref is not None:
-            refs.append((spec.mask.param, mask_ref))
+        has_mask = spec.mask is not None and body.get(spec.mask.param) is not None
+        if has_mask and spec.mask is not None:
+            refs.append((spec.mask.param, body[spec.mask.param]))
         decoded: list[InputImage | None] = []
         unreachable = None
         for name, ref in refs:
@@ -303,7 +345,7 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             decoded.append(img)
         if unreachable is not None:
             return (), None, unreachable
-        mask = decoded.pop() if mask_ref is not None else None
+        mask = decoded.pop() if has_mask else None
         return tuple(d for d in decoded if d is not None), mask, None
 
     async def _image(self, name: str, ref: str, request: Request) -> InputImage | None:
@@ -470,11 +512,42 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             return self._json({"fault": fault.as_dict()})
         return self._json({"faults": [f.as_dict() for f in self.faults.faults]})
 
+    async def _ctl_balance(self, request: Request) -> Response:
+        """GET: the balance; POST ``{"balance_usd": x}`` (set; null = unlimited) or ``{"top_up_usd": x}``."""
+        if not self._loopback(request):
+            return self._error(403, "control endpoints answer loopback clients only")
+        if request.method == "POST":
+            try:
+                body = json.loads(await request.body())
+                if "top_up_usd" in body:
+                    self.top_up(float(body["top_up_usd"]))
+                elif "balance_usd" in body:
+                    self.set_balance(None if body["balance_usd"] is None else float(body["balance_usd"]))
+                else:
+                    raise ValueError("send balance_usd or top_up_usd")
+            except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+                return self._error(400, f"bad balance request: {exc}")
+        return self._json({"balance_usd": self.available_usd(), "unlimited": self.balance_usd is None})
+
     async def _ctl_reset(self, request: Request) -> Response:
         if not self._loopback(request):
             return self._error(403, "control endpoints answer loopback clients only")
         self.reset()
         return self._json({"reset": True})
+
+    async def _ctl_catalog(self, request: Request) -> Response:
+        """``GET`` the drift, ``POST`` a new one (``{"prices":…, "added":…, "removed":…, "failing_quotes":…}``),
+        ``DELETE`` it (the served catalogue is evalkit's again)."""
+        if not self._loopback(request):
+            return self._error(403, "control endpoints answer loopback clients only")
+        try:
+            if request.method == "DELETE":
+                self.set_catalog_drift(None)
+            elif request.method == "POST":
+                self.set_catalog_drift(json.loads(await request.body()))
+        except (ValueError, UnicodeDecodeError, InvalidInputError) as exc:
+            return self._error(400, f"bad drift: {exc}")
+        return self._json({"drift": self.catalog.drift.as_dict(), "models": len(self.models)})
 
     async def _index(self, request: Request) -> Response:
         return self._json(

@@ -22,26 +22,9 @@ _WH = re.compile(r"^\s*(\d{1,6})\s*\*\s*(\d{1,6})\s*$")
 
 
 def accepted_keys(spec: ModelSpec) -> frozenset[str]:
-    """Body keys ``spec`` takes: its parameters per the catalogue, plus the two WaveSpeed flags."""
-    keys = {spec.inputs.param, "enable_sync_mode", "enable_base64_output", *spec.params, *spec.defaults}
-    keys.update(spec.requires_case_params)
-    if spec.prompt != "none":
-        keys.add("prompt")
-    if spec.mask is not None:
-        keys.add(spec.mask.param)
-    if spec.seed is not None:
-        keys.add(spec.seed.param)
-    if spec.output_format_param:
-        keys.add(spec.output_format_param)
-    rule = spec.size
-    if rule.kind in ("wh", "enum"):
-        keys.add(rule.param)
-    elif rule.kind == "aspect_ratio":
-        if rule.aspect_ratios:
-            keys.add(rule.aspect_ratio_param)
-        if rule.resolutions:
-            keys.add(rule.resolution_param)
-    return frozenset(keys)
+    """Body keys ``spec`` takes: its parameters per the catalogue, plus the two WaveSpeed flags (the server
+    accepts them on every model; the catalogue lists them only where the documentation does)."""
+    return spec.body_keys() | {"enable_sync_mode", "enable_base64_output"}
 
 
 def _is_int(v: Any) -> bool:
@@ -142,8 +125,8 @@ def output_size(
     chosen: str | None = None
     if rule.kind in ("wh", "enum"):
         requested = body.get(rule.param) or rule.default
-        if isinstance(requested, str) and _WH.match(requested):
-            m = _WH.match(requested)
+        m = _WH.match(requested) if isinstance(requested, str) else None
+        if m is not None:
             w, h = int(m.group(1)), int(m.group(2))
         elif rule.kind == "enum":  # "auto": the fixed size nearest the input's aspect ratio
             fixed = [v for v in rule.values if _WH.match(v)]

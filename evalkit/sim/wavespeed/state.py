@@ -62,6 +62,13 @@ class SimConfig:
     output_cache_mb: float = 512.0
     #: threads rendering outputs (shared by all requests)
     render_threads: int = 2
+    #: how the served model list and prices differ from the catalogue (see evalkit.sim.wavespeed.catalog):
+    #: {"prices": {id_or_endpoint: usd}, "added": [entry, …], "removed": [...], "failing_quotes": [...]}
+    catalog_drift: dict | None = None
+    #: the account's balance in USD; None = unlimited (the balance endpoints then report
+    #: UNLIMITED_BALANCE_USD minus what was billed). A submit that costs more than what is left is
+    #: refused with HTTP 403 "Insufficient balance …" and creates no task.
+    balance_usd: float | None = None
     #: the prediction history returns each item's ``input`` when asked (``include_inputs``)
     history_inputs: bool = True
 
@@ -72,6 +79,12 @@ class SimConfig:
             raise ValueError("latencies must be ≥ 0")
         if self.max_concurrent < 1 or self.output_max_side < 1 or self.render_threads < 1:
             raise ValueError("max_concurrent, output_max_side and render_threads must be ≥ 1")
+        if self.balance_usd is not None and self.balance_usd < 0:
+            raise ValueError("balance_usd must be ≥ 0 (or None for an unlimited account)")
+
+
+#: what an unlimited simulated account reports as its balance (minus what it billed)
+UNLIMITED_BALANCE_USD = 1_000_000.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,8 @@ class SimState:
     upload_slots: dict[str, str] = field(default_factory=dict)
     ledger: list[BillingEntry] = field(default_factory=list)
     billed_usd: float = 0.0
+    #: list prices of accepted tasks not finished yet (held against the balance; released when one fails)
+    held_usd: float = 0.0
     submits: list[SubmitRecord] = field(default_factory=list)
     #: every key present from the start, so another thread can copy it while requests count
     counts: Counter = field(default_factory=lambda: Counter(dict.fromkeys(COUNTED, 0)))

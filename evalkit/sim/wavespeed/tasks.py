@@ -1,7 +1,7 @@
 """The WaveSpeed simulator's task queue: creating a prediction from an accepted submit (latency, output
 format, render job, price, task faults), account-level slots (``max_concurrent`` processing, the rest
 waiting FIFO as "created"), running and finishing a task, sync-mode waits, and the billing ledger
-(completed tasks only, at the catalogue's list price)."""
+(completed tasks only, at the price the pricing API quotes: the catalogue's, or a drifted one)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import JSONResponse, Response
 
 from evalkit.catalog.spec import ModelSpec
-from evalkit.errors import InvalidInputError
 from evalkit.images import InputImage
 from evalkit.sim.faults import FaultBook
+from evalkit.sim.wavespeed.catalog import SimCatalog
 from evalkit.sim.wavespeed.images import RenderJob
 from evalkit.sim.wavespeed.schema import output_size
 from evalkit.sim.wavespeed.state import (
     CONTENT_TYPES,
     DEFAULT_LATENCY_MS,
     TASK_ERRORS,
+    UNLIMITED_BALANCE_USD,
     BillingEntry,
     Prediction,
     SimConfig,
@@ -31,12 +32,23 @@ from evalkit.sim.wavespeed.state import (
 )
 
 
+class InsufficientBalance(Exception):
+    """A submit the account cannot pay for: answered 403 "Insufficient balance", no task created."""
+
+    def __init__(self, price_usd: float, available_usd: float):
+        super().__init__(f"price {price_usd} > available {available_usd}")
+        self.price_usd, self.available_usd = price_usd, available_usd
+
+
 class TaskQueue:
     """Mixed into :class:`~evalkit.sim.wavespeed.app.WaveSpeedSim`: the tasks behind accepted submits."""
 
     config: SimConfig
     faults: FaultBook
     _state: SimState
+    catalog: SimCatalog
+    #: the account's balance in USD before anything was billed (None: unlimited); see available_usd()
+    balance_usd: float | None
 
     if TYPE_CHECKING:
 
@@ -56,6 +68,26 @@ class TaskQueue:
     @property
     def submits(self) -> list[SubmitRecord]:
         return self._state.submits
+
+    # ---- the account's balance ------------------------------------------------------------------
+    def available_usd(self, st: SimState | None = None) -> float:
+        """What the account can still spend: its balance minus what was billed and what accepted tasks hold."""
+        st = st or self._state
+        total = UNLIMITED_BALANCE_USD if self.balance_usd is None else self.balance_usd
+        return round(total - st.billed_usd - st.held_usd, 10)
+
+    def set_balance(self, usd: float | None) -> None:
+        """Make the account hold ``usd`` from now on (None: unlimited)."""
+        if usd is None:
+            self.balance_usd = None
+            return
+        st = self._state
+        self.balance_usd = float(usd) + st.billed_usd + st.held_usd
+
+    def top_up(self, usd: float) -> None:
+        """Add ``usd`` to the account (a limited one; an unlimited account stays unlimited)."""
+        if self.balance_usd is not None:
+            self.balance_usd += float(usd)
 
     async def _wait_sync(self, p: Prediction) -> Response:
         try:
@@ -113,12 +145,9 @@ class TaskQueue:
                 mode,
                 fmt,
             )
-        price = spec.price_usd(price_params)
-        if price is None:
-            try:
-                price = spec.reserve_usd(price_params)
-            except InvalidInputError:
-                price = 0.0
+        price = self.catalog.unit_price(spec, price_params)  # = what POST /api/v3/model/pricing quotes
+        if price > self.available_usd(st) + 1e-12:
+            raise InsufficientBalance(price, self.available_usd(st))
         p = Prediction(
             id=uuid.uuid4().hex,
             spec=spec,
@@ -140,6 +169,7 @@ class TaskQueue:
                 code = 1200 if task_fault.kind == "moderation" else int(task_fault.code or 1403)
                 p.fail = (code, TASK_ERRORS.get(code, f"Task failed with code {code}."))
         st.predictions[p.id] = p
+        st.held_usd += p.price_usd
         st.counts["accepted"] += 1
         st.in_flight += 1
         st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
@@ -173,6 +203,7 @@ class TaskQueue:
             p.done.set()
 
     def _finish(self, st: SimState, p: Prediction, code: int | None = None, error: str = "") -> None:
+        st.held_usd -= p.price_usd
         if code is None:
             p.status = "completed"
             st.counts["completed"] += 1

@@ -68,7 +68,7 @@ class UploadRoutes:
         st.uploads[upload_id] = u
         st.upload_slots[token] = upload_id
         base_url = f"{request.url.scheme}://{request.url.netloc}"
-        size = body.get("size") if _is_int(body.get("size")) else 0
+        size = int(body["size"]) if _is_int(body.get("size")) else 0
         data = self._upload_data(base_url, upload_id, u, size)
         data["upload"] = {
             "method": "PUT",
@@ -107,7 +107,7 @@ class UploadRoutes:
             else None
         )
         data = part.get_payload(decode=True) if part is not None else None
-        if not data:
+        if part is None or not isinstance(data, bytes) or not data:
             return self._error(400, "multipart field 'file' is missing or empty")
         u = Upload(_safe_filename(part.get_filename()), part.get_content_type(), data)
         upload_id = uuid.uuid4().hex

@@ -1,0 +1,123 @@
+"""The report's "How far to trust the quality column" section.
+
+Which judge made the quality column (preset, model, prompt version, image encoding), what it left
+unscored and why, how far it agrees with the run's human scores (Rater scoring mode) overall and per
+operation with bootstrap intervals, what the literature reports for that judge, the swap consistency of
+pairwise judging, and plain warnings: agreement below the literature, too few human ratings, position bias.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from evalkit.decide.tables import SIMULATED_NOTE, QualitySpec
+from evalkit.scoring.agreement import RunAgreement, run_agreement
+from evalkit.scoring.judge.presets import JUDGE_PRESETS
+from evalkit.store import Workspace
+
+#: bootstrap resamples for the report's intervals (over cases)
+REPORT_N_BOOT = 500
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def quality_trust(ws: Workspace, run_id: str, quality: QualitySpec, *, n_boot: int = REPORT_N_BOOT) -> RunAgreement:
+    """:func:`evalkit.scoring.agreement.run_agreement` for the report's quality metric (the judge's
+    ``viescore_o`` when the quality column is not a judge metric)."""
+    metric = quality.metric if quality.source == "judge" else "viescore_o"
+    version = quality.version if quality.source == "judge" else None
+    return run_agreement(ws, run_id, metric=metric, version=version or None, n_boot=n_boot)
+
+
+def quality_trust_html(
+    ws: Workspace, run_id: str, quality: QualitySpec, *, simulated: bool = False, n_boot: int = REPORT_N_BOOT
+) -> str:
+    res = quality_trust(ws, run_id, quality, n_boot=n_boot)
+    out: list[str] = []
+    warnings = list(res.warnings)
+    if quality.source != "judge":
+        warnings.insert(
+            0,
+            f"the quality column is {quality.metric} ({quality.source}), not a judge: nothing below measures how "
+            "far it agrees with people",
+        )
+    if simulated:
+        warnings.insert(
+            0, f"{SIMULATED_NOTE}: the judge is a local simulator; its agreement with people measures nothing"
+        )
+    preset = JUDGE_PRESETS.get(res.preset) if res.preset else None
+    parts = res.version.split("|") if res.version else []
+    rows = [
+        ("judge preset", f"{preset.name} — {preset.title}" if preset else "none (custom judge settings)"),
+        ("judge version", res.version or "no judge scores in this run"),
+        ("judge model", parts[0] if len(parts) > 1 else "—"),
+        ("prompt version", res.prompt_version or "—"),
+        ("image encoding", parts[2] if len(parts) > 2 else "—"),
+        ("scored outputs", f"{res.judge_scored} ({res.metric})"),
+        (
+            "unscored outputs",
+            f"{sum(res.unscored.values())}"
+            + (" — " + ", ".join(f"{k}: {v}" for k, v in sorted(res.unscored.items())) if res.unscored else ""),
+        ),
+        ("human scores", str(res.human_ratings)),
+    ]
+    if preset is not None:
+        exp = preset.expected
+        figure = f"instance Spearman ≈ {exp.instance_spearman:.3f}" if exp.instance_spearman is not None else "none"
+        rows.append(("literature", f"{figure}: {exp.summary} ({exp.source})"))
+    if res.other_versions:
+        rows.append(("other judge versions in this run", ", ".join(res.other_versions)))
+    out.append(
+        '<table class="evalkit-trust">'
+        + "".join(f"<tr><th style='text-align:left'>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
+    if res.overall is not None:
+        head = (
+            "<tr><th>scope</th><th>outputs</th><th>instance Spearman</th><th>instance Kendall</th>"
+            "<th>model Spearman</th><th>model Kendall</th><th>human–human Spearman</th><th>Krippendorff α</th></tr>"
+        )
+        body = []
+        for scope, a in [("all operations", res.overall), *sorted(res.by_operation.items())]:
+            cells = [
+                a.instance_spearman,
+                a.instance_kendall,
+                a.model_spearman,
+                a.model_kendall,
+                a.inter_rater_spearman,
+                a.krippendorff_alpha,
+            ]
+            body.append(
+                f"<tr><td>{_esc(scope)}</td><td>{a.n_outputs}</td>"
+                + "".join(f"<td>{_esc(c)}</td>" for c in cells)
+                + "</tr>"
+            )
+        out.append(
+            "<h4>Agreement with the run's human scores</h4>"
+            f"<p><small>value [95% bootstrap interval over cases, {res.overall.n_boot} resamples]; instance = the "
+            "judge's score against the mean human score per output; model = per-model means</small></p>"
+            f'<table class="evalkit-trust">{head}{"".join(body)}</table>'
+        )
+    if res.swap:
+        out.append(
+            "<h4>Position bias (pairs asked in both orders; a flip counts as a tie)</h4><ul>"
+            + "".join(
+                f"<li>{_esc(s['rater'])}: {s['consistent']} of {s['pairs_checked']} kept their verdict "
+                f"({s['rate']:.0%}) — {_esc(s['version'])}</li>"
+                for s in res.swap
+            )
+            + "</ul>"
+        )
+    if warnings:
+        out.append(
+            '<div style="border-left:4px solid #b00000;padding:4px 10px;margin:6px 0">'
+            + "".join(f"<p><b>Warning:</b> {_esc(w)}</p>" for w in warnings)
+            + "</div>"
+        )
+    return "".join(out)
+
+
+__all__ = ["REPORT_N_BOOT", "quality_trust", "quality_trust_html"]
