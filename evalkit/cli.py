@@ -409,6 +409,23 @@ def run_cmd(
     retry_failed: Annotated[
         bool, typer.Option(help="on resume, retry calls that failed with a transient error")
     ] = False,
+    sync_mode: Annotated[
+        bool,
+        typer.Option(
+            "--sync-mode",
+            help="WaveSpeed: wait on the submit itself instead of polling, for models whose endpoint supports it "
+            "(a dropped connection is settled from the prediction history, never paid twice)",
+        ),
+    ] = False,
+    settle_wait: Annotated[
+        float,
+        typer.Option(
+            "--settle-wait",
+            min=0,
+            help="seconds to wait for the provider's history to settle unknown submits (at the end of the run and "
+            "on --resume); 0 settles only what the history already can",
+        ),
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
     quote_prices: Annotated[
         bool,
@@ -441,6 +458,8 @@ def run_cmd(
             progress=not as_json,
             resubmit_unknown=resubmit_unknown,
             retry_failed=retry_failed,
+            provider_options={"wavespeed": {"sync_mode": True}} if sync_mode else None,
+            settle_wait_s=settle_wait,
             quote_prices=quote_prices,
         )
     except EvalkitError as exc:
@@ -501,6 +520,8 @@ def run_cmd(
                         "stop_message",
                         "models_left_out",
                         "simulated",
+                        "reconciled",
+                        "unknown_max_usd",
                         "price_quotes",
                     )
                 }
@@ -526,6 +547,17 @@ def _print_run_summary(r) -> None:
     )
     if r.failures_by_category:
         out.print("  failures: " + ", ".join(f"{k} {v}" for k, v in r.failures_by_category.items()))
+    if r.reconciled:
+        out.print(
+            f"  reconciled from the provider's history: {r.reconciled.get('matched', 0)} collected (accepted earlier), "
+            f"{r.reconciled.get('resubmit', 0)} sent again (proven not accepted), "
+            f"{r.reconciled.get('unknown', 0)} still unknown"
+        )
+    if r.unknown:
+        out.print(
+            f"  [yellow]{r.unknown} unknown[/] — may have cost up to ${r.unknown_max_usd:.4f} more; "
+            f"`evalkit reconcile {r.run_id}` settles them from the provider's history"
+        )
     if r.stop_message:
         out.print(f"  [yellow]stopped ({r.stop_reason}):[/] {escape(r.stop_message)}", soft_wrap=False)
     if not r.stop_message and (r.stop_reason or r.pending or r.skipped):
@@ -535,6 +567,40 @@ def _print_run_summary(r) -> None:
             "(accepted jobs are polled, never re-sent)"
         )
     out.print(f"  workspace: {r.workspace}")
+
+
+@app.command("reconcile")
+def reconcile_cmd(
+    run_id: Annotated[str, typer.Argument(help="the run whose unknown submits to settle")],
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Settle a run's `unknown` submits from the provider's prediction history (WaveSpeed keeps 7 days).
+
+    A listed prediction with the body evalkit sent → the call takes it (`--resume` collects it; nothing is
+    re-sent); none listed over the whole window → proven unaccepted (`--resume` sends it); anything
+    ambiguous stays unknown with the reason."""
+    import asyncio
+
+    from evalkit.engine.settle import areconcile_run
+
+    try:
+        report = asyncio.run(areconcile_run(run_id, workspace=workspace, wait_for_settle_s=90.0))
+    except EvalkitError as exc:
+        _fail(exc)
+    summary = report.as_dict()
+    if as_json:
+        typer.echo(json.dumps({"run_id": run_id, **summary}))
+        return
+    out.print(
+        f"run {run_id}: {summary['matched']} matched to an accepted prediction, {summary['resubmit']} proven not "
+        f"accepted, {summary['unknown']} still unknown"
+        + (f", {summary['skipped']} not reconcilable (provider keeps no history)" if summary["skipped"] else "")
+    )
+    for reason in summary["reasons"]:
+        out.print(f"  unknown: {reason}")
+    if summary["matched"] or summary["resubmit"]:
+        out.print(f"  `evalkit run --resume {run_id}` collects the matched jobs and sends the proven-unaccepted ones")
 
 
 PLAN_LABELS = {
@@ -569,6 +635,8 @@ def runs(
         view["done"] = [f"{c}/{p}" for c, p in zip(view["completed"], view["planned"], strict=True)]
         view["simulated"] = view["simulated"].map(lambda v: "SIM" if v else "")
         order = ["run_id", "status", "suite_name", "done", "failed", "cost_usd", "simulated", "created_at", "models"]
+        if int(view["unknown"].sum()):  # submits whose acceptance is not known, and the most they may have cost
+            order[5:5] = ["unknown", "unknown_max_usd"]
         rest = [c for c in view.columns if c not in order and c not in ("completed", "planned")]
         view = view[order + (rest if wide else [])]
         labels = {
@@ -577,8 +645,14 @@ def runs(
             "cost_usd": "cost",
             "budget_usd": "budget",
             "simulated": "",
+            "unknown_max_usd": "unknown may cost",
         }
-        _print_wide(_table(view, money=("budget_usd", "cost_usd"), labels=labels, wide=wide), wide)
+        _print_wide(_table(view, money=("budget_usd", "cost_usd", "unknown_max_usd"), labels=labels, wide=wide), wide)
+        if int(df["unknown"].sum()):
+            out.print(
+                "[yellow]unknown[/]: submits whose acceptance is not known (not sent again); 'unknown may cost' is "
+                "the most they may have cost. `evalkit reconcile RUN_ID` settles them from the provider's history."
+            )
 
 
 @app.command()

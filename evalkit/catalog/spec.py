@@ -30,6 +30,7 @@ Catalogue file format (one ``[[model]]`` table per model)::
     facts.price = { source = "…", confidence = "medium", note = "…" }
     sim = { latency_ms = 6000 }          # local simulator only; not a measurement
     draft = true                         # listed, but not run by `--models all` until a person removes it
+    typical_latency_s = 120              # seconds from submit to result, when a source says (poll pacing prior)
 
 A known price rule with uncertain figures may add ``price.reserve_usd``: budgets hold back the larger of
 the rule's price and that figure, so a low-confidence price never lets a run overspend its cap.
@@ -265,6 +266,9 @@ class ModelSpec:
     sync_mode: bool = False
     #: accepts ``enable_base64_output`` (the output comes inline, not as a URL)
     base64_output: bool = False
+    #: seconds from submit to result as a source reports it (``facts.latency``): the poll pacer's prior for
+    #: the first tasks of a run, before this workspace has seen the model finish (None: unknown)
+    typical_latency_s: float | None = None
     #: input and request limits (sides, pixels, bytes, prompt length)
     limits: Limits = field(default_factory=Limits)
     #: where each group of facts came from, with its confidence (high | medium | low)
@@ -586,6 +590,7 @@ _TOP_KEYS = {
     "requires_case_params",
     "sync_mode",
     "base64_output",
+    "typical_latency_s",
     "limits",
     "facts",
     "sim",
@@ -667,6 +672,7 @@ def parse_model(raw: dict[str, Any], origin: str) -> ModelSpec:
                 problems.append(f"facts.{name}.confidence must be one of {CONFIDENCE}")
             facts[name] = fact
     limits = _parse_simple(Limits, raw.get("limits") or {}, "limits", problems)
+    typical_latency_s = _positive_seconds(raw.get("typical_latency_s"), "typical_latency_s", problems)
     if problems:
         raise CatalogError(
             f"catalogue entry {mid!r} in {origin} has {len(problems)} problem(s): " + "; ".join(problems),
@@ -695,6 +701,7 @@ def parse_model(raw: dict[str, Any], origin: str) -> ModelSpec:
         requires_case_params=tuple(raw.get("requires_case_params", ())),
         sync_mode=bool(raw.get("sync_mode", False)),
         base64_output=bool(raw.get("base64_output", False)),
+        typical_latency_s=typical_latency_s,
         limits=limits,
         facts=facts,
         sim=dict(raw.get("sim") or {}),
@@ -703,6 +710,15 @@ def parse_model(raw: dict[str, Any], origin: str) -> ModelSpec:
         origin=origin,
         draft=bool(raw.get("draft", False)),
     )
+
+
+def _positive_seconds(value: Any, where: str, problems: list[str]) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 86400:
+        problems.append(f"{where} must be a number of seconds > 0, got {value!r}")
+        return None
+    return float(value)
 
 
 def _parse_simple(cls, raw: Any, where: str, problems: list[str], required: tuple[str, ...] = ()):

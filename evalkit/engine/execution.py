@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,46 @@ from evalkit.providers.base import EditOutcome, ImageEditProvider, PreparedReque
 from evalkit.providers.retry import RetryPolicy
 from evalkit.store import CallStatus, Workspace
 
+#: planned calls read from the workspace at a time, per provider (the queues never hold the whole plan)
+CHUNK = 256
+
+
+class CallSource:
+    """Makes a waiting call's stub from its workspace row when the call is about to run, so a run holds a
+    few chunks of stubs — not one per planned call (flat memory at 100,000 calls)."""
+
+    def __init__(
+        self,
+        run_id: str,
+        cases: Mapping[str, Any],
+        specs: Mapping[str, Any],
+        inputs: dict[str, tuple] | None = None,
+    ):
+        self.run_id, self.cases, self.specs = run_id, cases, specs
+        self.inputs = inputs if inputs is not None else {}
+
+    def stub(self, row: Mapping[str, Any]) -> PlannedCall | None:
+        """The call of ``row`` (None when its case or model is no longer part of the run)."""
+        case, model = self.cases.get(row["case_id"]), self.specs.get(row["model_id"])
+        if case is None or model is None:
+            return None
+        if case.id not in self.inputs:
+            self.inputs[case.id] = case.load_inputs()
+        return PlannedCall(
+            call_id=row["call_id"],
+            run_id=self.run_id,
+            case_id=row["case_id"],
+            model=model,
+            repeat=row["repeat"],
+            operation=row["operation"],
+            category=row["category"],
+            seed=row["seed"],
+            prior_cost_usd=row.get("cost_usd") or 0.0,  # a retried paid failure stays paid: the retry adds to it
+            case=case,
+            inputs=self.inputs[case.id],
+        )
+
+
 #: errors that may pass if tried again later: a failed call with one of these is re-sent by `--retry-failed`;
 #: an accepted job whose polls failed with one is polled again within the run — except TIMEOUT, which
 #: already waited the whole poll schedule, so that job is left `submitted` for `--resume` instead
@@ -48,7 +88,7 @@ class Execution:
         *,
         ws: Workspace,
         run_id: str,
-        planned: Sequence[PlannedCall],
+        source: CallSource,
         providers: Mapping[str, ImageEditProvider],
         budget_usd: float | None,
         concurrency: int,
@@ -65,7 +105,9 @@ class Execution:
         if concurrency < 1:
             raise InvalidInputError(f"concurrency must be ≥ 1, got {concurrency}")
         self.ws, self.run_id, self.providers = ws, run_id, providers
-        self.by_id = {pc.call_id: pc for pc in planned if pc.status == CallStatus.PLANNED}
+        self.source = source
+        #: per provider: the rowid of the last planned call read into its queue (None once all are read)
+        self._cursor: dict[str, int | None] = {}
         self.global_sem = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
         self.limits = dict(limits)
@@ -118,62 +160,69 @@ class Execution:
 
     # ---- main ---------------------------------------------------------------------------------
     async def execute(self) -> None:
-        # only calls that got past "planned" need their row (a fresh run has none), and only these columns
-        rows = {
-            r["call_id"]: r
-            for r in self.ws.call_rows(
-                self.run_id,
-                statuses=(
-                    CallStatus.SUBMITTING,
-                    CallStatus.SUBMITTED,
-                    CallStatus.COMPLETED,
-                    CallStatus.FAILED,
-                    CallStatus.UNKNOWN,
-                ),
-                columns=("call_id", "status", "prediction_id", "cost_usd", "reserved_usd", "error_category"),
-            )
-        }
+        # what finished calls count against the budget, aggregated in SQL (a 100,000-call run is not loaded)
+        spent, done_before = self.ws.committed_usd(self.run_id)
+        self.budget.record_spent(spent)
+        counts = self.ws.call_counts(self.run_id)["by_status"]
+        for status in (CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.UNKNOWN):
+            self.counts[status] += counts.get(status, 0)
+        # only calls that need something other than a plain submit are read here (usually few)
+        wanted = [CallStatus.SUBMITTING, CallStatus.SUBMITTED]
+        if self.retry_failed:
+            wanted.append(CallStatus.FAILED)
+        if self.resubmit_unknown:
+            wanted.append(CallStatus.UNKNOWN)
         to_resume: list[tuple[PlannedCall, dict[str, Any]]] = []
-        queues: dict[str, deque[PlannedCall]] = defaultdict(deque)
-        done_before = 0
-        for call_id, pc in self.by_id.items():
-            row = rows.get(call_id)
-            status = row["status"] if row else CallStatus.PLANNED
-            if status in (CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.UNKNOWN):
-                # a cost nobody reported (unknown outcome, or a provider that does not say) counts at the
-                # most it could have been, as it did when the call ran
-                cost = row["cost_usd"]
-                self.budget.record_spent(cost if cost is not None else (row["reserved_usd"] or 0.0))
-                if status == CallStatus.FAILED and self.retry_failed and row["error_category"] in TRANSIENT_CATEGORIES:
-                    self.ws.reset_call(call_id)
-                    pc.prior_cost_usd = row["cost_usd"] or 0.0  # a paid failure stays paid: the retry adds to it
-                    queues[pc.model.provider].append(pc)
-                    continue
-                if status == CallStatus.UNKNOWN and self.resubmit_unknown:
-                    self.ws.reset_call(call_id)
-                    queues[pc.model.provider].append(pc)
-                    continue
-                done_before += 1
-                self.counts[status] += 1
-            elif status == CallStatus.SUBMITTED and row["prediction_id"]:
+        for row in self.ws.call_rows(
+            self.run_id,
+            statuses=wanted,
+            columns=(
+                "call_id",
+                "case_id",
+                "model_id",
+                "repeat",
+                "seed",
+                "operation",
+                "category",
+                "status",
+                "prediction_id",
+                "cost_usd",
+                "reserved_usd",
+                "error_category",
+            ),
+        ):
+            status = row["status"]
+            if status == CallStatus.FAILED:
+                if row["error_category"] in TRANSIENT_CATEGORIES:
+                    self.ws.reset_call(row["call_id"])  # back to planned: its queue reads it again, prior cost kept
+                    done_before -= 1
+                    self.counts[CallStatus.FAILED] -= 1
+                continue
+            if status == CallStatus.UNKNOWN:
+                self.ws.reset_call(row["call_id"])
+                done_before -= 1
+                self.counts[CallStatus.UNKNOWN] -= 1
+                continue
+            pc = self.source.stub(row)
+            if pc is None:
+                continue
+            if status == CallStatus.SUBMITTED and row["prediction_id"]:
                 to_resume.append((pc, row))
-            elif status in (CallStatus.SUBMITTING, CallStatus.SUBMITTED):
-                if self.resubmit_unknown:
-                    self.ws.reset_call(call_id)
-                    queues[pc.model.provider].append(pc)
-                else:
-                    self._mark_unknown(pc, row)
-                    done_before += 1
+            elif self.resubmit_unknown:
+                self.ws.reset_call(row["call_id"])
             else:
-                queues[pc.model.provider].append(pc)
-        del rows  # the queues hold what is left to do; don't keep a row per call for the whole run
-        total = len(self.by_id)
+                self._mark_unknown(pc, row)
+                done_before += 1
+        planned = self.ws.planned_counts(self.run_id)
+        total = done_before + len(to_resume) + sum(planned.values())
         self._open_progress(total, done_before)
+        queues: dict[str, deque[PlannedCall]] = {name: deque() for name, n in planned.items() if n}
+        self._cursor = dict.fromkeys(queues, 0)
 
         tasks = [asyncio.create_task(self._resume_call(pc, row)) for pc, row in to_resume]
         for name, q in queues.items():
             lim = self.limits[name]
-            n_workers = min(self.concurrency, lim.max_concurrent or self.concurrency, max(1, len(q)))
+            n_workers = min(self.concurrency, lim.max_concurrent or self.concurrency, max(1, planned[name]))
             provider_sem = asyncio.Semaphore(lim.max_concurrent or self.concurrency)
             limiter = AsyncLimiter(lim.images_per_minute, 60) if lim.images_per_minute else None
             for _ in range(n_workers):
@@ -214,8 +263,17 @@ class Execution:
         limiter: AsyncLimiter | None,
     ) -> None:
         provider = self.providers[provider_name]
-        while queue and not self.controller.stop_submitting.is_set() and provider_name not in self.dry_accounts:
-            pc = queue.popleft().build(provider)
+        while not self.controller.stop_submitting.is_set() and provider_name not in self.dry_accounts:
+            if not queue:
+                self._refill(provider_name, queue)
+                if not queue:
+                    return
+            pc = queue.popleft()
+            try:
+                pc.build(provider)
+            except EvalkitError as exc:  # the pair cannot run any more (e.g. the catalogue changed since planning)
+                self.ws.finish_call(pc.call_id, {"status": CallStatus.NOT_APPLICABLE, "reason": exc.message})
+                continue
             if not self.no_cache and self._serve_from_cache(pc):
                 pc.release()
                 continue
@@ -258,6 +316,22 @@ class Execution:
                 await self._store(pc, outcome, reservation)
                 pc.release()  # done: don't hold its request for the rest of the run
 
+    def _refill(self, provider_name: str, queue: deque[PlannedCall]) -> None:
+        """Read the provider's next chunk of planned calls into its queue (synchronously: no other worker
+        can read the same chunk meanwhile)."""
+        cursor = self._cursor.get(provider_name)
+        if cursor is None:
+            return
+        rows = self.ws.planned_chunk(self.run_id, provider_name, after_rowid=cursor, limit=CHUNK)
+        if not rows:
+            self._cursor[provider_name] = None
+            return
+        self._cursor[provider_name] = rows[-1]["rowid"]
+        for row in rows:
+            pc = self.source.stub(row)
+            if pc is not None:
+                queue.append(pc)
+
     async def _with_patience(
         self,
         provider: ImageEditProvider,
@@ -279,9 +353,18 @@ class Execution:
         async def on_submitted(pid: str, _pc: PlannedCall = pc) -> None:
             self.ws.mark_submitted(_pc.call_id, pid)
 
+        async def on_sending(body: Any, _pc: PlannedCall = pc) -> None:
+            self.ws.record_sent_body(_pc.call_id, body)
+
+        # a provider that lists its predictions reports the body it sends: an unknown outcome can then be
+        # recognised in its history (evalkit.engine.reconcile) instead of staying unknown
+        hooks: dict[str, Any] = {"on_submitted": on_submitted}
+        if getattr(provider, "reconcilable", False):
+            hooks["on_sending"] = on_sending
+
         attempt = 0
         if submit:
-            outcome = await _guarded(pc, provider.edit(request, on_submitted=on_submitted))
+            outcome = await _guarded(pc, provider.edit(request, **hooks))
         else:
             outcome = await _guarded(pc, provider.resume(request, prediction_id))
         while attempt + 1 < self.patience.max_attempts and not self.controller.abandon.is_set():
@@ -303,7 +386,7 @@ class Execution:
             await asyncio.sleep(self.patience.backoff_s(attempt))
             if refused:
                 self.ws.mark_submitting(pc.call_id, **_submitting_fields(pc.prepared))
-                outcome = await _guarded(pc, provider.edit(request, on_submitted=on_submitted))
+                outcome = await _guarded(pc, provider.edit(request, **hooks))
             else:
                 outcome = await _guarded(pc, provider.resume(request, outcome.prediction_id))
         return outcome

@@ -41,16 +41,21 @@ import pandas as pd
 from evalkit._version import __version__
 from evalkit.catalog import Catalog
 from evalkit.engine.control import StopController
-from evalkit.engine.execution import Execution
+from evalkit.engine.execution import CallSource, Execution
 from evalkit.engine.limits import ProviderLimits, default_provider_limits
 from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan, quote_plan_prices
+from evalkit.engine.reconcile import ReconcilePolicy
+from evalkit.engine.settle import SettleReport, policy_from_env, settle_unknown
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.providers import create_provider
 from evalkit.providers.availability import select_models
 from evalkit.providers.base import ImageEditProvider
-from evalkit.providers.http import safe_url
+from evalkit.providers.http import is_loopback_url, safe_url
 from evalkit.providers.retry import RetryPolicy
 from evalkit.store import CallStatus, Workspace, check_id
+
+#: rounds of "settle unknown submits from the history, then collect / re-send" at the end of a run (settle_wait_s > 0)
+SETTLE_ROUNDS = 5
 
 #: how the runner waits out rate limits and transient polling trouble on top of the provider's own retries
 DEFAULT_PATIENCE = RetryPolicy(max_attempts=8, base_s=1.0, factor=2.0, max_backoff_s=60.0)
@@ -95,6 +100,10 @@ class RunResult:
     estimate: pd.DataFrame | None = field(default=None, repr=False)
     #: failed calls per error category (auth, rate_limit, server, …)
     failures_by_category: dict[str, int] = field(default_factory=dict)
+    #: unknown submits settled from the provider's history in this call: matched / resubmit / unknown
+    reconciled: dict[str, int] = field(default_factory=dict)
+    #: the most the calls still ``unknown`` may have cost (their reservations)
+    unknown_max_usd: float = 0.0
     #: with ``quote_prices``: {"quoted": n, "failed": n, "errors": {model_id: why}} (None without)
     price_quotes: dict[str, Any] | None = None
     #: with ``models="all"``: providers left out for want of a key → the variable that would add them
@@ -142,6 +151,8 @@ async def arun(
     retry_failed: bool = False,
     controller: StopController | None = None,
     patience: RetryPolicy | None = None,
+    reconcile_policy: ReconcilePolicy | None = None,
+    settle_wait_s: float = 0.0,
     quote_prices: bool = False,
 ) -> RunResult:
     """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``.
@@ -260,16 +271,27 @@ async def arun(
             ws.update_run(run_id, budget_usd=budget_usd)
         with ws.run_lock(run_id):
             _record_cases(ws, run_id, the_suite)
-            planned: list[PlannedCall] = []
 
             def rows() -> Iterator[dict[str, Any]]:
                 for pc in plan():
                     yield pc.row()
-                    pc.release()  # rebuilt when it runs
-                    planned.append(pc)
+                    pc.release()
 
             ws.insert_calls(rows())
+            # nothing is held per call: the engine reads the planned calls back from the workspace a chunk at a
+            # time and rebuilds each request when it runs (planning is pure and deterministic)
+            source = CallSource(run_id, {c.id: c for c in the_suite.cases}, {m.id: m for m in specs}, inputs)
             ws.update_run(run_id, status="running")
+            _seed_pacers(ws, providers, specs)
+            policy = reconcile_policy or policy_from_env()
+            endpoints = {m.id: m.endpoint for m in specs}
+            settled = SettleReport()
+            if existing is not None:
+                # unknown submits (and submits a crash interrupted) are settled from the provider's history first:
+                # a listed prediction is collected, a proven-unaccepted submit is sent again, the rest stay unknown
+                settled = await settle_unknown(
+                    ws, run_id, providers, endpoints, policy=policy, wait_for_settle_s=settle_wait_s
+                )
             given_limits = provider_limits or {}
             limits = {
                 name: given_limits.get(name)
@@ -279,7 +301,7 @@ async def arun(
             execution = Execution(
                 ws=ws,
                 run_id=run_id,
-                planned=planned,
+                source=source,
                 providers=providers,
                 budget_usd=budget_usd,
                 concurrency=concurrency,
@@ -294,6 +316,41 @@ async def arun(
             )
             try:
                 await execution.execute()
+                for _round in range(SETTLE_ROUNDS):
+                    if not (
+                        settle_wait_s > 0
+                        and execution.counts.get(CallStatus.UNKNOWN, 0) > 0
+                        and not controller.stop_submitting.is_set()
+                        and any(getattr(p, "reconcilable", False) for p in providers.values())
+                    ):
+                        break
+                    # submits lost in this run (a 500 after sending, a dropped connection, a sync POST cut off):
+                    # settle them from the history now, then collect / re-send what it proved (a re-sent one may
+                    # be lost again: a few rounds)
+                    again = await settle_unknown(
+                        ws, run_id, providers, endpoints, policy=policy, wait_for_settle_s=settle_wait_s
+                    )
+                    settled.decisions.extend(again.decisions)
+                    if not (again.matched or again.resubmit):
+                        break
+                    execution.close_progress()
+                    execution = Execution(
+                        ws=ws,
+                        run_id=run_id,
+                        source=source,
+                        providers=providers,
+                        budget_usd=budget_usd,
+                        concurrency=concurrency,
+                        limits=limits,
+                        no_cache=no_cache,
+                        progress=progress,
+                        grace_period_s=grace_period_s,
+                        resubmit_unknown=resubmit_unknown,
+                        retry_failed=False,
+                        controller=controller,
+                        patience=patience or DEFAULT_PATIENCE,
+                    )
+                    await execution.execute()
             except asyncio.CancelledError:
                 ws.update_run(run_id, status="interrupted", wall_s=time.monotonic() - t0)
                 raise
@@ -317,6 +374,8 @@ async def arun(
             if execution.dry_accounts:
                 done.stop_message = _dry_message(execution.dry_accounts, done)
                 ws.update_run(run_id, note=done.stop_message)
+            if settled.decisions:
+                done.reconciled = {k: v for k, v in settled.as_dict().items() if k != "reasons"}
             return done
     finally:
         for p in providers.values():
@@ -346,6 +405,8 @@ def run(
     retry_failed: bool = False,
     controller: StopController | None = None,
     patience: RetryPolicy | None = None,
+    reconcile_policy: ReconcilePolicy | None = None,
+    settle_wait_s: float = 0.0,
     quote_prices: bool = False,
 ) -> RunResult:
     """Synchronous :func:`arun` (same parameters) for scripts and the CLI.
@@ -391,6 +452,8 @@ def run(
                 retry_failed=retry_failed,
                 controller=ctl,
                 patience=patience,
+                reconcile_policy=reconcile_policy,
+                settle_wait_s=settle_wait_s,
                 quote_prices=quote_prices,
             )
         finally:
@@ -431,7 +494,23 @@ def summarise(
     res.simulated = bool(run.get("simulated"))
     res.estimate = estimate_df
     res.failures_by_category = agg["failures_by_category"]
+    res.unknown_max_usd = float(agg.get("unknown_max_usd", 0.0) or 0.0)
     return res
+
+
+def _seed_pacers(ws: Workspace, providers: Mapping[str, ImageEditProvider], specs: Sequence[Any]) -> None:
+    """Give each provider's poll pacer (if it has one) the catalogue's latency prior and the completion times
+    earlier runs in this workspace saw, so even the first wave of tasks is polled near when it finishes."""
+    for m in specs:
+        provider = providers.get(m.provider)
+        pacer = getattr(provider, "pacer", None)
+        if pacer is None:
+            continue
+        # a local simulator is not the real model: no catalogue prior, and only earlier simulated runs count
+        simulated = is_loopback_url(getattr(provider, "base_url", None) or "")
+        if not simulated:
+            pacer.set_prior(m.id, m.typical_latency_s)
+        pacer.seed(m.id, ws.completion_times(m.id, simulated=simulated))
 
 
 def _dry_message(dry: Mapping[str, str], res: RunResult) -> str:

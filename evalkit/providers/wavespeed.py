@@ -35,8 +35,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -53,6 +54,7 @@ from evalkit.providers.base import (
     PreparedRequest,
     SubmitHook,
 )
+from evalkit.providers.history import HistoryPage, compact_body, parse_history_page
 from evalkit.providers.http import (
     DEFAULT_MAX_DOWNLOAD_BYTES,
     DEFAULT_TIMEOUT,
@@ -72,6 +74,7 @@ from evalkit.providers.http import (
     server_message,
     with_retries,
 )
+from evalkit.providers.pacing import PacerConfig, PollPacer
 from evalkit.providers.prepare import materialise, prepare_json_request
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed_uploads import UploadCache, upload_media
@@ -138,6 +141,10 @@ class PollSchedule:
     #: this run): no task can be done sooner, so the polls before that are wasted. Later polls follow
     #: the schedule. ``EVALKIT_POLL_LEARN_FIRST_DELAY=0`` turns it off.
     learn_first_delay: bool = True
+    #: pace the polls of a newly accepted task with :class:`~evalkit.providers.pacing.PollPacer`: the first
+    #: poll at a high quantile of the model's completion times (plus a margin), every later one at least
+    #: ``min_interval_s`` after the previous. ``False`` keeps the fixed schedule above (``EVALKIT_POLL_ADAPTIVE=0``).
+    adaptive: bool = True
 
     def __post_init__(self) -> None:
         if (
@@ -171,12 +178,30 @@ class PollSchedule:
                     kw[field_name] = float(raw)
                 except ValueError:
                     raise InvalidInputError(f"{var}={raw!r} is not a number of seconds") from None
-        learn = os.environ.get("EVALKIT_POLL_LEARN_FIRST_DELAY", "").strip().lower()
-        if learn:
-            if learn not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
-                raise InvalidInputError(f"EVALKIT_POLL_LEARN_FIRST_DELAY={learn!r} is not 0 or 1")
-            kw["learn_first_delay"] = learn in ("1", "true", "yes", "on")
+        for field_name, var in (
+            ("learn_first_delay", "EVALKIT_POLL_LEARN_FIRST_DELAY"),
+            ("adaptive", "EVALKIT_POLL_ADAPTIVE"),
+        ):
+            flag = os.environ.get(var, "").strip().lower()
+            if flag:
+                if flag not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+                    raise InvalidInputError(f"{var}={flag!r} is not 0 or 1")
+                kw[field_name] = flag in ("1", "true", "yes", "on")
         return cls(**kw)
+
+    def pacer(self, priors: dict[str, float] | None = None) -> PollPacer | None:
+        """The :class:`PollPacer` this schedule asks for (None when not ``adaptive``)."""
+        if not self.adaptive:
+            return None
+        config = PacerConfig(
+            min_interval_s=self.min_interval_s,
+            max_interval_s=max(self.max_interval_s, self.min_interval_s),
+            # nothing known about the model yet: the first poll as late as the 2 s spacing allows anyway (a 3 s task
+            # is then seen at 4 s, not at 1 s, 3 s (miss), 5 s)
+            fallback_first_s=max(self.delay_s(0), self.min_interval_s),
+            max_first_s=self.timeout_s / 2,
+        )
+        return PollPacer(config, priors=priors)
 
     def delay_s(self, n: int) -> float:
         """Seconds to wait before poll number ``n`` (0-based)."""
@@ -242,6 +267,8 @@ class _Call:
     prediction_id: str | None = None
     simulated: bool = False
     accepted_at: float | None = None
+    #: the last moment a poll saw the task unfinished (for the pacer's completion-time sample)
+    last_unfinished_at: float | None = None
     last_created_at: float | None = None
     left_created_at: float | None = None
     polls: int = 0
@@ -252,6 +279,8 @@ class _Call:
 
     def observe(self, status: str, at: float) -> None:
         """Record a status seen at monotonic time ``at`` (for the queue-time estimate)."""
+        if status not in ("completed", *FAILED_STATUSES):
+            self.last_unfinished_at = at
         if status == "created":
             self.last_created_at = at
         elif self.left_created_at is None:
@@ -317,6 +346,9 @@ class WaveSpeedEditProvider:
 
     name = "wavespeed"
     resumable = True
+    #: lists its predictions (list_predictions) and reports the body it sends (edit(on_sending=…)):
+    #: unknown submits can be settled from the history (evalkit.engine.reconcile)
+    reconcilable = True
 
     def __init__(
         self,
@@ -364,6 +396,8 @@ class WaveSpeedEditProvider:
             pool=DEFAULT_TIMEOUT.pool,
         )
         self._sleep = sleep
+        #: paces the polls of new tasks (PollSchedule.adaptive); the engine seeds it with earlier runs' times
+        self.pacer: PollPacer | None = self.poll.pacer()
         self._uploads = UploadCache()
         #: model id → the fastest inference (s) the server reported for it (PollSchedule.learn_first_delay)
         self._fastest_s: dict[str, float] = {}
@@ -406,8 +440,18 @@ class WaveSpeedEditProvider:
         prepared = self.prepare(request)
         return materialise(prepared.params, prepared.images, prepared.mask, image_encoder)
 
-    async def edit(self, request: EditRequest, *, on_submitted: SubmitHook | None = None) -> EditOutcome:
-        """Submit, poll and download one edit. Call failures are returned as ``EditOutcome.error``."""
+    async def edit(
+        self,
+        request: EditRequest,
+        *,
+        on_submitted: SubmitHook | None = None,
+        on_sending: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> EditOutcome:
+        """Submit, poll and download one edit. Call failures are returned as ``EditOutcome.error``.
+
+        ``on_sending(compact_body)`` is awaited just before the submit is sent, with the body in
+        :func:`~evalkit.providers.history.compact_body` form, so the caller can record what was sent: an
+        unknown outcome is later recognised among the account's predictions (:meth:`list_predictions`)."""
         prepared = self.prepare(request)
         key = self._key()
         call = _Call(request.model.id, prepared)
@@ -416,6 +460,12 @@ class WaveSpeedEditProvider:
             refs = await self._image_refs(call, prepared, key)
             body = materialise(prepared.params, prepared.images, prepared.mask, lambda img: refs[img.sha256])
             call.sync = bool(body.get("enable_sync_mode"))
+            if on_sending is not None:
+                try:
+                    await on_sending(compact_body(body))
+                except Exception as exc:  # noqa: BLE001 - not recorded: the call can still be sent; reconciling it is harder
+                    call.hook_error = redact(f"on_sending: {type(exc).__name__}: {exc}", self._api_key)
+                    log.warning("wavespeed: %s", call.hook_error)
             data = await self._submit(call, body, key)
             call.accepted_at = time.monotonic()
             call.prediction_id = data["id"]
@@ -441,6 +491,85 @@ class WaveSpeedEditProvider:
             return await self._finish(call, request, key, deadline, first=None)
         except _Failed as failed:
             return self._finalise(call, failed.outcome)
+
+    #: how many predictions one history page holds at most (reference wavespeed-models-2026.md §4)
+    MAX_HISTORY_PAGE_SIZE = 100
+
+    async def list_predictions(
+        self,
+        model: str,
+        created_after: datetime,
+        created_before: datetime,
+        page: int = 1,
+        page_size: int = 100,
+        include_inputs: bool = True,
+    ) -> HistoryPage:
+        """One page of the account's recent predictions (kept 7 days, newest first): ``POST /api/v3/predictions``
+        with ``page``, ``page_size`` (≤ 100), ``model`` (the endpoint path, e.g. ``wavespeed-ai/qwen-image/edit-plus``),
+        ``created_after`` / ``created_before`` (ISO 8601) and ``include_inputs``.
+
+        Free and idempotent, so retried like a poll (429, 5xx, transport errors, unreadable replies). Both
+        documented shapes are read (``data: {page, total, items}`` and ``data: [items]``); items that cannot
+        be read are counted in :attr:`HistoryPage.unreadable`, never dropped silently. Raises
+        :class:`~evalkit.errors.ProviderError` when no page can be had (``bad_request`` when the endpoint is
+        not offered: HTTP 404/405)."""
+        if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+            raise InvalidInputError(f"page must be a whole number ≥ 1, got {page!r}")
+        if (
+            not isinstance(page_size, int)
+            or isinstance(page_size, bool)
+            or not 1 <= page_size <= self.MAX_HISTORY_PAGE_SIZE
+        ):
+            raise InvalidInputError(f"page_size must be within 1–{self.MAX_HISTORY_PAGE_SIZE}, got {page_size!r}")
+        key = self._key()
+        body = {
+            "page": page,
+            "page_size": page_size,
+            "model": model,
+            "created_after": _iso(created_after),
+            "created_before": _iso(created_before),
+            "include_inputs": bool(include_inputs),
+        }
+        url = f"{self.base_url}/api/v3/predictions"
+
+        async def attempt() -> HistoryPage:
+            try:
+                resp = await self.client.post(url, json=body, headers=self._auth(key))
+            except httpx.HTTPError as exc:
+                raise error_for_transport(exc, service=SERVICE, what="history") from None
+            if resp.status_code in (404, 405):
+                raise ProviderError(
+                    f"WaveSpeed does not offer the prediction history here (HTTP {resp.status_code})",
+                    category=Category.BAD_REQUEST,
+                    status_code=resp.status_code,
+                    hint="unknown submits cannot be settled from the history; check them in the WaveSpeed dashboard",
+                )
+            if resp.status_code != 200:
+                raise error_for_response(resp, service=SERVICE, what="history", secrets=[key], key_env=KEY_ENV)
+            envelope = json_or_none(resp)
+            env_code = envelope.get("code") if isinstance(envelope, dict) else None
+            if isinstance(env_code, int) and not isinstance(env_code, bool) and env_code >= 400:
+                raise ProviderError(
+                    f"WaveSpeed history answered code {env_code}: {server_message(resp, [key])}",
+                    category=Category.AUTH if env_code in (401, 403) else Category.SERVER,
+                    status_code=200,
+                    code=env_code,
+                    retryable=env_code == 429 or env_code >= 500,
+                )
+            parsed = parse_history_page(envelope, page)
+            if parsed is None:
+                raise ProviderError(
+                    "WaveSpeed history returned "
+                    + ("a reply that is not JSON" if envelope is None else "JSON without a list of predictions"),
+                    category=Category.SERVER,
+                    status_code=200,
+                    retryable=True,
+                )
+            return parsed
+
+        return await with_retries(
+            attempt, policy=self.retry, what=f"wavespeed history page {page} of {model}", sleep=self._sleep, logger=log
+        )
 
     async def aclose(self) -> None:
         if self._own_client and self._client is not None:
@@ -759,6 +888,10 @@ class WaveSpeedEditProvider:
         waits the model's fastest reported inference when that is longer (PollSchedule.learn_first_delay).
         A resumed task (accepted earlier, maybe long done) is polled on the plain schedule."""
         scheduled = self.poll.delay_s(n)
+        if self.pacer is not None and call.accepted_at is not None and self.poll.first_delay_s is None:
+            if n == 0:
+                return self.pacer.first_delay_s(call.model_id)
+            return self.pacer.next_delay_s(time.monotonic() - call.accepted_at, call.model_id)
         if n or call.accepted_at is None or self.poll.first_delay_s is not None or not self.poll.learn_first_delay:
             return scheduled
         fastest = self._fastest_s.get(call.model_id)
@@ -767,7 +900,10 @@ class WaveSpeedEditProvider:
         # at most half the call's timeout, so a task slower than that is still polled before the timeout
         return max(scheduled, min(fastest, self.poll.timeout_s / 2))
 
-    def _learn(self, model_id: str, inference_ms: float | None) -> None:
+    def _learn(self, model_id: str, inference_ms: float | None, call: _Call | None = None) -> None:
+        if self.pacer is not None and call is not None and call.accepted_at is not None and not call.sync:
+            unfinished = call.last_unfinished_at - call.accepted_at if call.last_unfinished_at is not None else None
+            self.pacer.observe(model_id, PollPacer.sample(inference_ms / 1000 if inference_ms else None, unfinished))
         if inference_ms is not None and inference_ms > 0:
             s = inference_ms / 1000
             if s < self._fastest_s.get(model_id, float("inf")):
@@ -841,7 +977,7 @@ class WaveSpeedEditProvider:
                 content_filtered=cat == Category.MODERATION,
                 metadata=meta,
             )
-        self._learn(call.model_id, call.latency.inference_ms)
+        self._learn(call.model_id, call.latency.inference_ms, call)
         price = call.prepared.price_usd
         source = "quoted" if call.prepared.price_source == "quoted" else "list_price"
         paid = {"cost_usd": price, "cost_source": source if price is not None else "unknown"}
@@ -904,6 +1040,12 @@ class WaveSpeedEditProvider:
             )
         data = decode_base64_output(output, what="WaveSpeed output", max_bytes=self.max_download_bytes)
         return await image_from_bytes(data, what="WaveSpeed base64 output", max_bytes=self.max_download_bytes)
+
+
+def _iso(t: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` (naive datetimes are taken as UTC)."""
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _task_hint(cat: Category) -> str:

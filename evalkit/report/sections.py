@@ -135,7 +135,7 @@ def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
             f"{int(status.get(CallStatus.UNKNOWN, 0))} unknown outcome; "
             f"{int(status.get(CallStatus.NOT_APPLICABLE, 0))} not applicable"
         ),
-        "cost": f"${math.fsum(calls['cost_usd'].dropna().astype(float)):.4f} billed",
+        "cost": f"${math.fsum(calls['cost_usd'].dropna().astype(float)):.4f} billed" + _unknown_cost_note(calls),
         "wall time": "—" if wall is None else format_ms(float(wall) * 1000),
         "dates (UTC)": f"created {run['created_at'][:19]}"
         + (f"; calls {started.min()[:19]} → {finished.max()[:19]}" if len(started) and len(finished) else ""),
@@ -144,6 +144,18 @@ def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
         "evalkit": run.get("evalkit_version") or "—",
     }
     return out
+
+
+def _unknown_cost_note(calls: Any) -> str:
+    """For calls still ``unknown``: how many, and the most they may have cost (their reservations)."""
+    unknown = calls[calls["status"] == "unknown"]
+    if unknown.empty:
+        return ""
+    most = math.fsum(unknown["reserved_usd"].dropna().astype(float))
+    return (
+        f"; {len(unknown)} call(s) with an unknown outcome may have cost up to ${most:.4f} more "
+        "(`evalkit reconcile RUN_ID` settles them from the provider's history)"
+    )
 
 
 # -- HTML sections --------------------------------------------------------------------------------------

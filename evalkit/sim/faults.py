@@ -20,6 +20,8 @@ submit_5xx                submit      ``status`` (default 503); the task is NOT 
 wrong_shape_submit        submit      200 JSON without ``data.id``; the task is NOT created
 submit_accepted_5xx       accepted    the task IS created, the response is ``status`` (default 500)
 submit_timeout            accepted    the task IS created, the response waits ``delay_s`` first
+submit_accepted_drop      accepted    the task IS created (and billed when it completes), then the connection drops
+                                      mid-reply (the client sees a broken response after its body was sent)
 task_failed               task        the task fails with ``code`` (default 1403)
 moderation                task        the task fails with code 1200
 never_finish              task        the task stays "processing" forever
@@ -29,6 +31,7 @@ garbage_poll              poll        200 with a body that is not JSON
 download_5xx              download    ``status`` (default 503)
 truncated_download        download    200 with the first half of the image bytes
 non_image_download        download    200, image content-type, HTML bytes
+history_5xx               history     the prediction history answers ``status`` (default 503)
 slow_response             response    ``delay_s`` before the response (submit, poll, download, upload)
 ========================  ==========  ==========================================================
 
@@ -73,6 +76,7 @@ WAVESPEED_FAULTS: dict[str, str] = {
     "wrong_shape_submit": "submit",
     "submit_accepted_5xx": "accepted",
     "submit_timeout": "accepted",
+    "submit_accepted_drop": "accepted",
     "task_failed": "task",
     "moderation": "task",
     "never_finish": "task",
@@ -82,6 +86,7 @@ WAVESPEED_FAULTS: dict[str, str] = {
     "download_5xx": "download",
     "truncated_download": "download",
     "non_image_download": "download",
+    "history_5xx": "history",
     "slow_response": "response",
 }
 #: Stability simulator: fault kind -> event (rate_limit/server_error with ``model="results"`` act on polls).

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from evalkit.errors import InvalidInputError
+from evalkit.errors import Category, InvalidInputError
 from evalkit.store._db import utcnow
 from evalkit.store._runs import RunsMixin
 from evalkit.store._schema import CALL_COLUMNS
@@ -80,6 +80,45 @@ class CallsMixin(RunsMixin):
             (CallStatus.SUBMITTING, utcnow(), reserved_usd, fingerprint, price_usd, price_source, call_id),
         )
 
+    def record_sent_body(self, call_id: str, compact_body: Any) -> None:
+        """The body a submit is about to send (compact form), written before it goes out."""
+        self._execute(
+            "UPDATE calls SET sent_body = ? WHERE call_id = ?", (json.dumps(compact_body, sort_keys=True), call_id)
+        )
+
+    def adopt_prediction(self, call_id: str, prediction_id: str, *, note: str | None = None) -> None:
+        """An unknown submit found in the provider's history: the call becomes ``submitted`` with that id
+        (error and unknown cost cleared), so the engine collects it like any accepted job."""
+        meta = json.dumps({"reconciled": note or True})
+        self._execute(
+            "UPDATE calls SET status = ?, prediction_id = ?, submitted_at = ?, error_category = NULL, "
+            "error_message = NULL, error_code = NULL, cost_usd = NULL, cost_source = NULL, completed_at = NULL, "
+            "metadata = ? WHERE call_id = ?",
+            (CallStatus.SUBMITTED, prediction_id, utcnow(), meta, call_id),
+        )
+
+    def note_unknown(self, call_id: str, reason: str) -> None:
+        """Keep (or make) a call ``unknown`` with why its history cannot settle it. The first recorded
+        moment of the unknown outcome (``completed_at``, the end of its submit window) is kept."""
+        rows = self._query("SELECT error_message FROM calls WHERE call_id = ?", (call_id,))
+        before = (rows[0][0] or "") if rows else ""
+        before = before.split(" — history: ")[0]
+        message = f"{before} — history: {reason}" if before else reason
+        self._execute(
+            "UPDATE calls SET status = ?, error_category = ?, error_message = ?, cost_usd = NULL, "
+            "cost_source = 'unknown' WHERE call_id = ?",
+            (CallStatus.UNKNOWN, str(Category.UNKNOWN_OUTCOME), message, call_id),
+        )
+
+    def claimed_prediction_ids(self, provider: str) -> set[str]:
+        """Every prediction id some call of ``provider`` owns (any run): never handed to a second call."""
+        rows = self._query(
+            "SELECT DISTINCT prediction_id FROM calls WHERE provider = ? AND prediction_id IS NOT NULL "
+            "AND (cost_source IS NULL OR cost_source != 'cache')",
+            (provider,),
+        )
+        return {r[0] for r in rows}
+
     def mark_submitted(self, call_id: str, prediction_id: str) -> None:
         """The provider accepted the job: its id is written before anything waits for the result."""
         self._execute(
@@ -129,6 +168,45 @@ class CallsMixin(RunsMixin):
             rows = self._query(f"SELECT {what} FROM calls WHERE run_id = ? ORDER BY rowid", (run_id,))
         return [dict(r) for r in rows]
 
+    def planned_chunk(self, run_id: str, provider: str, *, after_rowid: int, limit: int) -> list[dict[str, Any]]:
+        """The next ``limit`` calls of ``provider`` still ``planned``, in plan order after ``after_rowid``
+        (each with its ``rowid``): the engine feeds its queues from here a chunk at a time."""
+        rows = self._query(
+            "SELECT rowid, call_id, case_id, model_id, repeat, seed, operation, category, cost_usd FROM calls "
+            "WHERE run_id = ? AND provider = ? AND status = ? AND rowid > ? ORDER BY rowid LIMIT ?",
+            (run_id, provider, CallStatus.PLANNED, after_rowid, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def planned_counts(self, run_id: str) -> dict[str, int]:
+        """Calls still ``planned``, per provider."""
+        rows = self._query(
+            "SELECT provider, COUNT(*) FROM calls WHERE run_id = ? AND status = ? GROUP BY provider",
+            (run_id, CallStatus.PLANNED),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def committed_usd(self, run_id: str) -> tuple[float, int]:
+        """What the run's finished calls count against its budget (a cost nobody reported counts at what was
+        reserved for it), and how many they are."""
+        row = self._query(
+            "SELECT COALESCE(SUM(COALESCE(cost_usd, reserved_usd, 0)), 0), COUNT(*) FROM calls "
+            "WHERE run_id = ? AND status IN (?, ?, ?)",
+            (run_id, CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.UNKNOWN),
+        )[0]
+        return float(row[0]), int(row[1])
+
+    def completion_times(self, model_id: str, limit: int = 256, *, simulated: bool | None = None) -> list[float]:
+        """Seconds the model's most recent completed calls (any run, cache hits excluded) took on the provider's
+        side (its reported inference time), oldest first: what the poll pacer learns from."""
+        only = "" if simulated is None else f"AND simulated = {int(simulated)} "
+        rows = self._query(
+            "SELECT inference_ms FROM calls WHERE model_id = ? AND status = ? AND inference_ms > 0 "
+            f"AND (cost_source IS NULL OR cost_source != 'cache') {only}ORDER BY completed_at DESC LIMIT ?",
+            (model_id, CallStatus.COMPLETED, limit),
+        )
+        return [float(r[0]) / 1000 for r in reversed(rows)]
+
     def get_call(self, call_id: str) -> dict[str, Any]:
         rows = self._query("SELECT * FROM calls WHERE call_id = ?", (call_id,))
         if not rows:
@@ -170,12 +248,23 @@ class CallsMixin(RunsMixin):
         """A run's call counts and money, aggregated in SQL (cheap for runs of any size)."""
         rows = self._query(
             "SELECT status, (prediction_id IS NOT NULL) AS has_id, cost_source = 'cache' AS cached, error_category, "
-            "COUNT(*) AS n, COALESCE(SUM(cost_usd), 0) AS cost FROM calls WHERE run_id = ? "
-            "GROUP BY status, has_id, cached, error_category",
+            "COUNT(*) AS n, COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(reserved_usd), 0) AS reserved "
+            "FROM calls WHERE run_id = ? GROUP BY status, has_id, cached, error_category",
             (run_id,),
         )
-        out: dict[str, Any] = {"by_status": {}, "pending": 0, "cached": 0, "cost_usd": 0.0, "failures_by_category": {}}
+        out: dict[str, Any] = {
+            "by_status": {},
+            "pending": 0,
+            "cached": 0,
+            "cost_usd": 0.0,
+            "failures_by_category": {},
+            "unknown_max_usd": 0.0,
+        }
         for r in rows:
+            if (
+                r["status"] == CallStatus.UNKNOWN
+            ):  # may have been billed: the most it can have cost is what was reserved
+                out["unknown_max_usd"] += float(r["reserved"])
             out["by_status"][r["status"]] = out["by_status"].get(r["status"], 0) + r["n"]
             if r["status"] == CallStatus.SUBMITTED and r["has_id"]:
                 out["pending"] += r["n"]

@@ -91,9 +91,17 @@ class RunsMixin(BlobsMixin):
             "SELECT r.run_id, r.created_at, r.status, r.suite_name, r.models, r.repeats, r.budget_usd, r.simulated, "
             "r.wall_s, "
             "SUM(c.status = ?) AS completed, SUM(c.status = ?) AS failed, "
-            "SUM(c.status NOT IN (?)) AS planned, COALESCE(SUM(c.cost_usd), 0) AS cost_usd "
+            "SUM(c.status NOT IN (?)) AS planned, COALESCE(SUM(c.cost_usd), 0) AS cost_usd, "
+            "COALESCE(SUM(c.status = ?), 0) AS unknown, "
+            "COALESCE(SUM(CASE WHEN c.status = ? THEN c.reserved_usd END), 0) AS unknown_max_usd "
             "FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created_at",
-            (CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.NOT_APPLICABLE),
+            (
+                CallStatus.COMPLETED,
+                CallStatus.FAILED,
+                CallStatus.NOT_APPLICABLE,
+                CallStatus.UNKNOWN,
+                CallStatus.UNKNOWN,
+            ),
         )
         df = pd.DataFrame(
             [dict(r) for r in rows],
@@ -111,6 +119,8 @@ class RunsMixin(BlobsMixin):
                 "failed",
                 "planned",
                 "cost_usd",
+                "unknown",
+                "unknown_max_usd",
             ],
         )
         if not df.empty:

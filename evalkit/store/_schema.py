@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -159,6 +159,11 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE calls ADD COLUMN price_source TEXT
     """,
+    # 3 → 4: the body each submit sent (compact: long strings as sha256), so an unknown outcome can be
+    # recognised among the provider's predictions (evalkit.engine.reconcile)
+    """
+    ALTER TABLE calls ADD COLUMN sent_body TEXT
+    """,
 ]
 #: scales of single ratings and their allowed values
 RATING_SCALES = {"1-5": (1, 2, 3, 4, 5), "imagenhub": (0, 0.5, 1)}
@@ -168,7 +173,7 @@ CALL_COLUMNS = (
     "attempt created_at submitting_at submitted_at completed_at submit_ms queue_ms inference_ms download_ms total_ms "
     "price_usd reserved_usd cost_usd cost_source error_category error_message error_code output_sha256 output_ext "
     "width height format requested_width requested_height nsfw content_filtered input_resized simulated cached_from "
-    "params notes metadata price_source"
+    "params notes metadata price_source sent_body"
 ).split()
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from evalkit.credentials import Secret
 from evalkit.engine.control import StopController
-from evalkit.engine.execution import Execution
+from evalkit.engine.execution import CallSource, Execution
 from evalkit.engine.limits import ProviderLimits
 from evalkit.engine.planning import PlannedCall, iter_plan
 from evalkit.providers.retry import RetryPolicy
@@ -75,10 +75,17 @@ def plan_run(ws: Workspace, run_id: str, cases, catalog, providers, *, repeats: 
 
 
 def execution(ws, run_id, planned, providers, **kw) -> Execution:
+    # the engine reads the planned calls back from the workspace; the source rebuilds each one from its row
+    source = CallSource(
+        run_id,
+        {pc.case_id: pc.case for pc in planned},
+        {pc.model.id: pc.model for pc in planned},
+        {pc.case_id: pc.inputs for pc in planned},
+    )
     args = dict(
         ws=ws,
         run_id=run_id,
-        planned=planned,
+        source=source,
         providers=providers,
         budget_usd=None,
         concurrency=16,

@@ -221,7 +221,7 @@ class Harness:
 
     def provider(self, **kw) -> WaveSpeedEditProvider:
         kw.setdefault("retry", RetryPolicy(max_attempts=4, base_s=0.5, jitter=False))
-        kw.setdefault("poll", PollSchedule())
+        kw.setdefault("poll", PollSchedule(adaptive=False))  # the fixed schedule; adaptive pacing: tests below
         kw.setdefault("sleep", self.sleep)
         p = WaveSpeedEditProvider(base_url=BASE, client=self.client, **kw)
         self.providers.append(p)
@@ -436,21 +436,49 @@ async def test_the_first_poll_waits_the_fastest_inference_seen_for_that_model(h,
     assert h.sleeps[0] == schedule.delay_s(0)
 
 
+async def test_adaptive_pacing_polls_new_tasks_once_just_after_they_finish_and_keeps_two_seconds(h, catalog, img):
+    """With PollSchedule(adaptive=True) the first poll of a new task waits the model's completion-time quantile
+    (plus a margin) once a few tasks have shown it, and every later poll of a task keeps ≥ min_interval_s."""
+    p = h.provider(poll=PollSchedule(adaptive=True))
+    assert p.pacer is not None
+    qwen = request_for(catalog, "qwen-edit", img)
+    first = await _edit_and_record_sleeps(h, p, qwen, inference_ms=3000)
+    assert first[0] == PollSchedule().min_interval_s and all(d >= 2.0 for d in first[1:])
+    for _ in range(3):
+        await _edit_and_record_sleeps(h, p, qwen, inference_ms=3000)
+    cfg = p.pacer.config
+    expected = 3.0 + max(cfg.margin_s, 3.0 * cfg.margin_frac)
+    h.api.polls_by_id.clear()
+    h.api.completed = {"timings": {"inference": 3000}, "executionTime": 3000}
+    h.sleeps.clear()
+    p.pacer.seed("qwen-edit", [3.0] * 10)
+    outcome = await p.edit(qwen)
+    assert outcome.ok and h.sleeps[0] == pytest.approx(expected)
+    assert all(d >= cfg.min_interval_s for d in h.sleeps[1:])
+    h.sleeps.clear()
+    h.api.polls_by_id.clear()
+    assert (await p.resume(qwen, PID)).ok  # a resumed task may be long done: the plain schedule
+    assert h.sleeps[0] == PollSchedule().delay_s(0)
+    assert PollSchedule(adaptive=False).pacer() is None
+
+
 async def test_a_learnt_first_delay_never_replaces_a_shorter_schedule_or_an_explicit_one(h, catalog, img):
     qwen = request_for(catalog, "qwen-edit", img)
     fast_model = h.provider()
     await _edit_and_record_sleeps(h, fast_model, qwen, inference_ms=200)  # faster than the first scheduled poll
     assert (await _edit_and_record_sleeps(h, fast_model, qwen))[0] == PollSchedule().delay_s(0)
 
-    explicit = h.provider(poll=PollSchedule(first_delay_s=0.5))
+    explicit = h.provider(poll=PollSchedule(first_delay_s=0.5))  # explicit: wins over adaptive pacing too
     await _edit_and_record_sleeps(h, explicit, qwen, inference_ms=6000)
     assert (await _edit_and_record_sleeps(h, explicit, qwen))[0] == 0.5
 
-    off = h.provider(poll=PollSchedule(learn_first_delay=False))
+    off = h.provider(poll=PollSchedule(learn_first_delay=False, adaptive=False))
     await _edit_and_record_sleeps(h, off, qwen, inference_ms=6000)
     assert (await _edit_and_record_sleeps(h, off, qwen))[0] == PollSchedule().delay_s(0)
 
-    capped = h.provider(poll=PollSchedule(timeout_s=8.0))  # a learnt delay leaves room to poll before the timeout
+    capped = h.provider(
+        poll=PollSchedule(timeout_s=8.0, adaptive=False)
+    )  # a learnt delay leaves room to poll before the timeout
     await _edit_and_record_sleeps(h, capped, qwen, inference_ms=60000)
     assert (await _edit_and_record_sleeps(h, capped, qwen))[0] == 4.0
 

@@ -24,6 +24,12 @@ Protocol (what a client sees)
       simulated latency (catalogue ``sim.latency_ms`` × ``time_scale``, or ``fixed_latency_ms``), then
       complete or fail. ``GET /api/v3/predictions/<id>/result`` and ``…/predictions/<id>`` return the
       current envelope; ``GET /api/v3/predictions`` lists recent ones.
+    * History: ``POST /api/v3/predictions`` with ``page``, ``page_size`` (1–100), ``model``, ``status``,
+      ``created_after`` / ``created_before`` (ISO 8601) and ``include_inputs`` → ``data: {page, total,
+      items}``, newest first (reference wavespeed-models-2026.md §4). With ``include_inputs`` each item has
+      ``input``: the body as received, its long strings (inline images) given as ``sha256:<hex>`` of the
+      string (a simplification: the sim keeps that compact form, not megabytes per prediction).
+      ``SimConfig.history_inputs=False`` makes it never return inputs (the field is undocumented).
     * Sync mode blocks the POST until the task ends; past ``sync_timeout_s`` it returns 200 with status
       "processing", code 5004 and the text the SDK recognises.
     * Uploads: the SDK's ticket flow (``POST /api/v3/media/uploads`` then ``PUT`` to the returned URL,

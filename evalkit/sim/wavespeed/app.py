@@ -26,6 +26,7 @@ from evalkit.catalog import Catalog
 from evalkit.catalog.spec import ModelSpec
 from evalkit.errors import InvalidInputError
 from evalkit.images import InputImage
+from evalkit.providers.history import compact_body, parse_time
 from evalkit.providers.http import is_loopback_host
 from evalkit.sim.faults import SLOW_REQUEST_KINDS, Fault, FaultBook
 from evalkit.sim.wavespeed.catalog import CatalogDrift, SimCatalog
@@ -247,6 +248,8 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             return self._json({"code": 200, "message": "success", "data": data})
         if method == "GET" and path == "predictions":
             return self._list(request)
+        if method == "POST" and path == "predictions":
+            return await self._history(request)
         if method == "GET" and path.startswith("predictions/"):
             pid, _, tail = path[len("predictions/") :].partition("/")
             if tail in ("", "result"):
@@ -305,9 +308,12 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
                 f"${max(0.0, exc.available_usd):.4f}; please top up (simulated)",
             )
         st.submits.append(SubmitRecord(p.id, spec.id, hashlib.sha256(raw).hexdigest(), time.time()))
+        p.input = compact_body(body)
         after = self.faults.draw("accepted", model_keys)
         if after is not None and after.kind == "submit_accepted_5xx":
             return self._fault_response(after, "submit")
+        if after is not None and after.kind == "submit_accepted_drop":
+            return _DroppedResponse()
         if body.get("enable_sync_mode") is True:
             response = await self._wait_sync(p)
         else:
@@ -403,6 +409,58 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
             for p in (predictions[pid] for pid in itertools.islice(reversed(predictions), limit))
         ]
         return self._json({"code": 200, "message": "success", "data": {"items": items, "total": len(st.predictions)}})
+
+    async def _history(self, request: Request) -> Response:
+        """``POST /api/v3/predictions``: the account's predictions, filtered and paged, newest first."""
+        st = self._state
+        st.counts["history"] += 1
+        fault = self.faults.draw("history", ())
+        if fault is not None:
+            return self._fault_response(fault, "history")
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return self._error(400, "request body must be JSON")
+        if not isinstance(body, dict):
+            return self._error(400, "request body must be a JSON object")
+        page, size = body.get("page", 1), body.get("page_size", 100)
+        if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+            return self._error(400, "page must be an integer ≥ 1")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 100:
+            return self._error(400, "page_size must be an integer within 1–100")
+        bounds = []
+        for key in ("created_after", "created_before"):
+            raw = body.get(key)
+            t = parse_time(raw) if raw is not None else None
+            if raw is not None and t is None:
+                return self._error(400, f"{key} must be an ISO 8601 time")
+            bounds.append(t)
+        after, before = bounds
+        model, status = body.get("model"), body.get("status")
+        with_inputs = body.get("include_inputs") is True and self.config.history_inputs
+        chosen = []
+        for p in reversed(list(st.predictions.values())):  # newest first
+            if model and p.spec.endpoint != model and p.spec.id != model:
+                continue
+            if status and p.status != status:
+                continue
+            created = parse_time(p.created_at)
+            if created is None:
+                continue  # never: the sim writes its own times
+            if (after is not None and created < after) or (before is not None and created > before):
+                continue
+            chosen.append(p)
+        items = []
+        for p in chosen[(page - 1) * size : page * size]:
+            item = (await self._envelope(p))["data"]
+            if p.status == "completed" and p.base64_output:
+                item["outputs"] = [p.output_url]  # the history lists URLs, not megabytes of base64
+            if with_inputs:
+                item["input"] = p.input
+            items.append(item)
+        return self._json(
+            {"code": 200, "message": "success", "data": {"page": page, "total": len(chosen), "items": items}}
+        )
 
     async def _get_output(self, request: Request) -> Response:
         st = self._state
@@ -501,6 +559,29 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
         )
 
 
+class _DroppedResponse(Response):
+    """A reply that starts, promises more than it sends, and breaks the connection (a dropped connection
+    after the request arrived whole: the client cannot tell whether the task was created)."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"code": 200, "data": {"id"', "more_body": True})
+        raise _ConnectionDropped("simulated: connection dropped after the submit was accepted")
+
+
+class _ConnectionDropped(Exception):
+    """Raised inside the ASGI app to make the server close the connection mid-reply (a simulated fault)."""
+
+
 class _SimulatedHeader:
     """ASGI wrapper: adds ``X-Evalkit-Simulated: 1`` to every response and binds the sim to its loop."""
 
@@ -519,4 +600,7 @@ class _SimulatedHeader:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-evalkit-simulated", b"1")]}
             await send(message)
 
-        await self.app(scope, receive, send_marked)
+        try:
+            await self.app(scope, receive, send_marked)
+        except _ConnectionDropped:
+            return  # the reply is left incomplete: the server closes the connection (the simulated drop)

@@ -7,6 +7,7 @@ import asyncio
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from evalkit.catalog.spec import ModelSpec
 from evalkit.sim.wavespeed.images import RenderJob
@@ -32,6 +33,7 @@ COUNTED = (
     "download",
     "upload",
     "list",
+    "history",
     "upload_get",
     "unauthorized",
     "rejected",
@@ -67,6 +69,8 @@ class SimConfig:
     #: UNLIMITED_BALANCE_USD minus what was billed). A submit that costs more than what is left is
     #: refused with HTTP 403 "Insufficient balance …" and creates no task.
     balance_usd: float | None = None
+    #: the prediction history returns each item's ``input`` when asked (``include_inputs``)
+    history_inputs: bool = True
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -117,6 +121,8 @@ class Prediction:
     fail_at_start: tuple[int, str] | None = None
     fail: tuple[int, str] | None = None
     never_finish: bool = False
+    #: the request body in compact form (evalkit.providers.history.compact_body), for the history
+    input: Any = None
     status: str = "created"
     code: int | None = None
     error: str = ""
