@@ -229,12 +229,12 @@ class Execution:
                 tasks.append(asyncio.create_task(self._worker(name, q, provider_sem, limiter)))
         if not tasks:
             return
-        stop_wait = asyncio.create_task(self.controller.stop_submitting.wait())
-        all_done = asyncio.gather(*tasks, return_exceptions=True)
+        stop_wait: asyncio.Future[Any] = asyncio.create_task(self.controller.stop_submitting.wait())
+        all_done: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
         try:
             await asyncio.wait({stop_wait, all_done}, return_when=asyncio.FIRST_COMPLETED)
             if not all_done.done():  # stopping: give in-flight calls a grace period
-                abandon = asyncio.create_task(self.controller.abandon.wait())
+                abandon: asyncio.Future[Any] = asyncio.create_task(self.controller.abandon.wait())
                 await asyncio.wait(
                     {all_done, abandon}, timeout=self.grace_period_s, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -283,8 +283,9 @@ class Execution:
                 if self.controller.stop_submitting.is_set() or provider_name in self.dry_accounts:
                     queue.appendleft(pc)
                     return
+                request, prepared = pc.built
                 try:
-                    reservation = self.budget.reserve(pc.prepared.reserve_usd, pc.call_id)
+                    reservation = self.budget.reserve(prepared.reserve_usd, pc.call_id)
                 except BudgetExceededError as exc:
                     self.stop_message = str(exc)
                     self.controller.request_stop("budget")
@@ -296,7 +297,8 @@ class Execution:
                     self.budget.settle(reservation, 0.0)
                     self._workspace_failed(exc)
                     return
-                request = replace(pc.request, spool_dir=self.spool) if pc.request.spool_dir is None else pc.request
+                if request.spool_dir is None:
+                    request = replace(request, spool_dir=self.spool)
                 outcome = await self._with_patience(provider, pc, request, submit=True)
                 if _refused(outcome) and self.controller.stop_submitting.is_set():
                     # never accepted, and the run is stopping: it simply stays planned
@@ -366,6 +368,7 @@ class Execution:
         if submit:
             outcome = await _guarded(pc, provider.edit(request, **hooks))
         else:
+            assert prediction_id is not None, "a resumed call has its prediction id"
             outcome = await _guarded(pc, provider.resume(request, prediction_id))
         while attempt + 1 < self.patience.max_attempts and not self.controller.abandon.is_set():
             err = outcome.error
@@ -388,6 +391,7 @@ class Execution:
                 self.ws.mark_submitting(pc.call_id, **_submitting_fields(pc.prepared))
                 outcome = await _guarded(pc, provider.edit(request, **hooks))
             else:
+                assert outcome.prediction_id is not None  # not refused: the job was accepted
                 outcome = await _guarded(pc, provider.resume(request, outcome.prediction_id))
         return outcome
 
@@ -397,9 +401,9 @@ class Execution:
             self._mark_unknown(pc, row)
             self._tick()
             return
-        pc.build(provider)
-        reservation = self.budget.hold(row["reserved_usd"] or pc.prepared.reserve_usd, pc.call_id)
-        request = replace(pc.request, spool_dir=self.spool)
+        request, prepared = pc.build(provider).built
+        reservation = self.budget.hold(row["reserved_usd"] or prepared.reserve_usd, pc.call_id)
+        request = replace(request, spool_dir=self.spool)
         async with self.global_sem:
             outcome = await self._with_patience(provider, pc, request, submit=False, prediction_id=row["prediction_id"])
         if outcome.prediction_id is None:
@@ -409,7 +413,8 @@ class Execution:
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def _serve_from_cache(self, pc: PlannedCall) -> bool:
-        hit = self.ws.find_completed(pc.prepared.fingerprint, exclude_call=pc.call_id)
+        fingerprint = pc.built[1].fingerprint
+        hit = self.ws.find_completed(fingerprint, exclude_call=pc.call_id)
         if hit is None:
             return False
         keep = (
@@ -436,7 +441,7 @@ class Execution:
             cost_usd=0.0,
             cost_source="cache",
             cached_from=hit["call_id"],
-            fingerprint=pc.prepared.fingerprint,
+            fingerprint=fingerprint,
         )
         if isinstance(fields["metadata"], str):
             import json

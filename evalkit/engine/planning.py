@@ -63,6 +63,12 @@ class PlannedCall:
     def model_id(self) -> str:
         return self.model.id
 
+    @property
+    def built(self) -> tuple[EditRequest, PreparedRequest]:
+        """``(request, prepared)`` of a call that is built (planned and not released); a bug otherwise."""
+        assert self.request is not None and self.prepared is not None, f"{self.call_id} is not built"
+        return self.request, self.prepared
+
     def build(self, provider: ImageEditProvider) -> PlannedCall:
         """Make ``request`` and ``prepared`` again after :meth:`release` (a no-op when they are there)."""
         if self.status == CallStatus.PLANNED and (self.request is None or self.prepared is None):
@@ -216,7 +222,7 @@ def estimate(planned: Iterable[PlannedCall]) -> pd.DataFrame:
             r["not_applicable"] += 1
             continue
         r["calls"] += 1
-        p = pc.prepared
+        _, p = pc.built
         if p.price_usd is None:
             r["unknown_price_calls"] += 1
         else:

@@ -62,7 +62,7 @@ DEFAULT_MAX_DOWNLOAD_BYTES = MAX_BYTES
 #: local simulators mark every response with this header (value "1"): the outcome is then labelled simulated.
 SIMULATED_HEADER = "X-Evalkit-Simulated"
 #: transport errors raised *before* the request left this process: a paid POST may be re-sent after them.
-NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+NOT_SENT_ERRORS: tuple[type[httpx.HTTPError], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 log = logging.getLogger("evalkit.providers.http")
 

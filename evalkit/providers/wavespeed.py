@@ -90,7 +90,8 @@ DEFAULT_BASE_URL = "https://api.wavespeed.ai"
 
 #: statuses after which a task never changes (SDK 2.0.5 ``_wait``); any other status keeps polling.
 FAILED_STATUSES = ("failed", "cancelled", "timeout", "deleted")
-#: task-level ``data.code`` → category (https://wavespeed.ai/docs/error-codes): 1xxx = fix the request, 5xxx = retry later.
+#: task-level ``data.code`` → category (https://wavespeed.ai/docs/error-codes):
+#: 1xxx = fix the request, 5xxx = retry later.
 TASK_CODE_CATEGORIES: dict[int, Category] = {
     1200: Category.MODERATION,
     1400: Category.BAD_REQUEST,
@@ -596,6 +597,7 @@ class WaveSpeedEditProvider:
     def _key(self) -> Secret:
         if self._api_key is None:
             self._api_key = key_from_env(KEY_ENV, required=True, provider="WaveSpeed")
+        assert self._api_key is not None  # required=True raises when the key is missing
         return self._api_key
 
     def _auth(self, key: Secret) -> dict[str, str]:
@@ -708,7 +710,8 @@ class WaveSpeedEditProvider:
                 raise self._fail(
                     call,
                     Category.UNKNOWN_OUTCOME,
-                    f"WaveSpeed submit {'got no reply in time' if read else 'lost its connection'} after the request was sent "
+                    f"WaveSpeed submit {'got no reply in time' if read else 'lost its connection'} "
+                    "after the request was sent "
                     f"({type(exc).__name__}); the task may have been created and billed, so it was not sent again",
                     hint="check the WaveSpeed dashboard; run again with --resubmit-unknown only if it was not billed",
                     cost_usd=None,
@@ -770,7 +773,8 @@ class WaveSpeedEditProvider:
                 raise self._fail(
                     call,
                     Category.UNKNOWN_OUTCOME,
-                    f"WaveSpeed submit got HTTP 200 with {what}; whether the task was created is unknown, so it was not sent again",
+                    f"WaveSpeed submit got HTTP 200 with {what}; whether the task was created is unknown, "
+                    "so it was not sent again",
                     hint="check the WaveSpeed dashboard before running it again",
                     status_code=code,
                     cost_usd=None,
@@ -793,7 +797,8 @@ class WaveSpeedEditProvider:
                     Category.UNKNOWN_OUTCOME,
                     f"WaveSpeed submit answered HTTP {code}"
                     + (f" ({said})" if said else "")
-                    + " after the request was sent; the task may have been created and billed, so it was not sent again",
+                    + " after the request was sent; the task may have been created and billed, "
+                    "so it was not sent again",
                     hint="check the WaveSpeed dashboard before running it again",
                     status_code=code,
                     cost_usd=None,
@@ -841,8 +846,10 @@ class WaveSpeedEditProvider:
             raise self._fail(
                 call,
                 Category.TIMEOUT,
-                f"no result for WaveSpeed prediction {call.prediction_id} within {self.poll.timeout_s:g} s; the task may still finish",
-                hint=f"collect it later with resume(request, {call.prediction_id!r}) (`evalkit run --resume`); it was not re-submitted",
+                f"no result for WaveSpeed prediction {call.prediction_id} within {self.poll.timeout_s:g} s; "
+                "the task may still finish",
+                hint=f"collect it later with resume(request, {call.prediction_id!r}) (`evalkit run --resume`); "
+                "it was not re-submitted",
                 retryable=True,
                 cost_usd=None,
                 cost_source="unknown",
@@ -864,7 +871,9 @@ class WaveSpeedEditProvider:
                     logger=log,
                 )
             except ProviderError as err:
-                hint = f"the task was accepted; collect it later with resume(request, {call.prediction_id!r})"
+                hint: str | None = (
+                    f"the task was accepted; collect it later with resume(request, {call.prediction_id!r})"
+                )
                 if err.category == Category.AUTH:
                     hint = err.hint
                 raise self._fail(
@@ -918,7 +927,8 @@ class WaveSpeedEditProvider:
         call.simulated = call.simulated or is_simulated(resp)
         if resp.status_code == 404:
             raise ProviderError(
-                f"WaveSpeed has no prediction {call.prediction_id} (HTTP 404: {server_message(resp, [key]) or 'not found'})",
+                f"WaveSpeed has no prediction {call.prediction_id} "
+                f"(HTTP 404: {server_message(resp, [key]) or 'not found'})",
                 category=Category.BAD_REQUEST,
                 status_code=404,
                 retryable=False,
@@ -951,11 +961,13 @@ class WaveSpeedEditProvider:
 
     async def _outcome(self, call: _Call, request: EditRequest, data: dict[str, Any]) -> EditOutcome:
         status = str(data.get("status") or "").lower()
-        timings = data.get("timings") if isinstance(data.get("timings"), dict) else {}
+        raw_timings = data.get("timings")
+        timings: dict[str, Any] = raw_timings if isinstance(raw_timings, dict) else {}
         inference = timings.get("inference", data.get("executionTime"))
         if isinstance(inference, (int, float)) and not isinstance(inference, bool) and inference > 0:
             call.latency.inference_ms = float(inference)
-        nsfw_flags = data.get("has_nsfw_contents") if isinstance(data.get("has_nsfw_contents"), list) else []
+        raw_flags = data.get("has_nsfw_contents")
+        nsfw_flags: list[Any] = raw_flags if isinstance(raw_flags, list) else []
         meta: dict[str, Any] = {"status": status, "server_model": data.get("model"), "timings": timings or None}
         if data.get("created_at"):
             meta["created_at"] = str(data["created_at"])[:40]
@@ -981,8 +993,9 @@ class WaveSpeedEditProvider:
         price = call.prepared.price_usd
         source = "quoted" if call.prepared.price_source == "quoted" else "list_price"
         paid = {"cost_usd": price, "cost_source": source if price is not None else "unknown"}
-        outputs = data.get("outputs")
-        first = outputs[0] if isinstance(outputs, list) and outputs else None
+        raw_outputs = data.get("outputs")
+        outputs: list[Any] = raw_outputs if isinstance(raw_outputs, list) else []
+        first = outputs[0] if outputs else None
         if isinstance(first, dict):
             first = next((first[k] for k in ("url", "image_url", "output") if isinstance(first.get(k), str)), None)
         if not isinstance(first, str) or not first.strip():
@@ -1051,7 +1064,10 @@ def _iso(t: datetime) -> str:
 def _task_hint(cat: Category) -> str:
     return {
         Category.MODERATION: "the input or prompt was blocked by content moderation; change the case",
-        Category.BAD_REQUEST: "the model rejected the request (missing/invalid parameter or unreachable input); fix the case or the catalogue entry",
+        Category.BAD_REQUEST: (
+            "the model rejected the request (missing/invalid parameter or unreachable input); "
+            "fix the case or the catalogue entry"
+        ),
         Category.SERVER: "a WaveSpeed-side failure; running the call again may succeed",
         Category.CANCELLED: "the task was cancelled on the WaveSpeed side",
     }.get(cat, "the model could not complete this edit; running it again may or may not help")

@@ -16,6 +16,7 @@ import pytest
 from evalkit.engine.reconcile import ReconcilePolicy
 from evalkit.engine.runner import arun
 from evalkit.store import Workspace
+from tests.e2e.test_faults import FAST_PATIENCE, SIM, counts_add_up, rows_of, run_wavespeed, wavespeed_options
 from tests.plugins.money import (
     CENT,
     assert_every_call_accounted,
@@ -23,7 +24,6 @@ from tests.plugins.money import (
     reconcile_wavespeed,
     wait_until_idle,
 )
-from tests.e2e.test_faults import FAST_PATIENCE, SIM, counts_add_up, rows_of, run_wavespeed, wavespeed_options
 
 pytestmark = pytest.mark.faults
 
