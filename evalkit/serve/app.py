@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -72,6 +71,7 @@ from evalkit.decide.routing import (
 )
 from evalkit.errors import Category, EvalkitError, ImageError, InvalidInputError
 from evalkit.images import InputImage, load_image
+from evalkit.providers.http import is_loopback_host
 
 log = logging.getLogger("evalkit.serve")
 
@@ -79,7 +79,6 @@ STATIC_DIR = Path(__file__).with_name("static")
 TOKEN_ENV = "EVALKIT_SERVE_TOKEN"
 EDIT_PATH = "/api/image-studio/edit/process"
 MODELS_PATH = "/api/image-studio/edit/models"
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 #: HTTP status for each error category (client-side problems 4xx, upstream problems 5xx)
 STATUS_FOR = {
@@ -100,13 +99,8 @@ STATUS_FOR = {
 
 
 def is_loopback(host: str) -> bool:
-    h = host.strip().strip("[]")
-    if h in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
+    """The server's loopback rule is the toolkit's one: :func:`evalkit.providers.http.is_loopback_host`."""
+    return is_loopback_host(host)
 
 
 @dataclass
@@ -235,7 +229,7 @@ class _Guard(BaseHTTPMiddleware):
     def __init__(self, app: Any, config: ServeConfig):
         super().__init__(app)
         self.config = config
-        self.hosts = {*LOOPBACK_NAMES, "[::1]", *config.extra_hosts}
+        self.hosts = set(config.extra_hosts)  # besides every loopback name (is_loopback)
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         cfg = self.config
