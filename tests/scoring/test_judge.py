@@ -221,9 +221,10 @@ async def test_exhausted_rate_limit_is_unscored_and_not_cached(judge_sim, tmp_pa
 
 
 async def test_timeout_after_sending_is_not_retried(judge_sim, tmp_path):
-    judge_sim.sim.script([{"delay_s": 0.5, "content": SC_OK}, PQ_OK])
+    # margins wide enough for a loaded machine: the retried request must answer well inside the timeout
+    judge_sim.sim.script([{"delay_s": 3.0, "content": SC_OK}, PQ_OK])
     ws = Workspace(tmp_path / "ws")
-    async with make_judge(judge_sim, timeout_s=0.1) as judge:
+    async with make_judge(judge_sim, timeout_s=1.0) as judge:
         res = await judge.viescore(make_png(seed=1), make_png(seed=2), "make the sky purple", cache=ws)
         assert res.status == "unscored" and res.reason == "timeout" and res.sc is None and res.pq == 4
         assert res.sc_reply.cost_usd is None  # unknown outcome
