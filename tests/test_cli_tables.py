@@ -13,6 +13,8 @@ import pytest
 
 from evalkit.catalog import Catalog
 
+pytestmark = pytest.mark.e2e  # the CLI in subprocesses at COLUMNS=100
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -136,6 +136,7 @@ def test_server_lists_prices_and_drifts(server):
 # ---- catalog sync against the drifted server ------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_catalog_sync_reports_drift_and_write_makes_runs_bill_to_the_cent(sim, tmp_path):
     ws = tmp_path / "ws"
     report = json.loads(_cli(sim, "catalog", "sync", "--workspace", str(ws), "--json").stdout)

@@ -26,6 +26,8 @@ from evalkit.providers.wavespeed import PollSchedule
 from evalkit.sim.wavespeed import start_wavespeed_sim
 from evalkit.store import Workspace
 
+pytestmark = pytest.mark.e2e  # the newcomer's whole first day: CLI subprocesses and local servers
+
 ROOT = Path(__file__).resolve().parents[2]
 ALL_KEYS = ("WAVESPEED_API_KEY", "STABILITY_API_KEY", "HF_TOKEN", "EVALKIT_JUDGE_API_KEY", "EVALKIT_SIM_API_KEY")
 ALL_URLS = ("WAVESPEED_BASE_URL", "STABILITY_BASE_URL", "HF_INFERENCE_ENDPOINT", "EVALKIT_JUDGE_BASE_URL")

@@ -64,6 +64,7 @@ def test_recovers_known_ordering_from_simulated_votes():
     assert (result["ci_low"] < result["strength"]).all() and (result["strength"] < result["ci_high"]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_cases", [True, False])
 def test_intervals_cover_the_true_strengths_at_about_the_nominal_rate(with_cases):
     truth = dict(zip(MODELS, TRUE_STRENGTHS - TRUE_STRENGTHS.mean(), strict=True))
