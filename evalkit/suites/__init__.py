@@ -59,15 +59,7 @@ GEDIT_CATEGORIES = (
     "tone_transfer",
 )
 #: categories named after an operation: a case without a category gets its operation's (one per operation).
-OPERATION_CATEGORIES = (
-    "general_edit",
-    "multi_image",
-    "inpaint",
-    "erase",
-    "zoom_out",
-    "character_reference",
-    "remove_background",
-)
+OPERATION_CATEGORIES = OPERATIONS
 CATEGORIES = GEDIT_CATEGORIES + OPERATION_CATEGORIES
 
 #: operations whose models take no prompt, so a case may omit it.
