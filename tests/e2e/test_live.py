@@ -62,7 +62,7 @@ async def test_live_wavespeed_qwen_edit():
 async def test_live_judge_viescore():
     if not (os.environ.get("EVALKIT_JUDGE_API_KEY") and os.environ.get("EVALKIT_JUDGE_MODEL")):
         pytest.skip("EVALKIT_JUDGE_API_KEY and EVALKIT_JUDGE_MODEL are not both set")
-    from evalkit.scoring.judge.client import Judge, JudgeConfig
+    from evalkit.scoring.judge import Judge, JudgeConfig
 
     source = photo_like_png()
     edited = Image.open(io.BytesIO(source)).convert("RGB")

@@ -9,14 +9,15 @@
 from __future__ import annotations
 
 from evalkit.scoring.judge.batch import VIESCORE_METRICS, JudgeSummary, judge_run
-from evalkit.scoring.judge.client import (
+from evalkit.scoring.judge.client import Judge, JudgeReply, PairwiseResult, VIEScoreResult
+from evalkit.scoring.judge.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_IMAGE_ENCODING,
     DEFAULT_USD_PER_CALL_RESERVE,
-    Judge,
-    JudgeReply,
-    PairwiseResult,
-    VIEScoreResult,
+    MODES,
+    ImageEncoding,
+    JudgeConfig,
 )
-from evalkit.scoring.judge.config import DEFAULT_BASE_URL, DEFAULT_IMAGE_ENCODING, MODES, ImageEncoding, JudgeConfig
 from evalkit.scoring.judge.prompts import (
     CHOICE_CONTRACT,
     OPERATION_INSTRUCTIONS,

@@ -9,8 +9,8 @@ A judge task is *prompt + output contract + reducer* (the EvalScope GEdit shape,
 prompt texts, output contracts and reply parsing live in :mod:`evalkit.scoring.judge.prompts`, what pins
 a judge (:class:`JudgeConfig`, :class:`ImageEncoding`) in :mod:`evalkit.scoring.judge.config`, judging a
 whole run (:func:`judge_run`, :class:`JudgeSummary`) in :mod:`evalkit.scoring.judge.batch`; this module
-is the client (one request: cache, budget, retries) and the reducers, and re-exports all of their
-public names, so ``from evalkit.scoring.judge.client import …`` reaches every one of them.
+is the client (one request: cache, budget, retries) and the reducers. :mod:`evalkit.scoring.judge` is the
+face that gathers the public names of all four.
 
 * ``viescore`` — GEdit-Bench's VIEScore, task ``tie``, 0-shot (anchors §5). Two requests: SC with
   [source, edited] and the instruction, PQ with [edited]; each must answer
@@ -80,27 +80,12 @@ from evalkit.credentials import redact
 from evalkit.engine.budget import Budget
 from evalkit.errors import BudgetExceededError, ImageError, InvalidInputError
 from evalkit.providers.retry import RetryPolicy, parse_retry_after
-
-# Re-exported (not all used here): the public names of the modules this one was split into.
-from evalkit.scoring.judge.config import (
-    DEFAULT_IMAGE_ENCODING,
-    DEFAULT_USD_PER_CALL_RESERVE,
-    ImageEncoding,
-    JudgeConfig,
-)
+from evalkit.scoring.judge.config import JudgeConfig
 from evalkit.scoring.judge.prompts import (
     CHOICE_CONTRACT,
-    OPERATION_INSTRUCTIONS,
     PAIRWISE_PROMPT,
-    PAIRWISE_PROMPT_VERSION,
     PROMPT_SETS,
-    SC_OPERATIONS,
-    SCORE_CONTRACT,
-    VIESCORE_PQ_PROMPT,
-    VIESCORE_PROMPT_VERSION,
-    VIESCORE_SC_PROMPT,
     OutputContract,
-    ParsedReply,
     _short,
     parse_reply,
 )
@@ -834,25 +819,4 @@ def _reduce_viescore(
     )
 
 
-__all__ = [
-    "CHOICE_CONTRACT",
-    "DEFAULT_IMAGE_ENCODING",
-    "DEFAULT_USD_PER_CALL_RESERVE",
-    "ImageEncoding",
-    "Judge",
-    "JudgeConfig",
-    "JudgeReply",
-    "OPERATION_INSTRUCTIONS",
-    "OutputContract",
-    "PAIRWISE_PROMPT",
-    "PAIRWISE_PROMPT_VERSION",
-    "PairwiseResult",
-    "ParsedReply",
-    "SCORE_CONTRACT",
-    "SC_OPERATIONS",
-    "VIESCORE_PQ_PROMPT",
-    "VIESCORE_PROMPT_VERSION",
-    "VIESCORE_SC_PROMPT",
-    "VIEScoreResult",
-    "parse_reply",
-]
+__all__ = ["Judge", "JudgeReply", "PairwiseResult", "VIEScoreResult"]
