@@ -86,19 +86,7 @@ def client_evalkit(row: str, calls: int, base_url: str, key: str, concurrency: i
         warm_counts = {"warm_polls": int(stats["poll"]), "warm_submits": int(stats["submit"])}
 
     def work() -> tuple[int, int, dict[str, Any]]:
-        r = asyncio.run(
-            arun(
-                str(suite),
-                MODEL_ID,
-                repeats=calls,
-                concurrency=concurrency,
-                no_cache=True,
-                workspace=workdir / "ws",
-                provider_options={"wavespeed": opts},
-                progress=False,
-                grace_period_s=5.0,
-            )
-        )
+        r = one_run(calls)
         return r.completed, r.failed + r.unknown + r.pending + r.skipped, {"cost_usd": r.cost_usd, **warm_counts}
 
     return _timed(row, calls, work)
