@@ -792,12 +792,9 @@ def report(
 ) -> None:
     """Execute the report notebook with papermill → self-contained HTML, tier_defaults.json, tables as CSV."""
     from evalkit.report.build import build_report
-    from evalkit.store import default_workspace_path
 
     try:
-        result = build_report(
-            workspace or default_workspace_path(), run_id, out_dir=out_dir, quality=quality, tiers=tiers_file
-        )
+        result = build_report(workspace, run_id, out_dir=out_dir, quality=quality, tiers=tiers_file)
     except EvalkitError as exc:
         _fail(exc)
     out.print(f"report: {result.html}")
@@ -822,12 +819,9 @@ def compare(
 ) -> None:
     """Per-model changes between two runs; exits 1 when a --fail-on threshold is crossed (for cron/CI alerts)."""
     from evalkit.decide.compare import compare_runs
-    from evalkit.store import default_workspace_path
 
     try:
-        comparison = compare_runs(
-            workspace or default_workspace_path(), base_run, new_run, quality=quality, fail_on=fail_on
-        )
+        comparison = compare_runs(workspace, base_run, new_run, quality=quality, fail_on=fail_on)
     except EvalkitError as exc:
         _fail(exc)
     if as_json:

@@ -313,7 +313,7 @@ _N = {
 
 
 def compare_runs(
-    ws: Workspace | str | os.PathLike,
+    ws: Workspace | str | os.PathLike | None,
     base_run: str,
     new_run: str,
     *,

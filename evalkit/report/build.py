@@ -243,7 +243,7 @@ def _template_position(source: Path, executed_index: int) -> tuple[int, int]:
 
 
 def build_report(
-    ws: Workspace | str | os.PathLike,
+    ws: Workspace | str | os.PathLike | None,
     run_id: str,
     *,
     out_dir: str | os.PathLike | None = None,
@@ -255,7 +255,8 @@ def build_report(
     """Execute ``model_choice_report.ipynb`` for ``run_id`` and write the report folder (module docstring).
 
     ``quality``: None chooses (judge VIEScore when scored, else SSIM — the report says which and why);
-    ``tiers``: a tiers TOML file (None: the workspace's, else the bundled one)."""
+    ``tiers``: a tiers TOML file (None: the workspace's, else the bundled one). ``ws`` None: the default
+    workspace (``$EVALKIT_WORKSPACE`` or ``./evalkit-workspace``)."""
     workspace = ws if isinstance(ws, Workspace) else Workspace(ws, create=False)
     check_id(run_id, "run id")
     workspace.get_run(run_id)  # a clear error before a kernel starts
