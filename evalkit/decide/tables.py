@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,7 @@ SIMULATED_NOTE = "SIMULATED — local server outputs, not model outputs"
 FAILED_STATUSES = (CallStatus.FAILED, CallStatus.UNKNOWN)
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
-PERCENTILE_METHOD = "linear"
+PERCENTILE_METHOD: Final = "linear"
 GROUPINGS = (None, "operation", "category")
 
 
@@ -92,7 +92,7 @@ def bootstrap_ci(
 def percentile(values: Iterable[float], q: float) -> float:
     """numpy's default (linear, type 7) percentile of the non-missing values; NaN when there are none."""
     arr = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
-    return float(np.percentile(arr, q, method="linear")) if arr.size else math.nan  # = PERCENTILE_METHOD
+    return float(np.percentile(arr, q, method=PERCENTILE_METHOD)) if arr.size else math.nan
 
 
 def case_quality(
