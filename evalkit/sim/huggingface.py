@@ -13,8 +13,8 @@ SIMULATED) and every response carries ``X-Evalkit-Simulated: 1``. There are no p
 not report a cost per request, so the ledger only counts generations.
 
 Latency: instant by default (tests); ``time_scale`` multiplies a nominal ``NOMINAL_LATENCY_MS`` (a
-simulator parameter, NOT a measurement) and ``fixed_latency_ms`` sets it. ``serve()`` runs it in the
-foreground (``evalkit sim --provider huggingface``).
+simulator parameter, NOT a measurement) and ``fixed_latency_ms`` sets it. ``evalkit sim --provider
+huggingface`` (:mod:`evalkit.sim.launch`) runs it in the foreground.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import base64
 import binascii
 import io
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +36,6 @@ from evalkit.providers.http import SIMULATED_HEADER
 from evalkit.sim.faults import HUGGINGFACE_FAULTS
 from evalkit.sim.render import encode_image, render_simulated
 from evalkit.sim.scripted import ScriptedSim
-from evalkit.sim.server import serve_until_stopped, start_in_thread
 
 #: the parameters AsyncInferenceClient.image_to_image can send (huggingface_hub 2.4.0), plus seed
 #: simulated seconds per generation at time_scale 1 (a simulator parameter, not a measurement)
@@ -202,23 +200,6 @@ class HuggingFaceSim(ScriptedSim):
             mode="edit",
         )
         return encode_image(out, "png"), out.size
-
-
-def serve(
-    host: str = "127.0.0.1", port: int = 8767, *, time_scale: float = 1.0, fixed_latency_ms: float | None = None
-) -> None:
-    """Run the simulator in the foreground until SIGINT/SIGTERM. It accepts the token in $HF_TOKEN if set (it
-    never leaves this machine), else ``hf_evalkit_sim``; point the provider at it with
-    ``HF_INFERENCE_ENDPOINT=http://host:port``."""
-    token = os.environ.get("HF_TOKEN", "").strip()
-    sim = HuggingFaceSim(token or "hf_evalkit_sim", time_scale=time_scale, fixed_latency_ms=fixed_latency_ms)
-    server = start_in_thread(sim.app, host, port)
-    serve_until_stopped(
-        server,
-        f"evalkit Hugging Face simulator on {server.base_url} — outputs are SIMULATED; it accepts "
-        + ("the token in $HF_TOKEN" if token else "the token hf_evalkit_sim")
-        + ". Ctrl-C stops.",
-    )
 
 
 def _decode(data: bytes) -> Image.Image:

@@ -56,7 +56,6 @@ import io
 import itertools
 import json
 import math
-import os
 import re
 import secrets
 import threading
@@ -71,7 +70,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from evalkit.sim.server import SimServerHandle, serve_until_stopped, start_in_thread
+from evalkit.sim.server import SimServerHandle, start_in_thread
 
 #: the key ``evalkit sim --provider judge`` accepts when EVALKIT_JUDGE_API_KEY is not set (not a secret).
 PUBLIC_SIM_KEY = "evalkit-sim-judge"
@@ -432,36 +431,12 @@ def start_judge_sim(
     return JudgeSimHandle(sim=sim, server=start_in_thread(sim.app, host=host, port=port))
 
 
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    *,
-    api_key: str | None = None,
-    model: str = DEFAULT_MODEL,
-    fixed_latency_ms: float | None = None,
-    time_scale: float | None = None,
-    **_ignored: Any,
-) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM (``evalkit sim --provider judge``).
-
-    Accepts ``EVALKIT_JUDGE_API_KEY`` when set, else the public :data:`PUBLIC_SIM_KEY`; ``fixed_latency_ms``
-    delays default replies; ``time_scale`` (a WaveSpeed-sim option) has no meaning here and is ignored.
-    """
-    key = api_key or os.environ.get("EVALKIT_JUDGE_API_KEY", "").strip() or PUBLIC_SIM_KEY
-    handle = start_judge_sim(host=host, port=port, api_key=key, model=model, latency_ms=fixed_latency_ms or 0.0)
-    hint = "the key in EVALKIT_JUDGE_API_KEY" if key != PUBLIC_SIM_KEY else f"the public key {PUBLIC_SIM_KEY!r}"
-    serve_until_stopped(
-        handle, f"SIMULATED judge at {handle.base_url} (model {model!r}; accepts {hint}); Ctrl-C to stop"
-    )
-
-
 __all__ = [
     "JudgeSim",
     "JudgeSimHandle",
     "RecordedRequest",
     "PUBLIC_SIM_KEY",
     "mean_abs_diff",
-    "serve",
     "simulated_reply",
     "start_judge_sim",
 ]

@@ -1,5 +1,5 @@
 """Run an ASGI app (a local provider-compatible server) on loopback: in a thread (:func:`start_in_thread`),
-and in the foreground until a signal (:func:`serve_until_stopped`, every simulator's ``serve()``).
+and in the foreground until a signal (:func:`wait_for_stop_signal`, used by :mod:`evalkit.sim.launch`).
 
 A real HTTP server, not an in-process mock: other processes (a notebook kernel, the CLI) can reach it.
 """
@@ -7,14 +7,11 @@ A real HTTP server, not an in-process mock: other processes (a notebook kernel, 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -74,8 +71,8 @@ class SimServerHandle:
 
 
 def wait_for_stop_signal(poll_s: float = 0.5) -> None:
-    """Block until SIGINT or SIGTERM arrives, then restore the previous handlers: the foreground
-    ``serve()`` of a simulator started in a thread."""
+    """Block until SIGINT or SIGTERM arrives, then restore the previous handlers: how ``evalkit sim`` keeps
+    simulators started in threads in the foreground."""
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -130,25 +127,3 @@ def start_in_thread(app, host: str = "127.0.0.1", port: int = 0, startup_timeout
             raise RuntimeError(f"local server on {host}:{real_port} did not start")
         time.sleep(0.01)
     return RunningServer(host=host, port=real_port, _server=server, _thread=thread)
-
-
-def serve_until_stopped(
-    server: SimServerHandle | RunningServer, banner: str, *, port_file: str | os.PathLike | None = None
-) -> None:
-    """The foreground ``serve()`` of every simulator (``evalkit sim``, ``python -m evalkit.sim``): given a
-    server already started in a thread, write its port to ``port_file`` when given (atomically; removed at
-    exit — use port 0 with it), print ``banner`` to stderr, block until SIGINT/SIGTERM, then stop it."""
-    written: Path | None = None
-    try:
-        if port_file is not None:
-            port = server.server.port if isinstance(server, SimServerHandle) else server.port
-            written = Path(port_file)
-            tmp = written.with_name(written.name + ".tmp")
-            tmp.write_text(f"{port}\n")
-            os.replace(tmp, written)
-        print(banner, file=sys.stderr, flush=True)
-        wait_for_stop_signal()
-    finally:
-        server.stop()
-        if written is not None:
-            written.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ narrows it to one op, or to "results" (polls).
 
 Latency: instant by default (tests); ``time_scale`` multiplies each endpoint's nominal ``latency_ms``
 (a simulator parameter, NOT a measurement of Stability) and ``fixed_latency_ms`` sets one for all.
-``serve()`` runs it in the foreground (``evalkit sim --provider stability``).
+``evalkit sim --provider stability`` (:mod:`evalkit.sim.launch`) runs it in the foreground.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import asyncio
 import base64
 import hashlib
 import io
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -42,7 +41,6 @@ from evalkit.providers.http import SIMULATED_HEADER
 from evalkit.sim.faults import STABILITY_FAULTS, Fault
 from evalkit.sim.render import encode_image, render_simulated
 from evalkit.sim.scripted import ScriptedSim
-from evalkit.sim.server import serve_until_stopped, start_in_thread
 
 USD_PER_CREDIT = 0.01
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -461,26 +459,6 @@ class StabilitySim(ScriptedSim):
     def _charge(self, gid: str, endpoint: str, finish: str) -> None:
         credits = ENDPOINTS[endpoint].credits
         self.ledger.append(LedgerEntry(gid, endpoint, credits, round(credits * USD_PER_CREDIT, 6), finish))
-
-
-def serve(
-    host: str = "127.0.0.1", port: int = 8766, *, time_scale: float = 1.0, fixed_latency_ms: float | None = None
-) -> None:
-    """Run the simulator in the foreground until SIGINT/SIGTERM. It accepts the key in $STABILITY_API_KEY if set
-    (it never leaves this machine), else ``sk-evalkit-sim``; point the provider at it with
-    ``STABILITY_BASE_URL=http://host:port``."""
-    key = os.environ.get("STABILITY_API_KEY", "").strip()
-    sim = StabilitySim(key or "sk-evalkit-sim", time_scale=time_scale, fixed_latency_ms=fixed_latency_ms)
-    server = start_in_thread(sim.app, host, port)
-    serve_until_stopped(
-        server,
-        f"evalkit Stability simulator on {server.base_url} — outputs are SIMULATED; it accepts "
-        + ("the key in $STABILITY_API_KEY" if key else "the key sk-evalkit-sim")
-        + ". Ctrl-C stops.",
-    )
-
-
-# ---- responses -------------------------------------------------------------------------------
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:

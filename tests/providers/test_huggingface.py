@@ -64,24 +64,6 @@ def test_registered_under_its_name_and_not_resumable(monkeypatch):
     assert HuggingFaceEditProvider().base_url == "https://router.huggingface.co"
 
 
-def test_serve_takes_what_the_cli_passes(monkeypatch):
-    import evalkit.sim.huggingface as hf_sim
-
-    served = []
-
-    def until_stopped(server, banner, **kw):  # instead of blocking until a signal
-        served.append((server.host, server.port, banner))
-        server.stop()
-
-    monkeypatch.setattr(hf_sim, "serve_until_stopped", until_stopped)
-    monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
-    hf_sim.serve("127.0.0.1", 0, time_scale=2.0, fixed_latency_ms=None)
-    ((host, port, banner),) = served
-    assert host == "127.0.0.1" and port > 0
-    assert f"http://127.0.0.1:{port}" in banner and "SIMULATED" in banner and "$HF_TOKEN" in banner
-    assert "hf_from_the_environment" not in banner
-
-
 # ---- success paths -----------------------------------------------------------------------------
 
 

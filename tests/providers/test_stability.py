@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import evalkit.sim.stability as stability_sim_module
 from evalkit.catalog import Catalog
 from evalkit.errors import Category, InvalidInputError, MissingKeyError
 from evalkit.images import load_image
@@ -495,22 +494,6 @@ def test_simulated_relight_latency_keeps_the_job_running():
         assert sim.ledger == []
     finally:
         server.stop()
-
-
-def test_serve_takes_what_the_cli_passes(monkeypatch):
-    served = []
-
-    def until_stopped(server, banner, **kw):  # instead of blocking until a signal
-        served.append((server.host, server.port, banner))
-        server.stop()
-
-    monkeypatch.setattr(stability_sim_module, "serve_until_stopped", until_stopped)
-    monkeypatch.setenv("STABILITY_API_KEY", "sk-from-the-environment")
-    stability_sim_module.serve("127.0.0.1", 0, time_scale=0.5, fixed_latency_ms=10)
-    ((host, port, banner),) = served
-    assert host == "127.0.0.1" and port > 0
-    assert f"http://127.0.0.1:{port}" in banner and "SIMULATED" in banner and "$STABILITY_API_KEY" in banner
-    assert "sk-from-the-environment" not in banner
 
 
 # ---- live (real API; costs 2 credits) -----------------------------------------------------------

@@ -93,13 +93,14 @@ Modules
     binary upload routes) · ``catalog`` (the model list, the pricing route, catalogue drift) · ``images``
     (input decoding, output rendering, their caches) · ``schema`` (what a body may contain, the output size;
     pure) · ``state`` (config, records, per-run state) · ``run``
-    (:func:`start_wavespeed_sim`, :class:`SimHandle`, :func:`serve`). Import from this package, not its modules.
+    (:func:`start_wavespeed_sim`,
+    :class:`SimHandle`; ``evalkit sim`` serves it in the foreground). Import from this package, not its modules.
 """
 
 from __future__ import annotations
 
 from evalkit.sim.wavespeed.app import WaveSpeedSim
-from evalkit.sim.wavespeed.run import SimHandle, serve, start_wavespeed_sim
+from evalkit.sim.wavespeed.run import SimHandle, start_wavespeed_sim
 from evalkit.sim.wavespeed.state import BillingEntry, SimConfig, SubmitRecord
 
 __all__ = [
@@ -108,6 +109,5 @@ __all__ = [
     "SimHandle",
     "SubmitRecord",
     "WaveSpeedSim",
-    "serve",
     "start_wavespeed_sim",
 ]

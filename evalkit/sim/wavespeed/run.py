@@ -1,14 +1,13 @@
-"""Running the WaveSpeed simulator: in a background thread (:func:`start_wavespeed_sim`, tests and the
-demo) or in the foreground until a signal (:func:`serve`, ``evalkit sim`` and ``python -m evalkit.sim``)."""
+"""Running the WaveSpeed simulator in a background thread (:func:`start_wavespeed_sim`: tests and the demo);
+``evalkit sim`` and ``python -m evalkit.sim`` run it in the foreground (:mod:`evalkit.sim.launch`)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from evalkit.catalog import Catalog
-from evalkit.sim.server import SimServerHandle, serve_until_stopped, start_in_thread
+from evalkit.sim.server import SimServerHandle, start_in_thread
 from evalkit.sim.wavespeed.app import WaveSpeedSim
 from evalkit.sim.wavespeed.state import SimConfig
 
@@ -40,24 +39,3 @@ def start_wavespeed_sim(
         sim.close()
         raise
     return SimHandle(sim=sim, server=server)
-
-
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    *,
-    port_file: str | os.PathLike | None = None,
-    catalog: Catalog | None = None,
-    **config_kw: Any,
-) -> None:
-    """Run the simulator in the foreground until SIGINT/SIGTERM (``evalkit sim``, ``python -m evalkit.sim``).
-
-    Writes the bound port to ``port_file`` (atomically) when given — use ``port=0`` with it.
-    """
-    handle = start_wavespeed_sim(catalog, host=host, port=port, **config_kw)
-    serve_until_stopped(
-        handle,
-        f"evalkit WaveSpeed simulator on {handle.base_url} ({len(handle.sim.models)} models) — "
-        "outputs are SIMULATED. Point a client at this base URL with the configured sim key. Ctrl-C stops.",
-        port_file=port_file,
-    )
