@@ -80,6 +80,33 @@ class CallSource:
 TRANSIENT_CATEGORIES = frozenset({Category.RATE_LIMIT, Category.SERVER, Category.NETWORK, Category.TIMEOUT})
 
 
+class _Slot:
+    """One call's place among the calls running at the provider: its provider's semaphore and the global one.
+
+    Held from before the submit until the provider's task has finished — released then by the provider's
+    ``on_finished`` hook when it has one (``reports_finished``), else when the call is done — so fetching a
+    finished task's output never keeps the next task from starting. Releasing twice is a no-op."""
+
+    __slots__ = ("_sems", "_held")
+
+    def __init__(self, *sems: asyncio.Semaphore):
+        self._sems, self._held = sems, 0
+
+    async def acquire(self) -> None:
+        try:
+            for sem in self._sems:
+                await sem.acquire()
+                self._held += 1
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        while self._held:
+            self._held -= 1
+            self._sems[self._held].release()
+
+
 class Execution:
     """Fan-out of one run's remaining calls: per-provider queues and workers, one global semaphore."""
 
@@ -222,7 +249,11 @@ class Execution:
         tasks = [asyncio.create_task(self._resume_call(pc, row)) for pc, row in to_resume]
         for name, q in queues.items():
             lim = self.limits[name]
-            n_workers = min(self.concurrency, lim.max_concurrent or self.concurrency, max(1, planned[name]))
+            slots = min(self.concurrency, lim.max_concurrent or self.concurrency)
+            # a provider that says when its task finished frees the call's slot then (see _Slot): as many
+            # workers again fetch finished outputs while the slots run the next tasks
+            early = getattr(self.providers[name], "reports_finished", False)
+            n_workers = min(slots * (2 if early else 1), max(1, planned[name]))
             provider_sem = asyncio.Semaphore(lim.max_concurrent or self.concurrency)
             limiter = AsyncLimiter(lim.images_per_minute, 60) if lim.images_per_minute else None
             for _ in range(n_workers):
@@ -277,7 +308,9 @@ class Execution:
             if not self.no_cache and self._serve_from_cache(pc):
                 pc.release()
                 continue
-            async with provider_sem, self.global_sem:
+            slot = _Slot(provider_sem, self.global_sem)
+            await slot.acquire()
+            try:
                 if limiter is not None:
                     await limiter.acquire()
                 if self.controller.stop_submitting.is_set() or provider_name in self.dry_accounts:
@@ -299,7 +332,7 @@ class Execution:
                     return
                 if request.spool_dir is None:
                     request = replace(request, spool_dir=self.spool)
-                outcome = await self._with_patience(provider, pc, request, submit=True)
+                outcome = await self._with_patience(provider, pc, request, submit=True, slot=slot)
                 if _refused(outcome) and self.controller.stop_submitting.is_set():
                     # never accepted, and the run is stopping: it simply stays planned
                     self.budget.settle(reservation, 0.0)
@@ -317,6 +350,8 @@ class Execution:
                     return
                 await self._store(pc, outcome, reservation)
                 pc.release()  # done: don't hold its request for the rest of the run
+            finally:
+                slot.release()
 
     def _refill(self, provider_name: str, queue: deque[PlannedCall]) -> None:
         """Read the provider's next chunk of planned calls into its queue (synchronously: no other worker
@@ -342,6 +377,7 @@ class Execution:
         *,
         submit: bool,
         prediction_id: str | None = None,
+        slot: _Slot | None = None,
     ) -> EditOutcome:
         """One call, slowed down — never failed — by rate limits and transient polling trouble.
 
@@ -363,6 +399,8 @@ class Execution:
         hooks: dict[str, Any] = {"on_submitted": on_submitted}
         if getattr(provider, "reconcilable", False):
             hooks["on_sending"] = on_sending
+        if slot is not None and getattr(provider, "reports_finished", False):
+            hooks["on_finished"] = slot.release
 
         attempt = 0
         if submit:

@@ -14,6 +14,12 @@ A call has two steps:
    *before* waiting for its result, so the caller can record it; ``await provider.resume(request,
    prediction_id)`` later finishes such a job without submitting (and paying) again.
 
+Optional hooks, offered by providers that declare them: ``reconcilable = True`` — ``edit(on_sending=hook)``
+awaits ``hook(compact_body)`` before the submit (the runner records it, to find the job in the provider's
+history later); ``reports_finished = True`` — ``edit(on_finished=hook)`` calls ``hook()`` once the job is no
+longer running at the provider (completed or failed), before its output is fetched (the runner then lets
+the next job start: a provider's concurrency limit counts running jobs, not downloads).
+
 Failures of the call itself are *returned* (``EditOutcome.error`` with a :class:`Category`), not
 raised, so a batch never stops because one model is down.
 """

@@ -9,6 +9,17 @@ Before a model has shown anything, a per-model prior (catalogue data) is used, e
 Every later poll of the task keeps ``min_interval_s`` (≥ 2 s by default) from the previous one and backs
 off for long tasks (a tenth of the time already waited, up to ``max_interval_s``).
 
+**The first wave** of a model nobody has timed yet: a few tasks are *probes*, first polled at staggered
+moments (``probe_first_s``, then every ``min_interval_s / probes``), so between them the model's completion
+time is found to within a fraction of the 2 s spacing; the other tasks (*followers*) are not polled until a
+probe has seen one finish (or the prior's moment has come), then aim at that first sample plus the margin.
+
+**The margin** starts at ``max(margin_s, margin_frac × estimate)`` and then follows how first polls fare:
+a first poll that finds its task unfinished (a *miss*: the task waits another ``min_interval_s``) widens it,
+one that finds it done narrows it, so that about ``target_miss_rate`` of first polls miss — tight completion
+times get a margin near ``margin_floor_s``, a server that shows results some time after the reported
+inference gets the margin that covers it.
+
 A completion-time *sample* is what can be known without bias: the later of the server-reported inference
 time and the last moment a poll still saw the task unfinished (both lower bounds of the true time from
 acceptance). Using the moment the finishing poll arrived would feed the margin back into the estimate and
@@ -52,6 +63,18 @@ class PacerConfig:
     #: a catalogue prior is a reported figure, often of low confidence: the first poll comes at this fraction
     #: of it (a faster task is not kept waiting), the next one aims at the prior itself
     prior_fraction: float = 0.5
+    #: tasks of a model with no sample yet that probe it (staggered first polls); the others wait for a sample.
+    #: 0: no probing (every task's first poll from the prior or ``fallback_first_s``)
+    probes: int = 8
+    #: the first probe's first poll (seconds from acceptance); the others follow ``min_interval_s / probes`` apart
+    probe_first_s: float = 0.5
+    #: the share of first polls allowed to miss (find the task unfinished); the margin is steered towards it
+    target_miss_rate: float = 0.05
+    #: how far one first poll moves the margin (seconds; a miss widens it by ``(1 - target) ×`` this, a hit
+    #: narrows it by ``target ×`` this)
+    margin_step_s: float = 0.2
+    #: the margin never goes below this
+    margin_floor_s: float = 0.05
 
     def __post_init__(self) -> None:
         if min(self.min_interval_s, self.max_interval_s, self.margin_s, self.margin_frac, self.fallback_first_s) < 0:
@@ -60,6 +83,10 @@ class PacerConfig:
             raise InvalidInputError("poll pacing: quantile must be within (0, 1]")
         if self.window < 1 or self.min_samples < 1:
             raise InvalidInputError("poll pacing: window and min_samples must be ≥ 1")
+        if self.probes < 0 or min(self.probe_first_s, self.margin_step_s, self.margin_floor_s) < 0:
+            raise InvalidInputError("poll pacing: probes, probe_first_s and margins must be ≥ 0")
+        if not 0 < self.target_miss_rate < 1:
+            raise InvalidInputError("poll pacing: target_miss_rate must be within (0, 1)")
 
 
 class PollPacer:
@@ -70,6 +97,8 @@ class PollPacer:
         self._priors = {k: float(v) for k, v in (priors or {}).items() if v is not None and float(v) > 0}
         self._samples: dict[str, deque[float]] = {}
         self._cached: dict[str, float] = {}
+        #: per model: the margin as steered by first polls (absent: the configured rule)
+        self._margin: dict[str, float] = {}
 
     # ---- learning ---------------------------------------------------------------------------
     def set_prior(self, model: str, seconds: float | None) -> None:
@@ -101,6 +130,26 @@ class PollPacer:
     def samples(self, model: str) -> int:
         return len(self._samples.get(model, ()))
 
+    def first_poll(self, model: str, hit: bool) -> None:
+        """How a first poll aimed at the estimate fared: ``hit`` = it found the task finished."""
+        c = self.config
+        est = self.estimate_s(model)
+        if est is None or c.margin_step_s == 0:
+            return
+        m = self._margin.get(model, self._rule_margin(est))
+        m += -c.target_miss_rate * c.margin_step_s if hit else (1 - c.target_miss_rate) * c.margin_step_s
+        self._margin[model] = min(max(c.margin_floor_s, m), max(c.margin_floor_s, c.max_first_s))
+
+    def margin_s(self, model: str) -> float | None:
+        """The margin added to the model's estimate (None while nothing is known)."""
+        est = self.estimate_s(model)
+        if est is None:
+            return None
+        return self._margin.get(model, self._rule_margin(est))
+
+    def _rule_margin(self, est: float) -> float:
+        return max(self.config.margin_s, est * self.config.margin_frac)
+
     # ---- deciding ---------------------------------------------------------------------------
     def estimate_s(self, model: str) -> float | None:
         """The quantile of the model's completion times, else its prior, else None."""
@@ -125,8 +174,37 @@ class PollPacer:
         est = self.estimate_s(model)
         if est is None:
             return None
-        margin = max(self.config.margin_s, est * self.config.margin_frac)
+        margin = self.margin_s(model)
+        assert margin is not None
         return min(est + margin, self.config.max_first_s)
+
+    # ---- the first wave -----------------------------------------------------------------------
+    def probing(self, model: str) -> bool:
+        """Whether new tasks of ``model`` are timed by probes (no sample of it yet, probing on)."""
+        return self.config.probes > 0 and self.samples(model) == 0
+
+    def probe_delay_s(self, index: int) -> float:
+        """Seconds from acceptance to the first poll of probe number ``index`` (0-based, cycling)."""
+        c = self.config
+        return c.probe_first_s + (index % c.probes) * c.min_interval_s / c.probes
+
+    def follower_wait_s(self, model: str) -> float:
+        """The longest a follower waits for a probe's sample before its first poll: the prior's first-poll
+        moment when there is a prior, else ``max_first_s``."""
+        if self.from_prior(model):
+            return self.first_delay_s(model)
+        return self.config.max_first_s
+
+    def follower_delay_s(self, model: str, waited_s: float) -> float:
+        """Seconds from now to a follower's first poll, ``waited_s`` after its acceptance, once woken: aimed at
+        the first samples (their maximum) plus the margin; 0 when that moment has passed or nothing is known."""
+        q = self._samples.get(model)
+        if not q:
+            return 0.0
+        est = max(q) if len(q) < self.config.min_samples else self.estimate_s(model)
+        assert est is not None
+        margin = self._margin.get(model, self._rule_margin(est))
+        return max(0.0, min(est + margin, self.config.max_first_s) - waited_s)
 
     def first_delay_s(self, model: str) -> float:
         """Seconds from acceptance to the first poll of a new task of ``model``."""

@@ -31,6 +31,7 @@ unparseable replies and transport errors with :class:`RetryPolicy` backoff, hono
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -277,6 +278,17 @@ class _Call:
     hook_error: str | None = None
     #: sync mode: the task's time in ``created`` is hidden inside the blocking POST
     sync: bool = False
+    #: edit(on_finished=…): called once, when the task is seen completed or failed (before its download)
+    on_finished: Callable[[], None] | None = None
+    #: the first poll of this task probes a model nobody has timed yet (PollPacer: the first wave)
+    probe: bool = False
+    #: the first poll was aimed at the model's estimate (its result steers the pacer's margin)
+    aimed: bool = False
+
+    def finished(self) -> None:
+        hook, self.on_finished = self.on_finished, None
+        if hook is not None:
+            hook()
 
     def observe(self, status: str, at: float) -> None:
         """Record a status seen at monotonic time ``at`` (for the queue-time estimate)."""
@@ -350,6 +362,10 @@ class WaveSpeedEditProvider:
     #: lists its predictions (list_predictions) and reports the body it sends (edit(on_sending=…)):
     #: unknown submits can be settled from the history (evalkit.engine.reconcile)
     reconcilable = True
+    #: calls edit(on_finished=…) when the task is no longer running on WaveSpeed (completed or failed),
+    #: before the output is downloaded: the runner then lets the next task start (the account's
+    #: concurrency limit counts running tasks, not downloads)
+    reports_finished = True
 
     def __init__(
         self,
@@ -402,6 +418,10 @@ class WaveSpeedEditProvider:
         self._uploads = UploadCache()
         #: model id → the fastest inference (s) the server reported for it (PollSchedule.learn_first_delay)
         self._fastest_s: dict[str, float] = {}
+        #: the first wave of a model nobody has timed (PollPacer.probing): model id → [probes polling, probes
+        #: started]; and the event its followers wait on (set by a probe's sample, or when no probe is left)
+        self._probes: dict[str, list[int]] = {}
+        self._timed: dict[str, asyncio.Event] = {}
         #: quote_key → the pricing API's answer (set by :meth:`quote_prices`; used by :meth:`prepare`)
         self.price_quotes: dict[str, Quote] = {}
 
@@ -447,15 +467,18 @@ class WaveSpeedEditProvider:
         *,
         on_submitted: SubmitHook | None = None,
         on_sending: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        on_finished: Callable[[], None] | None = None,
     ) -> EditOutcome:
         """Submit, poll and download one edit. Call failures are returned as ``EditOutcome.error``.
 
         ``on_sending(compact_body)`` is awaited just before the submit is sent, with the body in
         :func:`~evalkit.providers.history.compact_body` form, so the caller can record what was sent: an
-        unknown outcome is later recognised among the account's predictions (:meth:`list_predictions`)."""
+        unknown outcome is later recognised among the account's predictions (:meth:`list_predictions`).
+        ``on_finished()`` is called (at most once, synchronously) as soon as the task is seen completed or
+        failed, before the output is downloaded."""
         prepared = self.prepare(request)
         key = self._key()
-        call = _Call(request.model.id, prepared)
+        call = _Call(request.model.id, prepared, on_finished=on_finished)
         deadline = asyncio.get_running_loop().time() + self.poll.timeout_s
         try:
             refs = await self._image_refs(call, prepared, key)
@@ -857,10 +880,20 @@ class WaveSpeedEditProvider:
             ) from None
 
     async def _poll(self, call: _Call, key: Secret) -> dict[str, Any]:
+        try:
+            return await self._poll_until_done(call, key)
+        finally:
+            if call.probe:
+                self._end_probe(call.model_id)
+
+    async def _poll_until_done(self, call: _Call, key: Secret) -> dict[str, Any]:
         url = f"{self.base_url}/api/v3/predictions/{quote(str(call.prediction_id), safe='')}/result"
         n = 0
         while True:
-            await self._sleep(self._poll_delay_s(call, n))
+            if n == 0 and self._paced(call):
+                await self._first_wait(call)
+            else:
+                await self._sleep(self._poll_delay_s(call, n))
             n += 1
             try:
                 data = await with_retries(
@@ -889,8 +922,65 @@ class WaveSpeedEditProvider:
                 ) from None
             status = str(data.get("status") or "").lower()
             call.observe(status, time.monotonic())
-            if status == "completed" or status in FAILED_STATUSES:
+            done = status == "completed" or status in FAILED_STATUSES
+            if n == 1 and call.aimed and self.pacer is not None:
+                self.pacer.first_poll(call.model_id, hit=done)
+            if status in FAILED_STATUSES:
+                self._wake_followers(call.model_id)  # nothing to time, but no reason to keep them waiting
+            if done:
                 return data
+
+    def _paced(self, call: _Call) -> bool:
+        """Whether this task's first poll is timed by the pacer (a new, polled task of an adaptive schedule)."""
+        return (
+            self.pacer is not None
+            and call.accepted_at is not None
+            and not call.sync
+            and self.poll.first_delay_s is None
+        )
+
+    async def _first_wait(self, call: _Call) -> None:
+        """Wait until the first poll of a new task: a probe's staggered moment or, for a follower of a model
+        nobody has timed yet, until a probe has timed it; else the model's estimate plus the margin."""
+        pacer, model = self.pacer, call.model_id
+        assert pacer is not None and call.accepted_at is not None
+
+        def waited() -> float:
+            assert call.accepted_at is not None
+            return time.monotonic() - call.accepted_at
+
+        if pacer.probing(model):
+            probes = self._probes.setdefault(model, [0, 0])
+            if probes[0] < pacer.config.probes:
+                done_waiting = self._timed.get(model)
+                if probes[0] == 0 and done_waiting is not None and done_waiting.is_set():
+                    self._timed[model] = asyncio.Event()  # probing again: new followers wait for these probes
+                probes[0] += 1
+                probes[1] += 1
+                call.probe = True
+                await self._sleep(max(0.0, pacer.probe_delay_s(probes[1] - 1) - waited()))
+                return
+            event = self._timed.setdefault(model, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), max(0.0, pacer.follower_wait_s(model) - waited()))
+            call.aimed = pacer.samples(model) > 0
+            await self._sleep(pacer.follower_delay_s(model, waited()))
+            return
+        call.aimed = pacer.samples(model) >= pacer.config.min_samples
+        await self._sleep(max(0.0, pacer.first_delay_s(model) - waited()))
+
+    def _end_probe(self, model: str) -> None:
+        probes = self._probes.get(model)
+        if probes is None:
+            return
+        probes[0] -= 1
+        if probes[0] <= 0:  # no probe left (they failed, or timed the model): followers stop waiting
+            self._wake_followers(model)
+
+    def _wake_followers(self, model: str) -> None:
+        event = self._timed.get(model)
+        if event is not None:
+            event.set()
 
     def _poll_delay_s(self, call: _Call, n: int) -> float:
         """The wait before poll ``n``: the schedule's, except that the first poll of a newly accepted task
@@ -913,6 +1003,8 @@ class WaveSpeedEditProvider:
         if self.pacer is not None and call is not None and call.accepted_at is not None and not call.sync:
             unfinished = call.last_unfinished_at - call.accepted_at if call.last_unfinished_at is not None else None
             self.pacer.observe(model_id, PollPacer.sample(inference_ms / 1000 if inference_ms else None, unfinished))
+            if self.pacer.samples(model_id):
+                self._wake_followers(model_id)
         if inference_ms is not None and inference_ms > 0:
             s = inference_ms / 1000
             if s < self._fastest_s.get(model_id, float("inf")):
@@ -961,6 +1053,7 @@ class WaveSpeedEditProvider:
 
     async def _outcome(self, call: _Call, request: EditRequest, data: dict[str, Any]) -> EditOutcome:
         status = str(data.get("status") or "").lower()
+        call.finished()  # completed or failed: the task no longer runs on WaveSpeed
         raw_timings = data.get("timings")
         timings: dict[str, Any] = raw_timings if isinstance(raw_timings, dict) else {}
         inference = timings.get("inference", data.get("executionTime"))

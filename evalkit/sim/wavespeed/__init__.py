@@ -42,8 +42,9 @@ Outputs
     else the first input's size) **capped at** ``output_max_side`` **on the long side, keeping the
     aspect ratio** — so a 4k/8k request gives a 1024-px simulated image by default. The real envelope
     has no field for the requested size, so it is not reported; compare aspect ratios, not pixels.
-    Images are rendered lazily (on the first download, or when a base64 output is returned) on a
-    small thread pool shared by all requests (``SimConfig.render_threads``), once per distinct request,
+    Images are rendered while the task runs when it lasts ≥ 0.5 s (hidden in its latency, as a real
+    server's output exists once it reports completed), else lazily (on the first download, or when a
+    base64 output is returned), on a small thread pool shared by all requests (``SimConfig.render_threads``), once per distinct request,
     and kept **in memory** in an LRU bounded by ``SimConfig.output_cache_mb`` (a re-render after
     eviction gives identical bytes). Decoded inputs are cached by content the same way, and each
     prediction keeps a reference to its decoded inputs until :meth:`WaveSpeedSim.reset`.
