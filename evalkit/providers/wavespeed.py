@@ -202,6 +202,8 @@ class PollSchedule:
             # is then seen at 4 s, not at 1 s, 3 s (miss), 5 s)
             fallback_first_s=max(self.delay_s(0), self.min_interval_s),
             max_first_s=self.timeout_s / 2,
+            # first-wave probes from a quarter of the spacing (0.5 s with WaveSpeed's 2 s), at most 0.5 s
+            probe_first_s=min(0.5, self.min_interval_s / 4),
         )
         return PollPacer(config, priors=priors)
 
@@ -273,6 +275,8 @@ class _Call:
     last_unfinished_at: float | None = None
     last_created_at: float | None = None
     left_created_at: float | None = None
+    #: when a poll (or the submit's reply) first saw the task completed or failed
+    finished_seen_at: float | None = None
     polls: int = 0
     uploads: int = 0
     hook_error: str | None = None
@@ -294,20 +298,28 @@ class _Call:
         """Record a status seen at monotonic time ``at`` (for the queue-time estimate)."""
         if status not in ("completed", *FAILED_STATUSES):
             self.last_unfinished_at = at
+        elif self.finished_seen_at is None:
+            self.finished_seen_at = at
         if status == "created":
             self.last_created_at = at
         elif self.left_created_at is None:
             self.left_created_at = at
 
     def queue_ms(self) -> float | None:
-        """Time spent in ``created``: midpoint between the last poll that saw ``created`` and the first
-        that saw anything later, measured from acceptance (error ≤ half a poll interval). 0 when the
-        first reply was already past ``created``; None when the task was never seen leaving it."""
+        """Time spent in ``created``: midpoint between the last poll that saw ``created`` and the latest moment
+        the task can have left it — the first poll that saw anything later, or, once it is seen finished, that
+        moment minus its reported inference — measured from acceptance. 0 when the first reply was already
+        past ``created``; None when the task was never seen leaving it."""
         if self.sync or self.accepted_at is None or self.left_created_at is None:
             return None
         if self.last_created_at is None:
             return 0.0
-        mid = (self.last_created_at + self.left_created_at) / 2
+        left_by = self.left_created_at
+        if self.finished_seen_at is not None and self.latency.inference_ms:
+            # a task seen finished had started at least its reported inference time before: a first poll that
+            # finds it done narrows the window to [last seen created, seen done - inference]
+            left_by = min(left_by, self.finished_seen_at - self.latency.inference_ms / 1000)
+        mid = (self.last_created_at + max(self.last_created_at, left_by)) / 2
         return max(0.0, (mid - self.accepted_at) * 1000)
 
 

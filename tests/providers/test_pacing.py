@@ -83,8 +83,74 @@ def test_the_sample_is_a_lower_bound_that_does_not_feed_the_margin_back():
     assert p.first_delay_s("m") == pytest.approx(3.1)
 
 
+def test_the_margin_narrows_while_first_polls_hit_and_widens_when_they_miss():
+    c = PacerConfig(min_samples=1, quantile=1.0, margin_s=0.2, margin_frac=0.0, margin_step_s=0.2)
+    p = PollPacer(c)
+    p.seed("m", [3.0] * 10)
+    assert p.margin_s("m") == pytest.approx(0.2)  # the configured rule to start with
+    for _ in range(10):
+        p.first_poll("m", hit=True)
+    assert p.margin_s("m") == pytest.approx(0.2 - 10 * c.target_miss_rate * 0.2)
+    for _ in range(100):
+        p.first_poll("m", hit=True)
+    assert p.margin_s("m") == c.margin_floor_s  # tight completion times: never below the floor
+    assert p.first_delay_s("m") == pytest.approx(3.0 + c.margin_floor_s)
+    p.first_poll("m", hit=False)  # a miss costs that task min_interval_s: the margin widens at once
+    assert p.margin_s("m") == pytest.approx(c.margin_floor_s + (1 - c.target_miss_rate) * 0.2)
+    # at the target miss rate the margin stays where it is (one miss in 1 / rate first polls)
+    before = p.margin_s("m")
+    n = round(1 / c.target_miss_rate)
+    for i in range(n):
+        p.first_poll("m", hit=i != 0)
+    assert p.margin_s("m") == pytest.approx(before)
+    assert p.margin_s("unseen") is None
+    p.first_poll("unseen", hit=True)  # nothing known: nothing to steer
+    assert p.margin_s("unseen") is None
+
+
+def test_a_model_nobody_has_timed_is_probed_at_staggered_moments():
+    c = PacerConfig(probes=4, probe_first_s=0.5, min_interval_s=2.0, margin_s=0.2, margin_frac=0.0)
+    p = PollPacer(c)
+    assert p.probing("m")
+    assert [p.probe_delay_s(i) for i in range(5)] == pytest.approx([0.5, 1.0, 1.5, 2.0, 0.5])
+    # between the probes' first polls and their 2 s spacing, every 0.5 s of the task's life is looked at
+    assert p.follower_wait_s("m") == c.max_first_s  # no prior: followers wait for a probe's sample
+    assert p.follower_delay_s("m", 1.0) == 0.0  # woken with nothing known (the probes failed): poll now
+    p.observe("m", 3.0)
+    assert not p.probing("m")
+    # a follower accepted 1 s after the probe: its first poll at 3.0 s + margin from its own acceptance
+    assert p.follower_delay_s("m", 2.0) == pytest.approx(1.0 + 0.2)
+    assert p.follower_delay_s("m", 9.0) == 0.0  # already past it
+    assert not PollPacer(PacerConfig(probes=0)).probing("m")  # probing off
+
+
+def test_a_prior_bounds_how_long_followers_wait():
+    p = PollPacer(PacerConfig(margin_s=0.0, margin_frac=0.0, prior_fraction=0.5), priors={"m": 8.0})
+    assert p.probing("m") and p.follower_wait_s("m") == pytest.approx(4.0)
+
+
+def test_one_early_sample_times_the_followers_until_enough_samples_exist():
+    p = PollPacer(PacerConfig(min_samples=3, margin_s=0.2, margin_frac=0.0), priors={"m": 60.0})
+    p.observe("m", 3.0)
+    # the followers of the first wave trust what a probe saw, not the catalogue's 60 s
+    assert p.follower_delay_s("m", 0.0) == pytest.approx(3.2)
+    p.observe("m", 4.0)
+    assert p.follower_delay_s("m", 0.0) == pytest.approx(4.2)  # the slowest seen so far
+
+
 @pytest.mark.parametrize(
-    "kw", [{"min_interval_s": -1}, {"quantile": 0}, {"quantile": 1.5}, {"window": 0}, {"margin_s": -0.1}]
+    "kw",
+    [
+        {"min_interval_s": -1},
+        {"quantile": 0},
+        {"quantile": 1.5},
+        {"window": 0},
+        {"margin_s": -0.1},
+        {"probes": -1},
+        {"target_miss_rate": 0},
+        {"target_miss_rate": 1},
+        {"margin_floor_s": -0.01},
+    ],
 )
 def test_bad_configuration_is_a_clear_error(kw):
     with pytest.raises(InvalidInputError):

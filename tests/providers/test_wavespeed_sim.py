@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -18,6 +19,7 @@ from evalkit.credentials import Secret
 from evalkit.errors import Category
 from evalkit.images import load_image
 from evalkit.providers.base import EditRequest, ImageEditOptions
+from evalkit.providers.pacing import PollPacer
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import PollSchedule, WaveSpeedEditProvider
 from tests.plugins.common import make_png
@@ -354,3 +356,38 @@ async def test_mixed_fault_storm_never_duplicates_a_submit(wavespeed_sim, provid
     for o in outcomes:
         if not o.ok:  # only retry-exhaustion categories are possible here
             assert o.error.category in (Category.RATE_LIMIT, Category.SERVER), o.error
+
+
+@pytest.mark.parametrize("probes", [8, 0], ids=["probed", "not-probed"])
+async def test_the_first_wave_of_an_untimed_model_is_probed_and_the_rest_polled_once(
+    wavespeed_sim_factory, provider_for, catalog, image, probes
+):
+    """30 tasks of 0.3 s accepted together, nothing known of the model, polls ≥ 0.2 s apart: a few probes find
+    when the model finishes and the other tasks are first polled just after that — once each. Without probes
+    every task's first poll comes at the 0.2 s spacing, too early, and each needs a second one."""
+    handle = wavespeed_sim_factory(fixed_latency_ms=300)
+    poll = PollSchedule(min_interval_s=0.2, max_interval_s=0.2, timeout_s=20.0)
+    p = provider_for(handle, poll=poll)
+    assert p.pacer is not None
+    p.pacer = PollPacer(replace(p.pacer.config, probes=probes))
+    outcomes = await asyncio.gather(*(p.edit(request_for(catalog, "qwen-edit", image)) for _ in range(30)))
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
+    polled_again = sum(o.metadata["polls"] > 1 for o in outcomes)
+    if probes:
+        assert polled_again <= probes  # only probes (at most) needed more than one poll
+        assert handle.sim.stats()["poll"] <= 30 + 2 * probes
+    else:
+        assert polled_again == 30
+
+
+async def test_a_task_first_seen_finished_is_not_said_to_have_queued_half_its_wait(
+    wavespeed_sim_factory, provider_for, catalog, image
+):
+    """The first poll finds the task done: it started at least its reported inference time before, so the
+    queue estimate lies in [acceptance, seen done - inference] — not halfway to the poll."""
+    handle = wavespeed_sim_factory(fixed_latency_ms=300)
+    p = provider_for(handle, poll=PollSchedule(first_delay_s=0.5, adaptive=False, timeout_s=10.0))
+    outcome = await p.edit(request_for(catalog, "qwen-edit", image))
+    lat = outcome.latency
+    assert outcome.ok and outcome.metadata["polls"] == 1 and lat.inference_ms == 300
+    assert lat.queue_ms is not None and 0 <= lat.queue_ms <= (lat.total_ms - lat.inference_ms) / 2

@@ -44,10 +44,11 @@ Outputs
     has no field for the requested size, so it is not reported; compare aspect ratios, not pixels.
     Images are rendered while the task runs when it lasts ≥ 0.5 s (hidden in its latency, as a real
     server's output exists once it reports completed), else lazily (on the first download, or when a
-    base64 output is returned), on a small thread pool shared by all requests (``SimConfig.render_threads``), once per distinct request,
-    and kept **in memory** in an LRU bounded by ``SimConfig.output_cache_mb`` (a re-render after
-    eviction gives identical bytes). Decoded inputs are cached by content the same way, and each
-    prediction keeps a reference to its decoded inputs until :meth:`WaveSpeedSim.reset`.
+    base64 output is returned), on a small thread pool shared by all requests
+    (``SimConfig.render_threads``), once per distinct request, and kept **in memory** in an LRU bounded
+    by ``SimConfig.output_cache_mb`` (a re-render after eviction gives identical bytes). Decoded inputs
+    are cached by content the same way, and each prediction keeps a reference to its decoded inputs
+    until :meth:`WaveSpeedSim.reset`.
     Cost: protocol work is ~1–4 ms of CPU per task; a *distinct* 1024-px output costs ~30–50 ms to
     render. Throughput benchmarks whose requests are all distinct should lower ``output_max_side``
     (e.g. 256) so the simulator is not the bottleneck.
