@@ -167,7 +167,7 @@ def main() -> None:
                 print(f"| {row} | — | — | — | — | — | {m['error']} | |")
                 continue
             print(
-                f"| {row} | {m['wall_s']:.1f} | {m['ideal_s']:.1f} | {m['of_ideal']:.2f} | {m['polls_per_call']:.2f} "
+                f"| {row} | {m['wall_s']:.2f} | {m['ideal_s']:.1f} | {m['of_ideal']:.3f} | {m['polls_per_call']:.2f} "
                 f"| {m['submits_per_call']:.2f} | {m['ok']} | {m['load']:.2f} |",
                 flush=True,
             )

@@ -1065,7 +1065,9 @@ class WaveSpeedEditProvider:
 
     async def _outcome(self, call: _Call, request: EditRequest, data: dict[str, Any]) -> EditOutcome:
         status = str(data.get("status") or "").lower()
-        call.finished()  # completed or failed: the task no longer runs on WaveSpeed
+        if call.on_finished is not None:
+            call.finished()  # completed or failed: the task no longer runs on WaveSpeed
+            await asyncio.sleep(0)  # let the call that takes the freed slot submit before this output downloads
         raw_timings = data.get("timings")
         timings: dict[str, Any] = raw_timings if isinstance(raw_timings, dict) else {}
         inference = timings.get("inference", data.get("executionTime"))
