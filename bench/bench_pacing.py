@@ -9,8 +9,10 @@ fresh ``python -m evalkit.sim`` in its own process with a **fixed task latency o
 2000``, 64-px outputs; the client in a second process; WaveSpeed's guidance of **≥ 2 s between two polls of
 one task** kept by every evalkit row:
 
-* ``adaptive`` — evalkit as shipped: ``PollSchedule()`` (adaptive pacing: first poll at the model's
-  completion-time quantile + margin, then ≥ 2 s apart);
+* ``adaptive`` — evalkit as shipped: ``PollSchedule()`` (adaptive pacing: the first wave probed by 8 tasks,
+  later first polls at the model's completion-time quantile + a margin steered by first-poll misses, then
+  ≥ 2 s apart), a finished task's slot freed before its output downloads;
+* ``warm`` — the same after an earlier 20-call run of the model in the same workspace (its times seed the pacer);
 * ``fixed`` — the schedule before (``PollSchedule(adaptive=False)``: 1.0 s, 1.25 s, then ≥ 2 s, with the
   learnt first delay = the fastest inference seen);
 * ``sync`` — evalkit with ``sync_mode`` (one blocking POST per task, no polls);

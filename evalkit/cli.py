@@ -391,7 +391,7 @@ def run_cmd(
         str, typer.Option("--models", "-m", help="'all', 'provider:NAME' or comma-separated ids")
     ] = "all",
     repeats: Annotated[int, typer.Option(min=1, help="samples per (case, model); a distinct seed each")] = 1,
-    concurrency: Annotated[int, typer.Option(min=1, help="calls in flight at once, across providers")] = 16,
+    concurrency: Annotated[int, typer.Option(min=1, help="tasks running at the providers at once")] = 16,
     budget: Annotated[float | None, typer.Option(min=0, help="hard cap in USD for this run")] = None,
     workspace: WorkspaceOpt = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (re-using a name resumes it)")] = None,
