@@ -256,8 +256,8 @@ class Execution:
             n_workers = min(slots * (2 if early else 1), max(1, planned[name]))
             provider_sem = asyncio.Semaphore(lim.max_concurrent or self.concurrency)
             limiter = AsyncLimiter(lim.images_per_minute, 60) if lim.images_per_minute else None
-            for _ in range(n_workers):
-                tasks.append(asyncio.create_task(self._worker(name, q, provider_sem, limiter)))
+            for i in range(n_workers):
+                tasks.append(asyncio.create_task(self._worker(name, q, provider_sem, limiter, ramp=i)))
         if not tasks:
             return
         stop_wait: asyncio.Future[Any] = asyncio.create_task(self.controller.stop_submitting.wait())
@@ -292,7 +292,12 @@ class Execution:
         queue: deque[PlannedCall],
         provider_sem: asyncio.Semaphore,
         limiter: AsyncLimiter | None,
+        ramp: int = 0,
     ) -> None:
+        # worker i starts i turns of the event loop after the first: at the start of a run each submit goes out
+        # as soon as it is built, instead of every worker building its call before the first request can leave
+        for _ in range(ramp):
+            await asyncio.sleep(0)
         provider = self.providers[provider_name]
         while not self.controller.stop_submitting.is_set() and provider_name not in self.dry_accounts:
             if not queue:

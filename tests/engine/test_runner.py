@@ -164,7 +164,8 @@ async def test_resume_refused_when_suite_changed(wavespeed_sim, tmp_path):
 
 
 async def test_budget_holds_with_100_calls_in_flight(wavespeed_sim_factory, tmp_path):
-    sim = wavespeed_sim_factory(fixed_latency_ms=300, max_concurrent=1000)
+    # tasks of 2 s: the first wave's 100 submits (each written to the workspace first) overlap even on a busy machine
+    sim = wavespeed_sim_factory(fixed_latency_ms=2000, max_concurrent=1000)
     budget = 6.0  # room for ~100 reservations at once; the whole plan would cost ~$10
     res = await arun(
         "smoke",
