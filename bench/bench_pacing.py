@@ -42,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import PYTHON, ROOT, SimProcess, machine_lines, start_process, stop_process  # noqa: E402
-from bench.bench_runner import KEY_ENV, MODEL_ID, ClientResult, _timed, client_sdk, write_suite  # noqa: E402
+from bench.bench_runner import KEY_ENV, ClientResult, _timed, arun_job, client_sdk, write_suite  # noqa: E402
 
 ROWS = ("adaptive", "warm", "fixed", "sync", "sdk")
 #: the "warm" row first runs this many calls in the same workspace (an earlier run, untimed and not counted)
@@ -52,12 +52,22 @@ MEMORY_TASK_S = 0.05
 CONCURRENCY = 100
 
 
+def pacing_options(row: str, base_url: str, key: str) -> dict[str, Any]:
+    """The WaveSpeed provider options of an evalkit pacing row (``adaptive``, ``warm``, ``fixed`` or ``sync``)."""
+    from evalkit.credentials import Secret
+    from evalkit.providers.wavespeed import PollSchedule
+
+    poll = PollSchedule(adaptive=row != "fixed", timeout_s=600.0)
+    opts: dict[str, Any] = {"base_url": base_url, "api_key": Secret(key, "WAVESPEED_API_KEY"), "poll": poll}
+    if row == "sync":
+        opts["sync_mode"] = True
+    return opts
+
+
 def client_evalkit(row: str, calls: int, base_url: str, key: str, concurrency: int, workdir: Path) -> ClientResult:
     import asyncio
 
-    from evalkit.credentials import Secret
-    from evalkit.engine.runner import arun
-    from evalkit.providers.wavespeed import PollSchedule
+    import evalkit.engine.runner  # noqa: F401  (arun_job's import, done before the clock starts)
 
     if not os.environ.get("EVALKIT_BENCH_COLD_IMPORT"):
         # evalkit's HTTP stack (aiohttp, ~0.35 s to import once per process) is imported before the clock starts,
@@ -65,25 +75,10 @@ def client_evalkit(row: str, calls: int, base_url: str, key: str, concurrency: i
         import evalkit.providers.transport  # noqa: F401
 
     suite = write_suite(workdir)
-    poll = PollSchedule(adaptive=row != "fixed", timeout_s=600.0)
-    opts: dict[str, Any] = {"base_url": base_url, "api_key": Secret(key, "WAVESPEED_API_KEY"), "poll": poll}
-    if row == "sync":
-        opts["sync_mode"] = True
+    opts = pacing_options(row, base_url, key)
 
     def one_run(n: int) -> Any:
-        return asyncio.run(
-            arun(
-                str(suite),
-                MODEL_ID,
-                repeats=n,
-                concurrency=concurrency,
-                no_cache=True,
-                workspace=workdir / "ws",
-                provider_options={"wavespeed": opts},
-                progress=False,
-                grace_period_s=5.0,
-            )
-        )
+        return asyncio.run(arun_job(suite, workdir, n, concurrency, opts))
 
     warm_counts: dict[str, int] = {}
     if row == "warm":  # an earlier run of the model in this workspace: its completion times seed the pacer

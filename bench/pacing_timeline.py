@@ -27,8 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import SimProcess  # noqa: E402
-from bench.bench_pacing import TASK_S, WARM_CALLS  # noqa: E402
-from bench.bench_runner import MODEL_ID, write_suite  # noqa: E402
+from bench.bench_pacing import TASK_S, WARM_CALLS, pacing_options  # noqa: E402
+from bench.bench_runner import arun_job, write_suite  # noqa: E402
 
 
 def _history(base_url: str, key: str) -> dict[str, dict[str, Any]]:
@@ -55,35 +55,16 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=100)
     args = ap.parse_args()
 
-    import evalkit.providers.transport  # noqa: F401  (imported before the clock, as in bench_pacing)
-    from evalkit.credentials import Secret
-    from evalkit.engine.runner import arun
-    from evalkit.providers.wavespeed import PollSchedule
+    import evalkit.engine.runner  # noqa: F401  (imported before the clock, as in bench_pacing)
+    import evalkit.providers.transport  # noqa: F401
 
     with SimProcess(fixed_latency_ms=TASK_S * 1000, output_max_side=64) as sim:
         work = Path(tempfile.mkdtemp(prefix="evalkit-timeline-"))
         suite = write_suite(work)
-        opts: dict[str, Any] = {
-            "base_url": sim.base_url,
-            "api_key": Secret(sim.api_key, "WAVESPEED_API_KEY"),
-            "poll": PollSchedule(adaptive=args.row != "fixed", timeout_s=600.0),
-        }
-        if args.row == "sync":
-            opts["sync_mode"] = True
+        opts = pacing_options(args.row, sim.base_url, sim.api_key)
 
         def one_run(n: int) -> Any:
-            return asyncio.run(
-                arun(
-                    str(suite),
-                    MODEL_ID,
-                    repeats=n,
-                    concurrency=args.concurrency,
-                    no_cache=True,
-                    workspace=work / "ws",
-                    provider_options={"wavespeed": opts},
-                    progress=False,
-                )
-            )
+            return asyncio.run(arun_job(suite, work, n, args.concurrency, opts))
 
         if args.row == "warm":
             one_run(WARM_CALLS)
