@@ -594,19 +594,8 @@ class Judge:
                     await asyncio.sleep(wait_s)
                     continue
                 reason = "rate_limit" if status == 429 else "server"  # (408: the server gave up reading it)
-                return JudgeReply(
-                    **base,
-                    status="unscored",
-                    reason=reason,
-                    raw=text,
-                    cost_usd=0.0,
-                    attempts=attempt,
-                    sent=True,
-                    http_status=status,
-                    latency_ms=latency_ms,
-                    detail=f"HTTP {status} after {attempt} attempt(s): {_error_message(text)}",
-                )
-            if status >= 400:
+                detail = f"HTTP {status} after {attempt} attempt(s): {_error_message(text)}"
+            elif status >= 400:
                 reason = (
                     "content_filter"
                     if _is_content_filter(text)
@@ -614,19 +603,21 @@ class Judge:
                 )
                 if reason != "content_filter":
                     log.warning("judge: HTTP %d from %s: %s", status, self.config.base_url, _error_message(text))
-                return JudgeReply(
-                    **base,
-                    status="unscored",
-                    reason=reason,
-                    raw=text,
-                    cost_usd=0.0,
-                    attempts=attempt,
-                    sent=True,
-                    http_status=status,
-                    latency_ms=latency_ms,
-                    detail=f"HTTP {status}: {_error_message(text)}",
-                )
-            return self._read_completion(base, text, contract, attempt, status, latency_ms)
+                detail = f"HTTP {status}: {_error_message(text)}"
+            else:
+                return self._read_completion(base, text, contract, attempt, status, latency_ms)
+            return JudgeReply(
+                **base,
+                status="unscored",
+                reason=reason,
+                raw=text,
+                cost_usd=0.0,
+                attempts=attempt,
+                sent=True,
+                http_status=status,
+                latency_ms=latency_ms,
+                detail=detail,
+            )
 
     def _read_completion(
         self, base: dict[str, Any], text: str, contract: OutputContract, attempt: int, status: int, latency_ms: float
