@@ -136,19 +136,22 @@ class PollPacer:
         est = self.estimate_s(model)
         if est is None or c.margin_step_s == 0:
             return
-        m = self._margin.get(model, self._rule_margin(est))
+        m = self._margin_for(model, est)
         m += -c.target_miss_rate * c.margin_step_s if hit else (1 - c.target_miss_rate) * c.margin_step_s
         self._margin[model] = min(max(c.margin_floor_s, m), max(c.margin_floor_s, c.max_first_s))
 
     def margin_s(self, model: str) -> float | None:
         """The margin added to the model's estimate (None while nothing is known)."""
         est = self.estimate_s(model)
-        if est is None:
-            return None
-        return self._margin.get(model, self._rule_margin(est))
+        return None if est is None else self._margin_for(model, est)
 
-    def _rule_margin(self, est: float) -> float:
-        return max(self.config.margin_s, est * self.config.margin_frac)
+    def _margin_for(self, model: str, est: float) -> float:
+        """The steered margin of ``model``, else the configured rule for an estimate of ``est`` seconds."""
+        return self._margin.get(model, max(self.config.margin_s, est * self.config.margin_frac))
+
+    def _aim_s(self, model: str, est: float) -> float:
+        """Seconds from acceptance a first poll aims at, for an estimate of ``est`` seconds."""
+        return min(est + self._margin_for(model, est), self.config.max_first_s)
 
     # ---- deciding ---------------------------------------------------------------------------
     def estimate_s(self, model: str) -> float | None:
@@ -172,11 +175,7 @@ class PollPacer:
 
     def _target_s(self, model: str) -> float | None:
         est = self.estimate_s(model)
-        if est is None:
-            return None
-        margin = self.margin_s(model)
-        assert margin is not None
-        return min(est + margin, self.config.max_first_s)
+        return None if est is None else self._aim_s(model, est)
 
     # ---- the first wave -----------------------------------------------------------------------
     def probing(self, model: str) -> bool:
@@ -203,8 +202,7 @@ class PollPacer:
             return 0.0
         est = max(q) if len(q) < self.config.min_samples else self.estimate_s(model)
         assert est is not None
-        margin = self._margin.get(model, self._rule_margin(est))
-        return max(0.0, min(est + margin, self.config.max_first_s) - waited_s)
+        return max(0.0, self._aim_s(model, est) - waited_s)
 
     def first_delay_s(self, model: str) -> float:
         """Seconds from acceptance to the first poll of a new task of ``model``."""

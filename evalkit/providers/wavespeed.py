@@ -261,6 +261,18 @@ def _with_quote(prepared: PreparedRequest, q: Quote | None) -> PreparedRequest:
 
 
 @dataclass
+class _FirstWave:
+    """A model nobody has timed yet (:meth:`PollPacer.probing`): its probes, and the event its followers wait
+    on (set by a probe's sample, a failed task, or when no probe is left)."""
+
+    #: probes still polling
+    probing: int = 0
+    #: probes started so far (their number picks each one's staggered first poll)
+    started: int = 0
+    timed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
 class _Call:
     """Book-keeping of one call: timings, ids, what the server told us."""
 
@@ -282,17 +294,12 @@ class _Call:
     hook_error: str | None = None
     #: sync mode: the task's time in ``created`` is hidden inside the blocking POST
     sync: bool = False
-    #: edit(on_finished=…): called once, when the task is seen completed or failed (before its download)
+    #: edit(on_finished=…): called when the task is seen completed or failed (before its download)
     on_finished: Callable[[], None] | None = None
     #: the first poll of this task probes a model nobody has timed yet (PollPacer: the first wave)
     probe: bool = False
     #: the first poll was aimed at the model's estimate (its result steers the pacer's margin)
     aimed: bool = False
-
-    def finished(self) -> None:
-        hook, self.on_finished = self.on_finished, None
-        if hook is not None:
-            hook()
 
     def observe(self, status: str, at: float) -> None:
         """Record a status seen at monotonic time ``at`` (for the queue-time estimate)."""
@@ -430,10 +437,8 @@ class WaveSpeedEditProvider:
         self._uploads = UploadCache()
         #: model id → the fastest inference (s) the server reported for it (PollSchedule.learn_first_delay)
         self._fastest_s: dict[str, float] = {}
-        #: the first wave of a model nobody has timed (PollPacer.probing): model id → [probes polling, probes
-        #: started]; and the event its followers wait on (set by a probe's sample, or when no probe is left)
-        self._probes: dict[str, list[int]] = {}
-        self._timed: dict[str, asyncio.Event] = {}
+        #: model id → the first wave of a model nobody has timed yet (PollPacer.probing)
+        self._first_wave: dict[str, _FirstWave] = {}
         #: quote_key → the pricing API's answer (set by :meth:`quote_prices`; used by :meth:`prepare`)
         self.price_quotes: dict[str, Quote] = {}
 
@@ -954,27 +959,24 @@ class WaveSpeedEditProvider:
     async def _first_wait(self, call: _Call) -> None:
         """Wait until the first poll of a new task: a probe's staggered moment or, for a follower of a model
         nobody has timed yet, until a probe has timed it; else the model's estimate plus the margin."""
-        pacer, model = self.pacer, call.model_id
-        assert pacer is not None and call.accepted_at is not None
+        pacer, model, accepted_at = self.pacer, call.model_id, call.accepted_at
+        assert pacer is not None and accepted_at is not None
 
         def waited() -> float:
-            assert call.accepted_at is not None
-            return time.monotonic() - call.accepted_at
+            return time.monotonic() - accepted_at
 
         if pacer.probing(model):
-            probes = self._probes.setdefault(model, [0, 0])
-            if probes[0] < pacer.config.probes:
-                done_waiting = self._timed.get(model)
-                if probes[0] == 0 and done_waiting is not None and done_waiting.is_set():
-                    self._timed[model] = asyncio.Event()  # probing again: new followers wait for these probes
-                probes[0] += 1
-                probes[1] += 1
+            wave = self._first_wave.setdefault(model, _FirstWave())
+            if wave.probing < pacer.config.probes:
+                if wave.probing == 0 and wave.timed.is_set():
+                    wave.timed = asyncio.Event()  # probing again: new followers wait for these probes
+                wave.probing += 1
+                wave.started += 1
                 call.probe = True
-                await self._sleep(max(0.0, pacer.probe_delay_s(probes[1] - 1) - waited()))
+                await self._sleep(max(0.0, pacer.probe_delay_s(wave.started - 1) - waited()))
                 return
-            event = self._timed.setdefault(model, asyncio.Event())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), max(0.0, pacer.follower_wait_s(model) - waited()))
+                await asyncio.wait_for(wave.timed.wait(), max(0.0, pacer.follower_wait_s(model) - waited()))
             call.aimed = pacer.samples(model) > 0
             await self._sleep(pacer.follower_delay_s(model, waited()))
             return
@@ -982,17 +984,15 @@ class WaveSpeedEditProvider:
         await self._sleep(max(0.0, pacer.first_delay_s(model) - waited()))
 
     def _end_probe(self, model: str) -> None:
-        probes = self._probes.get(model)
-        if probes is None:
-            return
-        probes[0] -= 1
-        if probes[0] <= 0:  # no probe left (they failed, or timed the model): followers stop waiting
-            self._wake_followers(model)
+        wave = self._first_wave[model]  # set up by the probe's _first_wait
+        wave.probing -= 1
+        if wave.probing <= 0:  # no probe left (they failed, or timed the model): followers stop waiting
+            wave.timed.set()
 
     def _wake_followers(self, model: str) -> None:
-        event = self._timed.get(model)
-        if event is not None:
-            event.set()
+        wave = self._first_wave.get(model)
+        if wave is not None:
+            wave.timed.set()
 
     def _poll_delay_s(self, call: _Call, n: int) -> float:
         """The wait before poll ``n``: the schedule's, except that the first poll of a newly accepted task
@@ -1066,7 +1066,7 @@ class WaveSpeedEditProvider:
     async def _outcome(self, call: _Call, request: EditRequest, data: dict[str, Any]) -> EditOutcome:
         status = str(data.get("status") or "").lower()
         if call.on_finished is not None:
-            call.finished()  # completed or failed: the task no longer runs on WaveSpeed
+            call.on_finished()  # completed or failed: the task no longer runs on WaveSpeed
             await asyncio.sleep(0)  # let the call that takes the freed slot submit before this output downloads
         raw_timings = data.get("timings")
         timings: dict[str, Any] = raw_timings if isinstance(raw_timings, dict) else {}
