@@ -42,7 +42,8 @@ def run_demo(
 
     say = console.print if console is not None else print
     ws = Workspace(workspace)
-    say(f"evalkit demo — workspace {ws.path}; starting local SIMULATED servers (no network, no keys needed)")
+    say(f"evalkit demo — workspace {ws.path}")
+    say("starting local SIMULATED servers (no network, no keys needed)")
     with start_local_stack() as stack:
         result = run(
             suite,
@@ -54,9 +55,9 @@ def run_demo(
         )
         say(
             f"run {result.run_id}: {result.completed} completed, {result.failed} failed, "
-            f"{result.not_applicable} not applicable, ${result.cost_usd:.2f} billed by the simulators, "
-            f"{result.wall_s:.1f} s"
+            f"{result.not_applicable} not applicable"
         )
+        say(f"  ${result.cost_usd:.2f} billed by the simulators, {result.wall_s:.1f} s")
         _print_calls(ws, result.run_id, console)
         scoring = _score(ws, result.run_id, stack, judge=judge, progress=progress)
         if scoring:
