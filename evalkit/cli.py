@@ -858,7 +858,7 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="address to bind (off loopback: EVALKIT_SERVE_TOKEN)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    default_tier: Annotated[str, typer.Option(help="tier for requests that name neither tier nor model")] = "standard",
+    default_tier: Annotated[str, typer.Option(help="tier for requests that name none")] = "standard",
     allow_simulated: Annotated[
         bool, typer.Option("--allow-simulated", help="serve tier defaults from a SIMULATED run (demos, tests)")
     ] = False,
@@ -868,9 +868,34 @@ def serve(
     max_age_days: Annotated[
         float | None, typer.Option(help="warn when the tier defaults are older (default 30, env var)")
     ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option("--allow-origin", help="another origin (scheme://host:port) whose pages may call the API"),
+    ] = None,
+    allow_any_model: Annotated[
+        bool,
+        typer.Option("--allow-any-model", help="serve a named model outside its tier (its price must still fit)"),
+    ] = False,
+    daily_budget: Annotated[
+        float | None, typer.Option("--daily-budget", help="server-wide USD cap per UTC day (survives restarts)")
+    ] = None,
+    client_daily_budget: Annotated[
+        float | None, typer.Option("--client-daily-budget", help="USD cap per client (peer) per UTC day")
+    ] = None,
+    rate_limit: Annotated[int, typer.Option("--rate-limit", help="edits per minute per client (0: off)")] = 30,
+    max_in_flight: Annotated[
+        int | None, typer.Option("--max-in-flight", help="edits held at once; 503 beyond (default: sized for RAM)")
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option("--forwarded-allow-ips", help="proxy IPs whose X-Forwarded-For names the client (default: none)"),
+    ] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Serve the Image Studio edit endpoint and the model selector page from a run's tier defaults."""
+    """Serve the Image Studio edit endpoint and the model selector page from a run's tier defaults.
+
+    Same-origin only by default; money is capped by the tier's price, --daily-budget and
+    --client-daily-budget (docs/serve.md has the threat model)."""
     from evalkit.serve import serve as run_server
 
     try:
@@ -883,10 +908,61 @@ def serve(
             allow_provisional=allow_provisional,
             max_age_days=max_age_days,
             workspace=workspace,
+            allow_origins=tuple(allow_origin or ()),
+            allow_any_model=allow_any_model,
+            daily_budget_usd=daily_budget,
+            client_daily_budget_usd=client_daily_budget,
+            edits_per_minute=rate_limit,
+            max_in_flight=max_in_flight,
+            forwarded_allow_ips=forwarded_allow_ips,
             announce=lambda text: out.print(escape(text), highlight=False),
         )
     except EvalkitError as exc:
         _fail(exc)
+
+
+@app.command()
+def usage(
+    workspace: WorkspaceOpt = None,
+    day: Annotated[str | None, typer.Option(help="UTC day YYYY-MM-DD (default: today)")] = None,
+    source: Annotated[str, typer.Option(help="ledger source: serve | generate_image_edit | run | judge")] = "serve",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Spend of one UTC day per tier and per client, from the workspace's usage ledger (evalkit serve's by
+    default): billed, unsettled (pending or unknown, counted at what was held for them) and committed."""
+    from datetime import UTC, date, datetime
+
+    from evalkit.serve.money import spend_summary
+    from evalkit.store import Workspace
+
+    try:
+        the_day = date.fromisoformat(day) if day else datetime.now(UTC).date()
+    except ValueError:
+        from evalkit.errors import InvalidInputError
+
+        _fail(InvalidInputError(f"--day {day!r} is not a date", hint="use YYYY-MM-DD"))
+    try:
+        ws = Workspace(workspace)
+        rows = ws.usage(since=f"{the_day.isoformat()}T00:00:00", source=source)
+        rows = rows[rows["at"] < f"{the_day.isoformat()}T99"]  # that day only
+    except EvalkitError as exc:
+        _fail(exc)
+    summary = {"day": the_day.isoformat(), "source": source, **spend_summary(rows)}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    import pandas as pd
+
+    for col in ("tier", "client"):
+        frame = pd.DataFrame(
+            summary[f"by_{col}"], columns=[col, "requests", "billed_usd", "unsettled", "committed_usd"]
+        )
+        if frame.empty:
+            out.print(f"no {source} spend on {the_day} (UTC)")
+            break
+        out.print(
+            _table(frame, f"{source} spend on {the_day} (UTC) by {col}", money=("billed_usd", "committed_usd")),
+        )
 
 
 @app.command()

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from evalkit.catalog import Catalog, ModelSpec, normalise_operation
 from evalkit.errors import Category, EvalkitError, ImageError, InvalidInputError, ProviderError
@@ -52,6 +52,30 @@ class ImageEditResult:
     tier: str | None = None
     #: attempts that did not serve, in order (evalkit.decide.routing.Fallback: model, category, reason, charge)
     fallbacks: tuple[Any, ...] = ()
+
+
+class SpendGuard(Protocol):
+    """Money held back for one attempt before it is sent, and settled after (``evalkit serve``'s tier price
+    check and daily budgets). ``reserve`` raises an :class:`EvalkitError` to refuse: nothing is sent then."""
+
+    #: the usage ledger's ``source`` for these attempts, who asked (``client``; never a key) and the tier whose
+    #: contract an explicitly named model was served under (routed attempts record their route's tier)
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def client(self) -> str | None: ...
+
+    @property
+    def tier(self) -> str | None: ...
+
+    def reserve(self, model_id: str, price_usd: float | None) -> float:
+        """Hold this attempt's maximum price (or refuse); returns the amount held."""
+        ...
+
+    def settle(self, reserved_usd: float, cost_usd: float | None) -> None:
+        """Replace the hold by the billed cost; ``None`` (unknown) keeps the hold spent."""
+        ...
 
 
 def _as_input_image(value: ImageInput, name: str) -> InputImage:
@@ -201,8 +225,10 @@ async def agenerate_image_edit(
     workspace: Workspace | str | os.PathLike | None | bool = None,
     catalog: Catalog | None = None,
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+    spend_guard: SpendGuard | None = None,
 ) -> ImageEditResult:
-    """Async twin of :func:`generate_image_edit`."""
+    """Async twin of :func:`generate_image_edit`. ``spend_guard`` (see :class:`SpendGuard`) checks and holds
+    each attempt's price before anything is sent."""
     op = normalise_operation(operation)
     opts = ImageEditOptions.from_value(options)
     images = _input_images(image, image_base64)  # a broken image fails here, before any model is tried
@@ -216,9 +242,12 @@ async def agenerate_image_edit(
         ws = Workspace(None if workspace is True else workspace)
     catalog = catalog or Catalog.load(ws.path if ws else None)
 
-    async def call(spec: ModelSpec, source: str, route: Any = None) -> tuple[EditOutcome, Any]:
+    async def call(
+        spec: ModelSpec, route: Any = None, role: str | None = None, after: Sequence[dict[str, str]] = ()
+    ) -> tuple[EditOutcome, Any]:
         request = EditRequest(model=spec, images=images, prompt=prompt, operation=op, options=opts, mask=mask)
         provider = create_provider(spec.provider, **dict((provider_options or {}).get(spec.provider, {})))
+        held: float | None = None
         try:
             prepared = provider.prepare(request)  # raises InvalidInputError before anything is spent
             if route is not None:
@@ -230,6 +259,8 @@ async def agenerate_image_edit(
             check = getattr(provider, "ensure_credentials", None)
             if check is not None:
                 check()  # a missing key fails here: nothing sent, nothing written
+            if spend_guard is not None:
+                held = spend_guard.reserve(spec.id, prepared.price_usd)  # may refuse: nothing sent
             # the ledger row exists before the result is awaited: a crash leaves it "pending", never missing
             usage_id: int | None = None
             if ws is not None:
@@ -238,8 +269,13 @@ async def agenerate_image_edit(
                     operation=op,
                     cost_usd=None,
                     cost_source="pending",
-                    source=source,
+                    source=spend_guard.source if spend_guard is not None else "generate_image_edit",
                     user_id=user_id,
+                    tier=route.tier if route is not None else (spend_guard.tier if spend_guard is not None else None),
+                    role=role if route is not None else ("explicit" if model else None),
+                    fallbacks=list(after) if route is not None else None,
+                    client=spend_guard.client if spend_guard is not None else None,
+                    reserved_usd=held,
                 )
 
             async def on_submitted(prediction_id: str) -> None:
@@ -252,8 +288,15 @@ async def agenerate_image_edit(
                 if ws is not None and usage_id is not None:
                     ws.settle_usage(usage_id, cost_usd=None, cost_source="unknown")
                 raise
+        except BaseException:
+            if held is not None and spend_guard is not None:
+                spend_guard.settle(held, None)  # sent and no outcome: it may have been billed
+            raise
         finally:
             await provider.aclose()
+        if held is not None and spend_guard is not None:
+            charge = _charge(outcome)  # none: proven unbilled; unknown: the hold stays spent
+            spend_guard.settle(held, None if charge == "unknown" else float(outcome.cost_usd or 0.0))
         if ws is not None and usage_id is not None:
             ws.settle_usage(
                 usage_id,
@@ -265,7 +308,7 @@ async def agenerate_image_edit(
 
     if model or not tier:
         spec = catalog.get(model) if model else _pick_model(catalog, None, op)
-        outcome, prepared = await call(spec, "generate_image_edit")
+        outcome, prepared = await call(spec)
         if not outcome.ok:
             raise _provider_error(spec, outcome)
         data = outcome.read_image()
@@ -296,22 +339,21 @@ async def _routed_edit(
 
     defaults = load_tier_defaults(tiers, allow_simulated=allow_simulated, max_age_days=max_age_days)
     route = plan_route(defaults, tier, op, allow_provisional=allow_provisional, catalog=catalog)
-    after: list[str] = []
+    after: list[dict[str, str]] = []  # the ledger's `fallbacks` of each next attempt
 
     async def attempt(cand: Candidate) -> ImageEditResult:
-        source = f"generate_image_edit tier={tier} role={cand.role}" + (f" after={','.join(after)}" if after else "")
         try:
             spec = catalog.get(cand.model)
-            outcome, prepared = await call(spec, source, route)
+            outcome, prepared = await call(spec, route, cand.role, tuple(after))
         except AttemptFailed as failed:
-            after.append(f"{cand.model}:{failed.category.value}")
+            after.append({"model": cand.model, "category": failed.category.value})
             raise
         except EvalkitError as exc:  # this model's limits, a missing key for its provider, not in the catalogue
-            after.append(f"{cand.model}:{exc.category.value}")
+            after.append({"model": cand.model, "category": exc.category.value})
             raise AttemptFailed(exc.category, str(exc), charge="none", error=exc) from None
         if not outcome.ok:
             err = _provider_error(spec, outcome)
-            after.append(f"{cand.model}:{err.category.value}")
+            after.append({"model": cand.model, "category": err.category.value})
             raise AttemptFailed(
                 err.category,
                 err.message,
@@ -322,7 +364,7 @@ async def _routed_edit(
             )
         data = outcome.read_image()
         if data is None:
-            after.append(f"{cand.model}:bad_output")
+            after.append({"model": cand.model, "category": "bad_output"})
             raise AttemptFailed(
                 Category.BAD_OUTPUT,
                 f"{spec.id} reported success but returned no image",

@@ -61,6 +61,10 @@ class ImageError(InvalidInputError):
     """An input image that cannot be used (corrupt, truncated, too large, unsupported)."""
 
 
+class ImageTooLargeError(ImageError):
+    """An image over a byte or pixel cap (refused before its pixels are decoded)."""
+
+
 class UnknownModelError(InvalidInputError):
     def __init__(self, model_id: str, known: list[str] | None = None):
         hint = "run `evalkit models` to list the catalogue"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from evalkit.errors import ImageError
+from evalkit.errors import ImageError, ImageTooLargeError
 
 #: refuse anything larger than this many pixels before decoding it (about 8K × 8K).
 MAX_PIXELS = int(os.environ.get("EVALKIT_MAX_PIXELS", 8192 * 8192))
@@ -109,7 +109,7 @@ def load_image(
     if not data:
         raise ImageError(f"{name} is empty (0 bytes)", hint="pass the bytes of a PNG, JPEG or WebP image")
     if len(data) > max_bytes:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{name} is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit",
             hint="downscale it or raise EVALKIT_MAX_IMAGE_BYTES",
         )
@@ -166,7 +166,7 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
             hint="pass a PNG, JPEG or WebP file",
         ) from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{name} declares an enormous size ({exc}); refused before decoding, as a decompression-bomb guard",
             hint="downscale the image or raise EVALKIT_MAX_PIXELS",
         ) from None
@@ -176,7 +176,7 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     if w <= 0 or h <= 0:
         raise ImageError(f"{name} has an empty size {w}×{h}")
     if w * h > max_pixels:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{name} is {w}×{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP cap "
             "(refused before decoding, as a decompression-bomb guard)",
             hint="downscale the image or raise EVALKIT_MAX_PIXELS",
@@ -193,11 +193,7 @@ def _normalise_mode(img: Image.Image, converted: list[str]) -> Image.Image:
         return img.convert("RGB")
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         converted.append(f"{mode} (16/32-bit)→8-bit L")
-        import numpy as np
-
-        arr = np.asarray(img, dtype=np.float64)
-        hi = float(arr.max()) or 1.0
-        return Image.fromarray((arr / hi * 255.0).round().astype("uint8"), mode="L")
+        return _scale_to_l(img)
     if mode == "F":
         converted.append("float→8-bit L")
         import numpy as np
@@ -215,6 +211,31 @@ def _normalise_mode(img: Image.Image, converted: list[str]) -> Image.Image:
         return img.convert("L")
     converted.append(f"{mode}→RGB")
     return img.convert("RGB")
+
+
+def _scale_to_l(img: Image.Image, rows: int = 256) -> Image.Image:
+    """16/32-bit grey → 8-bit L scaled by the image's maximum, rounded, in integer arithmetic a band of rows at
+    a time (a 4096×4096 16-bit image needs a few MB of scratch, not float64 copies of the whole)."""
+    import numpy as np
+
+    arr = np.asarray(img)  # uint16 (I;16*) or int32 (I): no copy beyond PIL's own
+    hi = int(arr.max()) if arr.size else 0
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    if hi > 0:
+        for top in range(0, arr.shape[0], rows):
+            band = np.clip(arr[top : top + rows].astype(np.int64), 0, None)
+            out[top : top + rows] = (band * 255 * 2 + hi) // (2 * hi)
+    return Image.fromarray(out, mode="L")
+
+
+def probe_size(head: bytes) -> tuple[int, int] | None:
+    """An image's width and height from its first bytes (a header), or None when they do not tell."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(io.BytesIO(head)).size
+    except Exception:  # noqa: BLE001  (truncated or unknown: the full decode decides)
+        return None
 
 
 def decode_output(data: bytes, *, max_pixels: int | None = None) -> Image.Image:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from evalkit.store._blobs import BlobRef
 from evalkit.store._db import check_id, default_workspace_path, utcnow
 from evalkit.store._schema import SCHEMA_VERSION
+from evalkit.store._usage import usage_charge
 from evalkit.store._workspace import Workspace
 from evalkit.store.status import ATTEMPTED_STATUSES, TERMINAL_STATUSES, CallStatus
 
@@ -27,5 +28,6 @@ __all__ = [
     "Workspace",
     "check_id",
     "default_workspace_path",
+    "usage_charge",
     "utcnow",
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -163,6 +163,18 @@ _MIGRATIONS: list[str] = [
     # recognised among the provider's predictions (evalkit.engine.reconcile)
     """
     ALTER TABLE calls ADD COLUMN sent_body TEXT
+    """,
+    # 4 → 5: the usage ledger's routing facts as typed columns instead of text inside `source` (tier,
+    # role = default | provisional | alternative, fallbacks = JSON list of {model, category} tried before),
+    # who asked (`client`: evalkit serve's peer, never a key) and what was held back before sending
+    # (`reserved_usd`: a daily budget counts it while the cost is pending or unknown, across restarts)
+    """
+    ALTER TABLE usage ADD COLUMN tier TEXT;
+    ALTER TABLE usage ADD COLUMN role TEXT;
+    ALTER TABLE usage ADD COLUMN fallbacks TEXT;
+    ALTER TABLE usage ADD COLUMN client TEXT;
+    ALTER TABLE usage ADD COLUMN reserved_usd REAL;
+    CREATE INDEX usage_at ON usage(at)
     """,
 ]
 #: scales of single ratings and their allowed values

@@ -152,7 +152,8 @@ async def test_each_tier_is_served_by_its_default_and_the_ledger_says_so(tier, m
     assert any("SIMULATED" in n for n in r.notes)
     usage = Workspace(tmp_path / "ws").usage()
     assert list(usage["model_id"]) == [model]
-    assert list(usage["source"]) == [f"generate_image_edit tier={tier} role=default"]
+    assert list(usage["source"]) == ["generate_image_edit"]
+    assert (list(usage["tier"]), list(usage["role"]), list(usage["fallbacks"])) == ([tier], ["default"], [[]])
 
 
 def test_route_keeps_only_alternatives_within_the_tier():
@@ -179,9 +180,8 @@ async def test_a_rate_limited_default_falls_back_to_the_next_alternative_and_rec
     usage = Workspace(tmp_path / "ws").usage()
     assert list(usage["model_id"]) == ["qwen-edit-plus", "seedream-v4-edit"]
     assert list(usage["cost_usd"]) == [0.0, r.cost_usd]
-    assert usage["source"].iloc[1] == (
-        "generate_image_edit tier=standard role=alternative after=qwen-edit-plus:rate_limit"
-    )
+    assert list(usage["tier"]) == ["standard", "standard"] and list(usage["role"]) == ["default", "alternative"]
+    assert list(usage["fallbacks"]) == [[], [{"model": "qwen-edit-plus", "category": "rate_limit"}]]
 
 
 async def test_a_failed_task_falls_back_twice_in_order(ws_sim, tier_file, tmp_path):

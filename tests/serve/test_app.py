@@ -114,7 +114,10 @@ def test_process_json_in_the_original_call_shape(client, sim, tmp_path):
     assert img.size == (1024, 1024) and d["mime"] == f"image/{img.format.lower()}"
     assert [s.model_id for s in sim.sim.submits] == ["qwen-edit-plus"]
     usage = Workspace(tmp_path / "ws").usage()
-    assert list(usage["user_id"]) == ["user-9"] and usage["source"].iloc[0].startswith("generate_image_edit tier=")
+    assert list(usage["user_id"]) == ["user-9"] and list(usage["source"]) == ["serve"]
+    row = usage.iloc[0]
+    assert (row["tier"], row["role"], row["fallbacks"], row["client"]) == ("standard", "default", [], "testclient")
+    assert row["reserved_usd"] == 0.02 and row["cost_usd"] == 0.02
     _no_secret(sim, r.text)
 
 
@@ -132,13 +135,14 @@ def test_process_multipart_upload_and_fallback_reported(client, sim):
     assert d["fallbacks"][0]["charge"] == "none"
 
 
-def test_no_tier_no_model_uses_the_default_tier_and_models_must_be_offered(client, sim):
+def test_no_tier_no_model_uses_the_default_tier_and_models_must_be_in_it(client, sim):
     r = client.post(EDIT, json={"image_base64": _b64(), "prompt": "x"})
     assert r.status_code == 200 and r.json()["tier"] == "standard" and r.json()["model"] == "qwen-edit-plus"
     r = client.post(EDIT, json={"image_base64": _b64(), "prompt": "x", "model": "step1x-edit"})
-    assert r.status_code == 200 and r.json()["model"] == "step1x-edit" and r.json()["tier"] is None
+    assert r.status_code == 200 and r.json()["model"] == "step1x-edit" and r.json()["tier"] == "standard"
     r = client.post(EDIT, json={"image_base64": _b64(), "prompt": "x", "model": "nano-banana-pro-edit-ultra"})
-    assert r.status_code == 400 and "not offered" in r.json()["error"]["message"]
+    assert r.status_code == 403 and "not served in tier 'standard'" in r.json()["error"]["message"]
+    assert [s.model_id for s in sim.sim.submits] == ["qwen-edit-plus", "step1x-edit"]
 
 
 @pytest.mark.parametrize(
