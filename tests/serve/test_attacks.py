@@ -28,8 +28,8 @@ from evalkit.errors import BudgetExceededError
 from evalkit.images import load_image
 from evalkit.providers import create_provider
 from evalkit.providers.base import EditRequest, ImageEditOptions
-from evalkit.serve import create_app
 from evalkit.serve import body as serve_body
+from evalkit.serve import create_app
 from evalkit.serve.app import uvicorn_options
 from evalkit.serve.body import JsonShape
 from evalkit.serve.guards import ApiError, scrub
@@ -37,7 +37,7 @@ from evalkit.serve.money import DailyBudgets
 from evalkit.store import Workspace
 from tests.plugins.common import make_png
 from tests.plugins.tier_files import tier_defaults, write_tier_defaults_file
-from tests.serve.test_app import EDIT, MODELS, _b64, _config, sim  # noqa: F401  (sim: the module's simulator)
+from tests.serve.test_app import EDIT, MODELS, _b64, _config
 
 USAGE = "/api/image-studio/edit/usage"
 OWN = "http://testserver"
