@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -900,6 +900,7 @@ def serve(
     --client-daily-budget (docs/serve.md has the threat model)."""
     from evalkit.serve import serve as run_server
 
+    limits: dict[str, Any] = {"edits_per_minute": rate_limit} if rate_limit is not None else {}
     try:
         run_server(
             tiers_file,
@@ -917,7 +918,7 @@ def serve(
             max_in_flight=max_in_flight,
             forwarded_allow_ips=forwarded_allow_ips,
             announce=lambda text: out.print(escape(text), highlight=False),
-            **({"edits_per_minute": rate_limit} if rate_limit is not None else {}),
+            **limits,
         )
     except EvalkitError as exc:
         _fail(exc)
