@@ -356,7 +356,12 @@ def ensure_credentials(provider: object) -> None:
 
 @runtime_checkable
 class ImageEditProvider(Protocol):
-    """What every provider implements. See the module docstring for the call sequence."""
+    """What every provider implements. See the module docstring for the call sequence.
+
+    Optional, outside the protocol (so a provider without them still satisfies it): ``capabilities``, a
+    :class:`ProviderCapabilities` read with :func:`capabilities_of`, and the :class:`ChecksCredentials` /
+    :class:`QuotesPrices` methods.
+    """
 
     name: str
 
