@@ -701,6 +701,24 @@ def score(
     swap_fraction: Annotated[
         float, typer.Option(min=0, max=1, help="pairwise: share of pairs also asked in the other order")
     ] = 0.0,
+    judge_passes: Annotated[
+        int | None,
+        typer.Option(
+            "--judge-passes",
+            min=1,
+            envvar="EVALKIT_JUDGE_PASSES",
+            help="judge each output N times: score = mean of the valid passes; measures the judge's noise",
+        ),
+    ] = None,
+    judge_price: Annotated[
+        str | None,
+        typer.Option(
+            "--judge-price",
+            metavar="IN/OUT",
+            help="judge prices in USD per 1M input/output tokens, e.g. 2/8 (default: env, preset, loopback $0)",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (with a 'judge' object)")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     from evalkit.scoring import score_run
@@ -717,9 +735,15 @@ def score(
             pairs_per_case=pairs_per_case,
             judge_preset=judge_preset,
             swap_fraction=swap_fraction,
+            judge_passes=judge_passes,
+            judge_price=judge_price,
+            progress=not as_json,
         )
     except EvalkitError as exc:
         _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), default=str))
+        return
     out.print(str(summary))
     if pairwise:
         from evalkit.scoring import rankings
