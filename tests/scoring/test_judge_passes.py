@@ -367,3 +367,21 @@ async def test_report_shows_judging_cost_next_to_generation_cost_and_the_noise(j
     assert "3 per output" in page and f"median SD {noise.sd():.3g} between passes" in page
     assert "The judge's own noise (3 passes per output)" in page
     assert f"{noise.sd('viescore_pq', 'remove_background'):.3g} (2)" in page  # per operation
+
+
+async def test_compare_shows_judging_cost_next_to_generation_cost(judge_sim, ws):
+    from evalkit.decide.compare import compare_runs
+
+    viescore_run(ws, "r1")
+    viescore_run(ws, "r2")
+    async with make_judge(judge_sim, usd_per_1m_input_tokens=20.0, usd_per_1m_output_tokens=80.0) as judge:
+        summary = await judge_run(ws, "r2", judge, passes=2, progress=False)
+    comparison = compare_runs(ws, "r1", "r2")
+    costs = comparison.costs
+    assert costs["r1"] == {"generation_usd": 0.0, "judging_usd": 0.0, "judge_requests": 0, "judge_unknown_cost": 0}
+    assert (
+        costs["r2"]["judging_usd"] == pytest.approx(summary.cost_usd, abs=1e-9) and costs["r2"]["judge_requests"] == 20
+    )
+    text = comparison.render()
+    assert f"new r2: generation $0.0000, judging ${summary.cost_usd:.4f} (20 judge request(s))" in text
+    assert comparison.to_dict()["costs"] == costs

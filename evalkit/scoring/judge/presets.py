@@ -168,7 +168,7 @@ JUDGE_PRESETS: dict[str, JudgePreset] = {
                 "Prompts and 0–25 range from editscore/__init__.py (score_range=25, temperature 0.7, "
                 "scores ÷ 2.5). UNVERIFIED: that EditScore-7B is a LoRA on Qwen2.5-VL-7B-Instruct served under "
                 "this name (the repo's vLLM backbone takes enable_lora/lora_path); upstream averages num_pass "
-                "samples, evalkit asks once."
+                "samples; `--judge-passes N` does the same in evalkit."
             ),
         ),
     )
