@@ -385,3 +385,20 @@ async def test_compare_shows_judging_cost_next_to_generation_cost(judge_sim, ws)
     text = comparison.render()
     assert f"new r2: generation $0.0000, judging ${summary.cost_usd:.4f} (20 judge request(s))" in text
     assert comparison.to_dict()["costs"] == costs
+
+
+def test_score_run_reads_the_passes_from_the_environment(judge_sim, ws, monkeypatch):
+    from evalkit.credentials import Secret
+    from evalkit.scoring import score_run
+
+    viescore_run(ws)
+    overrides = {"base_url": judge_sim.base_url, "api_key": Secret(judge_sim.api_key), "model": "sim-judge-1"}
+    monkeypatch.setenv("EVALKIT_JUDGE_PASSES", "2")
+    summary = score_run(ws, "r1", auto=False, judge=True, judge_overrides=overrides, progress=False)
+    assert summary.judge.passes == 2 and len(judge_sim.sim.requests) == 20
+    assert summary.as_dict()["judge"]["requests"] == 20
+    summary = score_run(ws, "r1", auto=False, judge=True, judge_overrides=overrides, judge_passes=3, progress=False)
+    assert summary.judge.passes == 3 and len(judge_sim.sim.requests) == 30  # the argument wins
+    monkeypatch.setenv("EVALKIT_JUDGE_PASSES", "three")
+    with pytest.raises(InvalidInputError, match="EVALKIT_JUDGE_PASSES"):
+        score_run(ws, "r1", auto=False, judge=True, judge_overrides=overrides, progress=False)
