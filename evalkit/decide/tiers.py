@@ -473,10 +473,16 @@ def _decide(
             if c is chosen or c.model in rationale_for:
                 continue
             vs_best = tests.get(c.model)
-            if vs_best is not None and vs_best.significant(alpha) and not _below_noise(vs_best, alpha, noise_sd):
+            if vs_best is not None and vs_best.significant(alpha):
+                within = (
+                    f", by {vs_best.mean_diff:.3g}: less than the judge's noise ({noise_sd:.3g}), but "
+                    f"costs {_price(c.cost)} vs {_price(chosen.cost)}"
+                    if _below_noise(vs_best, alpha, noise_sd)
+                    else ""
+                )
                 rationale_for[c.model] = (
                     f"eligible; significantly below {best.model} ({spec.metric} {_q(c.quality)} vs "
-                    f"{_q(best.quality)}, p={vs_best.p_value:.2g}, n={vs_best.n_pairs})"
+                    f"{_q(best.quality)}, p={vs_best.p_value:.2g}, n={vs_best.n_pairs}){within}"
                 )
             elif c.cost >= chosen.cost:
                 rationale_for[c.model] = (

@@ -243,16 +243,16 @@ async def test_a_judge_budget_stops_judging_before_it_is_crossed(judge_sim, ws, 
 
 
 # ---- the tier rule uses the judge's noise ---------------------------------------------------------------
-def _noisy_quality_run(tmp_path, pass_offsets: list[float] | None):
+def _noisy_quality_run(tmp_path, pass_offsets: list[float] | None, n_models: int = 2):
     """12 cases × 2 models (model-00 $0.01, model-01 $0.02); model-01 scores 0.3 higher on every case (the
     paired test calls it significantly better); each score is the mean of passes at ``pass_offsets``."""
-    ws = build_grid_workspace(tmp_path / "ws", n_cases=12, n_models=2, image_px=(32, 24), distinct_outputs=2)
+    ws = build_grid_workspace(tmp_path / "ws", n_cases=12, n_models=n_models, image_px=(32, 24), distinct_outputs=2)
     version = "sim-judge-1|viescore-gedit-v1|jpeg-q90-max1024"
     rows = []
     for i in range(12):
-        for j in range(2):
+        for j in range(n_models):
             cid = f"grid-{i}-{j}"
-            mean = 6.0 + 0.1 * i + (0.3 if j == 1 else 0.0)
+            mean = 6.0 + 0.1 * i + 0.3 * j
             rows.append(
                 {
                     "run_id": "grid",
@@ -402,3 +402,17 @@ def test_score_run_reads_the_passes_from_the_environment(judge_sim, ws, monkeypa
     monkeypatch.setenv("EVALKIT_JUDGE_PASSES", "three")
     with pytest.raises(InvalidInputError, match="EVALKIT_JUDGE_PASSES"):
         score_run(ws, "r1", auto=False, judge=True, judge_overrides=overrides, progress=False)
+
+
+def test_the_noise_only_lets_in_cheaper_models_within_it(tmp_path):
+    # model-02 ($0.03) is 0.3 above model-01 ($0.02) and 0.6 above model-00 ($0.01); the noise is 0.5
+    ws = _noisy_quality_run(tmp_path, [-0.5, 0.0, 0.5], n_models=3)
+    decision = choose_defaults(
+        ws, "grid", {"std": Tier("std", min_calls=5)}, quality=("viescore_o", "judge"), vendors={}
+    )
+    d = decision.operations["std"]["general_edit"]
+    assert d.default == "model-01" and "below the judge's noise" in d.rationale
+    why = {a.model: a.rationale for a in d.alternatives}
+    assert "significantly below model-02" in why["model-00"] and "noise" not in why["model-00"]
+    assert "below the judge's noise" in why["model-02"]
+    ws.close()
