@@ -618,11 +618,16 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     wide: Annotated[bool, typer.Option("--wide", help="every column (budget, repeats, wall time…)")] = False,
 ) -> None:
-    """List the runs in a workspace."""
+    """List the runs in a workspace (with what judging cost and the judge's noise between passes)."""
+    from evalkit.scoring.judge.noise import judge_noise
     from evalkit.store import Workspace
 
     try:
-        df = Workspace(workspace).runs()
+        ws = Workspace(workspace)
+        df = ws.runs()
+        df["judge_noise_sd"] = [
+            judge_noise(ws, r).sd() if n else None for r, n in zip(df["run_id"], df["judge_requests"], strict=True)
+        ]
     except EvalkitError as exc:
         _fail(exc)
     if as_json:
@@ -634,7 +639,9 @@ def runs(
         view["created_at"] = view["created_at"].astype(str).str.slice(0, 16).str.replace("T", " ")
         view["done"] = [f"{c}/{p}" for c, p in zip(view["completed"], view["planned"], strict=True)]
         view["simulated"] = view["simulated"].map(lambda v: "SIM" if v else "")
-        order = ["run_id", "status", "suite_name", "done", "failed", "cost_usd", "simulated", "created_at", "models"]
+        order = ["run_id", "status", "suite_name", "done", "failed", "cost_usd", "judge_cost_usd", "simulated"]
+        order += ["judge_noise_sd"] if view["judge_noise_sd"].notna().any() else []
+        order += ["created_at", "models"]
         if int(view["unknown"].sum()):  # submits whose acceptance is not known, and the most they may have cost
             order[5:5] = ["unknown", "unknown_max_usd"]
         rest = [c for c in view.columns if c not in order and c not in ("completed", "planned")]
@@ -646,8 +653,11 @@ def runs(
             "budget_usd": "budget",
             "simulated": "",
             "unknown_max_usd": "unknown may cost",
+            "judge_cost_usd": "judging",
+            "judge_noise_sd": "judge noise",
         }
-        _print_wide(_table(view, money=("budget_usd", "cost_usd", "unknown_max_usd"), labels=labels, wide=wide), wide)
+        money = ("budget_usd", "cost_usd", "unknown_max_usd", "judge_cost_usd")
+        _print_wide(_table(view, money=money, labels=labels, wide=wide), wide)
         if int(df["unknown"].sum()):
             out.print(
                 "[yellow]unknown[/]: submits whose acceptance is not known (not sent again); 'unknown may cost' is "
@@ -701,6 +711,24 @@ def score(
     swap_fraction: Annotated[
         float, typer.Option(min=0, max=1, help="pairwise: share of pairs also asked in the other order")
     ] = 0.0,
+    judge_passes: Annotated[
+        int | None,
+        typer.Option(
+            "--judge-passes",
+            min=1,
+            envvar="EVALKIT_JUDGE_PASSES",
+            help="judge each output N times: score = mean of the valid passes; measures the judge's noise",
+        ),
+    ] = None,
+    judge_price: Annotated[
+        str | None,
+        typer.Option(
+            "--judge-price",
+            metavar="IN/OUT",
+            help="judge prices in USD per 1M input/output tokens, e.g. 2/8 (default: env, preset, loopback $0)",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (with a 'judge' object)")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     from evalkit.scoring import score_run
@@ -717,9 +745,15 @@ def score(
             pairs_per_case=pairs_per_case,
             judge_preset=judge_preset,
             swap_fraction=swap_fraction,
+            judge_passes=judge_passes,
+            judge_price=judge_price,
+            progress=not as_json,
         )
     except EvalkitError as exc:
         _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), default=str))
+        return
     out.print(str(summary))
     if pairwise:
         from evalkit.scoring import rankings

@@ -12,6 +12,9 @@ Metrics (per model, from the workspace; the runs may share one workspace):
 * ``success`` — completed / attempted (completed, failed, unknown outcome), 0–1;
 * ``quality`` — mean over cases of the per-case mean score (:func:`evalkit.decide.tables.case_quality`).
 
+Next to the per-model table, each run's totals: what generation cost (the calls' billed ``cost_usd``) and
+what judging it cost (the usage ledger's judge requests for the run; :attr:`Comparison.costs`).
+
 Calls served from the request cache are left out of latency, cost and success: they copy an earlier
 run's result, so they would hide exactly the drift this looks for. Schedule runs with ``--no-cache``.
 
@@ -171,6 +174,9 @@ class Comparison:
     thresholds: dict[str, Threshold] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     simulated: bool = False
+    #: per run id: generation_usd (billed calls), judging_usd (judge requests), judge_requests,
+    #: judge_unknown_cost (judge requests without a known cost)
+    costs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def exit_code(self) -> int:
         """1 when any threshold is crossed (for cron/CI alerts), else 0."""
@@ -189,6 +195,7 @@ class Comparison:
             "notes": self.notes,
             "rows": rows,
             "breaches": [b.describe() for b in self.breaches],
+            "costs": self.costs,
             "exit_code": self.exit_code(),
         }
 
@@ -200,6 +207,14 @@ class Comparison:
         ]
         if self.simulated:
             lines.append("SIMULATED — local server outputs, not model outputs")
+        for role, rid in (("base", self.base_run), ("new", self.new_run)):
+            c = self.costs.get(rid)
+            if c is not None:
+                unknown = f" + {c['judge_unknown_cost']} of unknown cost" if c["judge_unknown_cost"] else ""
+                lines.append(
+                    f"{role} {rid}: generation ${c['generation_usd']:.4f}, judging ${c['judging_usd']:.4f} "
+                    f"({c['judge_requests']} judge request(s){unknown})"
+                )
         header = ["model", "metric", "base", "new", "change", "limit", ""]
         body = []
         for r in self.table.itertuples():
@@ -391,9 +406,20 @@ def compare_runs(
         notes.append(
             f"the runs used different suites ({base_info.get('suite_name')} vs {ws.get_run(new_run).get('suite_name')})"
         )
+    runs = ws.runs().set_index("run_id")
+    costs = {
+        rid: {
+            "generation_usd": float(runs.loc[rid, "cost_usd"]),
+            "judging_usd": float(runs.loc[rid, "judge_cost_usd"]),
+            "judge_requests": int(runs.loc[rid, "judge_requests"]),
+            "judge_unknown_cost": int(runs.loc[rid, "judge_unknown_cost"]),
+        }
+        for rid in (base_run, new_run)
+    }
     return Comparison(
         base_run=base_run,
         new_run=new_run,
+        costs=costs,
         table=table,
         breaches=breaches,
         added=[m for m in new.index if m not in base.index],

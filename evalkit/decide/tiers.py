@@ -24,6 +24,12 @@ The rule, per tier × operation
    tested separately without a multiplicity correction; a correction would only make switching to
    the cheaper model easier. With no shared scored case the best cannot be shown better, so the rule
    still prefers the cheaper model, and the rationale says the comparison had no data.
+   **The judge's noise**: when the quality is a judge metric scored with several passes per output
+   (``evalkit score --judge-passes N``), the per-case values are pass means, and a cheaper model is
+   also preferred when the best *is* significantly better but its mean paired advantage is below the
+   judge's noise on that operation — the median over outputs of the SD between passes
+   (:mod:`evalkit.scoring.judge.noise`); the rationale says so. With one pass there is no noise figure
+   and the rule is the test alone.
 5. Status: ``ok`` when a default exists; ``insufficient_evidence`` when models meet the constraints
    but none has enough completed calls or any scored quality (``default`` is null; ``provisional``
    names the best of them, to read with care); ``no_eligible_model`` with the reason (e.g. "all
@@ -56,6 +62,7 @@ Written by :func:`write_tier_defaults`, read by a product's model selector: look
               "success_rate": 0.96,
               "completed": 24,
               "quality": 7.4, "quality_ci": [7.1, 7.7], "n": 24,   # n = cases with a scored quality
+              "judge_noise_sd": 0.4 | null,           # added within /1: median SD between judge passes
               "rationale": "one or two sentences",
               "alternatives": [{"model": "…", "cost_usd": …, "latency_p95_ms": …, "quality": …,
                                 "rationale": "one line",
@@ -89,6 +96,7 @@ from evalkit.decide.quality import DEFAULT_QUALITY, QualityLike, QualitySpec
 from evalkit.decide.tables import case_quality, format_ms, format_usd, model_table, run_is_simulated
 from evalkit.decide.tier_config import Tier, TierConfigError, load_tiers
 from evalkit.errors import InvalidInputError
+from evalkit.scoring.judge.noise import judge_noise
 from evalkit.store import Workspace, utcnow
 
 SCHEMA = "evalkit.tier_defaults/1"
@@ -125,6 +133,8 @@ class OperationDecision:
     n: int | None
     rationale: str
     alternatives: list[Alternative] = field(default_factory=list)
+    #: the judge's noise on this operation (median SD between passes of the quality metric); None unmeasured
+    judge_noise_sd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +148,7 @@ class OperationDecision:
             "quality": _num(self.quality),
             "quality_ci": [_num(self.quality_ci[0]), _num(self.quality_ci[1])],
             "n": self.n,
+            "judge_noise_sd": _num(self.judge_noise_sd),
             "rationale": self.rationale,
             "alternatives": [
                 {
@@ -181,6 +192,10 @@ class TierDecision:
                 "alpha": self.alpha,
                 "latency_percentile": "numpy linear (type 7)",
                 "cost": "mean list price per edit (USD)",
+                "judge_noise": (
+                    "a cheaper model is preferred when the best's mean paired advantage is below the median SD "
+                    "between judge passes on the operation"
+                ),
             },
             "tiers": {
                 name: {
@@ -380,8 +395,19 @@ def _price(v: float | None) -> str:
     return "price unknown" if v is None or pd.isna(v) else format_usd(v)
 
 
+def _below_noise(t: PairedTest, alpha: float, noise_sd: float | None) -> bool:
+    """Significantly better, but by less than the judge's own noise (median SD between its passes)."""
+    return noise_sd is not None and t.significant(alpha) and t.mean_diff < noise_sd
+
+
 def _decide(
-    operation: str, cands: list[_Candidate], tier: Tier, per_case: pd.DataFrame, spec: QualitySpec, alpha: float
+    operation: str,
+    cands: list[_Candidate],
+    tier: Tier,
+    per_case: pd.DataFrame,
+    spec: QualitySpec,
+    alpha: float,
+    noise_sd: float | None = None,
 ) -> OperationDecision:
     sign = 1.0 if spec.higher_is_better else -1.0
     ready = [c for c in cands if c.ready]
@@ -391,7 +417,11 @@ def _decide(
         best = min(ready, key=lambda c: (-sign * c.quality, c.cost, c.model))  # ties: the cheaper, then by name
         tests = {c.model: paired_test(per_case, best.model, c.model, spec) for c in ready if c is not best}
         tied_cheaper = [
-            c for c in ready if c is not best and c.cost < best.cost and not tests[c.model].significant(alpha)
+            c
+            for c in ready
+            if c is not best
+            and c.cost < best.cost
+            and (not tests[c.model].significant(alpha) or _below_noise(tests[c.model], alpha, noise_sd))
         ]
         head = f"{len(ready)} model(s) meet every constraint of tier {tier.name} with enough evidence"
         if tied_cheaper:
@@ -402,16 +432,27 @@ def _decide(
                 if t.n_pairs
                 else "no shared scored case to compare"
             )
+            if _below_noise(t, alpha, noise_sd):
+                why_not = (
+                    f"{best.model} is significantly better ({evidence}) but its advantage of {t.mean_diff:.3g} is "
+                    f"below the judge's noise on {operation} (median SD {noise_sd:.3g} between judge passes)"
+                )
+                short = (
+                    f"highest {spec.metric} {_q(best.quality)}, but its advantage {t.mean_diff:.3g} over "
+                    f"{chosen.model} is below the judge's noise ({noise_sd:.3g})"
+                )
+            else:
+                why_not = f"{best.model} is not significantly better ({evidence})"
+                short = (
+                    f"highest {spec.metric} {_q(best.quality)}, but not significantly better than "
+                    f"{chosen.model} ({evidence})"
+                )
             rationale = (
                 f"{chosen.model} chosen over the top-scoring {best.model} ({spec.metric} {_q(chosen.quality)} vs "
-                f"{_q(best.quality)}): {best.model} is not significantly better ({evidence}) and costs "
+                f"{_q(best.quality)}): {why_not} and costs "
                 f"{_price(best.cost)} vs {_price(chosen.cost)} per edit. {head}."
             )
-            rationale_for[best.model] = (
-                f"highest {spec.metric} {_q(best.quality)}, but not significantly better than "
-                f"{chosen.model} ({evidence}) at {_price(best.cost)} vs "
-                f"{_price(chosen.cost)} per edit"
-            )
+            rationale_for[best.model] = f"{short} at {_price(best.cost)} vs {_price(chosen.cost)} per edit"
         else:
             chosen = best
             cheaper = [c for c in ready if c.cost < best.cost]
@@ -421,6 +462,8 @@ def _decide(
                 why = f"is significantly better than every cheaper eligible model (Wilcoxon one-sided p < {alpha:g})"
             else:
                 why = "no eligible model is cheaper"
+            if noise_sd is not None and cheaper and not pd.isna(best.cost):
+                why += f", by more than the judge's noise on {operation} (median SD {noise_sd:.3g} between passes)"
             rationale = (
                 f"{best.model} has the highest {spec.metric} ({_q(best.quality)}{_ci_phrase(best.row)}, "
                 f"n={int(best.row['quality_n'])}) "
@@ -431,9 +474,15 @@ def _decide(
                 continue
             vs_best = tests.get(c.model)
             if vs_best is not None and vs_best.significant(alpha):
+                within = (
+                    f", by {vs_best.mean_diff:.3g}: less than the judge's noise ({noise_sd:.3g}), but "
+                    f"costs {_price(c.cost)} vs {_price(chosen.cost)}"
+                    if _below_noise(vs_best, alpha, noise_sd)
+                    else ""
+                )
                 rationale_for[c.model] = (
                     f"eligible; significantly below {best.model} ({spec.metric} {_q(c.quality)} vs "
-                    f"{_q(best.quality)}, p={vs_best.p_value:.2g}, n={vs_best.n_pairs})"
+                    f"{_q(best.quality)}, p={vs_best.p_value:.2g}, n={vs_best.n_pairs}){within}"
                 )
             elif c.cost >= chosen.cost:
                 rationale_for[c.model] = (
@@ -442,7 +491,7 @@ def _decide(
                 )
             else:
                 rationale_for[c.model] = f"eligible; {spec.metric} {_q(c.quality)}"
-        return _decision(operation, "ok", chosen, None, rationale, cands, rationale_for, sign)
+        return _decision(operation, "ok", chosen, None, rationale, cands, rationale_for, sign, noise_sd)
     if meets:
         scored = [c for c in meets if not pd.isna(c.row["quality"])]
         provisional = max(scored, key=lambda c: (sign * c.quality, -c.cost)) if scored else None
@@ -457,7 +506,9 @@ def _decide(
                 f"insufficient evidence: {len(meets)} model(s) meet the constraints but none has enough "
                 f"({shorts}); the best of them so far is {provisional.model} ({spec.metric} {_q(provisional.quality)})"
             )
-        return _decision(operation, "insufficient_evidence", None, provisional, rationale, cands, rationale_for, sign)
+        return _decision(
+            operation, "insufficient_evidence", None, provisional, rationale, cands, rationale_for, sign, noise_sd
+        )
     return _decision(
         operation,
         "no_eligible_model",
@@ -467,6 +518,7 @@ def _decide(
         cands,
         rationale_for,
         sign,
+        noise_sd,
     )
 
 
@@ -479,6 +531,7 @@ def _decision(
     cands: list[_Candidate],
     rationale_for: dict[str, str],
     sign: float,
+    noise_sd: float | None = None,
 ) -> OperationDecision:
     shown = chosen or provisional
     numbers = (
@@ -532,6 +585,7 @@ def _decision(
         provisional=provisional.model if provisional else None,
         rationale=rationale,
         alternatives=alternatives,
+        judge_noise_sd=noise_sd,
         **numbers,
     )
 
@@ -596,6 +650,8 @@ def choose_defaults(
     tier_map = _as_tiers(tiers, ws)
     table = model_table(ws, run_id, quality=quality, by="operation")
     per_case, spec = case_quality(ws, run_id, quality)
+    # the judge's spread between passes of this metric (None with one pass per output, or not a judge metric)
+    noise = judge_noise(ws, run_id, spec.version) if spec.source == "judge" else None
     vendor_of = _vendor_lookup(ws, table["model_id"].unique(), vendors)
     decisions: dict[str, dict[str, OperationDecision]] = {}
     operations = sorted(table["operation"].unique())
@@ -604,7 +660,10 @@ def choose_defaults(
         for op in operations:
             rows = table[(table["operation"] == op) & (table["calls"] > 0)]
             cands = [_check(r["model_id"], r, vendor_of.get(r["model_id"]), tier) for _, r in rows.iterrows()]
-            decisions[name][op] = _decide(op, cands, tier, per_case[per_case["operation"] == op], spec, alpha)
+            noise_sd = noise.sd(spec.metric, op) if noise is not None else None
+            decisions[name][op] = _decide(
+                op, cands, tier, per_case[per_case["operation"] == op], spec, alpha, noise_sd=noise_sd
+            )
     return TierDecision(
         run_id=run_id,
         generated_at=utcnow(),

@@ -136,6 +136,7 @@ def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
             f"{int(status.get(CallStatus.NOT_APPLICABLE, 0))} not applicable"
         ),
         "cost": f"${math.fsum(calls['cost_usd'].dropna().astype(float)):.4f} billed" + _unknown_cost_note(calls),
+        "judging cost": _judging_cost(ws, run_id),
         "wall time": "—" if wall is None else format_ms(float(wall) * 1000),
         "dates (UTC)": f"created {run['created_at'][:19]}"
         + (f"; calls {started.min()[:19]} → {finished.max()[:19]}" if len(started) and len(finished) else ""),
@@ -144,6 +145,20 @@ def run_overview(ws: Workspace, run_id: str) -> dict[str, str]:
         "evalkit": run.get("evalkit_version") or "—",
     }
     return out
+
+
+def _judging_cost(ws: Workspace, run_id: str) -> str:
+    """What the judge's requests for this run cost (the usage ledger), next to the generation cost."""
+    usage = ws.usage()
+    judged = usage[(usage["source"] == "judge") & (usage["run_id"] == run_id)]
+    if judged.empty:
+        return "$0 (no judge request sent for this run)"
+    known = judged["cost_usd"].dropna().astype(float)
+    text = f"${math.fsum(known):.4f} for {len(judged)} judge request(s)"
+    unknown = len(judged) - len(known)
+    if unknown:
+        text += f"; {unknown} of unknown cost (no judge prices: `evalkit score --judge-price IN/OUT`)"
+    return text
 
 
 def _unknown_cost_note(calls: Any) -> str:

@@ -1,7 +1,8 @@
 """The report's "How far to trust the quality column" section.
 
 Which judge made the quality column (preset, model, prompt version, image encoding), what it left
-unscored and why, how far it agrees with the run's human scores (Rater scoring mode) overall and per
+unscored and why, its own noise (the spread between repeated passes over the same output, overall and
+per operation), how far it agrees with the run's human scores (Rater scoring mode) overall and per
 operation with bootstrap intervals, what the literature reports for that judge, the swap consistency of
 pairwise judging, and plain warnings: agreement below the literature, too few human ratings, position bias.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 from evalkit.decide.tables import SIMULATED_NOTE, QualitySpec
 from evalkit.scoring.agreement import RunAgreement, run_agreement
+from evalkit.scoring.judge.noise import DISAGREE_POINTS, JudgeNoise, judge_noise
 from evalkit.scoring.judge.presets import JUDGE_PRESETS
 from evalkit.store import Workspace
 
@@ -64,6 +66,19 @@ def quality_trust_html(
         ),
         ("human scores", str(res.human_ratings)),
     ]
+    noise = judge_noise(ws, run_id, res.version) if res.version else None
+    metric = res.metric
+    if noise is not None and noise.passes >= 2:
+        rows.append(("judge passes", f"{noise.passes} per output (the score is the mean of the valid passes)"))
+        fig = noise.by_metric.get(metric)
+        rows.append(("judge noise", f"{metric}: " + (fig.describe() if fig else "no valid passes")))
+    else:
+        rows.append(
+            (
+                "judge noise",
+                "not measured: one pass per output (`evalkit score RUN --judge --judge-passes 3` measures it)",
+            )
+        )
     if preset is not None:
         exp = preset.expected
         figure = f"instance Spearman ≈ {exp.instance_spearman:.3f}" if exp.instance_spearman is not None else "none"
@@ -75,6 +90,8 @@ def quality_trust_html(
         + "".join(f"<tr><th style='text-align:left'>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
         + "</table>"
     )
+    if noise is not None and noise.passes >= 2:
+        out.append(_noise_table(noise, metric))
     if res.overall is not None:
         head = (
             "<tr><th>scope</th><th>outputs</th><th>instance Spearman</th><th>instance Kendall</th>"
@@ -118,6 +135,37 @@ def quality_trust_html(
             + "</div>"
         )
     return "".join(out)
+
+
+def _noise_table(noise: JudgeNoise, metric: str) -> str:
+    """The judge's spread between passes per operation, for the quality metric and its parts."""
+    metrics = [m for m in (metric, "viescore_sc", "viescore_pq") if m in noise.by_operation]
+    metrics = list(dict.fromkeys(metrics))
+    ops = sorted({op for m in metrics for op in noise.by_operation[m]})
+    if not ops:
+        return ""
+    head = (
+        "<tr><th>operation</th>"
+        + "".join(f"<th>{_esc(m)}: median SD (outputs)</th>" for m in metrics)
+        + (f"<th>{_esc(metric)}: passes ≥ {DISAGREE_POINTS:g} points apart</th></tr>")
+    )
+    body = []
+    for op in ops:
+        cells = []
+        for m in metrics:
+            fig = noise.by_operation[m].get(op)
+            cells.append("—" if fig is None or fig.median_sd is None else f"{fig.median_sd:.3g} ({fig.outputs})")
+        fig = noise.by_operation.get(metric, {}).get(op)
+        share = "—" if fig is None or fig.share_disagree is None else f"{fig.share_disagree:.0%}"
+        body.append(
+            f"<tr><td>{_esc(op)}</td>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + f"<td>{share}</td></tr>"
+        )
+    return (
+        f"<h4>The judge's own noise ({noise.passes} passes per output)</h4>"
+        "<p><small>median over outputs of the standard deviation between an output's valid passes; the tier "
+        "rule prefers a cheaper model when the best's advantage on an operation is below this figure</small></p>"
+        f'<table class="evalkit-trust">{head}{"".join(body)}</table>'
+    )
 
 
 __all__ = ["REPORT_N_BOOT", "quality_trust", "quality_trust_html"]

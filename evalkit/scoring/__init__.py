@@ -5,7 +5,11 @@
 * **auto** (:mod:`evalkit.scoring.auto`): offline metrics for every completed call, source ``auto``,
   version ``AUTO_METRICS_VERSION``. Already-scored calls are skipped, so re-running is free.
 * **judge** (:mod:`evalkit.scoring.judge.client`): VIEScore as GEdit-Bench applies it, source ``judge``,
-  version = judge model | prompt version | image encoding. Cached per (judge, prompt, images).
+  version = judge model | prompt version | image encoding. Cached per (judge, prompt, images, pass).
+  ``judge_passes=N`` (or ``EVALKIT_JUDGE_PASSES``) judges each output N times: the score is the mean of
+  the valid passes and the summary reports the judge's noise (:mod:`evalkit.scoring.judge.noise`) and
+  what judging cost (reported tokens × the judge's prices: ``judge_price=(IN, OUT)`` USD per 1M tokens,
+  ``EVALKIT_JUDGE_USD_PER_1M_INPUT``/``_OUTPUT``, the preset's published price, or $0 on loopback).
 * **pairwise**: the judge picks the better of two edits per case; votes land in the ratings table,
   where :func:`rankings` fits Bradley–Terry strengths (with human votes, or separately).
 
@@ -43,6 +47,21 @@ class ScoreSummary:
     pairwise: Any = None
     notes: list[str] = field(default_factory=list)
 
+    def as_dict(self) -> dict[str, Any]:
+        """For ``evalkit score --json``: the automatic counts, and a ``judge`` (and ``pairwise``) object with
+        requests, cached, scored, unscored, cost_usd and noise_sd (:meth:`JudgeSummary.judge_object`)."""
+        return {
+            "run_id": self.run_id,
+            "auto": {
+                "scored": self.auto_scored,
+                "skipped": self.auto_skipped,
+                "failed_decode": self.auto_failed_decode,
+            },
+            "judge": self.judge.judge_object() if self.judge is not None else None,
+            "pairwise": self.pairwise.judge_object() if self.pairwise is not None else None,
+            "notes": list(self.notes),
+        }
+
     def __str__(self) -> str:
         parts = [f"scored run {self.run_id}: {self.auto_scored} calls with automatic metrics"]
         if self.auto_skipped:
@@ -51,10 +70,15 @@ class ScoreSummary:
             parts.append(f"{self.auto_failed_decode} outputs did not decode")
         if self.judge is not None:
             j = self.judge
+            cost = f"judging cost ${j.cost_usd:.4f}" + (
+                f" + {j.cost_unknown_requests} request(s) of unknown cost" if j.cost_unknown_requests else ""
+            )
             parts.append(
                 f"judge {j.version}: {j.scored} scored, {j.unscored} unscored, {j.requests_sent} requests "
-                f"({j.requests_cached} cached)"
+                f"({j.requests_cached} cached), {cost}"
             )
+            if j.passes > 1 and j.noise is not None:
+                parts.append(f"{j.passes} judge passes per output, noise {j.noise.describe()}")
         if self.pairwise is not None:
             p = self.pairwise
             parts.append(f"pairwise: {p.scored} pairs judged, {p.unscored} unscored")
@@ -161,12 +185,20 @@ async def ajudge_score_run(
     progress: bool = True,
     judge_preset: str | None = None,
     swap_fraction: float = 0.0,
+    judge_passes: int | None = None,
+    judge_price: tuple[float, float] | str | None = None,
 ) -> Any:
     from evalkit.scoring.judge import Judge, JudgeConfig, judge_run
+    from evalkit.scoring.judge.config import parse_price_pair
 
     overrides = dict(judge_overrides or {})
     if judge_preset:
         overrides.setdefault("preset", judge_preset)
+    if judge_price is not None:
+        pin, pout = parse_price_pair(judge_price) if isinstance(judge_price, str) else judge_price
+        overrides.update(
+            usd_per_1m_input_tokens=float(pin), usd_per_1m_output_tokens=float(pout), price_source="--judge-price"
+        )
     config = JudgeConfig.from_env(**overrides)
     async with Judge(config) as judge:
         return await judge_run(
@@ -179,7 +211,23 @@ async def ajudge_score_run(
             pairs_per_case=pairs_per_case,
             progress=progress,
             swap_fraction=swap_fraction,
+            passes=resolve_judge_passes(judge_passes) if mode == "viescore" else 1,
         )
+
+
+def resolve_judge_passes(passes: int | None) -> int:
+    """``passes``, else ``EVALKIT_JUDGE_PASSES``, else 1 (a bad value is a clear error)."""
+    if passes is not None:
+        return passes
+    raw = os.environ.get("EVALKIT_JUDGE_PASSES", "").strip()
+    if not raw:
+        return 1
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInputError(
+            f"EVALKIT_JUDGE_PASSES must be a whole number of passes, got {raw!r}", hint="e.g. EVALKIT_JUDGE_PASSES=3"
+        ) from None
 
 
 async def ascore_run(
@@ -197,10 +245,14 @@ async def ascore_run(
     progress: bool = True,
     judge_preset: str | None = None,
     swap_fraction: float = 0.0,
+    judge_passes: int | None = None,
+    judge_price: tuple[float, float] | str | None = None,
 ) -> ScoreSummary:
     """Async :func:`score_run` (for notebooks: ``await evalkit.scoring.ascore_run(...)``).
     ``judge_preset`` (or ``EVALKIT_JUDGE_PRESET``) pins the judge (:mod:`evalkit.scoring.judge.presets`);
-    ``swap_fraction`` asks that share of pairwise pairs in both orders (position-bias check)."""
+    ``swap_fraction`` asks that share of pairwise pairs in both orders (position-bias check);
+    ``judge_passes`` (or ``EVALKIT_JUDGE_PASSES``, default 1) judges each output that many times;
+    ``judge_price`` = (input, output) USD per 1M tokens, or ``"IN/OUT"``, overrides the judge's prices."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws, create=False)
     ws.get_run(run_id)  # a clear error for an unknown run
     if not (auto or judge or pairwise):
@@ -218,6 +270,8 @@ async def ascore_run(
             budget_usd=budget_usd,
             progress=progress,
             judge_preset=judge_preset,
+            judge_passes=judge_passes,
+            judge_price=judge_price,
         )
     if pairwise:
         summary.pairwise = await ajudge_score_run(
@@ -231,6 +285,7 @@ async def ascore_run(
             progress=progress,
             judge_preset=judge_preset,
             swap_fraction=swap_fraction,
+            judge_price=judge_price,
         )
     return summary
 
@@ -313,4 +368,5 @@ __all__ = [
     "score_run",
     "votes_from_ratings",
     "ajudge_score_run",
+    "resolve_judge_passes",
 ]

@@ -38,6 +38,14 @@ Scripting
     response body, e.g. non-JSON garbage). ``{"finish_reason": "content_filter"}`` alone replies with no
     content and that finish reason.
 
+Noise (opt-in, seeded)
+    ``JudgeSim(noise_sd=σ, noise_seed=s)`` (or ``sim.set_noise(σ, seed=s)``) makes the default replies
+    noisy like a real judge's repeated passes: each score gets round(N(0, σ)) added, clipped to 0–10. The
+    draw depends only on (seed, the request's prompt text and images, how many times that exact request
+    was answered before), so a re-run of the same sequence gives the same replies whatever else is in
+    flight, and repeated passes over one output differ. ``noisy_reply`` is the function; the recorded
+    ``reply`` of each request is what a test reads back.
+
 Recording
     Every request to the chat route is kept in ``sim.requests`` (:class:`RecordedRequest`: texts,
     decoded image bytes, the body with images replaced by placeholders, the status answered and the
@@ -56,6 +64,7 @@ import io
 import itertools
 import json
 import math
+import random
 import re
 import secrets
 import threading
@@ -118,10 +127,21 @@ class _BadRequest(Exception):
 class JudgeSim:
     """The simulated judge: ``app`` (ASGI), ``script()``, ``requests``, ``reset()``."""
 
-    def __init__(self, api_key: str | None = None, *, model: str = DEFAULT_MODEL, latency_ms: float = 0.0):
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        model: str = DEFAULT_MODEL,
+        latency_ms: float = 0.0,
+        noise_sd: float = 0.0,
+        noise_seed: int = 0,
+    ):
         self.api_key = api_key or f"sim-judge-{secrets.token_hex(12)}"
         self.model = model
         self.latency_ms = float(latency_ms)
+        self.noise_sd = float(noise_sd)
+        self.noise_seed = int(noise_seed)
+        self._seen: collections.Counter[str] = collections.Counter()  # answers per exact request (noise draws)
         self._lock = threading.Lock()
         self._script: collections.deque[str | dict[str, Any]] = collections.deque()
         self._requests: list[RecordedRequest] = []
@@ -154,10 +174,21 @@ class JudgeSim:
         with self._lock:
             return list(self._requests)
 
+    def set_noise(self, sd: float, *, seed: int = 0) -> None:
+        """Make default replies noisy (``sd`` > 0) or exact again (0); see the module docstring."""
+        if not sd >= 0:
+            raise ValueError(f"noise sd must be ≥ 0, got {sd!r}")
+        with self._lock:
+            self.noise_sd, self.noise_seed = float(sd), int(seed)
+            self._seen.clear()
+
     def reset(self) -> None:
+        """Forget requests, scripted replies and noise (back to exact default replies)."""
         with self._lock:
             self._script.clear()
             self._requests.clear()
+            self._seen.clear()
+            self.noise_sd = 0.0
 
     # ---- routes -------------------------------------------------------------------------------
     async def _models(self, request: Request) -> Response:
@@ -195,7 +226,14 @@ class JudgeSim:
         if scripted is None:
             if self.latency_ms:
                 await asyncio.sleep(self.latency_ms / 1000.0)
-            return self._completion(rec, body, json.dumps(simulated_reply(rec.text, rec.images)), "stop", None, _UNSET)
+            reply = simulated_reply(rec.text, rec.images)
+            if self.noise_sd > 0:
+                digest = hashlib.sha256(rec.text.encode("utf-8") + b"".join(rec.images)).hexdigest()
+                with self._lock:
+                    nth = self._seen[digest]
+                    self._seen[digest] += 1
+                reply = noisy_reply(reply, self.noise_sd, f"{self.noise_seed}|{digest}|{nth}")
+            return self._completion(rec, body, json.dumps(reply), "stop", None, _UNSET)
         if isinstance(scripted, str):
             return self._completion(rec, body, scripted, "stop", None, _UNSET)
         if scripted.get("delay_s"):
@@ -398,6 +436,16 @@ def simulated_reply(text: str, images: list[bytes]) -> dict[str, Any]:
     return {"reasoning": "SIMULATED judge: no rubric recognised in the prompt"}
 
 
+def noisy_reply(reply: dict[str, Any], sd: float, key: str) -> dict[str, Any]:
+    """``reply`` with round(N(0, sd)) added to each score (clipped to 0–10), drawn from a generator seeded
+    by ``key``; replies without scores are returned unchanged."""
+    if "score" not in reply or sd <= 0:
+        return reply
+    rng = random.Random(hashlib.sha256(key.encode("utf-8")).digest())
+    scores = [min(10, max(0, int(v) + round(rng.gauss(0.0, sd)))) for v in reply["score"]]
+    return {**reply, "score": scores, "reasoning": reply["reasoning"] + " (SIMULATED noise)"}
+
+
 # ---- running it ---------------------------------------------------------------------------------
 @dataclass
 class JudgeSimHandle(SimServerHandle):
@@ -425,9 +473,11 @@ def start_judge_sim(
     api_key: str | None = None,
     model: str = DEFAULT_MODEL,
     latency_ms: float = 0.0,
+    noise_sd: float = 0.0,
+    noise_seed: int = 0,
 ) -> JudgeSimHandle:
     """Start the simulated judge in a background thread on ``host:port`` (0 = a free port)."""
-    sim = JudgeSim(api_key, model=model, latency_ms=latency_ms)
+    sim = JudgeSim(api_key, model=model, latency_ms=latency_ms, noise_sd=noise_sd, noise_seed=noise_seed)
     return JudgeSimHandle(sim=sim, server=start_in_thread(sim.app, host=host, port=port))
 
 
@@ -437,6 +487,7 @@ __all__ = [
     "RecordedRequest",
     "PUBLIC_SIM_KEY",
     "mean_abs_diff",
+    "noisy_reply",
     "simulated_reply",
     "start_judge_sim",
 ]

@@ -142,7 +142,14 @@ def build_parser(prog: str = "python -m evalkit.sim") -> argparse.ArgumentParser
     ap.add_argument("--max-concurrent", type=int, default=100, help="WaveSpeed account-level concurrent tasks")
     ap.add_argument("--sync-timeout-s", type=float, default=90.0, help="WaveSpeed sync-mode wait before code 5004")
     ap.add_argument("--output-max-side", type=int, default=1024, help="WaveSpeed cap on the long side of outputs")
-    ap.add_argument("--seed", type=int, default=0, help="seed of probabilistic faults")
+    ap.add_argument("--seed", type=int, default=0, help="seed of probabilistic faults (and of --judge-noise)")
+    ap.add_argument(
+        "--judge-noise",
+        type=float,
+        default=0.0,
+        metavar="SD",
+        help="judge: add round(N(0, SD)) to each default score, seeded per request (repeated passes differ)",
+    )
     ap.add_argument(
         "--balance",
         type=float,
@@ -225,7 +232,14 @@ def start(provider: str, args: argparse.Namespace, port: int, env: dict[str, str
     else:
         from evalkit.sim.judge import start_judge_sim
 
-        judge = start_judge_sim(host=args.host, port=port, api_key=key.value, latency_ms=args.fixed_latency_ms or 0.0)
+        judge = start_judge_sim(
+            host=args.host,
+            port=port,
+            api_key=key.value,
+            latency_ms=args.fixed_latency_ms or 0.0,
+            noise_sd=args.judge_noise,
+            noise_seed=args.seed,
+        )
         sim = None
         served = Served(provider, judge.base_url, judge.server.port, key, judge, model=judge.sim.model)
     for fault in args.fault:

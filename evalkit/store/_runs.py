@@ -123,6 +123,18 @@ class RunsMixin(BlobsMixin):
                 "unknown_max_usd",
             ],
         )
+        # what judging each run cost (the usage ledger's judge rows): requests sent, their known cost, and how
+        # many had no known cost (no usage reported, or no judge prices)
+        judged = {
+            r[0]: (int(r[1]), float(r[2] or 0.0), int(r[3]))
+            for r in self._query(
+                "SELECT run_id, COUNT(*), SUM(cost_usd), SUM(cost_usd IS NULL) FROM usage WHERE source = 'judge' "
+                "AND run_id IS NOT NULL GROUP BY run_id"
+            )
+        }
+        df["judge_requests"] = [judged.get(r, (0, 0.0, 0))[0] for r in df["run_id"]]
+        df["judge_cost_usd"] = [judged.get(r, (0, 0.0, 0))[1] for r in df["run_id"]]
+        df["judge_unknown_cost"] = [judged.get(r, (0, 0.0, 0))[2] for r in df["run_id"]]
         if not df.empty:
             df["models"] = df["models"].map(lambda s: len(json.loads(s)))
             df["simulated"] = df["simulated"].astype(bool)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -175,6 +175,25 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE usage ADD COLUMN client TEXT;
     ALTER TABLE usage ADD COLUMN reserved_usd REAL;
     CREATE INDEX usage_at ON usage(at)
+    """,
+    # 5 → 6: every judge pass of a score (``evalkit score --judge-passes N``): the score row holds the mean of
+    # the valid passes, these rows hold each pass (value NULL when that pass was unscored), so the judge's own
+    # noise can be measured (evalkit.scoring.judge.noise)
+    """
+    CREATE TABLE judge_passes (
+        run_id TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        version TEXT NOT NULL,
+        pass INTEGER NOT NULL,         -- 1..N
+        value REAL,                    -- NULL when this pass was unscored
+        status TEXT NOT NULL,          -- scored | unscored
+        reason TEXT,
+        cache_key TEXT,                -- the judge_cache entry of this pass's request
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (call_id, metric, version, pass)
+    );
+    CREATE INDEX judge_passes_run ON judge_passes(run_id)
     """,
 ]
 #: scales of single ratings and their allowed values

@@ -2,7 +2,7 @@
 
 Layout of a workspace directory::
 
-    evalkit.sqlite        runs, cases, calls, scores, ratings, judge cache, usage ledger (versioned schema)
+    evalkit.sqlite        runs, cases, calls, scores, judge passes, ratings, judge cache, usage ledger (versioned)
     blobs/ab/abcdef….png  every image (inputs and outputs), named by the sha256 of its bytes
     spool/                outputs being downloaded (moved into blobs/ when complete)
     catalog/*.toml        the user's catalogue additions/overrides

@@ -269,10 +269,11 @@ def test_tier_defaults_json_shape(synthetic_workspace, tmp_path):
         "quality",
         "quality_ci",
         "n",
+        "judge_noise_sd",  # added within /1 (null: the run's judge was asked once per output)
         "rationale",
         "alternatives",
     }
-    assert set(ge) == keys
+    assert set(ge) == keys and ge["judge_noise_sd"] is None
     assert ge["default"] == "beta" and ge["status"] == "ok" and len(ge["quality_ci"]) == 2
     for alt in ge["alternatives"]:
         assert set(alt) == {

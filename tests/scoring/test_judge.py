@@ -274,9 +274,14 @@ async def test_cost_is_usage_times_prices_or_unknown(judge_sim):
     assert res.pq_reply.cost_usd is None  # no usage reported: unknown, not guessed
     assert res.cost_usd is None
     judge_sim.sim.script([SC_OK, PQ_OK])
-    async with make_judge(judge_sim) as judge:  # usage reported, but no prices configured
+    unpriced = {"usd_per_1m_input_tokens": None, "usd_per_1m_output_tokens": None}
+    async with make_judge(judge_sim, **unpriced) as judge:  # usage reported, but no prices configured
         res = await judge.viescore(make_png(seed=1), make_png(seed=2), "make the sky purple")
     assert res.sc_reply.usage is not None and res.sc_reply.cost_usd is None
+    async with make_judge(judge_sim) as judge:  # a loopback judge with no prices given: the user's machine, $0
+        assert judge.config.price_source == "loopback server: $0"
+        res = await judge.viescore(make_png(seed=1), make_png(seed=2), "make the sky purple")
+    assert res.sc_reply.usage is not None and res.cost_usd == 0.0
 
 
 # ---- configuration --------------------------------------------------------------------------------------
@@ -303,8 +308,8 @@ def test_config_from_environment_and_validation(monkeypatch):
     assert JudgeConfig.from_env(model="m", base_url="http://127.0.0.1:9/v1").api_key is None  # loopback: optional
     with pytest.raises(InvalidInputError, match="image encoding"):
         JudgeConfig("http://127.0.0.1:9", "m", image_encoding="webp-max99")
-    with pytest.raises(InvalidInputError, match="worst-case output cost"):
-        JudgeConfig("http://127.0.0.1:9", "m", usd_per_call_reserve=0.001, usd_per_1m_output_tokens=8.0)
+    with pytest.raises(InvalidInputError, match="together"):  # one price alone says nothing about a request's cost
+        JudgeConfig("http://127.0.0.1:9", "m", usd_per_1m_output_tokens=8.0)
     with pytest.raises(InvalidInputError, match="not an http"):
         JudgeConfig("ftp://x", "m")
 
@@ -450,7 +455,9 @@ async def test_judge_run_viescore_writes_pinned_scores_and_never_pays_twice(judg
         for rec in judge_sim.sim.requests:
             assert json.loads(rec.reply) == simulated_reply(rec.text, rec.images)
         usage = ws.usage()
-        assert (usage["source"] == "judge").sum() == 10 and set(usage["cost_source"]) == {"unknown"}
+        # a loopback judge costs $0 (its reported tokens × $0), known, not "unknown"
+        assert (usage["source"] == "judge").sum() == 10 and set(usage["cost_source"]) == {"reported"}
+        assert set(usage["cost_usd"]) == {0.0}
 
         # the same run again: zero new requests, same scores
         before = df.sort_values(["call_id", "metric"])["value"].tolist()
@@ -502,7 +509,8 @@ async def test_judge_run_undecodable_output_is_unscored_bad_image(judge_sim, ws)
 @pytest.mark.parametrize("concurrency", [1, 4])
 async def test_budget_cap_stops_sending(judge_sim, ws, concurrency):
     viescore_run(ws)
-    async with make_judge(judge_sim, usd_per_call_reserve=0.02) as judge:
+    unpriced = {"usd_per_1m_input_tokens": None, "usd_per_1m_output_tokens": None}
+    async with make_judge(judge_sim, usd_per_call_reserve=0.02, **unpriced) as judge:
         summary = await judge_run(ws, "r1", judge, budget_usd=0.05, concurrency=concurrency, progress=False)
         # cost unknown → each request keeps its $0.02 counted: exactly two fit under $0.05
         assert len(judge_sim.sim.requests) == 2 == summary.requests_sent

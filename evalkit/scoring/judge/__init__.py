@@ -3,12 +3,14 @@
 * :mod:`~evalkit.scoring.judge.prompts` — prompt texts, output contracts, reply parsing;
 * :mod:`~evalkit.scoring.judge.config` — ``JudgeConfig`` (model, endpoint, key from the environment, image encoding);
 * :mod:`~evalkit.scoring.judge.client` — ``Judge``: one request with cache, budget and retries; VIEScore and pairwise;
-* :mod:`~evalkit.scoring.judge.batch` — ``judge_run``: judge a whole run into the workspace.
+* :mod:`~evalkit.scoring.judge.batch` — ``judge_run``: judge a whole run into the workspace (N passes per output);
+* :mod:`~evalkit.scoring.judge.noise` — ``judge_noise``: the judge's spread between its passes;
+* :mod:`~evalkit.scoring.judge.rows` — what a judgement becomes: score rows (pass means) and pass rows.
 """
 
 from __future__ import annotations
 
-from evalkit.scoring.judge.batch import VIESCORE_METRICS, JudgeSummary, judge_run
+from evalkit.scoring.judge.batch import MAX_PASSES, VIESCORE_METRICS, JudgeSummary, judge_run
 from evalkit.scoring.judge.client import Judge, JudgeReply, PairwiseResult, VIEScoreResult
 from evalkit.scoring.judge.config import (
     DEFAULT_BASE_URL,
@@ -18,6 +20,7 @@ from evalkit.scoring.judge.config import (
     ImageEncoding,
     JudgeConfig,
 )
+from evalkit.scoring.judge.noise import JudgeNoise, NoiseFigure, judge_noise
 from evalkit.scoring.judge.prompts import (
     CHOICE_CONTRACT,
     OPERATION_INSTRUCTIONS,
@@ -41,9 +44,12 @@ __all__ = [
     "ImageEncoding",
     "Judge",
     "JudgeConfig",
+    "JudgeNoise",
     "JudgeReply",
     "JudgeSummary",
+    "MAX_PASSES",
     "MODES",
+    "NoiseFigure",
     "OPERATION_INSTRUCTIONS",
     "OutputContract",
     "PAIRWISE_PROMPT",
@@ -57,6 +63,7 @@ __all__ = [
     "VIESCORE_PROMPT_VERSION",
     "VIESCORE_SC_PROMPT",
     "VIEScoreResult",
+    "judge_noise",
     "judge_run",
     "parse_reply",
 ]

@@ -8,6 +8,11 @@ What is stored
     ``viescore_sc``, ``viescore_pq``, ``viescore_o``, ``vie_editing_success``, ``vie_over_editing``,
     ``vie_naturalness``, ``vie_artifacts``; unscored parts are rows with value None, status "unscored"
     and the reason; ``detail`` holds the cache key, the judge's reasoning and the answering snapshot.
+    With ``passes`` = N > 1 each output is judged N times (pass k is its own request and cache entry); the
+    score row's value is the mean of the valid passes (unscored passes are left out, never counted as 0;
+    a metric no pass scored is an unscored row) and its ``detail["passes"]`` holds the pass values, their
+    SD and range; every pass is a row of ``ws.judge_passes`` (:mod:`evalkit.scoring.judge.noise` measures
+    the judge's noise from them).
     pairwise: ``ws.add_rating(kind="pair", source="judge", rater="judge:<model>")`` with ``detail``
     holding the version, which side was shown first, the raw verdict and the reasoning. Every request
     sent is a ``usage`` row (source "judge"). The judge's cache records are described in
@@ -30,20 +35,13 @@ from evalkit.errors import ImageError, InvalidInputError, WorkspaceError
 from evalkit.progress import progress_bar
 from evalkit.scoring.judge.client import Judge, JudgeReply, PairwiseResult, VIEScoreResult, _Gate
 from evalkit.scoring.judge.config import MODES
+from evalkit.scoring.judge.noise import HEADLINE_METRIC, JudgeNoise, judge_noise
 from evalkit.scoring.judge.prompts import OPERATION_INSTRUCTIONS, SC_OPERATIONS
+from evalkit.scoring.judge.rows import VIESCORE_METRICS, mean_rows, pass_rows, viescore_rows
 from evalkit.store import CallStatus, Workspace
 
-VIESCORE_METRICS = (
-    "viescore_sc",
-    "viescore_pq",
-    "viescore_o",
-    "vie_editing_success",
-    "vie_over_editing",
-    "vie_naturalness",
-    "vie_artifacts",
-)
-_SC_METRICS = ("viescore_sc", "vie_editing_success", "vie_over_editing")
-_PQ_METRICS = ("viescore_pq", "vie_naturalness", "vie_artifacts")
+#: the most judge passes accepted per output (each pass is one more paid request per prompt)
+MAX_PASSES = 20
 
 
 # ---- batch scoring over a run -------------------------------------------------------------------
@@ -68,9 +66,41 @@ class JudgeSummary:
     ratings_written: int = 0
     ratings_existing: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    passes: int = 1  # judge passes per output (viescore)
+    price_source: str | None = None  # where the judge's prices came from (None: unknown)
+    noise: JudgeNoise | None = None  # the judge's spread between passes (viescore)
+
+    @property
+    def noise_sd(self) -> float | None:
+        """The headline noise: median SD between passes of the overall VIEScore (None with one pass)."""
+        return self.noise.sd(HEADLINE_METRIC) if self.noise is not None else None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["noise"] = self.noise.as_dict() if self.noise is not None else None
+        return out
+
+    def judge_object(self) -> dict[str, Any]:
+        """The ``judge`` object of ``evalkit score --json``: requests (sent), cached, scored, unscored,
+        cost_usd (known cost of the requests sent), noise_sd (median SD between passes of viescore_o), …"""
+        return {
+            "mode": self.mode,
+            "version": self.version,
+            "passes": self.passes,
+            "requests": self.requests_sent,
+            "cached": self.requests_cached,
+            "scored": self.scored,
+            "unscored": self.unscored,
+            "unscored_reasons": dict(self.reasons),
+            "not_judged_budget": self.skipped_budget,
+            "cost_usd": round(self.cost_usd, 10),
+            "cost_unknown_requests": self.cost_unknown_requests,
+            "price_source": self.price_source,
+            "budget_usd": self.budget_usd,
+            "stopped_by_budget": self.stopped_by_budget,
+            "noise_sd": self.noise_sd,
+            "noise": self.noise.as_dict() if self.noise is not None else None,
+        }
 
     def __str__(self) -> str:
         parts = [
@@ -80,10 +110,15 @@ class JudgeSummary:
         if self.reasons:
             parts.append("(" + ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())) + ")")
         parts.append(
-            f"; {self.requests_sent} request(s) sent, {self.requests_cached} from cache; cost ${self.cost_usd:.4f}"
+            f"; {self.requests_sent} request(s) sent, {self.requests_cached} from cache; judging cost "
+            f"${self.cost_usd:.4f}"
         )
         if self.cost_unknown_requests:
             parts.append(f" + {self.cost_unknown_requests} request(s) of unknown cost")
+            if self.price_source is None:
+                parts.append(" (no judge prices: --judge-price IN/OUT)")
+        if self.mode == "viescore" and self.noise is not None and self.passes > 1:
+            parts.append(f"; judge noise {self.noise.describe()}")
         if self.stopped_by_budget:
             parts.append(f"; stopped at the ${self.budget_usd:.4f} budget ({self.skipped_budget} item(s) not judged)")
         if self.mode == "pairwise":
@@ -104,6 +139,7 @@ async def judge_run(
     progress: bool = True,
     retry_unscored: bool | Collection[str] = False,
     swap_fraction: float = 0.0,
+    passes: int = 1,
 ) -> JudgeSummary:
     """Judge every completed call of a run (``viescore``: scores via ``ws.put_scores``) or pairs of
     completed calls of different models per case (``pairwise``: ratings via ``ws.add_rating``).
@@ -119,7 +155,15 @@ async def judge_run(
     each order with its own cache key. Both answers agree → that verdict; they differ (a flip, or a verdict
     against a tie) → stored as a tie. The rating's ``detail`` holds ``swap_check`` = {consistent, choices,
     verdicts}; :func:`evalkit.scoring.agreement.swap_consistency` gives the rate per judge.
+
+    ``passes`` (viescore, 1–:data:`MAX_PASSES`): judge each output that many times (see the module
+    docstring); the summary's ``noise`` is the judge's spread between passes over the run.
     """
+    if isinstance(passes, bool) or not isinstance(passes, int) or not 1 <= passes <= MAX_PASSES:
+        raise InvalidInputError(
+            f"judge passes must be an integer within 1–{MAX_PASSES}, got {passes!r}",
+            hint="--judge-passes 3 (or EVALKIT_JUDGE_PASSES=3) judges each output three times",
+        )
     if not isinstance(swap_fraction, (int, float)) or not 0.0 <= swap_fraction <= 1.0:
         raise InvalidInputError(f"swap_fraction must be within 0–1, got {swap_fraction!r}")
     if mode not in MODES:
@@ -131,10 +175,18 @@ async def judge_run(
     if pairs_per_case is not None and (not isinstance(pairs_per_case, int) or pairs_per_case < 1):
         raise InvalidInputError(f"pairs_per_case must be an integer ≥ 1, got {pairs_per_case!r}")
     ws.get_run(run_id)  # a clear error for an unknown run
-    summary = JudgeSummary(run_id, mode, judge.config.version(mode), budget_usd=budget_usd)
+    summary = JudgeSummary(
+        run_id,
+        mode,
+        judge.config.version(mode),
+        budget_usd=budget_usd,
+        passes=passes if mode == "viescore" else 1,
+        price_source=judge.config.price_source if judge.config.prices_known else None,
+    )
     gate = _Gate(Budget(budget_usd))
     batch = _Batch(ws, run_id, judge, gate, summary, retry_unscored)
     batch.swap_fraction = float(swap_fraction)
+    batch.passes = summary.passes
     if mode == "viescore":
         jobs = batch.viescore_jobs()
     else:
@@ -155,6 +207,8 @@ async def judge_run(
         if bar is not None:
             bar.close()
     summary.stopped_by_budget = gate.stopped
+    if mode == "viescore":
+        summary.noise = judge_noise(ws, run_id, summary.version)
     return summary
 
 
@@ -175,6 +229,7 @@ class _Batch:
         self.cases = _case_table(ws, run_id)
         self._sources: dict[str, bytes] = {}
         self.swap_fraction = 0.0
+        self.passes = 1
 
     def source(self, case_id: str) -> bytes:
         if case_id not in self._sources:
@@ -196,30 +251,41 @@ class _Batch:
         operation = call.get("operation") or case.get("operation") or "general_edit"
         prompt = (case.get("prompt") or "").strip()
         instruction = prompt if operation in SC_OPERATIONS and prompt else None
-        try:
-            result = await self.judge._viescore(
-                self.source(call["case_id"]),
-                self.ws.output_image(call["call_id"]),
-                instruction,
-                cache=self.ws,
-                gate=self.gate,
-                retry_unscored=self.retry_unscored,
-            )
-        except (ImageError, WorkspaceError, InvalidInputError) as exc:
-            reason = "bad_image" if isinstance(exc, ImageError) else "missing_image"
-            result = VIEScoreResult("unscored", reason, sc_applies=instruction is not None, detail=str(exc))
-        self._account(result.replies, call_id=call["call_id"])
-        if not result.sc_applies:
+        results: list[VIEScoreResult] = []
+        for k in range(1, self.passes + 1):  # one after the other: pass k+1 is asked once pass k is answered
+            try:
+                result = await self.judge._viescore(
+                    self.source(call["case_id"]),
+                    self.ws.output_image(call["call_id"]),
+                    instruction,
+                    cache=self.ws,
+                    gate=self.gate,
+                    retry_unscored=self.retry_unscored,
+                    pass_index=k,
+                )
+            except (ImageError, WorkspaceError, InvalidInputError) as exc:
+                reason = "bad_image" if isinstance(exc, ImageError) else "missing_image"
+                results = [VIEScoreResult("unscored", reason, sc_applies=instruction is not None, detail=str(exc))]
+                break
+            self._account(result.replies, call_id=call["call_id"])
+            results.append(result)
+        if not results[0].sc_applies:
             self.summary.pq_only += 1
-        if result.reason == "budget":
+        per_pass = [
+            viescore_rows(self.run_id, call["call_id"], self.summary.version, r, operation, no_instruction=not prompt)
+            for r in results
+        ]
+        rows = per_pass[0] if len(per_pass) == 1 and self.passes == 1 else mean_rows(per_pass, self.passes)
+        if any(r.reason == "budget" for r in results):
             self.summary.skipped_budget += 1
-        else:
-            self._count(result.status, result.reason)
-        rows = _viescore_rows(
-            self.run_id, call["call_id"], self.summary.version, result, operation, no_instruction=not prompt
-        )
+        main = "viescore_o" if results[0].sc_applies else "viescore_pq"
+        head = next((r for r in rows if r["metric"] == main), None)
+        if head is not None:
+            self._count(head["status"], head["reason"])
         if rows:
             self.ws.put_scores(rows)
+        if results[0].reason not in ("bad_image", "missing_image"):
+            self.ws.put_judge_passes(self.run_id, call["call_id"], self.summary.version, pass_rows(per_pass))
 
     # -- pairwise ------------------------------------------------------------------------------
     def pairwise_jobs(self, pairs_per_case: int | None, seed: int) -> list[Callable[[], Any]]:
@@ -405,68 +471,4 @@ def _choose_pairs(
     return chosen
 
 
-def _viescore_rows(
-    run_id: str, call_id: str, version: str, result: VIEScoreResult, operation: str, *, no_instruction: bool
-) -> list[dict[str, Any]]:
-    """Score rows for one call: a value for what was scored; value None + status "unscored" + reason for
-    what was judged and failed; nothing for what the budget kept from being judged."""
-    rows: list[dict[str, Any]] = []
-
-    def add(metric: str, value: float | None, reply: JudgeReply | None, reason: str | None, detail: Any) -> None:
-        if reason == "budget":
-            return
-        rows.append(
-            {
-                "run_id": run_id,
-                "call_id": call_id,
-                "metric": metric,
-                "source": "judge",
-                "version": version,
-                "value": value,
-                "status": "scored" if value is not None else "unscored",
-                "reason": None if value is not None else reason,
-                "detail": json.dumps(detail, ensure_ascii=False, default=str),
-            }
-        )
-
-    def info(reply: JudgeReply | None) -> dict[str, Any]:
-        if reply is None:
-            return {}
-        return {
-            "key": reply.key,
-            "cached": reply.cached,
-            "reasoning": (reply.parsed or {}).get("reasoning"),
-            "detail": reply.detail,
-            "response_model": reply.response_model,
-        }
-
-    if result.reason in ("bad_image", "missing_image"):
-        for m in VIESCORE_METRICS:
-            add(m, None, None, result.reason, {"detail": result.detail})
-        return rows
-    sc, pq = result.sc_reply, result.pq_reply
-    if all(r is None or r.reason == "budget" for r in (sc, pq)):
-        return rows  # nothing was judged: no rows at all (a later run with more budget fills them in)
-    if result.sc_applies:
-        sc_reason = sc.reason if sc is not None else "budget"
-        sc_info = info(sc)
-    else:
-        sc_reason = "no_instruction" if no_instruction else "not_applicable"
-        sc_info = {"detail": f"VIEScore SC needs an edit instruction; operation {operation!r} gets PQ only"}
-    for metric, value in zip(_SC_METRICS, (result.sc, result.editing_success, result.over_editing), strict=True):
-        add(metric, value, sc, sc_reason, sc_info)
-    pq_reason = pq.reason if pq is not None else "budget"
-    for metric, value in zip(_PQ_METRICS, (result.pq, result.naturalness, result.artifacts), strict=True):
-        add(metric, value, pq, pq_reason, info(pq))
-    o_reason = sc_reason if result.sc is None else pq_reason
-    add(
-        "viescore_o",
-        result.o,
-        None,
-        o_reason,
-        {"sc_key": sc.key if sc else None, "pq_key": pq.key if pq else None, "formula": "sqrt(SC*PQ)"},
-    )
-    return rows
-
-
-__all__ = ["JudgeSummary", "VIESCORE_METRICS", "judge_run"]
+__all__ = ["JudgeSummary", "MAX_PASSES", "VIESCORE_METRICS", "judge_run"]

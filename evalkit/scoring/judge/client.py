@@ -31,8 +31,11 @@ answer object of the expected shape is *unscored* with a reason: ``refused``, ``
 without an instruction ``no_instruction`` / ``not_applicable``.
 
 Money and retries
-    Before a request is sent, ``usd_per_call_reserve`` is reserved in an :class:`~evalkit.engine.budget.Budget`;
-    nothing is sent once a reservation would cross the cap. A request is retried (with
+    Before a request is sent, its worst case is reserved in an :class:`~evalkit.engine.budget.Budget`
+    (:meth:`JudgeConfig.worst_case_usd`: with known prices, a bound on its input tokens × the input price
+    plus ``max_tokens`` × the output price; else ``usd_per_call_reserve``); nothing is sent once a
+    reservation would cross the cap, and the reservation settles to the reported tokens × the prices.
+    A request is retried (with
     :class:`~evalkit.providers.retry.RetryPolicy`, honouring ``Retry-After``) only when the response
     proves it was not processed: HTTP 408/429/5xx or a connection that never opened. *Assumption*: an
     OpenAI-compatible API does not bill a chat completion that fails with an HTTP error status (no
@@ -40,13 +43,15 @@ Money and retries
     request was sent is an unknown outcome: never retried, unscored ``timeout``/``network``, and its
     reservation stays counted. Cost is ``usage`` tokens × the configured per-token prices; when the
     reply has no usage or no prices are configured it is ``None`` (unknown, never guessed) and the
-    reservation stays counted against the cap. The cap holds as long as no request costs more than
-    ``usd_per_call_reserve`` (checked for the output side when prices are given).
+    reservation stays counted against the cap. The cap holds as long as no request costs more than its
+    reservation (with known prices the bound covers OpenAI's and Qwen2-VL's image token counts; a reply that
+    reports more is logged as a warning).
 
 Cache
     Every answered request is stored in the workspace's ``judge_cache`` under
     sha256(judge model, prompt version, mode, image encoding, sampling settings, image hashes,
-    instruction), so the same judgement is never paid for twice — across runs too. Results that prove
+    instruction[, pass k for the k-th pass, k ≥ 2]), so the same judgement is never paid for twice —
+    across runs too; pass 1 has the key a single-pass judge always had. Results that prove
     nothing was processed (429/5xx after retries, auth, bad request, connection refused) are not
     cached; an unknown outcome (timeout) is, so it is not silently re-sent (``retry_unscored`` asks
     for that explicitly).
@@ -70,7 +75,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -302,15 +307,23 @@ class Judge:
         )
 
     # -- cache keys ---------------------------------------------------------------------------
-    def cache_key(self, mode: str, image_sha256: Iterable[str], instruction: str | None) -> str:
+    def cache_key(self, mode: str, image_sha256: Iterable[str], instruction: str | None, pass_index: int = 1) -> str:
         """sha256 of (judge model, prompt version, mode, image encoding, sampling settings, image
-        hashes, instruction)."""
+        hashes, instruction[, pass index when ≥ 2]): each judge pass is its own request and cache entry."""
         c = self.config
         prompt_version = c.prompt_version("viescore" if mode.startswith("viescore") else "pairwise")
-        payload = json.dumps(
-            [c.model, prompt_version, mode, c.image_encoding, c.settings_tag(), list(image_sha256), instruction or ""],
-            ensure_ascii=False,
-        )
+        parts: list[Any] = [
+            c.model,
+            prompt_version,
+            mode,
+            c.image_encoding,
+            c.settings_tag(),
+            list(image_sha256),
+            instruction or "",
+        ]
+        if pass_index != 1:
+            parts.append(f"pass {pass_index}")
+        payload = json.dumps(parts, ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     # -- internals ------------------------------------------------------------------------------
@@ -323,27 +336,41 @@ class Judge:
         cache: Workspace | None,
         gate: _Gate,
         retry_unscored: bool | Collection[str],
+        pass_index: int = 1,
     ) -> VIEScoreResult:
         instruction = (instruction or "").strip() or None
         prompts = PROMPT_SETS[self.config.prompt_set]
         src_sha, edit_sha = hashlib.sha256(source).hexdigest(), hashlib.sha256(edited).hexdigest()
         # PQ sees the edited image resized to the source size, so the source is part of its key too.
-        sc_key = self.cache_key("viescore_sc", [src_sha, edit_sha], instruction) if instruction else None
-        pq_key = self.cache_key("viescore_pq", [src_sha, edit_sha], None)
+        sc_key = self.cache_key("viescore_sc", [src_sha, edit_sha], instruction, pass_index) if instruction else None
+        pq_key = self.cache_key("viescore_pq", [src_sha, edit_sha], None, pass_index)
+        sc_prompt = prompts.sc_prompt.replace("<instruction>", instruction or "")
 
-        images: dict[str, list[str]] = {}
+        images: dict[str, Any] = {}
 
-        async def encoded() -> dict[str, list[str]]:
+        async def encoded() -> dict[str, Any]:
             if not images:
 
-                def work() -> dict[str, list[str]]:
+                def work() -> dict[str, Any]:
                     enc = self._encoding
                     src = enc.load(source, "source")
                     edited_uri = enc.data_uri(enc.load(edited, "edited"), size=src.size)  # as GEdit: source size
-                    return {"sc": [enc.data_uri(src), edited_uri], "pq": [edited_uri]}
+                    sent = enc.sent_size(src.size)
+                    return {
+                        "sc": [enc.data_uri(src), edited_uri],
+                        "pq": [edited_uri],
+                        "sc_px": [sent] * 2,
+                        "pq_px": [sent],
+                    }
 
                 images.update(await asyncio.to_thread(work))
             return images
+
+        def worst(prompt: str, which: str) -> Callable[[], Awaitable[float]]:
+            async def amount() -> float:
+                return self.config.worst_case_usd(prompt, (await encoded())[which + "_px"])
+
+            return amount
 
         sc_reply = None
         if sc_key is not None:
@@ -354,12 +381,9 @@ class Judge:
                 gate,
                 retry_unscored,
                 lambda: self._ask_images(
-                    "viescore_sc",
-                    prompts.sc_prompt.replace("<instruction>", instruction or ""),
-                    encoded,
-                    "sc",
-                    prompts.contract,
+                    "viescore_sc", sc_prompt, encoded, "sc", prompts.contract, seed_offset=pass_index - 1
                 ),
+                worst(sc_prompt, "sc"),
             )
         pq_reply = None
         if not (sc_reply is not None and sc_reply.reason == "budget"):
@@ -369,7 +393,10 @@ class Judge:
                 cache,
                 gate,
                 retry_unscored,
-                lambda: self._ask_images("viescore_pq", prompts.pq_prompt, encoded, "pq", prompts.contract),
+                lambda: self._ask_images(
+                    "viescore_pq", prompts.pq_prompt, encoded, "pq", prompts.contract, seed_offset=pass_index - 1
+                ),
+                worst(prompts.pq_prompt, "pq"),
             )
         return _reduce_viescore(sc_reply, pq_reply, sc_applies=instruction is not None, divisor=prompts.divisor)
 
@@ -402,23 +429,26 @@ class Judge:
             if ordered
             else self.cache_key("pairwise", [src_sha, *sorted((l_sha, r_sha))], instruction)
         )
-        holder: dict[str, list[str]] = {}
+        holder: dict[str, Any] = {}
+        prompt = PAIRWISE_PROMPT.replace("<instruction>", instruction)
 
-        async def encoded() -> dict[str, list[str]]:
+        async def encoded() -> dict[str, Any]:
             if not holder:
 
-                def work() -> dict[str, list[str]]:
+                def work() -> dict[str, Any]:
                     enc = self._encoding
-                    return {
-                        "pair": [
-                            enc.data_uri(enc.load(source, "source")),
-                            enc.data_uri(enc.load(first, "first candidate")),
-                            enc.data_uri(enc.load(second, "second candidate")),
-                        ]
-                    }
+                    imgs = [
+                        enc.load(source, "source"),
+                        enc.load(first, "first candidate"),
+                        enc.load(second, "second candidate"),
+                    ]
+                    return {"pair": [enc.data_uri(i) for i in imgs], "pair_px": [enc.sent_size(i.size) for i in imgs]}
 
                 holder.update(await asyncio.to_thread(work))
             return holder
+
+        async def worst() -> float:
+            return self.config.worst_case_usd(prompt, (await encoded())["pair_px"])
 
         reply = await self._judged(
             "pairwise",
@@ -426,14 +456,8 @@ class Judge:
             cache,
             gate,
             retry_unscored,
-            lambda: self._ask_images(
-                "pairwise",
-                PAIRWISE_PROMPT.replace("<instruction>", instruction),
-                encoded,
-                "pair",
-                CHOICE_CONTRACT,
-                order=order,
-            ),
+            lambda: self._ask_images("pairwise", prompt, encoded, "pair", CHOICE_CONTRACT, order=order),
+            worst,
         )
         # A cached answer may have been given in the other order: map through the order it was asked in.
         asked = reply.order or order
@@ -461,9 +485,10 @@ class Judge:
         gate: _Gate,
         retry_unscored: bool | Collection[str],
         ask: Callable[[], Any],
+        worst: Callable[[], Awaitable[float]] | None = None,
     ) -> JudgeReply:
         """A cached answer when there is one (and it is not to be retried), else a new request under
-        the budget; answers worth keeping are stored."""
+        the budget (reserving ``worst()``, the most it can cost); answers worth keeping are stored."""
         if cache is not None:
             record = cache.judge_cache_get(key)
             if record is not None and not _wants_retry(record, retry_unscored):
@@ -471,9 +496,14 @@ class Judge:
         if gate.stopped:
             return JudgeReply(mode, key, "unscored", "budget", "the judge budget was reached; not sent")
         reservation = None
+        reserve_usd = self.config.usd_per_call_reserve
         if gate.budget is not None:
+            if worst is not None:
+                reserve_usd = await worst()  # may raise ImageError: nothing reserved, nothing sent
+            if gate.stopped:
+                return JudgeReply(mode, key, "unscored", "budget", "the judge budget was reached; not sent")
             try:
-                reservation = gate.budget.reserve(self.config.usd_per_call_reserve, key)
+                reservation = gate.budget.reserve(reserve_usd, key)
             except BudgetExceededError as exc:
                 gate.stopped = True
                 return JudgeReply(mode, key, "unscored", "budget", exc.message)
@@ -485,14 +515,18 @@ class Judge:
             raise
         except BaseException:  # cancelled mid-request: it may have been processed, keep it counted
             if reservation is not None:
-                gate.budget.settle(reservation, self.config.usd_per_call_reserve)  # type: ignore[union-attr]
+                gate.budget.settle(reservation, reserve_usd)  # type: ignore[union-attr]
             raise
         if reservation is not None and gate.budget is not None:
             # unknown cost (no usage, or an unknown outcome) keeps the whole reservation counted
-            gate.budget.settle(
-                reservation,
-                self.config.usd_per_call_reserve if reply.cost_usd is None else reply.cost_usd,
-            )
+            gate.budget.settle(reservation, reserve_usd if reply.cost_usd is None else reply.cost_usd)
+            if reply.cost_usd is not None and reply.cost_usd > reserve_usd + 1e-12:
+                log.warning(
+                    "judge: a request cost $%.6f, more than its reserved worst case $%.6f (usage %s)",
+                    reply.cost_usd,
+                    reserve_usd,
+                    reply.usage,
+                )
         if cache is not None and reply.reason not in _TRANSIENT_REASONS:
             cache.judge_cache_put(_cache_record(self.config, reply))
         return reply
@@ -505,6 +539,7 @@ class Judge:
         which: str,
         contract: OutputContract,
         order: tuple[str, str] | None = None,
+        seed_offset: int = 0,
     ) -> JudgeReply:
         uris = (await encoded())[which]
         content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
@@ -516,6 +551,8 @@ class Judge:
         }
         if self.config.temperature is not None:
             body["temperature"] = self.config.temperature
+        if self.config.seed is not None:
+            body["seed"] = self.config.seed + seed_offset
         return await self._complete(mode, body, contract, order)
 
     async def _complete(
@@ -666,12 +703,9 @@ class Judge:
         )
 
     def _cost(self, usage: dict[str, int] | None) -> float | None:
-        c = self.config
-        if usage is None or c.usd_per_1m_input_tokens is None or c.usd_per_1m_output_tokens is None:
+        if usage is None:
             return None
-        return (
-            usage["prompt_tokens"] * c.usd_per_1m_input_tokens + usage["completion_tokens"] * c.usd_per_1m_output_tokens
-        ) / 1e6
+        return self.config.cost_usd(usage["prompt_tokens"], usage["completion_tokens"])
 
     def _redact(self, text: str | None) -> str:
         return redact(text, self.config.api_key)

@@ -22,18 +22,44 @@ from evalkit.credentials import Secret, key_from_env
 from evalkit.errors import ImageError, InvalidInputError
 from evalkit.images import decode_output, encode, to_rgb
 from evalkit.providers.http import is_loopback_url
-from evalkit.scoring.judge.presets import JUDGE_PRESETS, PINNED_IMAGE_ENCODING, JudgePreset, resolve_preset
+from evalkit.scoring.judge.presets import (
+    JUDGE_PRESETS,
+    PINNED_IMAGE_ENCODING,
+    JudgePreset,
+    price_for_model,
+    resolve_preset,
+)
 from evalkit.scoring.judge.prompts import PAIRWISE_PROMPT_VERSION, PROMPT_SETS
 
 DEFAULT_IMAGE_ENCODING = PINNED_IMAGE_ENCODING
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
-#: What the budget holds back per request unless configured. Reasoning (an assumption, not a quote:
-#: set your judge's own figure): a GPT-4.1-class judge at ~$2 / 1M input and ~$8 / 1M output tokens
-#: reading ≤ 3 images ≤ 1024 px (≈ 765 tokens each under OpenAI's 512-px tiling) plus ~600 prompt
-#: tokens (≈ 2.9k input ≈ $0.006) and writing at most max_tokens = 1400 tokens (≈ $0.011) costs at most
-#: ≈ $0.017 per request; $0.02 leaves a margin.
+#: What the budget holds back per request when the judge's prices are unknown. Reasoning (an assumption,
+#: not a quote: set your judge's prices instead): a GPT-4.1-class judge at ~$2 / 1M input and ~$8 / 1M
+#: output tokens reading ≤ 3 images ≤ 1024 px (≈ 765 tokens each under OpenAI's 512-px tiling) plus ~600
+#: prompt tokens (≈ 2.9k input ≈ $0.006) and writing at most max_tokens = 1400 tokens (≈ $0.011) costs at
+#: most ≈ $0.017 per request; $0.02 leaves a margin. With known prices each request reserves its own
+#: worst case instead (:meth:`JudgeConfig.worst_case_usd`).
 DEFAULT_USD_PER_CALL_RESERVE = 0.02
+
+#: environment variables that set the judge's prices (both or neither), USD per 1M tokens
+PRICE_ENV = ("EVALKIT_JUDGE_USD_PER_1M_INPUT", "EVALKIT_JUDGE_USD_PER_1M_OUTPUT")
+#: tokens a chat request spends besides its text and images (role markers, message framing), generously
+_FRAMING_TOKENS = 64
+
+
+def image_token_bound(width: int, height: int) -> int:
+    """An upper bound on the input tokens one image of this size costs a VLM judge: the largest of OpenAI's
+    high-detail tile count (fit in 2048², shorter side to 768, 85 + 170 per 512-px tile), OpenAI's 32-px
+    patch count for the mini models (≤ 1536 patches × 1.62) and Qwen2-VL's 28-px patches (+2 markers)."""
+    w, h = max(1, int(width)), max(1, int(height))
+    scale = min(1.0, 2048 / max(w, h))
+    tw, th = w * scale, h * scale
+    scale = min(1.0, 768 / min(tw, th))
+    tiles = math.ceil(tw * scale / 512) * math.ceil(th * scale / 512)
+    patches = min(1536, math.ceil(w / 32) * math.ceil(h / 32))
+    return max(85 + 170 * tiles, math.ceil(patches * 1.62), math.ceil(w / 28) * math.ceil(h / 28) + 2)
+
 
 MODES = ("viescore", "pairwise")
 
@@ -72,6 +98,12 @@ class ImageEncoding:
                 hint="re-export or re-download the image",
             ) from None
 
+    def sent_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The pixel size (rounded up) an image of ``size`` is sent at: the long side capped at ``max_side_px``."""
+        w, h = size
+        scale = min(1.0, self.max_side_px / max(w, h, 1))
+        return math.ceil(w * scale), math.ceil(h * scale)
+
     def data_uri(self, img: Image.Image, size: tuple[int, int] | None = None) -> str:
         """``img`` resized to exactly ``size`` (when given), long side capped, encoded, as a data URI."""
         if size is not None and img.size != size:
@@ -109,9 +141,11 @@ class JudgeConfig:
     ``max_tokens`` — 1400 as in GEdit-Bench's GPT payload. ``timeout_s`` — read/write/pool timeout
     per request (``connect_timeout_s`` for opening the connection). ``max_attempts`` — attempts per
     request including the first (only proven-unprocessed failures are retried).
-    ``usd_per_call_reserve`` — held back in the budget per request (see
+    ``usd_per_call_reserve`` — held back in the budget per request while the prices are unknown (see
     :data:`DEFAULT_USD_PER_CALL_RESERVE`). ``usd_per_1m_input_tokens`` / ``usd_per_1m_output_tokens``
-    — the judge's prices; cost = reported usage × these, else unknown (``None``).
+    — the judge's prices; cost = reported usage × these, else unknown (``None``); ``price_source`` says
+    where they came from (:meth:`from_env` fills both). ``seed`` — when set, pass k of an output sends
+    ``seed + k - 1`` (reproducible passes that still differ from each other); part of the version.
     """
 
     base_url: str
@@ -127,6 +161,8 @@ class JudgeConfig:
     usd_per_1m_input_tokens: float | None = None
     usd_per_1m_output_tokens: float | None = None
     prompt_set: str = "viescore"  # the pointwise prompts: viescore (GEdit-Bench) | editscore (see presets)
+    seed: int | None = None
+    price_source: str | None = None
 
     def __post_init__(self) -> None:
         if self.prompt_set not in PROMPT_SETS:
@@ -161,14 +197,13 @@ class JudgeConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v)):
                 raise InvalidInputError(f"judge {name} must be a number ≥ 0, got {v!r}")
-        if self.usd_per_1m_output_tokens is not None:
-            worst_output_usd = self.max_tokens * self.usd_per_1m_output_tokens / 1e6
-            if worst_output_usd > self.usd_per_call_reserve + 1e-12:
-                raise InvalidInputError(
-                    f"usd_per_call_reserve ${self.usd_per_call_reserve:.4f} is below the worst-case output cost "
-                    f"${worst_output_usd:.4f} (max_tokens {self.max_tokens} × ${self.usd_per_1m_output_tokens}/1M)",
-                    hint="raise usd_per_call_reserve (it must cover the most a request can cost) or lower max_tokens",
-                )
+        if (self.usd_per_1m_input_tokens is None) != (self.usd_per_1m_output_tokens is None):
+            raise InvalidInputError(
+                "the judge's input and output prices must be given together",
+                hint="e.g. --judge-price 2/8 or EVALKIT_JUDGE_USD_PER_1M_INPUT=2 and EVALKIT_JUDGE_USD_PER_1M_OUTPUT=8",
+            )
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise InvalidInputError(f"judge seed must be an integer or None, got {self.seed!r}")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> JudgeConfig:
@@ -183,6 +218,7 @@ class JudgeConfig:
             overrides.pop("base_url", None) or os.environ.get("EVALKIT_JUDGE_BASE_URL", "").strip() or DEFAULT_BASE_URL
         )
         model = overrides.pop("model", None) or os.environ.get("EVALKIT_JUDGE_MODEL", "").strip()
+        overrides.update(_resolve_prices(overrides, base_url, model))
         api_key = overrides.pop("api_key", _UNSET)
         if api_key is _UNSET:
             api_key = key_from_env(
@@ -209,7 +245,32 @@ class JudgeConfig:
             tags.append(f"temperature={self.temperature:g}")
         if self.max_tokens != 1400:
             tags.append(f"max_tokens={self.max_tokens}")
+        if self.seed is not None:
+            tags.append(f"seed={self.seed}")
         return ",".join(tags)
+
+    @property
+    def prices_known(self) -> bool:
+        return self.usd_per_1m_input_tokens is not None and self.usd_per_1m_output_tokens is not None
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """What a request with this reported usage costs; None when the prices are unknown."""
+        if not self.prices_known:
+            return None
+        return (
+            prompt_tokens * self.usd_per_1m_input_tokens + completion_tokens * self.usd_per_1m_output_tokens  # type: ignore[operator]
+        ) / 1e6
+
+    def worst_case_usd(self, prompt_text: str, image_sizes: list[tuple[int, int]]) -> float:
+        """The most one request can cost: with known prices, (an upper bound on its input tokens — UTF-8
+        bytes of the text, :func:`image_token_bound` per image, framing) × input price + ``max_tokens`` ×
+        output price; with unknown prices, ``usd_per_call_reserve``."""
+        if not self.prices_known:
+            return self.usd_per_call_reserve
+        input_tokens = (
+            len(prompt_text.encode("utf-8")) + _FRAMING_TOKENS + sum(image_token_bound(w, h) for w, h in image_sizes)
+        )
+        return self.cost_usd(input_tokens, self.max_tokens) or 0.0
 
     def prompt_version(self, mode: str = "viescore") -> str:
         if mode not in MODES:
@@ -221,6 +282,63 @@ class JudgeConfig:
         parts = [self.model, self.prompt_version(mode), self.image_encoding]
         tag = self.settings_tag()
         return "|".join([*parts, tag] if tag else parts)
+
+
+def _resolve_prices(overrides: dict[str, Any], base_url: str, model: str) -> dict[str, Any]:
+    """The judge's prices and where they came from: keyword arguments > ``EVALKIT_JUDGE_USD_PER_1M_INPUT`` /
+    ``_OUTPUT`` > a loopback server ($0: it is the user's own machine) > the published price of a preset's
+    model (when the configured model is that model) > unknown."""
+    keys = ("usd_per_1m_input_tokens", "usd_per_1m_output_tokens")
+    if any(k in overrides for k in keys):
+        source = overrides.get("price_source") or "given"
+        return {
+            "usd_per_1m_input_tokens": overrides.get(keys[0]),
+            "usd_per_1m_output_tokens": overrides.get(keys[1]),
+            "price_source": source,
+        }
+    env = [os.environ.get(name, "").strip() for name in PRICE_ENV]
+    if any(env):
+        if not all(env):
+            missing = [n for n, v in zip(PRICE_ENV, env, strict=True) if not v]
+            raise InvalidInputError(
+                f"{' and '.join(missing)} is not set, but the other judge price is",
+                hint=f"set both {PRICE_ENV[0]} and {PRICE_ENV[1]} (USD per 1M tokens), or neither",
+            )
+        try:
+            prices = [float(v) for v in env]
+        except ValueError:
+            raise InvalidInputError(
+                f"{PRICE_ENV[0]}/{PRICE_ENV[1]} must be numbers (USD per 1M tokens), got {env[0]!r} / {env[1]!r}",
+                hint="e.g. EVALKIT_JUDGE_USD_PER_1M_INPUT=2 EVALKIT_JUDGE_USD_PER_1M_OUTPUT=8",
+            ) from None
+        return {keys[0]: prices[0], keys[1]: prices[1], "price_source": "environment (EVALKIT_JUDGE_USD_PER_1M_*)"}
+    if is_loopback_url(base_url):
+        return {keys[0]: 0.0, keys[1]: 0.0, "price_source": "loopback server: $0"}
+    published = price_for_model(model)
+    if published is not None:
+        price, preset = published
+        return {
+            keys[0]: price.usd_per_1m_input,
+            keys[1]: price.usd_per_1m_output,
+            "price_source": f"preset {preset}: {price.source}, read {price.as_of}, confidence {price.confidence}",
+        }
+    return {}
+
+
+def parse_price_pair(text: str) -> tuple[float, float]:
+    """``"IN/OUT"`` (USD per 1M input / output tokens, e.g. ``"2/8"``) → (2.0, 8.0)."""
+    head, slash, tail = (text or "").partition("/")
+    try:
+        if not slash:
+            raise ValueError
+        pin, pout = float(head), float(tail)
+    except ValueError:
+        raise InvalidInputError(
+            f"bad judge price {text!r}", hint="write IN/OUT in USD per 1M input/output tokens, e.g. --judge-price 2/8"
+        ) from None
+    if not (math.isfinite(pin) and math.isfinite(pout)) or pin < 0 or pout < 0:
+        raise InvalidInputError(f"judge prices must be numbers ≥ 0, got {text!r}")
+    return pin, pout
 
 
 def preset_for_version(version: str | None) -> JudgePreset | None:
@@ -235,6 +353,9 @@ def preset_for_version(version: str | None) -> JudgePreset | None:
 
 
 __all__ = [
+    "PRICE_ENV",
+    "image_token_bound",
+    "parse_price_pair",
     "preset_for_version",
     "DEFAULT_BASE_URL",
     "DEFAULT_IMAGE_ENCODING",

@@ -32,6 +32,23 @@ class LiteratureAgreement:
 
 
 @dataclass(frozen=True)
+class JudgePrice:
+    """A judge model's published token prices (USD per 1M tokens), with where and when they were read."""
+
+    usd_per_1m_input: float
+    usd_per_1m_output: float
+    source: str
+    as_of: str  # the date the price was read (YYYY-MM-DD)
+    confidence: str  # high | medium | low
+
+    def describe(self) -> str:
+        return (
+            f"${self.usd_per_1m_input:g} / ${self.usd_per_1m_output:g} per 1M input / output tokens "
+            f"({self.source}, read {self.as_of}, confidence {self.confidence})"
+        )
+
+
+@dataclass(frozen=True)
 class JudgePreset:
     name: str
     title: str
@@ -42,6 +59,9 @@ class JudgePreset:
     max_tokens: int
     expected: LiteratureAgreement
     notes: str = ""
+    #: the model's token prices on its hosted API; None for open weights served by the user (set
+    #: --judge-price / EVALKIT_JUDGE_USD_PER_1M_INPUT and _OUTPUT, or serve it on loopback: $0)
+    price: JudgePrice | None = None
 
     def settings(self) -> dict[str, Any]:
         """The :class:`~evalkit.scoring.judge.config.JudgeConfig` fields this preset pins."""
@@ -60,9 +80,11 @@ class JudgePreset:
     def describe(self) -> str:
         exp = self.expected
         figure = f"instance Spearman ≈ {exp.instance_spearman:.3f}" if exp.instance_spearman is not None else "none"
+        price = self.price.describe() if self.price else "none published (self-hosted: set --judge-price)"
         return (
             f"{self.name}: {self.title} — model {self.model}, prompts {self.prompt_version}, images "
-            f"{self.image_encoding}. Expected agreement with people: {figure} ({exp.summary}; {exp.source})"
+            f"{self.image_encoding}. Expected agreement with people: {figure} ({exp.summary}; {exp.source}). "
+            f"Price: {price}"
         )
 
 
@@ -90,6 +112,17 @@ JUDGE_PRESETS: dict[str, JudgePreset] = {
             temperature=0.0,
             max_tokens=1400,
             expected=_VIESCORE_GPT4O,
+            price=JudgePrice(
+                usd_per_1m_input=2.00,
+                usd_per_1m_output=8.00,
+                source=(
+                    "OpenAI API pricing, standard tier (https://platform.openai.com/docs/pricing), as quoted "
+                    "by several 2026 price trackers (losclouds.com, deploybase.ai, whichllm.io; the Batch API "
+                    "halves both); OpenAI's page itself was not read here"
+                ),
+                as_of="2026-12-06",
+                confidence="medium",
+            ),
             notes=(
                 "GEdit-Bench instantiates model_name='gpt-4.1' with max_tokens 1400 and no temperature "
                 "(Step1X-Edit 570eba6); evalkit pins the dated snapshot and temperature 0. Maintainers report "
@@ -135,7 +168,7 @@ JUDGE_PRESETS: dict[str, JudgePreset] = {
                 "Prompts and 0–25 range from editscore/__init__.py (score_range=25, temperature 0.7, "
                 "scores ÷ 2.5). UNVERIFIED: that EditScore-7B is a LoRA on Qwen2.5-VL-7B-Instruct served under "
                 "this name (the repo's vLLM backbone takes enable_lora/lora_path); upstream averages num_pass "
-                "samples, evalkit asks once."
+                "samples; `--judge-passes N` does the same in evalkit."
             ),
         ),
     )
@@ -160,9 +193,19 @@ def presets_help() -> str:
     return "\n\n".join(p.describe() for p in JUDGE_PRESETS.values())
 
 
+def price_for_model(model: str) -> tuple[JudgePrice, str] | None:
+    """The published price of a preset's model (and the preset's name) when ``model`` is that model."""
+    for p in JUDGE_PRESETS.values():
+        if p.price is not None and p.model == model:
+            return p.price, p.name
+    return None
+
+
 __all__ = [
     "DEFAULT_PRESET",
     "JUDGE_PRESETS",
+    "JudgePrice",
+    "price_for_model",
     "JudgePreset",
     "LiteratureAgreement",
     "presets_help",
