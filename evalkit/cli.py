@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -882,7 +882,9 @@ def serve(
     client_daily_budget: Annotated[
         float | None, typer.Option("--client-daily-budget", help="USD cap per client (peer) per UTC day")
     ] = None,
-    rate_limit: Annotated[int, typer.Option("--rate-limit", help="edits per minute per client (0: off)")] = 30,
+    rate_limit: Annotated[
+        int | None, typer.Option("--rate-limit", help="edits per minute per client (default 30; 0: off)")
+    ] = None,
     max_in_flight: Annotated[
         int | None, typer.Option("--max-in-flight", help="edits held at once; 503 beyond (default: sized for RAM)")
     ] = None,
@@ -898,6 +900,7 @@ def serve(
     --client-daily-budget (docs/serve.md has the threat model)."""
     from evalkit.serve import serve as run_server
 
+    limits: dict[str, Any] = {"edits_per_minute": rate_limit} if rate_limit is not None else {}
     try:
         run_server(
             tiers_file,
@@ -912,10 +915,10 @@ def serve(
             allow_any_model=allow_any_model,
             daily_budget_usd=daily_budget,
             client_daily_budget_usd=client_daily_budget,
-            edits_per_minute=rate_limit,
             max_in_flight=max_in_flight,
             forwarded_allow_ips=forwarded_allow_ips,
             announce=lambda text: out.print(escape(text), highlight=False),
+            **limits,
         )
     except EvalkitError as exc:
         _fail(exc)

@@ -24,7 +24,7 @@ from evalkit.catalog import Catalog, ModelSpec, normalise_operation
 from evalkit.errors import Category, EvalkitError, ImageError, InvalidInputError, ProviderError
 from evalkit.images import InputImage, load_image
 from evalkit.providers import create_provider
-from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions, Latency
+from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions, Latency, ensure_credentials
 from evalkit.store import Workspace
 
 ImageInput = bytes | str | os.PathLike | InputImage | Any  # Any: a PIL image
@@ -256,9 +256,7 @@ async def agenerate_image_edit(
                 too_dear = price_problem(route, prepared.price_usd)
                 if too_dear:
                     raise AttemptFailed(Category.BAD_REQUEST, too_dear)
-            check = getattr(provider, "ensure_credentials", None)
-            if check is not None:
-                check()  # a missing key fails here: nothing sent, nothing written
+            ensure_credentials(provider)  # a missing key fails here: nothing sent, nothing written
             if spend_guard is not None:
                 held = spend_guard.reserve(spec.id, prepared.price_usd)  # may refuse: nothing sent
             # the ledger row exists before the result is awaited: a crash leaves it "pending", never missing

@@ -30,7 +30,7 @@ from evalkit.engine.limits import ProviderLimits
 from evalkit.engine.planning import PlannedCall
 from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
 from evalkit.progress import progress_bar
-from evalkit.providers.base import EditOutcome, ImageEditProvider, PreparedRequest
+from evalkit.providers.base import EditOutcome, ImageEditProvider, PreparedRequest, capabilities_of
 from evalkit.providers.retry import RetryPolicy
 from evalkit.store import CallStatus, Workspace
 
@@ -252,7 +252,7 @@ class Execution:
             slots = min(self.concurrency, lim.max_concurrent or self.concurrency)
             # a provider that says when its task finished frees the call's slot then (see _Slot): as many
             # workers again fetch finished outputs while the slots run the next tasks
-            early = getattr(self.providers[name], "reports_finished", False)
+            early = capabilities_of(self.providers[name]).reports_finished
             n_workers = min(slots * (2 if early else 1), max(1, planned[name]))
             provider_sem = asyncio.Semaphore(lim.max_concurrent or self.concurrency)
             limiter = AsyncLimiter(lim.images_per_minute, 60) if lim.images_per_minute else None
@@ -401,10 +401,11 @@ class Execution:
 
         # a provider that lists its predictions reports the body it sends: an unknown outcome can then be
         # recognised in its history (evalkit.engine.reconcile) instead of staying unknown
+        can = capabilities_of(provider)
         hooks: dict[str, Any] = {"on_submitted": on_submitted}
-        if getattr(provider, "reconcilable", False):
+        if can.reconcilable:
             hooks["on_sending"] = on_sending
-        if slot is not None and getattr(provider, "reports_finished", False):
+        if slot is not None and can.reports_finished:
             hooks["on_finished"] = slot.release
 
         attempt = 0
@@ -440,7 +441,7 @@ class Execution:
 
     async def _resume_call(self, pc: PlannedCall, row: dict[str, Any]) -> None:
         provider = self.providers[pc.model.provider]
-        if not getattr(provider, "resumable", False):
+        if not capabilities_of(provider).resumable:
             self._mark_unknown(pc, row)
             self._tick()
             return
@@ -503,7 +504,7 @@ class Execution:
             if recorded:  # the job was accepted before things went wrong: collect it later, never re-send
                 outcome.prediction_id, outcome.resumable = recorded, True
                 unknown = False
-        resumable = _still_running(outcome) and getattr(self.providers[pc.model.provider], "resumable", False)
+        resumable = _still_running(outcome) and capabilities_of(self.providers[pc.model.provider]).resumable
         if unknown or resumable or outcome.cost_usd is None:
             # may be billed (yet), or billed at a price nobody told us: count the most it can cost
             billed = reservation.amount_usd

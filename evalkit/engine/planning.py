@@ -16,7 +16,13 @@ import pandas as pd
 
 from evalkit.catalog import ModelSpec
 from evalkit.errors import EvalkitError
-from evalkit.providers.base import EditRequest, ImageEditOptions, ImageEditProvider, PreparedRequest
+from evalkit.providers.base import (
+    EditRequest,
+    ImageEditOptions,
+    ImageEditProvider,
+    PreparedRequest,
+    QuotesPrices,
+)
 from evalkit.store import CallStatus
 
 #: seed of repeat r is BASE_SEED + r: the same for every model, so repeats are comparable across models.
@@ -185,14 +191,14 @@ def quote_plan_prices(planned: Iterable[PlannedCall], providers: Mapping[str, Im
     passes that follow price, reserve and record those calls at the quoted price. A failed quote leaves
     the catalogue price (the call's notes and ``price_source`` say so). Blocking: run it off the event loop.
     """
-    wanted: dict[str, tuple[Any, list[PreparedRequest]]] = {}
+    wanted: dict[str, tuple[QuotesPrices, list[PreparedRequest]]] = {}
     for pc in planned:
-        quote = getattr(providers.get(pc.model.provider), "quote_prices", None)
-        if pc.status == "planned" and pc.prepared is not None and quote is not None:
-            wanted.setdefault(pc.model.provider, (quote, []))[1].append(pc.prepared)
+        provider = providers.get(pc.model.provider)
+        if pc.status == "planned" and pc.prepared is not None and isinstance(provider, QuotesPrices):
+            wanted.setdefault(pc.model.provider, (provider, []))[1].append(pc.prepared)
     summary: dict[str, Any] = {"quoted": 0, "failed": 0, "errors": {}}
-    for quote, prepared in wanted.values():
-        for q in quote(prepared).values():
+    for quoter, prepared in wanted.values():
+        for q in quoter.quote_prices(prepared).values():
             if q.usd is None:
                 summary["failed"] += 1
                 summary["errors"].setdefault(q.model_id, q.error)

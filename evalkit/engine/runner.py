@@ -49,7 +49,7 @@ from evalkit.engine.settle import SettleReport, policy_from_env, settle_unknown
 from evalkit.errors import EvalkitError, InvalidInputError
 from evalkit.providers import create_provider
 from evalkit.providers.availability import select_models
-from evalkit.providers.base import ImageEditProvider
+from evalkit.providers.base import ImageEditProvider, capabilities_of, ensure_credentials
 from evalkit.providers.http import is_loopback_url, safe_url
 from evalkit.providers.retry import RetryPolicy
 from evalkit.store import CallStatus, Workspace, check_id
@@ -242,9 +242,7 @@ async def arun(
 
         # a missing key stops the run before anything is written or spent (not one auth failure per call)
         for name in sorted(set(per_model.loc[per_model["calls"] > 0, "provider"])):
-            check = getattr(providers[name], "ensure_credentials", None)
-            if check is not None:
-                check()
+            ensure_credentials(providers[name])
         config = {
             "suite": the_suite.name,
             "concurrency": concurrency,
@@ -321,7 +319,7 @@ async def arun(
                         settle_wait_s > 0
                         and execution.counts.get(CallStatus.UNKNOWN, 0) > 0
                         and not controller.stop_submitting.is_set()
-                        and any(getattr(p, "reconcilable", False) for p in providers.values())
+                        and any(capabilities_of(p).reconcilable for p in providers.values())
                     ):
                         break
                     # submits lost in this run (a 500 after sending, a dropped connection, a sync POST cut off):

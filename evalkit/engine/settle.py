@@ -24,6 +24,7 @@ from typing import Any
 
 from evalkit.engine.reconcile import Decision, ReconcilePolicy, UnknownCall, Verdict, reconcile
 from evalkit.errors import InvalidInputError
+from evalkit.providers.base import capabilities_of
 from evalkit.providers.history import parse_time
 
 __all__ = ["SettleReport", "policy_from_env", "settle_unknown"]
@@ -128,7 +129,7 @@ async def settle_unknown(
     for r in rows:
         provider = providers.get(r["provider"])
         start = parse_time(r["submitting_at"])
-        if provider is None or not getattr(provider, "reconcilable", False) or start is None:
+        if provider is None or not capabilities_of(provider).reconcilable or start is None:
             report.skipped += 1
             continue
         # a crash mid-submit has no end (None: the longest a submit can take); the first recorded unknown outcome does

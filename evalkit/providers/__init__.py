@@ -19,6 +19,8 @@ from evalkit.providers.base import (
     ImageEditProvider,
     Latency,
     PreparedRequest,
+    ProviderCapabilities,
+    capabilities_of,
 )
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "ImageEditProvider",
     "Latency",
     "PreparedRequest",
+    "ProviderCapabilities",
+    "capabilities_of",
     "create_provider",
     "register_provider",
     "provider_names",

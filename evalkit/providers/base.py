@@ -14,24 +14,46 @@ A call has two steps:
    *before* waiting for its result, so the caller can record it; ``await provider.resume(request,
    prediction_id)`` later finishes such a job without submitting (and paying) again.
 
-Optional hooks, offered by providers that declare them: ``reconcilable = True`` — ``edit(on_sending=hook)``
-awaits ``hook(compact_body)`` before the submit (the runner records it, to find the job in the provider's
-history later); ``reports_finished = True`` — ``edit(on_finished=hook)`` calls ``hook()`` once the job is no
-longer running at the provider (completed or failed), before its output is fetched (the runner then lets
-the next job start: a provider's concurrency limit counts running jobs, not downloads).
+Optional capabilities are declared, typed, in one place: a provider class sets ``capabilities =
+ProviderCapabilities(...)`` (a frozen dataclass; every flag defaults to False) and callers read them with
+:func:`capabilities_of` — never with ``getattr``::
+
+    class MyProvider:
+        name = "mine"
+        capabilities = ProviderCapabilities(resumable=True, reports_finished=True)
+
+* ``resumable`` — jobs have ids that survive a crash: ``resume(request, prediction_id)`` collects them
+  (without it, a call interrupted after its submit is marked unknown instead).
+* ``reconcilable`` — ``edit(on_sending=hook)`` awaits ``hook(compact_body)`` before the submit (the runner
+  records it) and ``list_predictions(...)`` lists the provider's history, so an unknown outcome can be
+  recognised there later (:mod:`evalkit.engine.reconcile`).
+* ``reports_finished`` — ``edit(on_finished=hook)`` calls ``hook()`` once the job is no longer running at
+  the provider (completed or failed), before its output is fetched (the runner then lets the next job
+  start: a provider's concurrency limit counts running jobs, not downloads).
+
+A provider that declares nothing gets the defaults (nothing optional is used; it keeps working).
+Providers written before ``ProviderCapabilities`` existed declared bare class attributes
+(``resumable = True``, ``reconcilable = True``, ``reports_finished = True``); :func:`capabilities_of`
+still honours those. Two optional *methods* are small runtime-checkable protocols, found with
+``isinstance``: :class:`ChecksCredentials` (``ensure_credentials()`` raises a missing-key error before a
+run spends anything) and :class:`QuotesPrices` (``quote_prices(prepared)`` asks a pricing API).
 
 Failures of the call itself are *returned* (``EditOutcome.error`` with a :class:`Category`), not
-raised, so a batch never stops because one model is down.
+raised, so a batch never stops because one model is down. Providers build them with
+:meth:`EditOutcome.provider_failure`: one layout (what happened, naming the service — the server's own
+words — what to do), redacted of every key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from evalkit.catalog.pricing import Quote
 from evalkit.catalog.spec import ModelSpec
+from evalkit.credentials import Secret, redact
 from evalkit.errors import Category, InvalidInputError
 from evalkit.images import InputImage
 
@@ -238,14 +260,110 @@ class EditOutcome:
         )
         return cls(ok=False, model_id=model_id, error=err, cost_usd=kw.pop("cost_usd", 0.0), **kw)
 
+    @classmethod
+    def provider_failure(
+        cls,
+        model_id: str,
+        category: Category,
+        message: str,
+        *,
+        service: str,
+        detail: str | None = None,
+        hint: str | None = None,
+        secrets: Iterable[Secret | str | None] = (),
+        **kw: Any,
+    ) -> EditOutcome:
+        """A failed call, worded the same way by every provider: ``<what happened>: <detail> — <hint>``.
+
+        ``message`` says what happened; it is prefixed with ``service`` ("WaveSpeed", "Stability") unless
+        it already names it, so a failure read on its own says whose it is. ``detail`` is the server's own
+        words (cut to :data:`MAX_DETAIL_CHARS`), ``hint`` what the user can do about it. The whole text is
+        redacted: each of ``secrets`` (the provider's key) and every key evalkit knows of becomes ``***``,
+        as does any bearer token. ``code``, ``status_code``, ``retryable``, ``cost_usd`` (default 0.0) and
+        the outcome's other fields pass through ``kw`` to :meth:`failure`.
+        """
+        text = message.strip()
+        if service.casefold() not in text.casefold():
+            text = f"{service}: {text}"
+        said = " ".join((detail or "").split())
+        if said:
+            text += ": " + (said if len(said) <= MAX_DETAIL_CHARS else said[:MAX_DETAIL_CHARS] + "…")
+        if hint:
+            text += f" — {hint}"
+        return cls.failure(model_id, category, redact(text, *secrets), **kw)
+
+
+#: the most of a server's own error text kept in a failure message (the rest is noise, or someone's data)
+MAX_DETAIL_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ProviderCapabilities:
+    """What a provider can do beyond ``prepare``/``edit``/``resume``/``aclose`` (see the module docstring).
+
+    Declared once per provider class (``capabilities = ProviderCapabilities(resumable=True)``) and read
+    with :func:`capabilities_of`. Every flag defaults to False: the engine then uses no optional hook.
+    """
+
+    #: jobs have ids that survive a crash: ``resume(request, prediction_id)`` collects them without paying again
+    resumable: bool = False
+    #: ``edit`` takes ``on_sending`` and the provider lists its history (``list_predictions``)
+    reconcilable: bool = False
+    #: ``edit`` takes ``on_finished``, called once the job stopped running, before its output is fetched
+    reports_finished: bool = False
+
+
+#: what a provider that declares nothing can do
+NO_CAPABILITIES = ProviderCapabilities()
+
+
+def capabilities_of(provider: object) -> ProviderCapabilities:
+    """The capabilities ``provider`` declares; :data:`NO_CAPABILITIES` when it declares none.
+
+    The one place that looks for them: a ``capabilities`` attribute holding a :class:`ProviderCapabilities`,
+    else (providers written before it existed) bare class attributes of the same names set to True.
+    """
+    declared = getattr(provider, "capabilities", None)
+    if isinstance(declared, ProviderCapabilities):
+        return declared
+    legacy = {f: bool(getattr(provider, f, False)) for f in ProviderCapabilities.__dataclass_fields__}
+    return ProviderCapabilities(**legacy) if any(legacy.values()) else NO_CAPABILITIES
+
+
+@runtime_checkable
+class ChecksCredentials(Protocol):
+    """A provider that can tell, before anything is sent, that its key is missing."""
+
+    def ensure_credentials(self) -> None:
+        """Raise :class:`~evalkit.errors.MissingKeyError` when the key is not set (no I/O, nothing spent)."""
+        ...
+
+
+@runtime_checkable
+class QuotesPrices(Protocol):
+    """A provider with a pricing API: ``quote_prices`` asks it for the price of each distinct request."""
+
+    def quote_prices(self, prepared: Iterable[PreparedRequest]) -> Mapping[str, Quote]:
+        """Quotes keyed by :func:`~evalkit.catalog.pricing.quote_key` (a failed one has ``usd=None``)."""
+        ...
+
+
+def ensure_credentials(provider: object) -> None:
+    """Check ``provider``'s key now when it can (:class:`ChecksCredentials`); a no-op for one that cannot."""
+    if isinstance(provider, ChecksCredentials):
+        provider.ensure_credentials()
+
 
 @runtime_checkable
 class ImageEditProvider(Protocol):
-    """What every provider implements. See the module docstring for the call sequence."""
+    """What every provider implements. See the module docstring for the call sequence.
+
+    Optional, outside the protocol (so a provider without them still satisfies it): ``capabilities``, a
+    :class:`ProviderCapabilities` read with :func:`capabilities_of`, and the :class:`ChecksCredentials` /
+    :class:`QuotesPrices` methods.
+    """
 
     name: str
-    #: True when jobs have ids that survive a crash (``resume`` works)
-    resumable: bool
 
     def prepare(self, request: EditRequest) -> PreparedRequest: ...
 
@@ -257,6 +375,9 @@ class ImageEditProvider(Protocol):
 
 
 __all__ = [
+    "MAX_DETAIL_CHARS",
+    "NO_CAPABILITIES",
+    "ChecksCredentials",
     "EditError",
     "EditOutcome",
     "EditRequest",
@@ -264,5 +385,9 @@ __all__ = [
     "ImageEditProvider",
     "Latency",
     "PreparedRequest",
+    "ProviderCapabilities",
+    "QuotesPrices",
     "SubmitHook",
+    "capabilities_of",
+    "ensure_credentials",
 ]

@@ -42,9 +42,17 @@ from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 from huggingface_hub.utils import get_async_session
 
-from evalkit.credentials import Secret, key_from_env, redact
+from evalkit.credentials import Secret, key_from_env
 from evalkit.errors import Category, ProviderError
-from evalkit.providers.base import EditOutcome, EditRequest, Latency, PreparedRequest, SubmitHook
+from evalkit.providers.base import (
+    NO_CAPABILITIES,
+    EditOutcome,
+    EditRequest,
+    Latency,
+    PreparedRequest,
+    ProviderCapabilities,
+    SubmitHook,
+)
 from evalkit.providers.http import SIMULATED_HEADER, image_from_bytes
 from evalkit.providers.prepare import prepare_json_request
 from evalkit.providers.retry import RetryPolicy, parse_retry_after
@@ -106,7 +114,8 @@ class HuggingFaceEditProvider:
     """Image-to-image through Hugging Face Inference Providers (or an hf-inference-format URL)."""
 
     name = "huggingface"
-    resumable = False
+    #: nothing optional: a call is one synchronous exchange with no job id (not resumable, see above)
+    capabilities: ProviderCapabilities = NO_CAPABILITIES
 
     def __init__(
         self,
@@ -163,12 +172,13 @@ class HuggingFaceEditProvider:
 
     async def resume(self, request: EditRequest, prediction_id: str) -> EditOutcome:
         """Hugging Face calls have no job id: an interrupted call cannot be finished, only reported."""
-        return EditOutcome.failure(
+        return EditOutcome.provider_failure(
             request.model.id,
             Category.UNKNOWN_OUTCOME,
             "Hugging Face calls are synchronous and have no job id: an interrupted call cannot be resumed; "
-            "whether it ran (and was billed) is unknown. evalkit does not re-send it on its own — re-run the "
-            "case explicitly if you accept paying twice.",
+            "whether it ran (and was billed) is unknown",
+            service="Hugging Face",
+            hint="evalkit does not re-send it on its own; re-run the case explicitly if you accept paying twice",
             cost_usd=None,
             prediction_id=prediction_id,
         )
@@ -322,12 +332,13 @@ class HuggingFaceEditProvider:
     def _http_failure(
         self, prepared: PreparedRequest, status: int | None, body: dict[str, Any], exc: HfHubHTTPError
     ) -> EditOutcome:
-        detail = str(body.get("error") or getattr(exc, "server_message", "") or "").strip()[:500]
-        what = f"Hugging Face answered {status}" + (f": {detail}" if detail else "")
-        hint, retryable = None, False
+        detail = str(body.get("error") or getattr(exc, "server_message", "") or "")
+        what = f"Hugging Face answered {status}"
+        hint: str | None = None
+        retryable = False
         if status == 402:
             category = Category.BALANCE
-            what = f"out of Inference Providers credit (402){': ' + detail if detail else ''}"
+            what = "out of Inference Providers credit (402)"
             hint = "add credit or a billing method at https://huggingface.co/settings/billing, then re-run"
         elif status in (401, 403):
             category = Category.AUTH
@@ -343,7 +354,7 @@ class HuggingFaceEditProvider:
             hint = "the model is loading or overloaded; try again later"
         elif status is not None and status >= 500:
             category = Category.SERVER
-            what += " — not re-sent (the edit may have run)"
+            hint = "not re-sent (the edit may have run)"
         elif status == 404:
             category = Category.BAD_REQUEST
             hint = "the model is not deployed at this URL / provider"
@@ -351,7 +362,14 @@ class HuggingFaceEditProvider:
             category = Category.BAD_REQUEST
         simulated = exc.response is not None and exc.response.headers.get(SIMULATED_HEADER, "").strip() == "1"
         return self._failure(
-            prepared, category, what, hint=hint, status_code=status, retryable=retryable, simulated=simulated
+            prepared,
+            category,
+            what,
+            detail=detail,
+            hint=hint,
+            status_code=status,
+            retryable=retryable,
+            simulated=simulated,
         )
 
     def _failure(
@@ -360,15 +378,19 @@ class HuggingFaceEditProvider:
         category: Category,
         message: str,
         *,
+        detail: str | None = None,
         hint: str | None = None,
         simulated: bool = False,
         **kw: Any,
     ) -> EditOutcome:
-        text = redact(message + (f" — {hint}" if hint else ""), self._token)
-        return EditOutcome.failure(
+        return EditOutcome.provider_failure(
             prepared.model_id,
             category,
-            text,
+            message,
+            service="Hugging Face",
+            detail=detail,
+            hint=hint,
+            secrets=[self._token],
             cost_usd=None,
             input_resized=prepared.input_resized,
             simulated=simulated,

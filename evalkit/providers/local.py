@@ -26,10 +26,12 @@ from evalkit.catalog.spec import normalise_operation
 from evalkit.errors import Category, InvalidInputError, ProviderError
 from evalkit.images import InputImage, encode, to_rgb
 from evalkit.providers.base import (
+    NO_CAPABILITIES,
     EditOutcome,
     EditRequest,
     Latency,
     PreparedRequest,
+    ProviderCapabilities,
     SubmitHook,
 )
 from evalkit.providers.http import image_from_bytes
@@ -45,7 +47,7 @@ class LocalEditProvider:
 
     name = "local"
     #: nothing to resume: a local call is free and deterministic, so ``resume`` simply computes it again
-    resumable = False
+    capabilities: ProviderCapabilities = NO_CAPABILITIES
 
     def __repr__(self) -> str:
         return "LocalEditProvider()"
@@ -111,8 +113,13 @@ class LocalEditProvider:
                 data, what=f"{prepared.model_id} output", max_bytes=len(data)
             )  # our own output: verified, not capped
         except (cv2.error, OSError, ValueError, ProviderError) as exc:
-            outcome = EditOutcome.failure(
-                prepared.model_id, Category.TASK_FAILED, f"{prepared.model_id} failed: {type(exc).__name__}: {exc}"
+            outcome = EditOutcome.provider_failure(
+                prepared.model_id,
+                Category.TASK_FAILED,
+                f"{prepared.model_id} failed on this input",
+                service="local baseline",
+                detail=f"{type(exc).__name__}: {exc}",
+                hint="the baseline ran in-process and cost nothing; check the input image (and mask)",
             )
             outcome.latency = Latency(total_ms=(time.perf_counter() - started) * 1000)
             outcome.cost_source = "free"

@@ -31,7 +31,7 @@ from urllib.parse import quote
 import httpx
 
 from evalkit.catalog.spec import normalise_operation
-from evalkit.credentials import Secret, key_from_env, redact
+from evalkit.credentials import Secret, key_from_env
 from evalkit.errors import Category, InvalidInputError, ProviderError
 from evalkit.images import InputImage
 from evalkit.providers.base import (
@@ -39,6 +39,7 @@ from evalkit.providers.base import (
     EditRequest,
     Latency,
     PreparedRequest,
+    ProviderCapabilities,
     SubmitHook,
 )
 from evalkit.providers.http import (
@@ -92,7 +93,8 @@ class StabilityEditProvider:
     """Stability AI's v2beta edit endpoints. One instance holds one HTTP connection pool."""
 
     name = "stability"
-    resumable = True
+    #: generations have ids: an interrupted call is collected with ``resume`` (results are kept for 24 h)
+    capabilities: ProviderCapabilities = ProviderCapabilities(resumable=True)
 
     def __init__(
         self,
@@ -440,11 +442,11 @@ class StabilityEditProvider:
     ) -> EditOutcome:
         status = reply.status
         name, detail = _error_detail(reply)
-        what = f"Stability answered {status}" + (f" ({name})" if name else "") + (f": {detail}" if detail else "")
+        what = f"Stability answered {status}" + (f" ({name})" if name else "")
         # on a POST nothing was generated for any of these, so nothing was charged; on a poll, a
         # refused GET says nothing about whether the job ran: cost unknown.
         cost: float | None = None if polling else 0.0
-        hint = None
+        hint: str | None = None
         retryable = False
         if status in (400, 413, 422):
             category = Category.BAD_REQUEST
@@ -460,7 +462,7 @@ class StabilityEditProvider:
             hint = "the Stability account has no credits left: top up, then `evalkit run --resume RUN_ID`"
         elif status == 403:
             category = Category.MODERATION
-            what += "" if "not charged" in what else " (content moderation; you were not charged)"
+            hint = None if "not charged" in detail else "content moderation; you were not charged"
             cost = 0.0
         elif status == 404 and polling:
             category = Category.TASK_FAILED
@@ -471,7 +473,7 @@ class StabilityEditProvider:
         elif status >= 500:
             category = Category.SERVER
             if not polling:
-                what += " — not re-sent (a paid submit); Stability does not charge failed generations"
+                hint = "not re-sent (a paid submit); Stability does not charge failed generations"
         else:
             category = Category.BAD_REQUEST
         if polling and prediction_id:
@@ -482,6 +484,7 @@ class StabilityEditProvider:
             prepared,
             category,
             what,
+            detail=detail,
             status_code=status,
             code=name or None,
             retryable=retryable,
@@ -506,16 +509,20 @@ class StabilityEditProvider:
         category: Category,
         message: str,
         *,
+        detail: str | None = None,
         hint: str | None = None,
         cost_usd: float | None = 0.0,
         simulated: bool = False,
         **kw: Any,
     ) -> EditOutcome:
-        text = redact(message + (f" — {hint}" if hint else ""), self._key)
-        outcome = EditOutcome.failure(
+        outcome = EditOutcome.provider_failure(
             prepared.model_id,
             category,
-            text,
+            message,
+            service="Stability",
+            detail=detail,
+            hint=hint,
+            secrets=[self._key],
             cost_usd=cost_usd,
             input_resized=prepared.input_resized,
             simulated=simulated,
@@ -603,9 +610,10 @@ def _has_alpha(image: InputImage) -> bool:
 
 
 def _error_detail(reply: _Reply) -> tuple[str, str]:
+    """The error's name and what the server said (redacted and cut by :meth:`EditOutcome.provider_failure`)."""
     body = reply.json()
     if isinstance(body, dict):
         errors = body.get("errors")
         detail = "; ".join(map(str, errors)) if isinstance(errors, list) else str(body.get("message") or "")
-        return str(body.get("name") or ""), redact(detail)[:500]
-    return "", redact(reply.body[:300].decode("utf-8", "replace")).strip()
+        return str(body.get("name") or ""), detail
+    return "", reply.body[:300].decode("utf-8", "replace").strip()

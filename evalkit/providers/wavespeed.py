@@ -53,6 +53,7 @@ from evalkit.providers.base import (
     EditRequest,
     Latency,
     PreparedRequest,
+    ProviderCapabilities,
     SubmitHook,
 )
 from evalkit.providers.history import HistoryPage, compact_body, parse_history_page
@@ -377,14 +378,12 @@ class WaveSpeedEditProvider:
     """
 
     name = "wavespeed"
-    resumable = True
-    #: lists its predictions (list_predictions) and reports the body it sends (edit(on_sending=…)):
-    #: unknown submits can be settled from the history (evalkit.engine.reconcile)
-    reconcilable = True
-    #: calls edit(on_finished=…) when the task is no longer running on WaveSpeed (completed or failed),
-    #: before the output is downloaded: the runner then lets the next task start (the account's
-    #: concurrency limit counts running tasks, not downloads)
-    reports_finished = True
+    #: resumable: tasks have ids. reconcilable: lists its predictions (list_predictions) and reports the body
+    #: it sends (edit(on_sending=…)), so unknown submits can be settled from the history
+    #: (evalkit.engine.reconcile). reports_finished: calls edit(on_finished=…) when the task is no longer
+    #: running on WaveSpeed (completed or failed), before the output is downloaded: the runner then lets
+    #: the next task start (the account's concurrency limit counts running tasks, not downloads)
+    capabilities: ProviderCapabilities = ProviderCapabilities(resumable=True, reconcilable=True, reports_finished=True)
 
     def __init__(
         self,
@@ -643,10 +642,29 @@ class WaveSpeedEditProvider:
     def _auth(self, key: Secret) -> dict[str, str]:
         return {"Authorization": f"Bearer {key.reveal()}", "Content-Type": "application/json"}
 
-    def _fail(self, call: _Call, category: Category, message: str, *, hint: str | None = None, **kw: Any) -> _Failed:
-        text = redact(f"{message} — {hint}" if hint else message, self._api_key)
+    def _fail(
+        self,
+        call: _Call,
+        category: Category,
+        message: str,
+        *,
+        detail: str | None = None,
+        hint: str | None = None,
+        **kw: Any,
+    ) -> _Failed:
         kw.setdefault("prediction_id", call.prediction_id)
-        return _Failed(EditOutcome.failure(call.model_id, category, text, **kw))
+        return _Failed(
+            EditOutcome.provider_failure(
+                call.model_id,
+                category,
+                message,
+                service="WaveSpeed",
+                detail=detail,
+                hint=hint,
+                secrets=[self._api_key],
+                **kw,
+            )
+        )
 
     def _fail_from(self, call: _Call, err: ProviderError, **kw: Any) -> _Failed:
         return self._fail(
@@ -1080,15 +1098,14 @@ class WaveSpeedEditProvider:
             meta["created_at"] = str(data["created_at"])[:40]
         if status in FAILED_STATUSES:
             code = data.get("code")
-            error_text = redact(str(data.get("error") or ""), self._api_key)[:500]
+            error_text = str(data.get("error") or "")
             cat = category_for_task(code, status, error_text)
             meta["task_code"] = code
             raise self._fail(
                 call,
                 cat,
-                f"WaveSpeed task {call.prediction_id} {status}"
-                + (f" (code {code})" if code else "")
-                + (f": {error_text}" if error_text else ""),
+                f"WaveSpeed task {call.prediction_id} {status}" + (f" (code {code})" if code else ""),
+                detail=error_text,
                 hint=_task_hint(cat),
                 code=code,
                 retryable=cat in (Category.SERVER,),
@@ -1099,7 +1116,7 @@ class WaveSpeedEditProvider:
         self._learn(call.model_id, call.latency.inference_ms, call)
         price = call.prepared.price_usd
         source = "quoted" if call.prepared.price_source == "quoted" else "list_price"
-        paid = {"cost_usd": price, "cost_source": source if price is not None else "unknown"}
+        paid: dict[str, Any] = {"cost_usd": price, "cost_source": source if price is not None else "unknown"}
         raw_outputs = data.get("outputs")
         outputs: list[Any] = raw_outputs if isinstance(raw_outputs, list) else []
         first = outputs[0] if outputs else None

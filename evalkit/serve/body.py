@@ -143,7 +143,7 @@ def field_limits(cfg: ServeConfig) -> dict[str, int]:
     return {"image_base64": cfg.max_images * per_image, **_FIELD_JSON_BYTES}
 
 
-async def read_body(request: Request, limit: int, shape: JsonShape | None = None) -> bytes:
+async def read_body(request: Request, limit: int, shape: JsonShape | None = None) -> bytearray:
     """The body, refused (413) as soon as it passes ``limit`` and (400) as soon as ``shape`` finds it wrong."""
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -153,15 +153,14 @@ async def read_body(request: Request, limit: int, shape: JsonShape | None = None
             raise _bad("Content-Length is not a number") from None
         if size > limit:
             raise ApiError(413, "too_large", f"request body of {size:,} bytes > limit {limit:,}")
-    chunks, size = [], 0
+    body = bytearray()  # grown in place: no second copy of the whole body to join chunks
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(chunk) > limit:
             raise ApiError(413, "too_large", f"request body over the limit of {limit:,} bytes")
         if shape is not None:
             shape.feed(chunk)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += chunk
+    return body
 
 
 def _b64_bytes(value: Any, name: str, cfg: ServeConfig) -> str:
@@ -235,7 +234,7 @@ def check_fields(data: Mapping[str, Any]) -> None:
         raise _bad('options must be an object like {"width": 1024, "seed": 42}')
 
 
-def _json_object(raw: bytes | str, what: str) -> Any:
+def _json_object(raw: bytes | bytearray | str, what: str) -> Any:
     try:
         return json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
@@ -260,7 +259,8 @@ async def parse_edit(request: Request, cfg: ServeConfig) -> tuple[dict[str, Any]
                 403, "forbidden", "multipart forms are only taken from this server's own pages; send JSON instead"
             )
         body = await read_body(request, cfg.max_body_bytes)
-        request._body = body  # noqa: SLF001  (the capped body is what starlette's form parser reads)
+        request._body = bytes(body)  # noqa: SLF001  (the capped body is what starlette's form parser reads)
+        del body
         try:
             form = await request.form(max_files=cfg.max_images, max_fields=20, max_part_size=cfg.max_body_bytes)
         except Exception as exc:  # noqa: BLE001  (multipart errors differ by starlette version)

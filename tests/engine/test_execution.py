@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -134,7 +135,8 @@ class SlowDownloads(WaveSpeedEditProvider):
 
     def __init__(self, *a, download_s: float, reports_finished: bool, **kw):
         super().__init__(*a, **kw)
-        self.download_s, self.reports_finished, self.log = download_s, reports_finished, []
+        self.download_s, self.log = download_s, []
+        self.capabilities = replace(self.capabilities, reports_finished=reports_finished)
 
     async def _submit(self, call, body, key):
         self.log.append("submit")

@@ -16,7 +16,7 @@ from PIL import Image
 from evalkit.errors import Category, MissingKeyError
 from evalkit.images import load_image
 from evalkit.providers import create_provider
-from evalkit.providers.base import EditRequest, ImageEditOptions
+from evalkit.providers.base import EditRequest, ImageEditOptions, capabilities_of
 from evalkit.providers.huggingface import HuggingFaceEditProvider
 from evalkit.providers.retry import RetryPolicy
 from tests.plugins.common import make_png, refused_port, wait_until
@@ -58,7 +58,7 @@ def test_catalogue_entries_route_through_providers_that_serve_image_to_image(cat
 
 def test_registered_under_its_name_and_not_resumable(monkeypatch):
     p = create_provider("huggingface", endpoint_url="http://127.0.0.1:9/")
-    assert isinstance(p, HuggingFaceEditProvider) and p.resumable is False
+    assert isinstance(p, HuggingFaceEditProvider) and capabilities_of(p).resumable is False
     assert p.base_url == "http://127.0.0.1:9"  # what the runner reads to spot a local simulator
     monkeypatch.delenv("HF_INFERENCE_ENDPOINT", raising=False)
     assert HuggingFaceEditProvider().base_url == "https://router.huggingface.co"

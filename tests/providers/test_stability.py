@@ -16,7 +16,7 @@ from evalkit.catalog import Catalog
 from evalkit.errors import Category, InvalidInputError, MissingKeyError
 from evalkit.images import load_image
 from evalkit.providers import create_provider
-from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions
+from evalkit.providers.base import EditOutcome, EditRequest, ImageEditOptions, capabilities_of
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.stability import StabilityEditProvider
 from evalkit.sim.server import start_in_thread
@@ -114,7 +114,7 @@ def test_catalogue_credits_match_what_the_server_bills(catalog):
 
 def test_registered_under_its_name(stability_sim):
     p = create_provider("stability", base_url=stability_sim.base_url)
-    assert isinstance(p, StabilityEditProvider) and p.resumable
+    assert isinstance(p, StabilityEditProvider) and capabilities_of(p).resumable
 
 
 # ---- success paths -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from PIL import Image
 from evalkit.catalog.spec import nearest_aspect_ratio
 from evalkit.errors import Category, InvalidInputError, MissingKeyError
 from evalkit.images import InputImage, load_image
-from evalkit.providers.base import EditRequest, ImageEditOptions, ImageEditProvider
+from evalkit.providers.base import EditRequest, ImageEditOptions, ImageEditProvider, capabilities_of
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import (
     DEFAULT_BASE_URL,
@@ -383,7 +383,7 @@ def test_provider_satisfies_the_protocol_and_configuration(monkeypatch):
     monkeypatch.setenv("WAVESPEED_BASE_URL", "http://127.0.0.1:9999/")
     p = WaveSpeedEditProvider()
     assert isinstance(p, ImageEditProvider)
-    assert p.name == "wavespeed" and p.resumable is True
+    assert p.name == "wavespeed" and capabilities_of(p).resumable is True
     assert p.base_url == "http://127.0.0.1:9999"
     monkeypatch.delenv("WAVESPEED_BASE_URL")
     assert WaveSpeedEditProvider().base_url == DEFAULT_BASE_URL

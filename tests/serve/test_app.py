@@ -15,28 +15,20 @@ from PIL import Image
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from evalkit.catalog import Catalog
 from evalkit.cli import app as cli_app
 from evalkit.credentials import Secret
 from evalkit.errors import InvalidInputError
 from evalkit.serve import ServeConfig, create_app, make_config
 from evalkit.serve.app import RateLimiter, is_loopback
-from evalkit.sim.wavespeed import SimHandle, start_wavespeed_sim
+from evalkit.sim.wavespeed import SimHandle
 from evalkit.store import Workspace
 from tests.engine.test_runner import FAST_POLL
 from tests.plugins.common import make_png
-from tests.plugins.sim_wavespeed import FAST_TIME_SCALE
 from tests.plugins.tier_files import tier_defaults, write_tier_defaults_file
 
 EDIT = "/api/image-studio/edit/process"
 MODELS = "/api/image-studio/edit/models"
 TOKEN = "t0ken-for-tests-" + "x" * 16
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimHandle]:
-    with start_wavespeed_sim(Catalog.load(), time_scale=FAST_TIME_SCALE) as handle:
-        yield handle
 
 
 def _config(sim: SimHandle, tmp_path, **kw) -> ServeConfig:
