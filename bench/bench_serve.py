@@ -1,6 +1,6 @@
 """Benchmark: ``evalkit serve`` under load, memory per request, other requests while images decode (issue 21).
 
-    python bench/bench_serve.py                      # every row (≈ 40 s on the 2-core VM)
+    python bench/bench_serve.py                      # every row (12–40 s on the shared 2-core VM)
     python bench/bench_serve.py --rows throughput --requests 500
     python bench/bench_serve.py --rows memory,decode
 
