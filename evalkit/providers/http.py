@@ -78,10 +78,10 @@ def new_client(
 
     The transport is aiohttp's (with truthful "was it sent?" errors, see :mod:`evalkit.providers.transport`)
     because httpx's own pool costs tens of ms of CPU per request at ~100 in flight."""
-    from evalkit.providers.transport import default_transport
+    from evalkit.providers.transport import default_transport, tls_context
 
     transport = default_transport(limits)
-    extra = {"transport": transport} if transport is not None else {"limits": limits}
+    extra = {"transport": transport} if transport is not None else {"limits": limits, "verify": tls_context()}
     return httpx.AsyncClient(timeout=timeout, headers={"User-Agent": user_agent}, follow_redirects=True, **extra)
 
 

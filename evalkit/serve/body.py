@@ -1,13 +1,15 @@
 """Reading an edit request with bounded work: the body is checked as it streams in (size, top-level fields,
-nesting, each field's size) so that padding is refused after its first chunk, every text field is checked
-before any image is touched, image headers are read before their pixels, and decoding runs in a worker
-thread so other requests keep flowing."""
+nesting, each field's size) so that padding is refused after its first chunk, the base64 text of a JSON body's
+images is decoded as it arrives (the text itself is never held: a request costs about its decoded images), every
+text field is checked before any image is touched, image headers are read before their pixels, and decoding
+runs in a worker thread so other requests keep flowing."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import io
 import json
 import re
 from collections.abc import Mapping
@@ -39,12 +41,110 @@ def _bad(message: str) -> ApiError:
     return ApiError(400, "invalid_input", message)
 
 
+_CONTROL = re.compile(rb"[\x00-\x1f]")
+_SINK_WINDOW = 256 * 1024
+
+
+class Base64Stream:
+    """One JSON string of base64 image data, decoded piece by piece as the body streams in, so its text is never
+    held. Allowed around the base64: a ``data:…;base64,`` prefix, spaces, JSON's ``\\/`` and ``\\n``/``\\r``/``\\t``
+    escapes (as ``"".join(text.split())`` after ``json.loads`` allowed before). Refused at once: anything else
+    that is not base64 (400) and a decoded size over ``max_bytes`` (413)."""
+
+    def __init__(self, name: str, max_bytes: int):
+        self.name, self.max_bytes = name, max_bytes
+        self.out = io.BytesIO()
+        self.head: bytearray | None = bytearray()  # the first bytes, until a data: prefix is seen or ruled out
+        self.pending = b""  # < 4 base64 characters carried over to the next piece
+        self.padded = False  # a decoded piece ended with "=": nothing may follow
+
+    def _invalid(self) -> ApiError:
+        return _bad(f"{self.name} is not valid base64 image data")
+
+    def feed(self, data: bytes) -> None:
+        if _CONTROL.search(data):
+            raise _bad("the body is not valid JSON")  # a raw control character inside a string
+        if self.head is not None:
+            self.head += data
+            if not self._head_done(final=False):
+                return
+            data, self.head = bytes(self.head), None
+        self._decode(data.replace(b" ", b"") if b" " in data else data)
+
+    def escape(self, c: int) -> None:
+        """The character after a backslash."""
+        if c == ord("/"):
+            self.feed(b"/")
+        elif c not in b"nrt":  # escaped white space is dropped (as split() did); a \u, \" or \\ is no base64
+            raise self._invalid()
+
+    def _head_done(self, final: bool) -> bool:
+        """Strip a data: prefix from ``self.head`` once it can be told; False while more bytes are needed."""
+        assert self.head is not None
+        head = self.head.lstrip(b" ")
+        if head.startswith(b"data:"):
+            comma = head.find(b",")
+            if comma < 0:
+                if len(head) > 1024:
+                    raise self._invalid()
+                if not final:
+                    return False
+                comma = len(head) - 1  # a data: URI without data
+            head = head[comma + 1 :]
+        elif len(head) < 5 and not final:
+            return False
+        self.head[:] = head
+        return True
+
+    def _decode(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.padded:
+            raise self._invalid()  # data after the final "="
+        buf = self.pending + data
+        cut = len(buf) // 4 * 4
+        piece, self.pending = buf[:cut], buf[cut:]
+        if not piece:
+            return
+        try:
+            decoded = base64.b64decode(piece, validate=True)
+        except (binascii.Error, ValueError):
+            raise self._invalid() from None
+        self.padded = piece.endswith(b"=")
+        self.out.write(decoded)
+        if self.out.tell() > self.max_bytes:
+            raise ApiError(413, "too_large", f"{self.name} is over the image limit of {self.max_bytes:,} bytes")
+
+    def finish(self) -> bytes:
+        if self.head is not None:
+            self._head_done(final=True)
+            data, self.head = bytes(self.head), None
+            self._decode(data.replace(b" ", b""))
+        if self.pending:
+            raise self._invalid()  # not a whole number of base64 quads (padding missing)
+        raw = self.out.getvalue()
+        self.out = io.BytesIO()
+        if not raw:
+            raise _bad(f"{self.name} must be non-empty base64 text")
+        return raw
+
+
 class JsonShape:
     """Checks a JSON body chunk by chunk without building it: one top-level object, only known fields, no
     deeper nesting than ``max_depth``, no field longer than its limit. Raises :class:`ApiError` (400) as soon as
-    a chunk breaks a rule, so the rest of a hostile body is never read."""
+    a chunk breaks a rule, so the rest of a hostile body is never read.
 
-    def __init__(self, limits: Mapping[str, int], max_depth: int = MAX_DEPTH):
+    With ``image_field``, the text of that field's string (or of each string in its list) is decoded as base64 by
+    a :class:`Base64Stream` instead of being kept: :meth:`feed` returns the chunk without it (the string stays,
+    empty), and ``images`` holds the decoded bytes in order."""
+
+    def __init__(
+        self,
+        limits: Mapping[str, int],
+        max_depth: int = MAX_DEPTH,
+        image_field: str | None = None,
+        image_max_bytes: int = 0,
+    ):
         self.limits, self.max_depth = dict(limits), max_depth
         self.depth, self.offset = 0, 0
         self.started = self.done = False
@@ -52,15 +152,27 @@ class JsonShape:
         self.key = bytearray()
         self.field: str | None = None
         self.value_start: int | None = None
+        self.image_field, self.image_max_bytes = image_field, image_max_bytes
+        self.images: list[bytes] = []
+        self.sink: Base64Stream | None = None  # the image string being read
+        self.image_list = False  # inside the image field's list
+        self.list_index = 0
+        self.image_field_seen = False
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bytes:
+        """Check ``chunk``; return it without the text of image strings (with no ``image_field``: as it is)."""
         i, n = 0, len(chunk)
+        kept: list[bytes] = []
+        keep_from = 0
+        cut_at = 0 if self.sink is not None else None  # where this chunk's image text starts
         while i < n:
             if self.in_string:
                 if self.escaped:
                     self.escaped = False
                     if self.key_string:
                         self.key.append(chunk[i])
+                    elif self.sink is not None:
+                        self.sink.escape(chunk[i])
                     i += 1
                     continue
                 m = _IN_STRING.search(chunk, i)
@@ -69,6 +181,9 @@ class JsonShape:
                     self.key += chunk[i:j]
                     if len(self.key) > 256:
                         raise _bad("unexpected field (a key of over 256 characters)")
+                elif self.sink is not None:
+                    for k in range(i, j, _SINK_WINDOW):  # a window at a time: a body sent as one chunk is not copied
+                        self.sink.feed(chunk[k : min(j, k + _SINK_WINDOW)])
                 if m is None:
                     break
                 if chunk[j] == 0x5C:  # backslash: the next byte is escaped
@@ -79,6 +194,11 @@ class JsonShape:
                     self.in_string = False
                     if self.key_string:
                         self._key_done()
+                    elif self.sink is not None:
+                        self.images.append(self.sink.finish())
+                        self.sink = None
+                        kept.append(chunk[keep_from:cut_at])
+                        keep_from, cut_at = j, None
                 i = j + 1
                 continue
             m = _STRUCTURAL.search(chunk, i)
@@ -88,9 +208,18 @@ class JsonShape:
             if m is None:
                 break
             self._structural(chunk[j], self.offset + j)
+            if self.sink is not None:  # an image string opened
+                cut_at = j + 1
             i = j + 1
         self.offset += n
         self._check_open_value(self.offset)
+        if cut_at is not None:  # the chunk ends inside an image string
+            kept.append(chunk[keep_from:cut_at])
+            keep_from = n
+        if keep_from == 0:
+            return chunk
+        kept.append(chunk[keep_from:])
+        return b"".join(kept)
 
     def _structural(self, c: int, at: int) -> None:
         if not self.started and c != ord("{"):
@@ -101,6 +230,11 @@ class JsonShape:
             self.in_string = True
             self.key_string = self.depth == 1 and self.expect_key
             self.key.clear()
+            if self.image_field is not None and not self.key_string:
+                if self.depth == 1 and self.field == self.image_field:
+                    self.sink = Base64Stream(self.image_field, self.image_max_bytes)
+                elif self.depth == 2 and self.image_list:
+                    self.sink = Base64Stream(f"{self.image_field}[{self.list_index}]", self.image_max_bytes)
         elif c in b"{[":
             self.started = True
             self.depth += 1
@@ -108,14 +242,20 @@ class JsonShape:
                 raise _bad(f"the JSON is nested more than {self.max_depth} levels deep")
             if self.depth == 1:
                 self.expect_key = True
+            elif self.depth == 2 and c == ord("[") and self.field is not None and self.field == self.image_field:
+                self.image_list, self.list_index = True, 0
         elif c in b"}]":
             if self.depth == 1:
                 self._value_end(at)
                 self.done = True
+            elif self.depth == 2:
+                self.image_list = False
             self.depth -= 1
         elif c == ord(",") and self.depth == 1:
             self._value_end(at)
             self.expect_key = True
+        elif c == ord(",") and self.depth == 2 and self.image_list:
+            self.list_index += 1
         elif c == ord(":") and self.depth == 1:
             self.value_start = at + 1
 
@@ -127,6 +267,10 @@ class JsonShape:
         if key not in self.limits:
             shown = key[:40] if isinstance(key, str) else "?"
             raise _bad(f"unexpected field {shown!r}; the fields are: {', '.join(self.limits)}")
+        if key is not None and key == self.image_field:
+            if self.image_field_seen:
+                raise _bad(f"{key} is given twice")
+            self.image_field_seen = True
         self.field, self.expect_key, self.value_start = key, False, None
 
     def _check_open_value(self, at: int) -> None:
@@ -154,12 +298,12 @@ async def read_body(request: Request, limit: int, shape: JsonShape | None = None
         if size > limit:
             raise ApiError(413, "too_large", f"request body of {size:,} bytes > limit {limit:,}")
     body = bytearray()  # grown in place: no second copy of the whole body to join chunks
+    size = 0
     async for chunk in request.stream():
-        if len(body) + len(chunk) > limit:
+        size += len(chunk)
+        if size > limit:
             raise ApiError(413, "too_large", f"request body over the limit of {limit:,} bytes")
-        if shape is not None:
-            shape.feed(chunk)
-        body += chunk
+        body += shape.feed(chunk) if shape is not None else chunk  # (without image text: it is decoded as it comes)
     return body
 
 
@@ -247,10 +391,13 @@ async def parse_edit(request: Request, cfg: ServeConfig) -> tuple[dict[str, Any]
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     encoded: list[tuple[str, str]] = []
     files: list[tuple[str, bytes]] = []
+    streamed: list[bytes] | None = None  # a JSON body's images, decoded from base64 while it was read
     if ctype == "application/json":
-        body = await read_body(request, cfg.max_body_bytes, JsonShape(field_limits(cfg)))
+        shape = JsonShape(field_limits(cfg), image_field="image_base64", image_max_bytes=cfg.max_image_bytes)
+        body = await read_body(request, cfg.max_body_bytes, shape)
         data = _json_object(body, "the body")
         del body
+        streamed = shape.images
         if not isinstance(data, dict):
             raise _bad("the body must be a JSON object")
     elif ctype == "multipart/form-data":
@@ -290,9 +437,15 @@ async def parse_edit(request: Request, cfg: ServeConfig) -> tuple[dict[str, Any]
         values = b64 if isinstance(b64, list) else [b64]
         if len(values) + len(files) > cfg.max_images:
             raise _bad(f"at most {cfg.max_images} images per edit")
+        decoded = iter(streamed or ())
         for i, v in enumerate(values):
             name = f"image_base64[{i}]" if len(values) > 1 else "image_base64"
-            encoded.append((name, _b64_bytes(v, name, cfg)))
+            if streamed is None:
+                encoded.append((name, _b64_bytes(v, name, cfg)))
+            elif not isinstance(v, str):
+                raise _bad(f"{name} must be non-empty base64 text")
+            else:  # each string's text was decoded as it streamed in (its bytes are checked as any file's)
+                files.append((name, next(decoded)))
     if not encoded and not files:
         raise _bad("no image: send image_base64 (JSON) or an 'image' file (multipart)")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 import httpx
 import pytest
@@ -140,3 +141,18 @@ def test_httpcore_on_request_or_behind_a_proxy(monkeypatch):
     monkeypatch.delenv("EVALKIT_HTTP_TRANSPORT")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     assert default_transport(limits) is None
+
+
+def test_every_client_shares_one_verifying_tls_context(monkeypatch):
+    """Building a TLS context loads the CA bundle: ≈ 40 ms of CPU on an idle machine, paid on the event loop each
+    time a client is made — and ``evalkit serve`` makes a provider (so a client) per edit, which stalled every other
+    request and capped its throughput (bench/bench_serve.py). The context is built once per process."""
+    limits = httpx.Limits()
+    a, b = default_transport(limits), default_transport(limits)
+    assert isinstance(a, SafeAiohttpTransport) and isinstance(b, SafeAiohttpTransport)
+    assert a.ssl_context is b.ssl_context
+    assert a.ssl_context.verify_mode == ssl.CERT_REQUIRED and a.ssl_context.check_hostname
+    monkeypatch.setenv("EVALKIT_HTTP_TRANSPORT", "httpcore")  # httpx's own transport shares it too
+    own = new_client()._transport
+    assert isinstance(own, httpx.AsyncHTTPTransport)
+    assert own._pool._ssl_context is a.ssl_context
