@@ -25,13 +25,14 @@ def _env_int(name: str, default: int) -> int:
 
 
 def default_max_in_flight(max_body_bytes: int) -> int:
-    """Edits held at once: enough for a busy app (≥ 50 concurrent edits is a tested case) while a flood of
-    maximal bodies still fits in an eighth of this machine's memory, capped at 256."""
+    """Edits held at once: at least 64 (a busy app's 50 concurrent edits are a tested case), more while a flood of
+    maximal bodies — each about its body size once its image text is decoded as it streams in — still fits in an
+    eighth of this machine's memory; at most 256."""
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not POSIX: assume 8 GiB
         mem = 8 << 30
-    return max(16, min(256, mem // 8 // max(1, 3 * max_body_bytes)))
+    return max(64, min(256, mem // 8 // max(1, max_body_bytes)))
 
 
 def normalise_origin(value: str) -> str:

@@ -499,3 +499,14 @@ def test_usage_view_and_cli_show_todays_spend_per_tier_and_client(sim, tmp_path)
     assert {x["tier"]: x["requests"] for x in json.loads(r.output)["by_tier"]} == {"free": 2, "standard": 1}
     r = CliRunner().invoke(cli_app, ["usage", "--workspace", str(tmp_path / "ws")], env={"COLUMNS": "100"})
     assert r.exit_code == 0 and "testclient" in r.output and max(map(len, r.output.splitlines())) <= 100
+
+
+async def test_fifty_concurrent_valid_edits_are_fifty_distinct_submits_at_the_default_limits(sim, tmp_path):
+    cfg = _config(sim, tmp_path, edits_per_minute=0)  # the rate limit is per client; all 50 come from one here
+    assert cfg.max_in_flight is not None and cfg.max_in_flight >= 50
+    app = create_app(cfg)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=OWN, timeout=120) as c:
+        rs = await asyncio.gather(*(c.post(EDIT, json=_edit(user_id=f"u{i}")) for i in range(50)))
+    assert [r.status_code for r in rs] == [200] * 50
+    assert len({r.json()["prediction_id"] for r in rs}) == 50
+    assert len(sim.sim.submits) == 50 and len({s.prediction_id for s in sim.sim.submits}) == 50
