@@ -701,6 +701,12 @@ def score(
     swap_fraction: Annotated[
         float, typer.Option(min=0, max=1, help="pairwise: share of pairs also asked in the other order")
     ] = 0.0,
+    semantic: Annotated[
+        bool,
+        typer.Option(
+            "--semantic", help="CLIP-I, CLIP-T, CLIP direction, DINO (evalkit\\[semantic]; evalkit download-semantic)"
+        ),
+    ] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     from evalkit.scoring import score_run
@@ -717,6 +723,7 @@ def score(
             pairs_per_case=pairs_per_case,
             judge_preset=judge_preset,
             swap_fraction=swap_fraction,
+            semantic=semantic,
         )
     except EvalkitError as exc:
         _fail(exc)
@@ -733,6 +740,29 @@ def score(
                     "Bradley–Terry (judge votes)",
                 )
             )
+
+
+@app.command("download-semantic")
+def download_semantic(
+    to: Annotated[
+        Path | None,
+        typer.Option(help="write a local copy here (then set EVALKIT_SEMANTIC_MODEL_DIR to it); default: HF cache"),
+    ] = None,
+) -> None:
+    """Fetch the ONNX models of the semantic metrics (CLIP ViT-B/32, DINOv2-small; ~700 MB, once).
+
+    Needs the network and `pip install 'evalkit\\[semantic]'`. Files go to the Hugging Face cache
+    (HF_HOME) unless --to is given; their repositories, revisions and licences are listed in
+    evalkit/scoring/semantic_models.toml. `evalkit score RUN --semantic` then works offline.
+    """
+    from evalkit.scoring.semantic import download_semantic_models, model_sources
+
+    try:
+        folders = download_semantic_models(to)
+    except EvalkitError as exc:
+        _fail(exc)
+    for key, src in model_sources().items():
+        out.print(escape(f"{key}: {src.pinned} ({src.licence.split(' (')[0]}) → {folders[key]}"), highlight=False)
 
 
 @app.command()

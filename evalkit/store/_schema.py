@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -163,6 +163,12 @@ _MIGRATIONS: list[str] = [
     # recognised among the provider's predictions (evalkit.engine.reconcile)
     """
     ALTER TABLE calls ADD COLUMN sent_body TEXT
+    """,
+    # 4 → 5: each case's captions (suite.toml source_caption / target_caption), read by the semantic
+    # metrics (CLIP-T, CLIP directional similarity); NULL when the suite gives none
+    """
+    ALTER TABLE cases ADD COLUMN source_caption TEXT;
+    ALTER TABLE cases ADD COLUMN target_caption TEXT
     """,
 ]
 #: scales of single ratings and their allowed values
