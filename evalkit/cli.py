@@ -924,12 +924,15 @@ def demo(
     workspace: WorkspaceOpt = None,
     suite: Annotated[str, typer.Option(help="suite to run")] = "core",
     out_dir: Annotated[Path | None, typer.Option("--out", help="report folder (default reports/<run>)")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="models to run (default: the catalogue less a few near-duplicates; 'all')")
+    ] = None,
 ) -> None:
-    """Offline end-to-end demo: local simulated servers, every catalogue model, scores and the HTML report."""
+    """Offline end-to-end demo: local simulated servers, the catalogue's models, scores and the HTML report."""
     from evalkit.demo import run_demo
 
     try:
-        run_demo(workspace=workspace, suite=suite, out_dir=out_dir, console=out)
+        run_demo(workspace=workspace, suite=suite, out_dir=out_dir, console=out, models=models)
     except EvalkitError as exc:
         _fail(exc)
 
