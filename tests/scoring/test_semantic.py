@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -239,3 +240,26 @@ def test_score_semantic_without_models_fails_before_scoring(local_run, tmp_path)
     assert "evalkit download-semantic" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert ws.scores(run_id).empty  # nothing was half done
+
+
+def test_download_fetches_every_pinned_file_into_the_layout_the_loader_reads(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    asked = []
+
+    def fake_download(repo_id, filename, *, revision=None, local_dir=None, **_):
+        asked.append((repo_id, filename, revision))
+        path = Path(local_dir) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"weights")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    from evalkit.scoring.semantic import download_semantic_models
+
+    folders = download_semantic_models(tmp_path / "copy")
+    want = {(s.repo, f, s.revision) for s in model_sources().values() for f in s.files.values()}
+    assert set(asked) == want and len(asked) == len(want)
+    assert folders == {"clip": tmp_path / "copy" / "clip", "dino": tmp_path / "copy" / "dino"}
+    found = model_files(tmp_path / "copy")  # no error: every file is where EVALKIT_SEMANTIC_MODEL_DIR expects it
+    assert found["clip"]["tokenizer"].name == "tokenizer.json"
