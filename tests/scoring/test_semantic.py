@@ -8,8 +8,10 @@ checked against an independent computation.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +227,11 @@ def test_semantic_metrics_are_a_quality_the_tables_and_report_can_use(local_run,
     cols = cols.set_index(["model_id", "operation"])
     assert cols.at[("identity", "general_edit"), "clip_dir"] == 0.0
     assert pd.isna(cols.at[("identity", "zoom_out"), "clip_t"])  # the zoom-out case gives no caption
+    from evalkit.report import prepare_report, semantic_html
+
+    page = semantic_html(prepare_report(ws, run_id))
+    assert "<table" in page and "clip_dir" in page and "opencv-inpaint" in page
+    assert html_escape(semantic_version()) in page
 
 
 def test_score_semantic_without_models_fails_before_scoring(local_run, tmp_path):
@@ -233,13 +240,28 @@ def test_score_semantic_without_models_fails_before_scoring(local_run, tmp_path)
         [sys.executable, "-m", "evalkit", "score", run_id, "--semantic", "-w", str(ws.path)],
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, MODEL_DIR_ENV: str(tmp_path / "nowhere")},
+        env={**os.environ, MODEL_DIR_ENV: str(tmp_path / "nowhere")},
         timeout=120,
     )
     assert proc.returncode != 0
     assert "evalkit download-semantic" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert ws.scores(run_id).empty  # nothing was half done
+
+
+def test_score_semantic_from_the_cli_with_a_local_model_copy(local_run, semantic_model_dir):
+    ws, run_id = local_run
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalkit", "score", run_id, "--semantic", "--no-auto", "-w", str(ws.path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, MODEL_DIR_ENV: str(semantic_model_dir)},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    done = (ws.calls(run_id).status == "completed").sum()
+    assert f"semantic metrics: {done} calls" in proc.stdout
+    assert set(ws.scores(run_id).version) == {semantic_version()}
 
 
 def test_download_fetches_every_pinned_file_into_the_layout_the_loader_reads(tmp_path, monkeypatch):
