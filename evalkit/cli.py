@@ -325,7 +325,8 @@ def suites_import(
     """Turn your own cases into a validated suite folder (suite.toml + copied images and masks).
 
     Columns: image (paths relative to the file, ';'-separated), prompt; optional id, operation, mask,
-    category, language, target_size (WxH), tags (';'-separated).
+    category, language, target_size (WxH), tags (';'-separated), source_caption, target_caption (for the
+    semantic metrics; never sent to a model).
     """
     from evalkit.suites.importer import import_suite
 

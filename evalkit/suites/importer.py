@@ -16,10 +16,11 @@ CSV / JSON Lines columns (a JSON line may give lists where CSV uses ``;``):
 ``language``    default: ``zh`` when the prompt has CJK characters, else ``en``
 ``target_size`` ``WxH``, e.g. ``1024x768``
 ``tags``        ``;``-separated
-``source_caption``  what the input shows (EmuEdit's ``input_caption``, MagicBrush's ``source_global_caption``)
-``target_caption``  what the edit should show (``output_caption``, ``target_global_caption``); captions feed
-                the semantic metrics (CLIP-T, CLIP directional similarity) and are never sent to a model
 =============== ======================================================================================
+
+``source_caption`` (what the input shows; EmuEdit's ``input_caption``, MagicBrush's ``source_global_caption``)
+and ``target_caption`` (what the edit should show; ``output_caption``, ``target_global_caption``) are optional
+too: they feed the semantic metrics (CLIP-T, CLIP directional similarity) and are never sent to a model.
 
 Rows are numbered from 1: the first data row of a CSV (the header is not counted), the first line of a
 JSON Lines file, the first record of GEdit-Bench.
