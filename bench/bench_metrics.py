@@ -15,6 +15,15 @@ as a caller with paths would do it. OpenCV is limited to one thread per process 
 the number of cores used. A second mode decodes each case's source once (``prepare_source``) and
 scores that case's outputs against it, as a scorer that groups by case can.
 
+``--semantic`` adds rows for the semantic metrics (:mod:`evalkit.scoring.semantic`: CLIP-I, CLIP-T,
+CLIP directional, DINO) through the *tiny* ONNX stand-ins the tests use (``tests/plugins/semantic.py``):
+decode + preprocessing + ONNX Runtime + cosines, one process, one case's outputs per batch. That times
+evalkit's own path around the models, not the models: the real ONNX exports (CLIP ViT-B/32 image tower
+4.4 GMACs, open_clip's model profile; DINOv2 ViT-S/14 at 224 px ≈ 5.5 GMACs) are expected to manage
+about 3–5 outputs/s on 2 cores — an estimate scaled by MACs and threads from a published ONNX Runtime
+CPU figure (a ViT-B/16 CLIP image tower, 17.6 GMACs, ≈ 111 ms per image on a 16-thread desktop CPU:
+omni_search's docs/model-performance.md), not a measurement.
+
 "ms/image" is wall time per image (what a user waits); "cpu ms/image" is the CPU time the workers
 spent per image, which other processes on the machine do not inflate much (they take cores, not
 CPU seconds), so on a busy machine ``workers × 1000 / cpu ms`` is what idle cores would give. The
@@ -227,12 +236,44 @@ def run(rows: list[dict], workers: int, grouped: bool) -> tuple[float, int, floa
     return wall, int(sum(ok for ok, _ in flat)), float(sum(cpu for _, cpu in flat))
 
 
+def semantic_rows(rows: list[dict]) -> None:
+    """Time the semantic metrics (tiny ONNX graphs) over the same pairs, grouped by case."""
+    from evalkit.images import decode_output, to_rgb
+    from evalkit.scoring.semantic import SemanticEncoders, SemanticItem, semantic_metrics
+    from tests.plugins.semantic import make_semantic_models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        encoders = SemanticEncoders.load(make_semantic_models(Path(tmp)), threads=1)
+        cases: dict[int, list[dict]] = defaultdict(list)
+        for r in rows:
+            cases[r["case"]].append(r)
+        done = 0
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        for group in cases.values():
+            source = to_rgb(decode_output(Path(group[0]["source"]).read_bytes()))
+            items = []
+            for r in group:
+                try:
+                    out = to_rgb(decode_output(Path(r["output"]).read_bytes()))
+                except Exception:  # the truncated files: no semantic rows, as in scoring
+                    continue
+                items.append(SemanticItem(str(r["pair"]), out, r["operation"], "a red square", "a blue square"))
+            done += len(semantic_metrics(encoders, source, items))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    load = os.getloadavg()[0]
+    print(f"{len(rows):>7} {1:>7} {'semantic*':>14} {wall:>8.2f} {len(rows) / wall:>9.1f} "
+          f"{1000 * wall / len(rows):>9.1f} {1000 * cpu / len(rows):>13.1f} {done:>8} {load:>9.1f}")  # fmt: skip
+    print("* semantic: CLIP-I/CLIP-T/CLIP-dir/DINO through tiny ONNX stand-ins (evalkit's path, not the models);")
+    print("  the real CLIP ViT-B/32 + DINOv2-small exports: expect ≈ 3-5 outputs/s on 2 cores (estimate, see top)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="number of source/output pairs (default 1000)")
     ap.add_argument("--size", type=int, default=1024, help="side of the square images in px (default 1024)")
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
     ap.add_argument("--clear-cache", action="store_true", help="delete the generated pairs afterwards")
+    ap.add_argument("--semantic", action="store_true", help="also time the semantic metrics with tiny ONNX graphs")
     args = ap.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
     rows = ensure_pairs(args.n, args.size, max(worker_counts))
@@ -251,6 +292,8 @@ def main() -> None:
             print(f"{len(rows):>7} {w:>7} {mode:>14} {wall:>8.2f} {len(rows) / wall:>9.1f} "
                   f"{1000 * wall / len(rows):>9.1f} {1000 * cpu / len(rows):>13.1f} {decoded:>8} {load:>9.1f}",
                   flush=True)  # fmt: skip
+    if args.semantic:
+        semantic_rows(rows)
     if args.clear_cache:
         shutil.rmtree(Path(rows[0]["source"]).parent, ignore_errors=True)
 

@@ -176,6 +176,113 @@ def make_core() -> None:
         save(mask, CORE / "masks" / f"{mask_name}.png")
 
 
+# ---- the decision set: drawn scenes and masks that give every operation ≥ 8 core cases ----------------
+# (issue 23: a suite big enough for the tier rule to decide). Every object's box is a constant, so the
+# masks below cover exactly what the cases ask to repaint or erase.
+
+DESK_BOOK = (300, 214, 410, 262)
+DESK_PLANT = (404, 118, 468, 262)
+DESK_LAMP = (60, 70, 190, 262)
+MUG_BODY = (176, 120, 336, 300)
+MUG_LOGO = (220, 170, 292, 242)
+MUG_TAG = (350, 250, 420, 290)
+LAKE_SUN = (356, 40, 436, 120)
+LAKE_WATER = (0, 262, 512, 384)
+LAKE_BOAT = (120, 282, 216, 334)
+LAKE_BIRDS = (150, 40, 300, 100)
+SIGN_SECOND_LINE = (96, 204, 416, 246)
+SIGN_LAST_LINE = (110, 248, 402, 278)
+SHEET_PALETTE = (160, 346, 356, 380)
+
+
+def desk_scene() -> Image.Image:
+    """A flat illustration of a wooden desk with a lamp, a book and a potted plant, against a pale wall."""
+    img = Image.new("RGB", (512, 384), (226, 232, 238))
+    d = ImageDraw.Draw(img)
+    d.rectangle((0, 262, 512, 384), fill=(150, 104, 64))  # desk top
+    d.rectangle((0, 262, 512, 270), fill=(120, 80, 46))
+    lx0, ly0, lx1, ly1 = DESK_LAMP
+    d.rectangle((lx0 + 20, ly1 - 12, lx0 + 110, ly1), fill=(40, 44, 52))  # lamp base
+    d.line((lx0 + 64, ly1 - 12, lx0 + 40, ly0 + 70), fill=(40, 44, 52), width=8)  # arm
+    d.line((lx0 + 40, ly0 + 70, lx0 + 96, ly0 + 24), fill=(40, 44, 52), width=8)
+    d.polygon((lx0 + 70, ly0 + 10, lx1, ly0 + 40, lx0 + 110, ly0 + 80), fill=(230, 190, 40))  # shade
+    bx0, by0, bx1, by1 = DESK_BOOK
+    d.rectangle((bx0, by0 + 12, bx1, by1), fill=(180, 40, 50), outline=(90, 20, 25), width=3)  # book
+    d.rectangle((bx0 + 6, by0, bx1 - 6, by0 + 14), fill=(245, 240, 225))  # pages
+    px0, py0, px1, py1 = DESK_PLANT
+    d.polygon((px0 + 8, py1 - 60, px1 - 8, py1 - 60, px1 - 16, py1, px0 + 16, py1), fill=(200, 110, 70))  # pot
+    for dx, h in ((-18, 70), (0, 110), (18, 80)):
+        cx = (px0 + px1) // 2 + dx
+        d.ellipse((cx - 12, py1 - 60 - h, cx + 12, py1 - 50), fill=(60, 150, 80))
+    return img
+
+
+def mug_product() -> Image.Image:
+    """A white mug with a blue logo and a paper price tag, product-shot style on a soft grey backdrop."""
+    img = Image.new("RGB", (512, 384), (236, 236, 238))
+    d = ImageDraw.Draw(img)
+    d.ellipse((120, 286, 392, 324), fill=(210, 210, 214))  # shadow
+    x0, y0, x1, y1 = MUG_BODY
+    d.rounded_rectangle((x0, y0, x1, y1), radius=18, fill=(252, 252, 250), outline=(170, 170, 176), width=3)
+    d.ellipse((x1 - 24, y0 + 40, x1 + 44, y0 + 120), outline=(170, 170, 176), width=14)  # handle
+    d.ellipse((x0, y0 - 14, x1, y0 + 14), fill=(232, 232, 230), outline=(170, 170, 176), width=3)
+    lx0, ly0, lx1, ly1 = MUG_LOGO
+    d.ellipse((lx0, ly0, lx1, ly1), fill=(40, 90, 200))
+    centred_text(d, ((lx0 + lx1) // 2, (ly0 + ly1) // 2), "EK", 30, (255, 255, 255))
+    tx0, ty0, tx1, ty1 = MUG_TAG
+    d.rectangle((tx0, ty0, tx1, ty1), fill=(250, 240, 200), outline=(150, 130, 90), width=2)
+    centred_text(d, ((tx0 + tx1) // 2, (ty0 + ty1) // 2), "$12", 20, (60, 50, 40))
+    return img
+
+
+def lake_poster() -> Image.Image:
+    """A flat travel-poster landscape: sky, sun, birds, two mountains, a lake with a small sailing boat."""
+    img = Image.new("RGB", (512, 384))
+    d = ImageDraw.Draw(img)
+    for y in range(262):  # sky gradient
+        t = y / 262
+        d.line((0, y, 512, y), fill=(int(120 + 110 * t), int(180 + 50 * t), int(235 + 10 * t)))
+    d.ellipse(LAKE_SUN, fill=(255, 214, 90))
+    bx0, by0, _, _ = LAKE_BIRDS
+    for i, (x, y) in enumerate(((0, 20), (50, 0), (95, 30))):
+        cx, cy = bx0 + x + 20, by0 + y + 15
+        d.line((cx - 14, cy - 6 + i, cx, cy, cx + 14, cy - 6 - i), fill=(50, 60, 80), width=3)
+    d.polygon((-40, 262, 170, 90, 360, 262), fill=(90, 110, 140))
+    d.polygon((200, 262, 380, 120, 560, 262), fill=(70, 95, 125))
+    d.polygon((150, 115, 170, 90, 190, 115), fill=(245, 248, 250))  # snow cap
+    d.rectangle(LAKE_WATER, fill=(60, 130, 180))
+    for y in range(280, 384, 14):
+        d.line((20 + (y * 7) % 60, y, 160 + (y * 7) % 60, y), fill=(110, 170, 210), width=2)
+    bx0, by0, bx1, by1 = LAKE_BOAT
+    d.polygon((bx0, by1 - 18, bx1, by1 - 18, bx1 - 14, by1, bx0 + 14, by1), fill=(150, 60, 40))  # hull
+    d.polygon(((bx0 + bx1) // 2, by0, (bx0 + bx1) // 2, by1 - 22, bx1 - 10, by1 - 22), fill=(250, 250, 245))
+    return img
+
+
+def make_core_decision_set() -> None:
+    """The drawn scenes and masks of the cases that give every operation at least 8 core cases."""
+    scenes = {"desk": desk_scene(), "mug": mug_product(), "lake-poster": lake_poster()}
+    for name, img in scenes.items():
+        save(img, CORE / "images" / f"{name}.png")
+    size = (512, 384)  # every drawn scene and sign (the boxes above are in these pixels)
+    masks = {
+        "desk-book": [("rect", DESK_BOOK)],
+        "desk-plant": [("rect", DESK_PLANT)],
+        "desk-lamp": [("rect", DESK_LAMP)],
+        "mug-logo": [("ellipse", MUG_LOGO)],
+        "mug-tag": [("rect", MUG_TAG)],
+        "lake-sun": [("ellipse", LAKE_SUN)],
+        "lake-water": [("rect", LAKE_WATER)],
+        "lake-boat": [("rect", LAKE_BOAT)],
+        "lake-birds": [("rect", LAKE_BIRDS)],
+        "sign-second-line": [("rect", SIGN_SECOND_LINE)],
+        "sign-last-line": [("rect", SIGN_LAST_LINE)],
+        "sheet-palette": [("rect", SHEET_PALETTE)],
+    }
+    for mask_name, shapes in masks.items():
+        save(mask_for(size, size, shapes), CORE / "masks" / f"{mask_name}.png")
+
+
 def make_smoke() -> None:
     chelsea = fit(photo("chelsea"), SMOKE_MAX_SIDE_PX)
     coffee_original = photo("coffee")
@@ -189,4 +296,5 @@ def make_smoke() -> None:
 
 if __name__ == "__main__":
     make_core()
+    make_core_decision_set()
     make_smoke()

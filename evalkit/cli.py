@@ -325,7 +325,8 @@ def suites_import(
     """Turn your own cases into a validated suite folder (suite.toml + copied images and masks).
 
     Columns: image (paths relative to the file, ';'-separated), prompt; optional id, operation, mask,
-    category, language, target_size (WxH), tags (';'-separated).
+    category, language, target_size (WxH), tags (';'-separated), source_caption, target_caption (for the
+    semantic metrics; never sent to a model).
     """
     from evalkit.suites.importer import import_suite
 
@@ -729,6 +730,12 @@ def score(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (with a 'judge' object)")] = False,
+    semantic: Annotated[
+        bool,
+        typer.Option(
+            "--semantic", help="CLIP-I, CLIP-T, CLIP direction, DINO (evalkit\\[semantic]; evalkit download-semantic)"
+        ),
+    ] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     from evalkit.scoring import score_run
@@ -748,6 +755,7 @@ def score(
             judge_passes=judge_passes,
             judge_price=judge_price,
             progress=not as_json,
+            semantic=semantic,
         )
     except EvalkitError as exc:
         _fail(exc)
@@ -767,6 +775,29 @@ def score(
                     "Bradley–Terry (judge votes)",
                 )
             )
+
+
+@app.command("download-semantic")
+def download_semantic(
+    to: Annotated[
+        Path | None,
+        typer.Option(help="write a local copy here (then set EVALKIT_SEMANTIC_MODEL_DIR to it); default: HF cache"),
+    ] = None,
+) -> None:
+    """Fetch the ONNX models of the semantic metrics (CLIP ViT-B/32, DINOv2-small; ~700 MB, once).
+
+    Needs the network and `pip install 'evalkit\\[semantic]'`. Files go to the Hugging Face cache
+    (HF_HOME) unless --to is given; their repositories, revisions and licences are listed in
+    evalkit/scoring/semantic_models.toml. `evalkit score RUN --semantic` then works offline.
+    """
+    from evalkit.scoring.semantic import download_semantic_models, model_sources
+
+    try:
+        folders = download_semantic_models(to)
+    except EvalkitError as exc:
+        _fail(exc)
+    for key, src in model_sources().items():
+        out.print(escape(f"{key}: {src.pinned} ({src.licence.split(' (')[0]}) → {folders[key]}"), highlight=False)
 
 
 @app.command()
@@ -1007,12 +1038,15 @@ def demo(
     workspace: WorkspaceOpt = None,
     suite: Annotated[str, typer.Option(help="suite to run")] = "core",
     out_dir: Annotated[Path | None, typer.Option("--out", help="report folder (default reports/<run>)")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="models to run (default: the catalogue less a few near-duplicates; 'all')")
+    ] = None,
 ) -> None:
-    """Offline end-to-end demo: local simulated servers, every catalogue model, scores and the HTML report."""
+    """Offline end-to-end demo: local simulated servers, the catalogue's models, scores and the HTML report."""
     from evalkit.demo import run_demo
 
     try:
-        run_demo(workspace=workspace, suite=suite, out_dir=out_dir, console=out)
+        run_demo(workspace=workspace, suite=suite, out_dir=out_dir, console=out, models=models)
     except EvalkitError as exc:
         _fail(exc)
 

@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.plugins.sim_judge",
     "tests.plugins.synthetic",
     "tests.plugins.bad_input",
+    "tests.plugins.semantic",
 ]

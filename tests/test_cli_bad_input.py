@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from evalkit.store import Workspace
+from evalkit.store import SCHEMA_VERSION, Workspace
 from tests.plugins.bad_input import (
     HTML,
     PNG,
@@ -35,7 +35,7 @@ def test_cli_refuses_bad_input_with_one_line_and_exit_2(sim, ws, tmp_path):
     newer = tmp_path / "newer"
     shutil.copytree(ws, newer)
     con = sqlite3.connect(newer / "evalkit.sqlite")
-    con.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
     con.commit()
     con.close()
     not_a_db = tmp_path / "not-a-db"

@@ -547,6 +547,8 @@ def _record_cases(ws: Workspace, run_id: str, suite: Any) -> None:
                 "target_height": th,
                 "tags": list(case.tags),
                 "params": dict(case.params or {}),
+                "source_caption": case.source_caption,
+                "target_caption": case.target_caption,
             }
         )
     ws.put_cases(run_id, rows)

@@ -617,6 +617,48 @@ def groups(table: pd.DataFrame, by: str, *, min_models: int = 2) -> list[tuple[s
     return out
 
 
+#: the semantic metrics' columns, in the order the report shows them (evalkit.scoring.semantic)
+SEMANTIC_COLUMNS = ("clip_t", "clip_dir", "clip_i", "dino")
+
+
+def semantic_table(ws: Workspace, run_id: str) -> pd.DataFrame:
+    """Mean CLIP-T, CLIP directional, CLIP-I and DINO per model and operation (the latest semantic version),
+    with the number of outputs behind them; empty when the run has no semantic scores."""
+    scores = ws.scores(run_id)
+    sem = scores[(scores["source"] == "auto") & scores["metric"].isin(SEMANTIC_COLUMNS)]
+    sem = sem[sem["status"] == "scored"]
+    if sem.empty:
+        return pd.DataFrame(columns=["model_id", "operation", *SEMANTIC_COLUMNS, "n"])
+    sem = sem[sem["version"] == sem["version"].iloc[-1]]
+    wide = sem.pivot_table(index=["model_id", "operation"], columns="metric", values="value", aggfunc="mean")
+    wide = wide.reindex(columns=list(SEMANTIC_COLUMNS))
+    wide["n"] = sem.groupby(["model_id", "operation"])["call_id"].nunique()
+    out = wide.reset_index().sort_values(["operation", "clip_t", "model_id"], ascending=[True, False, True])
+    out.attrs["version"] = str(sem["version"].iloc[-1])
+    return out.reset_index(drop=True)
+
+
+def semantic_html(data: ReportData) -> str:
+    """The semantic metrics table, or how to get it (``evalkit score RUN --semantic``)."""
+    table = semantic_table(data.ws, data.run_id)
+    if table.empty:
+        return (
+            "<p>No semantic metrics for this run. With the <code>evalkit[semantic]</code> extra and its models "
+            "(<code>evalkit download-semantic</code>, once), <code>evalkit score RUN --semantic</code> adds "
+            "CLIP-T, CLIP directional similarity, CLIP-I and DINO, computed offline on the CPU.</p>"
+        )
+    shown = table.copy()
+    for col in SEMANTIC_COLUMNS:
+        shown[col] = shown[col].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}")
+    note = (
+        f"<p>Version <code>{html.escape(table.attrs['version'])}</code>. CLIP-T and CLIP directional "
+        "similarity (higher = closer to the target caption, and changed in its direction; an unchanged output "
+        "scores 0) measure the edit; CLIP-I and DINO measure how much of the source survives, which the "
+        "do-nothing baseline wins. — means the case gives no caption.</p>"
+    )
+    return note + shown.to_html(index=False, classes="ek-tbl", border=0, escape=True)
+
+
 def failures_html(data: ReportData) -> str:
     """Failures per model and error category, or a sentence when there were none."""
     if data.failures.empty:
@@ -655,6 +697,8 @@ __all__ = [
     "groups",
     "failures_html",
     "grid_thumb_px",
+    "semantic_table",
+    "semantic_html",
 ]
 
 

@@ -4,6 +4,10 @@
 
 * **auto** (:mod:`evalkit.scoring.auto`): offline metrics for every completed call, source ``auto``,
   version ``AUTO_METRICS_VERSION``. Already-scored calls are skipped, so re-running is free.
+* **semantic** (:mod:`evalkit.scoring.semantic`, the ``evalkit[semantic]`` extra): CLIP-I, CLIP-T, CLIP
+  directional similarity and DINO through ONNX Runtime, source ``auto``, version ``semantic_version()``.
+  Opt-in (``semantic=True`` / ``evalkit score --semantic``); a missing model is an error naming
+  ``evalkit download-semantic``. Already-scored calls are skipped.
 * **judge** (:mod:`evalkit.scoring.judge.client`): VIEScore as GEdit-Bench applies it, source ``judge``,
   version = judge model | prompt version | image encoding. Cached per (judge, prompt, images, pass).
   ``judge_passes=N`` (or ``EVALKIT_JUDGE_PASSES``) judges each output N times: the score is the mean of
@@ -24,6 +28,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -43,6 +48,8 @@ class ScoreSummary:
     auto_scored: int = 0
     auto_skipped: int = 0
     auto_failed_decode: int = 0
+    semantic_scored: int = 0
+    semantic_skipped: int = 0
     judge: Any = None
     pairwise: Any = None
     notes: list[str] = field(default_factory=list)
@@ -68,6 +75,11 @@ class ScoreSummary:
             parts.append(f"{self.auto_skipped} already scored")
         if self.auto_failed_decode:
             parts.append(f"{self.auto_failed_decode} outputs did not decode")
+        if self.semantic_scored or self.semantic_skipped:
+            parts.append(
+                f"semantic metrics: {self.semantic_scored} calls"
+                + (f" ({self.semantic_skipped} already scored)" if self.semantic_skipped else "")
+            )
         if self.judge is not None:
             j = self.judge
             cost = f"judging cost ${j.cost_usd:.4f}" + (
@@ -145,29 +157,104 @@ def auto_score_run(
 
 
 def _write_auto(ws: Workspace, run_id: str, result: list, version: str, summary: ScoreSummary, bar: Any) -> None:
-    rows = []
-    for call_id, metrics in result:
-        for name, value, detail in metrics:
-            if value is None:
-                continue  # not applicable to this call (e.g. size_error without a requested size)
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "call_id": call_id,
-                    "metric": name,
-                    "source": "auto",
-                    "version": version,
-                    "value": value,
-                    "status": "scored",
-                    "detail": detail or None,
-                }
-            )
-            if name == "decodes" and value == 0:
-                summary.auto_failed_decode += 1
+    rows = _auto_rows(run_id, result, version)
+    for _call_id, metrics in result:
+        if any(name == "decodes" and value == 0 for name, value, _ in metrics):
+            summary.auto_failed_decode += 1
         summary.auto_scored += 1
         if bar is not None:
             bar.update(1)
     ws.put_scores(rows)
+
+
+def _auto_rows(run_id: str, result: list, version: str) -> list[dict[str, Any]]:
+    """Score rows (source ``auto``) for ``[(call_id, [(metric, value, detail), …]), …]``."""
+    return [
+        {
+            "run_id": run_id,
+            "call_id": call_id,
+            "metric": name,
+            "source": "auto",
+            "version": version,
+            "value": value,
+            "status": "scored",
+            "detail": detail or None,
+        }
+        for call_id, metrics in result
+        for name, value, detail in metrics
+        if value is not None  # not applicable to this call (e.g. size_error without a requested size)
+    ]
+
+
+# ---- semantic metrics (evalkit[semantic]) ----------------------------------------------------------------
+
+
+def semantic_score_run(
+    ws: Workspace,
+    run_id: str,
+    *,
+    encoders: Any = None,
+    model_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    progress: bool = True,
+    summary: ScoreSummary | None = None,
+) -> ScoreSummary:
+    """CLIP-I / CLIP-T / CLIP directional / DINO for every completed call not scored at this version.
+
+    ``encoders`` is a :class:`~evalkit.scoring.semantic.SemanticEncoders` (default: loaded from
+    ``model_dir``, ``$EVALKIT_SEMANTIC_MODEL_DIR`` or the Hugging Face cache). Each case's source is
+    embedded once and its outputs in batches; each case's rows are written as soon as it is done. Outputs
+    that do not decode get no semantic rows (the pixel metrics record ``decodes = 0``)."""
+    from evalkit.images import decode_output, to_rgb
+    from evalkit.scoring.semantic import SemanticEncoders, SemanticItem, semantic_metrics, semantic_version
+
+    version = semantic_version()
+    summary = summary if summary is not None else ScoreSummary(run_id=run_id)
+    calls = ws.calls(run_id)
+    done = calls[calls.status == CallStatus.COMPLETED]
+    scored = {cid for cid, _ in ws.scored_keys(run_id, "auto", version)} if not force else set()
+    todo = done[~done.call_id.isin(scored)]
+    summary.semantic_skipped = len(done) - len(todo)
+    if todo.empty:
+        return summary
+    if encoders is None:
+        encoders = SemanticEncoders.load(model_dir)
+    cases = ws.cases(run_id).set_index("case_id")
+    caption = lambda case_id, key: _text_or_none(cases.at[case_id, key]) if key in cases.columns else None  # noqa: E731
+    bar = progress_bar(len(todo), f"semantic metrics {run_id}", enabled=progress)
+    try:
+        for case_id, group in todo.groupby("case_id", sort=False):
+            inputs, _ = ws.case_images(run_id, case_id)
+            source = to_rgb(decode_output(inputs[0]))
+            items = []
+            for r in group.itertuples():
+                try:
+                    out = to_rgb(decode_output(Path(r.output_path).read_bytes()))
+                except (EvalkitError, OSError, TypeError, ValueError):
+                    continue  # recorded as decodes = 0 by the pixel metrics
+                items.append(
+                    SemanticItem(
+                        r.call_id,
+                        out,
+                        r.operation,
+                        caption(case_id, "source_caption"),
+                        caption(case_id, "target_caption"),
+                    )
+                )
+            results = semantic_metrics(encoders, source, items)
+            tuples = [(cid, [(m.name, m.value, m.detail) for m in metrics]) for cid, metrics in results]
+            ws.put_scores(_auto_rows(run_id, tuples, version))
+            summary.semantic_scored += len(results)
+            if bar is not None:
+                bar.update(len(group))
+    finally:
+        if bar is not None:
+            bar.close()
+    return summary
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
 
 
 # ---- the judge --------------------------------------------------------------------------------------------
@@ -247,19 +334,29 @@ async def ascore_run(
     swap_fraction: float = 0.0,
     judge_passes: int | None = None,
     judge_price: tuple[float, float] | str | None = None,
+    semantic: bool = False,
+    semantic_model_dir: str | os.PathLike | None = None,
 ) -> ScoreSummary:
     """Async :func:`score_run` (for notebooks: ``await evalkit.scoring.ascore_run(...)``).
     ``judge_preset`` (or ``EVALKIT_JUDGE_PRESET``) pins the judge (:mod:`evalkit.scoring.judge.presets`);
     ``swap_fraction`` asks that share of pairwise pairs in both orders (position-bias check);
     ``judge_passes`` (or ``EVALKIT_JUDGE_PASSES``, default 1) judges each output that many times;
-    ``judge_price`` = (input, output) USD per 1M tokens, or ``"IN/OUT"``, overrides the judge's prices."""
+    ``judge_price`` = (input, output) USD per 1M tokens, or ``"IN/OUT"``, overrides the judge's prices.
+    ``semantic`` adds the CLIP/DINO metrics (:func:`semantic_score_run`; ``semantic_model_dir`` or
+    ``$EVALKIT_SEMANTIC_MODEL_DIR`` for a local copy of the models)."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws, create=False)
     ws.get_run(run_id)  # a clear error for an unknown run
-    if not (auto or judge or pairwise):
-        raise InvalidInputError("nothing to score", hint="pass auto, judge and/or pairwise")
+    if not (auto or judge or pairwise or semantic):
+        raise InvalidInputError("nothing to score", hint="pass auto, semantic, judge and/or pairwise")
     summary = ScoreSummary(run_id=run_id)
+    if semantic:  # before anything else, so a missing model fails fast with nothing half done
+        from evalkit.scoring.semantic import SemanticEncoders
+
+        encoders = await asyncio.to_thread(SemanticEncoders.load, semantic_model_dir)
     if auto:
         summary = await asyncio.to_thread(auto_score_run, ws, run_id, workers=workers, progress=progress)
+    if semantic:
+        await asyncio.to_thread(semantic_score_run, ws, run_id, encoders=encoders, progress=progress, summary=summary)
     if judge:
         summary.judge = await ajudge_score_run(
             ws,
@@ -364,6 +461,7 @@ __all__ = [
     "swap_consistency",
     "ascore_run",
     "auto_score_run",
+    "semantic_score_run",
     "rankings",
     "score_run",
     "votes_from_ratings",

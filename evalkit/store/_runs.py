@@ -150,7 +150,8 @@ class RunsMixin(BlobsMixin):
             for r in rows:
                 conn.execute(
                     "INSERT OR IGNORE INTO cases(run_id, case_id, operation, category, prompt, language, input_sha256, "
-                    "mask_sha256, target_width, target_height, tags, params) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "mask_sha256, target_width, target_height, tags, params, source_caption, target_caption) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         run_id,
                         r["case_id"],
@@ -164,6 +165,8 @@ class RunsMixin(BlobsMixin):
                         r.get("target_height"),
                         json.dumps(list(r.get("tags") or [])),
                         json.dumps(dict(r.get("params") or {})),
+                        r.get("source_caption"),
+                        r.get("target_caption"),
                     ),
                 )
 

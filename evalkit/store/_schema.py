@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -194,6 +194,12 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (call_id, metric, version, pass)
     );
     CREATE INDEX judge_passes_run ON judge_passes(run_id)
+    """,
+    # 6 → 7: each case's captions (suite.toml source_caption / target_caption), read by the semantic
+    # metrics (CLIP-T, CLIP directional similarity); NULL when the suite gives none
+    """
+    ALTER TABLE cases ADD COLUMN source_caption TEXT;
+    ALTER TABLE cases ADD COLUMN target_caption TEXT
     """,
 ]
 #: scales of single ratings and their allowed values

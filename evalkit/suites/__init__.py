@@ -21,6 +21,11 @@ Format (one ``[[case]]`` table per case; paths are relative to the suite folder)
     target_size = [1024, 1024]             # optional [width, height]
     tags = ["portrait"]
     params = { background_prompt = "a sunny beach" }   # model-specific extras (Stability needs some)
+    source_caption = "an astronaut in a studio"          # optional: what the input shows
+    target_caption = "an astronaut on a sunny beach"     # optional: what the edited image should show
+
+Captions are never sent to a model: they feed the semantic metrics (:mod:`evalkit.scoring.semantic`):
+CLIP-T compares the output with ``target_caption``; CLIP directional similarity needs both.
 
 Images are decoded once, at load time, through :func:`evalkit.images.load_image`; the decoded bytes
 are kept on the case, so what a run sends is exactly what :attr:`Suite.fingerprint` hashed.
@@ -84,7 +89,23 @@ TARGET_SIDE_RANGE_PX = (64, 8192)
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # always used with fullmatch (no trailing-newline loophole)
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 _TOP_KEYS = ("name", "description", "version", "case")
-_CASE_KEYS = ("id", "operation", "category", "prompt", "language", "images", "mask", "target_size", "tags", "params")
+_CASE_KEYS = (
+    "id",
+    "operation",
+    "category",
+    "prompt",
+    "language",
+    "images",
+    "mask",
+    "target_size",
+    "tags",
+    "params",
+    "source_caption",
+    "target_caption",
+)
+#: case keys holding a caption (a description of an image for the semantic metrics; never sent to a model)
+CAPTION_KEYS = ("source_caption", "target_caption")
+MAX_CAPTION_CHARS = 1000
 _REQUIRED_CASE_KEYS = ("id", "operation", "images")
 
 
@@ -112,6 +133,10 @@ class EditCase:
     tags: tuple[str, ...] = ()
     #: extra case parameters some models need (e.g. a search prompt for search-and-replace)
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: what the input image shows, in words (for CLIP directional similarity), or None
+    source_caption: str | None = None
+    #: what the edited image should show, in words (for CLIP-T and CLIP directional similarity), or None
+    target_caption: str | None = None
     #: the inputs as decoded when the suite was loaded (None for a case built by hand).
     _decoded: tuple[tuple[InputImage, ...], InputImage | None] | None = field(
         default=None, repr=False, compare=False, hash=False
@@ -130,6 +155,8 @@ class EditCase:
             "target_size": list(self.target_size) if self.target_size is not None else None,
             "tags": list(self.tags),
             "params": dict(self.params),
+            "source_caption": self.source_caption,
+            "target_caption": self.target_caption,
         }
 
     def load_inputs(self) -> tuple[tuple[InputImage, ...], InputImage | None]:
@@ -423,6 +450,7 @@ class _SuiteLoader:
         target_size = self._target_size(raw.get("target_size"), add)
         tags = self._tags(raw.get("tags", []), add)
         params = self._params(raw.get("params", {}), add)
+        captions = {key: self._caption(key, raw.get(key), add) for key in CAPTION_KEYS}
 
         if operation is not None and images is not None:
             n = len(images)
@@ -454,6 +482,8 @@ class _SuiteLoader:
             target_size=target_size,
             tags=tags,
             params=params,
+            source_caption=captions["source_caption"],
+            target_caption=captions["target_caption"],
             _decoded=(decoded_images, decoded_mask),  # type: ignore[arg-type]
         )
 
@@ -590,6 +620,18 @@ class _SuiteLoader:
             if key in value and (not isinstance(value[key], str) or not value[key].strip()):
                 add(f"params.{key} must be a non-empty string")
         return dict(value)
+
+    @staticmethod
+    def _caption(key: str, value: Any, add) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            add(f"{key} must be a non-empty string (a short description of the image)")
+            return None
+        if len(value) > MAX_CAPTION_CHARS:
+            add(f"{key} is {len(value)} characters, over the {MAX_CAPTION_CHARS} limit")
+            return None
+        return value.strip()
 
     def _fingerprint(self, toml_bytes: bytes) -> str:
         """sha256 over suite.toml and (path, content hash) of every referenced file, in path order."""

@@ -18,6 +18,10 @@ CSV / JSON Lines columns (a JSON line may give lists where CSV uses ``;``):
 ``tags``        ``;``-separated
 =============== ======================================================================================
 
+``source_caption`` (what the input shows; EmuEdit's ``input_caption``, MagicBrush's ``source_global_caption``)
+and ``target_caption`` (what the edit should show; ``output_caption``, ``target_global_caption``) are optional
+too: they feed the semantic metrics (CLIP-T, CLIP directional similarity) and are never sent to a model.
+
 Rows are numbered from 1: the first data row of a CSV (the header is not counted), the first line of a
 JSON Lines file, the first record of GEdit-Bench.
 
@@ -62,8 +66,28 @@ from evalkit.suites import (
 __all__ = ["FORMATS", "COLUMNS", "ImportResult", "SuiteImportError", "import_suite", "detect_language"]
 
 FORMATS = ("csv", "jsonl", "gedit-bench")
-COLUMNS = ("image", "prompt", "id", "operation", "mask", "category", "language", "target_size", "tags")
-_COLUMN_ALIASES = {"images": "image", "instruction": "prompt"}
+COLUMNS = (
+    "image",
+    "prompt",
+    "id",
+    "operation",
+    "mask",
+    "category",
+    "language",
+    "target_size",
+    "tags",
+    "source_caption",
+    "target_caption",
+)
+_COLUMN_ALIASES = {
+    "images": "image",
+    "instruction": "prompt",
+    # the caption columns of EmuEdit's test set and of MagicBrush / ImagenHub
+    "input_caption": "source_caption",
+    "output_caption": "target_caption",
+    "source_global_caption": "source_caption",
+    "target_global_caption": "target_caption",
+}
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 #: Han ideographs (unified + extension A + compatibility) and CJK punctuation / full-width forms.
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
@@ -346,6 +370,10 @@ def _table_drafts(source: Path, fmt: str, problems: list[str]) -> list[_Draft]:
         tags = _listish(record.get("tags"), "tags", add)
         if tags:
             case["tags"] = tags
+        for key in ("source_caption", "target_caption"):
+            caption = _text(record.get(key))
+            if caption:
+                case[key] = caption
         d.case = case
         drafts.append(d)
     return drafts
@@ -618,7 +646,19 @@ def _write(staged: Path, name: str, drafts: list[_Draft], source: Path, fmt: str
         f"description = {_toml_str(f'imported from {source.name} ({fmt}) on {stamp}')}",
         "version = 1",
     ]
-    order = ("id", "operation", "category", "prompt", "language", "images", "mask", "target_size", "tags")
+    order = (
+        "id",
+        "operation",
+        "category",
+        "prompt",
+        "language",
+        "images",
+        "mask",
+        "target_size",
+        "tags",
+        "source_caption",
+        "target_caption",
+    )
     for d in drafts:
         lines += ["", "[[case]]"]
         lines += [f"{k} = {_toml_value(d.case[k])}" for k in order if k in d.case]

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 
+import pandas as pd
 import pytest
 
 from evalkit.engine.budget import Budget
@@ -278,3 +279,28 @@ def test_budget_never_crosses_cap():
         b.settle(r, 0.03)
     assert b.spent_usd == pytest.approx(0.09) and b.reserved_usd == pytest.approx(0.0)
     assert not b.can_reserve(0.02)
+
+
+def test_a_workspace_from_before_captions_is_migrated_and_keeps_its_cases(tmp_path, monkeypatch):
+    import evalkit.store._schema as schema
+
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION - 1)  # as the evalkit before captions wrote it
+    old = Workspace(tmp_path)
+    _run(old)
+    with old.transaction() as conn:  # a case row as that evalkit stored it: no caption columns yet
+        conn.execute(
+            "INSERT INTO cases(run_id, case_id, operation, input_sha256, tags, params) "
+            "VALUES ('r1', 'old-case', 'general_edit', '[]', '[]', '{}')"
+        )
+    old.close()
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION)
+    ws = Workspace(tmp_path)
+    assert ws.schema_version == SCHEMA_VERSION
+    ws.put_cases("r1", [{"case_id": "new-case", "operation": "general_edit", "input_sha256": [],
+                         "source_caption": "a red square", "target_caption": "a blue square"}])  # fmt: skip
+    cases = ws.cases("r1").set_index("case_id")
+    assert pd.isna(cases.at["old-case", "target_caption"]) and cases.at["old-case", "operation"] == "general_edit"
+    assert (cases.at["new-case", "source_caption"], cases.at["new-case", "target_caption"]) == (
+        "a red square",
+        "a blue square",
+    )

@@ -260,3 +260,24 @@ def test_cli_import_writes_to_dot_suites_and_suites_finds_it(src: Path, tmp_path
     assert bad.exit_code == 2 and "not found" in bad.output
     assert not (work / "suites" / "x").exists()
     assert os.listdir(work / "suites") == ["team"]
+
+
+def test_caption_columns_and_their_benchmark_aliases_reach_the_suite(src: Path, tmp_path: Path) -> None:
+    (src / "caps.csv").write_text(
+        "image,prompt,source_caption,target_caption\n"
+        "dog.png,Make the dog blue,a photo of a dog,a photo of a blue dog\n"
+        "photos/My Cat.png,Add a hat,,a cat wearing a hat\n",
+        encoding="utf-8",
+    )
+    dog, cat = import_suite(src / "caps.csv", "caps", out=tmp_path / "out").suite.cases
+    assert (dog.source_caption, dog.target_caption) == ("a photo of a dog", "a photo of a blue dog")
+    assert (cat.source_caption, cat.target_caption) == (None, "a cat wearing a hat")  # an empty cell is no caption
+    # EmuEdit's input_caption / output_caption and MagicBrush's *_global_caption are read as the same columns
+    rows = [
+        {"image": "dog.png", "prompt": "Blue", "input_caption": "a dog", "output_caption": "a blue dog"},
+        {"image": "dog.png", "prompt": "Red", "source_global_caption": "a dog", "target_global_caption": "a red dog"},
+    ]
+    (src / "emu.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    emu, magic = import_suite(src / "emu.jsonl", "emu", out=tmp_path / "out").suite.cases
+    assert (emu.source_caption, emu.target_caption) == ("a dog", "a blue dog")
+    assert (magic.source_caption, magic.target_caption) == ("a dog", "a red dog")
