@@ -622,9 +622,13 @@ def runs(
     from evalkit.store import Workspace
 
     try:
-        df = Workspace(workspace).runs()
+        ws = Workspace(workspace)
+        df = ws.runs()
+        holders = ws.lock_holders()
     except EvalkitError as exc:
         _fail(exc)
+    if not df.empty:  # who executes the run now (its lock's live holder), e.g. a nightly job still running
+        df["lock"] = [holders[r].describe() if r in holders else None for r in df["run_id"]]
     if as_json:
         typer.echo(df.to_json(orient="records"))
     elif df.empty:
@@ -635,6 +639,8 @@ def runs(
         view["done"] = [f"{c}/{p}" for c, p in zip(view["completed"], view["planned"], strict=True)]
         view["simulated"] = view["simulated"].map(lambda v: "SIM" if v else "")
         order = ["run_id", "status", "suite_name", "done", "failed", "cost_usd", "simulated", "created_at", "models"]
+        if holders:
+            order.insert(2, "lock")
         if int(view["unknown"].sum()):  # submits whose acceptance is not known, and the most they may have cost
             order[5:5] = ["unknown", "unknown_max_usd"]
         rest = [c for c in view.columns if c not in order and c not in ("completed", "planned")]
@@ -646,6 +652,7 @@ def runs(
             "budget_usd": "budget",
             "simulated": "",
             "unknown_max_usd": "unknown may cost",
+            "lock": "held by",
         }
         _print_wide(_table(view, money=("budget_usd", "cost_usd", "unknown_max_usd"), labels=labels, wide=wide), wide)
         if int(df["unknown"].sum()):
