@@ -838,6 +838,66 @@ def compare(
     raise typer.Exit(comparison.exit_code())
 
 
+# ---- scheduled runs: trends, retention (issue 22) -------------------------------------------------
+
+
+@app.command()
+def trends(
+    suite: Annotated[str, typer.Option("--suite", help="the suite whose scheduled runs form the series")],
+    last: Annotated[int, typer.Option(min=1, help="how many runs count (the latest included)")] = 14,
+    since: Annotated[str | None, typer.Option(help="count every run since this ISO date instead of --last")] = None,
+    models: Annotated[str | None, typer.Option(help="comma-separated model ids (default: the latest run's)")] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="comma-separated: latency_p50,latency_p95,inference_p50,cost,success,quality (default all)"),
+    ] = None,
+    quality: Annotated[str | None, typer.Option(help="quality metric as METRIC:SOURCE")] = None,
+    q: Annotated[float, typer.Option("--q", help="false-discovery rate (Benjamini–Hochberg)")] = 0.05,
+    min_effect: Annotated[
+        str | None, typer.Option("--min-effect", help="alarm minimums, e.g. latency=+20%,success=-5pp,quality=-0.3")
+    ] = None,
+    cost_tolerance: Annotated[
+        float, typer.Option("--cost-tolerance", help="relative cost change that is flagged (0.01 = 1%)")
+    ] = 0.01,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="write small multiples of the history (HTML)")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The latest run of a suite against its earlier runs, per model × metric, with tests and FDR control;
+    exits 1 when a regression is significant and over its minimum effect (for cron/CI alerts)."""
+    from evalkit.decide.trends import trends as compute_trends
+
+    def names(text: str | None) -> list[str] | None:
+        return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+    try:
+        result = compute_trends(
+            workspace,
+            suite,
+            last=last,
+            since=since,
+            models=names(models),
+            metrics=names(metrics),
+            quality=quality,
+            q=q,
+            min_effect=min_effect,
+            cost_tolerance=cost_tolerance,
+        )
+        if html is not None:
+            from evalkit.report.history import write_history_html
+
+            write_history_html(result, html)
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), default=str, allow_nan=False))
+    else:
+        typer.echo(result.render())
+        if html is not None:
+            typer.echo(f"wrote {html}")
+    raise typer.Exit(result.exit_code())
+
+
 # ---- local servers and demo ----------------------------------------------------------------------
 
 
