@@ -753,9 +753,14 @@ def tiers(
         str | None, typer.Option(help="quality metric as METRIC:SOURCE, e.g. viescore_o:judge or ssim:auto")
     ] = None,
     output: Annotated[Path | None, typer.Option("--out", "-o", help="where to write tier_defaults.json")] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", help="the tier_defaults.json served now: list defaults that would change, exit 1"),
+    ] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Choose a default model per price tier and operation; write tier_defaults.json."""
+    """Choose a default model per price tier and operation; write tier_defaults.json (--against SERVED.json:
+    list every default that would change and why, and exit 1 when one would)."""
     from evalkit.decide.quality import choose_quality
     from evalkit.decide.tiers import choose_defaults, write_tier_defaults
     from evalkit.store import Workspace
@@ -784,6 +789,8 @@ def tiers(
                 highlight=False,
             )
     out.print(f"wrote {path}")
+    if against is not None:
+        _tiers_against(decision, against, path)
 
 
 @app.command()
@@ -839,6 +846,24 @@ def compare(
 
 
 # ---- scheduled runs: trends, retention (issue 22) -------------------------------------------------
+
+
+def _tiers_against(decision, served: Path, new_file: Path) -> None:
+    """`evalkit tiers --against`: the defaults that would change, why, and exit 1 when any would."""
+    from evalkit.decide.tier_drift import changes_frame, diff_against
+
+    try:
+        changes = diff_against(decision, served)
+    except EvalkitError as exc:
+        _fail(exc)
+    if not changes:
+        out.print(f"no default would change against {served}")
+        return
+    out.print(_table(changes_frame(changes), title=f"{len(changes)} default(s) would change against {served}"))
+    for c in changes:
+        out.print(f"  {escape(c.tier)} / {escape(c.operation)}: {escape(c.why)}", soft_wrap=False, highlight=False)
+    out.print(f"review, then promote {new_file} to {served} (`evalkit serve` reloads it)")
+    raise typer.Exit(1)
 
 
 @app.command()
