@@ -923,6 +923,33 @@ def trends(
     raise typer.Exit(result.exit_code())
 
 
+@app.command()
+def gc(
+    keep_last: Annotated[int, typer.Option("--keep-last", min=0, help="keep the outputs of the newest N runs")],
+    suite: Annotated[str | None, typer.Option(help="only this suite's runs (default: every suite, N each)")] = None,
+    keep_outputs_of: Annotated[
+        list[str] | None, typer.Option("--keep-outputs-of", help="also keep this run's outputs (repeatable)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only print what would be freed")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Delete the output images of older runs (blobs no kept run uses); every row, metric, score and vote stays."""
+    from evalkit.store import Workspace
+    from evalkit.store.retention import collect_outputs
+
+    try:
+        result = collect_outputs(
+            Workspace(workspace, create=False),
+            keep_last=keep_last,
+            suite=suite,
+            keep_outputs_of=keep_outputs_of or (),
+            dry_run=dry_run,
+        )
+    except EvalkitError as exc:
+        _fail(exc)
+    out.print(escape(result.describe()), highlight=False)
+
+
 # ---- local servers and demo ----------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -163,6 +163,11 @@ _MIGRATIONS: list[str] = [
     # recognised among the provider's predictions (evalkit.engine.reconcile)
     """
     ALTER TABLE calls ADD COLUMN sent_body TEXT
+    """,
+    # 4 → 5: when `evalkit gc` deleted the run's output images (rows, metrics, scores and votes are kept);
+    # NULL = its outputs are all there (evalkit.store.retention)
+    """
+    ALTER TABLE runs ADD COLUMN outputs_collected_at TEXT
     """,
 ]
 #: scales of single ratings and their allowed values
