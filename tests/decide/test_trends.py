@@ -45,6 +45,15 @@ def test_latency_test_is_mann_whitney_with_a_bootstrap_interval_of_the_percentil
     assert same.p_value > 0.01 and same.ci[0] < 0 < same.ci[1]
 
 
+@pytest.mark.parametrize("n, q", [(500, 95.0), (37, 50.0), (2, 95.0), (5, 100.0)])
+def test_resampled_percentiles_are_drawn_exactly_as_brute_force_resampling(n, q):
+    x = np.arange(n, dtype=float)
+    fast = T._resampled_percentile(x, q, 20_000, _rng(1))
+    slow = np.percentile(x[_rng(2).integers(0, n, size=(20_000, n))], q, axis=1)
+    assert stats.ks_2samp(fast.round(6), slow.round(6)).pvalue > 0.001
+    assert np.percentile(fast, [2.5, 50, 97.5]) == pytest.approx(np.percentile(slow, [2.5, 50, 97.5]), abs=1.01)
+
+
 def test_success_test_is_fisher_exact_on_the_counts():
     t = T.success_test(190, 200, 30, 40, rng=_rng())
     assert t.p_value == pytest.approx(stats.fisher_exact([[30, 10], [190, 10]]).pvalue)
