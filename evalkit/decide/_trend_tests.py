@@ -16,6 +16,29 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+#: metric → (label, column or kind, percentile)
+METRICS: dict[str, tuple[str, str, float | None]] = {
+    "latency_p50": ("p50 latency", "total_ms", 50.0),
+    "latency_p95": ("p95 latency", "total_ms", 95.0),
+    "inference_p50": ("p50 inference", "inference_ms", 50.0),
+    "cost": ("cost per attempted call", "prices", None),
+    "success": ("success rate", "completed", None),
+    "quality": ("quality", "quality", None),
+}
+LATENCY = ("latency_p50", "latency_p95", "inference_p50")
+
+
+@dataclass(frozen=True)
+class ModelCalls:
+    """One model's calls in one run, as arrays: what every metric is computed from."""
+
+    total_ms: np.ndarray  # completed calls with a value
+    inference_ms: np.ndarray
+    attempted: int  # completed, failed or unknown outcome
+    completed: int
+    prices: np.ndarray  # list prices of the attempted calls whose price is known
+
+
 #: bootstrap resamples for the interval of a change
 N_BOOT = 1000
 CONFIDENCE = 0.95

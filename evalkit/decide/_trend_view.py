@@ -1,19 +1,18 @@
 """How :class:`~evalkit.decide.trends.Trends` is shown: the per-run series with intervals, the JSON object
-and the terminal table (grouped by model so that it fits 100 columns without cutting a model id)."""
+and the terminal table (grouped by model so that it fits 100 columns without cutting a model id).
+
+``trends`` imports this module, so it takes its ``Trends`` and ``Row`` without importing their types."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from evalkit.decide import _trend_tests as T
 from evalkit.decide.tables import SIMULATED_NOTE, percentile
-
-if TYPE_CHECKING:
-    from evalkit.decide.trends import ModelCalls, Row, Trends
 
 SERIES_COLUMNS = ["run_id", "created_at", "model", "metric", "value", "ci_low", "ci_high", "n", "flagged", "alarm"]
 
@@ -25,11 +24,9 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _one(metric: str, calls: ModelCalls, quality: pd.DataFrame, model: str, n_boot: int, rng) -> tuple:
-    from evalkit.decide.trends import LATENCY, METRICS
-
-    _, column, q = METRICS[metric]
-    if metric in LATENCY:
+def _one(metric: str, calls: T.ModelCalls, quality: pd.DataFrame, model: str, n_boot: int, rng) -> tuple:
+    _, column, q = T.METRICS[metric]
+    if metric in T.LATENCY:
         v = getattr(calls, column)
         value = percentile(v, float(q or 50))
         if v.size < 2:
@@ -56,7 +53,7 @@ def _one(metric: str, calls: ModelCalls, quality: pd.DataFrame, model: str, n_bo
     return (rate, lo, hi, n)
 
 
-def series(tr: Trends) -> pd.DataFrame:
+def series(tr: Any) -> pd.DataFrame:
     """One row per run × model × metric: value, 95 % bootstrap interval, n; ``flagged`` / ``alarm`` mark the
     latest run's reported changes and alarms."""
     rng = np.random.default_rng(tr.seed + 1)
@@ -86,7 +83,7 @@ def series(tr: Trends) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SERIES_COLUMNS)
 
 
-def _row_dict(r: Row) -> dict[str, Any]:
+def _row_dict(r: Any) -> dict[str, Any]:
     t = r.test
     return {
         "model": r.model,
@@ -113,7 +110,7 @@ def _unit(metric: str) -> str:
     return {"success": "rate difference (0-1)", "quality": "score difference"}.get(metric, "relative (0.2 = +20%)")
 
 
-def to_dict(tr: Trends) -> dict[str, Any]:
+def to_dict(tr: Any) -> dict[str, Any]:
     s = series(tr)
     s = s.astype(object).where(s.notna(), None)
     return {
@@ -164,10 +161,8 @@ def fmt_change(metric: str, t: T.Test) -> str:
     return f"{one(t.change)}{unit}{ci}"
 
 
-def render(tr: Trends) -> str:
+def render(tr: Any) -> str:
     """A plain-text report for terminals and cron mail (every line ≤ 100 columns)."""
-    from evalkit.decide.trends import METRICS
-
     n_base = len(tr.runs) - 1
     lines = [
         f"evalkit trends: suite {tr.suite} — latest {tr.latest} vs {n_base} earlier run(s)"
@@ -219,7 +214,7 @@ def render(tr: Trends) -> str:
     if alarms:
         lines.append(f"{len(alarms)} regression(s):")
         lines += [
-            f"  - {r.model}: {METRICS[r.metric][0]} {fmt_value(r.metric, r.test.baseline)} → "
+            f"  - {r.model}: {T.METRICS[r.metric][0]} {fmt_value(r.metric, r.test.baseline)} → "
             f"{fmt_value(r.metric, r.test.latest)} ({fmt_change(r.metric, r.test)})"
             for r in alarms
         ]

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from evalkit.decide import _trend_tests as T
+from evalkit.decide import _trend_view as V
 from evalkit.decide.quality import (
     AUTO_QUALITY,
     JUDGE_QUALITY,
@@ -56,16 +57,7 @@ from evalkit.decide.tables import case_quality
 from evalkit.errors import InvalidInputError
 from evalkit.store import ATTEMPTED_STATUSES, TERMINAL_STATUSES, CallStatus, Workspace
 
-#: metric → (label, column or kind, percentile)
-METRICS: dict[str, tuple[str, str, float | None]] = {
-    "latency_p50": ("p50 latency", "total_ms", 50.0),
-    "latency_p95": ("p95 latency", "total_ms", 95.0),
-    "inference_p50": ("p50 inference", "inference_ms", 50.0),
-    "cost": ("cost per attempted call", "prices", None),
-    "success": ("success rate", "completed", None),
-    "quality": ("quality", "quality", None),
-}
-LATENCY = ("latency_p50", "latency_p95", "inference_p50")
+METRICS, LATENCY = T.METRICS, T.LATENCY
 #: the smallest change that is an alarm, signed in the bad direction (latency relative, success in 0–1
 #: points, quality absolute on its scale — for a lower-is-better quality the sign flips)
 MIN_EFFECT: dict[str, float] = {**dict.fromkeys(LATENCY, 0.20), "success": -0.05, "quality": -0.3}
@@ -73,15 +65,7 @@ DEFAULT_LAST = 14
 CALL_COLUMNS = ["model_id", "case_id", "status", "total_ms", "inference_ms", "price_usd", "cost_source", "simulated"]
 
 
-@dataclass(frozen=True)
-class ModelCalls:
-    """One model's calls in one run, as arrays: what every metric is computed from."""
-
-    total_ms: np.ndarray  # completed calls with a value
-    inference_ms: np.ndarray
-    attempted: int  # completed, failed or unknown outcome
-    completed: int
-    prices: np.ndarray  # list prices of the attempted calls whose price is known
+ModelCalls = T.ModelCalls
 
 
 @dataclass
@@ -170,19 +154,13 @@ class Trends:
 
     def series(self) -> pd.DataFrame:
         """Per run × model × metric: the value and its 95 % interval (bootstrap over calls or cases)."""
-        from evalkit.decide._trend_view import series
-
-        return series(self)
+        return V.series(self)
 
     def to_dict(self) -> dict[str, Any]:
-        from evalkit.decide._trend_view import to_dict
-
-        return to_dict(self)
+        return V.to_dict(self)
 
     def render(self) -> str:
-        from evalkit.decide._trend_view import render
-
-        return render(self)
+        return V.render(self)
 
 
 # -- choosing the runs ----------------------------------------------------------------------------------
@@ -204,9 +182,10 @@ def _skip_reason(data: RunData) -> str | None:
 
 
 def select_runs(
-    ws: Workspace, suite: str, *, last: int | None = DEFAULT_LAST, since: str | None = None
+    ws: Workspace, suite: str, *, last: int | None = DEFAULT_LAST, since: str | None = None, until: str | None = None
 ) -> tuple[list[RunData], list[dict[str, str]]]:
-    """The counted runs of ``suite`` (oldest first) and the skipped ones met on the way, with their reasons."""
+    """The counted runs of ``suite`` (oldest first) and the skipped ones met on the way, with their reasons;
+    ``until`` (a run id) leaves out the runs created after it (a report's history as of its run)."""
     runs = ws.runs()
     mine = runs[runs["suite_name"] == suite].sort_values("created_at", kind="stable")
     if mine.empty:
@@ -219,6 +198,8 @@ def select_runs(
         )
     if since is not None:
         mine = mine[mine["created_at"] >= since]
+    if until is not None:
+        mine = mine[mine["created_at"] <= ws.get_run(until)["created_at"]]
     counted: list[RunData] = []
     skipped: list[dict[str, str]] = []
     fingerprint: str | None = None
@@ -348,12 +329,14 @@ def trends(
     cost_tolerance: float = 0.01,
     n_boot: int = T.N_BOOT,
     seed: int = 0,
+    until: str | None = None,
 ) -> Trends:
     """The latest run of ``suite`` against the earlier runs of the window, per model × metric (see above).
 
     ``last``: how many counted runs (the latest included); ``since``: an ISO date or time (then every run
     since counts, ``last`` is ignored). ``quality``: by default the judge's VIEScore when the latest run has
-    it, else SSIM. ``min_effect``: a map or a string for :func:`parse_min_effect`."""
+    it, else SSIM. ``min_effect``: a map or a string for :func:`parse_min_effect`. ``until``: a run id — the
+    series as of that run (runs created later are left out)."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws, create=False)
     if last is not None and last < 1:
         raise InvalidInputError(f"--last must be at least 1, got {last}")
@@ -366,7 +349,7 @@ def trends(
     if bad:
         raise InvalidInputError(f"unknown metric(s) {', '.join(bad)}", hint=f"metrics: {', '.join(METRICS)}")
     effects = parse_min_effect(min_effect) if isinstance(min_effect, str) or min_effect is None else min_effect
-    runs, skipped = select_runs(ws, suite, last=None if since else last, since=since)
+    runs, skipped = select_runs(ws, suite, last=None if since else last, since=since, until=until)
     base, new = runs[:-1], runs[-1]
     in_latest = list(dict.fromkeys(new.calls["model_id"]))
     if models:

@@ -14,6 +14,7 @@ import io
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -22,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from evalkit.decide._trend_view import fmt_change, fmt_value  # noqa: E402
 from evalkit.decide.tables import SIMULATED_NOTE  # noqa: E402
-from evalkit.decide.trends import METRICS, Trends  # noqa: E402
+from evalkit.decide.trends import DEFAULT_LAST, METRICS, Trends, trends  # noqa: E402
 from evalkit.report.figures import mark_simulated  # noqa: E402
 
 _SCALE = {"success": 100.0}
@@ -121,4 +122,33 @@ def write_history_html(tr: Trends, path: str | os.PathLike) -> Path:
     return target
 
 
-__all__ = ["history_html", "plot_history", "write_history_html"]
+def history_section(data: Any) -> str:
+    """The report's "history" section: the run's suite as a series up to this run (``data``: ReportData),
+    or a sentence saying why there is none yet."""
+    from evalkit.errors import InvalidInputError
+
+    esc = html.escape
+    suite = data.run.get("suite_name")
+    if not suite:
+        return "<p>This run has no suite name, so it belongs to no series.</p>"
+    try:
+        tr = trends(data.ws, suite, last=DEFAULT_LAST, until=data.run_id, quality=data.quality)
+    except InvalidInputError as exc:
+        return f"<p>No history for suite {esc(suite)}: {esc(exc.message)}</p>"
+    if tr.latest != data.run_id:
+        why = next((s["reason"] for s in tr.skipped if s["run_id"] == data.run_id), "it does not count")
+        return f"<p>This run is not part of suite {esc(suite)}'s series ({esc(why)}).</p>"
+    if len(tr.runs) < 2:
+        return (
+            f"<p>This is the first counted run of suite {esc(suite)}: later runs of the suite will be compared "
+            "with it here and by <code>evalkit trends</code>.</p>"
+        )
+    intro = (
+        f"<p>This run against the {len(tr.runs) - 1} earlier run(s) of suite {esc(suite)} (the same tests as "
+        "<code>evalkit trends</code>: q-values over every test, alarms only past the minimum effects): one panel "
+        "per metric, one line per model with its 95% interval band, alarms ringed red.</p>"
+    )
+    return intro + history_html(tr)
+
+
+__all__ = ["history_html", "history_section", "plot_history", "write_history_html"]

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from evalkit.decide.trends import trends
-from evalkit.report.history import history_html, plot_history, write_history_html
+from evalkit.report.history import history_html, history_section, plot_history, write_history_html
 from evalkit.store import Workspace
 from tests.plugins.histories import Behaviour, write_history
 
@@ -86,3 +86,48 @@ def test_the_history_page_renders_in_headless_chromium(history, tmp_path):
         finally:
             browser.close()
     assert off == []
+
+
+def test_the_reports_history_section_is_the_series_up_to_its_run(history):
+    from evalkit.report.sections import prepare_report
+
+    ws, ids = history
+    latest = history_section(prepare_report(ws, ids[-1]))
+    assert "5 earlier run(s)" in latest and "data:image/png;base64," in latest and "REGRESSION" in latest
+    middle = history_section(prepare_report(ws, ids[2]))  # as of run 3: the later slowdown is not in it
+    assert "2 earlier run(s)" in middle and "REGRESSION" not in middle
+    assert "first counted run" in history_section(prepare_report(ws, ids[0]))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_built_reports_history_section_in_headless_chromium(history, tmp_path):
+    if not (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from evalkit.report.build import build_report
+
+    ws, ids = history
+    for rid in ids:
+        ws.update_run(rid, simulated=1)
+    res = build_report(ws, ids[-1], out_dir=tmp_path / "report")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(res.html.as_uri())
+            heading = page.locator("h2", has_text="History")
+            heading.wait_for(timeout=30_000)
+            img = page.locator("img[alt='history of suite nightly']")
+            assert img.count() == 1
+            assert img.evaluate("el => el.naturalWidth") > 800
+            img.scroll_into_view_if_needed()
+            assert page.locator("text=SIMULATED — local server outputs").first.is_visible()
+            heading.scroll_into_view_if_needed()
+            page.screenshot(path=str(tmp_path / "report-history.png"))
+            if os.environ.get("EVALKIT_SCREENSHOT_DIR"):
+                shutil.copy(tmp_path / "report-history.png", os.environ["EVALKIT_SCREENSHOT_DIR"])
+        finally:
+            browser.close()
