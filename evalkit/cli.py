@@ -874,7 +874,9 @@ def trends(
     models: Annotated[str | None, typer.Option(help="comma-separated model ids (default: the latest run's)")] = None,
     metrics: Annotated[
         str | None,
-        typer.Option(help="comma-separated: latency_p50,latency_p95,inference_p50,cost,success,quality (default all)"),
+        typer.Option(
+            help="comma-separated; default all: latency_p50, latency_p95, inference_p50, cost, success, quality"
+        ),
     ] = None,
     quality: Annotated[str | None, typer.Option(help="quality metric as METRIC:SOURCE")] = None,
     q: Annotated[float, typer.Option("--q", help="false-discovery rate (Benjamini–Hochberg)")] = 0.05,
