@@ -37,6 +37,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -348,6 +349,11 @@ def trends(
     bad = [m for m in wanted if m not in METRICS]
     if bad:
         raise InvalidInputError(f"unknown metric(s) {', '.join(bad)}", hint=f"metrics: {', '.join(METRICS)}")
+    if since is not None:
+        try:
+            datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInputError(f"--since {since!r} is not a date", hint="write e.g. 2026-11-01") from None
     effects = parse_min_effect(min_effect) if isinstance(min_effect, str) or min_effect is None else min_effect
     runs, skipped = select_runs(ws, suite, last=None if since else last, since=since, until=until)
     base, new = runs[:-1], runs[-1]

@@ -206,6 +206,8 @@ def test_bad_requests_say_what_to_do(tmp_path):
         trends(ws, "nightly", models=["nope"])
     with pytest.raises(InvalidInputError, match="unknown metric"):
         trends(ws, "nightly", metrics=["speed"])
+    with pytest.raises(InvalidInputError, match="is not a date"):
+        trends(ws, "nightly", since="last tuesday")
     only = Workspace(tmp_path / "one")
     write_history(only, "s", [{"m": B}])
     tr = trends(only, "s")
