@@ -629,8 +629,11 @@ def runs(
         df["judge_noise_sd"] = [
             judge_noise(ws, r).sd() if n else None for r, n in zip(df["run_id"], df["judge_requests"], strict=True)
         ]
+        holders = ws.lock_holders()
     except EvalkitError as exc:
         _fail(exc)
+    if not df.empty:  # who executes the run now (its lock's live holder), e.g. a nightly job still running
+        df["lock"] = [holders[r].describe() if r in holders else None for r in df["run_id"]]
     if as_json:
         typer.echo(df.to_json(orient="records"))
     elif df.empty:
@@ -643,6 +646,8 @@ def runs(
         order = ["run_id", "status", "suite_name", "done", "failed", "cost_usd", "judge_cost_usd", "simulated"]
         order += ["judge_noise_sd"] if view["judge_noise_sd"].notna().any() else []
         order += ["created_at", "models"]
+        if holders:
+            order.insert(2, "lock")
         if int(view["unknown"].sum()):  # submits whose acceptance is not known, and the most they may have cost
             order[5:5] = ["unknown", "unknown_max_usd"]
         rest = [c for c in view.columns if c not in order and c not in ("completed", "planned")]
@@ -656,6 +661,7 @@ def runs(
             "unknown_max_usd": "unknown may cost",
             "judge_cost_usd": "judging",
             "judge_noise_sd": "judge noise",
+            "lock": "held by",
         }
         money = ("budget_usd", "cost_usd", "unknown_max_usd", "judge_cost_usd")
         _print_wide(_table(view, money=money, labels=labels, wide=wide), wide)
@@ -811,9 +817,14 @@ def tiers(
         str | None, typer.Option(help="quality metric as METRIC:SOURCE, e.g. viescore_o:judge or ssim:auto")
     ] = None,
     output: Annotated[Path | None, typer.Option("--out", "-o", help="where to write tier_defaults.json")] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", help="the tier_defaults.json served now: list defaults that would change, exit 1"),
+    ] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Choose a default model per price tier and operation; write tier_defaults.json."""
+    """Choose a default model per price tier and operation; write tier_defaults.json (--against SERVED.json:
+    list every default that would change and why, and exit 1 when one would)."""
     from evalkit.decide.quality import choose_quality
     from evalkit.decide.tiers import choose_defaults, write_tier_defaults
     from evalkit.store import Workspace
@@ -842,6 +853,8 @@ def tiers(
                 highlight=False,
             )
     out.print(f"wrote {path}")
+    if against is not None:
+        _tiers_against(decision, against, path)
 
 
 @app.command()
@@ -894,6 +907,113 @@ def compare(
     else:
         typer.echo(comparison.render())
     raise typer.Exit(comparison.exit_code())
+
+
+# ---- scheduled runs: trends, retention (issue 22) -------------------------------------------------
+
+
+def _tiers_against(decision, served: Path, new_file: Path) -> None:
+    """`evalkit tiers --against`: the defaults that would change, why, and exit 1 when any would."""
+    from evalkit.decide.tier_drift import changes_frame, diff_against
+
+    try:
+        changes = diff_against(decision, served)
+    except EvalkitError as exc:
+        _fail(exc)
+    if not changes:
+        out.print(f"no default would change against {served}")
+        return
+    out.print(_table(changes_frame(changes), title=f"{len(changes)} default(s) would change against {served}"))
+    for c in changes:
+        out.print(f"  {escape(c.tier)} / {escape(c.operation)}: {escape(c.why)}", soft_wrap=False, highlight=False)
+    out.print(f"review, then promote {new_file} to {served} (`evalkit serve` reloads it)")
+    raise typer.Exit(1)
+
+
+@app.command()
+def trends(
+    suite: Annotated[str, typer.Option("--suite", help="the suite whose scheduled runs form the series")],
+    last: Annotated[int, typer.Option(min=1, help="how many runs count (the latest included)")] = 14,
+    since: Annotated[str | None, typer.Option(help="count every run since this ISO date instead of --last")] = None,
+    models: Annotated[str | None, typer.Option(help="comma-separated model ids (default: the latest run's)")] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated; default all: latency_p50, latency_p95, inference_p50, cost, success, quality"
+        ),
+    ] = None,
+    quality: Annotated[str | None, typer.Option(help="quality metric as METRIC:SOURCE")] = None,
+    q: Annotated[float, typer.Option("--q", help="false-discovery rate (Benjamini–Hochberg)")] = 0.05,
+    min_effect: Annotated[
+        str | None, typer.Option("--min-effect", help="alarm minimums, e.g. latency=+20%,success=-5pp,quality=-0.3")
+    ] = None,
+    cost_tolerance: Annotated[
+        float, typer.Option("--cost-tolerance", help="relative cost change that is flagged (0.01 = 1%)")
+    ] = 0.01,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="write small multiples of the history (HTML)")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The latest run of a suite against its earlier runs, per model × metric, with tests and FDR control;
+    exits 1 when a regression is significant and over its minimum effect (for cron/CI alerts)."""
+    from evalkit.decide.trends import trends as compute_trends
+
+    def names(text: str | None) -> list[str] | None:
+        return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+    try:
+        result = compute_trends(
+            workspace,
+            suite,
+            last=last,
+            since=since,
+            models=names(models),
+            metrics=names(metrics),
+            quality=quality,
+            q=q,
+            min_effect=min_effect,
+            cost_tolerance=cost_tolerance,
+        )
+        if html is not None:
+            from evalkit.report.history import write_history_html
+
+            write_history_html(result, html)
+    except EvalkitError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), default=str, allow_nan=False))
+    else:
+        typer.echo(result.render())
+        if html is not None:
+            typer.echo(f"wrote {html}")
+    raise typer.Exit(result.exit_code())
+
+
+@app.command()
+def gc(
+    keep_last: Annotated[int, typer.Option("--keep-last", min=0, help="keep the outputs of the newest N runs")],
+    suite: Annotated[str | None, typer.Option(help="only this suite's runs (default: every suite, N each)")] = None,
+    keep_outputs_of: Annotated[
+        list[str] | None, typer.Option("--keep-outputs-of", help="also keep this run's outputs (repeatable)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only print what would be freed")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Delete the output images of older runs (blobs no kept run uses); every row, metric, score and vote stays."""
+    from evalkit.store import Workspace
+    from evalkit.store.retention import collect_outputs
+
+    try:
+        result = collect_outputs(
+            Workspace(workspace, create=False),
+            keep_last=keep_last,
+            suite=suite,
+            keep_outputs_of=keep_outputs_of or (),
+            dry_run=dry_run,
+        )
+    except EvalkitError as exc:
+        _fail(exc)
+    out.print(escape(result.describe()), highlight=False)
 
 
 # ---- local servers and demo ----------------------------------------------------------------------

@@ -3,7 +3,8 @@
 * :mod:`evalkit.report.figures` — matplotlib grids and plots (comparison grids, Pareto, cost–quality);
 * :mod:`evalkit.report.widgets` — the ipywidgets Explorer and Rater for JupyterLab;
 * :mod:`evalkit.report.sections` — the sections the report notebook calls as ``report.<name>``;
-* :mod:`evalkit.report.build` — papermill → nbconvert HTML, tier_defaults.json and CSV tables.
+* :mod:`evalkit.report.build` — papermill → nbconvert HTML, tier_defaults.json and CSV tables;
+* :mod:`evalkit.report.history` — a suite's runs as a series (small multiples; the report's history section).
 
 Notebooks use ``from evalkit import report`` and call the names below.
 """
@@ -19,6 +20,7 @@ from evalkit.report.build import (
     external_references,
     write_tables,
 )
+from evalkit.report.history import history_section
 from evalkit.report.sections import (
     AUTO_CAVEAT,
     AUTO_QUALITY,
@@ -55,6 +57,7 @@ from evalkit.report.sections import (
 )
 
 __all__ = [
+    "history_section",
     "AUTO_CAVEAT",
     "AUTO_QUALITY",
     "GRID_CELL_BUDGET",

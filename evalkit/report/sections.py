@@ -313,6 +313,12 @@ def caveats(data: ReportData) -> list[str]:
             f"The run ended with status {data.run.get('status')!r}: some calls were not made, so some "
             "models have fewer cases than others."
         )
+    if data.run.get("outputs_collected_at"):
+        day = str(data.run["outputs_collected_at"])[:10]
+        notes.append(
+            f"The output images of this run were deleted by `evalkit gc` on {day} "
+            "(retention): its calls, metrics, scores and votes are all here, but image grids show captions only."
+        )
     if data.quality.source == "judge":
         notes.extend(JUDGE_CAVEATS)
     elif data.quality.source == "auto":

@@ -15,6 +15,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -225,7 +226,7 @@ class Explorer:
         for m in self.models:
             c = self.cell(m)
             lines = [_esc(c["caption"])]
-            if c["state"] == "ok" and isinstance(c["output_path"], str):
+            if c["state"] == "ok" and isinstance(c["output_path"], str) and Path(c["output_path"]).is_file():
                 self.images[m].value = cached_thumbnail(c["output_path"], self.thumb_px)
                 self.images[m].layout.visibility = "visible"
                 if c["call_id"] in self.score_text:

@@ -76,6 +76,7 @@ class RunsMixin(BlobsMixin):
             return
         fields["updated_at"] = utcnow()
         allowed = {"status", "simulated", "wall_s", "note", "updated_at", "budget_usd", "config", "models"}
+        allowed.add("outputs_collected_at")
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"cannot update run fields {bad}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -200,6 +200,11 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE cases ADD COLUMN source_caption TEXT;
     ALTER TABLE cases ADD COLUMN target_caption TEXT
+    """,
+    # 7 → 8: when `evalkit gc` deleted the run's output images (rows, metrics, scores and votes are kept);
+    # NULL = its outputs are all there (evalkit.store.retention)
+    """
+    ALTER TABLE runs ADD COLUMN outputs_collected_at TEXT
     """,
 ]
 #: scales of single ratings and their allowed values

@@ -21,7 +21,8 @@ Protocol (what a client sees)
       with code 1402 "Failed to download image from the provided URL.".
     * Accepted → the §1.3 envelope (32-hex id, status "created", ``urls.get``…). Tasks wait in a FIFO
       queue while ``max_concurrent`` are processing (status "created"), then process for the model's
-      simulated latency (catalogue ``sim.latency_ms`` × ``time_scale``, or ``fixed_latency_ms``), then
+      simulated latency (catalogue ``sim.latency_ms`` × ``time_scale``, or ``fixed_latency_ms``, or the
+      model's ``model_latency_ms``; times a seeded log-normal factor with ``latency_jitter``), then
       complete or fail. ``GET /api/v3/predictions/<id>/result`` and ``…/predictions/<id>`` return the
       current envelope; ``GET /api/v3/predictions`` lists recent ones.
     * History: ``POST /api/v3/predictions`` with ``page``, ``page_size`` (1–100), ``model``, ``status``,

@@ -51,6 +51,12 @@ class SimConfig:
     time_scale: float = 1.0
     #: overrides every model's latency (benchmarks use 500)
     fixed_latency_ms: float | None = None
+    #: per-model latency in ms (catalogue id or endpoint → ms, not scaled by ``time_scale``), over
+    #: ``fixed_latency_ms`` and the catalogue's: histories where one model slows down (opt-in; None = none)
+    model_latency_ms: dict[str, float] | None = None
+    #: each task's latency is multiplied by a log-normal factor exp(N(0, latency_jitter)) drawn from an RNG
+    #: seeded with ``seed`` — calls of one model then vary as real ones do (0 = every call the same)
+    latency_jitter: float = 0.0
     #: account-level concurrent tasks; extra tasks wait in a FIFO queue with status "created"
     max_concurrent: int = 100
     #: simulated outputs keep the requested aspect ratio but their long side is capped at this
@@ -77,6 +83,8 @@ class SimConfig:
             raise ValueError("the simulator needs a non-empty api_key")
         if self.time_scale < 0 or (self.fixed_latency_ms is not None and self.fixed_latency_ms < 0):
             raise ValueError("latencies must be ≥ 0")
+        if any(v < 0 for v in (self.model_latency_ms or {}).values()) or self.latency_jitter < 0:
+            raise ValueError("latencies and latency_jitter must be ≥ 0")
         if self.max_concurrent < 1 or self.output_max_side < 1 or self.render_threads < 1:
             raise ValueError("max_concurrent, output_max_side and render_threads must be ≥ 1")
         if self.balance_usd is not None and self.balance_usd < 0:

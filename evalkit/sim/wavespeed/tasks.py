@@ -6,6 +6,9 @@ waiting FIFO as "created"), running and finishing a task, sync-mode waits, and t
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
+import random
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -55,6 +58,11 @@ class TaskQueue:
     catalog: SimCatalog
     #: the account's balance in USD before anything was billed (None: unlimited); see available_usd()
     balance_usd: float | None
+
+    @functools.cached_property
+    def _latency_rng(self) -> random.Random:
+        """Draws each task's latency jitter (``SimConfig.latency_jitter``), seeded with ``SimConfig.seed``."""
+        return random.Random(self.config.seed)
 
     if TYPE_CHECKING:
 
@@ -124,11 +132,17 @@ class TaskQueue:
         unreachable: str | None,
     ) -> Prediction:
         cfg = self.config
+        per_model = cfg.model_latency_ms or {}
+        own = per_model.get(spec.id, per_model.get(spec.endpoint))
         latency_ms = (
-            cfg.fixed_latency_ms
+            float(own)
+            if own is not None
+            else cfg.fixed_latency_ms
             if cfg.fixed_latency_ms is not None
             else float(spec.sim.get("latency_ms", DEFAULT_LATENCY_MS)) * cfg.time_scale
         )
+        if cfg.latency_jitter > 0:
+            latency_ms *= math.exp(self._latency_rng.gauss(0.0, cfg.latency_jitter))
         fmt = body.get(spec.output_format_param) if spec.output_format_param else None
         fmt = str(
             fmt or spec.default_output_format or (spec.output_formats[0] if spec.output_formats else "png")
