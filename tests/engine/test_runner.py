@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from evalkit.credentials import Secret
@@ -347,10 +348,22 @@ def test_cli_run_json_runs_and_export(wavespeed_sim, tmp_path):
     assert summary["completed"] == summary["planned"] == 2 and summary["cost_usd"] == pytest.approx(0.04)
     proc = _cli(["runs", "--workspace", ws, "--json"], env)
     assert json.loads(proc.stdout)[0]["run_id"] == summary["run_id"]
-    for fmt in ("csv", "parquet", "jsonl"):
+    calls = Workspace(ws, create=False).calls(summary["run_id"])
+    assert (calls.status == "completed").sum() == 2 and len(calls) >= 2  # plus the pairs that do not apply
+    expected = calls.set_index("call_id")[["model_id", "status", "cost_usd", "output_sha256"]].sort_index()
+    readers = {
+        "csv": pd.read_csv,
+        "parquet": pd.read_parquet,
+        "jsonl": lambda path: pd.read_json(path, orient="records", lines=True),
+    }
+    for fmt, read in readers.items():
         out = tmp_path / f"calls.{fmt}"
         proc = _cli(["export", summary["run_id"], "--format", fmt, "--out", str(out), "--workspace", ws], env)
-        assert proc.returncode == 0, proc.stderr and out.stat().st_size > 0
+        assert proc.returncode == 0, proc.stderr
+        assert out.stat().st_size > 0
+        # the file holds the run's calls, one row each, with the values the workspace recorded
+        exported = read(out).set_index("call_id")[expected.columns].sort_index()
+        pd.testing.assert_frame_equal(exported, expected, check_dtype=False)
     proc = _cli(["run", "--suite", "no-such-suite", "--workspace", ws], env)
     assert proc.returncode == 2 and "no-such-suite" in proc.stderr and "Traceback" not in proc.stderr
 
