@@ -103,8 +103,8 @@ def run_doctor(
                 name
             ]
             result = check(client, env, paid_judge) if name == "judge" else check(client, env)  # type: ignore[operator]
-            if result.problem:
-                result.problem = redact(result.problem)
+            if result.problem:  # a server may echo the key in its message; the env given may not be os.environ
+                result.problem = redact(result.problem, _key(env, PROVIDER_KEY_ENV[name]))
             checks.append(result)
     return checks
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from evalkit.doctor import run_doctor
+from evalkit.doctor import PROVIDER_KEY_ENV, run_doctor
 
 GOOD, BAD = "ws-good-key-123456", "ws-wrong-key-999999"
 
@@ -52,11 +52,29 @@ def test_wavespeed_balance_both_documented_paths_and_shapes(path: str, shape: st
     assert str(seen[0].url) == "https://api.wavespeed.ai/api/v3/balance"
 
 
-def test_wrong_key_is_named_without_showing_it() -> None:
-    transport, _ = api()
-    (ws,) = run_doctor(providers=("wavespeed",), env={"WAVESPEED_API_KEY": BAD}, transport=transport)
-    assert ws.ok is False and "the key was rejected" in ws.problem and "WAVESPEED_API_KEY" in ws.problem
-    assert BAD not in ws.line()
+def echoing_api(status: int) -> httpx.MockTransport:
+    """A hostile server that answers every request with ``status`` and the caller's key in its message."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        return httpx.Response(status, json={"code": status, "message": f"Invalid API key {key}"})
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("status", [401, 400, 500])
+@pytest.mark.parametrize("provider", ["wavespeed", "stability", "huggingface", "judge"])
+def test_wrong_key_is_named_without_showing_it(provider: str, status: int) -> None:
+    var = PROVIDER_KEY_ENV[provider]
+    keys = {var: BAD, "EVALKIT_JUDGE_MODEL": "gpt-4.1"}
+    (check,) = run_doctor(providers=(provider,), env=keys, transport=echoing_api(status))
+    assert check.ok is False and check.problem
+    if status == 401:
+        assert "the key was rejected" in check.problem and var in check.problem
+    else:  # the server's message is shown, with the key it echoed masked (not dropped silently)
+        assert f"HTTP {status}" in check.problem and "Invalid API key ***" in check.problem
+    for text in (check.line(), check.problem, str(check.to_dict()), repr(check)):
+        assert BAD not in text
 
 
 def test_unreachable_empty_balance_and_not_configured() -> None:

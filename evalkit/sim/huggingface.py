@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,9 @@ class Generation:
     model: str
     width: int
     height: int
+    #: the sha256 of the image answered: the API gives a generation no id, so this is what a client's
+    #: record can be matched with (tests/plugins/money.py)
+    output_sha256: str = ""
 
 
 class _Refused(Exception):
@@ -125,7 +129,7 @@ class HuggingFaceSim(ScriptedSim):
             data, size = self._render(model, img, received.parameters)
             received.status = 200
             with self._lock:
-                self.generations.append(Generation(model, *size))
+                self.generations.append(Generation(model, *size, hashlib.sha256(data).hexdigest()))
             return Response(data, media_type="image/png", headers={SIMULATED_HEADER: "1"})
         except _Refused as exc:
             received.status = exc.status

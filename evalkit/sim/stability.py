@@ -142,6 +142,9 @@ class LedgerEntry:
     credits: int
     usd: float
     finish_reason: str
+    #: the sha256 of the image answered: a synchronous edit has no id on the wire, so this is what a
+    #: client's record can be matched with (tests/plugins/money.py)
+    output_sha256: str = ""
 
 
 @dataclass
@@ -242,6 +245,12 @@ class StabilitySim(ScriptedSim):
     def total_usd(self) -> float:
         return round(sum(e.usd for e in self.ledger), 6)
 
+    @property
+    def job_ids(self) -> set[str]:
+        """The ids of the asynchronous jobs created (relight), finished or not."""
+        with self._lock:
+            return set(self._jobs)
+
     def posts_to(self, endpoint: str) -> list[ReceivedRequest]:
         return [r for r in self.requests if r.endpoint == endpoint]
 
@@ -299,7 +308,7 @@ class StabilitySim(ScriptedSim):
                     return _json({"id": gid, "status": "in-progress"}, 202)
                 if not job.charged:
                     job.charged = True
-                    self._charge(gid, job.endpoint, job.finish_reason)
+                    self._charge(gid, job.endpoint, job.finish_reason, job.image)
             self.polls.append((gid, 200))
             return _image_response(job.image, job.fmt, job.seed, job.finish_reason, request.headers.get("accept", ""))
         except _Rejected as exc:
@@ -453,12 +462,13 @@ class StabilitySim(ScriptedSim):
                     never,
                 )
             return _json({"id": gid})
-        self._charge(gid, ep.name, finish)
+        self._charge(gid, ep.name, finish, data)
         return _image_response(data, fmt, seed, finish, r.accept)
 
-    def _charge(self, gid: str, endpoint: str, finish: str) -> None:
+    def _charge(self, gid: str, endpoint: str, finish: str, data: bytes) -> None:
         credits = ENDPOINTS[endpoint].credits
-        self.ledger.append(LedgerEntry(gid, endpoint, credits, round(credits * USD_PER_CREDIT, 6), finish))
+        sha = hashlib.sha256(data).hexdigest()
+        self.ledger.append(LedgerEntry(gid, endpoint, credits, round(credits * USD_PER_CREDIT, 6), finish, sha))
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:

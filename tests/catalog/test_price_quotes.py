@@ -27,7 +27,7 @@ from evalkit.credentials import Secret
 from evalkit.engine.runner import arun
 from evalkit.providers.wavespeed import PollSchedule
 from evalkit.sim.wavespeed import start_wavespeed_sim
-from evalkit.sim.wavespeed.catalog import NON_EDIT_MODELS
+from evalkit.sim.wavespeed.catalog import NON_EDIT_MODELS, price_offset
 from evalkit.store import Workspace
 
 FAST_POLL = PollSchedule(initial_delay_s=0.01, factor=1.5, quick_polls=3, min_interval_s=0.02, max_interval_s=0.1)
@@ -131,6 +131,35 @@ def test_server_lists_prices_and_drifts(server):
         assert "acme/pixel-edit-3/edit" not in [m["model_id"] for m in c.get("/api/v3/models").json()["data"]]
     # the pricing API needs the key like every /api/v3 route
     assert httpx.post(f"{server.base_url}/api/v3/model/pricing", json={"model_id": "x"}).status_code == 401
+
+
+async def test_a_price_seed_bills_each_model_at_an_offset_of_its_own_and_quotes_the_same(server, tmp_path):
+    """The money tests' price table (drift ``price_seed``): every model billed off its catalogue price by its
+    own seeded offset, the pricing API quoting exactly that — so only a run that quotes records the bill."""
+    server.sim.reset()
+    server.sim.set_catalog_drift({"price_seed": 11})
+    try:
+        catalog = Catalog.load()
+        ids = [m.id for m in catalog if m.provider == "wavespeed"]
+        factors = {mid: price_offset(11, mid) for mid in ids}
+        assert all(0.70 <= f <= 0.95 or 1.05 <= f <= 1.30 for f in factors.values())
+        assert len({round(f, 6) for f in factors.values()}) == len(ids)  # an offset per model
+        assert any(f < 1 for f in factors.values()) and any(f > 1 for f in factors.values())
+        assert factors == {mid: price_offset(11, mid) for mid in ids} and price_offset(12, ids[0]) != factors[ids[0]]
+        key = {"Authorization": f"Bearer {server.api_key}"}
+        qwen = catalog.get("qwen-edit")
+        with httpx.Client(base_url=server.base_url, headers=key) as c:
+            quoted = c.post("/api/v3/model/pricing", json={"model_id": qwen.endpoint, "inputs": {}}).json()["data"]
+        assert quoted["unit_price"] == pytest.approx(0.02 * factors["qwen-edit"])
+        listed = await _run(server, tmp_path / "listed", "qwen-edit", repeats=1)
+        quoted_run = await _run(server, tmp_path / "quoted", "qwen-edit", repeats=1, quote_prices=True)
+        billed = [e.usd for e in server.sim.ledger]
+        assert billed == pytest.approx([quoted["unit_price"]] * 2)
+        # the catalogue price: off by the offset
+        assert listed.cost_usd == pytest.approx(0.02) and abs(listed.cost_usd - billed[0]) > 1e-4
+        assert quoted_run.cost_usd == pytest.approx(billed[1])  # the quote: the bill
+    finally:
+        server.sim.set_catalog_drift(None)
 
 
 # ---- catalog sync against the drifted server ------------------------------------------------------

@@ -323,33 +323,56 @@ async def test_a_plain_provider_error_still_raises_when_no_tier_is_given(ws_sim)
     assert info.value.category == Category.MODERATION
 
 
+def _within_limits(alt: dict, max_cost_usd: float | None, max_p95_ms: float | None) -> bool:
+    """Whether an alternative fits a tier's price and latency limits (written out here, not taken from the router)."""
+    if max_cost_usd is not None and (alt["cost_usd"] is None or alt["cost_usd"] > max_cost_usd):
+        return False
+    return max_p95_ms is None or alt["latency_p95_ms"] is None or alt["latency_p95_ms"] <= max_p95_ms
+
+
 def test_routes_follow_a_file_written_by_choose_defaults(synthetic_workspace, tmp_path):
-    """The routing reads what the tiers module really writes (not only the hand-written fixture)."""
+    """The routing reads what the tiers module really writes (not only the hand-written fixture), and re-checks
+    each alternative against the tier's limits: tightened limits in the file drop the alternatives they rule out."""
     from evalkit.decide.tiers import choose_defaults, write_tier_defaults
     from tests.decide.test_tiers import JUDGE, tiers
     from tests.plugins import synthetic as S
 
     ws = synthetic_workspace.ws
     ws.update_run(S.RUN_ID, simulated=1)
-    path = write_tier_defaults(choose_defaults(ws, S.RUN_ID, tiers(), quality=JUDGE), tmp_path / "out")
-    defaults = load_tier_defaults(path, allow_simulated=True)
-    checked = 0
-    for tier, entry in defaults.tiers.items():
-        for op, d in entry["operations"].items():
-            if d["status"] != "ok":
-                with pytest.raises(TierDefaultsError, match=f"tier '{tier}', operation '{op}'"):
-                    plan_route(defaults, tier, op)
-                continue
-            route = plan_route(defaults, tier, op)
-            eligible = [a["model"] for a in d["alternatives"] if a["eligibility"] == "eligible"]
-            assert route.models[0] == d["default"]
-            # eligible alternatives are used, in the file's order, unless re-checking a constraint drops them
-            assert route.models[1:] == [m for m in eligible if m not in dict(route.skipped)]
-            for a in d["alternatives"]:
-                if a["eligibility"] == "excluded":
-                    assert a["model"] not in route.models
-            checked += 1
-    assert checked >= 2
+    limits = tiers()
+    path = write_tier_defaults(choose_defaults(ws, S.RUN_ID, limits, quality=JUDGE), tmp_path / "out")
+    written = json.loads(path.read_text())
+    tightened = json.loads(path.read_text())
+    # cheap: alpha ($0.04) is over $0.03; premium: alpha (p95 4020 ms) is over 2000 ms, beta (1465 ms) is not
+    tightened["tiers"]["cheap"]["constraints"]["max_cost_usd"] = 0.03
+    tightened["tiers"]["premium"]["constraints"]["max_latency_p95_ms"] = 2000.0
+    seen: dict[str, list[str]] = {}
+    for data in (written, tightened):
+        defaults = load_tier_defaults(data, allow_simulated=True)
+        for tier, entry in defaults.tiers.items():
+            max_cost, max_p95 = entry["constraints"]["max_cost_usd"], entry["constraints"]["max_latency_p95_ms"]
+            assert max_cost == (0.03 if data is tightened and tier == "cheap" else limits[tier].max_cost_usd)
+            for op, d in entry["operations"].items():
+                if d["status"] != "ok":
+                    with pytest.raises(TierDefaultsError, match=f"tier '{tier}', operation '{op}'"):
+                        plan_route(defaults, tier, op)
+                    continue
+                route = plan_route(defaults, tier, op)
+                fits = [
+                    a["model"]
+                    for a in d["alternatives"]
+                    if a["eligibility"] == "eligible" and _within_limits(a, max_cost, max_p95)
+                ]
+                # the default first, then the eligible alternatives within the limits, in the file's order
+                assert route.models == [d["default"], *fits]
+                assert {m for m, _ in route.skipped} == {a["model"] for a in d["alternatives"]} - set(route.models)
+                seen[f"{tier}{'*' if data is tightened else ''}"] = route.models
+    assert seen == {
+        "cheap": ["beta", "alpha"],
+        "premium": ["gamma", "alpha", "beta"],
+        "cheap*": ["beta"],
+        "premium*": ["gamma", "beta"],
+    }
 
 
 async def test_a_5xx_submit_known_not_accepted_falls_back_as_a_server_error(ws_sim, tier_file, tmp_path):

@@ -68,8 +68,16 @@ KILLS = [
     "mid-submit",
     "random",
 ]
-PLAN_ARGS = ["--suite", "smoke", "--models", MODELS, "--repeats", str(REPEATS)]
-SIM_CONFIG = {"fixed_latency_ms": 250, "max_concurrent": 1000, "output_max_side": 512, "seed": 9}
+#: every run and resume quotes its prices: the server bills each model at a price of its own (price_seed), so a
+#: recorded catalogue price would fail reconcile_wavespeed
+PLAN_ARGS = ["--suite", "smoke", "--models", MODELS, "--repeats", str(REPEATS), "--quote-prices"]
+SIM_CONFIG = {
+    "fixed_latency_ms": 250,
+    "max_concurrent": 1000,
+    "output_max_side": 512,
+    "seed": 9,
+    "catalog_drift": {"price_seed": 9},
+}
 
 
 class KillSwitch:
@@ -219,7 +227,7 @@ def test_kill_9_many_times_over_one_run_then_resume_equals_an_uninterrupted_run(
         submitting_at_kills = 0
         completed_before: dict[str, str] = {}
         for i, moment in enumerate(schedule):
-            args = ["run", *PLAN_ARGS, "--run-id", RUN_ID] if i == 0 else ["run", "--resume", RUN_ID]
+            args = ["run", *PLAN_ARGS, "--run-id", RUN_ID] if i == 0 else ["run", "--resume", RUN_ID, "--quote-prices"]
             proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -280,6 +288,7 @@ def test_kill_9_many_times_over_one_run_then_resume_equals_an_uninterrupted_run(
                 "run",
                 "--resume",
                 RUN_ID,
+                "--quote-prices",
                 "--workspace",
                 str(ws),
                 "--concurrency",
@@ -315,6 +324,7 @@ def test_kill_9_many_times_over_one_run_then_resume_equals_an_uninterrupted_run(
                 run_id=RUN_ID,
                 progress=False,
                 provider_options=opts,
+                quote_prices=True,
             )
         )
 
@@ -417,7 +427,18 @@ def test_kill_9_during_submits_then_one_resume_settles_them_from_the_history(cat
 
         env.update(EVALKIT_RECONCILE_SKEW_S="0.5", EVALKIT_RECONCILE_SETTLE_S="0.3", EVALKIT_RECONCILE_MAX_SUBMIT_S="3")
         done = subprocess.run(
-            [sys.executable, "-m", "evalkit", "run", "--resume", RUN_ID, "--workspace", str(ws), "--json"]
+            [
+                sys.executable,
+                "-m",
+                "evalkit",
+                "run",
+                "--resume",
+                RUN_ID,
+                "--quote-prices",
+                "--workspace",
+                str(ws),
+                "--json",
+            ]
             + ["--concurrency", str(CONCURRENCY), "--settle-wait", "10"],
             env=env,
             capture_output=True,

@@ -33,6 +33,8 @@ from tests.plugins.money import (
     TASK_CODE_CATEGORY,
     assert_every_call_accounted,
     assert_outputs_intact,
+    reconcile_huggingface,
+    reconcile_stability,
     reconcile_wavespeed,
     wait_until_idle,
 )
@@ -53,8 +55,12 @@ SUBMIT_READ_TIMEOUT_S = 2.0
 SUBMIT_TIMEOUT_DELAY_S = 4.0
 #: a sync-mode submit blocks until the task ends (the simulator gives up after 0.3 s with code 5004)
 SYNC_READ_TIMEOUT_S = 3.0
-#: simulated outputs are rendered at most this large: the renders share the CPU with the runner under test
-SIM = {"output_max_side": 256}
+#: simulated outputs are rendered at most this large: the renders share the CPU with the runner under test.
+#: The server bills each model at its catalogue price with an offset of its own (−30 %…+30 %, seeded), so
+#: "recorded = billed" checks pricing, not only bookkeeping: the runs quote prices (``quote_prices=True``),
+#: and a run recording the catalogue's list price instead would fail reconcile_wavespeed.
+PRICE_SEED = 25
+SIM = {"output_max_side": 256, "catalog_drift": {"price_seed": PRICE_SEED}}
 
 
 def poll_schedule(timeout_s: float = 900.0) -> PollSchedule:
@@ -76,6 +82,7 @@ def wavespeed_options(handle, *, timeout_s: float = 900.0, retry: RetryPolicy = 
 
 async def run_wavespeed(handle, ws_path, *, suite="smoke", repeats=4, timeout_s=900.0, run_id="faulty", **kw):
     kw.setdefault("patience", FAST_PATIENCE)
+    kw.setdefault("quote_prices", True)
     return await arun(
         suite,
         models=kw.pop("models", WS_MODELS),
@@ -154,6 +161,7 @@ async def test_each_fault_at_a_steady_rate_loses_nothing_and_pays_once(name, wav
             workspace=tmp_path,
             run_id=res.run_id,
             resume=True,
+            quote_prices=True,  # a resume does not inherit the run's quotes
             progress=False,
             patience=FAST_PATIENCE,
             provider_options={"wavespeed": wavespeed_options(handle, timeout_s=NEVER_FINISH_TIMEOUT_S)},
@@ -232,6 +240,7 @@ async def test_a_job_that_outlives_the_poll_timeout_is_collected_by_resume_and_b
         workspace=tmp_path,
         run_id=res.run_id,
         resume=True,
+        quote_prices=True,  # a resume does not inherit the run's quotes
         progress=False,
         patience=FAST_PATIENCE,
         provider_options={"wavespeed": wavespeed_options(handle, timeout_s=30)},
@@ -296,6 +305,7 @@ async def test_an_accepted_job_whose_polls_or_download_keep_failing_stays_resuma
         workspace=tmp_path,
         run_id=res.run_id,
         resume=True,
+        quote_prices=True,  # a resume does not inherit the run's quotes
         retry_failed=True,
         progress=False,
         patience=FAST_PATIENCE,
@@ -326,14 +336,16 @@ async def test_budget_caps_calls_whose_cost_is_unknown(huggingface_sim, tmp_path
     generated = len(huggingface_sim.sim.generations)
     assert generated * reserve <= budget + 1e-9, f"{generated} calls of up to ${reserve} each ran under a ${budget} cap"
     assert res.stop_reason == "budget" and res.completed == generated == 2
+    assert len(reconcile_huggingface(huggingface_sim, tmp_path).owner_of) == 2
 
 
 async def test_budget_caps_unknown_cost_calls_across_resumes(huggingface_sim, tmp_path, catalog):
     reserve = catalog.get("hf-flux-kontext-dev").reserve_usd({})
     budget = 2.5 * reserve
     options = {"huggingface": {"endpoint_url": huggingface_sim.base_url, "token": Secret(huggingface_sim.api_key)}}
+    sent = []
     for _ in range(3):
-        await arun(
+        res = await arun(
             "smoke",
             models="provider:huggingface",
             repeats=5,
@@ -345,8 +357,12 @@ async def test_budget_caps_unknown_cost_calls_across_resumes(huggingface_sim, tm
             run_id="capped",
             provider_options=options,
         )
-    generated = len(huggingface_sim.sim.generations)
-    assert generated * reserve <= budget + 1e-9, f"{generated} calls of up to ${reserve} each ran under a ${budget} cap"
+        sent.append(len(huggingface_sim.sim.generations))
+        assert res.stop_reason == "budget"
+    # the first run spends the room of two calls at their maximum; the resumes count those two and send nothing
+    assert sent == [2, 2, 2], f"generations after each run: {sent} (cap ${budget}, up to ${reserve} a call)"
+    match = reconcile_huggingface(huggingface_sim, tmp_path)  # each generation owned by one completed call
+    assert len(match.owner_of) == 2 and not match.orphans
 
 
 # ---- all faults at once ---------------------------------------------------------------------------
@@ -442,6 +458,7 @@ async def test_all_faults_mixed_over_the_core_suite(mode, wavespeed_sim_factory,
             workspace=tmp_path,
             run_id=res.run_id,
             resume=True,
+            quote_prices=True,  # a resume does not inherit the run's quotes
             progress=False,
             patience=FAST_PATIENCE,
             provider_options={"wavespeed": wavespeed_options(handle, timeout_s=MIXED_TIMEOUT_S, **extra)},
@@ -524,6 +541,7 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
         no_cache=True,
         run_id="mixed",
         patience=FAST_PATIENCE,
+        quote_prices=True,
     )
     counts_add_up(res)
     posts = {
@@ -539,6 +557,7 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
         workspace=tmp_path,
         run_id="mixed",
         resume=True,
+        quote_prices=True,  # a resume does not inherit the run's quotes
         progress=False,
         provider_options=options,
         patience=FAST_PATIENCE,
@@ -586,6 +605,10 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
     assert all(r["cost_usd"] == 0 for r in st if r["status"] == "failed")
     assert stability_sim.sim.total_usd == pytest.approx(sum(r["cost_usd"] or 0 for r in st), abs=1e-9)
     assert len(stability_sim.sim.ledger) == sum(r["status"] == "completed" for r in st)
+    # matched by job: each completed call owns one billed generation (relight by id, the rest by output), at
+    # the price the server billed; the relight still running holds a job the server has not billed
+    st_match = reconcile_stability(stability_sim, tmp_path)
+    assert len(st_match.owner_of) == 4 and not st_match.orphans
 
     # Hugging Face: 503-loading and 429 were re-sent, a 500 was not; costs are never guessed
     hf = by_provider["huggingface"]
@@ -594,6 +617,8 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
     assert sum(r["status"] == "completed" for r in hf) == len(huggingface_sim.sim.generations) == 11
     assert len(huggingface_sim.sim.requests) == len(hf) + 4
     assert all(r["cost_usd"] is None and r["cost_source"] == "unknown" for r in hf)
+    hf_match = reconcile_huggingface(huggingface_sim, tmp_path)
+    assert len(hf_match.owner_of) == 11 and not hf_match.orphans
 
     # the free local baselines are untouched by the others' trouble
     assert all(r["status"] == "completed" and r["cost_usd"] == 0 for r in by_provider["local"])
@@ -601,7 +626,7 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
     assert res.cost_usd == pytest.approx(rec.recorded_usd + stability_sim.sim.total_usd, abs=1e-9)
 
 
-# ---- bugs this suite found and that are still open (xfail strict: they flip to a failure when fixed) ---
+# ---- bugs this suite found, now fixed (each test guards its fix) ------------------------------------
 
 
 async def test_stability_job_whose_polls_fail_is_not_posted_again(stability_sim, tmp_path):
@@ -640,3 +665,5 @@ async def test_stability_job_whose_polls_fail_is_not_posted_again(stability_sim,
     assert len(stability_sim.sim.posts_to("replace-background-and-relight")) == 1, "an accepted job was POSTed again"
     (row,) = [r for r in rows_of(tmp_path, res.run_id) if r["status"] != "not_applicable"]
     assert row["status"] == "completed" and len(stability_sim.sim.ledger) == 1
+    match = reconcile_stability(stability_sim, tmp_path)
+    assert match.owner_of == {row["call_id"]: 0} and stability_sim.sim.ledger[0].generation_id == row["prediction_id"]

@@ -5,12 +5,19 @@ Marked ``live``; each skips unless its key is set (``WAVESPEED_API_KEY``; ``EVAL
 one ``qwen-edit`` edit (list price $0.02) and one VIEScore (two chat completions of the judge model).
 Run them alone with ``python -m pytest -m live``. Stability AI's and Hugging Face's live tests are in
 their provider test files.
+
+What they check is what the provider reports, not the catalogue: the edit's recorded cost is the price
+WaveSpeed's pricing API quotes for that very request, and the account's balance drops by it (when the
+account shows a USD balance and nothing else spends from it meanwhile); the judge's scores are the numbers
+its replies gave, and each reply carries the token usage the API billed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import time
 
 import pytest
 from PIL import Image
@@ -35,6 +42,15 @@ def photo_like_png(w: int = 512, h: int = 384) -> bytes:
     return buf.getvalue()
 
 
+def _wavespeed_balance_usd() -> float | None:
+    """The account's balance as WaveSpeed reports it (``evalkit doctor``'s free check), None when not in USD."""
+    from evalkit.doctor import run_doctor
+
+    (check,) = run_doctor(providers=("wavespeed",))
+    assert check.ok, check.problem
+    return check.balance_usd
+
+
 async def test_live_wavespeed_qwen_edit():
     key = os.environ.get("WAVESPEED_API_KEY")
     if not key:
@@ -47,16 +63,34 @@ async def test_live_wavespeed_qwen_edit():
         options=ImageEditOptions(seed=7),
     )
     async with WaveSpeedEditProvider() as provider:
-        list_price = provider.prepare(request).price_usd
+        # what WaveSpeed says this very request costs (its pricing API), asked before sending it
+        quotes = await asyncio.to_thread(provider.quote_prices, [provider.prepare(request)])
+        (quote,) = quotes.values()
+        assert quote.usd is not None and quote.usd > 0, quote
+        before = await asyncio.to_thread(_wavespeed_balance_usd)
         outcome = await provider.edit(request)
         texts = [repr(provider), repr(outcome), repr(outcome.error), str(outcome.metadata)]
     assert outcome.ok, outcome.error
     assert not outcome.simulated
     assert outcome.prediction_id and outcome.width and outcome.height
-    assert outcome.cost_usd == pytest.approx(list_price) and outcome.cost_source == "list_price"
+    # the recorded cost is the provider's price for the request, not the catalogue's
+    assert outcome.cost_usd == pytest.approx(quote.usd) and outcome.cost_source == "quoted"
     assert outcome.latency.total_ms and outcome.latency.total_ms > 0
     Image.open(io.BytesIO(outcome.image)).verify()  # a real image came back
     assert all(key not in t for t in texts)
+    if before is not None:  # the bill: the balance drops by the recorded cost (it may take a while to show)
+        deadline, spent = time.monotonic() + 60, 0.0
+        while time.monotonic() < deadline:
+            after = await asyncio.to_thread(_wavespeed_balance_usd)
+            assert after is not None
+            spent = before - after
+            if spent >= outcome.cost_usd - 0.005:
+                break
+            await asyncio.sleep(5)
+        assert spent == pytest.approx(outcome.cost_usd, abs=0.01), (
+            f"the balance dropped by ${spent:.4f}, evalkit recorded ${outcome.cost_usd:.4f} "
+            "(another client spending from this account at the same time also moves the balance)"
+        )
 
 
 async def test_live_judge_viescore():
@@ -73,10 +107,23 @@ async def test_live_judge_viescore():
     async with Judge(JudgeConfig.from_env()) as judge:
         result = await judge.viescore(source, buf.getvalue(), "make the red disc blue")
         text = repr(judge) + repr(result)
-    # a refusal is an honest outcome (unscored, with its reason); a score must be in range
-    assert result.status in ("scored", "unscored"), result
+    # a refusal is an honest outcome (unscored, with its reason); anything else unscored is a bug
+    assert result.status == "scored" or result.reason == "refused", result
+    assert len(result.replies) == 2 and all(r.sent and r.http_status == 200 for r in result.replies)
+    for reply in result.replies:  # the API's own account of each billed request
+        assert reply.usage and reply.usage.get("prompt_tokens", 0) > 0 and reply.usage.get("completion_tokens", 0) > 0
     if result.status == "scored":
-        assert 0 <= result.o <= 10 and 0 <= result.sc <= 10 and 0 <= result.pq <= 10
+        # the scores are the numbers the judge's replies gave
+        for reply, parts in (
+            (result.sc_reply, ("editing_success", "over_editing")),
+            (result.pq_reply, ("naturalness", "artifacts")),
+        ):
+            assert reply is not None and reply.raw and reply.parsed
+            numbers = [float(x) for x in reply.parsed["score"]]
+            assert [getattr(result, p) for p in parts] == numbers
+        assert result.sc == min(result.editing_success, result.over_editing)
+        assert result.pq == min(result.naturalness, result.artifacts)
+        assert 0 <= result.o <= 10 and result.o == pytest.approx((result.sc * result.pq) ** 0.5)
     else:
         assert result.reason
     assert key not in text

@@ -35,7 +35,9 @@ async def test_garbage_server_in_a_run_is_recorded_per_call(tmp_path):
     finally:
         server.stop()
     rows = [r for r in Workspace(tmp_path).call_rows(res.run_id) if r["status"] != "not_applicable"]
-    assert res.unknown == len(rows) == 4 and res.completed == 0  # never re-sent, never called a success
+    assert res.unknown == len(rows) == 4 and res.completed == 0  # never called a success
+    # never re-sent: one submit per call, and nothing else (a reply that is not JSON leaves the outcome unknown)
+    assert len(server.posts()) == len(server.requests) == len(rows), server.requests
     assert {r["error_category"] for r in rows} == {"unknown_outcome"} and all(r["cost_usd"] is None for r in rows)
 
 

@@ -21,6 +21,7 @@ from evalkit.providers.wavespeed import PollSchedule, WaveSpeedEditProvider
 from evalkit.sim.wavespeed import SimHandle, start_wavespeed_sim
 from evalkit.store import CallStatus, Workspace
 from evalkit.suites import load_suite
+from tests.plugins.common import wait_until
 
 FAST_POLL = PollSchedule(initial_delay_s=0.01, factor=1.5, quick_polls=3, min_interval_s=0.02, max_interval_s=0.05)
 FAST_RETRY = RetryPolicy(max_attempts=3, base_s=0.01, max_backoff_s=0.02, max_retry_after_s=0.02)
@@ -111,43 +112,74 @@ def statuses(ws: Workspace, run_id: str) -> dict[str, str]:
 # ---- limits ---------------------------------------------------------------------------------------------
 
 
+async def _execute_holding_tasks(sim, ex: Execution, limit: int) -> int:
+    """Run ``ex`` while the server holds every task unfinished until ``limit`` of them are in flight (or the run
+    ends); returns how many were in flight then. No latency is guessed: the server says when the limit is used,
+    and while the tasks are held a limiter that let more through would show them all in flight."""
+    sim.sim.hold_tasks()
+    running = asyncio.create_task(ex.execute())
+    await wait_until(lambda: sim.sim.stats()["in_flight"] >= limit or running.done(), tries=3000, interval_s=0.01)
+    held = sim.sim.stats()["in_flight"]
+    sim.sim.release_tasks()
+    await running
+    return held
+
+
 async def test_a_provider_limit_caps_the_calls_in_flight(sim, tmp_path, cases, catalog, providers):
     ws = Workspace(tmp_path)
     planned = plan_run(ws, "lim", cases, catalog, providers, repeats=3)
     ex = execution(ws, "lim", planned, providers, limits={"wavespeed": ProviderLimits(max_concurrent=2)})
-    await ex.execute()
+    assert await _execute_holding_tasks(sim, ex, 2) == 2  # the limit was used
     assert ex.counts[CallStatus.COMPLETED] == len(planned) == 9
-    assert sim.sim.stats()["peak_in_flight"] == 2  # never more than the limit, and the limit was used
+    assert sim.sim.stats()["peak_in_flight"] == 2  # never more than the limit
 
 
 async def test_the_global_concurrency_caps_a_provider_without_a_limit(sim, tmp_path, cases, catalog, providers):
     ws = Workspace(tmp_path)
     planned = plan_run(ws, "glob", cases, catalog, providers, repeats=3)
     ex = execution(ws, "glob", planned, providers, concurrency=3)
-    await ex.execute()
+    assert await _execute_holding_tasks(sim, ex, 3) == 3
     assert set(statuses(ws, "glob").values()) == {CallStatus.COMPLETED}
     assert sim.sim.stats()["peak_in_flight"] == 3
 
 
 class SlowDownloads(WaveSpeedEditProvider):
     """The WaveSpeed provider with a slow output download, logging when tasks are submitted, are seen
-    finished, and have their output downloaded."""
+    finished, and have their output downloaded.
 
-    def __init__(self, *a, download_s: float, reports_finished: bool, **kw):
+    ``wait_for_next_submit``: a download lasts until a call has been submitted after its task was seen finished
+    (an event, not a guess at how long a submit takes), except once all ``calls`` are submitted; a submit that
+    never comes fails the download after ``download_s``. Otherwise each download lasts ``download_s``."""
+
+    def __init__(self, *a, download_s: float, reports_finished: bool, calls: int, wait_for_next_submit: bool, **kw):
         super().__init__(*a, **kw)
         self.download_s, self.log = download_s, []
         self.capabilities = replace(self.capabilities, reports_finished=reports_finished)
+        self.calls, self.wait_for_next_submit = calls, wait_for_next_submit
+        self._submitted = asyncio.Condition()
+        self._submits_when_finished: dict[str, int] = {}
+
+    def _submits(self) -> int:
+        return self.log.count("submit")
 
     async def _submit(self, call, body, key):
         self.log.append("submit")
+        async with self._submitted:
+            self._submitted.notify_all()
         return await super()._submit(call, body, key)
 
     async def _outcome(self, call, request, data):
         self.log.append("finished")  # the task is done at the provider; its output is still to be fetched
+        self._submits_when_finished[call.prediction_id] = self._submits()
         return await super()._outcome(call, request, data)
 
     async def _fetch_output(self, call, request, output):
-        await asyncio.sleep(self.download_s)
+        seen = self._submits_when_finished[call.prediction_id]
+        if not self.wait_for_next_submit:
+            await asyncio.sleep(self.download_s)
+        elif seen < self.calls:
+            async with self._submitted:
+                await asyncio.wait_for(self._submitted.wait_for(lambda: self._submits() > seen), self.download_s)
         try:
             return await super()._fetch_output(call, request, output)
         finally:
@@ -167,17 +199,22 @@ def _submits_during_downloads(log: list[str]) -> int:
 async def test_a_finished_task_frees_its_slot_before_its_output_is_downloaded(
     sim, tmp_path, cases, catalog, reports_finished
 ):
+    # reports-finished: each download waits for the next submit (up to 30 s: a slot not freed early fails the
+    # call); does-not: nothing can be submitted during a download, so each simply lasts 0.3 s
     provider = SlowDownloads(
         base_url=sim.base_url,
         api_key=Secret(sim.api_key, "WAVESPEED_API_KEY"),
         poll=FAST_POLL,
         retry=FAST_RETRY,
-        download_s=0.3,
+        download_s=30.0 if reports_finished else 0.3,
         reports_finished=reports_finished,
+        calls=len(cases) * len(MODELS) * 2,
+        wait_for_next_submit=reports_finished,
     )
     try:
         ws = Workspace(tmp_path)
         planned = plan_run(ws, "early", cases, catalog, {"wavespeed": provider}, repeats=2)
+        assert len(planned) == provider.calls
         ex = execution(ws, "early", planned, {"wavespeed": provider}, concurrency=1)
         await ex.execute()
     finally:

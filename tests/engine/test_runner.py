@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from evalkit.credentials import Secret
@@ -22,6 +23,7 @@ from evalkit.errors import InvalidInputError
 from evalkit.providers.wavespeed import PollSchedule
 from evalkit.resources import datasets_dir
 from evalkit.store import Workspace
+from tests.plugins.common import wait_until
 
 WS_MODELS = "provider:wavespeed"
 
@@ -164,22 +166,30 @@ async def test_resume_refused_when_suite_changed(wavespeed_sim, tmp_path):
 
 
 async def test_budget_holds_with_100_calls_in_flight(wavespeed_sim_factory, tmp_path):
-    # tasks of 2 s: the first wave's 100 submits (each written to the workspace first) overlap even on a busy machine
-    sim = wavespeed_sim_factory(fixed_latency_ms=2000, max_concurrent=1000)
+    sim = wavespeed_sim_factory(fixed_latency_ms=50, max_concurrent=1000)
     budget = 6.0  # room for ~100 reservations at once; the whole plan would cost ~$10
-    res = await arun(
-        "smoke",
-        models=WS_MODELS,
-        repeats=12,
-        concurrency=100,
-        budget_usd=budget,
-        workspace=tmp_path,
-        provider_options=_opts(sim),
-        progress=False,
-        no_cache=True,
+    # no task finishes until the server has seen many in flight at once: a signal from the server, not a latency
+    # long enough to hope the first wave's submits (each written to the workspace first) overlap
+    sim.sim.hold_tasks()
+    running = asyncio.create_task(
+        arun(
+            "smoke",
+            models=WS_MODELS,
+            repeats=12,
+            concurrency=100,
+            budget_usd=budget,
+            workspace=tmp_path,
+            provider_options=_opts(sim),
+            progress=False,
+            no_cache=True,
+        )
     )
+    await wait_until(lambda: sim.sim.stats()["in_flight"] >= 60 or running.done(), tries=6000, interval_s=0.01)
+    held = sim.sim.stats()["in_flight"]
+    sim.sim.release_tasks()
+    res = await running
+    assert held >= 60  # really many calls in flight at once
     assert res.stop_reason == "budget"
-    assert sim.sim.stats()["peak_in_flight"] >= 60  # really many calls in flight at once
     assert sim.sim.billed_usd <= budget + 1e-9
     assert res.cost_usd == pytest.approx(sim.sim.billed_usd)
     assert res.skipped > 0 and res.completed > 0
@@ -347,10 +357,22 @@ def test_cli_run_json_runs_and_export(wavespeed_sim, tmp_path):
     assert summary["completed"] == summary["planned"] == 2 and summary["cost_usd"] == pytest.approx(0.04)
     proc = _cli(["runs", "--workspace", ws, "--json"], env)
     assert json.loads(proc.stdout)[0]["run_id"] == summary["run_id"]
-    for fmt in ("csv", "parquet", "jsonl"):
+    calls = Workspace(ws, create=False).calls(summary["run_id"])
+    assert (calls.status == "completed").sum() == 2 and len(calls) >= 2  # plus the pairs that do not apply
+    expected = calls.set_index("call_id")[["model_id", "status", "cost_usd", "output_sha256"]].sort_index()
+    readers = {
+        "csv": pd.read_csv,
+        "parquet": pd.read_parquet,
+        "jsonl": lambda path: pd.read_json(path, orient="records", lines=True),
+    }
+    for fmt, read in readers.items():
         out = tmp_path / f"calls.{fmt}"
         proc = _cli(["export", summary["run_id"], "--format", fmt, "--out", str(out), "--workspace", ws], env)
-        assert proc.returncode == 0, proc.stderr and out.stat().st_size > 0
+        assert proc.returncode == 0, proc.stderr
+        assert out.stat().st_size > 0
+        # the file holds the run's calls, one row each, with the values the workspace recorded
+        exported = read(out).set_index("call_id")[expected.columns].sort_index()
+        pd.testing.assert_frame_equal(exported, expected, check_dtype=False)
     proc = _cli(["run", "--suite", "no-such-suite", "--workspace", ws], env)
     assert proc.returncode == 2 and "no-such-suite" in proc.stderr and "Traceback" not in proc.stderr
 

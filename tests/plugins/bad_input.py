@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from evalkit.engine.runner import arun
 from evalkit.errors import EvalkitError
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import PollSchedule
-from evalkit.sim.server import start_in_thread
+from evalkit.sim.server import RunningServer, start_in_thread
 from evalkit.sim.wavespeed import start_wavespeed_sim
 from tests.plugins.common import toml_value
 
@@ -214,12 +215,32 @@ def edit_case(case_id: str = "c1", image: str = "images/a.png", **kw) -> dict:
 # ---- a server answering garbage ------------------------------------------------------------------
 
 
-def garbage_server(status: int, body: bytes, content_type: str):
+@dataclass
+class GarbageServer:
+    """A running garbage server and the requests it answered, as ``"METHOD /path"`` in arrival order."""
+
+    server: RunningServer
+    requests: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    def posts(self) -> list[str]:
+        return [r for r in self.requests if r.startswith("POST ")]
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def garbage_server(status: int, body: bytes, content_type: str) -> GarbageServer:
     """A loopback server that answers every request with the same reply (a misconfigured proxy, a web page…)."""
+    requests: list[str] = []
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
+        requests.append(f"{scope['method']} {scope['path']}")
         more = True
         while more:
             more = (await receive()).get("more_body", False)
@@ -228,7 +249,7 @@ def garbage_server(status: int, body: bytes, content_type: str):
         )
         await send({"type": "http.response.body", "body": body})
 
-    return start_in_thread(app)
+    return GarbageServer(start_in_thread(app), requests)
 
 
 HTML = b"<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>"

@@ -200,6 +200,117 @@ def reconcile_wavespeed(handle, ws_path: str | Path, run_ids: Iterable[str] | No
     )
 
 
+def _own_rows(ws_path: str | Path, provider: str, run_ids: Iterable[str] | None) -> list[dict[str, Any]]:
+    ws = Workspace(ws_path, create=False)
+    try:
+        ids = list(run_ids) if run_ids is not None else list(ws.runs().run_id)
+        rows = [r for rid in ids for r in ws.call_rows(rid)]
+    finally:
+        ws.close()
+    return [
+        r for r in rows if r["provider"] == provider and r["status"] != "not_applicable" and r["cost_source"] != "cache"
+    ]
+
+
+@dataclass
+class OutputMatch:
+    """Billed generations matched with the calls that own them (Stability or Hugging Face)."""
+
+    rows: list[dict[str, Any]]
+    #: call id → the billed generation it owns (its index in the simulator's ledger / generations)
+    owner_of: dict[str, int]
+    #: generations no call owns: each may only belong to a call whose outcome is unknown (or paid, failed)
+    orphans: list[int]
+
+
+def _match_outputs(rows: list[dict[str, Any]], billed_sha: list[str], by_id: dict[str, int]) -> OutputMatch:
+    """Give each completed call the billed generation it owns: by job id where the API has one (``by_id``:
+    prediction id → generation), else by the sha256 of the image the server answered — the only identity
+    a synchronous answer carries. No generation is given to two calls; a completed call owns exactly one."""
+    free: dict[str, list[int]] = defaultdict(list)
+    taken: set[int] = set(by_id.values())
+    for i, sha in enumerate(billed_sha):
+        if i not in taken:
+            free[sha].append(i)
+    owner_of: dict[str, int] = {}
+    claimed = [r["prediction_id"] for r in rows if r["prediction_id"]]
+    dup = [pid for pid, n in Counter(claimed).items() if n > 1]
+    assert not dup, f"two calls claim the same job: {dup[:3]}"
+    for r in rows:
+        if r["status"] != "completed":
+            continue
+        pid = r["prediction_id"]
+        if pid:
+            assert pid in by_id, f"{r['call_id']} completed job {pid}, which the server never billed"
+            owner_of[r["call_id"]] = by_id[pid]
+            assert billed_sha[by_id[pid]] == r["output_sha256"], f"{r['call_id']}: its output is not its job's"
+        else:
+            left = free.get(r["output_sha256"])
+            assert left, f"{r['call_id']} completed with an output the server never billed (or billed once for two)"
+            owner_of[r["call_id"]] = left.pop(0)
+    orphans = sorted(i for i in range(len(billed_sha)) if i not in set(owner_of.values()))
+    return OutputMatch(rows=rows, owner_of=owner_of, orphans=orphans)
+
+
+def reconcile_stability(handle, ws_path: str | Path, run_ids: Iterable[str] | None = None) -> OutputMatch:
+    """Stability's ledger against the workspace: the relight's jobs by generation id, the synchronous edits by
+    the output they answered. Asserts: no job billed twice; no two calls own one billed generation; each
+    completed call's cost is what the server billed for its generation; a call left ``submitted`` holds a job
+    the server created and has not billed; the billed generations no completed call owns are at most the calls
+    whose outcome is unknown or that failed after being billed; and billed = recorded + those generations."""
+    sim = handle.sim
+    rows = _own_rows(ws_path, "stability", run_ids)
+    ledger = list(sim.ledger)
+    gids = [e.generation_id for e in ledger]
+    assert len(gids) == len(set(gids)), "a job was billed twice"
+    jobs = sim.job_ids
+    by_id = {e.generation_id: i for i, e in enumerate(ledger) if e.generation_id in jobs}
+    match = _match_outputs(rows, [e.output_sha256 for e in ledger], by_id)
+    for r in rows:
+        if r["status"] == "completed":
+            billed = ledger[match.owner_of[r["call_id"]]].usd
+            assert abs((r["cost_usd"] or 0.0) - billed) < 1e-9, (
+                f"{r['call_id']}: recorded ${r['cost_usd']} but the server billed ${billed}"
+            )
+        elif r["status"] == "submitted":
+            pid = r["prediction_id"]
+            assert pid in jobs and pid not in by_id, f"{r['call_id']} is 'submitted' but its job is {pid!r}"
+    paid_failures = [r for r in rows if r["status"] == "failed" and (r["cost_usd"] or 0) > 0]
+    unknown = [r for r in rows if r["status"] == "unknown"]
+    unclaimed_jobs = jobs - {r["prediction_id"] for r in rows}
+    assert len(unclaimed_jobs) <= len(unknown), (
+        f"{len(unclaimed_jobs)} jobs the server created belong to no call — a job was submitted again"
+    )
+    assert len(match.orphans) <= len(unknown) + len(paid_failures), (
+        f"{len(match.orphans)} billed generations belong to no completed call, but only {len(unknown)} calls have "
+        f"an unknown outcome and {len(paid_failures)} failed after being billed — a request was paid twice"
+    )
+    recorded = sum(r["cost_usd"] or 0.0 for r in rows)
+    orphan_usd = sum(ledger[i].usd for i in match.orphans) - sum(r["cost_usd"] for r in paid_failures)
+    assert abs(sim.total_usd - (recorded + orphan_usd)) < CENT, (
+        f"server billed ${sim.total_usd:.4f}; the workspace recorded ${recorded:.4f}"
+    )
+    assert orphan_usd <= sum(r["reserved_usd"] or 0.0 for r in unknown) + 1e-9
+    return match
+
+
+def reconcile_huggingface(handle, ws_path: str | Path, run_ids: Iterable[str] | None = None) -> OutputMatch:
+    """Hugging Face's generations against the workspace, matched by the output each answered (the API gives
+    no id). Asserts: each completed call owns one generation of its own, no cost was guessed, and the
+    generations no call owns are at most the calls whose outcome is unknown (nothing was paid twice)."""
+    rows = _own_rows(ws_path, "huggingface", run_ids)
+    gens = list(handle.sim.generations)
+    match = _match_outputs(rows, [g.output_sha256 for g in gens], {})
+    sent = [r for r in rows if r["status"] in ("completed", "failed", "unknown")]
+    assert all(r["cost_usd"] is None and r["cost_source"] == "unknown" for r in sent), "a cost was guessed"
+    unknown = sum(r["status"] == "unknown" for r in rows)
+    assert len(match.orphans) <= unknown, (
+        f"{len(match.orphans)} generations belong to no completed call but only {unknown} calls have an unknown "
+        "outcome — a request was sent again (paid twice)"
+    )
+    return match
+
+
 def assert_every_call_accounted(rows: Iterable[dict[str, Any]]) -> None:
     """Each call ended in a recorded success or a categorised failure (or is an accepted job still running)."""
     for r in rows:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import os
+import time
 
 import httpx
 import numpy as np
@@ -503,6 +505,14 @@ def test_simulated_relight_latency_keeps_the_job_running():
 async def test_live_remove_background(catalog):
     if not os.environ.get("STABILITY_API_KEY"):
         pytest.skip("STABILITY_API_KEY is not set")
+    from evalkit.doctor import run_doctor
+
+    def balance_usd() -> float | None:  # Stability's own account of the credits left (GET /v1/user/balance)
+        (check,) = run_doctor(providers=("stability",))
+        assert check.ok, check.problem
+        return check.balance_usd
+
+    before = await asyncio.to_thread(balance_usd)
     p = StabilityEditProvider()
     try:
         out = await p.edit(request_for(catalog, "stability-remove-background", image=load_image(make_png(64, 64))))
@@ -510,3 +520,14 @@ async def test_live_remove_background(catalog):
         await p.aclose()
     assert out.ok, out.error
     assert not out.simulated and out.cost_usd == pytest.approx(0.02)
+    # the bill: the credits dropped by what evalkit recorded (the balance may take a while to show it; another
+    # client spending from this account at the same time would also move it)
+    spent, deadline = 0.0, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        spent = before - await asyncio.to_thread(balance_usd)
+        if spent >= out.cost_usd - 1e-9:
+            break
+        await asyncio.sleep(5)
+    assert spent == pytest.approx(out.cost_usd, abs=1e-6), (
+        f"credits worth ${spent:.4f} were spent, recorded ${out.cost_usd}"
+    )

@@ -23,10 +23,12 @@ from tests.plugins.common import make_png, refused_port
 
 
 class RawServer:
-    """A TCP server whose behaviour per request is ``mode``: no_reply, half_reply, hang, ok."""
+    """A TCP server whose behaviour per request is ``mode``: no_reply, half_reply, hang, ok. ``received`` is set
+    when a request has arrived; in ``ok`` mode the reply waits for ``release`` (the connection stays busy)."""
 
     def __init__(self, mode: str):
         self.mode, self.posts, self.requests = mode, 0, 0
+        self.received, self.release = asyncio.Event(), asyncio.Event()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
@@ -44,6 +46,7 @@ class RawServer:
             )
             if length:
                 await reader.readexactly(length)  # the whole request arrived
+            self.received.set()
             if self.mode == "half_reply":
                 writer.write(
                     b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{"code":'
@@ -52,7 +55,7 @@ class RawServer:
             elif self.mode == "hang":
                 await asyncio.sleep(30)
             elif self.mode == "ok":
-                await asyncio.sleep(0.3)
+                await asyncio.wait_for(self.release.wait(), 30)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
                 await writer.drain()
         writer.close()
@@ -102,11 +105,12 @@ async def test_no_answer_in_time_is_a_read_timeout():
 
 async def test_waiting_for_a_free_connection_is_a_pool_timeout():
     srv = RawServer("ok")
-    async with srv as base, _client(pool=0.1) as client:  # one connection, busy for 0.3 s
+    async with srv as base, _client(pool=0.1) as client:  # one connection, busy until released
         first = asyncio.create_task(client.get(base + "/a"))
-        await asyncio.sleep(0.05)
+        await srv.received.wait()  # the GET holds the only connection, and the server holds its reply
         with pytest.raises(httpx.PoolTimeout):
             await client.post(base + "/b", json={})
+        srv.release.set()
         assert (await first).status_code == 200
     assert srv.posts == 0  # the POST never left
 

@@ -364,8 +364,9 @@ async def test_the_first_wave_of_an_untimed_model_is_probed_and_the_rest_polled_
 ):
     """30 tasks of 0.3 s accepted together, nothing known of the model, polls ≥ 0.2 s apart: a few probes find
     when the model finishes and the other tasks are first polled just after that — once each. Without probes
-    every task's first poll comes at the 0.2 s spacing, too early, and each needs a second one."""
-    handle = wavespeed_sim_factory(fixed_latency_ms=300)
+    every task's first poll comes at the 0.2 s spacing, too early, and each needs a second one (there the tasks
+    take 1.5 s: a poll delayed by a busy machine still comes long before, so "too early" is not a race)."""
+    handle = wavespeed_sim_factory(fixed_latency_ms=300 if probes else 1500)
     poll = PollSchedule(min_interval_s=0.2, max_interval_s=0.2, timeout_s=20.0)
     p = provider_for(handle, poll=poll)
     assert p.pacer is not None

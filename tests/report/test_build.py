@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from scipy import stats
 
 from evalkit.decide.quality import QualitySpec
 from evalkit.decide.tables import model_table, style_table
@@ -463,7 +464,32 @@ def test_trust_section_shows_agreement_with_intervals_and_too_few_ratings(synthe
     data = prepare_report(ws, synthetic_workspace.run_id)
     page = trust_html(data)
     assert "Agreement with the run" in page and "all operations" in page and "general_edit" in page
-    assert re.search(r"<td>-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]</td>", page)  # value [interval]
     n = len(judged)
     assert n == 41 and f"<td>all operations</td><td>{n}</td>" in page
+    # the figures, worked out here with scipy from the inserted ratings: a human score is sqrt(instruction ·
+    # quality) on the imagenhub scale (quality 1 here), averaged over the raters of an output
+    human = pd.DataFrame(
+        [
+            {"call_id": r.call_id, "rater": r.rater, "score": r.instruction**0.5}
+            for r in ws.ratings(synthetic_workspace.run_id, source="human").itertuples()
+        ]
+    ).pivot_table(index="call_id", columns="rater", values="score")
+    joined = judged.set_index("call_id")[["value"]].join(human.mean(axis=1).rename("human"))
+    instance_rho = stats.spearmanr(joined["value"], joined["human"]).statistic
+    instance_tau = stats.kendalltau(joined["value"], joined["human"]).statistic
+    raters_rho = stats.spearmanr(human["ana"], human["bo"]).statistic
+    assert 0.5 < instance_rho < 0.999 and 0.5 < raters_rho < 0.999  # bo dissents on every third output
+    row = re.search(r"<tr><td>all operations</td><td>41</td>(.*?)</tr>", page)
+    assert row is not None
+    # columns: instance Spearman, instance Kendall, model Spearman, model Kendall, human–human Spearman, α
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+    assert len(cells) == 6, cells
+    figure = re.compile(r"(-?\d\.\d{3}) \[(-?\d\.\d{3}), (-?\d\.\d{3})\]")  # value [interval]
+    (rho, lo, hi), (tau, _, _), (raters, _, _) = (
+        tuple(float(x) for x in figure.fullmatch(cells[i]).groups())  # type: ignore[union-attr]
+        for i in (0, 1, 4)
+    )
+    assert rho == pytest.approx(instance_rho, abs=5e-4) and lo <= rho <= hi
+    assert tau == pytest.approx(instance_tau, abs=5e-4)
+    assert raters == pytest.approx(raters_rho, abs=5e-4)
     assert "too few human ratings" not in page and "no human scores" not in page  # 41 ≥ 30 rated outputs

@@ -10,6 +10,7 @@ import math
 import random
 import sqlite3
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,7 +30,7 @@ from evalkit.scoring.judge import (
     judge_run,
     parse_reply,
 )
-from evalkit.sim.judge import simulated_reply
+from evalkit.sim.judge import mean_abs_diff, simulated_reply
 from evalkit.store import Workspace
 from tests.plugins.common import make_png, refused_port
 
@@ -454,6 +455,24 @@ async def test_judge_run_viescore_writes_pinned_scores_and_never_pays_twice(judg
         # the predicted default reply: recompute it from what the sim saw
         for rec in judge_sim.sim.requests:
             assert json.loads(rec.reply) == simulated_reply(rec.text, rec.images)
+        # each stored sub-score is the number the judge replied for that output: find the output each request
+        # showed (the last image, re-encoded as JPEG: the nearest stored output) and read the reply's scores
+        done = ws.calls("r1").query("status == 'completed'")
+        outputs = {r.call_id: Path(ws.blob_path(r.output_sha256, r.output_ext)).read_bytes() for r in done.itertuples()}
+        replied: dict[tuple[str, str], list] = {}
+        for rec in judge_sim.sim.requests:
+            shown = min(outputs, key=lambda cid: mean_abs_diff(outputs[cid], rec.images[-1]))
+            kind = "sc" if len(rec.images) == 2 else "pq"
+            assert (shown, kind) not in replied
+            replied[(shown, kind)] = json.loads(rec.reply)["score"]
+        assert len(replied) == 10
+        for call_id, rows in df.groupby("call_id"):
+            v = dict(zip(rows["metric"], rows["value"], strict=True))
+            assert [v["vie_naturalness"], v["vie_artifacts"]] == replied[(call_id, "pq")]
+            if (call_id, "sc") in replied:
+                assert [v["vie_editing_success"], v["vie_over_editing"]] == replied[(call_id, "sc")]
+            else:
+                assert call_id.startswith("r1.c3")
         usage = ws.usage()
         # a loopback judge costs $0 (its reported tokens × $0), known, not "unknown"
         assert (usage["source"] == "judge").sum() == 10 and set(usage["cost_source"]) == {"reported"}

@@ -124,6 +124,8 @@ def test_rankings_from_human_votes(small_run):
 
 
 def test_agreement_between_raters_and_with_the_judge(small_run, judge_sim):
+    """Two raters rank the three edits alike, a third dissents on one pair, and together they disagree with
+    the judge about the top model; ρ, τ and Fleiss' κ are worked out by hand below."""
     from evalkit.scoring import agreement
 
     ws, run_id = small_run
@@ -135,21 +137,38 @@ def test_agreement_between_raters_and_with_the_judge(small_run, judge_sim):
     edits = calls[(calls.operation == "general_edit") & (calls.status == "completed")]
     by_model = dict(zip(edits.model_id, edits.call_id, strict=True))
     case = edits.case_id.iloc[0]
-    order = sorted(by_model, key=lambda m: -judge.get(m, float("-inf")))  # humans who agree with the judge
-    for rater in ("ana", "ben"):
-        for i, better in enumerate(order):
-            for worse in order[i + 1 :]:
+    i, s, q = "identity", "seededit-v3", "qwen-edit"
+    # the judge simulator is deterministic: it ranks the unchanged image first
+    assert sorted(by_model, key=lambda m: -judge[m]) == [i, s, q]
+    rankings_by_rater = {"ana": [s, i, q], "ben": [s, i, q], "cy": [s, q, i]}  # cy dissents on identity–qwen
+    for rater, order in rankings_by_rater.items():
+        for k, better in enumerate(order):
+            for n, worse in enumerate(order[k + 1 :]):
+                left, right, choice = (better, worse, "left") if n % 2 else (worse, better, "right")
                 ws.add_rating(
                     run_id=run_id,
                     case_id=case,
                     rater=rater,
-                    call_left=by_model[worse],
-                    call_right=by_model[better],
-                    choice="right",
+                    call_left=by_model[left],
+                    call_right=by_model[right],
+                    choice=choice,
                 )
     result = agreement(ws, run_id)
-    assert result["human_raters"]["percent_agreement"] == 1.0 and result["human_raters"]["n_raters"] == 2
-    assert result["judge_vs_human"]["spearman_rho"] == pytest.approx(1.0)
+    raters = result["human_raters"]
+    assert (raters["n_raters"], raters["n_items"], raters["n_votes"]) == (3, 3, 9)
+    # Fleiss: pairs oriented by name (identity–qwen, identity–seededit, qwen–seededit): first-named wins
+    # 2, 0, 0 times and second-named 1, 3, 3 times. Pᵢ = 1/3, 1, 1 → P̄ = 7/9; p = (2/9, 7/9) → Pₑ = 53/81;
+    # κ = (7/9 − 53/81) / (1 − 53/81) = 10/28
+    assert raters["percent_agreement"] == pytest.approx(7 / 9)
+    assert raters["fleiss_kappa"] == pytest.approx(10 / 28)
+    assert raters["cohen_kappa"] is None  # three raters
+    # people: seededit beats both 3–0, identity beats qwen 2–1 → s > i > q; the judge: i > s > q.
+    # ranks (judge, people): i (3, 2), s (2, 3), q (1, 1): Σd² = 2 → ρ = 1 − 6·2 / (3·8) = 0.5;
+    # pairs: i–s discordant, i–q and s–q concordant → τ = (2 − 1) / 3
+    vs = result["judge_vs_human"]
+    assert vs["models"] == sorted([i, s, q])
+    assert vs["spearman_rho"] == pytest.approx(0.5)
+    assert vs["kendall_tau"] == pytest.approx(1 / 3)
 
 
 @pytest.mark.e2e

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sqlite3
-import stat
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -173,19 +173,72 @@ def test_newer_schema_is_refused_and_left_alone(tmp_path):
     assert (tmp_path / "evalkit.sqlite").read_bytes() == before
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
-def test_read_only_workspace_reported(tmp_path):
+def _snapshot(path) -> tuple[list[dict], list[str]]:
+    """The calls and the files of a workspace, read with a fresh connection."""
+    with Workspace(path, create=False) as ws:
+        rows = [r for rid in ws.runs().run_id for r in ws.call_rows(rid)]
+    return rows, sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and "-wal" not in p.name)
+
+
+def test_read_only_workspace_reported(tmp_path, monkeypatch):
+    """A workspace on a read-only file system — one root cannot write either (file permissions do not stop
+    root): SQLite opens the database read-only (``mode=ro``, so SQLite itself refuses every write) and every
+    file the blob store opens for writing fails with EROFS. Each write is a clear error; nothing changes."""
+    import builtins
+    import errno
+
+    from evalkit.store import _blobs
+
     ws = Workspace(tmp_path)
     _run(ws)
+    ws.mark_submitting("r1/c1/m1/0", reserved_usd=0.02)
     ws.close()
-    os.chmod(tmp_path / "evalkit.sqlite", stat.S_IRUSR)
-    os.chmod(tmp_path, stat.S_IRUSR | stat.S_IXUSR)
-    try:
-        with pytest.raises(WorkspaceError, match="read-only|cannot"):
-            Workspace(tmp_path).reset_call("r1/c1/m1/0")
-    finally:
-        os.chmod(tmp_path, stat.S_IRWXU)
-        os.chmod(tmp_path / "evalkit.sqlite", stat.S_IRUSR | stat.S_IWUSR)
+    before = _snapshot(tmp_path)
+
+    real_connect = sqlite3.connect
+
+    def read_only_connect(database, *args, **kwargs):
+        return real_connect(f"file:{Path(database).as_posix()}?mode=ro", *args, uri=True, **kwargs)
+
+    def read_only_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            raise OSError(errno.EROFS, "Read-only file system", str(file))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only_connect)
+    monkeypatch.setattr(_blobs, "open", read_only_open, raising=False)
+    ws = Workspace(tmp_path, create=False)
+    writes = [
+        lambda: ws.reset_call("r1/c1/m1/0"),
+        lambda: ws.mark_submitted("r1/c1/m1/0", "abc123"),
+        lambda: ws.finish_call("r1/c1/m1/0", {"status": "completed", "cost_usd": 0.02}),
+        lambda: _run(ws, "r2"),
+        lambda: ws.put_blob(make_png(8, 8, seed=7), "png"),
+    ]
+    for write in writes:
+        with pytest.raises(WorkspaceError, match="is read-only; nothing already written was lost") as info:
+            write()
+        assert info.value.__cause__ is None and "--workspace" in str(info.value)
+    assert ws.get_call("r1/c1/m1/0")["status"] == "submitting"  # reading still works
+    ws.close()
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before  # every row and every file as it was
+
+
+class _CommitFails:
+    """The workspace's real connection, except that COMMIT fails with ``message`` (the disk filled up, or the
+    file system turned read-only, while the transaction was being written)."""
+
+    def __init__(self, real: sqlite3.Connection, message: str):
+        self._real, self._message = real, message
+
+    def execute(self, sql, *args):
+        if sql.strip().upper() == "COMMIT":
+            raise sqlite3.OperationalError(self._message)
+        return self._real.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
 
 
 @pytest.mark.parametrize(
@@ -196,23 +249,20 @@ def test_read_only_workspace_reported(tmp_path):
     ],
 )
 def test_disk_full_and_read_only_are_translated(tmp_path, sqlite_message, expected):
-    """(The chmod test above cannot run as root; this one injects the errors SQLite raises.)"""
+    """A transaction whose COMMIT fails is translated, and rolled back: the rows it had inserted are gone (even for
+    the connection that wrote them) and the workspace goes on working."""
     ws = Workspace(tmp_path)
     _run(ws)
-
-    class Full:
-        def execute(self, *a, **k):
-            raise sqlite3.OperationalError(sqlite_message)
-
-        def close(self):
-            pass
-
     real = ws._conn
-    ws._conn = Full()  # type: ignore[assignment]
+    ws._conn = _CommitFails(real, sqlite_message)  # type: ignore[assignment]
+    before = ws.call_rows("r1")
     with pytest.raises(WorkspaceError, match=expected):
-        ws.mark_submitted("r1/c1/m1/0", "x")
+        _run(ws, "r2")  # insert_calls writes its rows in one transaction
     ws._conn = real
-    assert ws.get_call("r1/c1/m1/0")["status"] == "planned"
+    assert ws.call_rows("r2") == [] and ws.call_rows("r1") == before
+    assert real.in_transaction is False
+    ws.mark_submitted("r1/c1/m1/0", "x")  # still writable afterwards
+    assert ws.get_call("r1/c1/m1/0")["status"] == "submitted"
 
 
 def _writer(path: str, n: int, worker: int) -> None:

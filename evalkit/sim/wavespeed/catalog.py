@@ -15,7 +15,10 @@ loopback client) makes the served catalogue differ from evalkit's, as the real p
 * ``added`` — catalogue ``[[model]]`` tables (dicts) served as models evalkit does not know: listed,
   priced and accepted like any other (``type`` image-to-image);
 * ``removed`` — model ids or endpoints no longer listed (their submits answer 404);
-* ``failing_quotes`` — model ids or endpoints whose pricing request answers HTTP 500.
+* ``failing_quotes`` — model ids or endpoints whose pricing request answers HTTP 500;
+* ``price_seed`` — an integer: every model's catalogue price is billed (and quoted) with an offset of its
+  own, between −30 % and +30 % (never 0), drawn from the seed and the model id (:func:`price_offset`), so a
+  test can tell a recorded list price from the billed one (``prices`` still wins for the models it names).
 
 Without drift the list and prices are exactly the catalogue's. Nothing here is a fact about WaveSpeed:
 the responses are SIMULATED like every other response of this server.
@@ -23,6 +26,7 @@ the responses are SIMULATED like every other response of this server.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -82,15 +86,19 @@ class CatalogDrift:
     added: list[dict[str, Any]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failing_quotes: list[str] = field(default_factory=list)
+    price_seed: int | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> CatalogDrift:
         d = dict(d or {})
-        unknown = set(d) - {"prices", "added", "removed", "failing_quotes"}
+        unknown = set(d) - {"prices", "added", "removed", "failing_quotes", "price_seed"}
         if unknown:
             raise InvalidInputError(
-                f"unknown drift key(s) {sorted(unknown)}: use prices, added, removed, failing_quotes"
+                f"unknown drift key(s) {sorted(unknown)}: use prices, added, removed, failing_quotes, price_seed"
             )
+        seed = d.get("price_seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise InvalidInputError("drift price_seed must be an integer (or null)")
         prices = d.get("prices") or {}
         if not isinstance(prices, dict) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in prices.values()
@@ -104,10 +112,18 @@ class CatalogDrift:
             added=[dict(a) for a in d.get("added") or []],
             removed=[str(r) for r in d.get("removed") or []],
             failing_quotes=[str(r) for r in d.get("failing_quotes") or []],
+            price_seed=seed,
         )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def price_offset(seed: int, model_id: str) -> float:
+    """The factor a ``price_seed`` drift bills ``model_id`` at: 0.70–0.95 or 1.05–1.30, fixed by seed and id."""
+    digest = hashlib.sha256(f"{seed}:{model_id}".encode()).digest()
+    size = 0.05 + 0.25 * int.from_bytes(digest[:4], "big") / 2**32
+    return 1.0 + size if digest[4] % 2 else 1.0 - size
 
 
 def _named(spec: ModelSpec, names: list[str] | dict[str, Any]) -> bool:
@@ -146,6 +162,8 @@ class SimCatalog:
                 price = spec.reserve_usd(inputs)
             except InvalidInputError:
                 price = 0.0
+        if self.drift.price_seed is not None:
+            price = float(price) * price_offset(self.drift.price_seed, spec.id)
         return round(float(price), 10)
 
     def models_payload(self, server: str) -> dict[str, Any]:

@@ -169,3 +169,5 @@ class SimState:
     in_flight: int = 0
     peak_in_flight: int = 0
     peak_processing: int = 0
+    #: tests: tasks that have run their latency wait (still processing) while this is set (see hold_tasks)
+    held: bool = False

@@ -85,6 +85,16 @@ class TaskQueue:
     def submits(self) -> list[SubmitRecord]:
         return self._state.submits
 
+    # ---- holding tasks (tests) -------------------------------------------------------------------
+    def hold_tasks(self) -> None:
+        """Tasks that have run their latency stay "processing" until :meth:`release_tasks` (or a reset), so a test
+        can wait for the server to see many tasks in flight at once instead of guessing a latency long enough."""
+        self._state.held = True
+
+    def release_tasks(self) -> None:
+        """Let held tasks finish (and new ones finish after their latency again)."""
+        self._state.held = False
+
     # ---- the account's balance ------------------------------------------------------------------
     def available_usd(self, st: SimState | None = None) -> float:
         """What the account can still spend: its balance minus what was billed and what accepted tasks hold."""
@@ -214,6 +224,8 @@ class TaskQueue:
                     await asyncio.get_running_loop().create_future()  # until cancelled by reset/stop
                 prerender = self._prerender(p)
                 await asyncio.sleep(p.latency_s)
+                while st.held:
+                    await asyncio.sleep(0.002)
                 if prerender is not None and not prerender.done():
                     prerender.cancel()  # the shared render goes on; the download awaits it
                 p.inference_ms = round(p.latency_s * 1000)
