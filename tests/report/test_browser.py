@@ -36,20 +36,10 @@ import nbformat
 import pytest
 
 from tests.plugins import synthetic as S
+from tests.plugins.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 
-CHROMIUM = os.environ.get("EVALKIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # nothing but loopback resolves
-]
 SERVER_START_S = 60
 PAGE_READY_S = 60
 KERNEL_IDLE_S = 60
@@ -61,17 +51,7 @@ COLOUR_TOLERANCE = 10  # JPEG thumbnails of flat colours; neighbouring cases dif
 
 # --- what the test needs: skip (with the reason) when the machine does not have it ---------------------
 
-if not (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)):
-    pytest.skip(
-        f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set EVALKIT_CHROMIUM)", allow_module_level=True
-    )
-try:
-    from playwright import sync_api
-except ImportError as exc:  # not installed, or installed without its greenlet
-    pytest.skip(
-        f"the Python playwright package cannot be imported ({exc}); pip install -e '.[browser]'",
-        allow_module_level=True,
-    )
+sync_api = require_browser()
 pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
 
 

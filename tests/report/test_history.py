@@ -15,6 +15,7 @@ from PIL import Image
 from evalkit.decide.trends import trends
 from evalkit.report.history import history_html, history_section, plot_history, write_history_html
 from evalkit.store import Workspace
+from tests.plugins.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.plugins.histories import Behaviour, write_history
 
 B = Behaviour()
@@ -53,22 +54,15 @@ def test_simulated_runs_are_labelled_and_the_page_is_self_contained(history, tmp
     assert Image.open(io.BytesIO(png)).size[0] > 800
 
 
-CHROMIUM = os.environ.get("EVALKIT_CHROMIUM", "/usr/bin/chromium")
-
-
 @pytest.mark.browser
 def test_the_history_page_renders_in_headless_chromium(history, tmp_path):
-    if not (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = require_browser(module=False)
     ws, ids = history
     for rid in ids:
         ws.update_run(rid, simulated=1)
     out = write_history_html(trends(ws, "nightly", n_boot=100), tmp_path / "trends.html")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
-        )
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             off: list[str] = []
@@ -102,9 +96,7 @@ def test_the_reports_history_section_is_the_series_up_to_its_run(history):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_the_built_reports_history_section_in_headless_chromium(history, tmp_path):
-    if not (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = require_browser(module=False)
     from evalkit.report.build import build_report
 
     ws, ids = history
@@ -112,9 +104,7 @@ def test_the_built_reports_history_section_in_headless_chromium(history, tmp_pat
         ws.update_run(rid, simulated=1)
     res = build_report(ws, ids[-1], out_dir=tmp_path / "report")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
-        )
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(res.html.as_uri())

@@ -27,31 +27,14 @@ from evalkit.serve import ServeConfig, create_app
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.wavespeed import start_wavespeed_sim
 from tests.engine.test_runner import FAST_POLL
+from tests.plugins.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.plugins.common import make_png
 from tests.plugins.sim_wavespeed import FAST_TIME_SCALE
 from tests.plugins.tier_files import write_tier_defaults_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
-CHROMIUM = os.environ.get("EVALKIT_CHROMIUM", "/usr/bin/chromium")
-if not (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)):
-    pytest.skip(
-        f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set EVALKIT_CHROMIUM)", allow_module_level=True
-    )
-try:
-    from playwright import sync_api
-except ImportError as exc:
-    pytest.skip(f"the Python playwright package cannot be imported ({exc})", allow_module_level=True)
-
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
+sync_api = require_browser()
 WAIT_MS = 20_000
 
 
@@ -83,7 +66,7 @@ def test_the_selector_page_shows_tiers_switches_and_edits(server, tmp_path):
     upload = tmp_path / "photo.png"
     upload.write_bytes(make_png(320, 240, seed=3))
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on(

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -39,31 +37,14 @@ from evalkit.serve import ServeConfig, create_app
 from evalkit.sim.server import start_in_thread
 from evalkit.sim.wavespeed import SimHandle, start_wavespeed_sim
 from tests.engine.test_runner import FAST_POLL
+from tests.plugins.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.plugins.common import make_png
 from tests.plugins.sim_wavespeed import FAST_TIME_SCALE
 from tests.plugins.tier_files import write_tier_defaults_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
-CHROMIUM = os.environ.get("EVALKIT_CHROMIUM", "/usr/bin/chromium")
-if not (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)):
-    pytest.skip(
-        f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set EVALKIT_CHROMIUM)", allow_module_level=True
-    )
-try:
-    from playwright import sync_api
-except ImportError as exc:
-    pytest.skip(f"the Python playwright package cannot be imported ({exc})", allow_module_level=True)
-
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
+sync_api = require_browser()
 WAIT_MS = 20_000
 EDIT = "/api/image-studio/edit/process"
 PNG_B64 = base64.b64encode(make_png(64, 48, seed=5)).decode()
@@ -260,7 +241,7 @@ def servers(tmp_path_factory) -> Iterator[Servers]:
 @pytest.fixture
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
