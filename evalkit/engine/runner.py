@@ -43,7 +43,7 @@ from evalkit.catalog import Catalog
 from evalkit.engine.control import StopController
 from evalkit.engine.execution import CallSource, Execution
 from evalkit.engine.limits import ProviderLimits, default_provider_limits
-from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan, quote_plan_prices
+from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate_with_sessions, iter_plan, quote_plan_prices
 from evalkit.engine.reconcile import ReconcilePolicy
 from evalkit.engine.settle import SettleReport, policy_from_env, settle_unknown
 from evalkit.errors import EvalkitError, InvalidInputError
@@ -110,10 +110,15 @@ class RunResult:
     models_left_out: dict[str, str] = field(default_factory=dict)
     #: what stopped the run early, in words (what ran out, what was spent, how to continue); None otherwise
     stop_message: str | None = None
+    #: later turns of sessions never sent because an earlier turn of theirs ended without an output
+    not_reached: int = 0
+    #: per (session, model): the turns and what one whole session costs (list and maximum); None without sessions
+    session_estimate: pd.DataFrame | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("estimate", None)
+        d.pop("session_estimate", None)
         d["cost_usd"] = round(self.cost_usd, 6)
         d["wall_s"] = round(self.wall_s, 3)
         return d
@@ -154,8 +159,12 @@ async def arun(
     reconcile_policy: ReconcilePolicy | None = None,
     settle_wait_s: float = 0.0,
     quote_prices: bool = False,
+    allow_partial_sessions: bool = False,
 ) -> RunResult:
     """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``.
+
+    A session (a case with turns) runs turn by turn on each model's own previous output; the budget starts a
+    session only when it can hold all its turns, unless ``allow_partial_sessions=True``.
 
     ``quote_prices=True`` asks each provider's pricing API (WaveSpeed ``POST /api/v3/model/pricing``) once per
     distinct (model, parameters) of the plan before anything is sent, and uses the quotes for the estimate,
@@ -232,7 +241,8 @@ async def arun(
         )
         if quote_prices:  # before the estimate: every later planning pass prices by the quotes
             result.price_quotes = await asyncio.to_thread(quote_plan_prices, plan(), providers)
-        result.estimate = estimate(plan())
+        result.estimate, per_session = estimate_with_sessions(plan())
+        result.session_estimate = per_session if not per_session.empty else None
         per_model = result.estimate[result.estimate["model_id"] != "TOTAL"]
         if dry_run:  # no keys needed to see a plan
             result.planned = int(per_model["calls"].sum())
@@ -253,6 +263,7 @@ async def arun(
             "provider_base_urls": {n: _base_url(p) for n, p in providers.items()},
             "provider_limits": {k: asdict(v) for k, v in (provider_limits or {}).items()},
             "quote_prices": bool(quote_prices),
+            "allow_partial_sessions": bool(allow_partial_sessions),
         }
         if existing is None:
             ws.create_run(
@@ -280,7 +291,7 @@ async def arun(
             ws.insert_calls(rows())
             # nothing is held per call: the engine reads the planned calls back from the workspace a chunk at a
             # time and rebuilds each request when it runs (planning is pure and deterministic)
-            source = CallSource(run_id, {c.id: c for c in the_suite.cases}, {m.id: m for m in specs}, inputs)
+            source = CallSource(run_id, {c.id: c for c in the_suite.cases}, {m.id: m for m in specs}, inputs, ws=ws)
             ws.update_run(run_id, status="running")
             _seed_pacers(ws, providers, specs)
             policy = reconcile_policy or policy_from_env()
@@ -313,6 +324,7 @@ async def arun(
                 retry_failed=retry_failed,
                 controller=controller,
                 patience=patience or DEFAULT_PATIENCE,
+                allow_partial_sessions=allow_partial_sessions,
             )
             try:
                 await execution.execute()
@@ -349,6 +361,7 @@ async def arun(
                         retry_failed=False,
                         controller=controller,
                         patience=patience or DEFAULT_PATIENCE,
+                        allow_partial_sessions=allow_partial_sessions,
                     )
                     await execution.execute()
             except asyncio.CancelledError:
@@ -368,6 +381,7 @@ async def arun(
                 run_id, status=status, wall_s=wall, simulated=int(execution.simulated), note=execution.stop_message
             )
             done = summarise(ws, run_id, wall_s=wall, stop_reason=reason, estimate_df=result.estimate)
+            done.session_estimate = result.session_estimate
             done.models_left_out = dict(selection.left_out)
             done.price_quotes = result.price_quotes
             done.stop_message = execution.stop_message
@@ -408,6 +422,7 @@ def run(
     reconcile_policy: ReconcilePolicy | None = None,
     settle_wait_s: float = 0.0,
     quote_prices: bool = False,
+    allow_partial_sessions: bool = False,
 ) -> RunResult:
     """Synchronous :func:`arun` (same parameters) for scripts and the CLI.
 
@@ -455,6 +470,7 @@ def run(
                 reconcile_policy=reconcile_policy,
                 settle_wait_s=settle_wait_s,
                 quote_prices=quote_prices,
+                allow_partial_sessions=allow_partial_sessions,
             )
         finally:
             if installed:
@@ -478,6 +494,7 @@ def summarise(
     counts = agg["by_status"]
     res = RunResult(run_id=run_id, workspace=str(ws.path))
     res.not_applicable = counts.get(CallStatus.NOT_APPLICABLE, 0)
+    res.not_reached = counts.get(CallStatus.NOT_REACHED, 0)
     res.planned = int(sum(counts.values()) - res.not_applicable)
     res.completed = counts.get(CallStatus.COMPLETED, 0)
     res.failed = counts.get(CallStatus.FAILED, 0)
@@ -536,19 +553,36 @@ def _record_cases(ws: Workspace, run_id: str, suite: Any) -> None:
         shas = [ws.put_blob(i.data, i.format).sha256 for i in images]
         mask_sha = ws.put_blob(mask.data, mask.format).sha256 if mask is not None else None
         tw, th = case.target_size if case.target_size else (None, None)
-        rows.append(
-            {
-                "case_id": case.id,
-                "operation": case.operation,
-                "category": case.category,
-                "prompt": case.prompt,
-                "language": case.language,
-                "input_sha256": shas,
-                "mask_sha256": mask_sha,
-                "target_width": tw,
-                "target_height": th,
-                "tags": list(case.tags),
-                "params": dict(case.params or {}),
-            }
-        )
+        row = {
+            "case_id": case.id,
+            "operation": case.operation,
+            "category": case.category,
+            "prompt": case.prompt,
+            "language": case.language,
+            "input_sha256": shas,
+            "mask_sha256": mask_sha,
+            "target_width": tw,
+            "target_height": th,
+            "tags": list(case.tags),
+            "params": dict(case.params or {}),
+        }
+        if not case.is_session:
+            rows.append(row)
+            continue
+        # a session: one row per turn (the id its calls carry), each with the session's original image as its
+        # input — a later turn's real input is the model's own previous output (its call's parent_call_id)
+        for k, t in enumerate(case.turns, start=1):
+            turn_mask = case.turn_mask(k)
+            rows.append(
+                row
+                | {
+                    "case_id": case.turn_id(k),
+                    "operation": t.operation,
+                    "prompt": t.prompt,
+                    "mask_sha256": ws.put_blob(turn_mask.data, turn_mask.format).sha256 if turn_mask else None,
+                    "params": dict(t.params or {}),
+                    "session_id": case.id,
+                    "turn": k,
+                }
+            )
     ws.put_cases(run_id, rows)

@@ -103,6 +103,7 @@ def test_call_status_values_are_the_stored_strings(tmp_path):
         "failed",
         "not_applicable",
         "unknown",
+        "not_reached",
     ]
     ws = Workspace(tmp_path)
     _run(ws)
