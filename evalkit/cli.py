@@ -435,9 +435,19 @@ def run_cmd(
             "estimate, budget and recorded costs (a failed quote falls back to the catalogue price)",
         ),
     ] = False,
+    allow_partial_sessions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial-sessions",
+            help="let the budget start a session it cannot finish (by default a session starts only when the "
+            "budget holds all its turns)",
+        ),
+    ] = False,
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
-    """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
+    """Run a suite across models: latency, cost and output of every call, resumable and budget-capped.
+
+    A session (a case with turns) runs turn by turn, each turn on the same model's previous output."""
     from evalkit.engine import parse_provider_limits, run
 
     if resume_id:
@@ -461,6 +471,7 @@ def run_cmd(
             provider_options={"wavespeed": {"sync_mode": True}} if sync_mode else None,
             settle_wait_s=settle_wait,
             quote_prices=quote_prices,
+            allow_partial_sessions=allow_partial_sessions,
         )
     except EvalkitError as exc:
         _fail(exc)
@@ -483,6 +494,9 @@ def run_cmd(
                         "planned": result.planned,
                         "not_applicable": result.not_applicable,
                         "estimate": [] if result.estimate is None else result.estimate.to_dict(orient="records"),
+                        "sessions": []
+                        if result.session_estimate is None
+                        else result.session_estimate.to_dict(orient="records"),
                         "price_quotes": result.price_quotes,
                     },
                     default=float,
@@ -497,6 +511,15 @@ def run_cmd(
                     labels=PLAN_LABELS,
                 )
             )
+            if result.session_estimate is not None:
+                out.print(
+                    _table(
+                        result.session_estimate,
+                        "One whole session (later turns priced on the original image)",
+                        money=("list_price_usd", "max_usd"),
+                        labels=PLAN_LABELS,
+                    )
+                )
             out.print(f"{result.planned} calls; {result.not_applicable} (case, model) pairs not applicable.")
         return
     if as_json:
@@ -511,6 +534,7 @@ def run_cmd(
                         "failed",
                         "skipped",
                         "not_applicable",
+                        "not_reached",
                         "unknown",
                         "pending",
                         "cached",
@@ -547,6 +571,8 @@ def _print_run_summary(r) -> None:
     )
     if r.failures_by_category:
         out.print("  failures: " + ", ".join(f"{k} {v}" for k, v in r.failures_by_category.items()))
+    if r.not_reached:
+        out.print(f"  {r.not_reached} later session turn(s) not reached: an earlier turn of theirs did not complete")
     if r.reconciled:
         out.print(
             f"  reconciled from the provider's history: {r.reconciled.get('matched', 0)} collected (accepted earlier), "
@@ -605,6 +631,7 @@ def reconcile_cmd(
 
 PLAN_LABELS = {
     "model_id": "model",
+    "session_id": "session",
     "not_applicable": "n/a",
     "list_price_usd": "list $",
     "max_usd": "max $",
