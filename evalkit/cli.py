@@ -774,6 +774,13 @@ def tiers(
     ] = None,
     output: Annotated[Path | None, typer.Option("--out", "-o", help="where to write tier_defaults.json")] = None,
     workspace: WorkspaceOpt = None,
+    unit: Annotated[
+        str,
+        typer.Option(
+            help="'call' (every edit) or 'session' (a whole session of turns: final-turn quality, cost and "
+            "latency per session)"
+        ),
+    ] = "call",
 ) -> None:
     """Choose a default model per price tier and operation; write tier_defaults.json."""
     from evalkit.decide.quality import choose_quality
@@ -782,7 +789,7 @@ def tiers(
 
     try:
         ws = Workspace(workspace, create=False)
-        decision = choose_defaults(ws, run_id, tiers_file, quality=quality or choose_quality(ws, run_id)[0])
+        decision = choose_defaults(ws, run_id, tiers_file, quality=quality or choose_quality(ws, run_id)[0], unit=unit)
         path = write_tier_defaults(decision, output or Path("reports") / run_id / "tier_defaults.json")
     except EvalkitError as exc:
         _fail(exc)

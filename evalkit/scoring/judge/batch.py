@@ -197,8 +197,10 @@ class _Batch:
         prompt = (case.get("prompt") or "").strip()
         instruction = prompt if operation in SC_OPERATIONS and prompt else None
         try:
+            # a session's later turn is judged on its own input: the same model's previous output
+            parent = call.get("parent_call_id")
             result = await self.judge._viescore(
-                self.source(call["case_id"]),
+                self.ws.output_image(parent) if parent else self.source(call["case_id"]),
                 self.ws.output_image(call["call_id"]),
                 instruction,
                 cache=self.ws,
