@@ -535,6 +535,7 @@ def run_cmd(
                         "skipped",
                         "not_applicable",
                         "not_reached",
+                        "waiting",
                         "unknown",
                         "pending",
                         "cached",
@@ -573,6 +574,8 @@ def _print_run_summary(r) -> None:
         out.print("  failures: " + ", ".join(f"{k} {v}" for k, v in r.failures_by_category.items()))
     if r.not_reached:
         out.print(f"  {r.not_reached} later session turn(s) not reached: an earlier turn of theirs did not complete")
+    if r.waiting:
+        out.print(f"  {r.waiting} later session turn(s) wait for an earlier turn: `--resume` runs them after it")
     if r.reconciled:
         out.print(
             f"  reconciled from the provider's history: {r.reconciled.get('matched', 0)} collected (accepted earlier), "
@@ -586,7 +589,7 @@ def _print_run_summary(r) -> None:
         )
     if r.stop_message:
         out.print(f"  [yellow]stopped ({r.stop_reason}):[/] {escape(r.stop_message)}", soft_wrap=False)
-    if not r.stop_message and (r.stop_reason or r.pending or r.skipped):
+    if not r.stop_message and (r.stop_reason or r.pending or r.skipped or r.waiting):
         why = f"stopped: {r.stop_reason}" if r.stop_reason else "unfinished"
         out.print(
             f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it "

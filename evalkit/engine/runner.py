@@ -112,6 +112,9 @@ class RunResult:
     stop_message: str | None = None
     #: later turns of sessions never sent because an earlier turn of theirs ended without an output
     not_reached: int = 0
+    #: later turns of sessions waiting for an earlier turn that has not completed yet (it is pending or was not
+    #: sent): a resume runs them once it has
+    waiting: int = 0
     #: per (session, model): the turns and what one whole session costs (list and maximum); None without sessions
     session_estimate: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -500,9 +503,11 @@ def summarise(
     res.failed = counts.get(CallStatus.FAILED, 0)
     res.unknown = counts.get(CallStatus.UNKNOWN, 0)
     res.pending = agg["pending"]
+    res.waiting = int(agg.get("waiting", 0))
     res.skipped = (
         int(sum(counts.get(s, 0) for s in (CallStatus.PLANNED, CallStatus.SUBMITTING, CallStatus.SUBMITTED)))
         - res.pending
+        - res.waiting
     )
     res.cached = agg["cached"]
     res.cost_usd = agg["cost_usd"]

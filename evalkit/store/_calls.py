@@ -364,6 +364,15 @@ class CallsMixin(RunsMixin):
                 key = r["error_category"] or "unknown"
                 out["failures_by_category"][key] = out["failures_by_category"].get(key, 0) + r["n"]
             out["cost_usd"] += float(r["cost"])
+        # later turns of sessions still waiting for an earlier turn (one accepted and still running, or one not
+        # yet sent): not "skipped" calls of their own — they run when that turn completes
+        out["waiting"] = int(
+            self._query(
+                "SELECT COUNT(*) FROM calls c JOIN calls p ON p.call_id = c.parent_call_id "
+                "WHERE c.run_id = ? AND c.status = ? AND p.status != ?",
+                (run_id, CallStatus.PLANNED, CallStatus.COMPLETED),
+            )[0][0]
+        )
         return out
 
     def spent_usd(self, run_id: str) -> float:
