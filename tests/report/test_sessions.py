@@ -1,0 +1,37 @@
+"""The report's session grids (issue 24): each session as rows of turns per model, SIMULATED-labelled."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from evalkit.errors import InvalidInputError
+from evalkit.report import category_grids, session_grids
+from evalkit.report.sessions import session_grid_html, session_ids
+from evalkit.store import Workspace
+from tests.engine.test_sessions import SESSIONS, module_sim, run, sim, write_session_suite  # noqa: F401
+
+
+def test_session_grid_shows_each_models_turns_in_order_with_failures_and_not_reached(sim, tmp_path) -> None:  # noqa: F811
+    sim.sim.add_fault("task_failed", model="seededit-v3", prompt=SESSIONS["cat"][1])
+    suite = write_session_suite(tmp_path / "sess")
+    run(sim, suite, tmp_path / "ws", "g", models=["qwen-edit", "seededit-v3"])
+    with Workspace(tmp_path / "ws", create=False) as ws:
+        assert session_ids(ws, "g") == ["cat", "cup"]
+        grid = session_grid_html(ws, "g", "cat", thumb_px=64)
+        assert "SIMULATED" in grid  # the simulator's outputs are never shown as model outputs
+        rows = re.findall(r"<tr><th[^>]*>([^<]+)</th>(.*?)</tr>", grid.split("<tbody>")[1])
+        assert [m for m, _ in rows] == ["qwen-edit", "seededit-v3"]
+        cells = {m: re.findall(r'<td class="cell (\w+)"', body) for m, body in rows}
+        assert cells["qwen-edit"] == ["source", "ok", "ok", "ok"]  # original → turn 1 → 2 → 3
+        assert cells["seededit-v3"] == ["source", "ok", "failed", "na"]
+        assert "not reached" in grid and 'data-call="g/cat.t3/seededit-v3/0"' in grid
+        for k, prompt in enumerate(SESSIONS["cat"], start=1):
+            assert f"turn {k}<br><span class='cap'>{prompt}" in grid.replace("&#x27;", "'")
+        with pytest.raises(InvalidInputError, match="no session"):
+            session_grid_html(ws, "g", "nope")
+        grids = dict(session_grids(ws, "g"))
+        assert set(grids) == {"cat", "cup"}
+        # a session's turns are not also drawn as single cases in the category grids
+        assert all(".t1" not in html and ".t2" not in html for _, html in category_grids(ws, "g"))
