@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -128,6 +129,10 @@ def test_each_later_turn_edits_that_models_own_previous_output_at_the_server(sim
     assert all(r["session_id"] is None and r["parent_call_id"] is None for r in rows if r["turn"] is None)
     assert res.cost_usd == pytest.approx(sim.sim.billed_usd)
     assert_bill_matches(sim, rows)
+    # no needless re-upload: a later turn sends the URL the server already serves its input at
+    later = [json.loads(r["metadata"]) for r in rows if r["parent_call_id"]]
+    assert [m.get("inputs_by_url") for m in later] == [1] * len(later)
+    assert not any(json.loads(r["metadata"]).get("inputs_by_url") for r in rows if not r["parent_call_id"])
     with Workspace(tmp_path / "ws", create=False) as store:
         cases = store.cases("chain").set_index("case_id")
     assert cases.loc["cat.t2", "prompt"] == SESSIONS["cat"][1] and cases.loc["cat.t2", "session_id"] == "cat"
