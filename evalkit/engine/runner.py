@@ -184,6 +184,8 @@ async def arun(
         raise InvalidInputError(f"budget must be a number of USD ≥ 0, got {budget_usd!r}")
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise InvalidInputError(f"repeats must be a whole number ≥ 1, got {repeats!r}")
+    # a suite with mistakes is refused (every problem listed) before the workspace is created or touched
+    given_suite = load_suite(suite) if suite is not None else None
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     controller = controller or StopController()
     existing = None
@@ -206,7 +208,7 @@ async def arun(
             budget_usd = existing["budget_usd"]
     if suite is None:
         raise InvalidInputError("no suite given", hint="pass --suite NAME|PATH (see `evalkit suites`)")
-    the_suite = load_suite(suite)
+    the_suite = given_suite if given_suite is not None else load_suite(suite)
     catalog = catalog or Catalog.load(ws.path)
     # "all" means every model that can be called: its provider has a key (env or provider_options)
     selection = select_models(catalog, models, provider_options)

@@ -80,3 +80,12 @@ def test_tiers_decide_on_sessions(scored) -> None:
     assert set(frame["operation"]) == {"general_edit"}
     with pytest.raises(InvalidInputError, match="unit must be"):
         choose_defaults(scored, "s", unit="turns")
+
+
+def test_the_cost_quality_view_takes_the_session_table(scored) -> None:
+    from evalkit.report.figures import plot_pareto
+
+    table = session_model_table(scored, "s", quality="ssim:auto")
+    fig = plot_pareto(table, title="sessions: final-turn quality vs cost per session")
+    texts = " ".join(t.get_text() for t in fig.findobj(lambda o: hasattr(o, "get_text")))
+    assert "SIMULATED" in texts and "qwen-edit" in texts

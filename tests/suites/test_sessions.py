@@ -189,3 +189,30 @@ def test_bad_session_import_lists_every_problem_and_writes_nothing(tmp_path: Pat
     assert "turn 2: no prompt" in text
     assert "turn 2 mask is 8×8 but the image is 64×48" in text
     assert not (out / "bad").exists()
+
+
+def test_the_cli_refuses_a_bad_session_suite_listing_every_problem(folder: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app
+
+    write(
+        folder,
+        """
+[[case]]
+id = "short"
+images = ["images/room.png"]
+turns = ["Only one"]
+
+[[case]]
+id = "masked"
+images = ["images/room.png"]
+turns = ["First", { prompt = "Fix", operation = "inpaint", mask = "masks/small.png" }]
+""",
+    )
+    ws = tmp_path / "ws"
+    res = CliRunner().invoke(app, ["run", "--suite", str(folder), "--dry-run", "--workspace", str(ws)])
+    assert res.exit_code != 0
+    text = " ".join(res.output.split())
+    assert "a session needs at least 2 turns" in text and "turn 2: mask 'masks/small.png' is 10×10" in text
+    assert not ws.exists()  # nothing written
