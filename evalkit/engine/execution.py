@@ -182,8 +182,10 @@ class Execution:
         self._bar = None
         self._want_bar = progress is True
         self.allow_partial_sessions = allow_partial_sessions
-        #: per provider, its queue of calls to run (a session's next turn goes to the front)
-        self._queues: dict[str, deque[PlannedCall]] = {}
+        #: per provider, the next turns of sessions begun: taken before any new call
+        self._next_turns: dict[str, deque[PlannedCall]] = {}
+        #: a call could not be reserved: only the sessions begun go on (then the run stops for the budget)
+        self._budget_full = False
         #: per provider, session turns being run: its workers wait for their next turns instead of quitting
         self._turns_running: dict[str, int] = {}
         self._turn_done: dict[str, asyncio.Event] = {}
@@ -286,7 +288,7 @@ class Execution:
         total = done_before + len(to_resume) + sum(planned.values())
         self._open_progress(total, done_before)
         queues: dict[str, deque[PlannedCall]] = {name: deque() for name, n in planned.items() if n}
-        self._queues = queues
+        self._next_turns = {name: deque() for name in queues}
         self._cursor = dict.fromkeys(queues, 0)
         self._turns_running = dict.fromkeys(queues, 0)
         self._turn_done = {name: asyncio.Event() for name in queues}
@@ -294,7 +296,7 @@ class Execution:
         for row in self.ws.session_continuations(self.run_id):
             pc = self.source.stub(row)
             if pc is not None and pc.model.provider in queues:
-                queues[pc.model.provider].append(pc)
+                self._next_turns[pc.model.provider].append(pc)
         for pc, _row in to_resume:
             if pc.turn is not None and pc.model.provider in queues:
                 self._turns_running[pc.model.provider] += 1  # its next turn is queued when it completes
@@ -351,18 +353,24 @@ class Execution:
         # as soon as it is built, instead of every worker building its call before the first request can leave
         for _ in range(ramp):
             await asyncio.sleep(0)
+        next_turns = self._next_turns[provider_name]
         while not self.controller.stop_submitting.is_set() and provider_name not in self.dry_accounts:
-            if not queue:
-                self._refill(provider_name, queue)
-                if not queue:
+            if next_turns:  # sessions begun go first: their later turns are held in the budget already
+                pc = next_turns.popleft()
+            else:
+                if not self._budget_full and not queue:
+                    self._refill(provider_name, queue)
+                if self._budget_full or not queue:
                     if self._turns_running.get(provider_name, 0) > 0:
                         # a session turn still running will queue its next turn: wait for it, then look again
                         done = self._turn_done[provider_name]
                         done.clear()
                         await done.wait()
                         continue
+                    if self._budget_full and not self._sessions_in_progress():
+                        self.controller.request_stop("budget")  # the sessions begun are done: the run stops
                     return
-            pc = queue.popleft()
+                pc = queue.popleft()
             if pc.turn is None:
                 if not await self._run_call(provider_name, pc, queue, provider_sem, limiter):
                     return
@@ -408,13 +416,16 @@ class Execution:
             try:
                 reservation = self._reserve(pc, prepared.reserve_usd)
             except BudgetExceededError as exc:
-                self._put_back(pc, queue)
+                self._release_session_hold(pc)
+                queue.appendleft(pc)  # not a session's next turn any more: nothing more starts
                 self.stop_message = str(exc)
-                if not self._sessions_in_progress(provider_name, pc):
+                self._budget_full = True
+                if not self._sessions_in_progress(pc):
                     self.controller.request_stop("budget")
-                # else: the sessions begun hold what they need to finish: the workers running them go on with
-                # their turns, this one stops here, and the run stops once they are done
-                return False
+                    return False
+                # the sessions begun hold what they need to finish: the workers go on with their later turns
+                # only, and the run stops once they are done
+                return True
             try:
                 self.ws.mark_submitting(pc.call_id, **_submitting_fields(pc.prepared))
             except WorkspaceError as exc:
@@ -465,12 +476,10 @@ class Execution:
         pc.session_hold = held
         return reservation
 
-    def _sessions_in_progress(self, provider_name: str, pc: PlannedCall) -> bool:
-        """Whether session turns other than ``pc`` are running (their later turns are held in the budget)."""
-        running = sum(self._turns_running.values())
-        if pc.turn is not None and self._turns_running.get(provider_name, 0) > 0:
-            running -= 1  # ``pc`` itself
-        return running > 0
+    def _sessions_in_progress(self, pc: PlannedCall | None = None) -> bool:
+        """Whether sessions other than ``pc``'s are between turns: a turn running or a next turn queued."""
+        running = sum(self._turns_running.values()) - (1 if pc is not None and pc.turn is not None else 0)
+        return running > 0 or any(self._next_turns.values())
 
     def _release_session_hold(self, pc: PlannedCall) -> None:
         held, pc.session_hold = pc.session_hold, None
@@ -480,7 +489,7 @@ class Execution:
     def _put_back(self, pc: PlannedCall, queue: deque[PlannedCall]) -> None:
         """A call not sent after all (the run is stopping): planned, at the front of its queue, nothing held."""
         self._release_session_hold(pc)
-        queue.appendleft(pc)
+        (self._next_turns[pc.model.provider] if pc.parent_call_id else queue).appendleft(pc)
 
     def _continue_session(self, pc: PlannedCall) -> None:
         """``pc`` completed: queue its session's next turn (at the front: sessions finish before new ones start),
@@ -494,14 +503,14 @@ class Execution:
                 self.budget.settle(held, 0.0)
             return
         child = self.source.stub(row)
-        queue = self._queues.get(pc.model.provider)
+        queue = self._next_turns.get(pc.model.provider)
         if child is None or queue is None:
             if held is not None:
                 self.budget.settle(held, 0.0)
             return
         if held is not None:
             self._session_holds[child.call_id] = held
-        queue.appendleft(child)
+        queue.append(child)
 
     def _end_session(self, pc: PlannedCall, why: str) -> None:
         """``pc`` ended without an output: its session's later turns are not reached (``why`` says why)."""

@@ -166,15 +166,18 @@ def test_a_failing_middle_turn_stops_only_its_own_session(sim, tmp_path) -> None
     assert_chained_at_the_server(sim, list(rows.values()))
 
 
-def test_budget_never_starts_a_session_it_cannot_finish(sim, tmp_path) -> None:
-    suite = write_session_suite(tmp_path / "sess", single=False)
-    # qwen-edit costs $0.02 a turn: $0.10 holds one 3-turn session ($0.06), not two
-    res = run(sim, suite, tmp_path / "ws", "whole", models=["qwen-edit"], budget_usd=0.10, concurrency=1)
-    rows = rows_of(tmp_path / "ws", "whole")
-    done = Counter(r["session_id"] for r in rows if r["status"] == CallStatus.COMPLETED)
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_budget_never_starts_a_session_it_cannot_finish_and_finishes_those_it_began(sim, tmp_path, concurrency) -> None:
+    sessions = {**SESSIONS, "cat-2": ["Make the cat grey", "Add a bow tie", "Make it snow"]}
+    suite = write_session_suite(tmp_path / "three", sessions, single=False)
+    # qwen-edit costs $0.02 a turn: $0.13 holds two 3-turn sessions ($0.06 each), not three
+    res = run(sim, suite, tmp_path / "ws3", "whole3", models=["qwen-edit"], budget_usd=0.13, concurrency=concurrency)
+    done = Counter(r["session_id"] for r in rows_of(tmp_path / "ws3", "whole3") if r["status"] == "completed")
     assert res.stop_reason == "budget"
-    assert sorted(done.values()) == [3]  # one whole session, the other not begun
-    assert res.cost_usd == pytest.approx(0.06) and sim.sim.billed_usd == pytest.approx(0.06)
+    assert sorted(done.values()) == [3, 3]  # the sessions begun all finished, the third was never begun
+    assert res.cost_usd == pytest.approx(0.12) and sim.sim.billed_usd == pytest.approx(0.12)
+    sim.sim.reset()
+    suite = write_session_suite(tmp_path / "sess", single=False)
 
     # allowed partial sessions spend up to the cap, turn by turn
     sim.sim.reset()
