@@ -590,6 +590,13 @@ def category_grids(
     return out
 
 
+def sessions_summary_html(ws: Workspace, run_id: str, quality: QualityLike) -> str:
+    """The sessions table of the report (see :func:`evalkit.report.sessions.sessions_summary_html`)."""
+    from evalkit.report.sessions import sessions_summary_html as summary
+
+    return summary(ws, run_id, quality)
+
+
 def session_grids(ws: Workspace, run_id: str, *, thumb_px: int | None = None) -> list[tuple[str, str]]:
     """One HTML grid per session of the run: (session id, html), each model a row of its turns
     (original → turn 1 → … → turn k); empty for a run without sessions."""
@@ -648,6 +655,7 @@ __all__ = [
     "figure_image",
     "category_grids",
     "session_grids",
+    "sessions_summary_html",
     "select_cases",
     "strip_cases",
     "split_ids",

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from evalkit.decide.tables import SIMULATED_NOTE, run_is_simulated
+from evalkit.decide.quality import QualityLike
+from evalkit.decide.tables import SIMULATED_NOTE, format_usd, run_is_simulated
 from evalkit.errors import InvalidInputError
 from evalkit.report.figures import _HTML_CSS, THUMB_QUALITY, cached_thumbnail
 from evalkit.store import CallStatus, Workspace
@@ -99,4 +100,49 @@ def session_grid_html(
             )
         out.append("</tr>")
     out.append("</tbody></table>")
+    return "".join(out)
+
+
+def sessions_summary_html(ws: Workspace, run_id: str, quality: QualityLike) -> str:
+    """Per model over the run's sessions: sessions completed, final-turn and mean turn quality, drift from the
+    original after the last turn, cost and p50 latency per session, then quality by turn. Empty without
+    sessions."""
+    from evalkit.decide.sessions import quality_by_turn, session_model_table
+
+    if not session_ids(ws, run_id):
+        return ""
+    table = session_model_table(ws, run_id, quality=quality)
+    by_turn = quality_by_turn(ws, run_id, quality)
+    esc = html.escape
+
+    def num(v: object, fmt: str = "{:.3f}") -> str:
+        return "—" if v is None or pd.isna(v) else fmt.format(v)
+
+    metric = (table.attrs.get("quality") or {}).get("metric", "quality")
+    out = []
+    if run_is_simulated(ws, run_id):
+        out.append(f'<div class="evalkit-sim">{esc(SIMULATED_NOTE)}</div>')
+    turns = list(by_turn.columns)
+    head = ["model", "sessions done", f"final {metric}", f"mean turn {metric}", "drift ssim", "$ / session"]
+    head += ["p50 s / session"] + [f"turn {t}" for t in turns]
+    out.append('<table class="evalkit-sessions"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head))
+    out.append("</tr></thead><tbody>")
+    for r in table.itertuples():
+        cells = [
+            esc(str(r.model_id)),
+            f"{r.completed}/{r.calls}",
+            num(r.quality),
+            num(r.mean_turn_quality),
+            num(r.drift_ssim),
+            format_usd(r.mean_cost_usd),
+            num(r.p50_total_ms / 1000 if pd.notna(r.p50_total_ms) else None, "{:.1f}"),
+        ]
+        cells += [num(by_turn.loc[r.model_id, t]) if r.model_id in by_turn.index else "—" for t in turns]
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</tbody></table>")
+    out.append(
+        '<p class="evalkit-na">A session counts as done when every turn completed; final = its last turn\'s '
+        f"{esc(metric)}; drift ssim = the last output against the session's original image (1 = unchanged); "
+        "turn k = the mean over the models' turn-k outputs, each against its own input.</p>"
+    )
     return "".join(out)

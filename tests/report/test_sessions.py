@@ -35,3 +35,18 @@ def test_session_grid_shows_each_models_turns_in_order_with_failures_and_not_rea
         assert set(grids) == {"cat", "cup"}
         # a session's turns are not also drawn as single cases in the category grids
         assert all(".t1" not in html and ".t2" not in html for _, html in category_grids(ws, "g"))
+
+
+def test_sessions_summary_table_in_the_report(sim, tmp_path) -> None:  # noqa: F811
+    from evalkit.report import sessions_summary_html
+    from evalkit.scoring import auto_score_run
+
+    sim.sim.add_fault("task_failed", model="seededit-v3", prompt=SESSIONS["cat"][1])
+    run(sim, write_session_suite(tmp_path / "sess"), tmp_path / "ws", "t", models=["qwen-edit", "seededit-v3"])
+    with Workspace(tmp_path / "ws", create=False) as ws:
+        auto_score_run(ws, "t", progress=False, workers=1)
+        page = sessions_summary_html(ws, "t", "ssim:auto")
+        assert "SIMULATED" in page
+        rows = dict(re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", page))
+        assert rows == {"qwen-edit": "2/2", "seededit-v3": "1/2"}  # sessions whose every turn completed
+        assert "turn 3" in page and "drift ssim" in page
