@@ -160,6 +160,21 @@ class Explorer:
         self.case.observe(lambda _c: self._show_case(), "value")
         self.compare_model.observe(lambda _c: self._show_compare(), "value")
         self.split.observe(lambda _c: self._show_compare(), "value")
+        # sessions (iterative editing): each model's turns in order, original → turn 1 → … → turn k
+        from evalkit.report.sessions import session_ids
+
+        sessions = session_ids(ws, run_id)
+        self.session = widgets.Dropdown(
+            description="session", options=sessions, value=sessions[0] if sessions else None
+        )
+        self.session_view = widgets.HTML()
+        self.session.observe(lambda _c: self._show_session(), "value")
+        session_box = (
+            [widgets.HTML("<b>sessions</b>: each model's turns in order, each editing its previous output")]
+            + [self.session, self.session_view]
+            if sessions
+            else []
+        )
         self.widget = widgets.VBox(
             [
                 _banner(self.cells.attrs["simulated"]),
@@ -170,9 +185,19 @@ class Explorer:
                 self.compare_image,
                 self.enlarged_title,
                 self.enlarged,
+                *session_box,
             ]
         )
         self._filters_changed()
+        self._show_session()
+
+    def _show_session(self) -> None:
+        from evalkit.report.sessions import session_grid_html
+
+        sid = self.session.value
+        self.session_view.value = (
+            session_grid_html(self.ws, self.run_id, sid, thumb_px=min(self.thumb_px, 160)) if sid else ""
+        )
 
     # ---- state -> view ------------------------------------------------------------------------
     def _filters_changed(self, _change: Any = None) -> None:

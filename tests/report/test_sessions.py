@@ -50,3 +50,16 @@ def test_sessions_summary_table_in_the_report(sim, tmp_path) -> None:  # noqa: F
         rows = dict(re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", page))
         assert rows == {"qwen-edit": "2/2", "seededit-v3": "1/2"}  # sessions whose every turn completed
         assert "turn 3" in page and "drift ssim" in page
+
+
+def test_the_explorer_shows_a_chosen_session_turn_after_turn(sim, tmp_path) -> None:  # noqa: F811
+    from evalkit.report.widgets import Explorer
+
+    run(sim, write_session_suite(tmp_path / "sess"), tmp_path / "ws", "e", models=["qwen-edit", "seededit-v3"])
+    with Workspace(tmp_path / "ws", create=False) as ws:
+        explorer = Explorer(ws, "e")
+        assert list(explorer.session.options) == ["cat", "cup"]
+        assert 'data-session="cat"' in explorer.session_view.value and "SIMULATED" in explorer.session_view.value
+        explorer.session.value = "cup"
+        assert 'data-session="cup"' in explorer.session_view.value
+        assert SESSIONS["cup"][2] in explorer.session_view.value
