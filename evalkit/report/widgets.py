@@ -382,8 +382,13 @@ class Rater:
         self.output_call = {(r.case_id, r.model_id): r.call_id for r in done.itertuples()}
         self.models = list(dict.fromkeys(done["model_id"]))
         per_case = done.groupby("case_id")["model_id"].nunique()
-        self.cases = [c for c in dict.fromkeys(done["case_id"]) if per_case.get(c, 0) >= 2]
         self.case_frame = ws.cases(run_id)
+        # a session is compared on its final results only (each model's last turn; shown with every instruction)
+        cf = self.case_frame
+        turns = cf[cf["session_id"].notna()] if "session_id" in cf else cf.iloc[0:0]
+        last = set(turns.sort_values("turn").groupby("session_id")["case_id"].last())
+        skip = set(turns["case_id"]) - last
+        self.cases = [c for c in dict.fromkeys(done["case_id"]) if per_case.get(c, 0) >= 2 and c not in skip]
         n_pairs = len(self.models) * (len(self.models) - 1) // 2
         self.target = int(target) if target is not None else min(300, 3 * n_pairs)
         self.current: ShownPair | None = None
@@ -474,12 +479,31 @@ class Rater:
         prompt = self.case_frame.loc[self.case_frame["case_id"] == case_id, "prompt"]
         text = str(prompt.iloc[0]) if len(prompt) and prompt.iloc[0] else "(no instruction)"
         self.instruction.value = f"<b>Instruction:</b> {_esc(text)}<br><small>Which edit follows it better?</small>"
+        session = self._session_prompts(case_id)
+        if session:
+            steps = "".join(f"<li>{_esc(p)}</li>" for p in session)
+            self.instruction.value = (
+                f"<b>Instructions, one after the other:</b><ol>{steps}</ol>"
+                "<small>Each result is a model's final image after all of them. Which follows them better "
+                "and keeps the rest of the source?</small>"
+            )
         thumbs = _source_thumbs(self.ws, self.case_frame, case_id, self.thumb_px)
         _show_sources(self.source_image, self.more_sources, thumbs, self.thumb_px)
         self.image_a.value = cached_thumbnail(self._path(self.current.call_left), self.thumb_px)
         self.image_b.value = cached_thumbnail(self._path(self.current.call_right), self.thumb_px)
         self._set_enabled(True)
         return self.current
+
+    def _session_prompts(self, case_id: str) -> list[str]:
+        """The instructions of the session whose turn ``case_id`` is, in order (empty for a single edit)."""
+        cf = self.case_frame
+        if "session_id" not in cf:
+            return []
+        row = cf[cf["case_id"] == case_id]
+        if row.empty or pd.isna(row["session_id"].iloc[0]):
+            return []
+        turns = cf[cf["session_id"] == row["session_id"].iloc[0]].sort_values("turn")
+        return [str(p or op) for p, op in zip(turns["prompt"], turns["operation"], strict=True)]
 
     def _path(self, call_id: str) -> str:
         row = self.ws.get_call(call_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -63,3 +64,23 @@ def test_the_explorer_shows_a_chosen_session_turn_after_turn(sim, tmp_path) -> N
         explorer.session.value = "cup"
         assert 'data-session="cup"' in explorer.session_view.value
         assert SESSIONS["cup"][2] in explorer.session_view.value
+
+
+def test_the_blind_rater_compares_two_models_final_results_of_a_session(sim, tmp_path) -> None:  # noqa: F811
+    from evalkit.report.widgets import Rater
+
+    run(sim, write_session_suite(tmp_path / "sess"), tmp_path / "ws", "r", models=["qwen-edit", "seededit-v3"])
+    with Workspace(tmp_path / "ws", create=False) as ws:
+        rater = Rater(ws, "r", "ana")
+        assert sorted(rater.cases) == ["cat.t3", "cup.t3", "single"]  # a session's final turn, never its middle
+        for _ in range(6):
+            pair = rater.current
+            assert pair is not None
+            if pair.case_id.endswith(".t3"):
+                sid = pair.case_id.split(".")[0]
+                assert all(html.escape(p) in rater.instruction.value for p in SESSIONS[sid])
+                assert {pair.call_left, pair.call_right} == {
+                    f"r/{pair.case_id}/qwen-edit/0",
+                    f"r/{pair.case_id}/seededit-v3/0",
+                }
+            rater.vote("tie")
