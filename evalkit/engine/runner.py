@@ -18,6 +18,12 @@ Its reservation stays counted against the budget.
 A request identical to one completed in any earlier run (same model, parameters, input bytes, seed —
 the fingerprint) is served from that result, unless ``no_cache=True``.
 
+A *session* (a suite case with turns) is one call per turn; turn k's input is the same model's output of turn
+k−1 (``parent_call_id``), so it is planned with the others but runs only once that turn has completed, and a
+turn that ends without an output makes the later ones ``not_reached``. The budget starts a session only when
+it can hold every remaining turn (``allow_partial_sessions=True``: turn by turn); a resume continues each
+session from its last completed turn.
+
 This module is the public side — validate, plan, record the run, summarise; the engine that carries
 the calls through steps 2–6 is :mod:`evalkit.engine.execution`.
 """
