@@ -84,3 +84,16 @@ def test_the_blind_rater_compares_two_models_final_results_of_a_session(sim, tmp
                     f"r/{pair.case_id}/seededit-v3/0",
                 }
             rater.vote("tie")
+
+
+def test_the_report_writes_a_sessions_csv(sim, tmp_path) -> None:  # noqa: F811
+    import pandas as pd
+
+    from evalkit.report import prepare_report, write_tables
+
+    run(sim, write_session_suite(tmp_path / "sess"), tmp_path / "ws", "c", models=["qwen-edit"])
+    with Workspace(tmp_path / "ws", create=False) as ws:
+        paths = write_tables(prepare_report(ws, "c"), tmp_path / "out")
+    assert tmp_path / "out" / "sessions.csv" in paths
+    table = pd.read_csv(tmp_path / "out" / "sessions.csv")
+    assert sorted(table["session_id"]) == ["cat", "cup"] and table["complete"].all()
