@@ -28,6 +28,7 @@ from evalkit.engine.budget import Budget, Reservation
 from evalkit.engine.control import StopController
 from evalkit.engine.limits import ProviderLimits
 from evalkit.engine.planning import PlannedCall
+from evalkit.engine.sessions import SessionTurns
 from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
 from evalkit.images import InputImage, load_image
 from evalkit.progress import progress_bar
@@ -133,8 +134,11 @@ class _Slot:
             self._sems[self._held].release()
 
 
-class Execution:
-    """Fan-out of one run's remaining calls: per-provider queues and workers, one global semaphore."""
+class Execution(SessionTurns):
+    """Fan-out of one run's remaining calls: per-provider queues and workers, one global semaphore.
+
+    A session's turns are carried by :class:`~evalkit.engine.sessions.SessionTurns` (its budget hold, its next
+    turn, the turns not reached)."""
 
     def __init__(
         self,
@@ -181,16 +185,14 @@ class Execution:
         self._progress_cb = progress if callable(progress) else None
         self._bar = None
         self._want_bar = progress is True
+        # sessions (evalkit.engine.sessions): next turns, turns running, budget holds
         self.allow_partial_sessions = allow_partial_sessions
-        #: per provider, the next turns of sessions begun: taken before any new call
-        self._next_turns: dict[str, deque[PlannedCall]] = {}
+        self._next_turns = {}
+        self._turns_running = {}
+        self._turn_done = {}
+        self._session_holds = {}
         #: a call could not be reserved: only the sessions begun go on (then the run stops for the budget)
         self._budget_full = False
-        #: per provider, session turns being run: its workers wait for their next turns instead of quitting
-        self._turns_running: dict[str, int] = {}
-        self._turn_done: dict[str, asyncio.Event] = {}
-        #: the money held back for a session's later turns, by the call id of the turn that runs next
-        self._session_holds: dict[str, Reservation] = {}
 
     # ---- progress -----------------------------------------------------------------------------
     def _open_progress(self, total: int, initial: int) -> None:
@@ -456,70 +458,6 @@ class Execution:
         finally:
             slot.release()
         return True
-
-    # ---- sessions ---------------------------------------------------------------------------------
-    def _reserve(self, pc: PlannedCall, amount_usd: float) -> Reservation:
-        """The budget reservation of one call. A session's turn is only started when the budget also holds its
-        later turns (their planned maximum), so a session is never begun that the budget cannot finish —
-        unless ``allow_partial_sessions``; what is held for the later turns travels with the session."""
-        if pc.turn is None:
-            return self.budget.reserve(amount_usd, pc.call_id)
-        held = self._session_holds.pop(pc.call_id, None)
-        if held is None:
-            later = 0.0 if self.allow_partial_sessions else self.ws.later_turns_reserved_usd(pc.call_id)
-            held = self.budget.reserve(amount_usd + later, f"session of {pc.call_id}")
-        try:
-            reservation = self.budget.take(held, amount_usd, pc.call_id)
-        except BudgetExceededError:
-            self.budget.settle(held, 0.0)
-            raise
-        pc.session_hold = held
-        return reservation
-
-    def _sessions_in_progress(self, pc: PlannedCall | None = None) -> bool:
-        """Whether sessions other than ``pc``'s are between turns: a turn running or a next turn queued."""
-        running = sum(self._turns_running.values()) - (1 if pc is not None and pc.turn is not None else 0)
-        return running > 0 or any(self._next_turns.values())
-
-    def _release_session_hold(self, pc: PlannedCall) -> None:
-        held, pc.session_hold = pc.session_hold, None
-        if held is not None:
-            self.budget.settle(held, 0.0)
-
-    def _put_back(self, pc: PlannedCall, queue: deque[PlannedCall]) -> None:
-        """A call not sent after all (the run is stopping): planned, at the front of its queue, nothing held."""
-        self._release_session_hold(pc)
-        (self._next_turns[pc.model.provider] if pc.parent_call_id else queue).appendleft(pc)
-
-    def _continue_session(self, pc: PlannedCall) -> None:
-        """``pc`` completed: queue its session's next turn (at the front: sessions finish before new ones start),
-        with what the budget holds for the rest of the session."""
-        if pc.turn is None:
-            return
-        row = self.ws.next_turn(pc.call_id)
-        held, pc.session_hold = pc.session_hold, None
-        if row is None:
-            if held is not None:
-                self.budget.settle(held, 0.0)
-            return
-        child = self.source.stub(row)
-        queue = self._next_turns.get(pc.model.provider)
-        if child is None or queue is None:
-            if held is not None:
-                self.budget.settle(held, 0.0)
-            return
-        if held is not None:
-            self._session_holds[child.call_id] = held
-        queue.append(child)
-
-    def _end_session(self, pc: PlannedCall, why: str) -> None:
-        """``pc`` ended without an output: its session's later turns are not reached (``why`` says why)."""
-        if pc.turn is None:
-            return
-        self._release_session_hold(pc)
-        n = self.ws.mark_not_reached(self.run_id, f"not reached: {why}", after=pc.call_id)
-        if self._bar is not None and n:
-            self._bar.update(n)
 
     def _refill(self, provider_name: str, queue: deque[PlannedCall]) -> None:
         """Read the provider's next chunk of planned calls into its queue (synchronously: no other worker
