@@ -83,9 +83,10 @@ def test_tiers_decide_on_sessions(scored) -> None:
 
 
 def test_the_cost_quality_view_takes_the_session_table(scored) -> None:
-    from evalkit.report.figures import plot_pareto
+    from evalkit.report.figures import plot_tradeoffs
 
     table = session_model_table(scored, "s", quality="ssim:auto")
-    fig = plot_pareto(table, title="sessions: final-turn quality vs cost per session")
+    fig = plot_tradeoffs(table, title="sessions: cost, latency and final-turn quality")
     texts = " ".join(t.get_text() for t in fig.findobj(lambda o: hasattr(o, "get_text")))
     assert "SIMULATED" in texts and "qwen-edit" in texts
+    assert "cost per session (USD)" in texts and "final-turn quality: ssim (auto)" in texts
