@@ -230,3 +230,18 @@ def test_the_cache_serves_a_turn_only_for_the_same_input_bytes_model_params_and_
     hit = rows["changed/cup.t3/qwen-edit/0"]
     assert hit["output_sha256"] == first["first/cup.t3/qwen-edit/0"]["output_sha256"]
     assert hashlib.sha256(b"").hexdigest() != hit["fingerprint"]
+
+
+def test_retrying_a_failed_middle_turn_continues_its_session(sim, tmp_path) -> None:
+    # a transient failure (task code 5000: server) of one middle turn, once
+    sim.sim.add_fault("task_failed", code=5000, count=1, model="qwen-edit", prompt=SESSIONS["cup"][1])
+    suite = write_session_suite(tmp_path / "sess", single=False)
+    res = run(sim, suite, tmp_path / "ws", "retry", models=["qwen-edit"])
+    rows = {r["call_id"]: r for r in rows_of(tmp_path / "ws", "retry")}
+    assert rows["retry/cup.t2/qwen-edit/0"]["error_category"] == "server" and res.not_reached == 1
+    res = run(sim, suite, tmp_path / "ws", "retry", resume=True, retry_failed=True)
+    rows = {r["call_id"]: r for r in rows_of(tmp_path / "ws", "retry")}
+    assert res.completed == 6 and res.not_reached == 0 and res.failed == 0
+    assert rows["retry/cup.t3/qwen-edit/0"]["reason"] is None  # planned again once its turn 2 completed
+    assert_bill_matches(sim, list(rows.values()))
+    assert assert_chained_at_the_server(sim, list(rows.values())) == 4
