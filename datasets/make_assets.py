@@ -148,6 +148,33 @@ def character_sheet() -> Image.Image:
     return img
 
 
+def living_room() -> Image.Image:
+    """A plain living room (walls, floor, window, sofa, lamp, rug): the scene of the colour/lighting session,
+    drawn simply so that every later turn's change (wall colour, light, night outside) is easy to see."""
+    img = Image.new("RGB", (512, 384), (226, 218, 204))  # warm off-white walls
+    draw = ImageDraw.Draw(img)
+    draw.polygon((0, 270, 512, 270, 512, 384, 0, 384), fill=(150, 111, 74))  # wooden floor
+    for x in range(-40, 560, 48):  # floor boards in perspective
+        draw.line((256 + (x - 256) * 0.55, 270, x, 384), fill=(128, 92, 60), width=2)
+    draw.rectangle((0, 262, 512, 270), fill=(245, 242, 236))  # skirting board
+    draw.rectangle((300, 52, 452, 190), fill=(150, 200, 236), outline=(250, 250, 250), width=8)  # window, day sky
+    draw.line((376, 52, 376, 190), fill=(250, 250, 250), width=6)
+    draw.line((300, 121, 452, 121), fill=(250, 250, 250), width=6)
+    draw.ellipse((318, 150, 360, 186), fill=(96, 160, 90))  # a tree top outside
+    draw.rounded_rectangle((60, 190, 280, 276), radius=14, fill=(70, 96, 140))  # sofa
+    draw.rounded_rectangle((72, 160, 268, 214), radius=14, fill=(82, 110, 156))  # its back
+    draw.rounded_rectangle((96, 178, 150, 214), radius=8, fill=(232, 196, 90))  # a cushion
+    draw.line((470, 110, 470, 262), fill=(60, 60, 60), width=5)  # floor lamp
+    draw.polygon((446, 110, 494, 110, 484, 76, 456, 76), fill=(240, 232, 206))
+    draw.ellipse((120, 300, 392, 360), fill=(176, 72, 64))  # rug
+    return img
+
+
+def make_core_sessions() -> None:
+    """The images only the core suite's sessions use (the sessions themselves are in core/suite.toml)."""
+    save(living_room(), CORE / "images" / "living-room.png")
+
+
 def save(img: Image.Image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".jpg":
@@ -297,4 +324,5 @@ def make_smoke() -> None:
 if __name__ == "__main__":
     make_core()
     make_core_decision_set()
+    make_core_sessions()
     make_smoke()

@@ -436,9 +436,19 @@ def run_cmd(
             "estimate, budget and recorded costs (a failed quote falls back to the catalogue price)",
         ),
     ] = False,
+    allow_partial_sessions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial-sessions",
+            help="let the budget start a session it cannot finish (by default a session starts only when the "
+            "budget holds all its turns)",
+        ),
+    ] = False,
     resume_id: Annotated[str | None, typer.Argument(help="run id to resume (same as --run-id X --resume)")] = None,
 ) -> None:
-    """Run a suite across models: latency, cost and output of every call, resumable and budget-capped."""
+    """Run a suite across models: latency, cost and output of every call, resumable and budget-capped.
+
+    A session (a case with turns) runs turn by turn, each turn on the same model's previous output."""
     from evalkit.engine import parse_provider_limits, run
 
     if resume_id:
@@ -462,6 +472,7 @@ def run_cmd(
             provider_options={"wavespeed": {"sync_mode": True}} if sync_mode else None,
             settle_wait_s=settle_wait,
             quote_prices=quote_prices,
+            allow_partial_sessions=allow_partial_sessions,
         )
     except EvalkitError as exc:
         _fail(exc)
@@ -484,6 +495,9 @@ def run_cmd(
                         "planned": result.planned,
                         "not_applicable": result.not_applicable,
                         "estimate": [] if result.estimate is None else result.estimate.to_dict(orient="records"),
+                        "sessions": []
+                        if result.session_estimate is None
+                        else result.session_estimate.to_dict(orient="records"),
                         "price_quotes": result.price_quotes,
                     },
                     default=float,
@@ -498,6 +512,15 @@ def run_cmd(
                     labels=PLAN_LABELS,
                 )
             )
+            if result.session_estimate is not None:
+                out.print(
+                    _table(
+                        result.session_estimate,
+                        "One whole session (later turns priced on the original image)",
+                        money=("list_price_usd", "max_usd"),
+                        labels=PLAN_LABELS,
+                    )
+                )
             out.print(f"{result.planned} calls; {result.not_applicable} (case, model) pairs not applicable.")
         return
     if as_json:
@@ -512,6 +535,8 @@ def run_cmd(
                         "failed",
                         "skipped",
                         "not_applicable",
+                        "not_reached",
+                        "waiting",
                         "unknown",
                         "pending",
                         "cached",
@@ -548,6 +573,10 @@ def _print_run_summary(r) -> None:
     )
     if r.failures_by_category:
         out.print("  failures: " + ", ".join(f"{k} {v}" for k, v in r.failures_by_category.items()))
+    if r.not_reached:
+        out.print(f"  {r.not_reached} later session turn(s) not reached: an earlier turn of theirs did not complete")
+    if r.waiting:
+        out.print(f"  {r.waiting} later session turn(s) wait for an earlier turn: `--resume` runs them after it")
     if r.reconciled:
         out.print(
             f"  reconciled from the provider's history: {r.reconciled.get('matched', 0)} collected (accepted earlier), "
@@ -561,7 +590,7 @@ def _print_run_summary(r) -> None:
         )
     if r.stop_message:
         out.print(f"  [yellow]stopped ({r.stop_reason}):[/] {escape(r.stop_message)}", soft_wrap=False)
-    if not r.stop_message and (r.stop_reason or r.pending or r.skipped):
+    if not r.stop_message and (r.stop_reason or r.pending or r.skipped or r.waiting):
         why = f"stopped: {r.stop_reason}" if r.stop_reason else "unfinished"
         out.print(
             f"  [yellow]{why}[/] — `evalkit run --resume {r.run_id}` continues it "
@@ -606,6 +635,7 @@ def reconcile_cmd(
 
 PLAN_LABELS = {
     "model_id": "model",
+    "session_id": "session",
     "not_applicable": "n/a",
     "list_price_usd": "list $",
     "max_usd": "max $",
@@ -822,6 +852,13 @@ def tiers(
         typer.Option("--against", help="the tier_defaults.json served now: list defaults that would change, exit 1"),
     ] = None,
     workspace: WorkspaceOpt = None,
+    unit: Annotated[
+        str,
+        typer.Option(
+            help="'call' (every edit) or 'session' (a whole session of turns: final-turn quality, cost and "
+            "latency per session)"
+        ),
+    ] = "call",
 ) -> None:
     """Choose a default model per price tier and operation; write tier_defaults.json (--against SERVED.json:
     list every default that would change and why, and exit 1 when one would)."""
@@ -831,7 +868,7 @@ def tiers(
 
     try:
         ws = Workspace(workspace, create=False)
-        decision = choose_defaults(ws, run_id, tiers_file, quality=quality or choose_quality(ws, run_id)[0])
+        decision = choose_defaults(ws, run_id, tiers_file, quality=quality or choose_quality(ws, run_id)[0], unit=unit)
         path = write_tier_defaults(decision, output or Path("reports") / run_id / "tier_defaults.json")
     except EvalkitError as exc:
         _fail(exc)

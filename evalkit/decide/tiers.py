@@ -638,8 +638,13 @@ def choose_defaults(
     quality: QualityLike = DEFAULT_QUALITY,
     alpha: float = 0.05,
     vendors: Mapping[str, str] | None = None,
+    unit: str = "call",
 ) -> TierDecision:
     """Pick the default model for every tier × operation of a run (rule in the module docstring).
+
+    ``unit="session"`` decides on the run's sessions instead of its calls: a session (all turns of one model on
+    one suite session) is the unit — quality is its final turn's, success a session whose every turn completed,
+    and a tier's cost and latency limits apply to the whole session (:mod:`evalkit.decide.sessions`).
 
     ``tiers``: None (workspace ``tiers.toml`` or the bundled file), a path, a Tier, or a dict/list of
     Tiers. ``vendors`` maps model id → vendor; by default the catalogue (with the workspace's
@@ -647,9 +652,22 @@ def choose_defaults(
     """
     if not 0.0 < alpha < 1.0:
         raise InvalidInputError(f"alpha must be between 0 and 1, got {alpha}")
+    if unit not in ("call", "session"):
+        raise InvalidInputError(f"unit must be 'call' or 'session', got {unit!r}")
     tier_map = _as_tiers(tiers, ws)
-    table = model_table(ws, run_id, quality=quality, by="operation")
-    per_case, spec = case_quality(ws, run_id, quality)
+    if unit == "session":
+        from evalkit.decide.sessions import session_model_table, session_quality
+
+        table = session_model_table(ws, run_id, quality=quality, by="operation")
+        _, spec = case_quality(ws, run_id, quality)
+        per_case = session_quality(ws, run_id, spec)
+        if table.empty:
+            raise InvalidInputError(
+                f"run {run_id!r} has no sessions to decide on", hint="use --unit call, or run a suite with sessions"
+            )
+    else:
+        table = model_table(ws, run_id, quality=quality, by="operation")
+        per_case, spec = case_quality(ws, run_id, quality)
     # the judge's spread between passes of this metric (None with one pass per output, or not a judge metric)
     noise = judge_noise(ws, run_id, spec.version) if spec.source == "judge" else None
     vendor_of = _vendor_lookup(ws, table["model_id"].unique(), vendors)

@@ -5,6 +5,7 @@
 * :mod:`~evalkit.engine.limits` — ``ProviderLimits``: per-provider concurrency and rate (defaults from the catalogue);
 * :mod:`~evalkit.engine.control` — ``StopController``: stop submitting, then stop waiting (Ctrl-C, budget);
 * :mod:`~evalkit.engine.execution` — ``Execution``: queues, workers, patience, resume, cache hits, storing outcomes;
+* :mod:`~evalkit.engine.sessions` — ``SessionTurns``: a session's turns in order, their budget hold, turns not reached;
 * :mod:`~evalkit.engine.runner` — the public ``run`` / ``arun`` and ``RunResult``.
 
 (The folder is ``engine``, not ``run``: ``evalkit.run`` is the public function.)

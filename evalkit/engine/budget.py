@@ -58,6 +58,25 @@ class Budget:
             self.reserved_usd += amount_usd
             return Reservation(amount_usd, label)
 
+    def take(self, held: Reservation, amount_usd: float, label: str = "") -> Reservation:
+        """A reservation of ``amount_usd`` for one call, drawn first from ``held`` (money already held back for
+        it, e.g. a session's later turns); only what ``held`` cannot cover is checked against the cap (raises
+        :class:`BudgetExceededError` then, leaving ``held`` as it was)."""
+        if amount_usd < 0:
+            raise ValueError("reservation must be ≥ 0")
+        with self._lock:
+            covered = min(max(0.0, held.amount_usd), amount_usd) if not held.settled else 0.0
+            extra = amount_usd - covered
+            if extra > _EPS and not self.can_reserve(extra):
+                raise BudgetExceededError(
+                    f"budget ${self.cap_usd:.4f} reached: ${self.spent_usd:.4f} spent, ${self.reserved_usd:.4f} "
+                    f"held, and this session turn needs ${extra:.4f} more than was held for it",
+                    hint="raise --budget to run the rest (completed turns are kept; re-run to resume)",
+                )
+            held.amount_usd -= covered
+            self.reserved_usd += max(0.0, extra)
+            return Reservation(amount_usd, label)
+
     def hold(self, amount_usd: float, label: str = "") -> Reservation:
         """Reserve without checking the cap: for a call an earlier process already submitted (it is owed
         whatever the cap says, and must still count against it)."""

@@ -28,7 +28,9 @@ from evalkit.engine.budget import Budget, Reservation
 from evalkit.engine.control import StopController
 from evalkit.engine.limits import ProviderLimits
 from evalkit.engine.planning import PlannedCall
+from evalkit.engine.sessions import SessionTurns
 from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
+from evalkit.images import InputImage, load_image
 from evalkit.progress import progress_bar
 from evalkit.providers.base import EditOutcome, ImageEditProvider, PreparedRequest, capabilities_of
 from evalkit.providers.retry import RetryPolicy
@@ -48,17 +50,28 @@ class CallSource:
         cases: Mapping[str, Any],
         specs: Mapping[str, Any],
         inputs: dict[str, tuple] | None = None,
+        ws: Workspace | None = None,
     ):
+        """``cases`` maps case id → case (a session under its own id); ``ws`` reads a later turn's input."""
         self.run_id, self.cases, self.specs = run_id, cases, specs
         self.inputs = inputs if inputs is not None else {}
+        self.ws = ws
 
     def stub(self, row: Mapping[str, Any]) -> PlannedCall | None:
-        """The call of ``row`` (None when its case or model is no longer part of the run)."""
-        case, model = self.cases.get(row["case_id"]), self.specs.get(row["model_id"])
+        """The call of ``row`` (None when its case or model is no longer part of the run). A later turn of a
+        session gets its parent's stored output as its input."""
+        session_id = row.get("session_id")
+        case = self.cases.get(session_id if session_id else row["case_id"])
+        model = self.specs.get(row["model_id"])
         if case is None or model is None:
             return None
         if case.id not in self.inputs:
             self.inputs[case.id] = case.load_inputs()
+        turn_input = None
+        if row.get("parent_call_id"):
+            if self.ws is None:
+                raise EvalkitError(f"call {row['call_id']} is a later turn: its input needs the workspace")
+            turn_input = _stored_output(self.ws, row["parent_call_id"])
         return PlannedCall(
             call_id=row["call_id"],
             run_id=self.run_id,
@@ -71,7 +84,21 @@ class CallSource:
             prior_cost_usd=row.get("cost_usd") or 0.0,  # a retried paid failure stays paid: the retry adds to it
             case=case,
             inputs=self.inputs[case.id],
+            turn=row.get("turn"),
+            session_id=session_id,
+            parent_call_id=row.get("parent_call_id"),
+            turn_input=turn_input,
         )
+
+
+def _stored_output(ws: Workspace, call_id: str) -> InputImage:
+    """A completed call's output as an input image: the very bytes the provider returned (and the blob store
+    holds), so a session's next turn edits exactly what the model made."""
+    row = ws.get_call(call_id)
+    if row["status"] != CallStatus.COMPLETED or not row.get("output_sha256"):
+        raise EvalkitError(f"call {call_id} has no output to continue its session from (status {row['status']})")
+    data = ws.blob_path(row["output_sha256"], row["output_ext"]).read_bytes()
+    return load_image(data, name=f"{row['case_id']}:{row['model_id']} output")
 
 
 #: errors that may pass if tried again later: a failed call with one of these is re-sent by `--retry-failed`;
@@ -107,8 +134,11 @@ class _Slot:
             self._sems[self._held].release()
 
 
-class Execution:
-    """Fan-out of one run's remaining calls: per-provider queues and workers, one global semaphore."""
+class Execution(SessionTurns):
+    """Fan-out of one run's remaining calls: per-provider queues and workers, one global semaphore.
+
+    A session's turns are carried by :class:`~evalkit.engine.sessions.SessionTurns` (its budget hold, its next
+    turn, the turns not reached)."""
 
     def __init__(
         self,
@@ -127,8 +157,10 @@ class Execution:
         retry_failed: bool,
         controller: StopController,
         patience: RetryPolicy,
+        allow_partial_sessions: bool = False,
     ):
-        """``limits`` holds every provider's limits, defaults already filled in by the runner."""
+        """``limits`` holds every provider's limits, defaults already filled in by the runner. A session is
+        only started when the budget can hold all its remaining turns, unless ``allow_partial_sessions``."""
         if concurrency < 1:
             raise InvalidInputError(f"concurrency must be ≥ 1, got {concurrency}")
         self.ws, self.run_id, self.providers = ws, run_id, providers
@@ -153,6 +185,14 @@ class Execution:
         self._progress_cb = progress if callable(progress) else None
         self._bar = None
         self._want_bar = progress is True
+        # sessions (evalkit.engine.sessions): next turns, turns running, budget holds
+        self.allow_partial_sessions = allow_partial_sessions
+        self._next_turns = {}
+        self._turns_running = {}
+        self._turn_done = {}
+        self._session_holds = {}
+        #: a call could not be reserved: only the sessions begun go on (then the run stops for the budget)
+        self._budget_full = False
 
     # ---- progress -----------------------------------------------------------------------------
     def _open_progress(self, total: int, initial: int) -> None:
@@ -216,6 +256,9 @@ class Execution:
                 "cost_usd",
                 "reserved_usd",
                 "error_category",
+                "turn",
+                "session_id",
+                "parent_call_id",
             ),
         ):
             status = row["status"]
@@ -240,11 +283,25 @@ class Execution:
             else:
                 self._mark_unknown(pc, row)
                 done_before += 1
+        # a session whose turn ended without an output (in an earlier process) goes no further: its later turns
+        # are not reached (planned again should that turn be retried or settled and complete)
+        self.ws.mark_not_reached(self.run_id, "not reached: the turn before ({parent}) ended {category}")
         planned = self.ws.planned_counts(self.run_id)
         total = done_before + len(to_resume) + sum(planned.values())
         self._open_progress(total, done_before)
         queues: dict[str, deque[PlannedCall]] = {name: deque() for name, n in planned.items() if n}
+        self._next_turns = {name: deque() for name in queues}
         self._cursor = dict.fromkeys(queues, 0)
+        self._turns_running = dict.fromkeys(queues, 0)
+        self._turn_done = {name: asyncio.Event() for name in queues}
+        # sessions an earlier process left between two turns continue first
+        for row in self.ws.session_continuations(self.run_id):
+            pc = self.source.stub(row)
+            if pc is not None and pc.model.provider in queues:
+                self._next_turns[pc.model.provider].append(pc)
+        for pc, _row in to_resume:
+            if pc.turn is not None and pc.model.provider in queues:
+                self._turns_running[pc.model.provider] += 1  # its next turn is queued when it completes
 
         tasks = [asyncio.create_task(self._resume_call(pc, row)) for pc, row in to_resume]
         for name, q in queues.items():
@@ -298,65 +355,109 @@ class Execution:
         # as soon as it is built, instead of every worker building its call before the first request can leave
         for _ in range(ramp):
             await asyncio.sleep(0)
-        provider = self.providers[provider_name]
+        next_turns = self._next_turns[provider_name]
         while not self.controller.stop_submitting.is_set() and provider_name not in self.dry_accounts:
-            if not queue:
-                self._refill(provider_name, queue)
-                if not queue:
+            if next_turns:  # sessions begun go first: their later turns are held in the budget already
+                pc = next_turns.popleft()
+            else:
+                if not self._budget_full and not queue:
+                    self._refill(provider_name, queue)
+                if self._budget_full or not queue:
+                    if self._turns_running.get(provider_name, 0) > 0:
+                        # a session turn still running will queue its next turn: wait for it, then look again
+                        done = self._turn_done[provider_name]
+                        done.clear()
+                        await done.wait()
+                        continue
+                    if self._budget_full and not self._sessions_in_progress():
+                        self.controller.request_stop("budget")  # the sessions begun are done: the run stops
                     return
-            pc = queue.popleft()
-            try:
-                pc.build(provider)
-            except EvalkitError as exc:  # the pair cannot run any more (e.g. the catalogue changed since planning)
-                self.ws.finish_call(pc.call_id, {"status": CallStatus.NOT_APPLICABLE, "reason": exc.message})
+                pc = queue.popleft()
+            if pc.turn is None:
+                if not await self._run_call(provider_name, pc, queue, provider_sem, limiter):
+                    return
                 continue
-            if not self.no_cache and self._serve_from_cache(pc):
-                pc.release()
-                continue
-            slot = _Slot(provider_sem, self.global_sem)
-            await slot.acquire()
+            self._turns_running[provider_name] += 1
             try:
-                if limiter is not None:
-                    await limiter.acquire()
-                if self.controller.stop_submitting.is_set() or provider_name in self.dry_accounts:
-                    queue.appendleft(pc)
-                    return
-                request, prepared = pc.built
-                try:
-                    reservation = self.budget.reserve(prepared.reserve_usd, pc.call_id)
-                except BudgetExceededError as exc:
-                    self.stop_message = str(exc)
-                    self.controller.request_stop("budget")
-                    queue.appendleft(pc)
-                    return
-                try:
-                    self.ws.mark_submitting(pc.call_id, **_submitting_fields(pc.prepared))
-                except WorkspaceError as exc:
-                    self.budget.settle(reservation, 0.0)
-                    self._workspace_failed(exc)
-                    return
-                if request.spool_dir is None:
-                    request = replace(request, spool_dir=self.spool)
-                outcome = await self._with_patience(provider, pc, request, submit=True, slot=slot)
-                if _refused(outcome) and self.controller.stop_submitting.is_set():
-                    # never accepted, and the run is stopping: it simply stays planned
-                    self.budget.settle(reservation, 0.0)
-                    self.ws.reset_call(pc.call_id)
-                    queue.appendleft(pc)
-                    return
-                if _out_of_balance(outcome):
-                    # the account ran dry: nothing was created, so the call stays planned (not failed); this
-                    # provider stops submitting, calls in flight finish, and a resume after a top-up sends the rest
-                    self.budget.settle(reservation, 0.0)
-                    self.ws.reset_call(pc.call_id)
-                    queue.appendleft(pc)
-                    err = outcome.error
-                    self.dry_accounts.setdefault(provider_name, redact(err.message if err else "out of balance"))
-                    return
-                await self._store(pc, outcome, reservation)
-                pc.release()  # done: don't hold its request for the rest of the run
+                go_on = await self._run_call(provider_name, pc, queue, provider_sem, limiter)
             finally:
-                slot.release()
+                self._turns_running[provider_name] -= 1
+                self._turn_done[provider_name].set()
+            if not go_on:
+                return
+
+    async def _run_call(
+        self,
+        provider_name: str,
+        pc: PlannedCall,
+        queue: deque[PlannedCall],
+        provider_sem: asyncio.Semaphore,
+        limiter: AsyncLimiter | None,
+    ) -> bool:
+        """Carry one call from planned to its outcome; False when this worker should stop (the call is back
+        at the front of its queue, still planned)."""
+        provider = self.providers[provider_name]
+        try:
+            pc.build(provider)
+        except EvalkitError as exc:  # the pair cannot run any more (e.g. the catalogue changed since planning)
+            self.ws.finish_call(pc.call_id, {"status": CallStatus.NOT_APPLICABLE, "reason": exc.message})
+            self._end_session(pc, f"turn {pc.turn} is not applicable: {exc.message}")
+            return True
+        if not self.no_cache and self._serve_from_cache(pc):
+            pc.release()
+            return True
+        slot = _Slot(provider_sem, self.global_sem)
+        await slot.acquire()
+        try:
+            if limiter is not None:
+                await limiter.acquire()
+            if self.controller.stop_submitting.is_set() or provider_name in self.dry_accounts:
+                self._put_back(pc, queue)
+                return False
+            request, prepared = pc.built
+            try:
+                reservation = self._reserve(pc, prepared.reserve_usd)
+            except BudgetExceededError as exc:
+                self._release_session_hold(pc)
+                queue.appendleft(pc)  # not a session's next turn any more: nothing more starts
+                self.stop_message = str(exc)
+                self._budget_full = True
+                if not self._sessions_in_progress(pc):
+                    self.controller.request_stop("budget")
+                    return False
+                # the sessions begun hold what they need to finish: the workers go on with their later turns
+                # only, and the run stops once they are done
+                return True
+            try:
+                self.ws.mark_submitting(pc.call_id, **_submitting_fields(pc.prepared))
+            except WorkspaceError as exc:
+                self.budget.settle(reservation, 0.0)
+                self._release_session_hold(pc)
+                self._workspace_failed(exc)
+                return False
+            if request.spool_dir is None:
+                request = replace(request, spool_dir=self.spool)
+            outcome = await self._with_patience(provider, pc, request, submit=True, slot=slot)
+            if _refused(outcome) and self.controller.stop_submitting.is_set():
+                # never accepted, and the run is stopping: it simply stays planned
+                self.budget.settle(reservation, 0.0)
+                self.ws.reset_call(pc.call_id)
+                self._put_back(pc, queue)
+                return False
+            if _out_of_balance(outcome):
+                # the account ran dry: nothing was created, so the call stays planned (not failed); this
+                # provider stops submitting, calls in flight finish, and a resume after a top-up sends the rest
+                self.budget.settle(reservation, 0.0)
+                self.ws.reset_call(pc.call_id)
+                self._put_back(pc, queue)
+                err = outcome.error
+                self.dry_accounts.setdefault(provider_name, redact(err.message if err else "out of balance"))
+                return False
+            await self._store(pc, outcome, reservation)
+            pc.release()  # done: don't hold its request for the rest of the run
+        finally:
+            slot.release()
+        return True
 
     def _refill(self, provider_name: str, queue: deque[PlannedCall]) -> None:
         """Read the provider's next chunk of planned calls into its queue (synchronously: no other worker
@@ -440,9 +541,21 @@ class Execution:
         return outcome
 
     async def _resume_call(self, pc: PlannedCall, row: dict[str, Any]) -> None:
+        name = pc.model.provider
+        if pc.turn is None or name not in self._turn_done:
+            await self._collect(pc, row)
+            return
+        try:  # a session turn: the provider's workers wait for the next turn it queues
+            await self._collect(pc, row)
+        finally:
+            self._turns_running[name] -= 1
+            self._turn_done[name].set()
+
+    async def _collect(self, pc: PlannedCall, row: dict[str, Any]) -> None:
         provider = self.providers[pc.model.provider]
         if not capabilities_of(provider).resumable:
             self._mark_unknown(pc, row)
+            self._end_session(pc, f"turn {pc.turn} ({pc.call_id}) has an unknown outcome")
             self._tick()
             return
         request, prepared = pc.build(provider).built
@@ -494,6 +607,7 @@ class Execution:
         self.ws.finish_call(pc.call_id, fields)
         self.simulated = self.simulated or bool(hit["simulated"])
         self.counts[CallStatus.COMPLETED] += 1
+        self._continue_session(pc)
         self._tick()
         return True
 
@@ -515,6 +629,8 @@ class Execution:
         if resumable:
             # accepted and still collectable (we stopped waiting, polls failed, or the download failed):
             # the row stays `submitted` with its prediction id, so `--resume` finishes it without paying again
+            # (and then continues its session)
+            self._release_session_hold(pc)
             self.counts["pending"] = self.counts.get("pending", 0) + 1
             self._tick()
             return
@@ -535,10 +651,17 @@ class Execution:
                     prediction_id=outcome.prediction_id,
                 )
         except WorkspaceError as exc:
+            self._release_session_hold(pc)
             self._workspace_failed(exc)
             return
         key = _final_status(outcome, unknown)
         self.counts[key] += 1
+        if key == CallStatus.COMPLETED:
+            self._continue_session(pc)
+        else:
+            err = outcome.error
+            what = f"{err.category}: {err.message}" if err is not None else str(key)
+            self._end_session(pc, f"turn {pc.turn} ({pc.call_id}) ended {key} ({what[:300]})")
         self._tick()
 
     def _fields(self, pc: PlannedCall, o: EditOutcome, unknown: bool) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from evalkit.catalog import ModelSpec
 from evalkit.errors import EvalkitError
+from evalkit.images import InputImage
 from evalkit.providers.base import (
     EditRequest,
     ImageEditOptions,
@@ -23,6 +24,7 @@ from evalkit.providers.base import (
     PreparedRequest,
     QuotesPrices,
 )
+from evalkit.providers.prepare import resize_mask
 from evalkit.store import CallStatus
 
 #: seed of repeat r is BASE_SEED + r: the same for every model, so repeats are comparable across models.
@@ -64,6 +66,17 @@ class PlannedCall:
     #: the suite case and its decoded (images, mask), shared by every call of the case: what :meth:`build` needs
     case: Any = field(default=None, repr=False)
     inputs: tuple | None = field(default=None, repr=False)
+    #: a session's turn (1-based), None for a single edit
+    turn: int | None = None
+    #: the session (suite case id) the turn belongs to, None for a single edit
+    session_id: str | None = None
+    #: the call whose output is this turn's input (None for turn 1 and single edits)
+    parent_call_id: str | None = None
+    #: this turn's input image: the parent's output as it was stored (None before the parent completed, when
+    #: planning prices the turn on the session's original image instead)
+    turn_input: InputImage | None = field(default=None, repr=False)
+    #: while a session's turn runs: the budget reservation held for its later turns (engine bookkeeping)
+    session_hold: Any = field(default=None, repr=False)
 
     @property
     def model_id(self) -> str:
@@ -80,7 +93,9 @@ class PlannedCall:
         if self.status == CallStatus.PLANNED and (self.request is None or self.prepared is None):
             if self.case is None or self.inputs is None:
                 raise EvalkitError(f"call {self.call_id} was released without what it needs to be rebuilt")
-            self.request = _request_for(self.case, self.model, self.repeat, self.seed, self.inputs)
+            self.request = _request_for(
+                self.case, self.model, self.repeat, self.seed, self.inputs, turn=self.turn, turn_input=self.turn_input
+            )
             self.prepared = provider.prepare(self.request)
         return self
 
@@ -115,6 +130,9 @@ class PlannedCall:
             "requested_height": req_h,
             "params": p.public_params() if p else None,
             "notes": list(p.notes) if p else [],
+            "turn": self.turn,
+            "session_id": self.session_id,
+            "parent_call_id": self.parent_call_id,
         }
 
 
@@ -122,15 +140,33 @@ def call_id_for(run_id: str, case_id: str, model_id: str, repeat: int) -> str:
     return f"{run_id}/{case_id}/{model_id}/{repeat}"
 
 
-def _request_for(case: Any, model: ModelSpec, repeat: int, seed: int | None, inputs: tuple) -> EditRequest:
+def _request_for(
+    case: Any,
+    model: ModelSpec,
+    repeat: int,
+    seed: int | None,
+    inputs: tuple,
+    *,
+    turn: int | None = None,
+    turn_input: InputImage | None = None,
+) -> EditRequest:
     images, mask = inputs
+    prompt, operation, params = case.prompt, case.operation, case.params
+    if turn is not None:  # a session's turn: its own instruction, on the previous turn's output
+        t = case.turns[turn - 1]
+        prompt, operation, params, mask = t.prompt, t.operation, t.params, case.turn_mask(turn)
+        if turn > 1:
+            images = (turn_input,) if turn_input is not None else tuple(images)[:1]
+            if mask is not None and (mask.width, mask.height) != (images[0].width, images[0].height):
+                # the mask was drawn on the original; the previous output may have another size
+                mask = resize_mask(mask, images[0].width, images[0].height)
     tw, th = case.target_size if case.target_size else (None, None)
     return EditRequest(
         model=model,
         images=tuple(images),
-        prompt=case.prompt,
-        operation=case.operation,
-        options=ImageEditOptions(width=tw, height=th, seed=seed, extra=dict(case.params or {})),
+        prompt=prompt,
+        operation=operation,
+        options=ImageEditOptions(width=tw, height=th, seed=seed, extra=dict(params or {})),
         mask=mask,
         sample_index=repeat,
     )
@@ -161,6 +197,9 @@ def iter_plan(
             case_inputs = decoded[case.id]
             for model in models:
                 seed = base_seed + repeat if model.seed is not None else None
+                if case.turns:
+                    yield from _plan_session(run_id, case, model, repeat, seed, case_inputs, providers)
+                    continue
                 pc = PlannedCall(
                     call_id=call_id_for(run_id, case.id, model.id, repeat),
                     run_id=run_id,
@@ -182,6 +221,55 @@ def iter_plan(
                     pc.status, pc.reason, pc.request = CallStatus.NOT_APPLICABLE, exc.message, None
                     pc.case = pc.inputs = None
                 yield pc
+
+
+def _plan_session(
+    run_id: str,
+    case: Any,
+    model: ModelSpec,
+    repeat: int,
+    seed: int | None,
+    case_inputs: tuple,
+    providers: Mapping[str, ImageEditProvider],
+) -> Iterator[PlannedCall]:
+    """The calls of one (session, model, repeat): one per turn, each turn's parent the turn before. Later turns
+    are priced on the session's original image (their real input exists once the turn before has run). When the
+    model cannot do any one turn, every turn is not applicable, with the reason of the turn it cannot do."""
+    calls: list[PlannedCall] = []
+    parent = None
+    for k, t in enumerate(case.turns, start=1):
+        turn_id = case.turn_id(k)
+        pc = PlannedCall(
+            call_id=call_id_for(run_id, turn_id, model.id, repeat),
+            run_id=run_id,
+            case_id=turn_id,
+            model=model,
+            repeat=repeat,
+            operation=t.operation,
+            category=case.category,
+            seed=seed,
+            turn=k,
+            session_id=case.id,
+            parent_call_id=parent,
+        )
+        parent = pc.call_id
+        calls.append(pc)
+    reason = None
+    for pc, t in zip(calls, case.turns, strict=True):
+        if t.operation not in model.operations:
+            reason = f"turn {pc.turn}: {model.id} does not support {t.operation}"
+            break
+        pc.case, pc.inputs = case, case_inputs
+        try:
+            pc.build(providers[model.provider])
+        except EvalkitError as exc:
+            reason = f"turn {pc.turn}: {exc.message}"
+            break
+    for pc in calls:
+        if reason is not None:
+            pc.status, pc.reason, pc.request, pc.prepared = CallStatus.NOT_APPLICABLE, reason, None, None
+            pc.case = pc.inputs = None
+        yield pc
 
 
 def quote_plan_prices(planned: Iterable[PlannedCall], providers: Mapping[str, ImageEditProvider]) -> dict[str, Any]:
@@ -210,8 +298,30 @@ def quote_plan_prices(planned: Iterable[PlannedCall], providers: Mapping[str, Im
 def estimate(planned: Iterable[PlannedCall]) -> pd.DataFrame:
     """Per model: calls to make, not-applicable pairs, list-price total and the most it can cost
     (one pass: ``planned`` may be a generator)."""
+    return estimate_with_sessions(planned)[0]
+
+
+#: columns of the per-session estimate
+SESSION_ESTIMATE_COLUMNS = ["session_id", "model_id", "sessions", "turns", "list_price_usd", "max_usd"]
+
+
+def estimate_with_sessions(planned: Iterable[PlannedCall]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`estimate`, and per (session, model) what one whole session costs: its turns, their list-price
+    total and the most they can cost (``sessions`` = its repeats). Later turns are priced on the session's
+    original image. The second frame is empty for a suite without sessions."""
     rows: dict[str, dict[str, Any]] = {}
+    sessions: dict[tuple[str, str], dict[str, Any]] = {}
     for pc in planned:
+        if pc.session_id is not None and pc.status != CallStatus.NOT_APPLICABLE:
+            _, p = pc.built
+            s = sessions.setdefault(
+                (pc.session_id, pc.model.id),
+                {"session_id": pc.session_id, "model_id": pc.model.id, "sessions": 0, "turns": 0, "list": 0.0},
+            )
+            s["max"] = s.get("max", 0.0) + p.reserve_usd
+            s["list"] += p.price_usd or 0.0
+            s["turns"] += 1
+            s["sessions"] += int(pc.turn == 1)
         r = rows.setdefault(
             pc.model.id,
             {
@@ -243,4 +353,18 @@ def estimate(planned: Iterable[PlannedCall]) -> pd.DataFrame:
         df = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
         df["list_price_usd"] = df["list_price_usd"].round(4)
         df["max_usd"] = df["max_usd"].round(4)
-    return df
+    per_session = pd.DataFrame(
+        [
+            {
+                "session_id": s["session_id"],
+                "model_id": s["model_id"],
+                "sessions": s["sessions"],
+                "turns": s["turns"] // max(1, s["sessions"]),
+                "list_price_usd": round(s["list"] / max(1, s["sessions"]), 4),
+                "max_usd": round(s["max"] / max(1, s["sessions"]), 4),
+            }
+            for s in sessions.values()
+        ],
+        columns=SESSION_ESTIMATE_COLUMNS,
+    )
+    return df, per_session

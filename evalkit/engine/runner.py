@@ -18,6 +18,12 @@ Its reservation stays counted against the budget.
 A request identical to one completed in any earlier run (same model, parameters, input bytes, seed —
 the fingerprint) is served from that result, unless ``no_cache=True``.
 
+A *session* (a suite case with turns) is one call per turn; turn k's input is the same model's output of turn
+k−1 (``parent_call_id``), so it is planned with the others but runs only once that turn has completed, and a
+turn that ends without an output makes the later ones ``not_reached``. The budget starts a session only when
+it can hold every remaining turn (``allow_partial_sessions=True``: turn by turn); a resume continues each
+session from its last completed turn.
+
 This module is the public side — validate, plan, record the run, summarise; the engine that carries
 the calls through steps 2–6 is :mod:`evalkit.engine.execution`.
 """
@@ -43,7 +49,7 @@ from evalkit.catalog import Catalog
 from evalkit.engine.control import StopController
 from evalkit.engine.execution import CallSource, Execution
 from evalkit.engine.limits import ProviderLimits, default_provider_limits
-from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate, iter_plan, quote_plan_prices
+from evalkit.engine.planning import BASE_SEED, PlannedCall, estimate_with_sessions, iter_plan, quote_plan_prices
 from evalkit.engine.reconcile import ReconcilePolicy
 from evalkit.engine.settle import SettleReport, policy_from_env, settle_unknown
 from evalkit.errors import EvalkitError, InvalidInputError
@@ -110,10 +116,18 @@ class RunResult:
     models_left_out: dict[str, str] = field(default_factory=dict)
     #: what stopped the run early, in words (what ran out, what was spent, how to continue); None otherwise
     stop_message: str | None = None
+    #: later turns of sessions never sent because an earlier turn of theirs ended without an output
+    not_reached: int = 0
+    #: later turns of sessions waiting for an earlier turn that has not completed yet (it is pending or was not
+    #: sent): a resume runs them once it has
+    waiting: int = 0
+    #: per (session, model): the turns and what one whole session costs (list and maximum); None without sessions
+    session_estimate: pd.DataFrame | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("estimate", None)
+        d.pop("session_estimate", None)
         d["cost_usd"] = round(self.cost_usd, 6)
         d["wall_s"] = round(self.wall_s, 3)
         return d
@@ -154,8 +168,12 @@ async def arun(
     reconcile_policy: ReconcilePolicy | None = None,
     settle_wait_s: float = 0.0,
     quote_prices: bool = False,
+    allow_partial_sessions: bool = False,
 ) -> RunResult:
     """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``.
+
+    A session (a case with turns) runs turn by turn on each model's own previous output; the budget starts a
+    session only when it can hold all its turns, unless ``allow_partial_sessions=True``.
 
     ``quote_prices=True`` asks each provider's pricing API (WaveSpeed ``POST /api/v3/model/pricing``) once per
     distinct (model, parameters) of the plan before anything is sent, and uses the quotes for the estimate,
@@ -172,6 +190,8 @@ async def arun(
         raise InvalidInputError(f"budget must be a number of USD ≥ 0, got {budget_usd!r}")
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise InvalidInputError(f"repeats must be a whole number ≥ 1, got {repeats!r}")
+    # a suite with mistakes is refused (every problem listed) before the workspace is created or touched
+    given_suite = load_suite(suite) if suite is not None else None
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     controller = controller or StopController()
     existing = None
@@ -194,7 +214,7 @@ async def arun(
             budget_usd = existing["budget_usd"]
     if suite is None:
         raise InvalidInputError("no suite given", hint="pass --suite NAME|PATH (see `evalkit suites`)")
-    the_suite = load_suite(suite)
+    the_suite = given_suite if given_suite is not None else load_suite(suite)
     catalog = catalog or Catalog.load(ws.path)
     # "all" means every model that can be called: its provider has a key (env or provider_options)
     selection = select_models(catalog, models, provider_options)
@@ -232,7 +252,8 @@ async def arun(
         )
         if quote_prices:  # before the estimate: every later planning pass prices by the quotes
             result.price_quotes = await asyncio.to_thread(quote_plan_prices, plan(), providers)
-        result.estimate = estimate(plan())
+        result.estimate, per_session = estimate_with_sessions(plan())
+        result.session_estimate = per_session if not per_session.empty else None
         per_model = result.estimate[result.estimate["model_id"] != "TOTAL"]
         if dry_run:  # no keys needed to see a plan
             result.planned = int(per_model["calls"].sum())
@@ -251,6 +272,7 @@ async def arun(
             "provider_base_urls": {n: _base_url(p) for n, p in providers.items()},
             "provider_limits": {k: asdict(v) for k, v in (provider_limits or {}).items()},
             "quote_prices": bool(quote_prices),
+            "allow_partial_sessions": bool(allow_partial_sessions),
         }
         if existing is None:
             ws.create_run(
@@ -278,7 +300,7 @@ async def arun(
             ws.insert_calls(rows())
             # nothing is held per call: the engine reads the planned calls back from the workspace a chunk at a
             # time and rebuilds each request when it runs (planning is pure and deterministic)
-            source = CallSource(run_id, {c.id: c for c in the_suite.cases}, {m.id: m for m in specs}, inputs)
+            source = CallSource(run_id, {c.id: c for c in the_suite.cases}, {m.id: m for m in specs}, inputs, ws=ws)
             ws.update_run(run_id, status="running")
             _seed_pacers(ws, providers, specs)
             policy = reconcile_policy or policy_from_env()
@@ -311,6 +333,7 @@ async def arun(
                 retry_failed=retry_failed,
                 controller=controller,
                 patience=patience or DEFAULT_PATIENCE,
+                allow_partial_sessions=allow_partial_sessions,
             )
             try:
                 await execution.execute()
@@ -347,6 +370,7 @@ async def arun(
                         retry_failed=False,
                         controller=controller,
                         patience=patience or DEFAULT_PATIENCE,
+                        allow_partial_sessions=allow_partial_sessions,
                     )
                     await execution.execute()
             except asyncio.CancelledError:
@@ -366,6 +390,7 @@ async def arun(
                 run_id, status=status, wall_s=wall, simulated=int(execution.simulated), note=execution.stop_message
             )
             done = summarise(ws, run_id, wall_s=wall, stop_reason=reason, estimate_df=result.estimate)
+            done.session_estimate = result.session_estimate
             done.models_left_out = dict(selection.left_out)
             done.price_quotes = result.price_quotes
             done.stop_message = execution.stop_message
@@ -406,6 +431,7 @@ def run(
     reconcile_policy: ReconcilePolicy | None = None,
     settle_wait_s: float = 0.0,
     quote_prices: bool = False,
+    allow_partial_sessions: bool = False,
 ) -> RunResult:
     """Synchronous :func:`arun` (same parameters) for scripts and the CLI.
 
@@ -453,6 +479,7 @@ def run(
                 reconcile_policy=reconcile_policy,
                 settle_wait_s=settle_wait_s,
                 quote_prices=quote_prices,
+                allow_partial_sessions=allow_partial_sessions,
             )
         finally:
             if installed:
@@ -476,14 +503,17 @@ def summarise(
     counts = agg["by_status"]
     res = RunResult(run_id=run_id, workspace=str(ws.path))
     res.not_applicable = counts.get(CallStatus.NOT_APPLICABLE, 0)
+    res.not_reached = counts.get(CallStatus.NOT_REACHED, 0)
     res.planned = int(sum(counts.values()) - res.not_applicable)
     res.completed = counts.get(CallStatus.COMPLETED, 0)
     res.failed = counts.get(CallStatus.FAILED, 0)
     res.unknown = counts.get(CallStatus.UNKNOWN, 0)
     res.pending = agg["pending"]
+    res.waiting = int(agg.get("waiting", 0))
     res.skipped = (
         int(sum(counts.get(s, 0) for s in (CallStatus.PLANNED, CallStatus.SUBMITTING, CallStatus.SUBMITTED)))
         - res.pending
+        - res.waiting
     )
     res.cached = agg["cached"]
     res.cost_usd = agg["cost_usd"]
@@ -534,21 +564,38 @@ def _record_cases(ws: Workspace, run_id: str, suite: Any) -> None:
         shas = [ws.put_blob(i.data, i.format).sha256 for i in images]
         mask_sha = ws.put_blob(mask.data, mask.format).sha256 if mask is not None else None
         tw, th = case.target_size if case.target_size else (None, None)
-        rows.append(
-            {
-                "case_id": case.id,
-                "operation": case.operation,
-                "category": case.category,
-                "prompt": case.prompt,
-                "language": case.language,
-                "input_sha256": shas,
-                "mask_sha256": mask_sha,
-                "target_width": tw,
-                "target_height": th,
-                "tags": list(case.tags),
-                "params": dict(case.params or {}),
-                "source_caption": case.source_caption,
-                "target_caption": case.target_caption,
-            }
-        )
+        row = {
+            "case_id": case.id,
+            "operation": case.operation,
+            "category": case.category,
+            "prompt": case.prompt,
+            "language": case.language,
+            "input_sha256": shas,
+            "mask_sha256": mask_sha,
+            "target_width": tw,
+            "target_height": th,
+            "tags": list(case.tags),
+            "params": dict(case.params or {}),
+            "source_caption": case.source_caption,
+            "target_caption": case.target_caption,
+        }
+        if not case.is_session:
+            rows.append(row)
+            continue
+        # a session: one row per turn (the id its calls carry), each with the session's original image as its
+        # input — a later turn's real input is the model's own previous output (its call's parent_call_id)
+        for k, t in enumerate(case.turns, start=1):
+            turn_mask = case.turn_mask(k)
+            rows.append(
+                row
+                | {
+                    "case_id": case.turn_id(k),
+                    "operation": t.operation,
+                    "prompt": t.prompt,
+                    "mask_sha256": ws.put_blob(turn_mask.data, turn_mask.format).sha256 if turn_mask else None,
+                    "params": dict(t.params or {}),
+                    "session_id": case.id,
+                    "turn": k,
+                }
+            )
     ws.put_cases(run_id, rows)

@@ -292,6 +292,8 @@ class _Call:
     finished_seen_at: float | None = None
     polls: int = 0
     uploads: int = 0
+    #: inputs sent as a URL WaveSpeed already serves (an earlier output or upload), nothing re-sent
+    reused_urls: int = 0
     hook_error: str | None = None
     #: sync mode: the task's time in ``created`` is hidden inside the blocking POST
     sync: bool = False
@@ -695,6 +697,8 @@ class WaveSpeedEditProvider:
         }
         if call.uploads:
             meta["uploaded_inputs"] = call.uploads
+        if call.reused_urls:
+            meta["inputs_by_url"] = call.reused_urls
         if call.hook_error:
             meta["on_submitted_error"] = call.hook_error
         if call.prepared.expected_size:
@@ -718,6 +722,11 @@ class WaveSpeedEditProvider:
         refs: dict[str, str] = {}
         for img in images:
             if img.sha256 in refs:
+                continue
+            own = self._uploads.known(img.sha256)
+            if own is not None and img is not prepared.mask:  # e.g. a session's next turn: its model's own output
+                refs[img.sha256] = own
+                call.reused_urls += 1
                 continue
             if self.upload_threshold_bytes is not None and len(img.data) > self.upload_threshold_bytes:
                 try:
@@ -1146,6 +1155,8 @@ class WaveSpeedEditProvider:
             raise self._fail_from(call, err, metadata=meta, resumable=transient, **paid) from None
         call.latency.download_ms = (time.monotonic() - t) * 1000
         call.simulated = call.simulated or image.simulated
+        if first.strip().lower().startswith(("http://", "https://")):
+            self._uploads.remember(image.sha256, first.strip())  # a next turn editing it sends this URL
         if len(outputs) > 1:
             meta["extra_outputs_ignored"] = len(outputs) - 1
         return self._finalise(

@@ -36,6 +36,8 @@ log = logging.getLogger("evalkit.providers.wavespeed")
 
 #: uploaded files are kept 7 days (docs "upload-files"); reuse an upload URL for less than that.
 UPLOAD_REUSE_S = 6 * 24 * 3600.0
+#: URLs kept by :meth:`UploadCache.remember` (oldest dropped first): bounded memory over a long run
+MAX_REMEMBERED_URLS = 20_000
 
 
 class UploadCache:
@@ -62,6 +64,18 @@ class UploadCache:
                 del self._uploading[sha256]
         self._urls[sha256] = (url, time.monotonic())
         return url
+
+    def remember(self, sha256: str, url: str) -> None:
+        """``url`` already serves the image ``sha256`` (a task's output this provider downloaded): a later
+        input with those bytes — a session's next turn editing it — is sent as that URL, not uploaded again."""
+        if len(self._urls) >= MAX_REMEMBERED_URLS:
+            self._urls.pop(next(iter(self._urls)))
+        self._urls[sha256] = (url, time.monotonic())
+
+    def known(self, sha256: str) -> str | None:
+        """The URL that serves ``sha256`` and is still fresh (an upload or a remembered output), or None."""
+        cached = self._urls.get(sha256)
+        return cached[0] if cached and time.monotonic() - cached[1] < UPLOAD_REUSE_S else None
 
 
 async def upload_media(

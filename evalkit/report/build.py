@@ -79,6 +79,11 @@ def write_tables(data: ReportData, out_dir: str | os.PathLike) -> list[Path]:
         "failures.csv": data.failures,
         "recommendations.csv": data.decision.to_frame(),
     }
+    from evalkit.decide.sessions import session_table
+
+    sessions = session_table(data.ws, data.run_id, data.quality)
+    if not sessions.empty:  # one row per (session, model, repeat): final/mean quality, drift, cost, latency
+        frames["sessions.csv"] = sessions
     paths = []
     for name, df in frames.items():
         df.to_csv(out / name, index=False)

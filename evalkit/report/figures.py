@@ -109,9 +109,14 @@ _OFFSETS = _NEAR + [(2 * dx, 2 * dy) for dx, dy in _NEAR] + [(round(3.5 * dx), r
 
 
 def _axis_label(col: str, df: pd.DataFrame) -> str:
+    session = df.attrs.get("unit") == "session"  # evalkit.decide.sessions.session_model_table
     if col == "quality":
         q = df.attrs.get("quality") or {}
-        return f"quality: {q.get('metric', '?')} ({q.get('source', '?')})"
+        return f"{'final-turn ' if session else ''}quality: {q.get('metric', '?')} ({q.get('source', '?')})"
+    if session and col == "mean_cost_usd":
+        return "cost per session (USD)"
+    if session and col == "p95_total_ms":
+        return "p95 latency per session, all turns (ms)"
     return AXIS_LABELS.get(col, col)
 
 
@@ -409,10 +414,11 @@ def plot_pareto(
 def plot_tradeoffs(df: pd.DataFrame, *, title: str | None = None) -> Figure:
     """Two panels side by side: price vs quality and p95 latency vs quality, each with its Pareto front.
     A model keeps one number in both panels when its name does not fit."""
+    unit = df.attrs.get("unit")
     return _pareto_figure(
         df,
         [
-            ("mean_cost_usd", "quality", "Quality vs price per edit"),
+            ("mean_cost_usd", "quality", "Quality vs price per " + ("session" if unit == "session" else "edit")),
             ("p95_total_ms", "quality", "Quality vs p95 latency"),
         ],
         title=title or f"run {df.attrs.get('run_id', '')}: cost, latency and quality",

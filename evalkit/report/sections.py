@@ -587,6 +587,8 @@ def category_grids(
     from evalkit.report.figures import comparison_grid_html
 
     frame = select_cases(ws, run_id, categories=categories, cases=cases)
+    if "session_id" in frame:  # a session's turns are drawn as rows of turns per model (session_grids)
+        frame = frame[frame["session_id"].isna()]
     calls = ws.calls(run_id)
     ran = calls[calls["status"] != CallStatus.NOT_APPLICABLE]
     n_cells = sum(
@@ -607,6 +609,24 @@ def category_grids(
         )
         out.append((str(category), f'<div style="overflow-x:auto">{grid}</div>'))
     return out
+
+
+def sessions_summary_html(ws: Workspace, run_id: str, quality: QualityLike) -> str:
+    """The sessions table of the report (see :func:`evalkit.report.sessions.sessions_summary_html`)."""
+    from evalkit.report.sessions import sessions_summary_html as summary
+
+    return summary(ws, run_id, quality)
+
+
+def session_grids(ws: Workspace, run_id: str, *, thumb_px: int | None = None) -> list[tuple[str, str]]:
+    """One HTML grid per session of the run: (session id, html), each model a row of its turns
+    (original → turn 1 → … → turn k); empty for a run without sessions."""
+    from evalkit.report.sessions import session_grid_html, session_ids
+
+    return [
+        (sid, f'<div style="overflow-x:auto">{session_grid_html(ws, run_id, sid, thumb_px=thumb_px or 128)}</div>')
+        for sid in session_ids(ws, run_id)
+    ]
 
 
 def groups(table: pd.DataFrame, by: str, *, min_models: int = 2) -> list[tuple[str, pd.DataFrame]]:
@@ -697,6 +717,8 @@ __all__ = [
     "styled",
     "figure_image",
     "category_grids",
+    "session_grids",
+    "sessions_summary_html",
     "select_cases",
     "strip_cases",
     "split_ids",

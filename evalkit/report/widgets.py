@@ -161,6 +161,21 @@ class Explorer:
         self.case.observe(lambda _c: self._show_case(), "value")
         self.compare_model.observe(lambda _c: self._show_compare(), "value")
         self.split.observe(lambda _c: self._show_compare(), "value")
+        # sessions (iterative editing): each model's turns in order, original → turn 1 → … → turn k
+        from evalkit.report.sessions import session_ids
+
+        sessions = session_ids(ws, run_id)
+        self.session = widgets.Dropdown(
+            description="session", options=sessions, value=sessions[0] if sessions else None
+        )
+        self.session_view = widgets.HTML()
+        self.session.observe(lambda _c: self._show_session(), "value")
+        session_box = (
+            [widgets.HTML("<b>sessions</b>: each model's turns in order, each editing its previous output")]
+            + [self.session, self.session_view]
+            if sessions
+            else []
+        )
         self.widget = widgets.VBox(
             [
                 _banner(self.cells.attrs["simulated"]),
@@ -171,9 +186,19 @@ class Explorer:
                 self.compare_image,
                 self.enlarged_title,
                 self.enlarged,
+                *session_box,
             ]
         )
         self._filters_changed()
+        self._show_session()
+
+    def _show_session(self) -> None:
+        from evalkit.report.sessions import session_grid_html
+
+        sid = self.session.value
+        self.session_view.value = (
+            session_grid_html(self.ws, self.run_id, sid, thumb_px=min(self.thumb_px, 160)) if sid else ""
+        )
 
     # ---- state -> view ------------------------------------------------------------------------
     def _filters_changed(self, _change: Any = None) -> None:
@@ -358,8 +383,13 @@ class Rater:
         self.output_call = {(r.case_id, r.model_id): r.call_id for r in done.itertuples()}
         self.models = list(dict.fromkeys(done["model_id"]))
         per_case = done.groupby("case_id")["model_id"].nunique()
-        self.cases = [c for c in dict.fromkeys(done["case_id"]) if per_case.get(c, 0) >= 2]
         self.case_frame = ws.cases(run_id)
+        # a session is compared on its final results only (each model's last turn; shown with every instruction)
+        cf = self.case_frame
+        turns = cf[cf["session_id"].notna()] if "session_id" in cf else cf.iloc[0:0]
+        last = set(turns.sort_values("turn").groupby("session_id")["case_id"].last())
+        skip = set(turns["case_id"]) - last
+        self.cases = [c for c in dict.fromkeys(done["case_id"]) if per_case.get(c, 0) >= 2 and c not in skip]
         n_pairs = len(self.models) * (len(self.models) - 1) // 2
         self.target = int(target) if target is not None else min(300, 3 * n_pairs)
         self.current: ShownPair | None = None
@@ -450,12 +480,31 @@ class Rater:
         prompt = self.case_frame.loc[self.case_frame["case_id"] == case_id, "prompt"]
         text = str(prompt.iloc[0]) if len(prompt) and prompt.iloc[0] else "(no instruction)"
         self.instruction.value = f"<b>Instruction:</b> {_esc(text)}<br><small>Which edit follows it better?</small>"
+        session = self._session_prompts(case_id)
+        if session:
+            steps = "".join(f"<li>{_esc(p)}</li>" for p in session)
+            self.instruction.value = (
+                f"<b>Instructions, one after the other:</b><ol>{steps}</ol>"
+                "<small>Each result is a model's final image after all of them. Which follows them better "
+                "and keeps the rest of the source?</small>"
+            )
         thumbs = _source_thumbs(self.ws, self.case_frame, case_id, self.thumb_px)
         _show_sources(self.source_image, self.more_sources, thumbs, self.thumb_px)
         self.image_a.value = cached_thumbnail(self._path(self.current.call_left), self.thumb_px)
         self.image_b.value = cached_thumbnail(self._path(self.current.call_right), self.thumb_px)
         self._set_enabled(True)
         return self.current
+
+    def _session_prompts(self, case_id: str) -> list[str]:
+        """The instructions of the session whose turn ``case_id`` is, in order (empty for a single edit)."""
+        cf = self.case_frame
+        if "session_id" not in cf:
+            return []
+        row = cf[cf["case_id"] == case_id]
+        if row.empty or pd.isna(row["session_id"].iloc[0]):
+            return []
+        turns = cf[cf["session_id"] == row["session_id"].iloc[0]].sort_values("turn")
+        return [str(p or op) for p, op in zip(turns["prompt"], turns["operation"], strict=True)]
 
     def _path(self, call_id: str) -> str:
         row = self.ws.get_call(call_id)

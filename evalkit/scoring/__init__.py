@@ -24,6 +24,7 @@ rankings with ``rankings(ws, run_id, source=…)`` (Bradley–Terry, from the ra
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -100,18 +101,32 @@ class ScoreSummary:
 # ---- automatic metrics --------------------------------------------------------------------------------
 
 
+#: metrics of a session's turn against the session's original image (how far the session has drifted from it),
+#: stored as ``drift_<metric>``; the unprefixed metrics compare a turn with its own input (the previous output)
+DRIFT_METRICS = ("ssim", "psnr", "l1")
+
+
 def _score_case(
-    task: tuple[bytes, bytes | None, list[tuple[str, str | None, str, tuple[int, int] | None]]],
+    task: tuple[bytes, bytes | None, list[tuple[str, str | None, str, tuple[int, int] | None, bytes | None]]],
 ) -> list[tuple[str, list]]:
-    """Worker: all outputs of one case against its (decoded once) source. Picklable for a process pool."""
+    """Worker: all outputs of one case against its (decoded once) source; a session's turn also against the
+    session's original (``drift_*``). Picklable for a process pool."""
     from evalkit.scoring.auto import auto_metrics, prepare_source
 
     source_bytes, mask_bytes, calls = task
     src = prepare_source(source_bytes)
     out = []
-    for call_id, output_path, operation, requested in calls:
+    originals: dict[bytes, Any] = {}
+    for call_id, output_path, operation, requested, original in calls:
         metrics = auto_metrics(src, output_path, operation=operation, mask=mask_bytes, requested_size=requested)
-        out.append((call_id, [(m.name, m.value, m.detail) for m in metrics]))
+        found = [(m.name, m.value, m.detail) for m in metrics]
+        if original is not None:
+            if original not in originals:
+                originals[original] = prepare_source(original)
+            for m in auto_metrics(originals[original], output_path, operation="general_edit"):
+                if m.name in DRIFT_METRICS:
+                    found.append((f"drift_{m.name}", m.value, f"vs the session's original image; {m.detail}"))
+        out.append((call_id, found))
     return out
 
 
@@ -129,17 +144,30 @@ def auto_score_run(
     if todo.empty:
         return summary
     tasks = []
+    outputs = calls.set_index("call_id")["output_path"]
     for case_id, group in todo.groupby("case_id", sort=False):
         inputs, mask = ws.case_images(run_id, case_id)
         items = []
+        later: list[tuple] = []  # a session's later turns: each against its own input, the previous output
         for r in group.itertuples():
             req = (
                 (int(r.requested_width), int(r.requested_height))
                 if pd.notna(r.requested_width) and pd.notna(r.requested_height)
                 else None
             )
-            items.append((r.call_id, r.output_path, r.operation, req))
-        tasks.append((inputs[0], mask, items))
+            original = inputs[0] if pd.notna(r.turn) else None
+            item = (r.call_id, r.output_path, r.operation, req, original)
+            if isinstance(r.parent_call_id, str):
+                later.append((r.parent_call_id, item))
+            else:
+                items.append(item)
+        if items:
+            tasks.append((inputs[0], mask, items))
+        for parent, item in later:
+            parent_output = outputs.get(parent)
+            if isinstance(parent_output, str):
+                with open(parent_output, "rb") as f:
+                    tasks.append((f.read(), _fitting_mask(mask, parent_output), [item]))
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     bar = progress_bar(len(todo), f"auto metrics {run_id}", enabled=progress)
     try:
@@ -154,6 +182,16 @@ def auto_score_run(
         if bar is not None:
             bar.close()
     return summary
+
+
+def _fitting_mask(mask: bytes | None, image_path: str) -> bytes | None:
+    """A turn's mask (drawn on the session's original) when it fits the image it is compared with, else None."""
+    if mask is None:
+        return None
+    from PIL import Image
+
+    with Image.open(image_path) as img, Image.open(io.BytesIO(mask)) as m:
+        return mask if img.size == m.size else None
 
 
 def _write_auto(ws: Workspace, run_id: str, result: list, version: str, summary: ScoreSummary, bar: Any) -> None:

@@ -132,6 +132,8 @@ class Fault:
     code: int | None = None
     retry_after_s: float = 1.0
     delay_s: float = 0.0
+    #: fires only for a request whose prompt contains this text (WaveSpeed ``task`` faults: one turn of one session)
+    prompt: str | None = None
     #: matching events seen and times fired (kept by the FaultBook)
     matched: int = field(default=0, init=False, compare=False)
     hits: int = field(default=0, init=False, compare=False)
@@ -238,7 +240,12 @@ class FaultBook:
         return self._faults
 
     def draw(
-        self, event: str | Collection[str], model_keys: str | tuple[str, ...] = (), *, wildcard: bool = True
+        self,
+        event: str | Collection[str],
+        model_keys: str | tuple[str, ...] = (),
+        *,
+        wildcard: bool = True,
+        prompt: str | None = None,
     ) -> Fault | None:
         """The first fault that fires now (counting its hit), or None. ``event`` is an event name (every kind
         drawn at it) or a collection of kinds; ``model_keys`` the target's names (a fault with a ``model``
@@ -251,6 +258,8 @@ class FaultBook:
         with self._lock:
             for f in faults:
                 if f.kind not in kinds or not f.matches_model(keys, wildcard=wildcard):
+                    continue
+                if f.prompt is not None and (not isinstance(prompt, str) or f.prompt not in prompt):
                     continue
                 f.matched += 1
                 if f.count is not None and f.hits >= f.count:

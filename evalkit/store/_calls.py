@@ -19,6 +19,11 @@ from evalkit.store._runs import RunsMixin
 from evalkit.store._schema import CALL_COLUMNS
 from evalkit.store.status import CallStatus
 
+#: what the engine reads of a waiting call to rebuild its request (see evalkit.engine.execution.CallSource)
+_STUB_COLUMNS = (
+    "call_id, case_id, model_id, repeat, seed, operation, category, cost_usd, turn, session_id, parent_call_id"
+)
+
 
 class CallsMixin(RunsMixin):
     """Calls: insert the plan, record each step, read them back (rows, DataFrames, SQL aggregates)."""
@@ -32,8 +37,8 @@ class CallsMixin(RunsMixin):
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO calls(call_id, run_id, case_id, model_id, provider, operation, category, "
                     "repeat, seed, fingerprint, status, reason, created_at, price_usd, reserved_usd, requested_width, "
-                    "requested_height, params, notes, price_source) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "requested_height, params, notes, price_source, turn, session_id, parent_call_id) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         r["call_id"],
                         r["run_id"],
@@ -55,6 +60,9 @@ class CallsMixin(RunsMixin):
                         json.dumps(r.get("params")) if r.get("params") is not None else None,
                         json.dumps(list(r.get("notes") or [])),
                         r.get("price_source"),
+                        r.get("turn"),
+                        r.get("session_id"),
+                        r.get("parent_call_id"),
                     ),
                 )
                 n += cur.rowcount
@@ -170,13 +178,95 @@ class CallsMixin(RunsMixin):
 
     def planned_chunk(self, run_id: str, provider: str, *, after_rowid: int, limit: int) -> list[dict[str, Any]]:
         """The next ``limit`` calls of ``provider`` still ``planned``, in plan order after ``after_rowid``
-        (each with its ``rowid``): the engine feeds its queues from here a chunk at a time."""
+        (each with its ``rowid``): the engine feeds its queues from here a chunk at a time. A later turn of a
+        session is not among them: it runs when its parent completes (:meth:`session_continuations`)."""
         rows = self._query(
-            "SELECT rowid, call_id, case_id, model_id, repeat, seed, operation, category, cost_usd FROM calls "
-            "WHERE run_id = ? AND provider = ? AND status = ? AND rowid > ? ORDER BY rowid LIMIT ?",
+            f"SELECT rowid, {_STUB_COLUMNS} FROM calls "
+            "WHERE run_id = ? AND provider = ? AND status = ? AND rowid > ? AND parent_call_id IS NULL "
+            "ORDER BY rowid LIMIT ?",
             (run_id, provider, CallStatus.PLANNED, after_rowid, limit),
         )
         return [dict(r) for r in rows]
+
+    def session_continuations(self, run_id: str) -> list[dict[str, Any]]:
+        """Later turns still ``planned`` whose parent turn has completed: where a resumed run picks each
+        session up again (at most one per session chain)."""
+        rows = self._query(
+            f"SELECT c.rowid, {', '.join('c.' + col for col in _STUB_COLUMNS.split(', '))} FROM calls c "
+            "JOIN calls p ON p.call_id = c.parent_call_id "
+            "WHERE c.run_id = ? AND c.status = ? AND p.status = ? ORDER BY c.rowid",
+            (run_id, CallStatus.PLANNED, CallStatus.COMPLETED),
+        )
+        return [dict(r) for r in rows]
+
+    def next_turn(self, call_id: str) -> dict[str, Any] | None:
+        """The call whose input is ``call_id``'s output (the session's next turn) when it is still to run, or
+        None. A turn marked ``not_reached`` earlier (its parent was retried or settled since) is planned again."""
+        rows = self._query(
+            f"SELECT rowid, status, {_STUB_COLUMNS} FROM calls WHERE parent_call_id = ? AND status IN (?, ?)",
+            (call_id, CallStatus.PLANNED, CallStatus.NOT_REACHED),
+        )
+        if not rows:
+            return None
+        row = dict(rows[0])
+        if row.pop("status") == CallStatus.NOT_REACHED:
+            self._execute(
+                "UPDATE calls SET status = ?, reason = NULL, completed_at = NULL WHERE call_id = ?",
+                (CallStatus.PLANNED, row["call_id"]),
+            )
+        return row
+
+    def later_turns_reserved_usd(self, call_id: str) -> float:
+        """What the later turns of ``call_id``'s session chain, still to run, hold as their planned maximum price:
+        the money a session needs beyond this turn to finish."""
+        rows = self._query(
+            "WITH RECURSIVE later(call_id, reserved, status) AS ("
+            " SELECT call_id, reserved_usd, status FROM calls WHERE parent_call_id = ?"
+            " UNION ALL SELECT c.call_id, c.reserved_usd, c.status FROM calls c"
+            " JOIN later l ON c.parent_call_id = l.call_id"
+            ") SELECT COALESCE(SUM(reserved), 0) FROM later WHERE status IN (?, ?)",
+            (call_id, CallStatus.PLANNED, CallStatus.NOT_REACHED),
+        )
+        return float(rows[0][0])
+
+    def mark_not_reached(self, run_id: str, reason: str, *, after: str | None = None) -> int:
+        """Every later turn of the session chain after ``after`` (or, with None, of every chain whose
+        parent ended without an output) becomes ``not_reached`` with ``reason``; returns how many."""
+        n = 0
+        with self.transaction() as conn:
+            if after is not None:
+                frontier = [after]
+                while frontier:
+                    rows = conn.execute(
+                        f"SELECT call_id FROM calls WHERE parent_call_id IN ({','.join('?' * len(frontier))}) "
+                        "AND status = ?",
+                        (*frontier, CallStatus.PLANNED),
+                    ).fetchall()
+                    frontier = [r[0] for r in rows]
+                    for cid in frontier:
+                        conn.execute(
+                            "UPDATE calls SET status = ?, reason = ?, completed_at = ? WHERE call_id = ?",
+                            (CallStatus.NOT_REACHED, reason, utcnow(), cid),
+                        )
+                    n += len(frontier)
+                return n
+            ended = (CallStatus.FAILED, CallStatus.UNKNOWN, CallStatus.NOT_APPLICABLE, CallStatus.NOT_REACHED)
+            while True:
+                rows = conn.execute(
+                    "SELECT c.call_id, p.call_id, p.status, p.error_category FROM calls c "
+                    "JOIN calls p ON p.call_id = c.parent_call_id "
+                    f"WHERE c.run_id = ? AND c.status = ? AND p.status IN ({','.join('?' * len(ended))})",
+                    (run_id, CallStatus.PLANNED, *ended),
+                ).fetchall()
+                if not rows:
+                    return n
+                for cid, parent, status, category in rows:
+                    why = reason.format(parent=parent, status=status, category=category or status)
+                    conn.execute(
+                        "UPDATE calls SET status = ?, reason = ?, completed_at = ? WHERE call_id = ?",
+                        (CallStatus.NOT_REACHED, why, utcnow(), cid),
+                    )
+                n += len(rows)
 
     def planned_counts(self, run_id: str) -> dict[str, int]:
         """Calls still ``planned``, per provider."""
@@ -274,6 +364,15 @@ class CallsMixin(RunsMixin):
                 key = r["error_category"] or "unknown"
                 out["failures_by_category"][key] = out["failures_by_category"].get(key, 0) + r["n"]
             out["cost_usd"] += float(r["cost"])
+        # later turns of sessions still waiting for an earlier turn (one accepted and still running, or one not
+        # yet sent): not "skipped" calls of their own — they run when that turn completes
+        out["waiting"] = int(
+            self._query(
+                "SELECT COUNT(*) FROM calls c JOIN calls p ON p.call_id = c.parent_call_id "
+                "WHERE c.run_id = ? AND c.status = ? AND p.status != ?",
+                (run_id, CallStatus.PLANNED, CallStatus.COMPLETED),
+            )[0][0]
+        )
         return out
 
     def spent_usd(self, run_id: str) -> float:

@@ -92,7 +92,7 @@ class RunsMixin(BlobsMixin):
             "SELECT r.run_id, r.created_at, r.status, r.suite_name, r.models, r.repeats, r.budget_usd, r.simulated, "
             "r.wall_s, "
             "SUM(c.status = ?) AS completed, SUM(c.status = ?) AS failed, "
-            "SUM(c.status NOT IN (?)) AS planned, COALESCE(SUM(c.cost_usd), 0) AS cost_usd, "
+            "SUM(c.status NOT IN (?, ?)) AS planned, COALESCE(SUM(c.cost_usd), 0) AS cost_usd, "
             "COALESCE(SUM(c.status = ?), 0) AS unknown, "
             "COALESCE(SUM(CASE WHEN c.status = ? THEN c.reserved_usd END), 0) AS unknown_max_usd "
             "FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created_at",
@@ -100,6 +100,7 @@ class RunsMixin(BlobsMixin):
                 CallStatus.COMPLETED,
                 CallStatus.FAILED,
                 CallStatus.NOT_APPLICABLE,
+                CallStatus.NOT_REACHED,
                 CallStatus.UNKNOWN,
                 CallStatus.UNKNOWN,
             ),
@@ -151,8 +152,8 @@ class RunsMixin(BlobsMixin):
             for r in rows:
                 conn.execute(
                     "INSERT OR IGNORE INTO cases(run_id, case_id, operation, category, prompt, language, input_sha256, "
-                    "mask_sha256, target_width, target_height, tags, params, source_caption, target_caption) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "mask_sha256, target_width, target_height, tags, params, source_caption, target_caption, "
+                    "session_id, turn) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         run_id,
                         r["case_id"],
@@ -168,6 +169,8 @@ class RunsMixin(BlobsMixin):
                         json.dumps(dict(r.get("params") or {})),
                         r.get("source_caption"),
                         r.get("target_caption"),
+                        r.get("session_id"),
+                        r.get("turn"),
                     ),
                 )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import WorkspaceError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 DB_NAME = "evalkit.sqlite"
 
 # Each entry migrates the schema from version i to i+1 (never edit a released one: add the next). The
@@ -206,6 +206,16 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN outputs_collected_at TEXT
     """,
+    # 8 → 9: sessions of turns (iterative editing): a turn's call says which turn it is (1-based), the session
+    # (suite case) it belongs to and the call whose output is its input; a case row says the same of a turn
+    """
+    ALTER TABLE calls ADD COLUMN turn INTEGER;
+    ALTER TABLE calls ADD COLUMN session_id TEXT;
+    ALTER TABLE calls ADD COLUMN parent_call_id TEXT;
+    CREATE INDEX calls_parent ON calls(parent_call_id);
+    ALTER TABLE cases ADD COLUMN session_id TEXT;
+    ALTER TABLE cases ADD COLUMN turn INTEGER
+    """,
 ]
 #: scales of single ratings and their allowed values
 RATING_SCALES = {"1-5": (1, 2, 3, 4, 5), "imagenhub": (0, 0.5, 1)}
@@ -215,7 +225,7 @@ CALL_COLUMNS = (
     "attempt created_at submitting_at submitted_at completed_at submit_ms queue_ms inference_ms download_ms total_ms "
     "price_usd reserved_usd cost_usd cost_source error_category error_message error_code output_sha256 output_ext "
     "width height format requested_width requested_height nsfw content_filtered input_resized simulated cached_from "
-    "params notes metadata price_source sent_body"
+    "params notes metadata price_source sent_body turn session_id parent_call_id"
 ).split()
 
 

@@ -7,7 +7,8 @@ The life of a call (see :mod:`evalkit.engine.runner`)::
 
     planned ──> submitting ──> submitted ──> completed | failed
        │             └── (process died while sending) ──> unknown
-       └── not_applicable (the model cannot do the case's operation)
+       ├── not_applicable (the model cannot do the case's operation)
+       └── not_reached (a session's earlier turn did not complete, so this turn has no input)
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class CallStatus(StrEnum):
     NOT_APPLICABLE = "not_applicable"
     #: whether the provider accepted the request is not known; never re-sent automatically
     UNKNOWN = "unknown"
+    #: a later turn of a session whose earlier turn did not complete (``reason`` says which and why); never sent
+    NOT_REACHED = "not_reached"
 
     @property
     def terminal(self) -> bool:
@@ -41,7 +44,7 @@ class CallStatus(StrEnum):
 
 #: states a call does not leave by itself
 TERMINAL_STATUSES: frozenset[CallStatus] = frozenset(
-    {CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.NOT_APPLICABLE, CallStatus.UNKNOWN}
+    {CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.NOT_APPLICABLE, CallStatus.UNKNOWN, CallStatus.NOT_REACHED}
 )
 #: states of a call that was sent to a provider (its outcome counts as an attempt)
 ATTEMPTED_STATUSES: tuple[CallStatus, ...] = (CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.UNKNOWN)

@@ -27,6 +27,29 @@ Format (one ``[[case]]`` table per case; paths are relative to the suite folder)
 Captions are never sent to a model: they feed the semantic metrics (:mod:`evalkit.scoring.semantic`):
 CLIP-T compares the output with ``target_caption``; CLIP directional similarity needs both.
 
+A *session* (iterative editing) gives ``turns`` instead of ``prompt``: 2–10 turns, each a prompt string or
+a table ``{prompt, operation?, mask?, params?}``; turn k edits the same model's output of turn k−1::
+
+    [[case]]
+    id = "living-room-evening"
+    operation = "general_edit"             # the turns' default operation (optional for a session)
+    images = ["images/room.jpg"]           # the session's original image
+    turns = ["Paint the walls sage green", "Add a bookshelf on the left", "Make it evening"]
+
+    [[case]]                               # or one [[case.turns]] table per turn
+    id = "astronaut-fix"
+    images = ["images/astronaut.jpg"]
+    [[case.turns]]
+    prompt = "Remove the flag patch"
+    operation = "inpaint"
+    mask = "masks/astronaut-patch.png"     # a turn's own mask: same size as the original image
+    [[case.turns]]
+    prompt = "Make the lighting warmer"
+
+A turn's params are the case's ``params`` with its own added over them. Only turn 1 may take several
+images (later turns edit the previous output: one image); a case-level ``mask`` is not allowed in a
+session (give it to the turn it belongs to).
+
 Images are decoded once, at load time, through :func:`evalkit.images.load_image`; the decoded bytes
 are kept on the case, so what a run sends is exactly what :attr:`Suite.fingerprint` hashed.
 """
@@ -85,6 +108,8 @@ MAX_SUITE_FILE_BYTES = 1_000_000
 MAX_PROMPT_CHARS = 4000
 MAX_IMAGES_PER_CASE = 16
 TARGET_SIDE_RANGE_PX = (64, 8192)
+#: a session has this many turns (a single edit uses ``prompt``)
+SESSION_TURNS_RANGE = (2, 10)
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # always used with fullmatch (no trailing-newline loophole)
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
@@ -94,6 +119,7 @@ _CASE_KEYS = (
     "operation",
     "category",
     "prompt",
+    "turns",
     "language",
     "images",
     "mask",
@@ -107,6 +133,29 @@ _CASE_KEYS = (
 CAPTION_KEYS = ("source_caption", "target_caption")
 MAX_CAPTION_CHARS = 1000
 _REQUIRED_CASE_KEYS = ("id", "operation", "images")
+_TURN_KEYS = ("prompt", "operation", "mask", "params")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a session: an instruction applied to the previous turn's output (turn 1: the case's images)."""
+
+    #: the instruction of this turn (None for an operation that takes none)
+    prompt: str | None
+    #: what kind of edit this turn asks for
+    operation: str
+    #: this turn's mask file (white = edit; the size of the session's original image), or None
+    mask: Path | None = None
+    #: the parameters of this turn: the case's params with the turn's own added over them
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "operation": self.operation,
+            "mask": str(self.mask) if self.mask is not None else None,
+            "params": dict(self.params),
+        }
 
 
 @dataclass(frozen=True)
@@ -137,10 +186,32 @@ class EditCase:
     source_caption: str | None = None
     #: what the edited image should show, in words (for CLIP-T and CLIP directional similarity), or None
     target_caption: str | None = None
+    #: a session's turns, in order (empty for a single edit); ``prompt``/``operation``/``mask`` are turn 1's
+    turns: tuple[Turn, ...] = ()
     #: the inputs as decoded when the suite was loaded (None for a case built by hand).
     _decoded: tuple[tuple[InputImage, ...], InputImage | None] | None = field(
         default=None, repr=False, compare=False, hash=False
     )
+    #: each turn's mask as decoded when the suite was loaded (None for a case built by hand)
+    _turn_masks: tuple[InputImage | None, ...] | None = field(default=None, repr=False, compare=False, hash=False)
+
+    @property
+    def is_session(self) -> bool:
+        """True for a session of turns (iterative editing), False for a single edit."""
+        return bool(self.turns)
+
+    def turn_id(self, turn: int) -> str:
+        """The id turn ``turn`` (1-based) of this session is recorded under: ``<case id>.t<turn>``."""
+        return turn_case_id(self.id, turn)
+
+    def turn_mask(self, turn: int) -> InputImage | None:
+        """Turn ``turn``'s (1-based) mask, decoded, or None."""
+        t = self.turns[turn - 1]
+        if t.mask is None:
+            return None
+        if self._turn_masks is not None:
+            return self._turn_masks[turn - 1]
+        return load_image(t.mask)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly description (paths as strings, no image bytes) for logs and the store."""
@@ -157,6 +228,7 @@ class EditCase:
             "params": dict(self.params),
             "source_caption": self.source_caption,
             "target_caption": self.target_caption,
+            "turns": [t.to_dict() for t in self.turns],
         }
 
     def load_inputs(self) -> tuple[tuple[InputImage, ...], InputImage | None]:
@@ -165,6 +237,11 @@ class EditCase:
             return self._decoded
         decoded = tuple(load_image(p) for p in self.images)
         return decoded, (load_image(self.mask) if self.mask is not None else None)
+
+
+def turn_case_id(case_id: str, turn: int) -> str:
+    """``<case id>.t<turn>``: a session turn's id in the workspace (``.`` never occurs in a case id)."""
+    return f"{case_id}.t{turn}"
 
 
 @dataclass(frozen=True)
@@ -410,14 +487,22 @@ class _SuiteLoader:
                 )
         add = lambda msg: self.problems.append(f"{where}: {msg}")  # noqa: E731
 
+        session = "turns" in raw
         for key in raw:
             if key not in _CASE_KEYS:
                 add(f"unknown key {key!r}{_suggest(key, _CASE_KEYS)}")
         for key in _REQUIRED_CASE_KEYS:
-            if key not in raw:
+            if key not in raw and not (session and key == "operation"):  # a session's turns default to general_edit
                 add(f"missing required key {key!r}")
+        if session:
+            for key in ("prompt", "mask"):
+                if key in raw:
+                    add(
+                        f"{key!r} and 'turns' both given: a session puts each turn's {key} in its turn "
+                        f"(turns = [{{ prompt = …, mask = … }}, …]); a single edit uses {key!r} without 'turns'"
+                    )
 
-        operation = raw.get("operation")
+        operation = raw.get("operation", "general_edit" if session else None)
         if operation is not None:
             operation = OPERATION_ALIASES.get(operation, operation) if isinstance(operation, str) else operation
             if operation not in OPERATIONS:
@@ -431,13 +516,13 @@ class _SuiteLoader:
             add(f"unknown category {category!r}{_suggest(str(category), CATEGORIES)} (known: {', '.join(CATEGORIES)})")
 
         prompt = raw.get("prompt")
-        if prompt is None:
+        if session:
+            pass  # each turn's prompt is checked with its turn
+        elif prompt is None:
             if operation is not None and operation not in PROMPTLESS_OPERATIONS:
                 add(f"prompt is required for operation {operation!r}")
-        elif not isinstance(prompt, str) or not prompt.strip():
-            add("prompt must be a non-empty string")
-        elif len(prompt) > MAX_PROMPT_CHARS:
-            add(f"prompt is {len(prompt)} characters, over the {MAX_PROMPT_CHARS} limit")
+        else:
+            self._prompt(prompt, "prompt", add)
 
         language = raw.get("language", "en")
         if language == "cn":
@@ -446,11 +531,15 @@ class _SuiteLoader:
             add(f"language {language!r} is not a language code like 'en', 'zh' or 'pt-BR'")
 
         images = self._images(raw.get("images"), add)
-        mask = self._mask(raw.get("mask"), images, add)
+        mask = self._mask(raw.get("mask"), images, add) if not session else None
         target_size = self._target_size(raw.get("target_size"), add)
         tags = self._tags(raw.get("tags", []), add)
         params = self._params(raw.get("params", {}), add)
         captions = {key: self._caption(key, raw.get(key), add) for key in CAPTION_KEYS}
+        turns = self._turns(raw.get("turns"), operation, images, params, add) if session else None
+        if turns:  # turn 1 is what the case's own operation / prompt / mask describe
+            operation, prompt = turns[0][1], turns[0][0]
+            mask = turns[0][2]
 
         if operation is not None and images is not None:
             n = len(images)
@@ -458,7 +547,7 @@ class _SuiteLoader:
                 add(f"operation 'multi_image' needs at least 2 images, got {n}")
             elif operation in SINGLE_IMAGE_OPERATIONS and n > 1:
                 add(f"operation {operation!r} takes exactly 1 image, got {n} (use 'multi_image' for several)")
-        if operation == "inpaint" and raw.get("mask") is None:
+        if operation == "inpaint" and raw.get("mask") is None and not session:
             add("operation 'inpaint' needs a mask (white = region to repaint)")
         if operation == "zoom_out" and target_size is not None and images:
             src = self._decoded(images[0][1])
@@ -469,8 +558,15 @@ class _SuiteLoader:
 
         if len(self.problems) > problems_before or case_id is None or operation is None or images is None:
             return None
+        if session and not turns:
+            return None
         decoded_images = tuple(self._decoded(rel) for _, rel in images)
         decoded_mask = self._decoded(mask[1]) if mask is not None else None
+        session_turns = tuple(
+            Turn(prompt=p, operation=op, mask=m[0] if m is not None else None, params=tp)
+            for p, op, m, tp in (turns or [])
+        )
+        turn_masks = tuple(self._decoded(m[1]) if m is not None else None for _, _, m, _ in (turns or [])) or None
         return EditCase(
             id=case_id,
             operation=operation,
@@ -481,11 +577,86 @@ class _SuiteLoader:
             mask=mask[0] if mask is not None else None,
             target_size=target_size,
             tags=tags,
-            params=params,
+            params=params if not session_turns else session_turns[0].params,
+            turns=session_turns,
             source_caption=captions["source_caption"],
             target_caption=captions["target_caption"],
             _decoded=(decoded_images, decoded_mask),  # type: ignore[arg-type]
+            _turn_masks=turn_masks,
         )
+
+    @staticmethod
+    def _prompt(prompt: Any, label: str, add) -> None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            add(f"{label} must be a non-empty string")
+        elif len(prompt) > MAX_PROMPT_CHARS:
+            add(f"{label} is {len(prompt)} characters, over the {MAX_PROMPT_CHARS} limit")
+
+    def _turns(
+        self,
+        value: Any,
+        default_operation: Any,
+        images: list[tuple[Path, str]] | None,
+        params: dict[str, Any],
+        add,
+    ) -> list[tuple[str | None, str, tuple[Path, str] | None, dict[str, Any]]] | None:
+        """A session's turns as (prompt, operation, mask, params); every problem of every turn is added."""
+        lo, hi = SESSION_TURNS_RANGE
+        if not isinstance(value, list):
+            add(
+                'turns must be a list: turns = ["first edit", "second edit"] or one [[case.turns]] table '
+                f"per turn, got {type(value).__name__}"
+            )
+            return None
+        if len(value) < lo:
+            add(
+                f"a session needs at least {lo} turns, got {len(value)} "
+                "(a single edit gives 'prompt' instead of 'turns')"
+            )
+        elif len(value) > hi:
+            add(f"a session has at most {hi} turns, got {len(value)}: split it into several sessions")
+        before = len(self.problems)
+        out = []
+        for k, raw in enumerate(value, start=1):
+            label = f"turn {k}"
+            turn_add = lambda msg, _label=label: add(f"{_label}: {msg}")  # noqa: E731
+            if isinstance(raw, str):
+                raw = {"prompt": raw}
+            if not isinstance(raw, dict):
+                turn_add(f"must be a prompt (string) or a table {{prompt, operation?, mask?, params?}}, got {raw!r}")
+                continue
+            for key in raw:
+                if key not in _TURN_KEYS:
+                    turn_add(f"unknown key {key!r}{_suggest(key, _TURN_KEYS)} (a turn has {', '.join(_TURN_KEYS)})")
+            op = raw.get("operation", default_operation)
+            op = OPERATION_ALIASES.get(op, op) if isinstance(op, str) else op
+            if op not in OPERATIONS:
+                if "operation" in raw:
+                    known = ", ".join(OPERATIONS)
+                    turn_add(f"unknown operation {op!r}{_suggest(str(op), OPERATIONS)} (known: {known})")
+                op = None
+            elif k > 1 and op not in SINGLE_IMAGE_OPERATIONS:
+                turn_add(
+                    f"operation {op!r} cannot follow another turn: a later turn edits the previous turn's single "
+                    f"output image (use one of {', '.join(sorted(SINGLE_IMAGE_OPERATIONS))})"
+                )
+            prompt = raw.get("prompt")
+            if prompt is None:
+                if op is not None and op not in PROMPTLESS_OPERATIONS:
+                    turn_add(f"no prompt (operation {op!r} needs one)")
+            else:
+                self._prompt(prompt, "prompt", turn_add)
+            mask = self._mask(raw["mask"], images, turn_add) if raw.get("mask") is not None else None
+            if "mask" in raw and raw["mask"] is None:
+                turn_add("mask must be a relative path (string)")
+            if op == "inpaint" and raw.get("mask") is None:
+                turn_add("operation 'inpaint' needs a mask (white = region to repaint)")
+            own = self._params(raw.get("params", {}), turn_add)
+            if op is not None:
+                out.append((prompt, op, mask, {**params, **own}))
+        if len(self.problems) > before or len(out) != len(value) or not lo <= len(value) <= hi:
+            return None
+        return out
 
     def _images(self, value: Any, add) -> list[tuple[Path, str]] | None:
         if value is None:

@@ -16,6 +16,11 @@ CSV / JSON Lines columns (a JSON line may give lists where CSV uses ``;``):
 ``language``    default: ``zh`` when the prompt has CJK characters, else ``en``
 ``target_size`` ``WxH``, e.g. ``1024x768``
 ``tags``        ``;``-separated
+``turns``       JSON Lines only, in place of ``prompt``: a session's turns, each a prompt or an object
+                ``{"prompt", "operation"?, "mask"?, "params"?}`` (turn k edits the output of turn k−1)
+``turn``        CSV only: the turn number of a session's row; the rows of one session share an ``id`` and
+                give ``image`` on (at least) turn 1; each row's ``prompt``, ``operation`` and ``mask`` are
+                that turn's
 =============== ======================================================================================
 
 ``source_caption`` (what the input shows; EmuEdit's ``input_caption``, MagicBrush's ``source_global_caption``)
@@ -78,6 +83,8 @@ COLUMNS = (
     "tags",
     "source_caption",
     "target_caption",
+    "turns",
+    "turn",
 )
 _COLUMN_ALIASES = {
     "images": "image",
@@ -151,6 +158,8 @@ class _Draft:
     case: dict[str, Any] = field(default_factory=dict)
     images: list[_Input] = field(default_factory=list)
     mask: _Input | None = None
+    #: a session's turns: (turn fields without the mask, the turn's mask or None)
+    turns: list[tuple[dict[str, Any], _Input | None]] = field(default_factory=list)
 
 
 def detect_language(prompt: str | None) -> str:
@@ -314,10 +323,15 @@ def _check_header(columns: Iterable[str], where: str, problems: list[str], row: 
 def _table_drafts(source: Path, fmt: str, problems: list[str]) -> list[_Draft]:
     base = source.resolve().parent
     drafts = []
-    for number, raw in _read_rows(source, fmt, problems):
+    rows = list(_read_rows(source, fmt, problems))
+    if fmt == "csv":
+        rows = _csv_sessions(rows, problems)
+    for number, raw in rows:
         record = {_COLUMN_ALIASES.get(k, k): v for k, v in raw.items()}
         add = lambda msg, n=number: problems.append(f"row {n}: {msg}")  # noqa: E731
         d = _Draft(row=number)
+        if record.get("turns") is not None:
+            _draft_turns(d, record, base, add)
         image_refs = _listish(record.get("image"), "image", add)
         if not image_refs:
             add("no image (the 'image' column names at least one file, relative to the source file)")
@@ -340,7 +354,13 @@ def _table_drafts(source: Path, fmt: str, problems: list[str]) -> list[_Draft]:
         else:
             operation = "multi_image" if len(image_refs) > 1 else "inpaint" if mask_ref else "general_edit"
         prompt = _text(record.get("prompt"))
-        if not prompt and operation is not None and operation not in PROMPTLESS_OPERATIONS:
+        if d.turns:
+            if prompt:
+                add("'prompt' and 'turns' both given: a session gives each turn's prompt in 'turns'")
+            if mask_ref:
+                add("'mask' and 'turns' both given: a session gives each turn's mask in 'turns'")
+            prompt = _text(d.turns[0][0].get("prompt"))
+        elif not prompt and operation is not None and operation not in PROMPTLESS_OPERATIONS:
             add(f"prompt is missing (operation {operation!r} needs one)")
 
         first = PurePosixPath(image_refs[0]).stem if image_refs else ""
@@ -355,7 +375,7 @@ def _table_drafts(source: Path, fmt: str, problems: list[str]) -> list[_Draft]:
 
         case: dict[str, Any] = {"id": case_id, "operation": operation or "general_edit"}
         case["category"] = _text(record.get("category")) or case["operation"]
-        if prompt:
+        if prompt and not d.turns:
             case["prompt"] = prompt
         case["language"] = _text(record.get("language")) or detect_language(prompt)
         size = record.get("target_size")
@@ -377,6 +397,93 @@ def _table_drafts(source: Path, fmt: str, problems: list[str]) -> list[_Draft]:
         d.case = case
         drafts.append(d)
     return drafts
+
+
+def _csv_sessions(rows: list[tuple[int, dict[str, Any]]], problems: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    """CSV rows with a ``turn`` number merged into one record per session (rows sharing an ``id``), its
+    ``turns`` in turn order; rows without a turn pass through. The merged record keeps its first row's number."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    sessions: dict[str, list[tuple[int, int, dict[str, Any]]]] = {}
+    for number, record in rows:
+        turn_text = _text(record.get("turn"))
+        if turn_text is None:
+            out.append((number, record))
+            continue
+        add = lambda msg, n=number: problems.append(f"row {n}: {msg}")  # noqa: E731
+        case_id = _text(record.get("id"))
+        if not turn_text.isdigit() or int(turn_text) < 1:
+            add(f"turn {turn_text!r} must be a whole number ≥ 1 (the turn's place in its session)")
+            continue
+        if not case_id:
+            add("a row with a 'turn' needs an 'id' (the rows of one session share it)")
+            continue
+        if case_id not in sessions:
+            sessions[case_id] = []
+            out.append((number, {"$session": case_id}))
+        sessions[case_id].append((int(turn_text), number, record))
+    merged: list[tuple[int, dict[str, Any]]] = []
+    for number, record in out:
+        if "$session" not in record:
+            merged.append((number, record))
+            continue
+        parts = sorted(sessions[record["$session"]], key=lambda t: t[0])
+        numbers = [t[0] for t in parts]
+        if numbers != list(range(1, len(parts) + 1)):
+            problems.append(
+                f"row {number}: session {record['$session']!r} has turns {numbers}; "
+                f"number them 1, 2, … {len(parts)} without gaps or repeats"
+            )
+            continue
+        first = parts[0][2]
+        whole = {k: v for k, v in first.items() if k not in ("prompt", "mask", "turn")}
+        for _, n, r in parts[1:]:
+            for key in ("image", "category", "language", "target_size", "tags"):
+                if _text(r.get(key)) and _text(r.get(key)) != _text(first.get(key)):
+                    problems.append(
+                        f"row {n}: {key} {_text(r.get(key))!r} differs from turn 1 of session "
+                        f"{record['$session']!r} (row {number}); a session's {key} is given on turn 1"
+                    )
+        whole["turns"] = [
+            {
+                k: v
+                for k, v in (("prompt", _text(r.get("prompt"))), ("operation", _text(r.get("operation"))))
+                if v is not None
+            }
+            | ({"mask": _text(r.get("mask"))} if _text(r.get("mask")) else {})
+            for _, _, r in parts
+        ]
+        merged.append((number, whole))
+    return merged
+
+
+def _draft_turns(d: _Draft, record: dict[str, Any], base: Path, add) -> None:
+    """A JSON Lines ``turns`` list (or merged CSV session rows) → the draft's turns, masks checked as files."""
+    turns = record.get("turns")
+    if not isinstance(turns, list) or not turns:
+        add(f"turns must be a non-empty list of prompts or objects, got {turns!r}")
+        return
+    for k, raw in enumerate(turns, start=1):
+        if isinstance(raw, str):
+            raw = {"prompt": raw}
+        if not isinstance(raw, dict):
+            add(f"turn {k} must be a prompt or an object {{prompt, operation?, mask?, params?}}, got {raw!r}")
+            continue
+        fields = {key: v for key, v in raw.items() if key != "mask"}
+        op = fields.get("operation")
+        if isinstance(op, str):
+            fields["operation"] = op = OPERATION_ALIASES.get(op, op)
+        if not _text(fields.get("prompt")) and (op or record.get("operation") or "general_edit") not in (
+            PROMPTLESS_OPERATIONS
+        ):
+            add(f"turn {k}: no prompt (its operation needs one)")
+        mask = None
+        mask_ref = raw.get("mask")
+        if mask_ref is not None:
+            if isinstance(mask_ref, str) and mask_ref.strip():
+                mask = _local_file(mask_ref.strip(), base, "masks", f"turn {k} mask {mask_ref!r}", add)
+            else:
+                add(f"turn {k}: mask must be a path relative to the source file, got {mask_ref!r}")
+        d.turns.append((fields, mask))
 
 
 def _gedit_records(source: Path, problems: list[str]) -> Iterator[tuple[int, dict[str, Any], Path]]:
@@ -585,11 +692,15 @@ def _check_inputs(drafts: list[_Draft], problems: list[str]) -> None:
                 first = img
             if img is not None and inp.data is not None and "." not in PurePosixPath(inp.dest).name:
                 inp.dest += "." + {"JPEG": "jpg"}.get(img.format, img.format.lower())
-        if d.mask is not None:
-            mask = decode(d.mask, "mask", add)
+        masks = [("mask", d.mask)] + [(f"turn {k} mask", m) for k, (_, m) in enumerate(d.turns, start=1)]
+        for label, mask_input in masks:
+            if mask_input is None:
+                continue
+            mask = decode(mask_input, label, add)
             if mask is not None and first is not None and (mask.width, mask.height) != (first.width, first.height):
                 add(
-                    f"mask is {mask.width}×{mask.height} but the image is {first.width}×{first.height}; they must match"
+                    f"{label} is {mask.width}×{mask.height} but the image is {first.width}×{first.height}; "
+                    "they must match"
                 )
 
 
@@ -627,7 +738,8 @@ def _write(staged: Path, name: str, drafts: list[_Draft], source: Path, fmt: str
     staged.mkdir(parents=True)
     copied: dict[str, int] = {}
     for d in drafts:
-        for inp in [*d.images, *([d.mask] if d.mask is not None else [])]:
+        turn_masks = [m for _, m in d.turns if m is not None]
+        for inp in [*d.images, *([d.mask] if d.mask is not None else []), *turn_masks]:
             if inp.dest in copied:
                 continue
             dest = staged / inp.dest
@@ -640,6 +752,10 @@ def _write(staged: Path, name: str, drafts: list[_Draft], source: Path, fmt: str
         d.case["images"] = [i.dest for i in d.images]
         if d.mask is not None:
             d.case["mask"] = d.mask.dest
+        if d.turns:
+            d.case["turns"] = [
+                {**fields, **({"mask": mask.dest} if mask is not None else {})} for fields, mask in d.turns
+            ]
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     lines = [
         f"name = {_toml_str(name)}",
@@ -658,6 +774,7 @@ def _write(staged: Path, name: str, drafts: list[_Draft], source: Path, fmt: str
         "tags",
         "source_caption",
         "target_caption",
+        "turns",
     )
     for d in drafts:
         lines += ["", "[[case]]"]
@@ -692,6 +809,10 @@ def _toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, str):
         return _toml_str(value)
+    if isinstance(value, float):
+        return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_str(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return _toml_str(str(value))

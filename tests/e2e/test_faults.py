@@ -107,7 +107,7 @@ def rows_of(ws_path, run_id: str) -> list[dict]:
 
 def counts_add_up(res) -> None:
     """The summary's counts cover every applicable call exactly once."""
-    assert res.completed + res.failed + res.unknown + res.pending == res.planned, res
+    assert res.completed + res.failed + res.unknown + res.pending + res.not_reached + res.waiting == res.planned, res
     assert res.skipped == 0 and res.stop_reason is None, res
 
 

@@ -39,7 +39,7 @@ from evalkit.store import Workspace
 #: every value a stored error_category may take
 CATEGORIES = frozenset(c.value for c in Category)
 #: statuses a call may have once a run has finished (``submitted`` only for a job still running)
-FINAL_STATUSES = frozenset({"completed", "failed", "unknown", "not_applicable", "submitted"})
+FINAL_STATUSES = frozenset({"completed", "failed", "unknown", "not_applicable", "submitted", "not_reached"})
 #: WaveSpeed task codes → the category evalkit must record (reference §1.6)
 TASK_CODE_CATEGORY = {
     1200: "moderation",
@@ -174,6 +174,9 @@ def reconcile_wavespeed(handle, ws_path: str | Path, run_ids: Iterable[str] | No
             )
         elif r["status"] == "unknown":
             assert r["cost_usd"] is None and r["cost_source"] == "unknown"
+        elif r["status"] in ("not_reached", "planned") and r.get("parent_call_id"):
+            # a session's later turn never sent (an earlier turn failed) or waiting for one still running
+            assert pid is None and not r["cost_usd"], f"{r['call_id']} was never sent but claims a job or a cost"
         else:
             raise AssertionError(f"{r['call_id']} ended in status {r['status']!r}")
 
@@ -313,9 +316,17 @@ def reconcile_huggingface(handle, ws_path: str | Path, run_ids: Iterable[str] | 
 
 def assert_every_call_accounted(rows: Iterable[dict[str, Any]]) -> None:
     """Each call ended in a recorded success or a categorised failure (or is an accepted job still running)."""
+    rows = list(rows)
+    status_of = {r["call_id"]: r["status"] for r in rows}
     for r in rows:
         where = f"{r['call_id']} ({r['status']})"
+        parent = r.get("parent_call_id")
+        if r["status"] == "planned" and parent and status_of.get(parent) in ("submitted", "planned"):
+            continue  # a session's later turn waiting for an earlier turn still running at the provider
         assert r["status"] in FINAL_STATUSES, f"{where}: not a final status"
+        if r["status"] == "not_reached":  # a session's later turn: an earlier turn ended without an output
+            assert parent and status_of.get(parent) in ("failed", "unknown", "not_reached"), where
+            assert r["reason"] and r["prediction_id"] is None, where
         if r["status"] == "completed":
             assert r["output_sha256"] and r["error_category"] is None, where
         elif r["status"] == "failed":

@@ -104,6 +104,7 @@ def test_call_status_values_are_the_stored_strings(tmp_path):
         "failed",
         "not_applicable",
         "unknown",
+        "not_reached",
     ]
     ws = Workspace(tmp_path)
     _run(ws)
@@ -331,19 +332,27 @@ def test_budget_never_crosses_cap():
     assert not b.can_reserve(0.02)
 
 
-def test_a_workspace_from_before_captions_is_migrated_and_keeps_its_cases(tmp_path, monkeypatch):
-    import evalkit.store._schema as schema
+def test_a_workspace_from_before_captions_is_migrated_and_keeps_its_cases(tmp_path):
+    import sqlite3
 
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION - 1)  # as the evalkit before captions wrote it
-    old = Workspace(tmp_path)
-    _run(old)
-    with old.transaction() as conn:  # a case row as that evalkit stored it: no caption columns yet
-        conn.execute(
-            "INSERT INTO cases(run_id, case_id, operation, input_sha256, tags, params) "
-            "VALUES ('r1', 'old-case', 'general_edit', '[]', '[]', '{}')"
-        )
-    old.close()
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION)
+    from evalkit.store._schema import _MIGRATIONS
+
+    before = next(i for i, step in enumerate(_MIGRATIONS) if "source_caption" in step)  # the schema before captions
+    con = sqlite3.connect(tmp_path / "evalkit.sqlite")  # as the evalkit before captions wrote it
+    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    for step in _MIGRATIONS[:before]:
+        con.executescript(step)
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(before),))
+    con.execute(
+        "INSERT INTO runs(run_id, created_at, updated_at, status, models, repeats, config) "
+        "VALUES ('r1', 'x', 'x', 'completed', '[]', 1, '{}')"
+    )
+    con.execute(
+        "INSERT INTO cases(run_id, case_id, operation, input_sha256, tags, params) "
+        "VALUES ('r1', 'old-case', 'general_edit', '[]', '[]', '{}')"
+    )
+    con.commit()
+    con.close()
     ws = Workspace(tmp_path)
     assert ws.schema_version == SCHEMA_VERSION
     ws.put_cases("r1", [{"case_id": "new-case", "operation": "general_edit", "input_sha256": [],

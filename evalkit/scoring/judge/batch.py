@@ -252,10 +252,12 @@ class _Batch:
         prompt = (case.get("prompt") or "").strip()
         instruction = prompt if operation in SC_OPERATIONS and prompt else None
         results: list[VIEScoreResult] = []
+        # a session's later turn is judged on its own input: the same model's previous output
+        parent = call.get("parent_call_id")
         for k in range(1, self.passes + 1):  # one after the other: pass k+1 is asked once pass k is answered
             try:
                 result = await self.judge._viescore(
-                    self.source(call["case_id"]),
+                    self.ws.output_image(parent) if parent else self.source(call["case_id"]),
                     self.ws.output_image(call["call_id"]),
                     instruction,
                     cache=self.ws,

@@ -204,7 +204,9 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
         if p.status != "completed":
             return []
         if p.base64_output:
-            return [base64.b64encode(await self._output_bytes(p)).decode("ascii")]
+            data = await self._output_bytes(p)
+            self._state.served[p.id] = hashlib.sha256(data).hexdigest()
+            return [base64.b64encode(data).decode("ascii")]
         return [p.output_url]
 
     async def _envelope(self, p: Prediction) -> dict[str, Any]:
@@ -307,7 +309,8 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
                 f"Insufficient balance: this request costs ${exc.price_usd:.4f} and the account holds "
                 f"${max(0.0, exc.available_usd):.4f}; please top up (simulated)",
             )
-        st.submits.append(SubmitRecord(p.id, spec.id, hashlib.sha256(raw).hexdigest(), time.time()))
+        inputs = tuple(i.sha256 for i in images) + ((mask.sha256,) if mask is not None else ())
+        st.submits.append(SubmitRecord(p.id, spec.id, hashlib.sha256(raw).hexdigest(), time.time(), inputs))
         p.input = compact_body(body)
         after = self.faults.draw("accepted", model_keys)
         if after is not None and after.kind == "submit_accepted_5xx":
@@ -479,6 +482,8 @@ class WaveSpeedSim(TaskQueue, UploadRoutes):
         data = await self._output_bytes(p)
         if fault is not None:  # truncated_download
             data = data[: len(data) // 2]
+        else:
+            st.served[p.id] = hashlib.sha256(data).hexdigest()
         return Response(data, media_type=CONTENT_TYPES[p.fmt])
 
     # ---- control --------------------------------------------------------------------------------

@@ -109,6 +109,8 @@ class SubmitRecord:
     model_id: str
     body_sha256: str  # of the raw JSON body as received
     at: float
+    #: sha256 of each input image as decoded (uploads, data URIs and this sim's own output URLs alike), mask last
+    input_sha256: tuple[str, ...] = ()
 
 
 def iso_now() -> str:
@@ -161,6 +163,8 @@ class SimState:
     #: list prices of accepted tasks not finished yet (held against the balance; released when one fails)
     held_usd: float = 0.0
     submits: list[SubmitRecord] = field(default_factory=list)
+    #: prediction id → sha256 of the output bytes served for it (download or base64), the last time it was served
+    served: dict[str, str] = field(default_factory=dict)
     #: every key present from the start, so another thread can copy it while requests count
     counts: Counter = field(default_factory=lambda: Counter(dict.fromkeys(COUNTED, 0)))
     tasks: set = field(default_factory=set)

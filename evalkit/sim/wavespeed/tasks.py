@@ -95,6 +95,11 @@ class TaskQueue:
         """Let held tasks finish (and new ones finish after their latency again)."""
         self._state.held = False
 
+    @property
+    def served(self) -> dict[str, str]:
+        """prediction id → sha256 of the output bytes this sim served for it (what a client received)."""
+        return self._state.served
+
     # ---- the account's balance ------------------------------------------------------------------
     def available_usd(self, st: SimState | None = None) -> float:
         """What the account can still spend: its balance minus what was billed and what accepted tasks hold."""
@@ -193,7 +198,7 @@ class TaskQueue:
         )
         if unreachable is not None:
             p.fail_at_start = (1402, TASK_ERRORS[1402])
-        task_fault = self.faults.draw("task", (spec.id, spec.endpoint))
+        task_fault = self.faults.draw("task", (spec.id, spec.endpoint), prompt=body.get("prompt"))
         if task_fault is not None:
             if task_fault.kind == "never_finish":
                 p.never_finish = True
