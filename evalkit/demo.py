@@ -19,7 +19,7 @@ from evalkit.store import CallStatus, Workspace
 
 #: catalogue models the demo leaves out (``evalkit demo --models all`` runs them too): older generations
 #: with a newer sibling in the catalogue, the "-multi" endpoints of models the demo already runs, and all
-#: but one Hugging Face serverless entry (no list price, so never a tier default). With ``core`` at 68
+#: but one Hugging Face serverless entry (no list price, so never a tier default). With ``core`` at 74
 #: cases this keeps the demo near 600 calls, under 2 minutes on 2 cores.
 DEMO_SKIPS = frozenset(
     {

@@ -96,11 +96,12 @@ def test_captions_are_optional_strings_and_reach_the_case(tmp_path):
 
 def test_bundled_suites_load_cleanly_with_decodable_inputs(core, smoke):
     assert core.name == "core" and smoke.name == "smoke"
-    assert len(core) == 68 and 2 <= len(smoke) <= 3
-    # a suite that can decide (issue 23): every operation has at least 8 cases, and each case says in words
-    # what its input shows and what the edit should show (for CLIP-T / CLIP directional similarity)
+    assert len(core) == 74 and 2 <= len(smoke) <= 3
+    # a suite that can decide (issue 23): every operation has at least 10 cases (the bundled tiers' min_calls),
+    # and each case says in words what its input shows and what the edit should show (for CLIP-T / CLIP
+    # directional similarity)
     per_operation = Counter(c.operation for c in core)
-    assert set(per_operation) == set(OPERATIONS) and min(per_operation.values()) >= 8, per_operation
+    assert set(per_operation) == set(OPERATIONS) and min(per_operation.values()) >= 10, per_operation
     assert all(c.source_caption and c.target_caption for c in core)
     for suite in (core, smoke):
         for case in suite:
@@ -421,7 +422,7 @@ def test_list_suites_reports_good_and_broken(tmp_path, monkeypatch):
     monkeypatch.setenv(SUITES_PATH_ENV, str(tmp_path))
     infos = {i.name: i for i in list_suites()}
     assert {"core", "smoke", "fine", "broken"} <= set(infos) and "not-a-suite" not in infos
-    assert infos["core"].n_cases == 68 and infos["core"].error is None
+    assert infos["core"].n_cases == 74 and infos["core"].error is None
     assert set(infos["core"].operations) == set(OPERATIONS)
     assert set(GEDIT_CATEGORIES) <= set(infos["core"].categories) <= set(CATEGORIES)
     assert infos["fine"].languages == ("en", "zh") and infos["fine"].description == "fine one"
