@@ -10,6 +10,7 @@ pairwise judging, and plain warnings: agreement below the literature, too few hu
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 from evalkit.decide.tables import SIMULATED_NOTE, QualitySpec
@@ -66,6 +67,8 @@ def quality_trust_html(
         ),
         ("human scores", str(res.human_ratings)),
     ]
+    if res.version:
+        rows.append(("SC judged against", _instruction_sources(ws, run_id, res.version)))
     noise = judge_noise(ws, run_id, res.version) if res.version else None
     metric = res.metric
     if noise is not None and noise.passes >= 2:
@@ -87,7 +90,10 @@ def quality_trust_html(
         rows.append(("other judge versions in this run", ", ".join(res.other_versions)))
     out.append(
         '<table class="evalkit-trust">'
-        + "".join(f"<tr><th style='text-align:left'>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
+        + "".join(
+            f"<tr><th style='text-align:left'>{_esc(k)}</th><td style='text-align:left'>{_esc(v)}</td></tr>"
+            for k, v in rows
+        )
         + "</table>"
     )
     if noise is not None and noise.passes >= 2:
@@ -137,6 +143,32 @@ def quality_trust_html(
     return "".join(out)
 
 
+def _instruction_sources(ws: Workspace, run_id: str, version: str) -> str:
+    """Per operation, what VIEScore SC judged the outputs against (:func:`evalkit.scoring.judge.prompts.
+    sc_instruction`): the case's prompt, the operation's fixed instruction, or nothing (PQ only)."""
+    scores = ws.scores(run_id)
+    sc = scores[(scores["metric"] == "viescore_sc") & (scores["source"] == "judge") & (scores["version"] == version)]
+    if sc.empty:
+        return "—"
+    parts = []
+    for op, g in sc.groupby("operation", sort=True):
+        kinds: dict[str, int] = {}
+        for status, reason, detail in zip(g["status"], g["reason"], g["detail"], strict=True):
+            if reason == "no_instruction":
+                kind = "no instruction: PQ only"
+            else:
+                try:
+                    src = json.loads(detail).get("instruction_source") if isinstance(detail, str) else None
+                except ValueError:
+                    src = None
+                kind = {"case": "the case's prompt", "operation": "the operation's fixed instruction"}.get(
+                    src or "", "the case's prompt" if status == "scored" else "unscored"
+                )
+            kinds[kind] = kinds.get(kind, 0) + 1
+        parts.append(f"{op}: " + ", ".join(f"{k} ({n})" for k, n in sorted(kinds.items())))
+    return "; ".join(parts)
+
+
 def _noise_table(noise: JudgeNoise, metric: str) -> str:
     """The judge's spread between passes per operation, for the quality metric and its parts."""
     metrics = [m for m in (metric, "viescore_sc", "viescore_pq") if m in noise.by_operation]
@@ -158,7 +190,9 @@ def _noise_table(noise: JudgeNoise, metric: str) -> str:
         fig = noise.by_operation.get(metric, {}).get(op)
         share = "—" if fig is None or fig.share_disagree is None else f"{fig.share_disagree:.0%}"
         body.append(
-            f"<tr><td>{_esc(op)}</td>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + f"<td>{share}</td></tr>"
+            f"<tr><td style='text-align:left'>{_esc(op)}</td>"
+            + "".join(f"<td>{_esc(c)}</td>" for c in cells)
+            + f"<td>{share}</td></tr>"
         )
     return (
         f"<h4>The judge's own noise ({noise.passes} passes per output)</h4>"

@@ -510,6 +510,16 @@ async def test_every_operation_with_an_instruction_gets_sc_and_an_overall_score(
     assert bare.loc["viescore_pq", "status"] == "scored"
     assert bare.loc["viescore_o", "status"] == "unscored" and bare.loc["viescore_o", "reason"] == "no_instruction"
     assert math.isnan(bare.loc["viescore_o", "value"])
+    # the report's trust section says, per operation, what SC was judged against
+    from evalkit.decide.quality import QualitySpec
+    from evalkit.report.trust import quality_trust_html
+
+    page = quality_trust_html(ws, "r1", QualitySpec("viescore_o", "judge"), n_boot=20)
+    assert (
+        "character_reference: no instruction: PQ only (1), the case&#x27;s prompt (1); "
+        "remove_background: the operation&#x27;s fixed instruction (1); "
+        "zoom_out: the operation&#x27;s fixed instruction (1)"
+    ) in page
 
 
 def test_sc_instruction_prefers_the_case_prompt_then_the_operation():

@@ -93,6 +93,25 @@ async def test_n_passes_are_n_requests_per_prompt_with_the_spread_recorded_and_r
         assert set(ws.judge_passes("r1")["pass"]) == {1, 2, 3, 4}
 
 
+async def test_an_outputs_images_are_encoded_once_for_all_its_passes(judge_sim, ws, monkeypatch):
+    from evalkit.scoring.judge.config import ImageEncoding
+
+    encodes: Counter[int] = Counter()
+    original = ImageEncoding.data_uri
+
+    def counting(self, img, size=None):
+        encodes[1] += 1
+        return original(self, img, size)
+
+    monkeypatch.setattr(ImageEncoding, "data_uri", counting)
+    judge_sim.sim.set_noise(NOISE_SD, seed=3)
+    viescore_run(ws)  # 6 outputs, each encoded as [source, edited]
+    async with make_judge(judge_sim) as judge:
+        summary = await judge_run(ws, "r1", judge, passes=3, progress=False)
+    assert summary.requests_sent == 30 and summary.scored == 6
+    assert encodes[1] == 6 * 2  # not 3 × that: the passes share the encoded images
+
+
 async def test_one_pass_is_todays_judge(judge_sim, ws):
     viescore_run(ws)
     async with make_judge(judge_sim) as judge:

@@ -251,6 +251,7 @@ class _Batch:
         operation = call.get("operation") or case.get("operation") or "general_edit"
         instruction, instruction_source = sc_instruction(operation, case.get("prompt"))
         results: list[VIEScoreResult] = []
+        encoded: dict[str, Any] = {}  # the output's images, encoded once for all its passes
         for k in range(1, self.passes + 1):  # one after the other: pass k+1 is asked once pass k is answered
             try:
                 result = await self.judge._viescore(
@@ -261,6 +262,7 @@ class _Batch:
                     gate=self.gate,
                     retry_unscored=self.retry_unscored,
                     pass_index=k,
+                    encoded_images=encoded,
                 )
             except (ImageError, WorkspaceError, InvalidInputError) as exc:
                 reason = "bad_image" if isinstance(exc, ImageError) else "missing_image"
