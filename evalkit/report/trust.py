@@ -88,12 +88,12 @@ def quality_trust_html(
         rows.append(("literature", f"{figure}: {exp.summary} ({exp.source})"))
     if res.other_versions:
         rows.append(("other judge versions in this run", ", ".join(res.other_versions)))
+    # the notebook's CSS right-aligns table cells; these hold words (the key-value table's long lines read
+    # badly pushed to the right)
+    out.append("<style>table.evalkit-trust td, table.evalkit-trust th {text-align: left}</style>")
     out.append(
         '<table class="evalkit-trust">'
-        + "".join(
-            f"<tr><th style='text-align:left'>{_esc(k)}</th><td style='text-align:left'>{_esc(v)}</td></tr>"
-            for k, v in rows
-        )
+        + "".join(f"<tr><th style='text-align:left'>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
         + "</table>"
     )
     if noise is not None and noise.passes >= 2:
@@ -190,9 +190,7 @@ def _noise_table(noise: JudgeNoise, metric: str) -> str:
         fig = noise.by_operation.get(metric, {}).get(op)
         share = "—" if fig is None or fig.share_disagree is None else f"{fig.share_disagree:.0%}"
         body.append(
-            f"<tr><td style='text-align:left'>{_esc(op)}</td>"
-            + "".join(f"<td>{_esc(c)}</td>" for c in cells)
-            + f"<td>{share}</td></tr>"
+            f"<tr><td>{_esc(op)}</td>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + f"<td>{share}</td></tr>"
         )
     return (
         f"<h4>The judge's own noise ({noise.passes} passes per output)</h4>"
