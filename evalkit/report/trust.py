@@ -88,9 +88,12 @@ def quality_trust_html(
         rows.append(("literature", f"{figure}: {exp.summary} ({exp.source})"))
     if res.other_versions:
         rows.append(("other judge versions in this run", ", ".join(res.other_versions)))
-    # the notebook's CSS right-aligns table cells; these hold words (the key-value table's long lines read
-    # badly pushed to the right)
-    out.append("<style>table.evalkit-trust td, table.evalkit-trust th {text-align: left}</style>")
+    # JupyterLab's CSS right-aligns output table cells (`:not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td`);
+    # these hold words, whose long lines read badly pushed to the right: a more specific rule wins
+    out.append(
+        "<style>.jp-RenderedHTMLCommon table.evalkit-trust td, .jp-RenderedHTMLCommon table.evalkit-trust th, "
+        "table.evalkit-trust td, table.evalkit-trust th {text-align: left}</style>"
+    )
     out.append(
         '<table class="evalkit-trust">'
         + "".join(f"<tr><th style='text-align:left'>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
