@@ -10,6 +10,7 @@ pairwise judging, and plain warnings: agreement below the literature, too few hu
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 from evalkit.decide.tables import SIMULATED_NOTE, QualitySpec
@@ -66,6 +67,8 @@ def quality_trust_html(
         ),
         ("human scores", str(res.human_ratings)),
     ]
+    if res.version:
+        rows.append(("SC judged against", _instruction_sources(ws, run_id, res.version)))
     noise = judge_noise(ws, run_id, res.version) if res.version else None
     metric = res.metric
     if noise is not None and noise.passes >= 2:
@@ -85,6 +88,12 @@ def quality_trust_html(
         rows.append(("literature", f"{figure}: {exp.summary} ({exp.source})"))
     if res.other_versions:
         rows.append(("other judge versions in this run", ", ".join(res.other_versions)))
+    # JupyterLab's CSS right-aligns output table cells (`:not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td`);
+    # these hold words, whose long lines read badly pushed to the right: a more specific rule wins
+    out.append(
+        "<style>.jp-RenderedHTMLCommon table.evalkit-trust td, .jp-RenderedHTMLCommon table.evalkit-trust th, "
+        "table.evalkit-trust td, table.evalkit-trust th {text-align: left}</style>"
+    )
     out.append(
         '<table class="evalkit-trust">'
         + "".join(f"<tr><th style='text-align:left'>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
@@ -135,6 +144,32 @@ def quality_trust_html(
             + "</div>"
         )
     return "".join(out)
+
+
+def _instruction_sources(ws: Workspace, run_id: str, version: str) -> str:
+    """Per operation, what VIEScore SC judged the outputs against (:func:`evalkit.scoring.judge.prompts.
+    sc_instruction`): the case's prompt, the operation's fixed instruction, or nothing (PQ only)."""
+    scores = ws.scores(run_id)
+    sc = scores[(scores["metric"] == "viescore_sc") & (scores["source"] == "judge") & (scores["version"] == version)]
+    if sc.empty:
+        return "—"
+    parts = []
+    for op, g in sc.groupby("operation", sort=True):
+        kinds: dict[str, int] = {}
+        for status, reason, detail in zip(g["status"], g["reason"], g["detail"], strict=True):
+            if reason == "no_instruction":
+                kind = "no instruction: PQ only"
+            else:
+                try:
+                    src = json.loads(detail).get("instruction_source") if isinstance(detail, str) else None
+                except ValueError:
+                    src = None
+                kind = {"case": "the case's prompt", "operation": "the operation's fixed instruction"}.get(
+                    src or "", "the case's prompt" if status == "scored" else "unscored"
+                )
+            kinds[kind] = kinds.get(kind, 0) + 1
+        parts.append(f"{op}: " + ", ".join(f"{k} ({n})" for k, n in sorted(kinds.items())))
+    return "; ".join(parts)
 
 
 def _noise_table(noise: JudgeNoise, metric: str) -> str:

@@ -20,6 +20,7 @@ from evalkit.credentials import Secret
 from evalkit.errors import ImageError, InvalidInputError, MissingKeyError
 from evalkit.providers.retry import RetryPolicy
 from evalkit.scoring.judge import (
+    OPERATION_INSTRUCTIONS,
     PAIRWISE_PROMPT,
     SCORE_CONTRACT,
     VIESCORE_METRICS,
@@ -30,6 +31,7 @@ from evalkit.scoring.judge import (
     judge_run,
     parse_reply,
 )
+from evalkit.scoring.judge.prompts import sc_instruction
 from evalkit.sim.judge import mean_abs_diff, simulated_reply
 from evalkit.store import Workspace
 from tests.plugins.common import make_png, refused_port
@@ -414,7 +416,8 @@ def viescore_run(ws: Workspace, run_id: str = "r1") -> dict[tuple[str, str], str
     cases = [
         {"case_id": "c1", "operation": "general_edit", "prompt": "make the sky purple", "source": make_png(64, 48, 1)},
         {"case_id": "c2", "operation": "general_edit", "prompt": "add a red hat", "source": make_png(48, 64, 2)},
-        {"case_id": "c3", "operation": "remove_background", "prompt": None, "source": make_png(40, 40, 3)},
+        # a character reference without a description: no instruction to judge SC against → PQ only
+        {"case_id": "c3", "operation": "character_reference", "prompt": None, "source": make_png(40, 40, 3)},
     ]
     outputs = {
         (c, m): make_png(56, 56, 10 + i * 3 + j)
@@ -445,7 +448,7 @@ async def test_judge_run_viescore_writes_pinned_scores_and_never_pays_twice(judg
             v = dict(zip(rows["metric"], rows["value"], strict=True))
             st = dict(zip(rows["metric"], rows["status"], strict=True))
             assert v["viescore_pq"] == min(v["vie_naturalness"], v["vie_artifacts"])
-            if call_id.startswith("r1.c3"):  # remove_background: PQ only, the rest says why
+            if call_id.startswith("r1.c3"):  # no instruction: PQ only, the rest says why
                 assert st["viescore_sc"] == st["viescore_o"] == st["vie_editing_success"] == "unscored"
                 assert set(rows[rows["status"] == "unscored"]["reason"]) == {"no_instruction"}
                 assert math.isnan(v["viescore_sc"]) and math.isnan(v["viescore_o"])
@@ -490,6 +493,61 @@ async def test_judge_run_viescore_writes_pinned_scores_and_never_pays_twice(judg
         viescore_run(ws, "r2")
         other = await judge_run(ws, "r2", judge, progress=False)
         assert len(judge_sim.sim.requests) == 10 and other.requests_cached == 10 and other.scored == 6
+
+
+async def test_every_operation_with_an_instruction_gets_sc_and_an_overall_score(judge_sim, ws):
+    """character_reference is judged against its prompt; the promptless zoom_out and remove_background against
+    their operation's fixed instruction (the pairwise judge's), and the rows say which; PQ-only otherwise."""
+    cases = [
+        {"case_id": "cr", "operation": "character_reference", "prompt": "this robot, now baking bread"},
+        {"case_id": "zo", "operation": "zoom_out", "prompt": None},
+        {"case_id": "rb", "operation": "remove_background", "prompt": " "},
+        {"case_id": "cr-bare", "operation": "character_reference", "prompt": None},
+    ]
+    for i, c in enumerate(cases):
+        c["source"] = make_png(40, 40, 20 + i)
+    ids = build_run(ws, "r1", cases, {(c["case_id"], "m"): make_png(40, 40, 30 + i) for i, c in enumerate(cases)})
+    async with make_judge(judge_sim) as judge:
+        summary = await judge_run(ws, "r1", judge, progress=False)
+    assert summary.scored == 4 and summary.pq_only == 1
+    sc_texts = [r.text for r in judge_sim.sim.requests if len(r.images) == 2]
+    expected = {
+        "cr": ("this robot, now baking bread", "case"),
+        "zo": (OPERATION_INSTRUCTIONS["zoom_out"], "operation"),
+        "rb": (OPERATION_INSTRUCTIONS["remove_background"], "operation"),
+    }
+    assert sorted(sc_texts) == sorted(VIESCORE_SC_PROMPT.replace("<instruction>", i) for i, _ in expected.values())
+    df = ws.scores("r1")
+    for case_id, (_, source) in expected.items():
+        rows = df[df["call_id"] == ids[(case_id, "m")]].set_index("metric")
+        assert (rows.loc[["viescore_sc", "viescore_o"], "status"] == "scored").all()
+        sc, pq = rows.loc["viescore_sc", "value"], rows.loc["viescore_pq", "value"]
+        assert rows.loc["viescore_o", "value"] == pytest.approx(math.sqrt(sc * pq))
+        for m in ("viescore_sc", "viescore_o"):
+            assert json.loads(rows.loc[m, "detail"])["instruction_source"] == source
+    bare = df[df["call_id"] == ids[("cr-bare", "m")]].set_index("metric")
+    assert bare.loc["viescore_pq", "status"] == "scored"
+    assert bare.loc["viescore_o", "status"] == "unscored" and bare.loc["viescore_o", "reason"] == "no_instruction"
+    assert math.isnan(bare.loc["viescore_o", "value"])
+    # the report's trust section says, per operation, what SC was judged against
+    from evalkit.decide.quality import QualitySpec
+    from evalkit.report.trust import quality_trust_html
+
+    page = quality_trust_html(ws, "r1", QualitySpec("viescore_o", "judge"), n_boot=20)
+    assert (
+        "character_reference: no instruction: PQ only (1), the case&#x27;s prompt (1); "
+        "remove_background: the operation&#x27;s fixed instruction (1); "
+        "zoom_out: the operation&#x27;s fixed instruction (1)"
+    ) in page
+
+
+def test_sc_instruction_prefers_the_case_prompt_then_the_operation():
+    assert sc_instruction("zoom_out", "zoom out 2x, add sky") == ("zoom out 2x, add sky", "case")
+    assert sc_instruction("zoom_out", None) == (OPERATION_INSTRUCTIONS["zoom_out"], "operation")
+    assert sc_instruction("erase", "") == (OPERATION_INSTRUCTIONS["erase"], "operation")
+    assert sc_instruction("character_reference", "  ") == (None, None)
+    assert sc_instruction("general_edit", None) == (None, None)
+    assert sc_instruction("text_to_video", "a cat") == (None, None)  # an operation SC does not cover
 
 
 async def test_judge_run_unscored_rows_say_why_and_hold_no_number(judge_sim, ws):

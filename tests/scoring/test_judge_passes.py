@@ -52,7 +52,7 @@ def _passes_from_sim(requests) -> dict[bytes, dict[str, list[list[int]]]]:
 
 async def test_n_passes_are_n_requests_per_prompt_with_the_spread_recorded_and_reused(judge_sim, ws):
     judge_sim.sim.set_noise(NOISE_SD, seed=7)
-    viescore_run(ws)  # 6 outputs: 4 with SC + PQ, 2 (remove_background) PQ only → 10 prompts
+    viescore_run(ws)  # 6 outputs: 4 with SC + PQ, 2 (character_reference, no prompt) PQ only → 10 prompts
     async with make_judge(judge_sim) as judge:
         summary = await judge_run(ws, "r1", judge, passes=3, progress=False)
         reqs = judge_sim.sim.requests
@@ -93,6 +93,25 @@ async def test_n_passes_are_n_requests_per_prompt_with_the_spread_recorded_and_r
         assert set(ws.judge_passes("r1")["pass"]) == {1, 2, 3, 4}
 
 
+async def test_an_outputs_images_are_encoded_once_for_all_its_passes(judge_sim, ws, monkeypatch):
+    from evalkit.scoring.judge.config import ImageEncoding
+
+    encodes: Counter[int] = Counter()
+    original = ImageEncoding.data_uri
+
+    def counting(self, img, size=None):
+        encodes[1] += 1
+        return original(self, img, size)
+
+    monkeypatch.setattr(ImageEncoding, "data_uri", counting)
+    judge_sim.sim.set_noise(NOISE_SD, seed=3)
+    viescore_run(ws)  # 6 outputs, each encoded as [source, edited]
+    async with make_judge(judge_sim) as judge:
+        summary = await judge_run(ws, "r1", judge, passes=3, progress=False)
+    assert summary.requests_sent == 30 and summary.scored == 6
+    assert encodes[1] == 6 * 2  # not 3 × that: the passes share the encoded images
+
+
 async def test_one_pass_is_todays_judge(judge_sim, ws):
     viescore_run(ws)
     async with make_judge(judge_sim) as judge:
@@ -130,10 +149,10 @@ async def test_noise_equals_an_independent_computation(judge_sim, ws):
     assert summary.noise_sd == noise.sd("viescore_o") == pytest.approx(statistics.median(o_sd))
     assert noise.by_metric["viescore_o"].outputs == 4
     assert noise.by_metric["viescore_o"].share_disagree == pytest.approx(sum(o_disagree) / 4)
-    # per operation: viescore_o exists for general_edit only (remove_background has no instruction)
+    # per operation: viescore_o exists for general_edit only (the character_reference case has no instruction)
     assert set(noise.by_operation["viescore_o"]) == {"general_edit"}
     assert noise.sd("viescore_o", "general_edit") == pytest.approx(statistics.median(o_sd))
-    assert noise.by_operation["viescore_pq"]["remove_background"].outputs == 2
+    assert noise.by_operation["viescore_pq"]["character_reference"].outputs == 2
     assert summary.noise_sd > 0
     assert judge_noise(ws, "r1").as_dict() == noise.as_dict()  # the same figure read back from the workspace
     obj = summary.judge_object()
@@ -366,7 +385,7 @@ async def test_report_shows_judging_cost_next_to_generation_cost_and_the_noise(j
     noise = judge_noise(ws, "r1")
     assert "3 per output" in page and f"median SD {noise.sd():.3g} between passes" in page
     assert "The judge's own noise (3 passes per output)" in page
-    assert f"{noise.sd('viescore_pq', 'remove_background'):.3g} (2)" in page  # per operation
+    assert f"{noise.sd('viescore_pq', 'character_reference'):.3g} (2)" in page  # per operation
 
 
 async def test_compare_shows_judging_cost_next_to_generation_cost(judge_sim, ws):

@@ -36,7 +36,7 @@ from evalkit.progress import progress_bar
 from evalkit.scoring.judge.client import Judge, JudgeReply, PairwiseResult, VIEScoreResult, _Gate
 from evalkit.scoring.judge.config import MODES
 from evalkit.scoring.judge.noise import HEADLINE_METRIC, JudgeNoise, judge_noise
-from evalkit.scoring.judge.prompts import OPERATION_INSTRUCTIONS, SC_OPERATIONS
+from evalkit.scoring.judge.prompts import OPERATION_INSTRUCTIONS, sc_instruction
 from evalkit.scoring.judge.rows import VIESCORE_METRICS, mean_rows, pass_rows, viescore_rows
 from evalkit.store import CallStatus, Workspace
 
@@ -249,11 +249,11 @@ class _Batch:
     async def _viescore_one(self, call: dict[str, Any]) -> None:
         case = self.cases.get(call["case_id"], {})
         operation = call.get("operation") or case.get("operation") or "general_edit"
-        prompt = (case.get("prompt") or "").strip()
-        instruction = prompt if operation in SC_OPERATIONS and prompt else None
+        instruction, instruction_source = sc_instruction(operation, case.get("prompt"))
         results: list[VIEScoreResult] = []
         # a session's later turn is judged on its own input: the same model's previous output
         parent = call.get("parent_call_id")
+        encoded: dict[str, Any] = {}  # the output's images, encoded once for all its passes
         for k in range(1, self.passes + 1):  # one after the other: pass k+1 is asked once pass k is answered
             try:
                 result = await self.judge._viescore(
@@ -264,6 +264,7 @@ class _Batch:
                     gate=self.gate,
                     retry_unscored=self.retry_unscored,
                     pass_index=k,
+                    encoded_images=encoded,
                 )
             except (ImageError, WorkspaceError, InvalidInputError) as exc:
                 reason = "bad_image" if isinstance(exc, ImageError) else "missing_image"
@@ -274,7 +275,15 @@ class _Batch:
         if not results[0].sc_applies:
             self.summary.pq_only += 1
         per_pass = [
-            viescore_rows(self.run_id, call["call_id"], self.summary.version, r, operation, no_instruction=not prompt)
+            viescore_rows(
+                self.run_id,
+                call["call_id"],
+                self.summary.version,
+                r,
+                operation,
+                no_instruction=instruction is None,
+                instruction_source=instruction_source,
+            )
             for r in results
         ]
         rows = per_pass[0] if len(per_pass) == 1 and self.passes == 1 else mean_rows(per_pass, self.passes)

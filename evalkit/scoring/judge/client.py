@@ -337,7 +337,10 @@ class Judge:
         gate: _Gate,
         retry_unscored: bool | Collection[str],
         pass_index: int = 1,
+        encoded_images: dict[str, Any] | None = None,
     ) -> VIEScoreResult:
+        """``encoded_images``: a dict shared by the passes over one output, so its images are re-encoded
+        once, not once per pass (filled on first use; the same source and edited bytes every time)."""
         instruction = (instruction or "").strip() or None
         prompts = PROMPT_SETS[self.config.prompt_set]
         src_sha, edit_sha = hashlib.sha256(source).hexdigest(), hashlib.sha256(edited).hexdigest()
@@ -346,7 +349,7 @@ class Judge:
         pq_key = self.cache_key("viescore_pq", [src_sha, edit_sha], None, pass_index)
         sc_prompt = prompts.sc_prompt.replace("<instruction>", instruction or "")
 
-        images: dict[str, Any] = {}
+        images: dict[str, Any] = encoded_images if encoded_images is not None else {}
 
         async def encoded() -> dict[str, Any]:
             if not images:

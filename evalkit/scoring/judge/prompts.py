@@ -30,17 +30,45 @@ from typing import Any
 VIESCORE_PROMPT_VERSION = "viescore-gedit-v1"  # bump when a prompt text changes
 PAIRWISE_PROMPT_VERSION = "pairwise-v1"
 
-#: Operations whose VIEScore includes SC. The SC prompt scores "how well the instruction was followed"
-#: and "over-editing relative to the original"; zoom_out (the output is a wider scene, squeezed back to
-#: the source size), remove_background (no instruction) and character_reference (the input is a
-#: reference, not the image being edited) get PQ only — their SC/O rows say "unscored: not_applicable".
-SC_OPERATIONS = frozenset({"general_edit", "inpaint", "erase", "multi_image"})
-#: The instruction shown to the pairwise judge for operations that have no prompt of their own.
+#: Operations whose VIEScore includes SC (and so an overall score ``viescore_o``): every operation, as long as
+#: there is an instruction to judge against (:func:`sc_instruction`). The SC prompt scores "how well the
+#: instruction was followed" and "over-editing relative to the original" ([source, edited]):
+#:
+#: * general_edit, multi_image, inpaint, erase — the case's prompt (GEdit-Bench's use);
+#: * character_reference — the case's prompt ("this same robot, now …"): the input is the character's
+#:   reference, and a minimal yet effective version of it *is* the same character doing what was asked
+#:   (as GEdit-Bench's motion_change / background_change, which also redraw most of the frame);
+#: * zoom_out, remove_background (promptless) — the fixed instruction of :data:`OPERATION_INSTRUCTIONS`,
+#:   the one the pairwise judge is shown too. The edited image is resized to the source size as for every
+#:   operation (GEdit-Bench's convention), so a zoom-out to another aspect ratio is seen squeezed; a
+#:   cut-out is seen on white (transparency is composited on white before sending).
+#:
+#: The SC rows' ``detail`` names the instruction and whether it came from the case or the operation. An
+#: output with no instruction at all (a case without a prompt, of an operation without a fixed
+#: instruction) gets PQ only; its SC/O rows say "unscored: no_instruction" — never a made-up score.
+SC_OPERATIONS = frozenset(
+    {"general_edit", "inpaint", "erase", "multi_image", "character_reference", "zoom_out", "remove_background"}
+)
+#: The instruction the judges (VIEScore SC and pairwise) are shown for a case without a prompt of its own.
 OPERATION_INSTRUCTIONS = {
     "zoom_out": "Zoom out: extend the scene beyond the original borders, keeping the original content unchanged.",
     "remove_background": "Remove the background, keeping the main subject unchanged.",
     "erase": "Remove the marked object and fill the area naturally, keeping everything else unchanged.",
 }
+
+
+def sc_instruction(operation: str, prompt: str | None) -> tuple[str | None, str | None]:
+    """The instruction VIEScore SC judges an output of ``operation`` against, and where it came from:
+    ``(prompt, "case")``, ``(OPERATION_INSTRUCTIONS[operation], "operation")`` for a case without a prompt,
+    or ``(None, None)`` when there is none (PQ only)."""
+    if operation not in SC_OPERATIONS:
+        return None, None
+    text = (prompt or "").strip()
+    if text:
+        return text, "case"
+    fixed = OPERATION_INSTRUCTIONS.get(operation)
+    return (fixed, "operation") if fixed else (None, None)
+
 
 # ---- prompts ------------------------------------------------------------------------------------
 # VIEScore prompt texts as GEdit-Bench uses them (viescore/vie_prompts.py of TIGER-AI-Lab/VIEScore,
@@ -324,4 +352,5 @@ __all__ = [
     "VIESCORE_PROMPT_VERSION",
     "VIESCORE_SC_PROMPT",
     "parse_reply",
+    "sc_instruction",
 ]

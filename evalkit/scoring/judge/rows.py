@@ -75,10 +75,19 @@ def pass_rows(per_pass: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def viescore_rows(
-    run_id: str, call_id: str, version: str, result: VIEScoreResult, operation: str, *, no_instruction: bool
+    run_id: str,
+    call_id: str,
+    version: str,
+    result: VIEScoreResult,
+    operation: str,
+    *,
+    no_instruction: bool,
+    instruction_source: str | None = None,
 ) -> list[dict[str, Any]]:
     """Score rows for one call: a value for what was scored; value None + status "unscored" + reason for
-    what was judged and failed; nothing for what the budget kept from being judged."""
+    what was judged and failed; nothing for what the budget kept from being judged. ``instruction_source``
+    ("case" | "operation", :func:`evalkit.scoring.judge.prompts.sc_instruction`) goes into the SC and
+    overall rows' detail, so a score judged against an operation's fixed instruction says so."""
     rows: list[dict[str, Any]] = []
 
     def add(metric: str, value: float | None, reply: JudgeReply | None, reason: str | None, detail: Any) -> None:
@@ -118,10 +127,10 @@ def viescore_rows(
         return rows  # nothing was judged: no rows at all (a later run with more budget fills them in)
     if result.sc_applies:
         sc_reason = sc.reason if sc is not None else "budget"
-        sc_info = info(sc)
+        sc_info = info(sc) | ({"instruction_source": instruction_source} if instruction_source else {})
     else:
         sc_reason = "no_instruction" if no_instruction else "not_applicable"
-        sc_info = {"detail": f"VIEScore SC needs an edit instruction; operation {operation!r} gets PQ only"}
+        sc_info = {"detail": f"VIEScore SC needs an edit instruction; this {operation!r} output has none: PQ only"}
     for metric, value in zip(_SC_METRICS, (result.sc, result.editing_success, result.over_editing), strict=True):
         add(metric, value, sc, sc_reason, sc_info)
     pq_reason = pq.reason if pq is not None else "budget"
@@ -133,7 +142,8 @@ def viescore_rows(
         result.o,
         None,
         o_reason,
-        {"sc_key": sc.key if sc else None, "pq_key": pq.key if pq else None, "formula": "sqrt(SC*PQ)"},
+        {"sc_key": sc.key if sc else None, "pq_key": pq.key if pq else None, "formula": "sqrt(SC*PQ)"}
+        | ({"instruction_source": instruction_source} if result.sc_applies and instruction_source else {}),
     )
     return rows
 
