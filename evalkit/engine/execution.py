@@ -215,6 +215,8 @@ class Execution:
                 "prediction_id",
                 "cost_usd",
                 "reserved_usd",
+                "price_usd",
+                "price_source",
                 "error_category",
             ),
         ):
@@ -452,6 +454,7 @@ class Execution:
             outcome = await self._with_patience(provider, pc, request, submit=False, prediction_id=row["prediction_id"])
         if outcome.prediction_id is None:
             outcome.prediction_id = row["prediction_id"]
+        _priced_at_submit(outcome, row)
         await self._store(pc, outcome, reservation)
         pc.release()
 
@@ -666,6 +669,19 @@ def _submitting_fields(p: PreparedRequest | None) -> dict[str, Any]:
         "price_usd": p.price_usd,
         "price_source": p.price_source,
     }
+
+
+def _priced_at_submit(outcome: EditOutcome, row: Mapping[str, Any]) -> None:
+    """A job collected on resume costs the price it was submitted at (recorded with ``submitting``): the price
+    the provider billed it at, not what the same request prices at now (a new quote, or the catalogue's list
+    price when this resume was told not to quote). A cost the provider reported itself is kept."""
+    price, source = row.get("price_usd"), row.get("price_source")
+    if price is None or source is None or outcome.cost_source not in ("quoted", "list_price"):
+        return
+    if not outcome.cost_usd:  # nothing paid (a failed task): nothing to price
+        return
+    outcome.cost_usd = float(price)
+    outcome.cost_source = "quoted" if source == "quoted" else "list_price"
 
 
 def _add_cost(prior: float, cost: float | None) -> float | None:

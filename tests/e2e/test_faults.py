@@ -300,6 +300,43 @@ async def test_a_resume_keeps_the_runs_quoted_prices_for_jobs_it_collects(wavesp
     assert rec.billed_usd == pytest.approx(done.cost_usd, abs=1e-9) and not rec.orphans
 
 
+@pytest.mark.parametrize("resume_kw", [{}, {"quote_prices": False}], ids=["requoted", "told-not-to-quote"])
+async def test_a_job_collected_on_resume_costs_the_price_it_was_submitted_at(
+    resume_kw, wavespeed_sim_factory, tmp_path
+):
+    """The server bills a job at the price it had when it was accepted. Prices change before the resume (a new
+    price table at the server), and the resume either quotes again (the new prices) or is told not to quote
+    (the catalogue's): either way the jobs it collects are recorded at the price they were submitted at."""
+    handle = wavespeed_sim_factory(**SIM)
+    handle.sim.add_fault("poll_5xx", model="qwen-edit")
+    res = await run_wavespeed(
+        handle, tmp_path, models="qwen-edit,seededit-v3", repeats=2, wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST}
+    )
+    pending = {r["call_id"]: r for r in rows_of(tmp_path, res.run_id) if r["status"] == "submitted"}
+    assert len(pending) == res.pending == 2
+    handle.sim.clear_faults()
+    wait_until_idle(handle.sim)
+    handle.sim.set_catalog_drift({"price_seed": PRICE_SEED + 1})  # what the same request costs from now on
+    done = await arun(
+        None,
+        workspace=tmp_path,
+        run_id=res.run_id,
+        resume=True,
+        progress=False,
+        patience=FAST_PATIENCE,
+        provider_options={"wavespeed": wavespeed_options(handle)},
+        **resume_kw,
+    )
+    assert done.completed == done.planned and len(handle.sim.submits) == done.planned
+    rows = {r["call_id"]: r for r in rows_of(tmp_path, res.run_id)}
+    for call_id, before in pending.items():
+        row = rows[call_id]
+        assert row["prediction_id"] == before["prediction_id"] and row["cost_source"] == "quoted"
+        assert row["cost_usd"] == before["price_usd"]
+    rec = reconcile_wavespeed(handle, tmp_path)  # recorded = billed, per job
+    assert rec.billed_usd == pytest.approx(done.cost_usd, abs=1e-9) and not rec.orphans
+
+
 async def test_a_resume_keeps_no_cache_and_quotes_unless_told_otherwise(wavespeed_sim_factory, tmp_path):
     """A run started with no_cache and quote_prices and stopped before sending anything: resumed without
     either flag it still pays for its calls (no reuse of an earlier run's identical results) at the quoted
