@@ -517,7 +517,16 @@ class Execution:
         self.simulated = self.simulated or outcome.simulated
         if resumable:
             # accepted and still collectable (we stopped waiting, polls failed, or the download failed):
-            # the row stays `submitted` with its prediction id, so `--resume` finishes it without paying again
+            # the row stays `submitted` with its prediction id, so `--resume` finishes it without paying again.
+            # If the on_submitted hook could not write the id, it is written now: a row left `submitting`
+            # would be an unknown outcome on resume (and --resubmit-unknown would pay for it twice)
+            try:
+                pid = outcome.prediction_id
+                if pid is not None and not self.ws.get_call(pc.call_id).get("prediction_id"):
+                    self.ws.mark_submitted(pc.call_id, pid)
+            except WorkspaceError as exc:
+                self._workspace_failed(exc)
+                return
             self.counts["pending"] = self.counts.get("pending", 0) + 1
             self._tick()
             return

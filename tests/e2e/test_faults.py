@@ -27,6 +27,7 @@ import pytest
 from evalkit.credentials import Secret
 from evalkit.engine.control import StopController
 from evalkit.engine.runner import arun
+from evalkit.errors import WorkspaceError
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import PollSchedule
 from evalkit.store import Workspace
@@ -386,6 +387,53 @@ async def test_a_resume_keeps_no_cache_and_quotes_unless_told_otherwise(wavespee
     assert {r["cost_source"] for r in rows} == {"list_price"} and {r["price_source"] for r in rows} == {"catalogue"}
     bills = {e.prediction_id: e.usd for e in handle.sim.ledger}
     assert all(r["cost_usd"] != pytest.approx(bills[r["prediction_id"]], abs=1e-6) for r in rows)
+
+
+async def test_an_accepted_job_whose_id_the_hook_could_not_write_is_still_collected_not_resent(
+    wavespeed_sim_factory, tmp_path
+):
+    """The workspace refuses the write of a job's prediction id once (the on_submitted hook: e.g. "database is
+    locked"); the provider goes on, and the job is left pending (its polls fail). The id is written when the call
+    is stored, so the row is `submitted` with it — not `submitting`, which a resume would have to treat as an
+    unknown outcome (and --resubmit-unknown would pay for again) — and the resume collects it, sending nothing."""
+    handle = wavespeed_sim_factory(**SIM)
+    handle.sim.add_fault("poll_5xx", model="qwen-edit")
+    ws = Workspace(tmp_path)
+    real, refused = ws.mark_submitted, set()
+
+    def flaky_mark_submitted(call_id: str, prediction_id: str) -> None:
+        if call_id not in refused:
+            refused.add(call_id)
+            raise WorkspaceError("database is locked")
+        real(call_id, prediction_id)
+
+    ws.mark_submitted = flaky_mark_submitted  # type: ignore[method-assign]
+    res = await run_wavespeed(
+        handle, ws, models="qwen-edit,seededit-v3", repeats=2, wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST}
+    )
+    ws.close()
+    assert len(refused) == res.planned == 4  # every call's hook write was refused once
+    rows = rows_of(tmp_path, res.run_id)
+    pending = {r["call_id"]: r["prediction_id"] for r in rows if r["status"] == "submitted"}
+    assert len(pending) == res.pending == 2 and all(pending.values())
+    assert {r["model_id"] for r in rows if r["call_id"] in pending} == {"qwen-edit"}
+    assert not [r for r in rows if r["status"] in ("submitting", "unknown")]
+    handle.sim.clear_faults()
+    wait_until_idle(handle.sim)
+    done = await arun(
+        None,
+        workspace=tmp_path,
+        run_id=res.run_id,
+        resume=True,
+        progress=False,
+        patience=FAST_PATIENCE,
+        provider_options={"wavespeed": wavespeed_options(handle)},
+    )
+    assert done.completed == done.planned == 4 and len(handle.sim.submits) == 4
+    after = {r["call_id"]: r["prediction_id"] for r in rows_of(tmp_path, res.run_id) if r["call_id"] in pending}
+    assert after == pending  # collected under the ids the first run got, never re-submitted
+    rec = reconcile_wavespeed(handle, tmp_path)
+    assert rec.billed_usd == pytest.approx(done.cost_usd, abs=1e-9) and not rec.orphans
 
 
 @pytest.mark.parametrize("kind,category", [("rate_limit", "rate_limit"), ("submit_5xx", "server")])
