@@ -397,7 +397,13 @@ def run_cmd(
     workspace: WorkspaceOpt = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (re-using a name resumes it)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue RUN_ID: poll accepted jobs, run the rest")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not reuse identical completed requests")] = False,
+    no_cache: Annotated[
+        bool | None,
+        typer.Option(
+            "--no-cache/--cache",
+            help="do not reuse identical completed requests (default: off; a resume keeps the run's setting)",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print the plan and its cost estimate; spend nothing")
     ] = False,
@@ -429,13 +435,14 @@ def run_cmd(
     ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
     quote_prices: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--quote-prices",
+            "--quote-prices/--no-quote-prices",
             help="ask WaveSpeed's pricing API for each distinct request before sending; the quotes drive the "
-            "estimate, budget and recorded costs (a failed quote falls back to the catalogue price)",
+            "estimate, budget and recorded costs (a failed quote falls back to the catalogue price); "
+            "default: off, and a resume keeps the run's setting",
         ),
-    ] = False,
+    ] = None,
     allow_partial_sessions: Annotated[
         bool,
         typer.Option(

@@ -32,7 +32,7 @@ from evalkit.engine.sessions import SessionTurns
 from evalkit.errors import BudgetExceededError, Category, EvalkitError, InvalidInputError, WorkspaceError
 from evalkit.images import InputImage, load_image
 from evalkit.progress import progress_bar
-from evalkit.providers.base import EditOutcome, ImageEditProvider, PreparedRequest, capabilities_of
+from evalkit.providers.base import EditOutcome, ImageEditProvider, PreparedRequest, QuotesPrices, capabilities_of
 from evalkit.providers.retry import RetryPolicy
 from evalkit.store import CallStatus, Workspace
 
@@ -158,9 +158,12 @@ class Execution(SessionTurns):
         controller: StopController,
         patience: RetryPolicy,
         allow_partial_sessions: bool = False,
+        quote_prices: bool = False,
     ):
         """``limits`` holds every provider's limits, defaults already filled in by the runner. A session is
-        only started when the budget can hold all its remaining turns, unless ``allow_partial_sessions``."""
+        only started when the budget can hold all its remaining turns, unless ``allow_partial_sessions``.
+        ``quote_prices``: a session's later turn, whose request exists only once the turn before has run, is
+        quoted then (the plan's quotes priced it on the original image)."""
         if concurrency < 1:
             raise InvalidInputError(f"concurrency must be ≥ 1, got {concurrency}")
         self.ws, self.run_id, self.providers = ws, run_id, providers
@@ -170,7 +173,7 @@ class Execution(SessionTurns):
         self.global_sem = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
         self.limits = dict(limits)
-        self.no_cache, self.grace_period_s = no_cache, grace_period_s
+        self.no_cache, self.grace_period_s, self.quote_prices = no_cache, grace_period_s, quote_prices
         self.resubmit_unknown, self.retry_failed = resubmit_unknown, retry_failed
         self.controller = controller
         self.patience = patience
@@ -255,6 +258,8 @@ class Execution(SessionTurns):
                 "prediction_id",
                 "cost_usd",
                 "reserved_usd",
+                "price_usd",
+                "price_source",
                 "error_category",
                 "turn",
                 "session_id",
@@ -403,6 +408,8 @@ class Execution(SessionTurns):
             self.ws.finish_call(pc.call_id, {"status": CallStatus.NOT_APPLICABLE, "reason": exc.message})
             self._end_session(pc, f"turn {pc.turn} is not applicable: {exc.message}")
             return True
+        if self.quote_prices and pc.parent_call_id and isinstance(provider, QuotesPrices):
+            await self._quote_turn(pc, provider)
         if not self.no_cache and self._serve_from_cache(pc):
             pc.release()
             return True
@@ -565,10 +572,20 @@ class Execution(SessionTurns):
             outcome = await self._with_patience(provider, pc, request, submit=False, prediction_id=row["prediction_id"])
         if outcome.prediction_id is None:
             outcome.prediction_id = row["prediction_id"]
+        _priced_at_submit(outcome, row)
         await self._store(pc, outcome, reservation)
         pc.release()
 
     # ---- bookkeeping ------------------------------------------------------------------------
+    async def _quote_turn(self, pc: PlannedCall, provider: QuotesPrices) -> None:
+        """Quote a later turn's own request — its input is the turn before's output, whose size can change the
+        price — unless the provider holds a quote for it already (``mark_submitting`` records the price)."""
+        if pc.built[1].price_source == "quoted":
+            return
+        request, prepared = pc.built
+        await asyncio.to_thread(provider.quote_prices, [prepared])
+        pc.prepared = self.providers[pc.model.provider].prepare(request)
+
     def _serve_from_cache(self, pc: PlannedCall) -> bool:
         fingerprint = pc.built[1].fingerprint
         hit = self.ws.find_completed(fingerprint, exclude_call=pc.call_id)
@@ -628,8 +645,16 @@ class Execution(SessionTurns):
         self.simulated = self.simulated or outcome.simulated
         if resumable:
             # accepted and still collectable (we stopped waiting, polls failed, or the download failed):
-            # the row stays `submitted` with its prediction id, so `--resume` finishes it without paying again
-            # (and then continues its session)
+            # the row stays `submitted` with its prediction id, so `--resume` finishes it without paying again (and
+            # then continues its session). If the on_submitted hook could not write the id, it is written now: a
+            # row left `submitting` would be an unknown outcome on resume (and --resubmit-unknown would pay twice)
+            try:
+                pid = outcome.prediction_id
+                if pid is not None and not self.ws.get_call(pc.call_id).get("prediction_id"):
+                    self.ws.mark_submitted(pc.call_id, pid)
+            except WorkspaceError as exc:
+                self._workspace_failed(exc)
+                return
             self._release_session_hold(pc)
             self.counts["pending"] = self.counts.get("pending", 0) + 1
             self._tick()
@@ -789,6 +814,19 @@ def _submitting_fields(p: PreparedRequest | None) -> dict[str, Any]:
         "price_usd": p.price_usd,
         "price_source": p.price_source,
     }
+
+
+def _priced_at_submit(outcome: EditOutcome, row: Mapping[str, Any]) -> None:
+    """A job collected on resume costs the price it was submitted at (recorded with ``submitting``): the price
+    the provider billed it at, not what the same request prices at now (a new quote, or the catalogue's list
+    price when this resume was told not to quote). A cost the provider reported itself is kept."""
+    price, source = row.get("price_usd"), row.get("price_source")
+    if price is None or source is None or outcome.cost_source not in ("quoted", "list_price"):
+        return
+    if not outcome.cost_usd:  # nothing paid (a failed task): nothing to price
+        return
+    outcome.cost_usd = float(price)
+    outcome.cost_source = "quoted" if source == "quoted" else "list_price"
 
 
 def _add_cost(prior: float, cost: float | None) -> float | None:

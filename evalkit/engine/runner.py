@@ -153,7 +153,7 @@ async def arun(
     workspace: Workspace | str | os.PathLike | None = None,
     run_id: str | None = None,
     resume: bool = False,
-    no_cache: bool = False,
+    no_cache: bool | None = None,
     dry_run: bool = False,
     base_seed: int = BASE_SEED,
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -167,7 +167,7 @@ async def arun(
     patience: RetryPolicy | None = None,
     reconcile_policy: ReconcilePolicy | None = None,
     settle_wait_s: float = 0.0,
-    quote_prices: bool = False,
+    quote_prices: bool | None = None,
     allow_partial_sessions: bool = False,
 ) -> RunResult:
     """Run ``suite`` across ``models``; see the module docstring. In Jupyter: ``await evalkit.arun(...)``.
@@ -178,7 +178,11 @@ async def arun(
     ``quote_prices=True`` asks each provider's pricing API (WaveSpeed ``POST /api/v3/model/pricing``) once per
     distinct (model, parameters) of the plan before anything is sent, and uses the quotes for the estimate,
     the budget reservations and each call's recorded cost; a failed quote keeps the catalogue price and says so
-    (``RunResult.price_quotes``, the call's notes and ``price_source``)."""
+    (``RunResult.price_quotes``, the call's notes and ``price_source``).
+
+    A resumed run keeps the settings it was started with that decide what is paid and recorded — its
+    suite, models, repeats, seeds, budget, ``quote_prices`` and ``no_cache`` (stored in the run's config) —
+    unless this call passes ``budget_usd``, ``quote_prices`` or ``no_cache`` explicitly (None = the run's)."""
     from evalkit.suites import load_suite
 
     t0 = time.monotonic()
@@ -212,6 +216,13 @@ async def arun(
         base_seed = cfg.get("base_seed", base_seed)
         if budget_usd is None:
             budget_usd = existing["budget_usd"]
+        # what decides the recorded cost (quoted vs catalogue price) and whether a request is paid again
+        # (the cache) stays as the run was started, unless given explicitly now
+        if quote_prices is None:
+            quote_prices = bool(cfg.get("quote_prices", False))
+        if no_cache is None:
+            no_cache = bool(cfg.get("no_cache", False))
+    quote_prices, no_cache = bool(quote_prices), bool(no_cache)
     if suite is None:
         raise InvalidInputError("no suite given", hint="pass --suite NAME|PATH (see `evalkit suites`)")
     the_suite = given_suite if given_suite is not None else load_suite(suite)
@@ -334,6 +345,7 @@ async def arun(
                 controller=controller,
                 patience=patience or DEFAULT_PATIENCE,
                 allow_partial_sessions=allow_partial_sessions,
+                quote_prices=quote_prices,
             )
             try:
                 await execution.execute()
@@ -371,6 +383,7 @@ async def arun(
                         controller=controller,
                         patience=patience or DEFAULT_PATIENCE,
                         allow_partial_sessions=allow_partial_sessions,
+                        quote_prices=quote_prices,
                     )
                     await execution.execute()
             except asyncio.CancelledError:
@@ -416,7 +429,7 @@ def run(
     workspace: Workspace | str | os.PathLike | None = None,
     run_id: str | None = None,
     resume: bool = False,
-    no_cache: bool = False,
+    no_cache: bool | None = None,
     dry_run: bool = False,
     base_seed: int = BASE_SEED,
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -430,7 +443,7 @@ def run(
     patience: RetryPolicy | None = None,
     reconcile_policy: ReconcilePolicy | None = None,
     settle_wait_s: float = 0.0,
-    quote_prices: bool = False,
+    quote_prices: bool | None = None,
     allow_partial_sessions: bool = False,
 ) -> RunResult:
     """Synchronous :func:`arun` (same parameters) for scripts and the CLI.

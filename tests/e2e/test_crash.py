@@ -68,8 +68,8 @@ KILLS = [
     "mid-submit",
     "random",
 ]
-#: every run and resume quotes its prices: the server bills each model at a price of its own (price_seed), so a
-#: recorded catalogue price would fail reconcile_wavespeed
+#: the run quotes its prices (and every resume keeps that setting without being told again): the server bills each
+#: model at a price of its own (price_seed), so a recorded catalogue price would fail reconcile_wavespeed
 PLAN_ARGS = ["--suite", "smoke", "--models", MODELS, "--repeats", str(REPEATS), "--quote-prices"]
 SIM_CONFIG = {
     "fixed_latency_ms": 250,
@@ -227,7 +227,7 @@ def test_kill_9_many_times_over_one_run_then_resume_equals_an_uninterrupted_run(
         submitting_at_kills = 0
         completed_before: dict[str, str] = {}
         for i, moment in enumerate(schedule):
-            args = ["run", *PLAN_ARGS, "--run-id", RUN_ID] if i == 0 else ["run", "--resume", RUN_ID, "--quote-prices"]
+            args = ["run", *PLAN_ARGS, "--run-id", RUN_ID] if i == 0 else ["run", "--resume", RUN_ID]
             proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -288,7 +288,6 @@ def test_kill_9_many_times_over_one_run_then_resume_equals_an_uninterrupted_run(
                 "run",
                 "--resume",
                 RUN_ID,
-                "--quote-prices",
                 "--workspace",
                 str(ws),
                 "--concurrency",
@@ -434,7 +433,6 @@ def test_kill_9_during_submits_then_one_resume_settles_them_from_the_history(cat
                 "run",
                 "--resume",
                 RUN_ID,
-                "--quote-prices",
                 "--workspace",
                 str(ws),
                 "--json",

@@ -25,7 +25,9 @@ from collections.abc import Callable
 import pytest
 
 from evalkit.credentials import Secret
+from evalkit.engine.control import StopController
 from evalkit.engine.runner import arun
+from evalkit.errors import WorkspaceError
 from evalkit.providers.retry import RetryPolicy
 from evalkit.providers.wavespeed import PollSchedule
 from evalkit.store import Workspace
@@ -57,8 +59,9 @@ SUBMIT_TIMEOUT_DELAY_S = 4.0
 SYNC_READ_TIMEOUT_S = 3.0
 #: simulated outputs are rendered at most this large: the renders share the CPU with the runner under test.
 #: The server bills each model at its catalogue price with an offset of its own (−30 %…+30 %, seeded), so
-#: "recorded = billed" checks pricing, not only bookkeeping: the runs quote prices (``quote_prices=True``),
-#: and a run recording the catalogue's list price instead would fail reconcile_wavespeed.
+#: "recorded = billed" checks pricing, not only bookkeeping: the runs quote prices (``quote_prices=True``; a
+#: resume keeps the run's setting without being told again), and a run recording the catalogue's list price
+#: instead would fail reconcile_wavespeed.
 PRICE_SEED = 25
 SIM = {"output_max_side": 256, "catalog_drift": {"price_seed": PRICE_SEED}}
 
@@ -83,6 +86,7 @@ def wavespeed_options(handle, *, timeout_s: float = 900.0, retry: RetryPolicy = 
 async def run_wavespeed(handle, ws_path, *, suite="smoke", repeats=4, timeout_s=900.0, run_id="faulty", **kw):
     kw.setdefault("patience", FAST_PATIENCE)
     kw.setdefault("quote_prices", True)
+    kw.setdefault("no_cache", True)
     return await arun(
         suite,
         models=kw.pop("models", WS_MODELS),
@@ -91,7 +95,6 @@ async def run_wavespeed(handle, ws_path, *, suite="smoke", repeats=4, timeout_s=
         workspace=ws_path,
         provider_options={"wavespeed": wavespeed_options(handle, timeout_s=timeout_s, **kw.pop("wavespeed_kw", {}))},
         progress=False,
-        no_cache=True,
         run_id=run_id,
         **kw,
     )
@@ -155,20 +158,30 @@ async def test_each_fault_at_a_steady_rate_loses_nothing_and_pays_once(name, wav
         # a busy machine); a resume polls every one of them again and submits nothing
         assert res.pending >= hits
         first = {r["call_id"]: r["prediction_id"] for r in rows_of(tmp_path, res.run_id) if r["status"] == "submitted"}
-        submits, polls = len(sim.submits), sim.stats()["poll"]
-        res = await arun(
-            None,
-            workspace=tmp_path,
-            run_id=res.run_id,
-            resume=True,
-            quote_prices=True,  # a resume does not inherit the run's quotes
-            progress=False,
-            patience=FAST_PATIENCE,
-            provider_options={"wavespeed": wavespeed_options(handle, timeout_s=NEVER_FINISH_TIMEOUT_S)},
-        )
-        assert len(sim.submits) == submits and sim.stats()["poll"] > polls
-        still = {r["call_id"]: r["prediction_id"] for r in rows_of(tmp_path, res.run_id) if r["status"] == "submitted"}
-        assert res.pending == len(still) == hits and still.items() <= first.items()
+        submits = len(sim.submits)
+        # A resume polls each pending job for NEVER_FINISH_TIMEOUT_S again, so on a loaded machine a healthy job
+        # can outlast the resume too (seen once: 40 pending after a resume, against the 37 never-finishing jobs
+        # — 3 healthy jobs not collected in time, not 3 submits). Resume again (a few times at most) until only
+        # the never-finishing jobs are left; every resume polls and never submits.
+        for _ in range(4):
+            polls = sim.stats()["poll"]
+            res = await arun(
+                None,
+                workspace=tmp_path,
+                run_id=res.run_id,
+                resume=True,
+                progress=False,
+                patience=FAST_PATIENCE,
+                provider_options={"wavespeed": wavespeed_options(handle, timeout_s=NEVER_FINISH_TIMEOUT_S)},
+            )
+            assert len(sim.submits) == submits and sim.stats()["poll"] > polls
+            still = {
+                r["call_id"]: r["prediction_id"] for r in rows_of(tmp_path, res.run_id) if r["status"] == "submitted"
+            }
+            assert res.pending == len(still) >= hits and still.items() <= first.items()
+            if res.pending == hits:
+                break
+        assert res.pending == hits
     wait_until_idle(sim, still_running=hits if kind == "never_finish" else 0)
 
     counts_add_up(res)
@@ -240,7 +253,6 @@ async def test_a_job_that_outlives_the_poll_timeout_is_collected_by_resume_and_b
         workspace=tmp_path,
         run_id=res.run_id,
         resume=True,
-        quote_prices=True,  # a resume does not inherit the run's quotes
         progress=False,
         patience=FAST_PATIENCE,
         provider_options={"wavespeed": wavespeed_options(handle, timeout_s=30)},
@@ -249,6 +261,177 @@ async def test_a_job_that_outlives_the_poll_timeout_is_collected_by_resume_and_b
     rows = rows_of(tmp_path, res.run_id)
     assert {r["call_id"]: r["prediction_id"] for r in rows if r["status"] == "completed"} == submitted
     assert len(handle.sim.submits) == res.planned
+    rec = reconcile_wavespeed(handle, tmp_path)
+    assert rec.billed_usd == pytest.approx(done.cost_usd, abs=1e-9) and not rec.orphans
+
+
+async def test_a_resume_keeps_the_runs_quoted_prices_for_jobs_it_collects(wavespeed_sim_factory, tmp_path):
+    """A run started with quote_prices is resumed without saying so again: the jobs the resume collects are
+    recorded at the quoted price, which is what the server bills (its own price table, SIM's price_seed) —
+    not at the catalogue's list price. Deterministic: every poll of one model fails until the resume."""
+    handle = wavespeed_sim_factory(**SIM)
+    handle.sim.add_fault("poll_5xx", model="qwen-edit")  # qwen-edit's accepted jobs cannot be collected yet
+    res = await run_wavespeed(
+        handle, tmp_path, models="qwen-edit,seededit-v3", repeats=2, wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST}
+    )
+    rows = rows_of(tmp_path, res.run_id)
+    pending = {r["call_id"]: r["prediction_id"] for r in rows if r["status"] == "submitted"}
+    assert len(pending) == res.pending == 2 and all(pending.values())
+    assert {r["price_source"] for r in rows if r["status"] != "not_applicable"} == {"quoted"}
+    assert Workspace(tmp_path).get_run(res.run_id)["config"]["quote_prices"] is True
+    handle.sim.clear_faults()
+    wait_until_idle(handle.sim)
+    done = await arun(
+        None,  # no quote_prices: the run's own setting holds
+        workspace=tmp_path,
+        run_id=res.run_id,
+        resume=True,
+        progress=False,
+        patience=FAST_PATIENCE,
+        provider_options={"wavespeed": wavespeed_options(handle)},
+    )
+    assert done.completed == done.planned and done.pending == 0 and len(handle.sim.submits) == done.planned
+    assert done.price_quotes is not None and done.price_quotes["failed"] == 0
+    rows = rows_of(tmp_path, res.run_id)
+    collected = [r for r in rows if r["call_id"] in pending]
+    assert {r["call_id"]: r["prediction_id"] for r in collected} == pending  # polled, never re-submitted
+    assert {r["cost_source"] for r in collected} == {"quoted"}
+    rec = reconcile_wavespeed(handle, tmp_path)  # each call's recorded cost is its job's bill, to the cent
+    assert all(r["cost_usd"] == pytest.approx(rec.billed_by_pid[r["prediction_id"]], abs=1e-9) for r in collected)
+    assert rec.billed_usd == pytest.approx(done.cost_usd, abs=1e-9) and not rec.orphans
+
+
+@pytest.mark.parametrize("resume_kw", [{}, {"quote_prices": False}], ids=["requoted", "told-not-to-quote"])
+async def test_a_job_collected_on_resume_costs_the_price_it_was_submitted_at(
+    resume_kw, wavespeed_sim_factory, tmp_path
+):
+    """The server bills a job at the price it had when it was accepted. Prices change before the resume (a new
+    price table at the server), and the resume either quotes again (the new prices) or is told not to quote
+    (the catalogue's): either way the jobs it collects are recorded at the price they were submitted at."""
+    handle = wavespeed_sim_factory(**SIM)
+    handle.sim.add_fault("poll_5xx", model="qwen-edit")
+    res = await run_wavespeed(
+        handle, tmp_path, models="qwen-edit,seededit-v3", repeats=2, wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST}
+    )
+    pending = {r["call_id"]: r for r in rows_of(tmp_path, res.run_id) if r["status"] == "submitted"}
+    assert len(pending) == res.pending == 2
+    handle.sim.clear_faults()
+    wait_until_idle(handle.sim)
+    handle.sim.set_catalog_drift({"price_seed": PRICE_SEED + 1})  # what the same request costs from now on
+    done = await arun(
+        None,
+        workspace=tmp_path,
+        run_id=res.run_id,
+        resume=True,
+        progress=False,
+        patience=FAST_PATIENCE,
+        provider_options={"wavespeed": wavespeed_options(handle)},
+        **resume_kw,
+    )
+    assert done.completed == done.planned and len(handle.sim.submits) == done.planned
+    rows = {r["call_id"]: r for r in rows_of(tmp_path, res.run_id)}
+    for call_id, before in pending.items():
+        row = rows[call_id]
+        assert row["prediction_id"] == before["prediction_id"] and row["cost_source"] == "quoted"
+        assert row["cost_usd"] == before["price_usd"]
+    rec = reconcile_wavespeed(handle, tmp_path)  # recorded = billed, per job
+    assert rec.billed_usd == pytest.approx(done.cost_usd, abs=1e-9) and not rec.orphans
+
+
+async def test_a_resume_keeps_no_cache_and_quotes_unless_told_otherwise(wavespeed_sim_factory, tmp_path):
+    """A run started with no_cache and quote_prices and stopped before sending anything: resumed without
+    either flag it still pays for its calls (no reuse of an earlier run's identical results) at the quoted
+    price the server bills; resumed with an explicit quote_prices=False it records the catalogue price."""
+    handle = wavespeed_sim_factory(**SIM)
+    models, repeats = "qwen-edit,seededit-v3", 2
+    earlier = await run_wavespeed(handle, tmp_path, models=models, repeats=repeats, run_id="earlier", no_cache=False)
+    assert earlier.completed == earlier.planned == 4 and len(handle.sim.submits) == 4
+
+    async def stopped_run(run_id: str):
+        stopped = StopController()
+        stopped.request_stop("interrupted")  # nothing is sent: every call stays planned, the settings are stored
+        res = await run_wavespeed(handle, tmp_path, models=models, repeats=repeats, run_id=run_id, controller=stopped)
+        assert res.skipped == res.planned == 4 and len(handle.sim.submits) == submits
+        cfg = Workspace(tmp_path).get_run(run_id)["config"]
+        assert cfg["no_cache"] is True and cfg["quote_prices"] is True
+
+    async def resume(run_id: str, **kw):
+        return await arun(
+            None,
+            workspace=tmp_path,
+            run_id=run_id,
+            resume=True,
+            progress=False,
+            patience=FAST_PATIENCE,
+            provider_options={"wavespeed": wavespeed_options(handle)},
+            **kw,
+        )
+
+    submits = len(handle.sim.submits)
+    await stopped_run("nightly")
+    res = await resume("nightly")
+    assert res.completed == res.planned == 4 and res.cached == 0
+    assert len(handle.sim.submits) == submits + 4  # paid again, as the run asked (no_cache)
+    rows = [r for r in rows_of(tmp_path, "nightly") if r["status"] == "completed"]
+    assert {r["cost_source"] for r in rows} == {"quoted"} and {r["price_source"] for r in rows} == {"quoted"}
+    rec = reconcile_wavespeed(handle, tmp_path)  # both runs: each job owned by one call, recorded = billed
+    assert not rec.orphans
+    assert res.cost_usd == pytest.approx(sum(rec.billed_by_pid[r["prediction_id"]] for r in rows), abs=1e-9)
+
+    # an explicit setting on resume wins: quote_prices=False records the catalogue's list price (not the bill)
+    submits = len(handle.sim.submits)
+    await stopped_run("overridden")
+    res = await resume("overridden", quote_prices=False)
+    assert res.completed == res.planned == 4 and len(handle.sim.submits) == submits + 4
+    rows = [r for r in rows_of(tmp_path, "overridden") if r["status"] == "completed"]
+    assert {r["cost_source"] for r in rows} == {"list_price"} and {r["price_source"] for r in rows} == {"catalogue"}
+    bills = {e.prediction_id: e.usd for e in handle.sim.ledger}
+    assert all(r["cost_usd"] != pytest.approx(bills[r["prediction_id"]], abs=1e-6) for r in rows)
+
+
+async def test_an_accepted_job_whose_id_the_hook_could_not_write_is_still_collected_not_resent(
+    wavespeed_sim_factory, tmp_path
+):
+    """The workspace refuses the write of a job's prediction id once (the on_submitted hook: e.g. "database is
+    locked"); the provider goes on, and the job is left pending (its polls fail). The id is written when the call
+    is stored, so the row is `submitted` with it — not `submitting`, which a resume would have to treat as an
+    unknown outcome (and --resubmit-unknown would pay for again) — and the resume collects it, sending nothing."""
+    handle = wavespeed_sim_factory(**SIM)
+    handle.sim.add_fault("poll_5xx", model="qwen-edit")
+    ws = Workspace(tmp_path)
+    real, refused = ws.mark_submitted, set()
+
+    def flaky_mark_submitted(call_id: str, prediction_id: str) -> None:
+        if call_id not in refused:
+            refused.add(call_id)
+            raise WorkspaceError("database is locked")
+        real(call_id, prediction_id)
+
+    ws.mark_submitted = flaky_mark_submitted  # type: ignore[method-assign]
+    res = await run_wavespeed(
+        handle, ws, models="qwen-edit,seededit-v3", repeats=2, wavespeed_kw={"retry": DEFAULT_ATTEMPTS_FAST}
+    )
+    ws.close()
+    assert len(refused) == res.planned == 4  # every call's hook write was refused once
+    rows = rows_of(tmp_path, res.run_id)
+    pending = {r["call_id"]: r["prediction_id"] for r in rows if r["status"] == "submitted"}
+    assert len(pending) == res.pending == 2 and all(pending.values())
+    assert {r["model_id"] for r in rows if r["call_id"] in pending} == {"qwen-edit"}
+    assert not [r for r in rows if r["status"] in ("submitting", "unknown")]
+    handle.sim.clear_faults()
+    wait_until_idle(handle.sim)
+    done = await arun(
+        None,
+        workspace=tmp_path,
+        run_id=res.run_id,
+        resume=True,
+        progress=False,
+        patience=FAST_PATIENCE,
+        provider_options={"wavespeed": wavespeed_options(handle)},
+    )
+    assert done.completed == done.planned == 4 and len(handle.sim.submits) == 4
+    after = {r["call_id"]: r["prediction_id"] for r in rows_of(tmp_path, res.run_id) if r["call_id"] in pending}
+    assert after == pending  # collected under the ids the first run got, never re-submitted
     rec = reconcile_wavespeed(handle, tmp_path)
     assert rec.billed_usd == pytest.approx(done.cost_usd, abs=1e-9) and not rec.orphans
 
@@ -305,7 +488,6 @@ async def test_an_accepted_job_whose_polls_or_download_keep_failing_stays_resuma
         workspace=tmp_path,
         run_id=res.run_id,
         resume=True,
-        quote_prices=True,  # a resume does not inherit the run's quotes
         retry_failed=True,
         progress=False,
         patience=FAST_PATIENCE,
@@ -458,7 +640,6 @@ async def test_all_faults_mixed_over_the_core_suite(mode, wavespeed_sim_factory,
             workspace=tmp_path,
             run_id=res.run_id,
             resume=True,
-            quote_prices=True,  # a resume does not inherit the run's quotes
             progress=False,
             patience=FAST_PATIENCE,
             provider_options={"wavespeed": wavespeed_options(handle, timeout_s=MIXED_TIMEOUT_S, **extra)},
@@ -557,7 +738,6 @@ async def test_mixed_providers_with_faults_everywhere(wavespeed_sim_factory, sta
         workspace=tmp_path,
         run_id="mixed",
         resume=True,
-        quote_prices=True,  # a resume does not inherit the run's quotes
         progress=False,
         provider_options=options,
         patience=FAST_PATIENCE,

@@ -48,7 +48,6 @@ def storm(sim) -> dict:
 
 
 async def resume(handle, ws_path, run_id, **kw):
-    kw.setdefault("quote_prices", True)  # the server bills its own prices (SIM); a resume does not inherit quotes
     return await arun(
         None,
         workspace=ws_path,
