@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from evalkit.decide.quality import DEFAULT_QUALITY, QualityLike, QualitySpec, resolve_quality, scored_values
-from evalkit.store import CallStatus, Workspace
+from evalkit.store import ATTEMPTED_STATUSES, CallStatus, Workspace
 
 #: columns of :func:`session_table`
 SESSION_COLUMNS = [
@@ -91,7 +91,7 @@ def session_table(ws: Workspace, run_id: str, quality: QualityLike = DEFAULT_QUA
                 "final_quality": float(final) if final is not None and not pd.isna(final) else math.nan,
                 "mean_quality": float(np.mean(q)) if q else math.nan,
                 "drift_ssim": float(drift.get(last["call_id"], math.nan)) if complete else math.nan,
-                "cost_usd": math.fsum(group["cost_usd"].dropna().astype(float)),
+                "cost_usd": _session_cost(group),
                 "latency_ms": float(done["total_ms"].sum()) if complete else math.nan,
             }
         )
@@ -174,3 +174,12 @@ def session_model_table(
     df.attrs.update(template.attrs)
     df.attrs["unit"] = "session"
     return df
+
+
+def _session_cost(turns: pd.DataFrame) -> float:
+    """What a session cost: the sum over its attempted turns, unknown (NaN) when any attempted turn's cost is
+    unknown — never $0 for a price nobody reported. Turns never sent (not reached, still planned) cost nothing."""
+    attempted = turns[turns["status"].isin([str(s) for s in ATTEMPTED_STATUSES])]["cost_usd"]
+    if attempted.isna().any():
+        return math.nan
+    return math.fsum(attempted.astype(float))

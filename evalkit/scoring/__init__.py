@@ -71,6 +71,7 @@ class ScoreSummary:
         }
 
     def __str__(self) -> str:
+        """A few short lines (each fits a 100-column terminal): the run, then one indented line per part."""
         parts = [f"scored run {self.run_id}: {self.auto_scored} calls with automatic metrics"]
         if self.auto_skipped:
             parts.append(f"{self.auto_skipped} already scored")
@@ -86,16 +87,19 @@ class ScoreSummary:
             cost = f"judging cost ${j.cost_usd:.4f}" + (
                 f" + {j.cost_unknown_requests} request(s) of unknown cost" if j.cost_unknown_requests else ""
             )
+            parts.append(f"judge {j.version}:")
             parts.append(
-                f"judge {j.version}: {j.scored} scored, {j.unscored} unscored, {j.requests_sent} requests "
-                f"({j.requests_cached} cached), {cost}"
+                f"  {j.scored} scored, {j.unscored} unscored, {j.requests_sent} requests ({j.requests_cached} cached), "
+                + cost
             )
             if j.passes > 1 and j.noise is not None:
-                parts.append(f"{j.passes} judge passes per output, noise {j.noise.describe()}")
+                noise = j.noise.describe().split("; ")
+                parts.append(f"  {j.passes} judge passes per output; judge noise {noise[0]}")
+                parts += [f"  {more}" for more in noise[1:]]
         if self.pairwise is not None:
             p = self.pairwise
             parts.append(f"pairwise: {p.scored} pairs judged, {p.unscored} unscored")
-        return "; ".join(parts + self.notes)
+        return "\n  ".join(parts + self.notes)
 
 
 # ---- automatic metrics --------------------------------------------------------------------------------

@@ -90,3 +90,17 @@ def test_the_cost_quality_view_takes_the_session_table(scored) -> None:
     texts = " ".join(t.get_text() for t in fig.findobj(lambda o: hasattr(o, "get_text")))
     assert "SIMULATED" in texts and "qwen-edit" in texts
     assert "cost per session (USD)" in texts and "final-turn quality: ssim (auto)" in texts
+
+
+def test_a_session_with_a_turn_of_unknown_cost_costs_unknown_not_zero(scored) -> None:
+    ws = scored
+    ws._execute("UPDATE calls SET cost_usd = NULL, cost_source = 'unknown' WHERE call_id = 's/cat.t2/qwen-edit/0'")
+    table = session_table(ws, "s", "ssim:auto").set_index(["session_id", "model_id"])
+    assert math.isnan(table.loc[("cat", "qwen-edit"), "cost_usd"])  # not the sum of the two known turns
+    calls = ws.calls("s").set_index("call_id")
+    cup = [f"s/cup.t{k}/seededit-v3/0" for k in (1, 2, 3)]  # turn 2 failed, turn 3 was never sent
+    assert calls.loc[cup[2], "status"] == "not_reached"
+    want = sum(float(calls.loc[c, "cost_usd"] or 0.0) for c in cup[:2])
+    assert table.loc[("cup", "seededit-v3"), "cost_usd"] == pytest.approx(want)
+    models = session_model_table(ws, "s", quality="ssim:auto").set_index("model_id")
+    assert math.isnan(models.loc["qwen-edit", "mean_cost_usd"])
