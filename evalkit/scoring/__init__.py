@@ -94,7 +94,7 @@ class ScoreSummary:
             )
             if j.passes > 1 and j.noise is not None:
                 noise = j.noise.describe().split("; ")
-                parts.append(f"  {j.passes} judge passes per output; judge noise {noise[0]}")
+                parts += [f"  {j.passes} judge passes per output", f"  judge noise {noise[0]}"]
                 parts += [f"  {more}" for more in noise[1:]]
         if self.pairwise is not None:
             p = self.pairwise
