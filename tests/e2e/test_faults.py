@@ -100,6 +100,16 @@ async def run_wavespeed(handle, ws_path, *, suite="smoke", repeats=4, timeout_s=
     )
 
 
+async def resume_wavespeed(handle, ws_path, run_id, *, wavespeed_kw: dict | None = None, **kw):
+    """Resume ``run_id`` (as :func:`run_wavespeed` started it) against ``handle``'s simulator; ``kw`` go to arun
+    (a resume keeps the run's own quote_prices / no_cache unless given)."""
+    kw.setdefault("patience", FAST_PATIENCE)
+    options = {"wavespeed": wavespeed_options(handle, **(wavespeed_kw or {}))}
+    return await arun(
+        None, workspace=ws_path, run_id=run_id, resume=True, progress=False, provider_options=options, **kw
+    )
+
+
 def rows_of(ws_path, run_id: str) -> list[dict]:
     ws = Workspace(ws_path, create=False)
     try:
@@ -165,14 +175,8 @@ async def test_each_fault_at_a_steady_rate_loses_nothing_and_pays_once(name, wav
         # the never-finishing jobs are left; every resume polls and never submits.
         for _ in range(4):
             polls = sim.stats()["poll"]
-            res = await arun(
-                None,
-                workspace=tmp_path,
-                run_id=res.run_id,
-                resume=True,
-                progress=False,
-                patience=FAST_PATIENCE,
-                provider_options={"wavespeed": wavespeed_options(handle, timeout_s=NEVER_FINISH_TIMEOUT_S)},
+            res = await resume_wavespeed(
+                handle, tmp_path, res.run_id, wavespeed_kw={"timeout_s": NEVER_FINISH_TIMEOUT_S}
             )
             assert len(sim.submits) == submits and sim.stats()["poll"] > polls
             still = {
@@ -248,15 +252,7 @@ async def test_a_job_that_outlives_the_poll_timeout_is_collected_by_resume_and_b
     assert res.pending == res.planned > 0 and res.completed == 0
     submitted = {r["call_id"]: r["prediction_id"] for r in rows_of(tmp_path, res.run_id) if r["status"] == "submitted"}
     assert len(submitted) == res.planned and all(submitted.values())
-    done = await arun(
-        None,
-        workspace=tmp_path,
-        run_id=res.run_id,
-        resume=True,
-        progress=False,
-        patience=FAST_PATIENCE,
-        provider_options={"wavespeed": wavespeed_options(handle, timeout_s=30)},
-    )
+    done = await resume_wavespeed(handle, tmp_path, res.run_id, wavespeed_kw={"timeout_s": 30})
     assert done.completed == done.planned and done.pending == 0
     rows = rows_of(tmp_path, res.run_id)
     assert {r["call_id"]: r["prediction_id"] for r in rows if r["status"] == "completed"} == submitted
@@ -318,16 +314,7 @@ async def test_a_job_collected_on_resume_costs_the_price_it_was_submitted_at(
     handle.sim.clear_faults()
     wait_until_idle(handle.sim)
     handle.sim.set_catalog_drift({"price_seed": PRICE_SEED + 1})  # what the same request costs from now on
-    done = await arun(
-        None,
-        workspace=tmp_path,
-        run_id=res.run_id,
-        resume=True,
-        progress=False,
-        patience=FAST_PATIENCE,
-        provider_options={"wavespeed": wavespeed_options(handle)},
-        **resume_kw,
-    )
+    done = await resume_wavespeed(handle, tmp_path, res.run_id, **resume_kw)
     assert done.completed == done.planned and len(handle.sim.submits) == done.planned
     rows = {r["call_id"]: r for r in rows_of(tmp_path, res.run_id)}
     for call_id, before in pending.items():
@@ -356,16 +343,7 @@ async def test_a_resume_keeps_no_cache_and_quotes_unless_told_otherwise(wavespee
         assert cfg["no_cache"] is True and cfg["quote_prices"] is True
 
     async def resume(run_id: str, **kw):
-        return await arun(
-            None,
-            workspace=tmp_path,
-            run_id=run_id,
-            resume=True,
-            progress=False,
-            patience=FAST_PATIENCE,
-            provider_options={"wavespeed": wavespeed_options(handle)},
-            **kw,
-        )
+        return await resume_wavespeed(handle, tmp_path, run_id, **kw)
 
     submits = len(handle.sim.submits)
     await stopped_run("nightly")
@@ -420,15 +398,7 @@ async def test_an_accepted_job_whose_id_the_hook_could_not_write_is_still_collec
     assert not [r for r in rows if r["status"] in ("submitting", "unknown")]
     handle.sim.clear_faults()
     wait_until_idle(handle.sim)
-    done = await arun(
-        None,
-        workspace=tmp_path,
-        run_id=res.run_id,
-        resume=True,
-        progress=False,
-        patience=FAST_PATIENCE,
-        provider_options={"wavespeed": wavespeed_options(handle)},
-    )
+    done = await resume_wavespeed(handle, tmp_path, res.run_id)
     assert done.completed == done.planned == 4 and len(handle.sim.submits) == 4
     after = {r["call_id"]: r["prediction_id"] for r in rows_of(tmp_path, res.run_id) if r["call_id"] in pending}
     assert after == pending  # collected under the ids the first run got, never re-submitted
@@ -635,15 +605,7 @@ async def test_all_faults_mixed_over_the_core_suite(mode, wavespeed_sim_factory,
         if res.pending <= never_finish:  # on a loaded machine a healthy job can need more than one resume
             break
         submits = len(handle.sim.submits)
-        res = await arun(
-            None,
-            workspace=tmp_path,
-            run_id=res.run_id,
-            resume=True,
-            progress=False,
-            patience=FAST_PATIENCE,
-            provider_options={"wavespeed": wavespeed_options(handle, timeout_s=MIXED_TIMEOUT_S, **extra)},
-        )
+        res = await resume_wavespeed(handle, tmp_path, res.run_id, wavespeed_kw={"timeout_s": MIXED_TIMEOUT_S, **extra})
         assert len(handle.sim.submits) == submits
         matched += res.reconciled.get("matched", 0)
     h = hits()
