@@ -44,6 +44,25 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
+def _model_entry(
+    catalog: Catalog, model: Any, d: dict[str, Any], role: str, eligibility: str, rationale: Any
+) -> dict[str, Any]:
+    """One model of an operation in the listing: its role, the run's figures for it (``d``: the operation's own
+    entry for the default or provisional model, an alternative's entry otherwise) and the catalogue's facts."""
+    return {
+        "model": model,
+        "role": role,
+        "eligibility": eligibility,
+        "cost_usd": _num(d.get("cost_usd")),
+        "latency_p95_ms": _num(d.get("latency_p95_ms")),
+        "quality": _num(d.get("quality")),
+        "quality_ci": list(d.get("quality_ci") or [None, None]),
+        "evidence": {"n": d.get("n"), "completed": d.get("completed"), "success_rate": d.get("success_rate")},
+        "rationale": rationale,
+        **_model_facts(catalog, str(model)),
+    }
+
+
 def models_listing(defaults: TierDefaults, catalog: Catalog, tier: str | None, allow_provisional: bool) -> dict:
     tiers = defaults.tiers
     if tier is not None and tier not in tiers:
@@ -57,44 +76,20 @@ def models_listing(defaults: TierDefaults, catalog: Catalog, tier: str | None, a
             models = []
             head = d.get("default") or d.get("provisional")
             if head:
-                models.append(
-                    {
-                        "model": head,
-                        "role": "default" if d.get("default") else "provisional",
-                        "eligibility": "eligible" if d.get("default") else "insufficient_evidence",
-                        "cost_usd": _num(d.get("cost_usd")),
-                        "latency_p95_ms": _num(d.get("latency_p95_ms")),
-                        "quality": _num(d.get("quality")),
-                        "quality_ci": list(d.get("quality_ci") or [None, None]),
-                        "evidence": {
-                            "n": d.get("n"),
-                            "completed": d.get("completed"),
-                            "success_rate": d.get("success_rate"),
-                        },
-                        "rationale": d.get("rationale"),
-                        **_model_facts(catalog, head),
-                    }
+                role, eligibility = (
+                    ("default", "eligible") if d.get("default") else ("provisional", "insufficient_evidence")
                 )
+                models.append(_model_entry(catalog, head, d, role, eligibility, d.get("rationale")))
             for alt in d.get("alternatives") or []:
-                why = str(alt.get("rationale") or "")
-                eligibility = alternative_eligibility(alt)
                 models.append(
-                    {
-                        "model": alt.get("model"),
-                        "role": "alternative",
-                        "eligibility": eligibility,
-                        "cost_usd": _num(alt.get("cost_usd")),
-                        "latency_p95_ms": _num(alt.get("latency_p95_ms")),
-                        "quality": _num(alt.get("quality")),
-                        "quality_ci": list(alt.get("quality_ci") or [None, None]),
-                        "evidence": {
-                            "n": alt.get("n"),
-                            "completed": alt.get("completed"),
-                            "success_rate": alt.get("success_rate"),
-                        },
-                        "rationale": why,
-                        **_model_facts(catalog, str(alt.get("model"))),
-                    }
+                    _model_entry(
+                        catalog,
+                        alt.get("model"),
+                        alt,
+                        "alternative",
+                        alternative_eligibility(alt),
+                        str(alt.get("rationale") or ""),
+                    )
                 )
             try:
                 route = plan_route(defaults, name, op, allow_provisional=allow_provisional, catalog=catalog)
