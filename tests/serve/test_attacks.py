@@ -212,7 +212,7 @@ def test_client_daily_budget_is_per_peer(sim, tmp_path):
         assert r.status_code == 402 and "per-client daily budget" in r.json()["error"]["message"]
         assert b.post(EDIT, json=_edit()).status_code == 200
     assert len(sim.sim.submits) == 2
-    by_client = {r["client"]: r["committed_usd"] for r in app.state.budgets.status() and _usage(tmp_path)}
+    by_client = {r["client"]: r["committed_usd"] for r in _usage(tmp_path)}
     assert by_client == {"10.0.0.1": pytest.approx(price), "10.0.0.2": pytest.approx(price)}
 
 
